@@ -36,6 +36,8 @@ type ReadMeta struct {
 	IsLeader      bool                   `protobuf:"varint,3,opt,name=is_leader,json=isLeader,proto3" json:"is_leader,omitempty"`
 	LastContactMs uint32                 `protobuf:"varint,4,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"`
 	Server        string                 `protobuf:"bytes,5,opt,name=server,proto3" json:"server,omitempty"`
+	// API addresses of every coordinator server, so clients learn them all.
+	Servers       []string `protobuf:"bytes,6,rep,name=servers,proto3" json:"servers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -103,6 +105,13 @@ func (x *ReadMeta) GetServer() string {
 		return x.Server
 	}
 	return ""
+}
+
+func (x *ReadMeta) GetServers() []string {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
 }
 
 // Resource is one document of a manifest.
@@ -2486,17 +2495,114 @@ func (x *PeerStatusResponse) GetCommitIndex() uint64 {
 	return 0
 }
 
+type PeerJoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	ApiAddress    string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerJoinRequest) Reset() {
+	*x = PeerJoinRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerJoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerJoinRequest) ProtoMessage() {}
+
+func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
+func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *PeerJoinRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PeerJoinRequest) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *PeerJoinRequest) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+type PeerJoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerJoinResponse) Reset() {
+	*x = PeerJoinResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerJoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerJoinResponse) ProtoMessage() {}
+
+func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
+func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
+}
+
 var File_oneinfra_v1_api_proto protoreflect.FileDescriptor
 
 const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x15oneinfra/v1/api.proto\x12\voneinfra.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1boneinfra/v1/resources.proto\"\x95\x01\n" +
+	"\x15oneinfra/v1/api.proto\x12\voneinfra.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1boneinfra/v1/resources.proto\"\xaf\x01\n" +
 	"\bReadMeta\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x1b\n" +
 	"\tis_leader\x18\x03 \x01(\bR\bisLeader\x12&\n" +
 	"\x0flast_contact_ms\x18\x04 \x01(\rR\rlastContactMs\x12\x16\n" +
-	"\x06server\x18\x05 \x01(\tR\x06server\"\x97\x01\n" +
+	"\x06server\x18\x05 \x01(\tR\x06server\x12\x18\n" +
+	"\aservers\x18\x06 \x03(\tR\aservers\"\x97\x01\n" +
 	"\bResource\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x120\n" +
 	"\acluster\x18\x02 \x01(\v2\x14.oneinfra.v1.ClusterH\x00R\acluster\x129\n" +
@@ -2682,7 +2788,13 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12#\n" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12!\n" +
-	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex2\x85\a\n" +
+	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\"e\n" +
+	"\x0fPeerJoinRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
+	"\vapi_address\x18\x03 \x01(\tR\n" +
+	"apiAddress\"\x12\n" +
+	"\x10PeerJoinResponse2\x85\a\n" +
 	"\bOperator\x12>\n" +
 	"\x05Apply\x12\x19.oneinfra.v1.ApplyRequest\x1a\x1a.oneinfra.v1.ApplyResponse\x128\n" +
 	"\x03Get\x12\x17.oneinfra.v1.GetRequest\x1a\x18.oneinfra.v1.GetResponse\x12A\n" +
@@ -2705,9 +2817,10 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x05Agent\x12_\n" +
 	"\x10WatchAssignments\x12$.oneinfra.v1.WatchAssignmentsRequest\x1a%.oneinfra.v1.WatchAssignmentsResponse\x12Y\n" +
 	"\x0eGetAssignments\x12\".oneinfra.v1.GetAssignmentsRequest\x1a#.oneinfra.v1.GetAssignmentsResponse\x12S\n" +
-	"\fReportStatus\x12 .oneinfra.v1.ReportStatusRequest\x1a!.oneinfra.v1.ReportStatusResponse2\xa0\x01\n" +
+	"\fReportStatus\x12 .oneinfra.v1.ReportStatusRequest\x1a!.oneinfra.v1.ReportStatusResponse2\xe5\x01\n" +
 	"\x04Peer\x12I\n" +
-	"\x06Status\x12\x1e.oneinfra.v1.PeerStatusRequest\x1a\x1f.oneinfra.v1.PeerStatusResponse\x12M\n" +
+	"\x06Status\x12\x1e.oneinfra.v1.PeerStatusRequest\x1a\x1f.oneinfra.v1.PeerStatusResponse\x12C\n" +
+	"\x04Join\x12\x1c.oneinfra.v1.PeerJoinRequest\x1a\x1d.oneinfra.v1.PeerJoinResponse\x12M\n" +
 	"\aRestore\x12\x1a.oneinfra.v1.SnapshotChunk\x1a$.oneinfra.v1.SnapshotRestoreResponse(\x01B;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
 
 var (
@@ -2722,7 +2835,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                   // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                   // 1: oneinfra.v1.Resource
@@ -2767,51 +2880,53 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReportStatusResponse)(nil),       // 40: oneinfra.v1.ReportStatusResponse
 	(*PeerStatusRequest)(nil),          // 41: oneinfra.v1.PeerStatusRequest
 	(*PeerStatusResponse)(nil),         // 42: oneinfra.v1.PeerStatusResponse
-	nil,                                // 43: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                // 44: oneinfra.v1.Assignment.CertsEntry
-	nil,                                // 45: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                    // 46: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                 // 47: oneinfra.v1.Hypervisor
-	(*Component)(nil),                  // 48: oneinfra.v1.Component
-	(*Event)(nil),                      // 49: oneinfra.v1.Event
-	(*Token)(nil),                      // 50: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),             // 51: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                // 52: oneinfra.v1.ClusterSpec
-	(*ComponentStatus)(nil),            // 53: oneinfra.v1.ComponentStatus
-	(*timestamppb.Timestamp)(nil),      // 54: google.protobuf.Timestamp
-	(*KeyPair)(nil),                    // 55: oneinfra.v1.KeyPair
+	(*PeerJoinRequest)(nil),            // 43: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),           // 44: oneinfra.v1.PeerJoinResponse
+	nil,                                // 45: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                // 46: oneinfra.v1.Assignment.CertsEntry
+	nil,                                // 47: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                    // 48: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                 // 49: oneinfra.v1.Hypervisor
+	(*Component)(nil),                  // 50: oneinfra.v1.Component
+	(*Event)(nil),                      // 51: oneinfra.v1.Event
+	(*Token)(nil),                      // 52: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),             // 53: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                // 54: oneinfra.v1.ClusterSpec
+	(*ComponentStatus)(nil),            // 55: oneinfra.v1.ComponentStatus
+	(*timestamppb.Timestamp)(nil),      // 56: google.protobuf.Timestamp
+	(*KeyPair)(nil),                    // 57: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	46, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	47, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	48, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	49, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	46, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	47, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	48, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	48, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	49, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	50, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	46, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	48, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	49, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	48, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	50, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	51, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	50, // 12: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	50, // 13: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	52, // 12: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	52, // 13: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,  // 14: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	20, // 15: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	51, // 16: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	53, // 16: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
 	32, // 17: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	48, // 18: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	52, // 19: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	43, // 20: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	44, // 21: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	50, // 18: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	54, // 19: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	45, // 20: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	46, // 21: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
 	35, // 22: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
 	35, // 23: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	45, // 24: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	47, // 24: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
 	36, // 25: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	53, // 26: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	55, // 26: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
 	38, // 27: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	54, // 28: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	55, // 29: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	56, // 28: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	57, // 29: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
 	2,  // 30: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
 	5,  // 31: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
 	7,  // 32: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
@@ -2830,28 +2945,30 @@ var file_oneinfra_v1_api_proto_depIdxs = []int32{
 	34, // 45: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
 	39, // 46: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
 	41, // 47: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	23, // 48: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	4,  // 49: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 50: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 51: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 52: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	12, // 53: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	14, // 54: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	16, // 55: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	18, // 56: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	21, // 57: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	23, // 58: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	24, // 59: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	26, // 60: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	28, // 61: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	30, // 62: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	33, // 63: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	37, // 64: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	40, // 65: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	42, // 66: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	24, // 67: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	49, // [49:68] is the sub-list for method output_type
-	30, // [30:49] is the sub-list for method input_type
+	43, // 48: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	23, // 49: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	4,  // 50: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 51: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 52: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 53: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	12, // 54: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	14, // 55: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	16, // 56: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	18, // 57: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	21, // 58: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	23, // 59: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	24, // 60: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	26, // 61: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	28, // 62: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	30, // 63: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	33, // 64: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	37, // 65: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	40, // 66: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	42, // 67: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	44, // 68: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	24, // 69: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	50, // [50:70] is the sub-list for method output_type
+	30, // [30:50] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -2873,7 +2990,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -877,6 +877,7 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Peer_Status_FullMethodName  = "/oneinfra.v1.Peer/Status"
+	Peer_Join_FullMethodName    = "/oneinfra.v1.Peer/Join"
 	Peer_Restore_FullMethodName = "/oneinfra.v1.Peer/Restore"
 )
 
@@ -888,6 +889,9 @@ const (
 // certificates.
 type PeerClient interface {
 	Status(ctx context.Context, in *PeerStatusRequest, opts ...grpc.CallOption) (*PeerStatusResponse, error)
+	// Join adds the calling server, which holds a certificate from
+	// Bootstrap.JoinServer and has started Raft, as a voter.
+	Join(ctx context.Context, in *PeerJoinRequest, opts ...grpc.CallOption) (*PeerJoinResponse, error)
 	Restore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse], error)
 }
 
@@ -903,6 +907,16 @@ func (c *peerClient) Status(ctx context.Context, in *PeerStatusRequest, opts ...
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PeerStatusResponse)
 	err := c.cc.Invoke(ctx, Peer_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) Join(ctx context.Context, in *PeerJoinRequest, opts ...grpc.CallOption) (*PeerJoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerJoinResponse)
+	err := c.cc.Invoke(ctx, Peer_Join_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -930,6 +944,9 @@ type Peer_RestoreClient = grpc.ClientStreamingClient[SnapshotChunk, SnapshotRest
 // certificates.
 type PeerServer interface {
 	Status(context.Context, *PeerStatusRequest) (*PeerStatusResponse, error)
+	// Join adds the calling server, which holds a certificate from
+	// Bootstrap.JoinServer and has started Raft, as a voter.
+	Join(context.Context, *PeerJoinRequest) (*PeerJoinResponse, error)
 	Restore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error
 	mustEmbedUnimplementedPeerServer()
 }
@@ -943,6 +960,9 @@ type UnimplementedPeerServer struct{}
 
 func (UnimplementedPeerServer) Status(context.Context, *PeerStatusRequest) (*PeerStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedPeerServer) Join(context.Context, *PeerJoinRequest) (*PeerJoinResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
 }
 func (UnimplementedPeerServer) Restore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error {
 	return status.Error(codes.Unimplemented, "method Restore not implemented")
@@ -986,6 +1006,24 @@ func _Peer_Status_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerJoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Join(ctx, req.(*PeerJoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Peer_Restore_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(PeerServer).Restore(&grpc.GenericServerStream[SnapshotChunk, SnapshotRestoreResponse]{ServerStream: stream})
 }
@@ -1003,6 +1041,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Peer_Status_Handler,
+		},
+		{
+			MethodName: "Join",
+			Handler:    _Peer_Join_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -483,7 +483,8 @@ type PlaceCommand struct {
 	Status *ClusterStatus `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
 	Events []*Event       `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
 	// The cluster's VPN CIDR when the pool chose it.
-	VpnCidr       string `protobuf:"bytes,7,opt,name=vpn_cidr,json=vpnCidr,proto3" json:"vpn_cidr,omitempty"`
+	VpnCidr       string                 `protobuf:"bytes,7,opt,name=vpn_cidr,json=vpnCidr,proto3" json:"vpn_cidr,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -565,6 +566,13 @@ func (x *PlaceCommand) GetVpnCidr() string {
 		return x.VpnCidr
 	}
 	return ""
+}
+
+func (x *PlaceCommand) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
 }
 
 type ReportStatusCommand struct {
@@ -850,7 +858,7 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\v2\x17.oneinfra.v1.HypervisorR\n" +
 	"hypervisor\x12\x19\n" +
-	"\btoken_id\x18\x02 \x01(\tR\atokenId\"\xa6\x02\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\"\xd6\x02\n" +
 	"\fPlaceCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x126\n" +
 	"\n" +
@@ -860,7 +868,8 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06remove\x18\x04 \x03(\tR\x06remove\x122\n" +
 	"\x06status\x18\x05 \x01(\v2\x1a.oneinfra.v1.ClusterStatusR\x06status\x12*\n" +
 	"\x06events\x18\x06 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12\x19\n" +
-	"\bvpn_cidr\x18\a \x01(\tR\avpnCidr\"\xb7\x01\n" +
+	"\bvpn_cidr\x18\a \x01(\tR\avpnCidr\x12.\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xb7\x01\n" +
 	"\x13ReportStatusCommand\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
@@ -948,25 +957,26 @@ var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
 	23, // 11: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
 	24, // 12: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
 	19, // 13: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	22, // 14: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	20, // 15: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	24, // 16: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	19, // 17: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	14, // 18: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	15, // 19: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	16, // 20: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	17, // 21: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	18, // 22: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	22, // 23: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	23, // 24: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	21, // 25: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	19, // 26: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	13, // 27: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	20, // 14: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	22, // 15: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	20, // 16: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	24, // 17: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	19, // 18: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	14, // 19: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	15, // 20: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	16, // 21: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	17, // 22: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	18, // 23: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	22, // 24: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	23, // 25: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	21, // 26: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	19, // 27: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	13, // 28: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }

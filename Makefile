@@ -1,0 +1,38 @@
+# oneinfra: `make build`, `make test`, `make demo`. See README.md.
+SHELL := /bin/bash
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/oneinfra/oneinfra/internal/version.Version=$(VERSION)
+PREFIX ?= /usr/local
+GO ?= go
+
+.PHONY: build test unit fuzz lint proto install clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+
+# Every test: unit and multi-server tests, then a short fuzz run of the
+# manifest decoder.
+test: lint unit fuzz
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/manifest
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Regenerates proto/*.pb.go (committed).
+proto:
+	./hack/gen-proto.sh
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system
+	install -m 0755 bin/* $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 systemd/*.service $(DESTDIR)/etc/systemd/system/
+
+clean:
+	rm -rf bin _output

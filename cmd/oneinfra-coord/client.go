@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/client"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/grpc"
+)
+
+// callTimeout bounds one CLI call, failover to another server included.
+const callTimeout = 30 * time.Second
+
+// session is a connection to the coordinator with the operator's
+// credentials.
+type session struct {
+	conn *grpc.ClientConn
+	op   pb.OperatorClient
+	path string
+	conf *client.Config
+}
+
+func (g *globals) connect() (*session, error) {
+	path := client.Path(g.config)
+	conf, err := client.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := client.Dial(conf.Servers, []byte(conf.CertificateAuthority), conf.KeyPair())
+	if err != nil {
+		return nil, err
+	}
+	return &session{conn: conn, op: pb.NewOperatorClient(conn), path: path, conf: conf}, nil
+}
+
+func (s *session) close() { s.conn.Close() }
+
+// ctx is the context of one call.
+func (s *session) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, callTimeout)
+}
+
+// learnServers records in the credentials file the coordinator servers a
+// read reported, so that the next command can reach any of them when the
+// one it knew is down. Failing to write it is no error for the command.
+func (s *session) learnServers(meta *pb.ReadMeta) {
+	servers := meta.GetServers()
+	if len(servers) == 0 {
+		return
+	}
+	a, b := slices.Clone(servers), slices.Clone(s.conf.Servers)
+	slices.Sort(a)
+	slices.Sort(b)
+	if slices.Equal(a, b) {
+		return
+	}
+	s.conf.Servers = servers
+	_ = s.conf.Write(s.path)
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/resources"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"github.com/spf13/cobra"
+)
+
+func newClusterCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Create clusters and get their kubeconfig"}
+	cmd.AddCommand(newClusterCreateCommand(g), newClusterKubeconfigCommand(g))
+	return cmd
+}
+
+func newClusterCreateCommand(g *globals) *cobra.Command {
+	var (
+		replicas int32
+		version  string
+		vpn      bool
+		vpnCIDR  string
+		wait     bool
+		timeout  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME [--replicas N] [--version V] [--vpn] [--vpn-cidr CIDR] [--wait] [--timeout D]",
+		Short: "Create a cluster (the imperative form of apply)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if vpnCIDR != "" && !vpn {
+				return fmt.Errorf("--vpn-cidr: needs --vpn")
+			}
+			c := &pb.Cluster{
+				ApiVersion: resources.APIVersion, Kind: resources.KindCluster,
+				Metadata: &pb.ObjectMeta{Name: args[0]},
+				Spec: &pb.ClusterSpec{
+					KubernetesVersion: version,
+					Vpn:               &pb.VPNSpec{Enabled: vpn, Cidr: vpnCIDR},
+				},
+			}
+			if cmd.Flags().Changed("replicas") {
+				c.Spec.ControlPlane = &pb.ControlPlaneSpec{Replicas: &replicas}
+			}
+			resources.DefaultCluster(c)
+			if err := resources.ValidateCluster(c); err != nil {
+				return fmt.Errorf("cluster %q: %w", args[0], flagNames(err))
+			}
+			req := &pb.ApplyRequest{CreateOnly: true, Resources: []*pb.Resource{{Source: "cluster create", Kind: &pb.Resource_Cluster{Cluster: c}}}}
+			if err := applyResources(cmd, g, req); err != nil {
+				return err
+			}
+			if !wait {
+				return nil
+			}
+			return waitReady(cmd, g, args[0], timeout)
+		},
+	}
+	f := cmd.Flags()
+	f.Int32Var(&replicas, "replicas", 1, "control-plane replicas, from 1 to 7")
+	f.StringVar(&version, "version", "", "Kubernetes version (default: the newest supported)")
+	f.BoolVar(&vpn, "vpn", false, "give the cluster a WireGuard VPN for its workers")
+	f.StringVar(&vpnCIDR, "vpn-cidr", "", "VPN CIDR (default: a free block of the coordinator's pool)")
+	f.BoolVar(&wait, "wait", false, "show progress and return when the cluster is Ready")
+	f.DurationVar(&timeout, "timeout", 15*time.Minute, "how long --wait waits")
+	return cmd
+}
+
+// flagNames words a validation error in terms of this command's flags.
+func flagNames(err error) error {
+	return fmt.Errorf("%s", strings.NewReplacer(
+		"spec.controlPlane.replicas", "--replicas",
+		"spec.kubernetesVersion", "--version",
+		"spec.vpn.cidr", "--vpn-cidr",
+		"metadata.name", "NAME").Replace(err.Error()))
+}
+
+// waitReady follows a cluster until it is Ready, printing each change of
+// its phase or of the condition that blocks it.
+func waitReady(cmd *cobra.Command, g *globals, name string, timeout time.Duration) error {
+	s, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	out := cmd.OutOrStdout()
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	start, last, why := time.Now(), "", ""
+	for {
+		cctx, ccancel := s.ctx(ctx)
+		resp, err := s.op.Get(cctx, &pb.GetRequest{Kind: "clusters", Name: name})
+		ccancel()
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+		if err == nil {
+			c := resp.Clusters[0]
+			phase := c.GetStatus().GetPhase()
+			why = ""
+			if cond := resources.FindCondition(c.GetStatus().GetConditions(), "Ready"); cond != nil && cond.Status != "True" {
+				why = cond.Reason + ": " + cond.Message
+			}
+			if line := phase + " " + why; line != last {
+				fmt.Fprintf(out, "[%4.0fs] %s %s\n", time.Since(start).Seconds(), phase, why)
+				last = line
+			}
+			if phase == resources.PhaseReady {
+				fmt.Fprintf(out, "cluster/%s Ready in %s at %s\n", name, time.Since(start).Round(time.Second), c.Status.ApiServerEndpoint)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster/%s not Ready after %s: %s", name, timeout, dash(why))
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func newClusterKubeconfigCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "kubeconfig NAME",
+		Short: "Print an admin kubeconfig whose server is the cluster's ingress endpoint",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			ctx, cancel := s.ctx(cmd.Context())
+			defer cancel()
+			resp, err := s.op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(resp.Kubeconfig)
+			return err
+		},
+	}
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/resources"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func newDeleteCommand(g *globals) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "delete KIND NAME [--wait]",
+		Short: "Delete a cluster (its components are removed from their hypervisors) or an empty hypervisor",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, err := resources.NormalizeKind(args[0])
+			if err != nil {
+				return err
+			}
+			s, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			ctx, cancel := s.ctx(cmd.Context())
+			resp, err := s.op.Delete(ctx, &pb.DeleteRequest{Kind: kind, Name: args[1]})
+			cancel()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			label := singular(kind) + "/" + args[1]
+			if resp.Deleted {
+				fmt.Fprintf(out, "%s deleted\n", label)
+				return nil
+			}
+			fmt.Fprintf(out, "%s deleting: its components are being removed from their hypervisors\n", label)
+			if !wait {
+				return nil
+			}
+			deadline := time.Now().Add(timeout)
+			last := ""
+			for {
+				ctx, cancel := s.ctx(cmd.Context())
+				d, err := s.op.Describe(ctx, &pb.DescribeRequest{Name: args[1]})
+				cancel()
+				if status.Code(err) == codes.NotFound {
+					fmt.Fprintf(out, "%s deleted\n", label)
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if p := fmt.Sprintf("%d component(s) left", len(d.Components)); p != last {
+					fmt.Fprintf(out, "  %s\n", p)
+					last = p
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s still deleting after %s: %d component(s) not yet removed by their agents", label, timeout, len(d.Components))
+				}
+				time.Sleep(time.Second)
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the cluster is gone")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long --wait waits")
+	return cmd
+}
+
+func singular(kind string) string { return kind[:len(kind)-1] }

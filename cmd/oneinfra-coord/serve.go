@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/oneinfra/oneinfra/coordinator"
+	"github.com/oneinfra/oneinfra/internal/logging"
+	"github.com/spf13/cobra"
+)
+
+func newServeCommand(g *globals) *cobra.Command {
+	cfg := coordinator.Config{}
+	cmd := &cobra.Command{
+		Use:   "serve --id ID --data-dir DIR [--bootstrap | --join HOST:PORT --token TOKEN --ca-hash sha256:HEX]",
+		Short: "Run a coordinator server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Bootstrap && cfg.Join != "" {
+				return fmt.Errorf("--bootstrap and --join: use one or the other")
+			}
+			logger, err := logging.New(os.Stderr, g.logFormat, slog.LevelInfo)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			srv, err := coordinator.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			logger.Info("shutting down")
+			return srv.Shutdown()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "", "this server's unique ID (required)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "where Raft, TLS and admin.conf live (required)")
+	f.StringVar(&cfg.APIAddr, "api-addr", "0.0.0.0:7443", "gRPC API listen address (mutual TLS)")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "0.0.0.0:7444", "Raft listen address (mutual TLS)")
+	f.StringVar(&cfg.Advertise, "advertise", "", "address peers and agents use to reach this server (default: the API host, else the first non-loopback IPv4)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:7480", "/metrics, /healthz and /readyz listen address")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "start a new one-server coordinator cluster on an empty data dir")
+	f.StringVar(&cfg.Join, "join", "", "join the coordinator cluster through this server (HOST:PORT)")
+	f.StringVar(&cfg.Token, "token", "", "server token for --join (token create --kind server)")
+	f.StringVar(&cfg.CAHash, "ca-hash", "", "sha256:HEX of the coordinator CA, for --join")
+	f.StringVar(&cfg.ImageRepository, "image-repository", "", "repository prefix of every image, for mirrors and air gaps (default: upstream registries)")
+	f.StringVar(&cfg.VPNPool, "vpn-pool", coordinator.DefaultVPNPool, "the pool clusters' VPN CIDRs come from (read at --bootstrap)")
+	_ = cmd.MarkFlagRequired("id")
+	_ = cmd.MarkFlagRequired("data-dir")
+	return cmd
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"github.com/spf13/cobra"
+)
+
+func newSnapshotCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Save and restore the coordinator state (disaster recovery)"}
+	save := &cobra.Command{
+		Use:   "save FILE",
+		Short: "Save a consistent copy of the coordinator state to FILE (mode 0600: it holds keys)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			ctx, cancel := s.ctx(cmd.Context())
+			defer cancel()
+			stream, err := s.op.SnapshotSave(ctx, &pb.SnapshotSaveRequest{})
+			if err != nil {
+				return err
+			}
+			var data []byte
+			for {
+				chunk, err := stream.Recv()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				data = append(data, chunk.Data...)
+			}
+			if err := tlsutil.WriteFileAtomic(args[0], data, 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "snapshot saved to %s (%d bytes)\n", args[0], len(data))
+			return nil
+		},
+	}
+	restore := &cobra.Command{
+		Use:   "restore FILE",
+		Short: "Replace the coordinator's clusters, hypervisors, components and tokens with FILE's",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			s, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			ctx, cancel := s.ctx(cmd.Context())
+			defer cancel()
+			stream, err := s.op.SnapshotRestore(ctx)
+			if err != nil {
+				return err
+			}
+			for b := data; len(b) > 0; {
+				n := min(len(b), 1<<20)
+				if err := stream.Send(&pb.SnapshotChunk{Data: b[:n]}); err != nil {
+					return err
+				}
+				b = b[n:]
+			}
+			resp, err := stream.CloseAndRecv()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s restored at index %d\n", args[0], resp.Index)
+			return nil
+		},
+	}
+	cmd.AddCommand(save, restore)
+	return cmd
+}

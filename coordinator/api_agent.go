@@ -1,0 +1,210 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// Bounds of a blocking watch.
+const (
+	defaultWatchWait = 5 * time.Minute
+	maxWatchWait     = 10 * time.Minute
+)
+
+// assignmentTables are the tables an assignment is made from.
+var assignmentTables = []string{state.TableClusters, state.TablePKI, state.TableHypervisors, state.TableComponents, state.TableComponentCerts}
+
+// agentAPI serves hypervisor agents, each only about itself.
+type agentAPI struct {
+	pb.UnimplementedAgentServer
+	s *Server
+}
+
+func checkSelf(ctx context.Context, hypervisor string) error {
+	if caller := callerOf(ctx); caller.Name != hypervisor {
+		return fmt.Errorf("hypervisor %q may not act for %q: %w", caller.Name, hypervisor, errDenied)
+	}
+	return nil
+}
+
+// WatchAssignments is a blocking query: it returns when the state the
+// hypervisor's assignments come from moves past min_index, or when the
+// wait ends, with every assignment's hash. An agent that reconnects with
+// its last index misses nothing: it gets the whole current list.
+func (a *agentAPI) WatchAssignments(ctx context.Context, req *pb.WatchAssignmentsRequest) (*pb.WatchAssignmentsResponse, error) {
+	if err := checkSelf(ctx, req.Hypervisor); err != nil {
+		return nil, err
+	}
+	wait := defaultWatchWait
+	if req.WaitMs > 0 {
+		wait = min(time.Duration(req.WaitMs)*time.Millisecond, maxWatchWait)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	a.s.metrics.watchers.Inc()
+	defer a.s.metrics.watchers.Dec()
+	for {
+		st := a.s.State()
+		ws := memdb.NewWatchSet()
+		ws.Add(st.AbandonCh())
+		index := st.Index(assignmentTables...)
+		assignments, err := a.s.assignments(st, ws, req.Hypervisor, nil)
+		if err != nil {
+			return nil, err
+		}
+		if index > req.MinIndex || ctx.Err() != nil {
+			resp := &pb.WatchAssignmentsResponse{Index: index}
+			for _, as := range assignments {
+				resp.Assignments = append(resp.Assignments, &pb.AssignmentRef{Component: as.Component.Metadata.Name, Hash: as.Hash})
+			}
+			return resp, nil
+		}
+		_ = ws.WatchCtx(ctx)
+	}
+}
+
+// GetAssignments returns the full assignments of the named components (all
+// when none are named).
+func (a *agentAPI) GetAssignments(ctx context.Context, req *pb.GetAssignmentsRequest) (*pb.GetAssignmentsResponse, error) {
+	if err := checkSelf(ctx, req.Hypervisor); err != nil {
+		return nil, err
+	}
+	st := a.s.State()
+	index := st.Index(assignmentTables...)
+	as, err := a.s.assignments(st, nil, req.Hypervisor, req.Components)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetAssignmentsResponse{Index: index, Assignments: as}, nil
+}
+
+// ReportStatus records what the agent runs; it runs on the leader.
+func (a *agentAPI) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest) (*pb.ReportStatusResponse, error) {
+	if err := checkSelf(ctx, req.Hypervisor); err != nil {
+		return nil, err
+	}
+	cmd := &pb.ReportStatusCommand{Hypervisor: req.Hypervisor, Removed: req.Removed, Time: req.Time}
+	for _, r := range req.Components {
+		cmd.Components = append(cmd.Components, &pb.Component{Metadata: &pb.ObjectMeta{Name: r.Component}, Status: r.Status})
+	}
+	if _, err := a.s.raftApply(ReportStatusType, cmd); err != nil {
+		return nil, err
+	}
+	return &pb.ReportStatusResponse{}, nil
+}
+
+// assignments builds the assignments of a hypervisor, restricted to the
+// named components when names is not empty.
+func (s *Server) assignments(st *state.Store, ws memdb.WatchSet, hypervisor string, names []string) ([]*pb.Assignment, error) {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	hypervisors := map[string]*pb.Hypervisor{}
+	for _, h := range st.Hypervisors(ws) {
+		hypervisors[h.Metadata.Name] = h
+	}
+	var out []*pb.Assignment
+	for _, comp := range st.ComponentsOnHypervisor(ws, hypervisor) {
+		if len(want) > 0 && !want[comp.Metadata.Name] {
+			continue
+		}
+		as, err := s.assignment(st, ws, comp, hypervisors)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, as)
+	}
+	return out, nil
+}
+
+// assignment is everything the agent needs to run one component.
+func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Component, hypervisors map[string]*pb.Hypervisor) (*pb.Assignment, error) {
+	cluster := st.Cluster(ws, comp.Spec.Cluster)
+	p := st.ClusterPKI(ws, comp.Spec.Cluster)
+	if cluster == nil || p == nil {
+		return nil, fmt.Errorf("component %s: cluster %q: %w", comp.Metadata.Name, comp.Spec.Cluster, state.ErrNotFound)
+	}
+	as := &pb.Assignment{
+		Component:         comp,
+		ClusterSpec:       cluster.Spec,
+		CaCerts:           map[string][]byte{},
+		ApiServerEndpoint: cluster.GetStatus().GetApiServerEndpoint(),
+		Images:            Images(s.cfg.ImageRepository, cluster.Spec.KubernetesVersion),
+		Deleting:          comp.Metadata.DeletionTimestamp != nil,
+	}
+	for name, ca := range p.Cas {
+		as.CaCerts[name] = ca.CertPem
+	}
+	if comp.Spec.Role == resources.RoleControlPlane {
+		as.ServiceAccountKeyPem = p.ServiceAccountKeyPem
+		as.EncryptionKey = p.EncryptionKey
+	}
+	if certs := st.ComponentCerts(ws, comp.Metadata.Name); certs != nil {
+		as.Certs = certs.Certs
+	}
+	for _, peer := range st.ComponentsOfCluster(ws, comp.Spec.Cluster) {
+		h := hypervisors[peer.Spec.Hypervisor]
+		if peer.Spec.Role != resources.RoleControlPlane || h == nil {
+			continue
+		}
+		addr := h.Spec.Address
+		if peer.Metadata.DeletionTimestamp == nil || peer.Metadata.Name == comp.Metadata.Name {
+			as.EtcdPeers = append(as.EtcdPeers, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["etcd-peer"]})
+		}
+		if peer.Metadata.DeletionTimestamp == nil {
+			as.ApiServers = append(as.ApiServers, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["apiserver"]})
+		}
+	}
+	as.Hash = assignmentHash(as)
+	return as, nil
+}
+
+// assignmentHash changes when anything the agent acts on changes, and not
+// when only the component's reported status or indexes do.
+func assignmentHash(as *pb.Assignment) string {
+	c := proto.Clone(as).(*pb.Assignment)
+	c.Hash = ""
+	c.Component.Status = nil
+	c.Component.Metadata.ModifyIndex = 0
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("hashing assignment: %v", err)) // proto messages always marshal
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Image versions that go with each Kubernetes version.
+const (
+	etcdImageTag    = "3.6.16-0"
+	pauseImageTag   = "3.10"
+	haproxyImageTag = "2.6"
+)
+
+// Images returns the image of each container of a cluster's components,
+// from upstream registries or from repository when one is set.
+func Images(repository, kubernetesVersion string) map[string]string {
+	k8s, library := "registry.k8s.io", "docker.io/library"
+	if repository != "" {
+		k8s, library = repository, repository
+	}
+	v := "v" + kubernetesVersion
+	return map[string]string{
+		"pause":                   k8s + "/pause:" + pauseImageTag,
+		"etcd":                    k8s + "/etcd:" + etcdImageTag,
+		"kube-apiserver":          k8s + "/kube-apiserver:" + v,
+		"kube-controller-manager": k8s + "/kube-controller-manager:" + v,
+		"kube-scheduler":          k8s + "/kube-scheduler:" + v,
+		"haproxy":                 library + "/haproxy:" + haproxyImageTag,
+	}
+}

@@ -1,0 +1,119 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// bootstrapAPI trades join tokens for certificates signed by the
+// coordinator CA. Callers have no certificate yet; the token is the proof.
+type bootstrapAPI struct {
+	pb.UnimplementedBootstrapServer
+	s *Server
+}
+
+func (a *bootstrapAPI) token(presented, kind string) (*pb.Token, error) {
+	st := a.s.State()
+	return checkToken(func(id string) *pb.Token { return st.Token(nil, id) }, presented, kind, time.Now())
+}
+
+// useToken records one more use of a token.
+func (a *bootstrapAPI) useToken(tok *pb.Token) error {
+	tok.Uses++
+	_, err := a.s.raftApply(UpsertTokenType, &pb.UpsertTokenCommand{Token: tok})
+	return err
+}
+
+// signingCA is the coordinator CA with its key, from the replicated state.
+func (s *Server) signingCA() (*pb.KeyPair, error) {
+	ca := s.State().Config(nil).GetCa()
+	if ca == nil {
+		return nil, fmt.Errorf("the coordinator is still bootstrapping: %w", errNoLeader)
+	}
+	return ca, nil
+}
+
+// JoinServer signs the certificate of a server about to join; it becomes a
+// voter when it calls Peer.Join with that certificate.
+func (a *bootstrapAPI) JoinServer(ctx context.Context, req *pb.JoinServerRequest) (*pb.JoinServerResponse, error) {
+	tok, err := a.token(req.Token, TokenServer)
+	if err != nil {
+		return nil, err
+	}
+	if !resources.IsDNS1123Subdomain(req.Id) {
+		return nil, invalid("--id: %q is not a valid server ID (lowercase letters, digits, '-' and '.')", req.Id)
+	}
+	host, _, err := net.SplitHostPort(req.RaftAddress)
+	if err != nil {
+		return nil, invalid("raft address %q: %v", req.RaftAddress, err)
+	}
+	for _, srv := range a.s.State().Servers(nil) {
+		if srv.Id == req.Id && srv.RaftAddress != req.RaftAddress {
+			return nil, invalid("--id: server %q is already a member at %s", req.Id, srv.RaftAddress)
+		}
+	}
+	ca, err := a.s.signingCA()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tlsutil.SignCSR(ca, req.CsrPem, serverCertOptions(req.Id, host), time.Now())
+	if err != nil {
+		return nil, invalid("certificate request: %v", err)
+	}
+	if err := a.useToken(tok); err != nil {
+		return nil, err
+	}
+	a.s.logger.Info("server certificate issued", "id", req.Id, "token", tok.Id)
+	return &pb.JoinServerResponse{CertPem: cert, CaPem: ca.CertPem}, nil
+}
+
+// RegisterHypervisor records a hypervisor and signs its agent's
+// certificate; the agent's key never leaves it.
+func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterHypervisorRequest) (*pb.RegisterHypervisorResponse, error) {
+	tok, err := a.token(req.Token, TokenHypervisor)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	h := &pb.Hypervisor{
+		ApiVersion: resources.APIVersion, Kind: resources.KindHypervisor,
+		Metadata: &pb.ObjectMeta{Name: req.Name, Uid: newUID(), CreationTimestamp: timestamppb.New(now)},
+		Spec:     req.Spec,
+		Status:   &pb.HypervisorStatus{Health: resources.HealthAlive, LastSeen: timestamppb.New(now)},
+	}
+	if h.Spec == nil {
+		h.Spec = &pb.HypervisorSpec{}
+	}
+	h.Spec.Unschedulable = false
+	resources.DefaultHypervisor(h)
+	if err := resources.ValidateHypervisor(h); err != nil {
+		return nil, invalid("hypervisor %q: %v", req.Name, err)
+	}
+	ca, err := a.s.signingCA()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
+		CommonName: req.Name, Organizations: []string{RoleHypervisor},
+		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: clientValidity,
+	}, now)
+	if err != nil {
+		return nil, invalid("certificate request: %v", err)
+	}
+	if _, err := a.s.raftApply(RegisterHypervisorType, &pb.RegisterHypervisorCommand{Hypervisor: h, TokenId: tok.Id}); err != nil {
+		return nil, err
+	}
+	var servers []string
+	for _, srv := range a.s.State().Servers(nil) {
+		servers = append(servers, srv.ApiAddress)
+	}
+	a.s.logger.Info("hypervisor registered", "hypervisor", req.Name, "public", h.Spec.Public, "token", tok.Id)
+	return &pb.RegisterHypervisorResponse{CertPem: cert, CaPem: ca.CertPem, Servers: servers}, nil
+}

@@ -1,0 +1,299 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/client"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// identity is who a call comes from: a role and a name (the certificate CN).
+type identity struct {
+	Role, Name string
+}
+
+func (i identity) String() string { return i.Role + "/" + i.Name }
+
+type identityKey struct{}
+
+func callerOf(ctx context.Context) identity {
+	id, _ := ctx.Value(identityKey{}).(identity)
+	return id
+}
+
+// forwardedFor carries the original caller on a call a server forwards to
+// the leader; it is believed only from another server.
+const forwardedFor = "oneinfra-forwarded-for"
+
+// roleFor is the role each service requires; Bootstrap needs none.
+var roleFor = map[string]string{
+	"/oneinfra.v1.Operator/":  RoleAdmin,
+	"/oneinfra.v1.Agent/":     RoleHypervisor,
+	"/oneinfra.v1.Peer/":      RoleServer,
+	"/oneinfra.v1.Bootstrap/": "",
+}
+
+// writes are the calls that change state: they run on the leader, which
+// they are forwarded to from any other server, in this one place.
+var writes = map[string]bool{
+	"/oneinfra.v1.Operator/Apply":               true,
+	"/oneinfra.v1.Operator/Delete":              true,
+	"/oneinfra.v1.Operator/CreateToken":         true,
+	"/oneinfra.v1.Operator/RevokeToken":         true,
+	"/oneinfra.v1.Bootstrap/JoinServer":         true,
+	"/oneinfra.v1.Bootstrap/RegisterHypervisor": true,
+	"/oneinfra.v1.Agent/ReportStatus":           true,
+	"/oneinfra.v1.Peer/Join":                    true,
+}
+
+// authorize finds the caller of a call and checks it may make it.
+func authorize(ctx context.Context, method string) (identity, error) {
+	var want string
+	known := false
+	for prefix, role := range roleFor {
+		if strings.HasPrefix(method, prefix) {
+			want, known = role, true
+		}
+	}
+	if !known {
+		return identity{}, status.Errorf(codes.Unimplemented, "unknown method %s", method)
+	}
+	id := peerIdentity(ctx)
+	if id.Role == RoleServer {
+		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedFor)) == 1 {
+			role, name, _ := strings.Cut(md.Get(forwardedFor)[0], "/")
+			id = identity{Role: role, Name: name}
+		}
+	}
+	if want != "" && id.Role != want {
+		if id.Role == "" {
+			return id, status.Error(codes.Unauthenticated, "a client certificate signed by the coordinator CA is required")
+		}
+		return id, status.Errorf(codes.PermissionDenied, "%s may not call %s", id, method)
+	}
+	return id, nil
+}
+
+// peerIdentity reads the verified client certificate of a call.
+func peerIdentity(ctx context.Context) identity {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return identity{}
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 {
+		return identity{}
+	}
+	cert := info.State.VerifiedChains[0][0]
+	for _, role := range []string{RoleAdmin, RoleServer, RoleHypervisor} {
+		if slices.Contains(cert.Subject.Organization, role) {
+			return identity{Role: role, Name: cert.Subject.CommonName}
+		}
+	}
+	return identity{}
+}
+
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	id, err := authorize(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	ctx = context.WithValue(ctx, identityKey{}, id)
+	if !writes[info.FullMethod] {
+		resp, err := handler(ctx, req)
+		return resp, grpcError(err)
+	}
+	// A write: run it on the leader. Leadership can move while it runs, so
+	// a write that finds this server no longer leads is sent on again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var resp any
+		if s.IsLeader() {
+			resp, err = handler(ctx, req)
+		} else {
+			resp, err = s.forward(ctx, info.FullMethod, req.(proto.Message), id)
+		}
+		if !leadershipError(err) || time.Now().After(deadline) {
+			return resp, grpcError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, grpcError(ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	id, err := authorize(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return grpcError(handler(srv, &identityStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), identityKey{}, id)}))
+}
+
+type identityStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *identityStream) Context() context.Context { return s.ctx }
+
+var errNoLeader = errors.New("no coordinator leader is known")
+
+// leadershipError reports whether a write failed because leadership is
+// moving: this server lost it, none is known, or the one known is gone.
+func leadershipError(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, errNoLeader) || status.Code(err) == codes.Unavailable
+}
+
+// leaderAPI returns the API address of the current leader.
+func (s *Server) leaderAPI() (string, error) {
+	_, id := s.raft.LeaderWithID()
+	if id == "" {
+		return "", errNoLeader
+	}
+	for _, srv := range s.State().Servers(nil) {
+		if srv.Id == string(id) {
+			return srv.ApiAddress, nil
+		}
+	}
+	return "", fmt.Errorf("leader %s: %w", id, errNoLeader)
+}
+
+// forward sends a call to the leader on behalf of its original caller.
+func (s *Server) forward(ctx context.Context, method string, req proto.Message, id identity) (any, error) {
+	addr, err := s.leaderAPI()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := newResponse(method)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := s.peers.get(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, forwardedFor, id.String())
+	s.metrics.forwarded.Inc()
+	if err := conn.Invoke(ctx, method, req, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// newResponse makes an empty response message of a method, by name.
+func newResponse(method string) (proto.Message, error) {
+	svc, name, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	if err != nil {
+		return nil, fmt.Errorf("method %s: %w", method, err)
+	}
+	m := d.(protoreflect.ServiceDescriptor).Methods().ByName(protoreflect.Name(name))
+	if m == nil {
+		return nil, fmt.Errorf("method %s: not found", method)
+	}
+	t, err := protoregistry.GlobalTypes.FindMessageByName(m.Output().FullName())
+	if err != nil {
+		return nil, fmt.Errorf("method %s: %w", method, err)
+	}
+	return t.New().Interface(), nil
+}
+
+// grpcError gives an error the status code callers branch on.
+func grpcError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, errInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, state.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, state.ErrConflict), errors.Is(err, ErrHypervisorInUse), errors.Is(err, ErrPortTaken):
+		code = codes.FailedPrecondition
+	case errors.Is(err, errDenied):
+		code = codes.PermissionDenied
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, errNoLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
+		code = codes.Unavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Error(code, err.Error())
+}
+
+// Sentinels handlers wrap to choose a status code.
+var (
+	errInvalid = errors.New("invalid")
+	errDenied  = errors.New("denied")
+)
+
+// invalid is an error caused by the request itself.
+func invalid(format string, args ...any) error {
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return e.msg }
+func (e *invalidError) Is(target error) bool { return target == errInvalid }
+
+// peerPool keeps one connection to each other server.
+type peerPool struct {
+	mu    sync.Mutex
+	tls   *tls.Config
+	conns map[string]*grpc.ClientConn
+}
+
+func newPeerPool(conf *tls.Config) *peerPool {
+	return &peerPool{tls: conf, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := client.DialTLS([]string{addr}, p.tls)
+	if err != nil {
+		return nil, err
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *peerPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = map[string]*grpc.ClientConn{}
+}

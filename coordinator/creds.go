@@ -1,0 +1,250 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+)
+
+// Roles are certificate organizations; the CN names the holder.
+const (
+	RoleAdmin      = "oneinfra:admin"
+	RoleServer     = "oneinfra:server"
+	RoleHypervisor = "oneinfra:hypervisor"
+)
+
+// Lifetimes of what the coordinator CA signs.
+const (
+	caValidity     = 10 * 365 * 24 * time.Hour
+	serverValidity = 5 * 365 * 24 * time.Hour
+	clientValidity = 365 * 24 * time.Hour
+)
+
+// Files under DATA-DIR/tls, and the admin credentials.
+const (
+	caCertFile     = "ca.crt"
+	caKeyFile      = "ca.key" // only until the CA is in the replicated state
+	serverCertFile = "server.crt"
+	serverKeyFile  = "server.key"
+	AdminConfFile  = "admin.conf"
+)
+
+// serverCreds is this server's TLS identity.
+type serverCreds struct {
+	dir   string
+	caPEM []byte
+	cert  tls.Certificate
+	pool  *x509.CertPool
+}
+
+func tlsDir(dataDir string) string { return filepath.Join(dataDir, "tls") }
+
+// loadCreds reads the identity a previous start left in the data dir.
+func loadCreds(dataDir string) (*serverCreds, error) {
+	dir := tlsDir(dataDir)
+	caPEM, err := os.ReadFile(filepath.Join(dir, caCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading server identity: %w", err)
+	}
+	certPEM, err := os.ReadFile(filepath.Join(dir, serverCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading server identity: %w", err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, serverKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading server identity: %w", err)
+	}
+	return newCreds(dir, caPEM, &pb.KeyPair{CertPem: certPEM, KeyPem: keyPEM})
+}
+
+func newCreds(dir string, caPEM []byte, kp *pb.KeyPair) (*serverCreds, error) {
+	chain := append(append([]byte{}, kp.CertPem...), caPEM...)
+	cert, err := tls.X509KeyPair(chain, kp.KeyPem)
+	if err != nil {
+		return nil, fmt.Errorf("server certificate: %w", err)
+	}
+	pool, err := tlsutil.CertPool(caPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &serverCreds{dir: dir, caPEM: caPEM, cert: cert, pool: pool}, nil
+}
+
+func (c *serverCreds) write(kp *pb.KeyPair) error {
+	if err := tlsutil.WriteFileAtomic(filepath.Join(c.dir, caCertFile), c.caPEM, 0o644); err != nil {
+		return err
+	}
+	if err := tlsutil.WriteFileAtomic(filepath.Join(c.dir, serverKeyFile), kp.KeyPem, 0o600); err != nil {
+		return err
+	}
+	return tlsutil.WriteFileAtomic(filepath.Join(c.dir, serverCertFile), kp.CertPem, 0o644)
+}
+
+// serverCertOptions names a server for its peers, agents and the CLI.
+func serverCertOptions(id, host string) tlsutil.CertOptions {
+	opts := tlsutil.CertOptions{
+		CommonName:    id,
+		Organizations: []string{RoleServer},
+		DNSNames:      []string{"localhost"},
+		IPs:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		Usages:        []tlsutil.Usage{tlsutil.UsageServer, tlsutil.UsageClient},
+		Validity:      serverValidity,
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		opts.IPs = append(opts.IPs, ip)
+	} else {
+		opts.DNSNames = append(opts.DNSNames, host)
+	}
+	if h, err := os.Hostname(); err == nil && h != host {
+		opts.DNSNames = append(opts.DNSNames, h)
+	}
+	return opts
+}
+
+// bootstrapCreds makes the coordinator CA, this server's certificate and
+// admin.conf. The CA key stays in DATA-DIR/tls/ca.key until the leader has
+// written it into the replicated state.
+func bootstrapCreds(dataDir, id, host, apiAddr string) (*serverCreds, error) {
+	now := time.Now()
+	ca, err := tlsutil.NewCA("oneinfra coordinator CA", caValidity, now)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := tlsutil.Issue(ca, serverCertOptions(id, host), now)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := newCreds(tlsDir(dataDir), ca.CertPem, kp)
+	if err != nil {
+		return nil, err
+	}
+	if err := tlsutil.WriteFileAtomic(filepath.Join(creds.dir, caKeyFile), ca.KeyPem, 0o600); err != nil {
+		return nil, err
+	}
+	if err := creds.write(kp); err != nil {
+		return nil, err
+	}
+	admin, err := tlsutil.Issue(ca, tlsutil.CertOptions{
+		CommonName: "admin", Organizations: []string{RoleAdmin},
+		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: clientValidity,
+	}, now)
+	if err != nil {
+		return nil, err
+	}
+	conf := client.NewConfig([]string{apiAddr}, ca.CertPem, admin)
+	if err := conf.Write(filepath.Join(dataDir, AdminConfFile)); err != nil {
+		return nil, err
+	}
+	return creds, nil
+}
+
+// pendingCA returns the CA key pair bootstrap left on disk, or nil.
+func (c *serverCreds) pendingCA() *pb.KeyPair {
+	key, err := os.ReadFile(filepath.Join(c.dir, caKeyFile))
+	if err != nil {
+		return nil
+	}
+	return &pb.KeyPair{CertPem: c.caPEM, KeyPem: key}
+}
+
+// dropPendingCA removes the on-disk CA key once it is replicated.
+func (c *serverCreds) dropPendingCA() error {
+	err := os.Remove(filepath.Join(c.dir, caKeyFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// joinCreds trades a server token for a certificate through an existing
+// server whose CA is pinned by hash; this server's key never leaves it.
+func joinCreds(ctx context.Context, cfg Config, host, apiAddr, raftAddr string) (*serverCreds, error) {
+	if cfg.Token == "" || cfg.CAHash == "" {
+		return nil, errors.New("--join needs --token and --ca-hash")
+	}
+	if existing, err := loadCreds(cfg.DataDir); err == nil {
+		return existing, nil // a previous join got its certificate already
+	}
+	key, keyPEM, err := tlsutil.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := tlsutil.CreateCSR(key, cfg.ID, nil)
+	if err != nil {
+		return nil, err
+	}
+	pinned := tlsutil.PinnedClientConfig(cfg.CAHash, "")
+	conn, err := client.DialTLS([]string{cfg.Join}, pinned)
+	if err != nil {
+		return nil, fmt.Errorf("--join: %w", err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := pb.NewBootstrapClient(conn).JoinServer(ctx, &pb.JoinServerRequest{
+		Token: cfg.Token, Id: cfg.ID, RaftAddress: raftAddr, ApiAddress: apiAddr, CsrPem: csr,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("joining through %s: %w", cfg.Join, err)
+	}
+	if hash, err := tlsutil.CAHash(resp.CaPem); err != nil || hash != cfg.CAHash {
+		return nil, fmt.Errorf("joining through %s: the CA sent does not match --ca-hash", cfg.Join)
+	}
+	kp := &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM}
+	creds, err := newCreds(tlsDir(cfg.DataDir), resp.CaPem, kp)
+	if err != nil {
+		return nil, err
+	}
+	return creds, creds.write(kp)
+}
+
+// apiTLS serves the gRPC API: a client certificate is verified when given;
+// which calls need one is decided per method (Bootstrap calls use tokens).
+func (c *serverCreds) apiTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{c.cert},
+		ClientCAs:    c.pool,
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+	}
+}
+
+// raftServerTLS accepts Raft connections from other servers only.
+func (c *serverCreds) raftServerTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:       tls.VersionTLS13,
+		Certificates:     []tls.Certificate{c.cert},
+		ClientCAs:        c.pool,
+		ClientAuth:       tls.RequireAndVerifyClientCert,
+		VerifyConnection: requireServerPeer,
+	}
+}
+
+// clientTLS dials other servers, for Raft and forwarded calls.
+func (c *serverCreds) clientTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:       tls.VersionTLS13,
+		Certificates:     []tls.Certificate{c.cert},
+		RootCAs:          c.pool,
+		VerifyConnection: requireServerPeer,
+	}
+}
+
+// requireServerPeer refuses a peer whose certificate is not a server's.
+func requireServerPeer(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 || !slices.Contains(cs.PeerCertificates[0].Subject.Organization, RoleServer) {
+		return errors.New("peer is not a oneinfra coordinator server")
+	}
+	return nil
+}

@@ -1,0 +1,373 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// MessageType is the first byte of every Raft log entry. Types are only
+// ever appended: an existing value never changes meaning.
+type MessageType uint8
+
+const (
+	InitType MessageType = iota
+	UpsertServerType
+	RemoveServerType
+	ApplyResourcesType
+	DeleteClusterType
+	DeleteHypervisorType
+	UpsertTokenType
+	RevokeTokenType
+	RegisterHypervisorType
+	PlaceType
+	ReportStatusType
+	ClusterStatusType
+)
+
+// Errors an Apply can return; they reach the caller of raftApply.
+var (
+	ErrHypervisorInUse = errors.New("hypervisor still has components")
+	ErrPortTaken       = errors.New("host port already allocated")
+)
+
+// FSM applies committed log entries to the state store. Apply is
+// deterministic: everything it writes comes from the entry.
+type FSM struct {
+	mu     sync.RWMutex
+	store  *state.Store
+	logger *slog.Logger
+}
+
+// NewFSM returns an FSM over an empty store.
+func NewFSM(logger *slog.Logger) *FSM {
+	return &FSM{store: state.New(), logger: logger}
+}
+
+// State returns the current store. After a restore it is a new one; the
+// old one's AbandonCh is closed.
+func (f *FSM) State() *state.Store {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.store
+}
+
+// encode makes a log entry.
+func encode(t MessageType, msg proto.Message) ([]byte, error) {
+	b, err := proto.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("encoding command %d: %w", t, err)
+	}
+	return append([]byte{byte(t)}, b...), nil
+}
+
+// commands maps each type to a constructor of its payload and its apply.
+func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Message) error) {
+	switch t {
+	case InitType:
+		return &pb.InitCommand{}, f.applyInit
+	case UpsertServerType:
+		return &pb.UpsertServerCommand{}, f.applyUpsertServer
+	case RemoveServerType:
+		return &pb.RemoveServerCommand{}, f.applyRemoveServer
+	case ApplyResourcesType:
+		return &pb.ApplyResourcesCommand{}, f.applyResources
+	case DeleteClusterType:
+		return &pb.DeleteClusterCommand{}, f.applyDeleteCluster
+	case DeleteHypervisorType:
+		return &pb.DeleteHypervisorCommand{}, f.applyDeleteHypervisor
+	case UpsertTokenType:
+		return &pb.UpsertTokenCommand{}, f.applyUpsertToken
+	case RevokeTokenType:
+		return &pb.RevokeTokenCommand{}, f.applyRevokeToken
+	case RegisterHypervisorType:
+		return &pb.RegisterHypervisorCommand{}, f.applyRegisterHypervisor
+	case PlaceType:
+		return &pb.PlaceCommand{}, f.applyPlace
+	case ReportStatusType:
+		return &pb.ReportStatusCommand{}, f.applyReportStatus
+	case ClusterStatusType:
+		return &pb.ClusterStatusCommand{}, f.applyClusterStatus
+	}
+	return nil, nil
+}
+
+// Apply implements raft.FSM. It returns nil or an error.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand || len(l.Data) == 0 {
+		return nil
+	}
+	t := MessageType(l.Data[0])
+	msg, apply := f.handler(t)
+	if msg == nil {
+		// An unknown type means this server is older than the log: going on
+		// would diverge from the other servers.
+		panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, l.Index))
+	}
+	if err := proto.Unmarshal(l.Data[1:], msg); err != nil {
+		panic(fmt.Sprintf("fsm: decoding command %d at index %d: %v", t, l.Index, err))
+	}
+	txn := f.State().Write(l.Index)
+	defer txn.Abort()
+	if err := apply(txn, msg); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}
+
+func (f *FSM) applyInit(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.InitCommand)
+	if txn.Config() != nil {
+		return nil // bootstrapped already: a restart's init is a no-op
+	}
+	txn.SetConfig(cmd.Config)
+	txn.UpsertServer(cmd.Server)
+	return nil
+}
+
+func (f *FSM) applyUpsertServer(txn *state.Txn, m proto.Message) error {
+	txn.UpsertServer(m.(*pb.UpsertServerCommand).Server)
+	return nil
+}
+
+func (f *FSM) applyRemoveServer(txn *state.Txn, m proto.Message) error {
+	txn.DeleteServer(m.(*pb.RemoveServerCommand).Id)
+	return nil
+}
+
+func (f *FSM) applyResources(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.ApplyResourcesCommand)
+	for _, p := range cmd.Pki {
+		txn.InsertPKI(p)
+	}
+	for _, c := range cmd.Clusters {
+		txn.UpsertCluster(c)
+	}
+	for _, h := range cmd.Hypervisors {
+		txn.UpsertHypervisor(h)
+	}
+	txn.InsertEvents(cmd.Events)
+	return nil
+}
+
+func (f *FSM) applyDeleteCluster(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.DeleteClusterCommand)
+	c := txn.Cluster(cmd.Name)
+	if c == nil {
+		return fmt.Errorf("cluster %q: %w", cmd.Name, state.ErrNotFound)
+	}
+	f.markClusterDeleting(txn, c, cmd)
+	f.finishClusterDeletion(txn, cmd.Name)
+	return nil
+}
+
+// markClusterDeleting marks the cluster and each of its components for
+// removal; agents tear the components down and report them removed.
+func (f *FSM) markClusterDeleting(txn *state.Txn, c *pb.Cluster, cmd *pb.DeleteClusterCommand) {
+	c = proto.Clone(c).(*pb.Cluster)
+	if c.Metadata.DeletionTimestamp == nil {
+		c.Metadata.DeletionTimestamp = cmd.Time
+	}
+	if c.Status == nil {
+		c.Status = &pb.ClusterStatus{}
+	}
+	c.Status.Phase = resources.PhaseDeleting
+	txn.UpsertCluster(c)
+	for _, comp := range txn.ComponentsOfCluster(cmd.Name) {
+		if comp.Metadata.DeletionTimestamp == nil {
+			comp = proto.Clone(comp).(*pb.Component)
+			comp.Metadata.DeletionTimestamp = cmd.Time
+			txn.UpsertComponent(comp)
+		}
+	}
+	txn.InsertEvents([]*pb.Event{state.Event(cmd.Name, "Normal", "Deleting", "cluster deletion requested", cmd.Time.AsTime())})
+}
+
+// finishClusterDeletion removes a deleting cluster once none of its
+// components remain.
+func (f *FSM) finishClusterDeletion(txn *state.Txn, name string) {
+	c := txn.Cluster(name)
+	if c == nil || c.Metadata.DeletionTimestamp == nil || len(txn.ComponentsOfCluster(name)) > 0 {
+		return
+	}
+	txn.DeleteCluster(name)
+}
+
+func (f *FSM) applyDeleteHypervisor(txn *state.Txn, m proto.Message) error {
+	name := m.(*pb.DeleteHypervisorCommand).Name
+	if txn.Hypervisor(name) == nil {
+		return fmt.Errorf("hypervisor %q: %w", name, state.ErrNotFound)
+	}
+	if n := len(txn.ComponentsOnHypervisor(name)); n > 0 {
+		return fmt.Errorf("hypervisor %q has %d components: %w", name, n, ErrHypervisorInUse)
+	}
+	txn.DeleteHypervisor(name)
+	return nil
+}
+
+func (f *FSM) applyUpsertToken(txn *state.Txn, m proto.Message) error {
+	txn.UpsertToken(m.(*pb.UpsertTokenCommand).Token)
+	return nil
+}
+
+func (f *FSM) applyRevokeToken(txn *state.Txn, m proto.Message) error {
+	id := m.(*pb.RevokeTokenCommand).Id
+	tok := txn.Token(id)
+	if tok == nil {
+		return fmt.Errorf("token %q: %w", id, state.ErrNotFound)
+	}
+	tok = proto.Clone(tok).(*pb.Token)
+	tok.Revoked = true
+	txn.UpsertToken(tok)
+	return nil
+}
+
+func (f *FSM) applyRegisterHypervisor(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.RegisterHypervisorCommand)
+	h := cmd.Hypervisor
+	if old := txn.Hypervisor(h.Metadata.Name); old != nil {
+		// Operators own labels and unschedulable; the agent owns the rest.
+		h.Metadata.Labels = old.Metadata.Labels
+		h.Spec.Unschedulable = old.Spec.Unschedulable
+	}
+	txn.UpsertHypervisor(h)
+	if tok := txn.Token(cmd.TokenId); tok != nil {
+		tok = proto.Clone(tok).(*pb.Token)
+		tok.Uses++
+		txn.UpsertToken(tok)
+	}
+	return nil
+}
+
+func (f *FSM) applyPlace(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.PlaceCommand)
+	c := txn.Cluster(cmd.Cluster)
+	if c == nil {
+		return fmt.Errorf("cluster %q: %w", cmd.Cluster, state.ErrNotFound)
+	}
+	for _, comp := range cmd.Components {
+		if txn.Component(comp.Metadata.Name) != nil {
+			return fmt.Errorf("component %q exists: %w", comp.Metadata.Name, state.ErrConflict)
+		}
+		used := map[uint32]bool{}
+		for _, other := range txn.ComponentsOnHypervisor(comp.Spec.Hypervisor) {
+			for _, p := range other.Spec.Ports {
+				used[p] = true
+			}
+		}
+		for name, p := range comp.Spec.Ports {
+			if used[p] {
+				return fmt.Errorf("port %d (%s) on %s: %w", p, name, comp.Spec.Hypervisor, ErrPortTaken)
+			}
+			used[p] = true
+		}
+		txn.UpsertComponent(comp)
+	}
+	for _, certs := range cmd.Certs {
+		txn.UpsertComponentCerts(certs)
+	}
+	for _, name := range cmd.Remove {
+		if comp := txn.Component(name); comp != nil && comp.Metadata.DeletionTimestamp == nil {
+			comp = proto.Clone(comp).(*pb.Component)
+			comp.Metadata.DeletionTimestamp = cmd.Time
+			txn.UpsertComponent(comp)
+		}
+	}
+	c = proto.Clone(c).(*pb.Cluster)
+	if cmd.Status != nil {
+		c.Status = cmd.Status
+	}
+	if cmd.VpnCidr != "" {
+		c.Spec.Vpn.Cidr = cmd.VpnCidr
+	}
+	txn.UpsertCluster(c)
+	txn.InsertEvents(cmd.Events)
+	return nil
+}
+
+func (f *FSM) applyReportStatus(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.ReportStatusCommand)
+	h := txn.Hypervisor(cmd.Hypervisor)
+	if h == nil {
+		return fmt.Errorf("hypervisor %q: %w", cmd.Hypervisor, state.ErrNotFound)
+	}
+	h = proto.Clone(h).(*pb.Hypervisor)
+	if h.Status == nil {
+		h.Status = &pb.HypervisorStatus{}
+	}
+	h.Status.LastSeen = cmd.Time
+	txn.UpsertHypervisor(h)
+	for _, report := range cmd.Components {
+		comp := txn.Component(report.Metadata.GetName())
+		if comp == nil || comp.Spec.Hypervisor != cmd.Hypervisor {
+			continue // a stale report: the component moved or went
+		}
+		comp = proto.Clone(comp).(*pb.Component)
+		comp.Status = report.Status
+		txn.UpsertComponent(comp)
+	}
+	for _, name := range cmd.Removed {
+		comp := txn.Component(name)
+		if comp == nil || comp.Spec.Hypervisor != cmd.Hypervisor || comp.Metadata.DeletionTimestamp == nil {
+			continue
+		}
+		txn.DeleteComponent(name)
+		f.finishClusterDeletion(txn, comp.Spec.Cluster)
+	}
+	return nil
+}
+
+func (f *FSM) applyClusterStatus(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.ClusterStatusCommand)
+	c := txn.Cluster(cmd.Cluster)
+	if c == nil {
+		return fmt.Errorf("cluster %q: %w", cmd.Cluster, state.ErrNotFound)
+	}
+	c = proto.Clone(c).(*pb.Cluster)
+	c.Status = cmd.Status
+	txn.UpsertCluster(c)
+	txn.InsertEvents(cmd.Events)
+	return nil
+}
+
+// Snapshot implements raft.FSM.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{snap: f.State().Snapshot()}, nil
+}
+
+// Restore implements raft.FSM: the snapshot becomes a new store, swapped in;
+// the old one is abandoned so its watchers wake.
+func (f *FSM) Restore(r io.ReadCloser) error {
+	defer r.Close()
+	snap, err := DecodeSnapshot(r)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	old := f.store
+	f.store = state.Restore(snap)
+	f.mu.Unlock()
+	old.Abandon()
+	return nil
+}
+
+type fsmSnapshot struct{ snap *pb.Snapshot }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := EncodeSnapshot(sink, s.snap); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}

@@ -1,0 +1,202 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// DefaultVPNPool is where clusters' VPN CIDRs come from unless --vpn-pool
+// says otherwise at bootstrap.
+const DefaultVPNPool = "10.200.0.0/16"
+
+// resyncInterval bounds how long the leader goes without re-checking every
+// cluster, whatever the watches say.
+const resyncInterval = 10 * time.Second
+
+// raftApply writes one command through Raft and returns the index it got.
+// Only the leader calls it: writes reach the leader through the interceptor.
+func (s *Server) raftApply(t MessageType, msg proto.Message) (uint64, error) {
+	data, err := encode(t, msg)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	f := s.raft.Apply(data, 30*time.Second)
+	if err := f.Error(); err != nil {
+		return 0, err
+	}
+	s.metrics.applyLatency.Observe(time.Since(start).Seconds())
+	if err, ok := f.Response().(error); ok {
+		return f.Index(), err
+	}
+	return f.Index(), nil
+}
+
+// monitorLeadership runs the leader loop while this server leads.
+func (s *Server) monitorLeadership() {
+	defer s.wg.Done()
+	var stop func() // stops the running leader loop, if any
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		select {
+		case <-s.stopCh:
+			return
+		case leading := <-s.raft.LeaderCh():
+			if stop != nil {
+				stop()
+				stop = nil
+			}
+			if leading {
+				stop = s.startLeaderLoop()
+			}
+		}
+	}
+}
+
+// startLeaderLoop runs leaderLoop until the returned func is called.
+func (s *Server) startLeaderLoop() func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.leaderLoop(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// leaderLoop finishes the bootstrap if needed, then keeps every cluster
+// placed and its status current.
+func (s *Server) leaderLoop(ctx context.Context) {
+	s.logger.Info("leading")
+	defer s.logger.Info("no longer leading")
+	for ctx.Err() == nil {
+		if err := s.raft.Barrier(30 * time.Second).Error(); err != nil {
+			s.logger.Warn("leader barrier failed", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		if err := s.establishLeadership(); err != nil {
+			s.logger.Warn("establishing leadership", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		break
+	}
+	for ctx.Err() == nil {
+		st := s.State()
+		ws := memdb.NewWatchSet()
+		ws.Add(st.AbandonCh())
+		st.Clusters(ws)
+		st.Hypervisors(ws)
+		st.Components(ws)
+		if err := s.reconcileClusters(time.Now()); err != nil {
+			s.logger.Warn("reconciling clusters", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, resyncInterval)
+		_ = ws.WatchCtx(wctx)
+		cancel()
+	}
+}
+
+// establishLeadership writes what bootstrap left to the leader, and makes
+// sure this server's own entry is current.
+func (s *Server) establishLeadership() error {
+	st := s.State()
+	if st.Config(nil) == nil {
+		ca := s.creds.pendingCA()
+		if ca == nil {
+			return fmt.Errorf("coordinator state has no configuration and this server has no CA to bootstrap it")
+		}
+		id := make([]byte, 8)
+		if _, err := rand.Read(id); err != nil {
+			return err
+		}
+		cmd := &pb.InitCommand{
+			Config: &pb.CoordinatorConfig{Ca: ca, VpnPool: s.cfg.VPNPool, ClusterId: hex.EncodeToString(id)},
+			Server: s.self(),
+		}
+		if _, err := s.raftApply(InitType, cmd); err != nil {
+			return fmt.Errorf("writing initial configuration: %w", err)
+		}
+	}
+	if err := s.creds.dropPendingCA(); err != nil {
+		return err
+	}
+	for _, srv := range st.Servers(nil) {
+		if srv.Id == s.cfg.ID && proto.Equal(srv, s.self()) {
+			return nil
+		}
+	}
+	_, err := s.raftApply(UpsertServerType, &pb.UpsertServerCommand{Server: s.self()})
+	return err
+}
+
+func (s *Server) self() *pb.Server {
+	return &pb.Server{Id: s.cfg.ID, RaftAddress: s.raftAddr, ApiAddress: s.apiAddr}
+}
+
+// joinRaft asks the existing servers to add this one as a voter.
+func (s *Server) joinRaft(ctx context.Context) error {
+	conn, err := s.peers.get(s.cfg.Join)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		_, err := pb.NewPeerClient(conn).Join(ctx, &pb.PeerJoinRequest{Id: s.cfg.ID, RaftAddress: s.raftAddr, ApiAddress: s.apiAddr})
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("joining raft through %s: %w", s.cfg.Join, err)
+		}
+		s.logger.Warn("joining raft, retrying", "through", s.cfg.Join, "err", err)
+		sleep(ctx, time.Second)
+	}
+}
+
+// addVoter makes a server a voter (on the leader) and records its addresses.
+func (s *Server) addVoter(srv *pb.Server) error {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	present := false
+	for _, v := range f.Configuration().Servers {
+		if v.ID == raft.ServerID(srv.Id) && v.Address == raft.ServerAddress(srv.RaftAddress) {
+			present = true
+		}
+	}
+	if !present {
+		if err := s.raft.AddVoter(raft.ServerID(srv.Id), raft.ServerAddress(srv.RaftAddress), 0, 30*time.Second).Error(); err != nil {
+			return fmt.Errorf("adding voter %s: %w", srv.Id, err)
+		}
+	}
+	_, err := s.raftApply(UpsertServerType, &pb.UpsertServerCommand{Server: srv})
+	return err
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,163 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// metrics are one server's Prometheus metrics, in a registry of its own so
+// that several servers can live in one process (tests).
+type metrics struct {
+	registry     *prometheus.Registry
+	applyLatency prometheus.Histogram
+	forwarded    prometheus.Counter
+	watchers     prometheus.Gauge
+	requests     *prometheus.CounterVec
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "oneinfra_coordinator_raft_apply_seconds", Help: "Time from a write's Raft apply to its commit on this leader.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "oneinfra_coordinator_forwarded_writes_total", Help: "Writes this server forwarded to the leader.",
+		}),
+		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "oneinfra_coordinator_assignment_watchers", Help: "Agents blocked in WatchAssignments on this server.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oneinfra_coordinator_grpc_requests_total", Help: "gRPC calls served, by method and status code.",
+		}, []string{"method", "code"}),
+	}
+	m.registry.MustRegister(m.applyLatency, m.forwarded, m.watchers, m.requests,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&stateCollector{s: s})
+	return m
+}
+
+func (m *metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	m.requests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+	return resp, err
+}
+
+var (
+	descRaftState = prometheus.NewDesc("oneinfra_coordinator_raft_state",
+		"1 for this server's current Raft state.", []string{"state"}, nil)
+	descRaftIndex = prometheus.NewDesc("oneinfra_coordinator_raft_index",
+		"Raft indexes of this server.", []string{"kind"}, nil)
+	descLastContact = prometheus.NewDesc("oneinfra_coordinator_raft_last_contact_seconds",
+		"Time since this follower last heard from the leader.", nil, nil)
+	descClusters = prometheus.NewDesc("oneinfra_coordinator_clusters",
+		"Clusters by phase.", []string{"phase"}, nil)
+	descHypervisors = prometheus.NewDesc("oneinfra_coordinator_hypervisors",
+		"Hypervisors by health and visibility.", []string{"health", "public"}, nil)
+	descComponents = prometheus.NewDesc("oneinfra_coordinator_components",
+		"Components by role and reported state.", []string{"role", "state"}, nil)
+)
+
+// stateCollector reads Raft and the state store at scrape time.
+type stateCollector struct{ s *Server }
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRaftState, descRaftIndex, descLastContact, descClusters, descHypervisors, descComponents} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	current := s.raft.State()
+	for _, st := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+		v := 0.0
+		if st == current {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRaftState, prometheus.GaugeValue, v, st.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, float64(s.raft.LastIndex()), "last")
+	ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, float64(s.raft.AppliedIndex()), "applied")
+	if current != raft.Leader {
+		ch <- prometheus.MustNewConstMetric(descLastContact, prometheus.GaugeValue, time.Since(s.raft.LastContact()).Seconds())
+	}
+	store := s.State()
+	phases := map[string]float64{}
+	for _, cl := range store.Clusters(nil) {
+		phases[cl.GetStatus().GetPhase()]++
+	}
+	for phase, n := range phases {
+		ch <- prometheus.MustNewConstMetric(descClusters, prometheus.GaugeValue, n, phase)
+	}
+	type hvKey struct{ health, public string }
+	hvs := map[hvKey]float64{}
+	for _, h := range store.Hypervisors(nil) {
+		hvs[hvKey{h.GetStatus().GetHealth(), fmt.Sprint(h.GetSpec().GetPublic())}]++
+	}
+	for k, n := range hvs {
+		ch <- prometheus.MustNewConstMetric(descHypervisors, prometheus.GaugeValue, n, k.health, k.public)
+	}
+	type compKey struct{ role, state string }
+	comps := map[compKey]float64{}
+	for _, comp := range store.Components(nil) {
+		comps[compKey{comp.GetSpec().GetRole(), comp.GetStatus().GetState()}]++
+	}
+	for k, n := range comps {
+		ch <- prometheus.MustNewConstMetric(descComponents, prometheus.GaugeValue, n, k.role, k.state)
+	}
+}
+
+// serveMetrics serves /metrics, /healthz and /readyz on --metrics-addr.
+func (s *Server) serveMetrics() error {
+	if s.cfg.MetricsAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// ready says whether this server can answer requests: it knows a leader
+// and holds the bootstrapped state.
+func (s *Server) ready() error {
+	if _, id := s.raft.LeaderWithID(); id == "" {
+		return errors.New("no raft leader known")
+	}
+	if s.State().Config(nil) == nil {
+		return errors.New("state not bootstrapped yet")
+	}
+	return nil
+}

@@ -1,0 +1,520 @@
+package pki
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+)
+
+var (
+	testPKIOnce sync.Once
+	testPKI     *pb.ClusterPKI
+	testPKIErr  error
+)
+
+// sharedPKI returns one PKI for the tests that only read it.
+func sharedPKI(t *testing.T) *pb.ClusterPKI {
+	t.Helper()
+	testPKIOnce.Do(func() { testPKI, testPKIErr = NewClusterPKI("demo", time.Now()) })
+	if testPKIErr != nil {
+		t.Fatal(testPKIErr)
+	}
+	return testPKI
+}
+
+func testIdentity() ControlPlaneIdentity {
+	return ControlPlaneIdentity{
+		Component:           "demo-control-plane-0",
+		HypervisorAddresses: []string{"10.0.0.11"},
+		IngressAddresses:    []string{"203.0.113.5"},
+		APIServerHost:       "https://api.demo.example:30443",
+		ExtraSANs:           []string{"api.example.com", "198.51.100.7"},
+		ServiceCIDR:         "10.96.0.0/12",
+	}
+}
+
+func TestNewClusterPKI(t *testing.T) {
+	now := time.Now()
+	p := sharedPKI(t)
+	if p.Cluster != "demo" {
+		t.Errorf("cluster = %q", p.Cluster)
+	}
+	if len(p.Cas) != len(CANames()) {
+		t.Errorf("%d CAs, want %d", len(p.Cas), len(CANames()))
+	}
+	seen := map[string]string{}
+	for _, name := range CANames() {
+		ca := p.Cas[name]
+		if ca == nil {
+			t.Errorf("CA %q missing", name)
+			continue
+		}
+		cert, _, err := tlsutil.ParseKeyPair(ca)
+		if err != nil {
+			t.Errorf("CA %q: %v", name, err)
+			continue
+		}
+		if !cert.IsCA || cert.CheckSignatureFrom(cert) != nil {
+			t.Errorf("CA %q is not a self-signed CA", name)
+		}
+		if d := cert.NotAfter.Sub(now); d < CAValidity-time.Minute || d > CAValidity+time.Minute {
+			t.Errorf("CA %q valid for %v", name, d)
+		}
+		h := tlsutil.CertHash(cert)
+		if other, dup := seen[h]; dup {
+			t.Errorf("CAs %q and %q share a key", name, other)
+		}
+		seen[h] = name
+	}
+	if len(p.EncryptionKey) != EncryptionKeySize || bytes.Equal(p.EncryptionKey, make([]byte, EncryptionKeySize)) {
+		t.Errorf("encryption key = %x", p.EncryptionKey)
+	}
+	other, err := NewClusterPKI("other", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(other.EncryptionKey, p.EncryptionKey) || bytes.Equal(other.ServiceAccountKeyPem, p.ServiceAccountKeyPem) {
+		t.Error("two clusters share secret keys")
+	}
+	if _, err := NewClusterPKI("", now); err == nil {
+		t.Error("NewClusterPKI accepted an empty cluster name")
+	}
+}
+
+func TestServiceAccountKeyPair(t *testing.T) {
+	p := sharedPKI(t)
+	priv, err := tlsutil.ParseKeyPEM(p.ServiceAccountKeyPem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := priv.(*ecdsa.PrivateKey); !ok {
+		t.Fatalf("service-account key is %T, want ECDSA", priv)
+	}
+	pubPEM, err := ServiceAccountPublicKeyPEM(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pubPEM)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		t.Fatalf("public key PEM = %q", pubPEM)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A signature made with the private key verifies with the public key.
+	digest := sha256.Sum256([]byte("token"))
+	sig, err := priv.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), digest[:], sig) {
+		t.Error("the service-account public key does not match the private key")
+	}
+	other, err := NewClusterPKI("other", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPub, _ := ServiceAccountPublicKeyPEM(other)
+	if bytes.Equal(otherPub, pubPEM) {
+		t.Error("two clusters have the same service-account key")
+	}
+}
+
+// leafWant is what a leaf certificate must be.
+type leafWant struct {
+	ca     string
+	usages []x509.ExtKeyUsage
+	cn     string
+	orgs   []string
+}
+
+var (
+	serverUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	clientUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	bothUsages  = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+)
+
+// checkLeaf checks that kp verifies against exactly the CA it should, with
+// exactly the usages and identity it should have.
+func checkLeaf(t *testing.T, p *pb.ClusterPKI, name string, kp *pb.KeyPair, want leafWant) *x509.Certificate {
+	t.Helper()
+	if kp == nil {
+		t.Errorf("%s: missing", name)
+		return nil
+	}
+	cert, _, err := tlsutil.ParseKeyPair(kp)
+	if err != nil {
+		t.Errorf("%s: %v", name, err)
+		return nil
+	}
+	if cert.IsCA {
+		t.Errorf("%s: is a CA", name)
+	}
+	for _, caName := range CANames() {
+		pool, err := tlsutil.CertPool(p.Cas[caName].CertPem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		if caName == want.ca && err != nil {
+			t.Errorf("%s: does not verify against the %s CA: %v", name, caName, err)
+		}
+		if caName != want.ca && err == nil {
+			t.Errorf("%s: verifies against the %s CA, want only %s", name, caName, want.ca)
+		}
+	}
+	got := slices.Clone(cert.ExtKeyUsage)
+	slices.Sort(got)
+	wantUsages := slices.Clone(want.usages)
+	slices.Sort(wantUsages)
+	if !slices.Equal(got, wantUsages) {
+		t.Errorf("%s: usages %v, want %v", name, cert.ExtKeyUsage, want.usages)
+	}
+	if cert.Subject.CommonName != want.cn {
+		t.Errorf("%s: CN %q, want %q", name, cert.Subject.CommonName, want.cn)
+	}
+	if !slices.Equal(cert.Subject.Organization, want.orgs) {
+		t.Errorf("%s: O %q, want %q", name, cert.Subject.Organization, want.orgs)
+	}
+	if d := time.Until(cert.NotAfter); d < LeafValidity-time.Minute || d > LeafValidity+time.Minute {
+		t.Errorf("%s: valid for %v, want %v", name, d, LeafValidity)
+	}
+	return cert
+}
+
+func TestControlPlaneCerts(t *testing.T) {
+	p := sharedPKI(t)
+	id := testIdentity()
+	cc, err := ControlPlaneCerts(p, id, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc.Component != id.Component {
+		t.Errorf("component = %q", cc.Component)
+	}
+	want := map[string]leafWant{
+		APIServerCert:              {ClusterCA, serverUsage, "kube-apiserver", nil},
+		APIServerKubeletClientCert: {KubeletClientCA, clientUsage, "kube-apiserver-kubelet-client", nil},
+		APIServerEtcdClientCert:    {EtcdClientCA, clientUsage, "kube-apiserver-etcd-client", nil},
+		EtcdServerCert:             {EtcdServerCA, bothUsages, id.Component, nil},
+		EtcdPeerCert:               {EtcdPeerCA, bothUsages, id.Component, nil},
+		FrontProxyClientCert:       {FrontProxyCA, clientUsage, "front-proxy-client", nil},
+		ControllerManagerCert:      {ClientCA, clientUsage, "system:kube-controller-manager", nil},
+		SchedulerCert:              {ClientCA, clientUsage, "system:kube-scheduler", nil},
+	}
+	if len(cc.Certs) != len(want) {
+		t.Errorf("%d certificates, want %d", len(cc.Certs), len(want))
+	}
+	certs := map[string]*x509.Certificate{}
+	for name, w := range want {
+		certs[name] = checkLeaf(t, p, name, cc.Certs[name], w)
+	}
+
+	if api := certs[APIServerCert]; api != nil {
+		for _, host := range []string{
+			"10.96.0.1", // kubernetes service IP
+			"api.demo.example", "api.example.com", "198.51.100.7",
+			"10.0.0.11", "203.0.113.5",
+			"kubernetes", "kubernetes.default", "kubernetes.default.svc",
+			"kubernetes.default.svc.cluster.local", "localhost", "127.0.0.1",
+		} {
+			if err := api.VerifyHostname(host); err != nil {
+				t.Errorf("apiserver certificate not valid for %s: %v", host, err)
+			}
+		}
+		if api.VerifyHostname("evil.example") == nil {
+			t.Error("apiserver certificate valid for an unrelated name")
+		}
+	}
+	if etcd := certs[EtcdServerCert]; etcd != nil {
+		for _, host := range []string{"10.0.0.11", "localhost", "127.0.0.1"} {
+			if err := etcd.VerifyHostname(host); err != nil {
+				t.Errorf("etcd-server certificate not valid for %s: %v", host, err)
+			}
+		}
+		if etcd.VerifyHostname("203.0.113.5") == nil {
+			t.Error("etcd-server certificate valid for the public ingress")
+		}
+	}
+	if peer := certs[EtcdPeerCert]; peer != nil {
+		if err := peer.VerifyHostname("10.0.0.11"); err != nil {
+			t.Errorf("etcd-peer certificate not valid for the hypervisor: %v", err)
+		}
+	}
+}
+
+func TestControlPlaneCertsOptions(t *testing.T) {
+	p := sharedPKI(t)
+	id := testIdentity()
+	id.ServiceCIDR = "fd00:10:96::/108"
+	id.DNSDomain = "corp.internal"
+	id.APIServerHost = "[fd00::5]:6443"
+	id.HypervisorAddresses = []string{"hv-1.internal", "10.0.0.11"}
+	cc, err := ControlPlaneCerts(p, id, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := tlsutil.ParseCertPEM(cc.Certs[APIServerCert].CertPem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"fd00:10:96::1", "kubernetes.default.svc.corp.internal", "fd00::5", "hv-1.internal"} {
+		if err := api.VerifyHostname(host); err != nil {
+			t.Errorf("apiserver certificate not valid for %s: %v", host, err)
+		}
+	}
+	if api.VerifyHostname("kubernetes.default.svc.cluster.local") == nil {
+		t.Error("apiserver certificate valid for the default domain when another was given")
+	}
+	peer, _ := tlsutil.ParseCertPEM(cc.Certs[EtcdPeerCert].CertPem)
+	if err := peer.VerifyHostname("hv-1.internal"); err != nil {
+		t.Errorf("etcd-peer certificate: %v", err)
+	}
+}
+
+func TestControlPlaneCertsRefusesBadIdentity(t *testing.T) {
+	p := sharedPKI(t)
+	for name, mutate := range map[string]func(*ControlPlaneIdentity){
+		"no component":       func(id *ControlPlaneIdentity) { id.Component = "" },
+		"no hypervisor":      func(id *ControlPlaneIdentity) { id.HypervisorAddresses = nil },
+		"no service CIDR":    func(id *ControlPlaneIdentity) { id.ServiceCIDR = "" },
+		"bad service CIDR":   func(id *ControlPlaneIdentity) { id.ServiceCIDR = "10.96.0.0/33" },
+		"service CIDR /32":   func(id *ControlPlaneIdentity) { id.ServiceCIDR = "10.96.0.0/32" },
+		"bad extra SAN":      func(id *ControlPlaneIdentity) { id.ExtraSANs = []string{"a b"} },
+		"empty hypervisor":   func(id *ControlPlaneIdentity) { id.HypervisorAddresses = []string{""} },
+		"slash in extra SAN": func(id *ControlPlaneIdentity) { id.ExtraSANs = []string{"10.0.0.0/8"} },
+	} {
+		id := testIdentity()
+		mutate(&id)
+		if _, err := ControlPlaneCerts(p, id, time.Now()); err == nil {
+			t.Errorf("%s: ControlPlaneCerts succeeded", name)
+		}
+	}
+	broken := &pb.ClusterPKI{Cluster: "broken", Cas: map[string]*pb.KeyPair{ClusterCA: p.Cas[ClusterCA]}}
+	if _, err := ControlPlaneCerts(broken, testIdentity(), time.Now()); err == nil {
+		t.Error("ControlPlaneCerts succeeded without every CA")
+	}
+}
+
+func TestServiceIP(t *testing.T) {
+	for cidr, want := range map[string]string{
+		"10.96.0.0/12":     "10.96.0.1",
+		"10.96.5.7/12":     "10.96.0.1",
+		"172.20.0.0/16":    "172.20.0.1",
+		"10.0.0.0/31":      "10.0.0.1",
+		"fd00:10:96::/108": "fd00:10:96::1",
+	} {
+		got, err := ServiceIP(cidr)
+		if err != nil || !got.Equal(net.ParseIP(want)) {
+			t.Errorf("ServiceIP(%s) = %v, %v; want %s", cidr, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "10.96.0.1", "10.96.0.0/32", "x/12"} {
+		if _, err := ServiceIP(bad); err == nil {
+			t.Errorf("ServiceIP(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestIngressCerts(t *testing.T) {
+	p := sharedPKI(t)
+	ic, err := IngressCerts(p, "demo-ingress", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ic.Component != "demo-ingress" || len(ic.Certs) != 1 {
+		t.Errorf("ingress certs = %s, %d certificates", ic.Component, len(ic.Certs))
+	}
+	checkLeaf(t, p, IngressHealthCert, ic.Certs[IngressHealthCert], leafWant{ClientCA, clientUsage, "oneinfra:ingress-health", nil})
+	if _, err := IngressCerts(p, "", time.Now()); err == nil {
+		t.Error("IngressCerts accepted an empty component")
+	}
+}
+
+func TestOnlyAdminIsMaster(t *testing.T) {
+	p := sharedPKI(t)
+	cc, err := ControlPlaneCerts(p, testIdentity(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := IngressCerts(p, "demo-ingress", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves := map[string]*pb.KeyPair{}
+	for n, kp := range cc.Certs {
+		leaves[n] = kp
+	}
+	for n, kp := range ic.Certs {
+		leaves[n] = kp
+	}
+	for name, kp := range leaves {
+		cert, err := tlsutil.ParseCertPEM(kp.CertPem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(cert.Subject.Organization, MastersGroup) {
+			t.Errorf("%s is in %s", name, MastersGroup)
+		}
+	}
+
+	admin, err := AdminKubeconfigCert(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLeaf(t, p, "admin", admin, leafWant{ClientCA, clientUsage, "oneinfra-admin", []string{"system:masters"}})
+}
+
+func TestAPIServerClientCABundle(t *testing.T) {
+	p := sharedPKI(t)
+	bundle, err := APIServerClientCABundle(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := tlsutil.CertPool(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := tlsutil.CertOptions{CommonName: "system:node:w1", Organizations: []string{"system:nodes"}, Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: time.Hour}
+	for _, ca := range []string{ClientCA, SignerCA} {
+		kp, err := tlsutil.Issue(p.Cas[ca], opts, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := tlsutil.ParseCertPEM(kp.CertPem)
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: clientUsage}); err != nil {
+			t.Errorf("client from the %s CA refused by the bundle: %v", ca, err)
+		}
+	}
+	kp, _ := tlsutil.Issue(p.Cas[EtcdClientCA], opts, time.Now())
+	cert, _ := tlsutil.ParseCertPEM(kp.CertPem)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: clientUsage}); err == nil {
+		t.Error("the bundle trusts the etcd client CA")
+	}
+	if strings.Contains(string(bundle), "PRIVATE KEY") {
+		t.Error("the bundle holds a private key")
+	}
+}
+
+func TestCA(t *testing.T) {
+	p := sharedPKI(t)
+	if _, err := CA(p, "nope"); err == nil {
+		t.Error("CA returned an unknown CA")
+	}
+	pemBytes, err := CACertPEM(p, ClusterCA)
+	if err != nil || !bytes.Equal(pemBytes, p.Cas[ClusterCA].CertPem) {
+		t.Errorf("CACertPEM: %v", err)
+	}
+}
+
+func TestKubeconfig(t *testing.T) {
+	p := sharedPKI(t)
+	admin, err := AdminKubeconfigCert(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM := p.Cas[ClusterCA].CertPem
+	out, err := Kubeconfig("demo", "https://203.0.113.5:30443", caPEM, admin, "oneinfra-admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("kubeconfig is not YAML: %v\n%s", err, out)
+	}
+	get := func(v any, path ...any) any {
+		for _, k := range path {
+			switch k := k.(type) {
+			case string:
+				m, _ := v.(map[string]any)
+				v = m[k]
+			case int:
+				l, _ := v.([]any)
+				if k >= len(l) {
+					return nil
+				}
+				v = l[k]
+			}
+		}
+		return v
+	}
+	decode := func(path ...any) []byte {
+		s, _ := get(doc, path...).(string)
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			t.Errorf("%v: not base64: %v", path, err)
+		}
+		return b
+	}
+	if get(doc, "apiVersion") != "v1" || get(doc, "kind") != "Config" {
+		t.Errorf("apiVersion/kind = %v/%v", get(doc, "apiVersion"), get(doc, "kind"))
+	}
+	if get(doc, "clusters", 0, "name") != "demo" || get(doc, "clusters", 0, "cluster", "server") != "https://203.0.113.5:30443" {
+		t.Errorf("cluster entry = %v", get(doc, "clusters", 0))
+	}
+	if !bytes.Equal(decode("clusters", 0, "cluster", "certificate-authority-data"), caPEM) {
+		t.Error("certificate-authority-data is not the CA")
+	}
+	if get(doc, "users", 0, "name") != "oneinfra-admin" {
+		t.Errorf("user entry = %v", get(doc, "users", 0, "name"))
+	}
+	if !bytes.Equal(decode("users", 0, "user", "client-certificate-data"), admin.CertPem) {
+		t.Error("client-certificate-data is not the admin certificate")
+	}
+	if !bytes.Equal(decode("users", 0, "user", "client-key-data"), admin.KeyPem) {
+		t.Error("client-key-data is not the admin key")
+	}
+	ctx := get(doc, "current-context")
+	if ctx != "oneinfra-admin@demo" || get(doc, "contexts", 0, "name") != ctx ||
+		get(doc, "contexts", 0, "context", "cluster") != "demo" || get(doc, "contexts", 0, "context", "user") != "oneinfra-admin" {
+		t.Errorf("contexts = %v, current %v", get(doc, "contexts"), ctx)
+	}
+
+	if _, err := Kubeconfig("demo", "https://x", caPEM, nil, "u"); err == nil {
+		t.Error("Kubeconfig without a client certificate")
+	}
+	if _, err := Kubeconfig("demo", "", caPEM, admin, "u"); err == nil {
+		t.Error("Kubeconfig without a server")
+	}
+	if _, err := Kubeconfig("demo", "https://x", nil, admin, "u"); err == nil {
+		t.Error("Kubeconfig without a CA")
+	}
+}
+
+func TestKubeconfigWithToken(t *testing.T) {
+	caPEM := sharedPKI(t).Cas[ClusterCA].CertPem
+	out, err := KubeconfigWithToken("demo", "https://10.200.0.1:6443", caPEM, "kubelet-bootstrap", "abcdef.0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg kubeconfig
+	if err := yaml.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Users) != 1 || cfg.Users[0].User.Token != "abcdef.0123456789abcdef" || len(cfg.Users[0].User.ClientKeyData) != 0 {
+		t.Errorf("users = %+v", cfg.Users)
+	}
+	if len(cfg.Clusters) != 1 || !bytes.Equal(cfg.Clusters[0].Cluster.CertificateAuthorityData, caPEM) {
+		t.Error("CA not embedded")
+	}
+	if _, err := KubeconfigWithToken("demo", "https://x", caPEM, "u", ""); err == nil {
+		t.Error("KubeconfigWithToken without a token")
+	}
+}

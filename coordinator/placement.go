@@ -1,0 +1,248 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/coordinator/scheduler"
+	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// vpnPrefixLen is the size of the VPN block a cluster gets from the pool.
+const vpnPrefixLen = 24
+
+// reconcileClusters brings every cluster's placement and status up to
+// date, one Raft entry per cluster that changed.
+func (s *Server) reconcileClusters(now time.Time) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	st := s.State()
+	var errs []error
+	for _, c := range st.Clusters(nil) {
+		cmd, err := s.planCluster(st, c, now)
+		if err == nil && cmd != nil {
+			_, err = s.raftApply(PlaceType, cmd)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cluster %s: %w", c.Metadata.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// planCluster decides what a cluster needs now: new components, components
+// to remove, a VPN block, a new status. It returns nil when nothing changes.
+func (s *Server) planCluster(st *state.Store, c *pb.Cluster, now time.Time) (*pb.PlaceCommand, error) {
+	name := c.Metadata.Name
+	hypervisors := st.Hypervisors(nil)
+	all := st.Components(nil)
+	cmd := &pb.PlaceCommand{Cluster: name, Time: timestamppb.New(now)}
+	var schedErr error
+	if c.Metadata.DeletionTimestamp == nil {
+		schedErr = s.place(st, c, hypervisors, all, cmd, now)
+	}
+	if schedErr != nil && !isSchedulingError(schedErr) {
+		return nil, schedErr
+	}
+	mine := append(st.ComponentsOfCluster(nil, name), cmd.Components...)
+	status := clusterStatus(c, mine, hypervisors, schedErr, now)
+	if len(cmd.Components) == 0 && len(cmd.Remove) == 0 && cmd.VpnCidr == "" && sameStatus(c.Status, status) {
+		return nil, nil
+	}
+	if old := resources.FindCondition(c.GetStatus().GetConditions(), CondScheduled); schedErr != nil &&
+		(old == nil || old.Status != "False" || old.Message != schedErr.Error()) {
+		cmd.Events = append(cmd.Events, state.Event(name, "Warning", schedulingReason(schedErr), schedErr.Error(), now))
+	}
+	if phase := status.Phase; phase != c.GetStatus().GetPhase() {
+		cmd.Events = append(cmd.Events, state.Event(name, "Normal", "Phase"+phase, fmt.Sprintf("cluster is %s", phase), now))
+	}
+	cmd.Status = status
+	return cmd, nil
+}
+
+// place fills cmd with the components the cluster lacks or has too many
+// of. A scheduling error (nothing fits) is returned for the status; the
+// components that did fit are placed all the same.
+func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervisor, all []*pb.Component, cmd *pb.PlaceCommand, now time.Time) error {
+	name := c.Metadata.Name
+	clusterPKI := st.ClusterPKI(nil, name)
+	if clusterPKI == nil {
+		return fmt.Errorf("cluster %s has no PKI", name)
+	}
+	live := map[string][]*pb.Component{}
+	for _, comp := range all {
+		if comp.Spec.Cluster == name && comp.Metadata.DeletionTimestamp == nil {
+			live[comp.Spec.Role] = append(live[comp.Spec.Role], comp)
+		}
+	}
+	var errs []error
+	if c.Spec.Vpn.GetEnabled() && c.Spec.Vpn.GetCidr() == "" {
+		cidr, err := scheduler.AllocateVPNCIDR(s.vpnPool(st), vpnPrefixLen, takenVPNCIDRs(st, name))
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			cmd.VpnCidr = cidr
+		}
+	}
+	if len(live[resources.RoleIngress]) == 0 {
+		comp, err := scheduler.NewIngressComponent(name, hypervisors, all)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			certs, err := pki.IngressCerts(clusterPKI, comp.Metadata.Name, now)
+			if err != nil {
+				return fmt.Errorf("issuing certificates of %s: %w", comp.Metadata.Name, err)
+			}
+			cmd.Certs = append(cmd.Certs, certs)
+			all = append(all, comp)
+			live[resources.RoleIngress] = []*pb.Component{comp}
+			cmd.Components = append(cmd.Components, comp)
+			cmd.Events = append(cmd.Events, placedEvent(comp, now))
+		}
+	}
+	endpointHost := ""
+	if ing := live[resources.RoleIngress]; len(ing) > 0 {
+		endpointHost = hypervisorByName(hypervisors, ing[0].Spec.Hypervisor).GetSpec().GetPublicAddress()
+	}
+	want := int(c.Spec.ControlPlane.GetReplicas())
+	have := live[resources.RoleControlPlane]
+	switch {
+	case len(have) < want:
+		comps, err := scheduler.NewControlPlaneComponents(name, want-len(have), hypervisors, all)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, comp := range comps {
+			hv := hypervisorByName(hypervisors, comp.Spec.Hypervisor)
+			certs, err := pki.ControlPlaneCerts(clusterPKI, pki.ControlPlaneIdentity{
+				Component:           comp.Metadata.Name,
+				HypervisorAddresses: []string{hv.GetSpec().GetAddress()},
+				APIServerHost:       endpointHost,
+				ExtraSANs:           c.Spec.ApiServer.GetExtraSans(),
+				ServiceCIDR:         c.Spec.Networking.GetServiceCidr(),
+			}, now)
+			if err != nil {
+				return fmt.Errorf("issuing certificates of %s: %w", comp.Metadata.Name, err)
+			}
+			cmd.Components = append(cmd.Components, comp)
+			cmd.Certs = append(cmd.Certs, certs)
+			cmd.Events = append(cmd.Events, placedEvent(comp, now))
+		}
+	case len(have) > want:
+		// Scale down: the newest replicas go first.
+		sort.Slice(have, func(i, j int) bool { return have[i].Metadata.CreateIndex > have[j].Metadata.CreateIndex })
+		for _, comp := range have[:len(have)-want] {
+			cmd.Remove = append(cmd.Remove, comp.Metadata.Name)
+			cmd.Events = append(cmd.Events, state.Event(name, "Normal", "Removing",
+				fmt.Sprintf("removing %s from %s (scale down)", comp.Metadata.Name, comp.Spec.Hypervisor), now))
+		}
+	}
+	return joinErrors(errs)
+}
+
+// joinErrors joins errors on one line; errors.Is sees each of them.
+func joinErrors(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return oneLineErrors(errs)
+}
+
+type oneLineErrors []error
+
+func (e oneLineErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e oneLineErrors) Unwrap() []error { return e }
+
+func placedEvent(comp *pb.Component, now time.Time) *pb.Event {
+	return state.Event(comp.Spec.Cluster, "Normal", "Placed",
+		fmt.Sprintf("%s %s placed on %s", comp.Spec.Role, comp.Metadata.Name, comp.Spec.Hypervisor), now)
+}
+
+// vpnPool is the replicated VPN pool, or the default before bootstrap ends.
+func (s *Server) vpnPool(st *state.Store) string {
+	if p := st.Config(nil).GetVpnPool(); p != "" {
+		return p
+	}
+	return s.cfg.VPNPool
+}
+
+// takenVPNCIDRs lists the VPN CIDRs of every other cluster.
+func takenVPNCIDRs(st *state.Store, except string) []string {
+	var out []string
+	for _, c := range st.Clusters(nil) {
+		if c.Metadata.Name != except && c.Spec.GetVpn().GetCidr() != "" {
+			out = append(out, c.Spec.Vpn.Cidr)
+		}
+	}
+	return out
+}
+
+func hypervisorByName(hs []*pb.Hypervisor, name string) *pb.Hypervisor {
+	for _, h := range hs {
+		if h.Metadata.Name == name {
+			return h
+		}
+	}
+	return nil
+}
+
+func isSchedulingError(err error) bool {
+	return schedulingReason(err) != ""
+}
+
+// schedulingReason is the condition reason for an error that keeps a
+// cluster from being placed, or "" for any other error.
+func schedulingReason(err error) string {
+	switch {
+	case errors.Is(err, scheduler.ErrNoPrivateHypervisor):
+		return "NoPrivateHypervisor"
+	case errors.Is(err, scheduler.ErrNoPublicHypervisor):
+		return "NoPublicHypervisor"
+	case errors.Is(err, scheduler.ErrNoPorts):
+		return "NoFreePorts"
+	case errors.Is(err, scheduler.ErrVPNPoolExhausted):
+		return "VPNPoolExhausted"
+	}
+	return ""
+}
+
+// endpointOf returns host:port of a component's named port.
+func endpointOf(h *pb.Hypervisor, comp *pb.Component, port string, public bool) string {
+	host := h.GetSpec().GetAddress()
+	if public {
+		host = h.GetSpec().GetPublicAddress()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(comp.Spec.Ports[port])))
+}
+
+// sameStatus compares statuses ignoring when conditions last changed.
+func sameStatus(a, b *pb.ClusterStatus) bool {
+	strip := func(s *pb.ClusterStatus) *pb.ClusterStatus {
+		s = proto.Clone(s).(*pb.ClusterStatus)
+		for _, c := range s.GetConditions() {
+			c.LastTransitionTime = nil
+		}
+		return s
+	}
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return proto.Equal(strip(a), strip(b))
+}

@@ -1,0 +1,158 @@
+package coordinator
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// RaftTimings tune elections; tests shorten them.
+type RaftTimings struct {
+	Heartbeat, Election, LeaderLease, Commit time.Duration
+}
+
+// DefaultRaftTimings suit servers on one LAN, with room for busy machines:
+// a leader lost is replaced in two to four seconds.
+var DefaultRaftTimings = RaftTimings{
+	Heartbeat:   2 * time.Second,
+	Election:    2 * time.Second,
+	LeaderLease: time.Second,
+	Commit:      50 * time.Millisecond,
+}
+
+// raftNode is a Raft instance with its stores, all under one directory.
+type raftNode struct {
+	*raft.Raft
+	store     *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+}
+
+// raftHasState reports whether dir already holds Raft state.
+func raftHasState(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, "raft.db"))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	store, snaps, err := openRaftStores(dir, io.Discard)
+	if err != nil {
+		return false, err
+	}
+	defer store.Close()
+	return raft.HasExistingState(store, store, snaps)
+}
+
+func openRaftStores(dir string, logOut io.Writer) (*raftboltdb.BoltStore, raft.SnapshotStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("creating raft dir: %w", err)
+	}
+	store, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStore(dir, 2, logOut)
+	if err != nil {
+		store.Close()
+		return nil, nil, fmt.Errorf("opening snapshot store: %w", err)
+	}
+	return store, snaps, nil
+}
+
+// startRaft opens the stores in dir and starts Raft on the TLS stream
+// layer. With bootstrap set, a cluster of this one server is formed.
+func startRaft(id, dir string, layer raft.StreamLayer, fsm raft.FSM, timings RaftTimings, bootstrap bool, logger *slog.Logger) (*raftNode, error) {
+	logOut := &slogWriter{logger: logger.With("subsystem", "raft")}
+	store, snaps, err := openRaftStores(dir, logOut)
+	if err != nil {
+		return nil, err
+	}
+	transport := raft.NewNetworkTransport(layer, 3, 10*time.Second, logOut)
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(id)
+	conf.HeartbeatTimeout = timings.Heartbeat
+	conf.ElectionTimeout = timings.Election
+	conf.LeaderLeaseTimeout = timings.LeaderLease
+	conf.CommitTimeout = timings.Commit
+	conf.SnapshotThreshold = 8192
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: logOut, Level: hclog.Warn})
+	if bootstrap {
+		err := raft.BootstrapCluster(conf, store, store, snaps, transport, raft.Configuration{
+			Servers: []raft.Server{{ID: conf.LocalID, Address: transport.LocalAddr()}},
+		})
+		if err != nil {
+			transport.Close()
+			store.Close()
+			return nil, fmt.Errorf("bootstrapping raft: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(conf, fsm, store, store, snaps, transport)
+	if err != nil {
+		transport.Close()
+		store.Close()
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	return &raftNode{Raft: r, store: store, transport: transport}, nil
+}
+
+// close stops Raft and releases its files.
+func (n *raftNode) close() error {
+	err := n.Shutdown().Error()
+	n.transport.Close()
+	if cerr := n.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// tlsStreamLayer carries Raft traffic over mutual TLS between servers.
+type tlsStreamLayer struct {
+	net.Listener
+	advertise net.Addr
+	client    *tls.Config
+}
+
+func newTLSStreamLayer(bind, advertise string, server, client *tls.Config) (*tlsStreamLayer, error) {
+	adv, err := net.ResolveTCPAddr("tcp", advertise)
+	if err != nil {
+		return nil, fmt.Errorf("raft advertise address %q: %w", advertise, err)
+	}
+	ln, err := tls.Listen("tcp", bind, server)
+	if err != nil {
+		return nil, fmt.Errorf("listening for raft on %s: %w", bind, err)
+	}
+	return &tlsStreamLayer{Listener: ln, advertise: adv, client: client}, nil
+}
+
+func (l *tlsStreamLayer) Addr() net.Addr { return l.advertise }
+
+func (l *tlsStreamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	return tls.DialWithDialer(d, "tcp", string(addr), l.client)
+}
+
+// slogWriter turns the lines Raft writes into structured log records.
+type slogWriter struct{ logger *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	w.logger.Info(string(trimNewline(p)))
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}

@@ -1,0 +1,85 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
+)
+
+var resolverSeq atomic.Uint64
+
+// Dial connects to any of the servers with a client certificate, verifying
+// them against caPEM. The connection moves to another server when the one
+// in use fails; calls that should ride over that use grpc.WaitForReady.
+func Dial(servers []string, caPEM []byte, cert *pb.KeyPair) (*grpc.ClientConn, error) {
+	conf, err := tlsutil.ClientConfig(cert, caPEM, "")
+	if err != nil {
+		return nil, err
+	}
+	return DialTLS(servers, conf, grpc.WithChainUnaryInterceptor(retryUnavailable))
+}
+
+// DialTLS connects to any of the servers with the given TLS configuration;
+// each server's certificate is checked against its own host name. Unlike
+// Dial, calls fail at once when no server is reachable, unless opts say
+// otherwise.
+func DialTLS(servers []string, conf *tls.Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	if len(servers) == 0 {
+		return nil, fmt.Errorf("no coordinator server to dial")
+	}
+	scheme := fmt.Sprintf("oneinfra%d", resolverSeq.Add(1))
+	r := manual.NewBuilderWithScheme(scheme)
+	var addrs []resolver.Address
+	for _, s := range servers {
+		host, _, err := net.SplitHostPort(s)
+		if err != nil {
+			return nil, fmt.Errorf("server address %q: %w", s, err)
+		}
+		addrs = append(addrs, resolver.Address{Addr: s, ServerName: host})
+	}
+	r.InitialState(resolver.State{Addresses: addrs})
+	return grpc.NewClient(scheme+":///coordinator", append([]grpc.DialOption{
+		grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(credentials.NewTLS(conf)),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{"shuffleAddressList":true}}]}`),
+		grpc.WithConnectParams(grpcConnectParams),
+	}, opts...)...)
+}
+
+// retryUnavailable waits for a server and retries a call that found none
+// (a server died, or the coordinator is electing a leader) until the
+// call's deadline.
+func retryUnavailable(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	opts = append([]grpc.CallOption{grpc.WaitForReady(true)}, opts...)
+	for {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if status.Code(err) != codes.Unavailable {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// grpcConnectParams retry a lost server quickly, so that failover to
+// another one takes about a second.
+var grpcConnectParams = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+	MinConnectTimeout: 3 * time.Second,
+}
