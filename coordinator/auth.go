@@ -63,6 +63,23 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Peer/Join":                    true,
 }
 
+// leaderReads are the reads the leader answers, so that an operator reads
+// what they just wrote; with the stale header any server answers from its
+// own copy, as its ReadMeta says.
+var leaderReads = map[string]bool{
+	"/oneinfra.v1.Operator/Get":        true,
+	"/oneinfra.v1.Operator/Describe":   true,
+	"/oneinfra.v1.Operator/ListTokens": true,
+}
+
+// StaleHeader, set to "true" on a read, lets any server answer it.
+const StaleHeader = "oneinfra-stale"
+
+func allowStale(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	return ok && len(md.Get(StaleHeader)) == 1 && md.Get(StaleHeader)[0] == "true"
+}
+
 // authorize finds the caller of a call and checks it may make it.
 func authorize(ctx context.Context, method string) (identity, error) {
 	var want string
@@ -116,12 +133,13 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		return nil, err
 	}
 	ctx = context.WithValue(ctx, identityKey{}, id)
-	if !writes[info.FullMethod] {
+	if !writes[info.FullMethod] && (!leaderReads[info.FullMethod] || allowStale(ctx)) {
 		resp, err := handler(ctx, req)
 		return resp, grpcError(err)
 	}
-	// A write: run it on the leader. Leadership can move while it runs, so
-	// a write that finds this server no longer leads is sent on again.
+	// A write, or a read that wants the leader's view: run it on the
+	// leader. Leadership can move meanwhile, so a call that finds this
+	// server no longer leads is sent on again.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var resp any

@@ -281,4 +281,3 @@ func withHost(host, addr, flag string) (string, error) {
 	}
 	return net.JoinHostPort(host, port), nil
 }
-

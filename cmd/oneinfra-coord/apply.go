@@ -49,4 +49,3 @@ func applyResources(cmd *cobra.Command, g *globals, req *pb.ApplyRequest) error 
 	}
 	return nil
 }
-

@@ -5,9 +5,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/oneinfra/oneinfra/coordinator"
 	"github.com/oneinfra/oneinfra/internal/client"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 // callTimeout bounds one CLI call, failover to another server included.
@@ -16,10 +18,11 @@ const callTimeout = 30 * time.Second
 // session is a connection to the coordinator with the operator's
 // credentials.
 type session struct {
-	conn *grpc.ClientConn
-	op   pb.OperatorClient
-	path string
-	conf *client.Config
+	conn  *grpc.ClientConn
+	op    pb.OperatorClient
+	path  string
+	conf  *client.Config
+	stale bool
 }
 
 func (g *globals) connect() (*session, error) {
@@ -32,13 +35,16 @@ func (g *globals) connect() (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{conn: conn, op: pb.NewOperatorClient(conn), path: path, conf: conf}, nil
+	return &session{conn: conn, op: pb.NewOperatorClient(conn), path: path, conf: conf, stale: g.stale}, nil
 }
 
 func (s *session) close() { s.conn.Close() }
 
 // ctx is the context of one call.
 func (s *session) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	if s.stale {
+		parent = metadata.AppendToOutgoingContext(parent, coordinator.StaleHeader, "true")
+	}
 	return context.WithTimeout(parent, callTimeout)
 }
 

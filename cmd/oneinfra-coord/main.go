@@ -25,6 +25,7 @@ func main() {
 type globals struct {
 	config    string
 	logFormat string
+	stale     bool
 }
 
 func newRootCommand() *cobra.Command {
@@ -37,6 +38,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.config, "config", "", "credentials file (default $ONEINFRA_CONFIG, else ~/.oneinfra/config)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.PersistentFlags().BoolVar(&g.stale, "stale", false, "let any server answer reads from its own copy (works without a leader; the output says how fresh it is)")
 	root.AddCommand(
 		newServeCommand(g),
 		newApplyCommand(g),
