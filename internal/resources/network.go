@@ -90,11 +90,13 @@ func ParsePortRange(s string) (lo, hi uint32, err error) {
 	if !ok {
 		return 0, 0, fmt.Errorf("invalid port range %q: must be LOW-HIGH", s)
 	}
-	l64, err1 := strconv.ParseUint(l, 10, 16)
-	h64, err2 := strconv.ParseUint(h, 10, 16)
+	l64, err1 := strconv.ParseUint(l, 10, 32)
+	h64, err2 := strconv.ParseUint(h, 10, 32)
 	switch {
-	case err1 != nil || err2 != nil || l64 == 0:
-		return 0, 0, fmt.Errorf("invalid port range %q: must be LOW-HIGH, ports from 1 to 65535", s)
+	case err1 != nil || err2 != nil:
+		return 0, 0, fmt.Errorf("invalid port range %q: must be LOW-HIGH", s)
+	case l64 == 0 || h64 > MaxPort:
+		return 0, 0, fmt.Errorf("invalid port range %q: ports must be between 1 and %d", s, MaxPort)
 	case l64 > h64:
 		return 0, 0, fmt.Errorf("invalid port range %q: LOW must not exceed HIGH", s)
 	}

@@ -185,7 +185,7 @@ func TestValidateHypervisor(t *testing.T) {
 		{"port range format", func(h *pb.Hypervisor) { h.Spec.PortRange = "30000" }, `spec.portRange: invalid port range "30000": must be LOW-HIGH`},
 		{"port range words", func(h *pb.Hypervisor) { h.Spec.PortRange = "a-b" }, `must be LOW-HIGH`},
 		{"port range low", func(h *pb.Hypervisor) { h.Spec.PortRange = "80-2000" }, "spec.portRange: invalid port range \"80-2000\": ports must be between 1024 and 65535"},
-		{"port range high", func(h *pb.Hypervisor) { h.Spec.PortRange = "60000-70000" }, "ports must be between 1024 and 65535"},
+		{"port range high", func(h *pb.Hypervisor) { h.Spec.PortRange = "60000-70000" }, "ports must be between 1 and 65535"},
 		{"port range reversed", func(h *pb.Hypervisor) { h.Spec.PortRange = "32767-30000" }, "LOW must not exceed HIGH"},
 		{"port range small", func(h *pb.Hypervisor) { h.Spec.PortRange = "30000-30014" }, "must hold at least 16 ports, got 15"},
 		{"port range 16", func(h *pb.Hypervisor) { h.Spec.PortRange = "30000-30015" }, ""},
