@@ -5,7 +5,7 @@ LDFLAGS := -X github.com/oneinfra/oneinfra/internal/version.Version=$(VERSION)
 PREFIX ?= /usr/local
 GO ?= go
 
-.PHONY: build test unit fuzz lint proto install clean
+.PHONY: build test unit fuzz lint proto install clean demo demo-down
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
@@ -24,6 +24,13 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# The whole system on one machine; `make demo-down` removes it.
+demo: build
+	./test/demo/demo.sh
+
+demo-down:
+	./test/demo/demo-down.sh
 
 # Regenerates proto/*.pb.go (committed).
 proto:
