@@ -263,7 +263,11 @@ func grpcError(err error) error {
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	}
-	return status.Error(code, err.Error())
+	msg := err.Error()
+	for _, quiet := range []error{state.ErrConflict, errDenied, ErrHypervisorInUse} {
+		msg = strings.TrimSuffix(msg, ": "+quiet.Error()) // they choose the code, not the words
+	}
+	return status.Error(code, msg)
 }
 
 // Sentinels handlers wrap to choose a status code.

@@ -123,4 +123,28 @@ func TestThreeServers(t *testing.T) {
 	if len(resp.Clusters) != len(acked) || resp.Meta.Index == 0 || resp.Meta.Leader == "" || len(resp.Meta.Servers) != 3 {
 		t.Errorf("read from the restarted server: %d clusters, meta %v", len(resp.Clusters), resp.Meta)
 	}
+
+	// SIGTERM of a leader hands leadership over before it stops.
+	for id, s := range servers {
+		if !s.IsLeader() {
+			continue
+		}
+		if err := s.Shutdown(); err != nil {
+			t.Fatalf("graceful shutdown of %s: %v", id, err)
+		}
+		stopped := time.Now()
+		eventually(t, 10*time.Second, "a new leader", func() error {
+			for other, o := range servers {
+				if other != id && o.IsLeader() {
+					return nil
+				}
+			}
+			return fmt.Errorf("no leader yet")
+		})
+		t.Logf("new leader %.2fs after the old one shut down cleanly", time.Since(stopped).Seconds())
+		if d := time.Since(stopped); d > DefaultRaftTimings.Election {
+			t.Errorf("new leader after %s: leadership was not handed over", d)
+		}
+		break
+	}
 }

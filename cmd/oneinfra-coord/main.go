@@ -64,5 +64,11 @@ func oneLine(err error) string {
 			msg = "timed out waiting for the coordinator: " + msg
 		}
 	}
-	return strings.Join(strings.Fields(msg), " ")
+	var lines []string
+	for _, line := range strings.Split(msg, "\n") {
+		if line = strings.Join(strings.Fields(line), " "); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	return strings.Join(lines, "; ")
 }
