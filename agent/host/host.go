@@ -1,0 +1,91 @@
+// Package host is what the agent puts on its machine for one component:
+// files under the component's directories and the CRI pods that use them.
+// Renderers (controlplane, ingress) make a Plan; the agent applies it.
+package host
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/oneinfra/oneinfra/agent/cri"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+)
+
+// Plan is the wanted state of one component on this host.
+type Plan struct {
+	// Files to write; paths are absolute (under the agent's root dir).
+	Files []File
+	// Dirs to create (0700), such as etcd's data dir.
+	Dirs []string
+	// Pods to run.
+	Pods []cri.Pod
+}
+
+// File is one file of a plan.
+type File struct {
+	Path string
+	Data []byte
+	Mode os.FileMode // keys 0600
+}
+
+// Paths are where a component's files live under the agent's root dir.
+type Paths struct {
+	Root, Cluster, Component string
+}
+
+// ConfigDir is ROOT/etc/oneinfra/clusters/CLUSTER/COMPONENT.
+func (p Paths) ConfigDir() string {
+	return filepath.Join(p.Root, "etc/oneinfra/clusters", p.Cluster, p.Component)
+}
+
+// DataDir is ROOT/var/lib/oneinfra/clusters/CLUSTER/COMPONENT.
+func (p Paths) DataDir() string {
+	return filepath.Join(p.Root, "var/lib/oneinfra/clusters", p.Cluster, p.Component)
+}
+
+// Config is the path of a file in the component's config dir.
+func (p Paths) Config(name string) string { return filepath.Join(p.ConfigDir(), name) }
+
+// WriteFiles writes the plan's files and dirs, each file only when its
+// content or mode differs, so unchanged files keep their times. It reports
+// whether anything changed.
+func (pl *Plan) WriteFiles() (changed bool, err error) {
+	for _, d := range pl.Dirs {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return changed, fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+	for _, f := range pl.Files {
+		if same(f) {
+			continue
+		}
+		if err := tlsutil.WriteFileAtomic(f.Path, f.Data, f.Mode); err != nil {
+			return changed, err
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+func same(f File) bool {
+	fi, err := os.Stat(f.Path)
+	if err != nil || fi.Mode().Perm() != f.Mode.Perm() {
+		return false
+	}
+	b, err := os.ReadFile(f.Path)
+	return err == nil && bytes.Equal(b, f.Data)
+}
+
+// Remove deletes a component's config and data dirs, and the cluster's
+// dirs when no component is left in them.
+func (p Paths) Remove() error {
+	for _, d := range []string{p.ConfigDir(), p.DataDir()} {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("removing %s: %w", d, err)
+		}
+		_ = os.Remove(filepath.Dir(d)) // the cluster's dir, if now empty
+	}
+	return nil
+}
