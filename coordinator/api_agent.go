@@ -8,6 +8,7 @@ import (
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
+	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -152,6 +153,12 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 	if certs := st.ComponentCerts(ws, comp.Metadata.Name); certs != nil {
 		as.Certs = certs.Certs
 	}
+	if comp.Spec.Role == resources.RoleControlPlane {
+		if as.Certs == nil {
+			as.Certs = map[string]*pb.KeyPair{}
+		}
+		as.Certs[SignerCACert] = p.Cas[pki.SignerCA]
+	}
 	for _, peer := range st.ComponentsOfCluster(ws, comp.Spec.Cluster) {
 		h := hypervisors[peer.Spec.Hypervisor]
 		if peer.Spec.Role != resources.RoleControlPlane || h == nil {
@@ -160,6 +167,7 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		addr := h.Spec.Address
 		if peer.Metadata.DeletionTimestamp == nil || peer.Metadata.Name == comp.Metadata.Name {
 			as.EtcdPeers = append(as.EtcdPeers, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["etcd-peer"]})
+			as.EtcdClients = append(as.EtcdClients, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["etcd-client"]})
 		}
 		if peer.Metadata.DeletionTimestamp == nil {
 			as.ApiServers = append(as.ApiServers, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["apiserver"]})
@@ -168,6 +176,10 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 	as.Hash = assignmentHash(as)
 	return as, nil
 }
+
+// SignerCACert names the signing CA (with its key) in a control-plane
+// component's assignment: the controller-manager signs node certificates.
+const SignerCACert = "signer-ca"
 
 // assignmentHash changes when anything the agent acts on changes, and not
 // when only the component's reported status or indexes do.

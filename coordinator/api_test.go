@@ -420,3 +420,31 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		t.Errorf("writing after a restore: %v", err)
 	}
 }
+
+// TestCertsFollowIngress checks that API servers placed before any public
+// hypervisor get certificates naming the ingress once it is placed.
+func TestCertsFollowIngress(t *testing.T) {
+	ctx := context.Background()
+	s, cfg := bootstrapOne(t, t.TempDir())
+	op := pb.NewOperatorClient(adminConn(t, cfg.DataDir, s.APIAddr()))
+	registerHypervisor(t, s, op, "hv-a", false)
+	if err := createCluster(ctx, op, "demo"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "control plane placed", func() error {
+		if s.State().ComponentCerts(nil, "demo-cp-0") == nil {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if certNames(s.State().ComponentCerts(nil, "demo-cp-0"), "apiserver", "203.0.113.5") {
+		t.Fatal("certificate names an ingress that does not exist yet")
+	}
+	registerHypervisor(t, s, op, "pub", true)
+	eventually(t, 10*time.Second, "certificate re-issued for the ingress", func() error {
+		if !certNames(s.State().ComponentCerts(nil, "demo-cp-0"), "apiserver", "203.0.113.5") {
+			return fmt.Errorf("apiserver certificate lacks the ingress address")
+		}
+		return nil
+	})
+}

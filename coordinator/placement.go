@@ -13,6 +13,7 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -56,7 +57,7 @@ func (s *Server) planCluster(st *state.Store, c *pb.Cluster, now time.Time) (*pb
 	}
 	mine := append(st.ComponentsOfCluster(nil, name), cmd.Components...)
 	status := clusterStatus(c, mine, hypervisors, schedErr, now)
-	if len(cmd.Components) == 0 && len(cmd.Remove) == 0 && cmd.VpnCidr == "" && sameStatus(c.Status, status) {
+	if len(cmd.Components) == 0 && len(cmd.Certs) == 0 && len(cmd.Remove) == 0 && cmd.VpnCidr == "" && sameStatus(c.Status, status) {
 		return nil, nil
 	}
 	if old := resources.FindCondition(c.GetStatus().GetConditions(), CondScheduled); schedErr != nil &&
@@ -114,8 +115,33 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	if ing := live[resources.RoleIngress]; len(ing) > 0 {
 		endpointHost = hypervisorByName(hypervisors, ing[0].Spec.Hypervisor).GetSpec().GetPublicAddress()
 	}
+	issue := func(comp *pb.Component) (*pb.ComponentCerts, error) {
+		hv := hypervisorByName(hypervisors, comp.Spec.Hypervisor)
+		certs, err := pki.ControlPlaneCerts(clusterPKI, pki.ControlPlaneIdentity{
+			Component:           comp.Metadata.Name,
+			HypervisorAddresses: []string{hv.GetSpec().GetAddress()},
+			APIServerHost:       endpointHost,
+			ExtraSANs:           c.Spec.ApiServer.GetExtraSans(),
+			ServiceCIDR:         c.Spec.Networking.GetServiceCidr(),
+		}, now)
+		if err != nil {
+			return nil, fmt.Errorf("issuing certificates of %s: %w", comp.Metadata.Name, err)
+		}
+		return certs, nil
+	}
 	want := int(c.Spec.ControlPlane.GetReplicas())
 	have := live[resources.RoleControlPlane]
+	// An API server placed before its ingress lacks the ingress address in
+	// its certificate: issue it again.
+	for _, comp := range have {
+		if endpointHost != "" && !certNames(st.ComponentCerts(nil, comp.Metadata.Name), pki.APIServerCert, endpointHost) {
+			certs, err := issue(comp)
+			if err != nil {
+				return err
+			}
+			cmd.Certs = append(cmd.Certs, certs)
+		}
+	}
 	switch {
 	case len(have) < want:
 		comps, err := scheduler.NewControlPlaneComponents(name, want-len(have), hypervisors, all)
@@ -123,16 +149,9 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			errs = append(errs, err)
 		}
 		for _, comp := range comps {
-			hv := hypervisorByName(hypervisors, comp.Spec.Hypervisor)
-			certs, err := pki.ControlPlaneCerts(clusterPKI, pki.ControlPlaneIdentity{
-				Component:           comp.Metadata.Name,
-				HypervisorAddresses: []string{hv.GetSpec().GetAddress()},
-				APIServerHost:       endpointHost,
-				ExtraSANs:           c.Spec.ApiServer.GetExtraSans(),
-				ServiceCIDR:         c.Spec.Networking.GetServiceCidr(),
-			}, now)
+			certs, err := issue(comp)
 			if err != nil {
-				return fmt.Errorf("issuing certificates of %s: %w", comp.Metadata.Name, err)
+				return err
 			}
 			cmd.Components = append(cmd.Components, comp)
 			cmd.Certs = append(cmd.Certs, certs)
@@ -169,6 +188,17 @@ func (e oneLineErrors) Error() string {
 }
 
 func (e oneLineErrors) Unwrap() []error { return e }
+
+// certNames reports whether the named certificate of a component is valid
+// for host (an IP or a DNS name).
+func certNames(certs *pb.ComponentCerts, name, host string) bool {
+	kp := certs.GetCerts()[name]
+	if kp == nil {
+		return false
+	}
+	cert, err := tlsutil.ParseCertPEM(kp.CertPem)
+	return err == nil && cert.VerifyHostname(host) == nil
+}
 
 func placedEvent(comp *pb.Component, now time.Time) *pb.Event {
 	return state.Event(comp.Spec.Cluster, "Normal", "Placed",

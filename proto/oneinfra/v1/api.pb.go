@@ -2045,7 +2045,8 @@ type Assignment struct {
 	ClusterSpec *ClusterSpec           `protobuf:"bytes,3,opt,name=cluster_spec,json=clusterSpec,proto3" json:"cluster_spec,omitempty"`
 	// Public certificates of the cluster's authorities, by name.
 	CaCerts map[string][]byte `protobuf:"bytes,4,rep,name=ca_certs,json=caCerts,proto3" json:"ca_certs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Leaf certificates and keys of this component, by name.
+	// Leaf certificates and keys of this component, by name; control-plane
+	// components also get "signer-ca", the controller-manager's signing CA.
 	Certs                map[string]*KeyPair `protobuf:"bytes,5,rep,name=certs,proto3" json:"certs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	ServiceAccountKeyPem []byte              `protobuf:"bytes,6,opt,name=service_account_key_pem,json=serviceAccountKeyPem,proto3" json:"service_account_key_pem,omitempty"`
 	EncryptionKey        []byte              `protobuf:"bytes,7,opt,name=encryption_key,json=encryptionKey,proto3" json:"encryption_key,omitempty"`
@@ -2054,8 +2055,10 @@ type Assignment struct {
 	ApiServers        []*Endpoint `protobuf:"bytes,9,rep,name=api_servers,json=apiServers,proto3" json:"api_servers,omitempty"`
 	ApiServerEndpoint string      `protobuf:"bytes,10,opt,name=api_server_endpoint,json=apiServerEndpoint,proto3" json:"api_server_endpoint,omitempty"`
 	// Image references by container name.
-	Images        map[string]string `protobuf:"bytes,11,rep,name=images,proto3" json:"images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Deleting      bool              `protobuf:"varint,12,opt,name=deleting,proto3" json:"deleting,omitempty"`
+	Images   map[string]string `protobuf:"bytes,11,rep,name=images,proto3" json:"images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Deleting bool              `protobuf:"varint,12,opt,name=deleting,proto3" json:"deleting,omitempty"`
+	// The etcd client endpoints of the cluster's members (control plane).
+	EtcdClients   []*Endpoint `protobuf:"bytes,13,rep,name=etcd_clients,json=etcdClients,proto3" json:"etcd_clients,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2172,6 +2175,13 @@ func (x *Assignment) GetDeleting() bool {
 		return x.Deleting
 	}
 	return false
+}
+
+func (x *Assignment) GetEtcdClients() []*Endpoint {
+	if x != nil {
+		return x.EtcdClients
+	}
+	return nil
 }
 
 type GetAssignmentsResponse struct {
@@ -2737,7 +2747,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\xaa\x06\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\xe4\x06\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -2754,7 +2764,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x13api_server_endpoint\x18\n" +
 	" \x01(\tR\x11apiServerEndpoint\x12;\n" +
 	"\x06images\x18\v \x03(\v2#.oneinfra.v1.Assignment.ImagesEntryR\x06images\x12\x1a\n" +
-	"\bdeleting\x18\f \x01(\bR\bdeleting\x1a:\n" +
+	"\bdeleting\x18\f \x01(\bR\bdeleting\x128\n" +
+	"\fetcd_clients\x18\r \x03(\v2\x15.oneinfra.v1.EndpointR\vetcdClients\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +
@@ -2922,56 +2933,57 @@ var file_oneinfra_v1_api_proto_depIdxs = []int32{
 	35, // 22: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
 	35, // 23: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
 	47, // 24: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
-	36, // 25: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	55, // 26: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	38, // 27: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	56, // 28: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	57, // 29: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 30: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 31: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 32: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 33: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	11, // 34: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	13, // 35: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	15, // 36: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	17, // 37: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	19, // 38: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	22, // 39: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	23, // 40: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	25, // 41: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	27, // 42: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	29, // 43: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	31, // 44: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	34, // 45: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	39, // 46: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	41, // 47: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	43, // 48: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	23, // 49: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	4,  // 50: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 51: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 52: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 53: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	12, // 54: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	14, // 55: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	16, // 56: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	18, // 57: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	21, // 58: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	23, // 59: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	24, // 60: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	26, // 61: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	28, // 62: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	30, // 63: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	33, // 64: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	37, // 65: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	40, // 66: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	42, // 67: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	44, // 68: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	24, // 69: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	50, // [50:70] is the sub-list for method output_type
-	30, // [30:50] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	35, // 25: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
+	36, // 26: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	55, // 27: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	38, // 28: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	56, // 29: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	57, // 30: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,  // 31: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,  // 32: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,  // 33: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,  // 34: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	11, // 35: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	13, // 36: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	15, // 37: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	17, // 38: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	19, // 39: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	22, // 40: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	23, // 41: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	25, // 42: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	27, // 43: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	29, // 44: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	31, // 45: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	34, // 46: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	39, // 47: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	41, // 48: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	43, // 49: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	23, // 50: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	4,  // 51: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 52: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 53: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 54: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	12, // 55: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	14, // 56: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	16, // 57: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	18, // 58: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	21, // 59: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	23, // 60: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	24, // 61: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	26, // 62: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	28, // 63: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	30, // 64: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	33, // 65: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	37, // 66: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	40, // 67: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	42, // 68: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	44, // 69: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	24, // 70: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	51, // [51:71] is the sub-list for method output_type
+	31, // [31:51] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
