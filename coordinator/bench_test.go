@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,10 +48,14 @@ func BenchmarkRaftApply(b *testing.B) {
 // wake 1,000 watchers: blocked on the state store, and blocked in
 // WatchAssignments calls over gRPC.
 func BenchmarkWatchFanout(b *testing.B) {
-	const watchers = 1000
+	watchers := 1000
+	if n, err := strconv.Atoi(os.Getenv("FANOUT")); err == nil {
+		watchers = n
+	}
 	b.Run("store", func(b *testing.B) {
 		a := newTestFSM(b)
 		populate(a)
+		b.ResetTimer()
 		b.StopTimer()
 		for i := 0; i < b.N; i++ {
 			var ready, woke sync.WaitGroup
@@ -78,6 +84,7 @@ func BenchmarkWatchFanout(b *testing.B) {
 		op := pb.NewOperatorClient(adminConn(b, cfg.DataDir, s.APIAddr()))
 		agent := registerHypervisorB(b, s, op, "hv-1")
 		ctx := context.Background()
+		b.ResetTimer()
 		b.StopTimer()
 		for i := 0; i < b.N; i++ {
 			index := s.State().Index(assignmentTables...)
@@ -92,7 +99,7 @@ func BenchmarkWatchFanout(b *testing.B) {
 				}()
 			}
 			deadline := time.Now().Add(30 * time.Second)
-			for testutil.ToFloat64(s.metrics.watchers) < watchers && time.Now().Before(deadline) {
+			for int(testutil.ToFloat64(s.metrics.watchers)) < watchers && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			b.StartTimer()
