@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/oneinfra/oneinfra/internal/manifest"
@@ -33,19 +34,14 @@ func newApplyCommand(g *globals) *cobra.Command {
 
 // applyResources sends resources to the coordinator and prints what it did.
 func applyResources(cmd *cobra.Command, g *globals, req *pb.ApplyRequest) error {
-	s, err := g.connect()
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	ctx, cancel := s.ctx(cmd.Context())
-	defer cancel()
-	resp, err := s.op.Apply(ctx, req)
-	if err != nil {
-		return err
-	}
-	for _, r := range resp.Results {
-		fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", lower(r.Kind), r.Name, r.Action)
-	}
-	return nil
+	return g.call(cmd, func(ctx context.Context, s *session) error {
+		resp, err := s.op.Apply(ctx, req)
+		if err != nil {
+			return err
+		}
+		for _, r := range resp.Results {
+			fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", lower(r.Kind), r.Name, r.Action)
+		}
+		return nil
+	})
 }

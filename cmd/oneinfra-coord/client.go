@@ -8,6 +8,7 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator"
 	"github.com/oneinfra/oneinfra/internal/client"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 )
@@ -64,4 +65,16 @@ func (s *session) learnServers(meta *pb.ReadMeta) {
 	}
 	s.conf.Servers = servers
 	_ = s.conf.Write(s.path)
+}
+
+// call connects, runs f with the context of one call, and disconnects.
+func (g *globals) call(cmd *cobra.Command, f func(ctx context.Context, s *session) error) error {
+	s, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	ctx, cancel := s.ctx(cmd.Context())
+	defer cancel()
+	return f(ctx, s)
 }

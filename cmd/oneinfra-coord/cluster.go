@@ -127,19 +127,14 @@ func newClusterKubeconfigCommand(g *globals) *cobra.Command {
 		Short: "Print an admin kubeconfig whose server is the cluster's ingress endpoint",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.connect()
-			if err != nil {
+			return g.call(cmd, func(ctx context.Context, s *session) error {
+				resp, err := s.op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: args[0]})
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(resp.Kubeconfig)
 				return err
-			}
-			defer s.close()
-			ctx, cancel := s.ctx(cmd.Context())
-			defer cancel()
-			resp, err := s.op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			_, err = cmd.OutOrStdout().Write(resp.Kubeconfig)
-			return err
+			})
 		},
 	}
 }

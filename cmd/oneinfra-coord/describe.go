@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -20,20 +21,15 @@ func newDescribeCommand(g *globals) *cobra.Command {
 			if k := strings.ToLower(args[0]); k != "cluster" && k != "clusters" && k != "cl" {
 				return fmt.Errorf("describe: only clusters can be described, got %q", args[0])
 			}
-			s, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			ctx, cancel := s.ctx(cmd.Context())
-			defer cancel()
-			resp, err := s.op.Describe(ctx, &pb.DescribeRequest{Name: args[1]})
-			if err != nil {
-				return err
-			}
-			s.learnServers(resp.Meta)
-			printDescribe(cmd.OutOrStdout(), resp)
-			return nil
+			return g.call(cmd, func(ctx context.Context, s *session) error {
+				resp, err := s.op.Describe(ctx, &pb.DescribeRequest{Name: args[1]})
+				if err != nil {
+					return err
+				}
+				s.learnServers(resp.Meta)
+				printDescribe(cmd.OutOrStdout(), resp)
+				return nil
+			})
 		},
 	}
 }

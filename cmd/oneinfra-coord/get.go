@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -35,19 +36,14 @@ func newGetCommand(g *globals) *cobra.Command {
 			if len(args) == 2 {
 				name = args[1]
 			}
-			s, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			ctx, cancel := s.ctx(cmd.Context())
-			defer cancel()
-			resp, err := s.op.Get(ctx, &pb.GetRequest{Kind: kind, Name: name})
-			if err != nil {
-				return err
-			}
-			s.learnServers(resp.Meta)
-			return printGet(cmd.OutOrStdout(), kind, output, resp)
+			return g.call(cmd, func(ctx context.Context, s *session) error {
+				resp, err := s.op.Get(ctx, &pb.GetRequest{Kind: kind, Name: name})
+				if err != nil {
+					return err
+				}
+				s.learnServers(resp.Meta)
+				return printGet(cmd.OutOrStdout(), kind, output, resp)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: yaml, json or wide (default: a table)")

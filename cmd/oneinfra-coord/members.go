@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 
@@ -14,31 +15,26 @@ func newMembersCommand(g *globals) *cobra.Command {
 		Short: "List coordinator servers, which one leads, and their Raft indexes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			ctx, cancel := s.ctx(cmd.Context())
-			defer cancel()
-			resp, err := s.op.Members(ctx, &pb.MembersRequest{})
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tRAFT-ADDRESS\tAPI-ADDRESS\tLEADER\tSUFFRAGE\tSTATE\tLAST-INDEX\tCOMMIT-INDEX\tAPPLIED-INDEX")
-			for _, m := range resp.Members {
-				leader := ""
-				if m.Leader {
-					leader = "*"
+			return g.call(cmd, func(ctx context.Context, s *session) error {
+				resp, err := s.op.Members(ctx, &pb.MembersRequest{})
+				if err != nil {
+					return err
 				}
-				state, last, commit, applied := m.State, fmt.Sprint(m.LastIndex), fmt.Sprint(m.CommitIndex), fmt.Sprint(m.AppliedIndex)
-				if !m.Reachable {
-					state, last, commit, applied = "unreachable: "+m.Error, "-", "-", "-"
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tRAFT-ADDRESS\tAPI-ADDRESS\tLEADER\tSUFFRAGE\tSTATE\tLAST-INDEX\tCOMMIT-INDEX\tAPPLIED-INDEX")
+				for _, m := range resp.Members {
+					leader := ""
+					if m.Leader {
+						leader = "*"
+					}
+					state, last, commit, applied := m.State, fmt.Sprint(m.LastIndex), fmt.Sprint(m.CommitIndex), fmt.Sprint(m.AppliedIndex)
+					if !m.Reachable {
+						state, last, commit, applied = "unreachable: "+m.Error, "-", "-", "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Id, m.RaftAddress, dash(m.ApiAddress), leader, m.Suffrage, state, last, commit, applied)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Id, m.RaftAddress, dash(m.ApiAddress), leader, m.Suffrage, state, last, commit, applied)
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 }

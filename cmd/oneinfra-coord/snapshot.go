@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -17,33 +18,28 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 		Short: "Save a consistent copy of the coordinator state to FILE (mode 0600: it holds keys)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			ctx, cancel := s.ctx(cmd.Context())
-			defer cancel()
-			stream, err := s.op.SnapshotSave(ctx, &pb.SnapshotSaveRequest{})
-			if err != nil {
-				return err
-			}
-			var data []byte
-			for {
-				chunk, err := stream.Recv()
-				if err == io.EOF {
-					break
-				}
+			return g.call(cmd, func(ctx context.Context, s *session) error {
+				stream, err := s.op.SnapshotSave(ctx, &pb.SnapshotSaveRequest{})
 				if err != nil {
 					return err
 				}
-				data = append(data, chunk.Data...)
-			}
-			if err := tlsutil.WriteFileAtomic(args[0], data, 0o600); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "snapshot saved to %s (%d bytes)\n", args[0], len(data))
-			return nil
+				var data []byte
+				for {
+					chunk, err := stream.Recv()
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						return err
+					}
+					data = append(data, chunk.Data...)
+				}
+				if err := tlsutil.WriteFileAtomic(args[0], data, 0o600); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "snapshot saved to %s (%d bytes)\n", args[0], len(data))
+				return nil
+			})
 		},
 	}
 	restore := &cobra.Command{
@@ -55,30 +51,25 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			ctx, cancel := s.ctx(cmd.Context())
-			defer cancel()
-			stream, err := s.op.SnapshotRestore(ctx)
-			if err != nil {
-				return err
-			}
-			for b := data; len(b) > 0; {
-				n := min(len(b), 1<<20)
-				if err := stream.Send(&pb.SnapshotChunk{Data: b[:n]}); err != nil {
+			return g.call(cmd, func(ctx context.Context, s *session) error {
+				stream, err := s.op.SnapshotRestore(ctx)
+				if err != nil {
 					return err
 				}
-				b = b[n:]
-			}
-			resp, err := stream.CloseAndRecv()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s restored at index %d\n", args[0], resp.Index)
-			return nil
+				for b := data; len(b) > 0; {
+					n := min(len(b), 1<<20)
+					if err := stream.Send(&pb.SnapshotChunk{Data: b[:n]}); err != nil {
+						return err
+					}
+					b = b[n:]
+				}
+				resp, err := stream.CloseAndRecv()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s restored at index %d\n", args[0], resp.Index)
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(save, restore)
