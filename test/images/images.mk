@@ -1,0 +1,147 @@
+# Test images without a registry: `make images` builds OCI image-layout
+# tarballs into $(IMAGES_DIR) (KEY.tar, imported with
+# `ctr -a SOCK -n k8s.io images import FILE`), named as test/images/images.txt
+# says, and the Kubernetes and etcd binaries into $(IMAGES_BIN_DIR).
+#
+# Include this file from the top Makefile (`include test/images/images.mk`);
+# paths are relative to the directory make runs in (the repository root).
+#
+# Incremental: every output is a make target with its real inputs. The
+# Kubernetes and etcd binaries depend only on their tools module
+# (test/images/tools/*/go.mod, go.sum) and on the Go version, so a warm run
+# does not even call the Go toolchain for them; images are rewritten only when
+# a binary, images.txt or the image tool changed. Outputs are reproducible
+# (same inputs, same digests).
+
+IMAGES_SRC := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+# Including this file does not change the includer's default goal.
+IMAGES_INCLUDER_DEFAULT_GOAL := $(.DEFAULT_GOAL)
+
+# Output locations (override on the command line or before the include).
+IMAGES_OUTPUT ?= _output
+IMAGES_DIR ?= $(IMAGES_OUTPUT)/images
+IMAGES_BIN_DIR ?= $(IMAGES_OUTPUT)/bin
+IMAGES_BUILD_DIR ?= $(IMAGES_OUTPUT)/build
+
+IMAGES_GO ?= go
+IMAGES_HAPROXY ?= /usr/sbin/haproxy
+
+# The one list of images: KEY REFERENCE per line.
+IMAGES_LIST := $(IMAGES_SRC)/images.txt
+IMAGES_KEYS := $(shell awk '!/^\#/ && NF {print $$1}' $(IMAGES_LIST))
+$(foreach k,$(IMAGES_KEYS),$(eval IMAGE_REF_$(k) := $(shell awk '$$1 == "$(k)" {print $$2}' $(IMAGES_LIST))))
+IMAGES_TARBALLS := $(foreach k,$(IMAGES_KEYS),$(IMAGES_DIR)/$(k).tar)
+
+KUBE_TOOLS := $(IMAGES_SRC)/tools/kube
+ETCD_TOOLS := $(IMAGES_SRC)/tools/etcd
+KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" && $$2 ~ /^v/ {print $$2} $$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' $(KUBE_TOOLS)/go.mod | head -n 1)
+ETCD_VERSION := $(shell awk '$$1 == "go.etcd.io/etcd/server/v3" && $$2 ~ /^v/ {print $$2} $$1 == "require" && $$2 == "go.etcd.io/etcd/server/v3" {print $$3}' $(ETCD_TOOLS)/go.mod | head -n 1)
+# The image tags of images.txt must name the versions the tools modules build.
+ifneq ($(KUBE_VERSION),$(lastword $(subst :, ,$(IMAGE_REF_kube-apiserver))))
+$(error k8s.io/kubernetes in $(KUBE_TOOLS)/go.mod is "$(KUBE_VERSION)" but $(IMAGES_LIST) tags kube-apiserver $(IMAGE_REF_kube-apiserver))
+endif
+ifneq ($(patsubst v%,%,$(ETCD_VERSION))-0,$(lastword $(subst :, ,$(IMAGE_REF_etcd))))
+$(error go.etcd.io/etcd/server/v3 in $(ETCD_TOOLS)/go.mod is "$(ETCD_VERSION)" but $(IMAGES_LIST) tags etcd $(IMAGE_REF_etcd))
+endif
+KUBE_MAJOR := $(word 1,$(subst ., ,$(patsubst v%,%,$(KUBE_VERSION))))
+KUBE_MINOR := $(word 2,$(subst ., ,$(patsubst v%,%,$(KUBE_VERSION))))
+KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+	-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=$(KUBE_MAJOR) -X $(p).gitMinor=$(KUBE_MINOR) -X $(p).gitTreeState=clean)
+KUBE_COMMANDS := kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet
+KUBE_BINS := $(addprefix $(IMAGES_BIN_DIR)/,$(KUBE_COMMANDS))
+ETCD_BINS := $(IMAGES_BIN_DIR)/etcd $(IMAGES_BIN_DIR)/etcdctl
+
+OCIMAGE := $(IMAGES_BUILD_DIR)/ocimage
+IMAGES_GO_VERSION := $(IMAGES_BUILD_DIR)/go-version.stamp
+
+.PHONY: images images-binaries images-clean images-list images-smoke
+images: $(IMAGES_TARBALLS)
+
+# Runs every image in a private containerd (needs root, containerd, runc).
+images-smoke:
+	$(IMAGES_GO) test -tags images -count=1 -v -timeout 30m ./$(IMAGES_SRC)/
+
+images-binaries: $(KUBE_BINS) $(ETCD_BINS)
+
+images-list:
+	@$(foreach k,$(IMAGES_KEYS),echo "$(IMAGES_DIR)/$(k).tar $(IMAGE_REF_$(k))";)
+
+images-clean:
+	rm -rf $(IMAGES_DIR) $(IMAGES_BUILD_DIR) $(KUBE_BINS) $(ETCD_BINS)
+
+# Rewritten only when `go version` changes, so a new toolchain rebuilds.
+$(IMAGES_GO_VERSION): images-force
+	@mkdir -p $(@D); v="$$($(IMAGES_GO) version)"; [ "$$(cat $@ 2>/dev/null)" = "$$v" ] || echo "$$v" > $@
+.PHONY: images-force
+images-force:
+
+# Small programs of the main module (stdlib only).
+$(OCIMAGE): $(wildcard $(IMAGES_SRC)/oci/*.go $(IMAGES_SRC)/ocimage/*.go) $(IMAGES_GO_VERSION)
+	CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -o $@ ./$(IMAGES_SRC)/ocimage
+$(IMAGES_BUILD_DIR)/pause: $(wildcard $(IMAGES_SRC)/pause/*.go) $(IMAGES_GO_VERSION)
+	CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $@ ./$(IMAGES_SRC)/pause
+$(IMAGES_BUILD_DIR)/testapp: $(wildcard $(IMAGES_SRC)/testapp/*.go) $(IMAGES_GO_VERSION)
+	CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $@ ./$(IMAGES_SRC)/testapp
+
+# Kubernetes from k8s.io/kubernetes in its own module (slow: minutes cold).
+$(KUBE_BINS) &: $(KUBE_TOOLS)/go.mod $(KUBE_TOOLS)/go.sum $(IMAGES_GO_VERSION)
+	@mkdir -p $(IMAGES_BIN_DIR)
+	cd $(KUBE_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' \
+		-o $(abspath $(IMAGES_BIN_DIR))/ $(addprefix k8s.io/kubernetes/cmd/,$(KUBE_COMMANDS))
+	touch $(KUBE_BINS)
+
+$(ETCD_BINS) &: $(ETCD_TOOLS)/go.mod $(ETCD_TOOLS)/go.sum $(IMAGES_GO_VERSION)
+	@mkdir -p $(IMAGES_BIN_DIR)
+	cd $(ETCD_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $(abspath $(IMAGES_BIN_DIR))/etcd go.etcd.io/etcd/server/v3
+	cd $(ETCD_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $(abspath $(IMAGES_BIN_DIR))/etcdctl go.etcd.io/etcd/etcdctl/v3
+	touch $(ETCD_BINS)
+
+# What goes into each image: IMAGE_DEPS_KEY (make prerequisites) and
+# IMAGE_ARGS_KEY (ocimage flags). Layouts follow the upstream images: binaries
+# in /usr/local/bin, no entrypoint (give the command), haproxy as in the
+# official image.
+IMAGES_PATH_ENV := -env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+IMAGE_DEPS_pause := $(IMAGES_BUILD_DIR)/pause
+IMAGE_ARGS_pause := -entrypoint '["/pause"]' -add $(IMAGES_BUILD_DIR)/pause:/pause:0755
+
+IMAGE_DEPS_testapp := $(IMAGES_BUILD_DIR)/testapp
+IMAGE_ARGS_testapp := $(IMAGES_PATH_ENV) -entrypoint '["/usr/local/bin/testapp"]' \
+	-add $(IMAGES_BUILD_DIR)/testapp:/usr/local/bin/testapp:0755
+
+IMAGE_DEPS_etcd := $(ETCD_BINS)
+IMAGE_ARGS_etcd := $(IMAGES_PATH_ENV) -cmd '["/usr/local/bin/etcd"]' -mkdir /var/lib/etcd:0700 \
+	$(foreach b,$(ETCD_BINS),-add $(b):/usr/local/bin/$(notdir $(b)):0755)
+
+$(foreach c,kube-apiserver kube-controller-manager kube-scheduler,\
+	$(eval IMAGE_DEPS_$(c) := $(IMAGES_BIN_DIR)/$(c))\
+	$(eval IMAGE_ARGS_$(c) := $(IMAGES_PATH_ENV) -cmd '["/usr/local/bin/$(c)"]' -add $(IMAGES_BIN_DIR)/$(c):/usr/local/bin/$(c):0755))
+
+# haproxy: Debian's dynamically linked binary with the libraries ldd lists
+# (at the paths ldd prints, symlinks followed), in the official image's
+# places; the official image stops it with SIGUSR1 (graceful) and runs it in
+# master-worker mode in the foreground.
+IMAGE_DEPS_haproxy := $(IMAGES_HAPROXY) $(IMAGES_BUILD_DIR)/haproxy-passwd
+IMAGE_ARGS_haproxy = $(IMAGES_PATH_ENV) -stop-signal SIGUSR1 \
+	-cmd '["haproxy","-W","-db","-f","/usr/local/etc/haproxy/haproxy.cfg"]' \
+	-add $(IMAGES_HAPROXY):/usr/local/sbin/haproxy:0755 \
+	-add $(IMAGES_BUILD_DIR)/haproxy-passwd:/etc/passwd:0644 \
+	-mkdir /usr/local/etc/haproxy -mkdir /var/lib/haproxy -mkdir /run/haproxy \
+	$$(ldd $(IMAGES_HAPROXY) | awk '$$2 == "=>" && $$3 ~ /^\// {print "-add " $$3 ":" $$3} $$1 ~ /^\// {print "-add " $$1 ":" $$1}')
+
+$(IMAGES_HAPROXY):
+	@echo "$@ is missing: install Debian's haproxy package (apt-get install -y haproxy)" >&2; exit 1
+$(IMAGES_BUILD_DIR)/haproxy-passwd: $(IMAGES_SRC)/images.mk
+	@mkdir -p $(@D)
+	printf 'root:x:0:0:root:/root:/sbin/nologin\nhaproxy:x:99:99:haproxy:/var/lib/haproxy:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' > $@
+
+# One rule per image of the list.
+define IMAGES_RULE
+$(if $(IMAGE_ARGS_$(1)),,$(error $(IMAGES_LIST) lists "$(1)" but $(IMAGES_SRC)/images.mk has no IMAGE_ARGS_$(1)))
+$(IMAGES_DIR)/$(1).tar: $(OCIMAGE) $(IMAGES_LIST) $(IMAGE_DEPS_$(1))
+	@mkdir -p $$(@D)
+	$(OCIMAGE) -name $(IMAGE_REF_$(1)) -o $$@ $$(IMAGE_ARGS_$(1))
+endef
+$(foreach k,$(IMAGES_KEYS),$(eval $(call IMAGES_RULE,$(k))))
+
+.DEFAULT_GOAL := $(IMAGES_INCLUDER_DEFAULT_GOAL)
