@@ -7,6 +7,9 @@ GO ?= go
 
 .PHONY: build test unit fuzz lint proto install clean demo demo-down
 
+# `make images`: the test images and Kubernetes binaries, no registry needed.
+include test/images/images.mk
+
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 

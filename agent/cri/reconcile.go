@@ -195,26 +195,27 @@ func (r *Runtime) logDir(m *runtimeapi.PodSandboxMetadata) string {
 func (r *Runtime) removeSandbox(ctx context.Context, sb *runtimeapi.PodSandbox, why string) error {
 	log := r.log.With("cluster", sb.Labels[LabelCluster], "component", sb.Labels[LabelComponent], "pod", sb.Labels[LabelPod], "sandbox", short(sb.Id))
 	start := time.Now()
-	if sb.State == runtimeapi.PodSandboxState_SANDBOX_READY {
-		cs, err := r.containers(ctx, sb.Id)
-		if err != nil {
-			return err
-		}
-		var wg sync.WaitGroup
-		for _, c := range cs {
-			if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-				continue
-			}
-			wg.Add(1)
-			go func(id string) {
-				defer wg.Done()
-				// Errors are not fatal: StopPodSandbox kills what is left.
-				_ = r.stopContainer(ctx, id)
-			}(c.Id)
-		}
-		wg.Wait()
+	// Containers first, with their grace period (StopPodSandbox would kill
+	// them at once); also in a sandbox that is not ready, whose containers
+	// may outlive its pause process.
+	cs, err := r.containers(ctx, sb.Id)
+	if err != nil {
+		return err
 	}
-	err := r.call(ctx, 1, func(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			continue
+		}
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			// Errors are not fatal: StopPodSandbox kills what is left.
+			_ = r.stopContainer(ctx, id)
+		}(c.Id)
+	}
+	wg.Wait()
+	err = r.call(ctx, 1, func(ctx context.Context) error {
 		_, err := r.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id})
 		return err
 	})

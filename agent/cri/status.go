@@ -48,7 +48,7 @@ func (r *Runtime) fillStatus(ctx context.Context, p Pod, by map[string][]*runtim
 				cs.StartedAt = nsTime(cst.StartedAt)
 				cs.State = ContainerRunning
 			case latest.State == runtimeapi.ContainerState_CONTAINER_CREATED:
-				cs.Reason = ReasonContainerCreated
+				cs.Reason, cs.Message = ReasonContainerCreated, "created, not started yet"
 			default:
 				cs.StartedAt = nsTime(cst.StartedAt)
 				t := r.termination(cst)

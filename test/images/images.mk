@@ -76,7 +76,7 @@ $(IMAGES_GO_VERSION): images-force
 images-force:
 
 # Small programs of the main module (stdlib only).
-$(OCIMAGE): $(wildcard $(IMAGES_SRC)/oci/*.go $(IMAGES_SRC)/ocimage/*.go) $(IMAGES_GO_VERSION)
+$(OCIMAGE): $(filter-out %_test.go,$(wildcard $(IMAGES_SRC)/oci/*.go $(IMAGES_SRC)/ocimage/*.go)) $(IMAGES_GO_VERSION)
 	CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -o $@ ./$(IMAGES_SRC)/ocimage
 $(IMAGES_BUILD_DIR)/pause: $(wildcard $(IMAGES_SRC)/pause/*.go) $(IMAGES_GO_VERSION)
 	CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $@ ./$(IMAGES_SRC)/pause
