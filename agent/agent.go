@@ -1,0 +1,472 @@
+// Package agent is the hypervisor agent: it registers with the coordinator,
+// watches its assignments, runs them as CRI pods with their files, and
+// reports what runs. See DESIGN.md in this folder.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/oneinfra/oneinfra/agent/cri"
+	"github.com/oneinfra/oneinfra/agent/host"
+	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Config is what `oneinfra-agent hypervisor` is told.
+type Config struct {
+	Name          string
+	Address       string
+	Coordinators  []string
+	Token, CAHash string // first start only
+	Public        bool
+	PublicAddress string
+	CRIEndpoint   string
+	DataDir       string
+	RootDir       string
+	PortRange     string
+	MetricsAddr   string
+	// Resync is how often everything is checked again without a change
+	// from the coordinator (crashed containers, probes). Default 10s.
+	Resync time.Duration
+	Logger *slog.Logger
+}
+
+// Component states reported to the coordinator.
+const (
+	stateRunning  = "Running"
+	statePending  = "Pending"
+	stateFailed   = "Failed"
+	stateRemoving = "Removing"
+)
+
+// heartbeat is the longest time between two reports, even unchanged.
+const heartbeat = 30 * time.Second
+
+// Agent is a running hypervisor agent.
+type Agent struct {
+	cfg     Config
+	logger  *slog.Logger
+	store   *store
+	id      *identity
+	conn    *grpc.ClientConn
+	api     pb.AgentClient
+	runtime *cri.Runtime
+	drivers map[string]driver
+
+	lastReport     *pb.ReportStatusRequest
+	lastReportTime time.Time
+	lastSync       atomic.Pointer[time.Time]
+	metrics        *agentMetrics
+}
+
+// driver runs the components of one role on this host.
+type driver interface {
+	// plan says what the component needs on this host.
+	plan(ctx context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error)
+	// synced runs after the component's pods were reconciled, with whether
+	// its files changed; it returns conditions to report.
+	synced(ctx context.Context, as *pb.Assignment, paths host.Paths, filesChanged bool, pods []cri.PodStatus) []*pb.Condition
+	// removing runs before the component's pods and files are removed.
+	removing(ctx context.Context, as *pb.Assignment, paths host.Paths) error
+}
+
+// New opens the agent's state, registers it on its first start, and
+// connects to containerd and the coordinator.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 10 * time.Second
+	}
+	switch {
+	case !resources.IsDNS1123Label(cfg.Name):
+		return nil, fmt.Errorf("--name: %q is not a valid hypervisor name (a DNS-1123 label)", cfg.Name)
+	case cfg.Address == "":
+		return nil, errors.New("--address: required")
+	case len(cfg.Coordinators) == 0:
+		return nil, errors.New("--coordinator: required")
+	case cfg.Public && cfg.PublicAddress == "":
+		return nil, errors.New("--public-address: required with --public")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	a := &Agent{cfg: cfg, logger: cfg.Logger.With("hypervisor", cfg.Name), metrics: newAgentMetrics()}
+	var err error
+	if a.store, err = openStore(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if err := a.ensureIdentity(ctx); err != nil {
+		a.store.close()
+		return nil, err
+	}
+	conf, err := a.id.tlsConfig()
+	if err != nil {
+		a.store.close()
+		return nil, err
+	}
+	if a.conn, err = client.DialTLS(a.servers(), conf); err != nil {
+		a.store.close()
+		return nil, err
+	}
+	a.api = pb.NewAgentClient(a.conn)
+	a.runtime, err = cri.Connect(ctx, cfg.CRIEndpoint, cri.Options{
+		LogDir: filepath.Join(cfg.RootDir, "var/log/oneinfra/pods"), Logger: a.logger,
+	})
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("--cri-endpoint: %w", err)
+	}
+	a.drivers = newDrivers(a)
+	return a, nil
+}
+
+// Close releases the agent's connections and state file.
+func (a *Agent) Close() {
+	if a.runtime != nil {
+		a.runtime.Close()
+	}
+	if a.conn != nil {
+		a.conn.Close()
+	}
+	a.store.close()
+}
+
+func (a *Agent) ensureIdentity(ctx context.Context) error {
+	id, err := loadIdentity(a.cfg.DataDir)
+	if err == nil {
+		a.id = id
+		return nil
+	}
+	id, servers, err := register(ctx, a.cfg)
+	if err != nil {
+		return err
+	}
+	if err := id.write(a.cfg.DataDir); err != nil {
+		return err
+	}
+	if err := a.store.setMeta("servers", strings.Join(servers, ",")); err != nil {
+		return err
+	}
+	a.id = id
+	a.logger.Info("registered with the coordinator", "servers", servers)
+	return nil
+}
+
+// servers are the coordinator servers the agent knows: the flag's and the
+// ones the coordinator told at registration.
+func (a *Agent) servers() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range append(append([]string{}, a.cfg.Coordinators...), strings.Split(a.store.meta("servers"), ",")...) {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Run watches the assignments and keeps the host in line with them until
+// ctx ends. Without a coordinator it keeps running what it has.
+func (a *Agent) Run(ctx context.Context) error {
+	watched := make(chan *pb.WatchAssignmentsResponse)
+	go a.watch(ctx, watched)
+	ticker := time.NewTicker(a.cfg.Resync)
+	defer ticker.Stop()
+	a.sync(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case w := <-watched:
+			if err := a.fetch(ctx, w); err != nil {
+				a.logger.Warn("fetching assignments", "err", err)
+				continue
+			}
+			a.sync(ctx)
+		case <-ticker.C:
+			a.sync(ctx)
+		}
+	}
+}
+
+// watch long-polls the coordinator for changes past the last index seen.
+func (a *Agent) watch(ctx context.Context, out chan<- *pb.WatchAssignmentsResponse) {
+	index, _ := strconv.ParseUint(a.store.meta("index"), 10, 64)
+	backoff := time.Second
+	for ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, 70*time.Second)
+		resp, err := a.api.WatchAssignments(cctx, &pb.WatchAssignmentsRequest{Hypervisor: a.cfg.Name, MinIndex: index, WaitMs: 60000})
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				a.metrics.watchErrors.Inc()
+				a.logger.Warn("watching assignments; running what is cached", "err", err, "retry", backoff)
+				sleep(ctx, backoff)
+				backoff = min(2*backoff, 15*time.Second)
+			}
+			continue
+		}
+		backoff = time.Second
+		select {
+		case out <- resp:
+		case <-ctx.Done():
+			return
+		}
+		index = resp.Index
+	}
+}
+
+// fetch gets the assignments whose hash changed and forgets those gone.
+func (a *Agent) fetch(ctx context.Context, w *pb.WatchAssignmentsResponse) error {
+	cached, err := a.store.assignments()
+	if err != nil {
+		return err
+	}
+	listed := map[string]bool{}
+	var changed []string
+	for _, ref := range w.Assignments {
+		listed[ref.Component] = true
+		if c, ok := cached[ref.Component]; !ok || c.Hash != ref.Hash {
+			changed = append(changed, ref.Component)
+		}
+	}
+	var drop []string
+	for name := range cached {
+		if !listed[name] {
+			drop = append(drop, name)
+		}
+	}
+	var put []*pb.Assignment
+	if len(changed) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		resp, err := a.api.GetAssignments(cctx, &pb.GetAssignmentsRequest{Hypervisor: a.cfg.Name, Components: changed})
+		if err != nil {
+			return err
+		}
+		put = resp.Assignments
+	}
+	if err := a.store.putAssignments(put, drop); err != nil {
+		return err
+	}
+	return a.store.setMeta("index", strconv.FormatUint(w.Index, 10))
+}
+
+// sync makes the host match the cached assignments and reports.
+func (a *Agent) sync(ctx context.Context) {
+	start := time.Now()
+	defer func() {
+		now := time.Now()
+		a.metrics.syncs.Inc()
+		a.metrics.syncSeconds.Observe(now.Sub(start).Seconds())
+		a.metrics.lastSyncUnix.Set(float64(now.Unix()))
+		a.lastSync.Store(&now)
+	}()
+	assignments, err := a.store.assignments()
+	if err != nil {
+		a.logger.Error("reading cached assignments", "err", err)
+		return
+	}
+	byCluster := map[string][]*pb.Assignment{}
+	for _, as := range assignments {
+		byCluster[as.Component.Spec.Cluster] = append(byCluster[as.Component.Spec.Cluster], as)
+	}
+	report := &pb.ReportStatusRequest{Hypervisor: a.cfg.Name}
+	for cluster, list := range byCluster {
+		sort.Slice(list, func(i, j int) bool { return list[i].Component.Metadata.Name < list[j].Component.Metadata.Name })
+		reports, removed := a.syncCluster(ctx, cluster, list)
+		report.Components = append(report.Components, reports...)
+		report.Removed = append(report.Removed, removed...)
+	}
+	a.removeStrayClusters(ctx, byCluster)
+	a.metrics.components.Reset()
+	for _, r := range report.Components {
+		a.metrics.components.WithLabelValues(assignments[r.Component].GetComponent().GetSpec().GetRole(), r.Status.State).Inc()
+	}
+	a.report(ctx, report)
+}
+
+// syncCluster reconciles one cluster's components on this host.
+func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assignment) ([]*pb.ComponentReport, []string) {
+	type entry struct {
+		as      *pb.Assignment
+		paths   host.Paths
+		drv     driver
+		changed bool
+		err     error
+		pods    []cri.PodStatus
+	}
+	var entries []*entry
+	var pods []cri.Pod
+	for _, as := range list {
+		e := &entry{as: as, paths: host.Paths{Root: a.cfg.RootDir, Cluster: cluster, Component: as.Component.Metadata.Name}}
+		entries = append(entries, e)
+		if e.drv = a.drivers[as.Component.Spec.Role]; e.drv == nil {
+			e.err = fmt.Errorf("unknown role %q", as.Component.Spec.Role)
+			continue
+		}
+		if as.Deleting {
+			e.err = e.drv.removing(ctx, as, e.paths)
+			continue
+		}
+		plan, err := e.drv.plan(ctx, as, e.paths)
+		if err == nil {
+			e.changed, err = plan.WriteFiles()
+		}
+		if err != nil {
+			e.err = err
+			continue
+		}
+		pods = append(pods, plan.Pods...)
+	}
+	statuses, err := a.runtime.Reconcile(ctx, cluster, pods)
+	if err != nil {
+		a.logger.Warn("reconciling pods", "cluster", cluster, "err", err)
+	}
+	for _, st := range statuses {
+		for _, e := range entries {
+			if e.as.Component.Metadata.Name == st.Component {
+				e.pods = append(e.pods, st)
+			}
+		}
+	}
+	var reports []*pb.ComponentReport
+	var removed []string
+	for _, e := range entries {
+		name := e.as.Component.Metadata.Name
+		if e.as.Deleting && e.err == nil && err == nil {
+			if rerr := e.paths.Remove(); rerr != nil {
+				e.err = rerr
+			} else {
+				removed = append(removed, name)
+				_ = a.store.setDecision(name, nil)
+				continue
+			}
+		}
+		status := componentStatus(e.as, e.pods, e.err)
+		if e.err == nil && !e.as.Deleting {
+			status.Conditions = e.drv.synced(ctx, e.as, e.paths, e.changed, e.pods)
+		}
+		reports = append(reports, &pb.ComponentReport{Component: name, Status: status})
+	}
+	return reports, removed
+}
+
+// componentStatus sums up a component's pods for the coordinator.
+func componentStatus(as *pb.Assignment, pods []cri.PodStatus, err error) *pb.ComponentStatus {
+	if as.Deleting {
+		msg := "removing"
+		if err != nil {
+			msg = "removing: " + err.Error()
+		}
+		return &pb.ComponentStatus{State: stateRemoving, Message: msg}
+	}
+	if err != nil {
+		return &pb.ComponentStatus{State: stateFailed, Message: err.Error()}
+	}
+	state := stateRunning
+	var why []string
+	for _, p := range pods {
+		switch p.State {
+		case cri.PodRunning:
+			continue
+		case cri.PodFailed:
+			state = stateFailed
+		default:
+			if state == stateRunning {
+				state = statePending
+			}
+		}
+		why = append(why, podMessage(p))
+	}
+	if len(pods) == 0 {
+		state, why = statePending, []string{"no pod yet"}
+	}
+	return &pb.ComponentStatus{State: state, Message: strings.Join(why, "; ")}
+}
+
+// podMessage tells why a pod is not running, with a failed container's
+// last log lines.
+func podMessage(p cri.PodStatus) string {
+	msg := fmt.Sprintf("pod %s: %s", p.Name, p.State)
+	if p.Reason != "" {
+		msg += " (" + p.Reason + ")"
+	}
+	if p.Message != "" {
+		msg += ": " + p.Message
+	}
+	for _, c := range p.Containers {
+		if len(c.LogTail) > 0 {
+			tail := c.LogTail[max(0, len(c.LogTail)-3):]
+			msg += fmt.Sprintf("; %s last log: %s", c.Name, strings.Join(tail, " | "))
+		}
+	}
+	return msg
+}
+
+// removeStrayClusters removes our pods and files of clusters this host has
+// no assignment for any more (a component moved away while it was down).
+func (a *Agent) removeStrayClusters(ctx context.Context, assigned map[string][]*pb.Assignment) {
+	clusters, err := a.runtime.Clusters(ctx)
+	if err != nil {
+		a.logger.Warn("listing pods", "err", err)
+		return
+	}
+	for _, c := range clusters {
+		if _, ok := assigned[c]; ok {
+			continue
+		}
+		a.logger.Info("removing pods of a cluster no longer assigned here", "cluster", c)
+		if err := a.runtime.RemoveCluster(ctx, c); err != nil {
+			a.logger.Warn("removing stray pods", "cluster", c, "err", err)
+			continue
+		}
+		for _, d := range []string{"etc/oneinfra/clusters", "var/lib/oneinfra/clusters"} {
+			_ = os.RemoveAll(filepath.Join(a.cfg.RootDir, d, c))
+		}
+	}
+}
+
+// report sends the components' status when it changed, or as a heartbeat.
+func (a *Agent) report(ctx context.Context, req *pb.ReportStatusRequest) {
+	sort.Slice(req.Components, func(i, j int) bool { return req.Components[i].Component < req.Components[j].Component })
+	sort.Strings(req.Removed)
+	if a.lastReport != nil && proto.Equal(a.lastReport, req) && time.Since(a.lastReportTime) < heartbeat {
+		return
+	}
+	sent := proto.Clone(req).(*pb.ReportStatusRequest)
+	sent.Time = timestamppb.Now()
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if _, err := a.api.ReportStatus(cctx, sent); err != nil {
+		a.metrics.reports.WithLabelValues("error").Inc()
+		a.logger.Warn("reporting status", "err", err)
+		return
+	}
+	a.metrics.reports.WithLabelValues("ok").Inc()
+	a.lastReport, a.lastReportTime = req, time.Now()
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,214 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/oneinfra/oneinfra/agent/cri"
+	"github.com/oneinfra/oneinfra/agent/host"
+	"github.com/oneinfra/oneinfra/coordinator"
+	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"github.com/oneinfra/oneinfra/test/images"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// testDriver runs each component as one testapp pod and a file, so the
+// agent core is tested against a real coordinator and a real containerd;
+// the real roles are tested in their packages and in the lab.
+type testDriver struct{ arg string }
+
+func (d *testDriver) plan(_ context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error) {
+	return &host.Plan{
+		Files: []host.File{{Path: paths.Config("hash"), Data: []byte(as.Hash), Mode: 0o600}},
+		Dirs:  []string{paths.DataDir()},
+		Pods: []cri.Pod{{Component: as.Component.Metadata.Name, Containers: []cri.Container{{
+			Name: "app", Image: images.Ref("testapp"), Args: []string{"-print", d.arg},
+		}}}},
+	}, nil
+}
+
+func (d *testDriver) synced(context.Context, *pb.Assignment, host.Paths, bool, []cri.PodStatus) []*pb.Condition {
+	return []*pb.Condition{{Type: "APIReachable", Status: "True"}}
+}
+
+func (d *testDriver) removing(context.Context, *pb.Assignment, host.Paths) error { return nil }
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Each hypervisor has its own containerd, as on real machines.
+	runtimes := map[string]*containerd.Instance{}
+	for _, name := range []string{"hv-1", "pub-1"} {
+		runtimes[name] = containerd.Start(t)
+		runtimes[name].Import(t, "pause", "testapp")
+	}
+	dir := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	srv, err := coordinator.Start(ctx, coordinator.Config{ID: "s1", DataDir: filepath.Join(dir, "coord"), Bootstrap: true,
+		APIAddr: freeAddr(t), RaftAddr: freeAddr(t), Advertise: "127.0.0.1", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Kill)
+	conf, err := client.Load(filepath.Join(dir, "coord", coordinator.AdminConfFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := client.Dial(conf.Servers, []byte(conf.CertificateAuthority), conf.KeyPair())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	op := pb.NewOperatorClient(conn)
+	var tok *pb.CreateTokenResponse
+	eventually(t, 20*time.Second, "token", func() (err error) {
+		tok, err = op.CreateToken(ctx, &pb.CreateTokenRequest{Kind: "hypervisor"})
+		return err
+	})
+
+	newAgent := func(name string, public bool) *Agent {
+		cfg := Config{Name: name, Address: "127.0.0.1", Coordinators: []string{srv.APIAddr()}, Token: tok.Token, CAHash: tok.CaHash,
+			Public: public, CRIEndpoint: runtimes[name].Endpoint(), DataDir: filepath.Join(dir, name), RootDir: filepath.Join(dir, name+"-root"),
+			PortRange: "30000-30099", Resync: time.Second, Logger: quiet}
+		if public {
+			cfg.PublicAddress, cfg.PortRange = "127.0.0.2", "31000-31099"
+		}
+		a, err := New(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &testDriver{arg: "v1"}
+		a.drivers = map[string]driver{resources.RoleControlPlane: d, resources.RoleIngress: d}
+		return a
+	}
+	run := func(a *Agent) (stop func()) {
+		actx, acancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); a.Run(actx) }()
+		return func() { acancel(); <-done; a.Close() }
+	}
+	private, public := newAgent("hv-1", false), newAgent("pub-1", true)
+	stopPrivate, stopPublic := run(private), run(public)
+	defer func() { stopPublic() }()
+
+	if _, err := op.Apply(ctx, &pb.ApplyRequest{Resources: []*pb.Resource{{Kind: &pb.Resource_Cluster{Cluster: &pb.Cluster{
+		Metadata: &pb.ObjectMeta{Name: "demo"}, Spec: &pb.ClusterSpec{}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "cluster Ready from the agents' reports", func() error {
+		d, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
+		if err != nil {
+			return err
+		}
+		if d.Cluster.Status.Phase != resources.PhaseReady {
+			return fmt.Errorf("phase %s: %v", d.Cluster.Status.Phase, d.Cluster.Status.Conditions)
+		}
+		return nil
+	})
+	sandboxes := func() map[string]string {
+		out := readySandboxes(t, runtimes["hv-1"].Socket)
+		for k, v := range readySandboxes(t, runtimes["pub-1"].Socket) {
+			out[k] = v
+		}
+		return out
+	}
+	before := sandboxes()
+	if len(before) != 2 {
+		t.Fatalf("pods after placement: %v", before)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "hv-1-root/etc/oneinfra/clusters/demo/demo-cp-0/hash")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("component file: %v", err)
+	}
+
+	// A restarted agent restarts nothing unchanged.
+	stopPrivate()
+	private = newAgent("hv-1", false)
+	stopPrivate = run(private)
+	time.Sleep(3 * time.Second)
+	if after := sandboxes(); after["demo-cp-0"] != before["demo-cp-0"] {
+		t.Fatalf("restarting the agent replaced the pod: %v → %v", before, after)
+	}
+
+	// Deleting the cluster removes every pod and directory, then the cluster.
+	if _, err := op.Delete(ctx, &pb.DeleteRequest{Kind: "clusters", Name: "demo"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "cluster gone", func() error {
+		if _, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"}); err == nil {
+			return fmt.Errorf("still there")
+		}
+		return nil
+	})
+	if left := sandboxes(); len(left) != 0 {
+		t.Errorf("pods left after deletion: %v", left)
+	}
+	for _, d := range []string{"hv-1-root/etc/oneinfra/clusters/demo", "hv-1-root/var/lib/oneinfra/clusters/demo", "pub-1-root/etc/oneinfra/clusters/demo"} {
+		if _, err := os.Stat(filepath.Join(dir, d)); !os.IsNotExist(err) {
+			t.Errorf("%s left after deletion (%v)", d, err)
+		}
+	}
+	stopPrivate()
+}
+
+// readySandboxes lists the ready sandboxes of our pods by component,
+// straight from containerd's CRI API.
+func readySandboxes(t *testing.T, socket string) map[string]string {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := runtimeapi.NewRuntimeServiceClient(conn).ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
+		Filter: &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, sb := range resp.Items {
+		if c := sb.Labels[cri.LabelComponent]; c != "" {
+			out[c] = sb.Id
+		}
+	}
+	return out
+}

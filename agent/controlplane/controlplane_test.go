@@ -1,0 +1,360 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oneinfra/oneinfra/agent/cri"
+	"github.com/oneinfra/oneinfra/agent/host"
+	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+)
+
+func freePort(t *testing.T) uint32 {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return uint32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// hostIP is a non-loopback address of this machine: the API server refuses
+// to advertise a loopback one.
+func hostIP(t *testing.T) string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	t.Fatal("no non-loopback IPv4 address on this machine")
+	return ""
+}
+
+// testCluster makes assignments for n members on this host as the
+// coordinator would.
+func testCluster(t *testing.T, n int) (*pb.ClusterPKI, []*pb.Assignment) {
+	ip := hostIP(t)
+	p, err := pki.NewClusterPKI("demo", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var comps []*pb.Component
+	for i := 0; i < n; i++ {
+		ports := map[string]uint32{}
+		for _, name := range []string{portAPIServer, portEtcdClient, portEtcdPeer, portControllerManager, portScheduler} {
+			ports[name] = freePort(t)
+		}
+		comps = append(comps, &pb.Component{Metadata: &pb.ObjectMeta{Name: fmt.Sprintf("demo-cp-%d", i)}, Spec: &pb.ComponentSpec{Cluster: "demo", Ports: ports}})
+	}
+	var out []*pb.Assignment
+	for _, c := range comps {
+		certs, err := pki.ControlPlaneCerts(p, pki.ControlPlaneIdentity{Component: c.Metadata.Name, HypervisorAddresses: []string{ip},
+			ServiceCIDR: "10.96.0.0/12"}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs.Certs[signerCA] = p.Cas[pki.SignerCA]
+		as := &pb.Assignment{
+			Component:            c,
+			ClusterSpec:          &pb.ClusterSpec{Networking: &pb.NetworkingSpec{PodCidr: "10.244.0.0/16", ServiceCidr: "10.96.0.0/12"}},
+			CaCerts:              map[string][]byte{},
+			Certs:                certs.Certs,
+			ServiceAccountKeyPem: p.ServiceAccountKeyPem,
+			EncryptionKey:        p.EncryptionKey,
+			Images:               map[string]string{"etcd": "e", "kube-apiserver": "a", "kube-controller-manager": "c", "kube-scheduler": "s"},
+		}
+		for name, ca := range p.Cas {
+			as.CaCerts[name] = ca.CertPem
+		}
+		for _, o := range comps {
+			as.EtcdPeers = append(as.EtcdPeers, &pb.Endpoint{Name: o.Metadata.Name, Address: ip, Port: o.Spec.Ports[portEtcdPeer]})
+			as.EtcdClients = append(as.EtcdClients, &pb.Endpoint{Name: o.Metadata.Name, Address: ip, Port: o.Spec.Ports[portEtcdClient]})
+			as.ApiServers = append(as.ApiServers, &pb.Endpoint{Name: o.Metadata.Name, Address: ip, Port: o.Spec.Ports[portAPIServer]})
+		}
+		out = append(out, as)
+	}
+	return p, out
+}
+
+func TestRender(t *testing.T) {
+	_, as := testCluster(t, 1)
+	paths := host.Paths{Root: "/r", Cluster: "demo", Component: "demo-cp-0"}
+	boot := EtcdBootstrap{State: "new", InitialCluster: "demo-cp-0=https://127.0.0.1:1"}
+	plan, err := Render(as[0], paths, boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := Render(as[0], paths, boot)
+	for i := range plan.Pods {
+		if cri.SpecHash(plan.Pods[i]) != cri.SpecHash(again.Pods[i]) {
+			t.Error("rendering twice gives another pod")
+		}
+	}
+	files := map[string]host.File{}
+	for _, f := range plan.Files {
+		files[filepath.Base(f.Path)] = f
+		if strings.HasSuffix(f.Path, ".key") && f.Mode != 0o600 {
+			t.Errorf("%s has mode %o", f.Path, f.Mode)
+		}
+		if !strings.HasPrefix(f.Path, "/r/etc/oneinfra/clusters/demo/demo-cp-0/") {
+			t.Errorf("file outside the component's dir: %s", f.Path)
+		}
+	}
+	for _, name := range []string{fileEncryption, fileControllerKubecf, fileSchedulerKubecf, fileSAKey} {
+		if files[name].Mode != 0o600 {
+			t.Errorf("%s: mode %o, want 0600", name, files[name].Mode)
+		}
+	}
+	if !bytes.Contains(files[fileEncryption].Data, []byte("secretbox")) || !bytes.Contains(files[fileAuthentication].Data, []byte("/readyz")) {
+		t.Error("encryption or authentication configuration missing")
+	}
+	args := strings.Join(plan.Pods[1].Containers[0].Command, " ")
+	for _, want := range []string{"--authorization-mode=Node,RBAC", "--authentication-config=", "--encryption-provider-config="} {
+		if !strings.Contains(args, want) {
+			t.Errorf("kube-apiserver lacks %s", want)
+		}
+	}
+	if strings.Contains(args, "--anonymous-auth") {
+		t.Error("kube-apiserver sets --anonymous-auth next to its authentication config")
+	}
+	for file, user := range map[string]string{fileControllerKubecf: "system:kube-controller-manager", fileSchedulerKubecf: "system:kube-scheduler"} {
+		kp := as[0].Certs[map[string]string{fileControllerKubecf: pki.ControllerManagerCert, fileSchedulerKubecf: pki.SchedulerCert}[file]]
+		cert, _ := tlsutil.ParseCertPEM(kp.CertPem)
+		if cert.Subject.CommonName != user || len(cert.Subject.Organization) != 0 || !bytes.Contains(files[file].Data, []byte("127.0.0.1")) {
+			t.Errorf("%s: identity %v", file, cert.Subject)
+		}
+	}
+}
+
+func binDir(t *testing.T) string {
+	dir := os.Getenv("ONEINFRA_BIN_DIR")
+	if dir == "" {
+		root, err := containerd.RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(root, "_output/bin")
+	}
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			t.Fatalf("%s is missing from %s: run `make images`", b, dir)
+		}
+	}
+	return dir
+}
+
+// start runs one of the plan's containers directly on the host.
+func start(t *testing.T, bin string, c cri.Container) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(bin, c.Command[0]), c.Command[1:]...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			out := logs.String()
+			t.Logf("%s log (tail):\n%s", c.Name, out[max(0, len(out)-200000):])
+		}
+	})
+	return cmd
+}
+
+func startPlan(t *testing.T, bin string, as *pb.Assignment, paths host.Paths, boot EtcdBootstrap, all bool) *host.Plan {
+	plan, err := Render(as, paths, boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plan.WriteFiles(); err != nil {
+		t.Fatal(err)
+	}
+	start(t, bin, plan.Pods[0].Containers[0])
+	if all {
+		for _, c := range plan.Pods[1].Containers {
+			start(t, bin, c)
+		}
+	}
+	return plan
+}
+
+func httpsClient(t *testing.T, as *pb.Assignment, client *pb.KeyPair) *http.Client {
+	pool, _ := tlsutil.CertPool(as.CaCerts[pki.ClusterCA])
+	conf := &tls.Config{RootCAs: pool}
+	if client != nil {
+		cert, err := tls.X509KeyPair(client.CertPem, client.KeyPem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestControlPlaneBinaries runs the rendered etcd, kube-apiserver,
+// kube-controller-manager and kube-scheduler as host processes.
+func TestControlPlaneBinaries(t *testing.T) {
+	bin := binDir(t)
+	p, as := testCluster(t, 1)
+	paths := host.Paths{Root: t.TempDir(), Cluster: "demo", Component: "demo-cp-0"}
+	ctx := context.Background()
+	boot, err := DecideBootstrap(ctx, as[0], paths)
+	if err != nil || boot.State != "new" {
+		t.Fatalf("bootstrap of a lone member: %v %v", boot, err)
+	}
+	began := time.Now()
+	startPlan(t, bin, as[0], paths, boot, true)
+	api := url("127.0.0.1", as[0].Component.Spec.Ports[portAPIServer])
+	anon := httpsClient(t, as[0], nil)
+	get := func(c *http.Client, path string) (int, string) {
+		resp, err := c.Get(api + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor(t, 90*time.Second, "/readyz", func() error {
+		if code, body := get(anon, "/readyz"); code != 200 {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		return nil
+	})
+	t.Logf("etcd + control plane ready %.1fs after start", time.Since(began).Seconds())
+	if code, _ := get(anon, "/api/v1/namespaces"); code != 401 && code != 403 {
+		t.Errorf("anonymous list of namespaces: %d", code)
+	}
+	admin, err := pki.AdminKubeconfigCert(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminc := httpsClient(t, as[0], admin)
+	secret := `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s1"},"stringData":{"k":"plain-text-value"}}`
+	resp, err := adminc.Post(api+"/api/v1/namespaces/default/secrets", "application/json", strings.NewReader(secret))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("creating a secret: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	cli, err := etcdClient(as[0], clientEndpoints(as[0], "", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	got, err := cli.Get(ctx, "/registry/secrets/default/s1")
+	if err != nil || len(got.Kvs) != 1 {
+		t.Fatalf("reading the secret from etcd: %v %v", got, err)
+	}
+	if v := got.Kvs[0].Value; !bytes.HasPrefix(v, []byte("k8s:enc:secretbox:v1:key1:")) || bytes.Contains(v, []byte("plain-text-value")) {
+		t.Errorf("the secret is not encrypted at rest: %q", v[:min(60, len(v))])
+	}
+	// The controller-manager and the scheduler, with their own identities,
+	// take their leader leases.
+	waitFor(t, 60*time.Second, "controller-manager and scheduler leases", func() error {
+		for _, lease := range []string{"kube-controller-manager", "kube-scheduler"} {
+			if code, body := get(adminc, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"+lease); code != 200 {
+				return fmt.Errorf("lease %s: %d %s", lease, code, body[:min(100, len(body))])
+			}
+		}
+		return nil
+	})
+}
+
+// TestEtcdMembership grows a member to three (learners promoted) and
+// shrinks it back to two, keeping the data.
+func TestEtcdMembership(t *testing.T) {
+	bin := binDir(t)
+	_, as := testCluster(t, 3)
+	ctx := context.Background()
+	root := t.TempDir()
+	paths := func(i int) host.Paths {
+		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: as[i].Component.Metadata.Name}
+	}
+	if _, err := DecideBootstrap(ctx, as[1], paths(1)); err == nil {
+		t.Fatal("a member that is not the first started a cluster of its own")
+	}
+	boot, err := DecideBootstrap(ctx, as[0], paths(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startPlan(t, bin, as[0], paths(0), boot, false)
+	cli, err := etcdClient(as[0], clientEndpoints(as[0], "", false)[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	waitFor(t, 30*time.Second, "first member", func() error {
+		_, err := cli.Put(ctx, "before", "kept")
+		return err
+	})
+	for i := 1; i < 3; i++ {
+		var boot EtcdBootstrap
+		waitFor(t, 30*time.Second, "joining as a learner", func() (err error) {
+			boot, err = DecideBootstrap(ctx, as[i], paths(i))
+			return err
+		})
+		if boot.State != "existing" || !strings.Contains(boot.InitialCluster, as[i].Component.Metadata.Name+"=") {
+			t.Fatalf("member %d bootstrap: %+v", i, boot)
+		}
+		startPlan(t, bin, as[i], paths(i), boot, false)
+		waitFor(t, 60*time.Second, "promotion", func() error { return PromoteLearners(ctx, as[i], paths(i)) })
+	}
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	voters := 0
+	for _, m := range list.Members {
+		if !m.IsLearner {
+			voters++
+		}
+	}
+	if voters != 3 {
+		t.Fatalf("%d voters, want 3: %v", voters, list.Members)
+	}
+	// etcd refuses to remove a voter until the others are known healthy;
+	// the agent retries on its next sync, the test likewise.
+	waitFor(t, 30*time.Second, "member removal", func() error { return RemoveMember(ctx, as[2], paths(2)) })
+	list, err = cli.MemberList(ctx)
+	if err != nil || len(list.Members) != 2 {
+		t.Fatalf("after removal: %v %v", list, err)
+	}
+	got, err := cli.Get(ctx, "before")
+	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "kept" {
+		t.Fatalf("data after membership changes: %v %v", got, err)
+	}
+}

@@ -1,0 +1,205 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/oneinfra/oneinfra/agent/host"
+	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// ErrWaitingForFirstMember: no etcd member answers yet and this one is not
+// the one that starts the cluster; the agent tries again later.
+var ErrWaitingForFirstMember = errors.New("waiting for the first etcd member")
+
+// etcdClient connects to the given members with the API server's etcd
+// client certificate.
+func etcdClient(as *pb.Assignment, endpoints []string) (*clientv3.Client, error) {
+	kp := as.Certs[pki.APIServerEtcdClientCert]
+	if kp == nil {
+		return nil, fmt.Errorf("assignment lacks the %s certificate", pki.APIServerEtcdClientCert)
+	}
+	cert, err := tls.X509KeyPair(kp.CertPem, kp.KeyPem)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := tlsutil.CertPool(as.CaCerts[pki.EtcdServerCA])
+	if err != nil {
+		return nil, err
+	}
+	return clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 3 * time.Second,
+		TLS:         &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12},
+		Logger:      zap.NewNop(),
+	})
+}
+
+// clientEndpoints lists the etcd client URLs of the cluster's members,
+// without this one's when others is set.
+func clientEndpoints(as *pb.Assignment, self string, others bool) []string {
+	var out []string
+	for _, e := range as.EtcdClients {
+		if others && e.Name == self {
+			continue
+		}
+		out = append(out, url(e.Address, e.Port))
+	}
+	return out
+}
+
+// DecideBootstrap decides how this member's etcd starts the first time.
+// When another member answers, this one is added as a learner (once) and
+// joins the existing cluster; when none does, the first member by name
+// starts a new cluster and the others wait for it.
+func DecideBootstrap(ctx context.Context, as *pb.Assignment, paths host.Paths) (EtcdBootstrap, error) {
+	m, err := self(as)
+	if err != nil {
+		return EtcdBootstrap{}, err
+	}
+	if _, err := os.Stat(filepath.Join(paths.DataDir(), "etcd", "member")); err == nil {
+		// Data from an earlier start: etcd ignores the initial flags.
+		return EtcdBootstrap{State: "existing", InitialCluster: m.name + "=" + m.peerURL()}, nil
+	}
+	if others := clientEndpoints(as, m.name, true); len(others) > 0 {
+		joined, err := join(ctx, as, m, others)
+		if err == nil {
+			return joined, nil
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			return EtcdBootstrap{}, err
+		}
+	}
+	names := make([]string, 0, len(as.EtcdPeers))
+	for _, p := range as.EtcdPeers {
+		names = append(names, p.Name)
+	}
+	sort.Strings(names)
+	if names[0] != m.name {
+		return EtcdBootstrap{}, fmt.Errorf("%w (%s)", ErrWaitingForFirstMember, names[0])
+	}
+	return EtcdBootstrap{State: "new", InitialCluster: m.name + "=" + m.peerURL()}, nil
+}
+
+// join adds this member to the running cluster as a learner, unless it is
+// listed already, and returns the initial cluster it must start with.
+func join(ctx context.Context, as *pb.Assignment, m member, endpoints []string) (EtcdBootstrap, error) {
+	cli, err := etcdClient(as, endpoints)
+	if err != nil {
+		return EtcdBootstrap{}, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return EtcdBootstrap{}, context.DeadlineExceeded // nobody answers yet
+	}
+	present := false
+	for _, mem := range list.Members {
+		for _, u := range mem.PeerURLs {
+			present = present || u == m.peerURL()
+		}
+	}
+	if !present {
+		added, err := cli.MemberAddAsLearner(ctx, []string{m.peerURL()})
+		if err != nil {
+			return EtcdBootstrap{}, fmt.Errorf("adding etcd member %s as a learner: %w", m.name, err)
+		}
+		list.Members = added.Members
+	}
+	var initial []string
+	for _, mem := range list.Members {
+		name := mem.Name
+		if name == "" { // the member just added has not started yet
+			name = m.name
+		}
+		for _, u := range mem.PeerURLs {
+			initial = append(initial, name+"="+u)
+		}
+	}
+	sort.Strings(initial)
+	return EtcdBootstrap{State: "existing", InitialCluster: strings.Join(initial, ",")}, nil
+}
+
+// PromoteLearners makes this member a voter once it has caught up. It is
+// a no-op for a voter; an error says why it is not one yet.
+func PromoteLearners(ctx context.Context, as *pb.Assignment, paths host.Paths) error {
+	m, err := self(as)
+	if err != nil {
+		return err
+	}
+	cli, err := etcdClient(as, clientEndpoints(as, m.name, false))
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("listing etcd members: %w", err)
+	}
+	for _, mem := range list.Members {
+		if mem.Name != m.name || !mem.IsLearner {
+			continue
+		}
+		if _, err := cli.MemberPromote(ctx, mem.ID); err != nil {
+			return fmt.Errorf("etcd member %s is a learner not promoted yet: %w", m.name, err)
+		}
+	}
+	for _, mem := range list.Members {
+		if mem.Name == m.name {
+			return nil
+		}
+	}
+	return fmt.Errorf("etcd member %s is not started yet", m.name)
+}
+
+// RemoveMember takes this member out of its etcd cluster through the other
+// members, before its pod is removed. With no other member (the whole
+// cluster goes), there is nothing to do.
+func RemoveMember(ctx context.Context, as *pb.Assignment, _ host.Paths) error {
+	m, err := self(as)
+	if err != nil {
+		return err
+	}
+	others := clientEndpoints(as, m.name, true)
+	if len(others) == 0 {
+		return nil
+	}
+	cli, err := etcdClient(as, others)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("listing etcd members to remove %s: %w", m.name, err)
+	}
+	for _, mem := range list.Members {
+		named := mem.Name == m.name
+		for _, u := range mem.PeerURLs {
+			named = named || u == m.peerURL()
+		}
+		if named {
+			if _, err := cli.MemberRemove(ctx, mem.ID); err != nil {
+				return fmt.Errorf("removing etcd member %s: %w", m.name, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,342 @@
+// Package controlplane runs a cluster's control-plane replica on a private
+// hypervisor: an etcd member, and kube-apiserver, kube-controller-manager
+// and kube-scheduler, as two CRI pods in the host network. Files live under
+// the component's config dir, etcd's data under its data dir; both are
+// mounted at the same paths in the containers, so the flags name host
+// paths.
+//
+// etcd membership is managed for real (etcd.go): the first member starts a
+// new cluster, later ones join as learners and are promoted once in sync,
+// and a member leaves the cluster before its pod is removed.
+package controlplane
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/oneinfra/oneinfra/agent/cri"
+	"github.com/oneinfra/oneinfra/agent/host"
+	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// signerCA names the controller-manager's signing CA in an assignment.
+const signerCA = "signer-ca"
+
+// Host ports of a control-plane component.
+const (
+	portAPIServer         = "apiserver"
+	portEtcdClient        = "etcd-client"
+	portEtcdPeer          = "etcd-peer"
+	portControllerManager = "controller-manager"
+	portScheduler         = "scheduler"
+)
+
+// EtcdBootstrap is how this member's etcd starts the first time; the agent
+// keeps it so that later renders give the same pod.
+type EtcdBootstrap struct {
+	// State is "new" (this member starts the cluster) or "existing".
+	State string `json:"state"`
+	// InitialCluster is etcd's --initial-cluster: NAME=PEER-URL,...
+	InitialCluster string `json:"initialCluster"`
+}
+
+// member is what Render and the etcd calls need to know of this replica.
+type member struct {
+	name, address string
+	ports         map[string]uint32
+}
+
+func self(as *pb.Assignment) (member, error) {
+	m := member{name: as.GetComponent().GetMetadata().GetName(), ports: as.GetComponent().GetSpec().GetPorts()}
+	for _, p := range as.EtcdPeers {
+		if p.Name == m.name {
+			m.address = p.Address
+		}
+	}
+	if m.address == "" {
+		return m, fmt.Errorf("component %s: not among its own etcd peers", m.name)
+	}
+	for _, name := range []string{portAPIServer, portEtcdClient, portEtcdPeer, portControllerManager, portScheduler} {
+		if m.ports[name] == 0 {
+			return m, fmt.Errorf("component %s: no %s port assigned", m.name, name)
+		}
+	}
+	return m, nil
+}
+
+func url(address string, port uint32) string {
+	return "https://" + net.JoinHostPort(address, strconv.Itoa(int(port)))
+}
+
+func (m member) peerURL() string   { return url(m.address, m.ports[portEtcdPeer]) }
+func (m member) clientURL() string { return url(m.address, m.ports[portEtcdClient]) }
+
+// Render makes the replica's plan: its files and its two pods.
+func Render(as *pb.Assignment, paths host.Paths, boot EtcdBootstrap) (*host.Plan, error) {
+	m, err := self(as)
+	if err != nil {
+		return nil, err
+	}
+	files, err := renderFiles(as, paths, m)
+	if err != nil {
+		return nil, err
+	}
+	return &host.Plan{
+		Files: files,
+		Dirs:  []string{paths.DataDir()},
+		Pods:  []cri.Pod{etcdPod(as, paths, m, boot), controlPlanePod(as, paths, m)},
+	}, nil
+}
+
+// Names of the files in the config dir.
+const (
+	fileClusterCA        = "cluster-ca.crt"
+	fileClientCABundle   = "client-ca-bundle.crt"
+	fileEtcdServerCA     = "etcd-server-ca.crt"
+	fileEtcdTrustedCA    = "etcd-trusted-ca.crt"
+	fileEtcdPeerCA       = "etcd-peer-ca.crt"
+	fileFrontProxyCA     = "front-proxy-ca.crt"
+	fileSAKey            = "sa.key"
+	fileSAPub            = "sa.pub"
+	fileEncryption       = "encryption-config.yaml"
+	fileAuthentication   = "authentication-config.yaml"
+	fileControllerKubecf = "controller-manager.kubeconfig"
+	fileSchedulerKubecf  = "scheduler.kubeconfig"
+)
+
+func renderFiles(as *pb.Assignment, paths host.Paths, m member) ([]host.File, error) {
+	ca := func(name string) []byte { return as.CaCerts[name] }
+	var files []host.File
+	public := func(name string, data []byte) {
+		files = append(files, host.File{Path: paths.Config(name), Data: data, Mode: 0o644})
+	}
+	secret := func(name string, data []byte) {
+		files = append(files, host.File{Path: paths.Config(name), Data: data, Mode: 0o600})
+	}
+	for _, n := range []string{pki.ClusterCA, pki.EtcdServerCA, pki.EtcdPeerCA, pki.FrontProxyCA, pki.ClientCA, pki.SignerCA, pki.EtcdClientCA} {
+		if len(ca(n)) == 0 {
+			return nil, fmt.Errorf("assignment lacks the %s CA", n)
+		}
+	}
+	public(fileClusterCA, ca(pki.ClusterCA))
+	public(fileClientCABundle, append(append([]byte{}, ca(pki.ClientCA)...), ca(pki.SignerCA)...))
+	public(fileEtcdServerCA, ca(pki.EtcdServerCA))
+	// etcd trusts its clients' CA, and its own server CA for the gateway
+	// that calls back into it with the server certificate.
+	public(fileEtcdTrustedCA, append(append([]byte{}, ca(pki.EtcdClientCA)...), ca(pki.EtcdServerCA)...))
+	public(fileEtcdPeerCA, ca(pki.EtcdPeerCA))
+	public(fileFrontProxyCA, ca(pki.FrontProxyCA))
+	for _, n := range []string{pki.APIServerCert, pki.APIServerKubeletClientCert, pki.APIServerEtcdClientCert, pki.EtcdServerCert,
+		pki.EtcdPeerCert, pki.FrontProxyClientCert, pki.ControllerManagerCert, pki.SchedulerCert, signerCA} {
+		kp := as.Certs[n]
+		if kp == nil {
+			return nil, fmt.Errorf("assignment lacks the %s certificate", n)
+		}
+		public(n+".crt", kp.CertPem)
+		secret(n+".key", kp.KeyPem)
+	}
+	if len(as.ServiceAccountKeyPem) == 0 || len(as.EncryptionKey) != 32 {
+		return nil, fmt.Errorf("assignment lacks the service-account key or the 32-byte encryption key")
+	}
+	secret(fileSAKey, as.ServiceAccountKeyPem)
+	key, err := tlsutil.ParseKeyPEM(as.ServiceAccountKeyPem)
+	if err != nil {
+		return nil, fmt.Errorf("service-account key: %w", err)
+	}
+	pub, err := tlsutil.EncodePublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	public(fileSAPub, pub)
+	enc, err := yaml.Marshal(encryptionConfig(as.EncryptionKey))
+	if err != nil {
+		return nil, err
+	}
+	secret(fileEncryption, enc)
+	auth, err := yaml.Marshal(authenticationConfig())
+	if err != nil {
+		return nil, err
+	}
+	public(fileAuthentication, auth)
+	local := url("127.0.0.1", m.ports[portAPIServer])
+	for _, kc := range []struct{ file, cert, user string }{
+		{fileControllerKubecf, pki.ControllerManagerCert, "system:kube-controller-manager"},
+		{fileSchedulerKubecf, pki.SchedulerCert, "system:kube-scheduler"},
+	} {
+		b, err := pki.Kubeconfig(paths.Cluster, local, ca(pki.ClusterCA), as.Certs[kc.cert], kc.user)
+		if err != nil {
+			return nil, err
+		}
+		secret(kc.file, b)
+	}
+	return files, nil
+}
+
+// encryptionConfig encrypts Secrets with secretbox and the cluster's key;
+// identity lets the API server read what was stored before.
+func encryptionConfig(key []byte) map[string]any {
+	return map[string]any{
+		"apiVersion": "apiserver.config.k8s.io/v1",
+		"kind":       "EncryptionConfiguration",
+		"resources": []any{map[string]any{
+			"resources": []string{"secrets"},
+			"providers": []any{
+				map[string]any{"secretbox": map[string]any{"keys": []any{map[string]any{
+					"name": "key1", "secret": base64.StdEncoding.EncodeToString(key)}}}},
+				map[string]any{"identity": map[string]any{}},
+			},
+		}},
+	}
+}
+
+// authenticationConfig allows anonymous requests to the health endpoints
+// only.
+func authenticationConfig() map[string]any {
+	return map[string]any{
+		"apiVersion": "apiserver.config.k8s.io/v1",
+		"kind":       "AuthenticationConfiguration",
+		"anonymous": map[string]any{
+			"enabled":    true,
+			"conditions": []any{map[string]any{"path": "/livez"}, map[string]any{"path": "/readyz"}, map[string]any{"path": "/healthz"}},
+		},
+	}
+}
+
+func mounts(paths host.Paths, data bool) []cri.Mount {
+	ms := []cri.Mount{{HostPath: paths.ConfigDir(), ContainerPath: paths.ConfigDir(), ReadOnly: true}}
+	if data {
+		ms = append(ms, cri.Mount{HostPath: paths.DataDir(), ContainerPath: paths.DataDir()})
+	}
+	return ms
+}
+
+func etcdArgs(paths host.Paths, m member, boot EtcdBootstrap) []string {
+	listen := []string{m.clientURL()}
+	if m.address != "127.0.0.1" {
+		listen = append(listen, url("127.0.0.1", m.ports[portEtcdClient]))
+	}
+	c := paths.Config
+	return []string{
+		"--name=" + m.name,
+		"--data-dir=" + paths.DataDir() + "/etcd",
+		"--listen-client-urls=" + strings.Join(listen, ","),
+		"--advertise-client-urls=" + m.clientURL(),
+		"--listen-peer-urls=" + m.peerURL(),
+		"--initial-advertise-peer-urls=" + m.peerURL(),
+		"--initial-cluster=" + boot.InitialCluster,
+		"--initial-cluster-state=" + boot.State,
+		"--initial-cluster-token=" + paths.Cluster,
+		"--cert-file=" + c(pki.EtcdServerCert+".crt"),
+		"--key-file=" + c(pki.EtcdServerCert+".key"),
+		"--client-cert-auth=true",
+		"--trusted-ca-file=" + c(fileEtcdTrustedCA),
+		"--peer-cert-file=" + c(pki.EtcdPeerCert+".crt"),
+		"--peer-key-file=" + c(pki.EtcdPeerCert+".key"),
+		"--peer-client-cert-auth=true",
+		"--peer-trusted-ca-file=" + c(fileEtcdPeerCA),
+		"--snapshot-count=10000",
+	}
+}
+
+func etcdPod(as *pb.Assignment, paths host.Paths, m member, boot EtcdBootstrap) cri.Pod {
+	return cri.Pod{Component: paths.Component, Name: "etcd", Containers: []cri.Container{{
+		Name: "etcd", Image: as.Images["etcd"], Command: append([]string{"etcd"}, etcdArgs(paths, m, boot)...),
+		Mounts: mounts(paths, true),
+	}}}
+}
+
+func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
+	c := paths.Config
+	issuer := as.ApiServerEndpoint
+	if issuer == "" {
+		issuer = url(m.address, m.ports[portAPIServer])
+	}
+	return []string{
+		"--advertise-address=" + m.address,
+		"--secure-port=" + strconv.Itoa(int(m.ports[portAPIServer])),
+		"--etcd-servers=" + url("127.0.0.1", m.ports[portEtcdClient]),
+		"--etcd-cafile=" + c(fileEtcdServerCA),
+		"--etcd-certfile=" + c(pki.APIServerEtcdClientCert+".crt"),
+		"--etcd-keyfile=" + c(pki.APIServerEtcdClientCert+".key"),
+		"--tls-cert-file=" + c(pki.APIServerCert+".crt"),
+		"--tls-private-key-file=" + c(pki.APIServerCert+".key"),
+		"--client-ca-file=" + c(fileClientCABundle),
+		"--authorization-mode=Node,RBAC",
+		"--authentication-config=" + c(fileAuthentication),
+		"--enable-bootstrap-token-auth=true",
+		"--enable-admission-plugins=NodeRestriction",
+		"--allow-privileged=true",
+		"--encryption-provider-config=" + c(fileEncryption),
+		"--service-account-issuer=" + issuer,
+		"--service-account-key-file=" + c(fileSAPub),
+		"--service-account-signing-key-file=" + c(fileSAKey),
+		"--service-cluster-ip-range=" + as.GetClusterSpec().GetNetworking().GetServiceCidr(),
+		"--kubelet-client-certificate=" + c(pki.APIServerKubeletClientCert+".crt"),
+		"--kubelet-client-key=" + c(pki.APIServerKubeletClientCert+".key"),
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--requestheader-client-ca-file=" + c(fileFrontProxyCA),
+		"--requestheader-allowed-names=" + pki.FrontProxyClientUser,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + c(pki.FrontProxyClientCert+".crt"),
+		"--proxy-client-key-file=" + c(pki.FrontProxyClientCert+".key"),
+		"--profiling=false",
+	}
+}
+
+func controllerManagerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
+	c := paths.Config
+	kubeconfig := c(fileControllerKubecf)
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(int(m.ports[portControllerManager])),
+		"--cluster-name=" + paths.Cluster,
+		"--cluster-signing-cert-file=" + c(signerCA+".crt"),
+		"--cluster-signing-key-file=" + c(signerCA+".key"),
+		"--root-ca-file=" + c(fileClusterCA),
+		"--client-ca-file=" + c(fileClientCABundle),
+		"--requestheader-client-ca-file=" + c(fileFrontProxyCA),
+		"--service-account-private-key-file=" + c(fileSAKey),
+		"--use-service-account-credentials=true",
+		"--allocate-node-cidrs=true",
+		"--cluster-cidr=" + as.GetClusterSpec().GetNetworking().GetPodCidr(),
+		"--service-cluster-ip-range=" + as.GetClusterSpec().GetNetworking().GetServiceCidr(),
+		"--controllers=*,bootstrapsigner,tokencleaner",
+		"--leader-elect=true",
+		"--profiling=false",
+	}
+}
+
+func schedulerArgs(paths host.Paths, m member) []string {
+	kubeconfig := paths.Config(fileSchedulerKubecf)
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(int(m.ports[portScheduler])),
+		"--leader-elect=true",
+		"--profiling=false",
+	}
+}
+
+func controlPlanePod(as *pb.Assignment, paths host.Paths, m member) cri.Pod {
+	container := func(name string, args []string) cri.Container {
+		return cri.Container{Name: name, Image: as.Images[name], Command: append([]string{name}, args...), Mounts: mounts(paths, false)}
+	}
+	return cri.Pod{Component: paths.Component, Name: "control-plane", Containers: []cri.Container{
+		container("kube-apiserver", apiServerArgs(as, paths, m)),
+		container("kube-controller-manager", controllerManagerArgs(as, paths, m)),
+		container("kube-scheduler", schedulerArgs(paths, m)),
+	}}
+}

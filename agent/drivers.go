@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/oneinfra/oneinfra/agent/controlplane"
+	"github.com/oneinfra/oneinfra/agent/cri"
+	"github.com/oneinfra/oneinfra/agent/host"
+	"github.com/oneinfra/oneinfra/agent/ingress"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+)
+
+// Conditions the agent reports on components.
+const (
+	// condAPIReachable: the cluster's API answers /readyz through this
+	// ingress (the coordinator's Ready condition depends on it).
+	condAPIReachable = "APIReachable"
+	// condEtcdMember: this control-plane replica is a voting etcd member.
+	condEtcdMember = "EtcdMember"
+)
+
+func newDrivers(a *Agent) map[string]driver {
+	return map[string]driver{
+		resources.RoleControlPlane: &controlPlaneDriver{a: a},
+		resources.RoleIngress:      &ingressDriver{a: a},
+	}
+}
+
+// condition is a component condition; it carries no time, so that an
+// unchanged one does not make a new report.
+func condition(typ string, err error, okMessage string) *pb.Condition {
+	c := &pb.Condition{Type: typ, Status: "True", Reason: "OK", Message: okMessage}
+	if err != nil {
+		c.Status, c.Reason, c.Message = "False", "Failed", err.Error()
+	}
+	return c
+}
+
+// controlPlaneDriver runs etcd and the Kubernetes control plane.
+type controlPlaneDriver struct{ a *Agent }
+
+// plan decides once how this etcd member starts (a new cluster, or joining
+// the existing one as a learner) and keeps that decision, so the rendered
+// pods never change on a restart.
+func (d *controlPlaneDriver) plan(ctx context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error) {
+	name := as.Component.Metadata.Name
+	var boot controlplane.EtcdBootstrap
+	if saved := d.a.store.decision(name); saved != nil {
+		if err := json.Unmarshal(saved, &boot); err != nil {
+			return nil, fmt.Errorf("reading the etcd bootstrap decision: %w", err)
+		}
+	} else {
+		var err error
+		if boot, err = controlplane.DecideBootstrap(ctx, as, paths); err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(boot)
+		if err != nil {
+			return nil, err
+		}
+		if err := d.a.store.setDecision(name, b); err != nil {
+			return nil, err
+		}
+	}
+	return controlplane.Render(as, paths, boot)
+}
+
+func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, _ bool, pods []cri.PodStatus) []*pb.Condition {
+	for _, p := range pods {
+		if p.State != cri.PodRunning {
+			return nil
+		}
+	}
+	err := controlplane.PromoteLearners(ctx, as, paths)
+	return []*pb.Condition{condition(condEtcdMember, err, "voting etcd member")}
+}
+
+func (d *controlPlaneDriver) removing(ctx context.Context, as *pb.Assignment, paths host.Paths) error {
+	return controlplane.RemoveMember(ctx, as, paths)
+}
+
+// ingressDriver runs haproxy in front of a cluster's API servers.
+type ingressDriver struct{ a *Agent }
+
+func (d *ingressDriver) plan(_ context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error) {
+	return ingress.Render(as, paths)
+}
+
+// synced reloads haproxy when only its configuration changed (the pod kept
+// running), then checks the API through it.
+func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, filesChanged bool, pods []cri.PodStatus) []*pb.Condition {
+	for _, p := range pods {
+		if p.State != cri.PodRunning {
+			return nil
+		}
+	}
+	if filesChanged {
+		if err := ingress.Reload(ctx, paths); err != nil {
+			d.a.logger.Warn("reloading haproxy", "component", as.Component.Metadata.Name, "err", err)
+		}
+	}
+	address := d.a.cfg.PublicAddress
+	if address == "" {
+		address = d.a.cfg.Address
+	}
+	err := ingress.Probe(ctx, as, address)
+	return []*pb.Condition{condition(condAPIReachable, err, "the API answers /readyz through the ingress")}
+}
+
+func (d *ingressDriver) removing(context.Context, *pb.Assignment, host.Paths) error { return nil }
