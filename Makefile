@@ -13,12 +13,13 @@ include test/images/images.mk
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
-# Every test: unit and multi-server tests, then a short fuzz run of the
-# manifest decoder.
-test: lint unit fuzz
+# Every test: unit, multi-server, real containerd and end-to-end lab tests
+# (they need root and the images), then a short fuzz run of the manifest
+# decoder.
+test: lint images unit fuzz
 
 unit:
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 40m ./...
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/manifest
@@ -29,11 +30,14 @@ lint:
 	$(GO) vet ./...
 
 # The whole system on one machine; `make demo-down` removes it.
-demo: build
+demo: build images _output/bin/lab
 	./test/demo/demo.sh
 
-demo-down:
+demo-down: _output/bin/lab
 	./test/demo/demo-down.sh
+
+_output/bin/lab: $(shell find test/lab internal/testutil -name '*.go')
+	$(GO) build -o $@ ./test/lab/cmd/lab
 
 # Regenerates proto/*.pb.go (committed).
 proto:

@@ -323,15 +323,18 @@ func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assi
 			continue
 		}
 		if as.Deleting {
-			e.err = e.drv.removing(ctx, as, e.paths)
-			continue
+			// The component's pods keep running until its role lets it
+			// go (an etcd member must leave its cluster first).
+			if e.err = e.drv.removing(ctx, as, e.paths); e.err == nil {
+				continue
+			}
 		}
 		plan, err := e.drv.plan(ctx, as, e.paths)
 		if err == nil {
 			e.changed, err = plan.WriteFiles()
 		}
 		if err != nil {
-			e.err = err
+			e.err = errors.Join(e.err, err)
 			continue
 		}
 		pods = append(pods, plan.Pods...)

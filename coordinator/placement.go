@@ -159,7 +159,12 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		}
 	case len(have) > want:
 		// Scale down: the newest replicas go first.
-		sort.Slice(have, func(i, j int) bool { return have[i].Metadata.CreateIndex > have[j].Metadata.CreateIndex })
+		sort.Slice(have, func(i, j int) bool {
+			if a, b := have[i].Metadata.CreateIndex, have[j].Metadata.CreateIndex; a != b {
+				return a > b
+			}
+			return have[i].Metadata.Name > have[j].Metadata.Name
+		})
 		for _, comp := range have[:len(have)-want] {
 			cmd.Remove = append(cmd.Remove, comp.Metadata.Name)
 			cmd.Events = append(cmd.Events, state.Event(name, "Normal", "Removing",

@@ -12,10 +12,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,6 +115,9 @@ func Reload(ctx context.Context, paths host.Paths) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	conn, err := d.DialContext(ctx, "unix", paths.Config(masterSocket))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // haproxy is starting: it reads the new configuration anyway
+	}
 	if err != nil {
 		return fmt.Errorf("reaching the haproxy master: %w", err)
 	}

@@ -1,64 +1,62 @@
 #!/usr/bin/env bash
-# The whole system on one machine, as far as it goes today: three
-# coordinator servers on loopback (bootstrap, two joins), a cluster applied
-# through a follower, the leader killed with -9, and the survivors still
-# answering. `make demo-down` stops it and removes its files.
+# The whole system on one machine: a lab of network namespaces (three
+# private hypervisors, one public) each with its own containerd and the
+# images of `make images`, a coordinator, an agent per hypervisor, and a
+# three-replica cluster reached through its ingress.
+# `make demo-down` removes everything.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DEMO=${DEMO_DIR:-/tmp/oneinfra-demo}
+PREFIX=oilab
+DEMO=/run/$PREFIX
 BIN=$PWD/bin
-C() { "$BIN/oneinfra-coord" --config "$DEMO/admin.conf" "$@"; }
+LAB=$PWD/_output/bin/lab
+C() { "$BIN/oneinfra-coord" --config "$DEMO/coordinator/admin.conf" "$@"; }
 
 if [ -e "$DEMO" ]; then
-  echo "$DEMO exists: run 'make demo-down' first" >&2
+  echo "a demo is running ($DEMO): run 'make demo-down' first" >&2
   exit 1
 fi
-mkdir -p "$DEMO"
-start() { # ID N [serve flags...]
-  local id=$1 n=$2; shift 2
-  "$BIN/oneinfra-coord" serve --id "$id" --data-dir "$DEMO/$id" \
-    --api-addr "127.0.0.1:${n}7443" --raft-addr "127.0.0.1:${n}7444" --metrics-addr "127.0.0.1:${n}7480" \
-    "$@" >>"$DEMO/$id.log" 2>&1 &
-  echo $! >"$DEMO/$id.pid"
+echo "== lab: 3 private hypervisors and 1 public, each a network namespace with its own containerd"
+"$LAB" up --prefix "$PREFIX" --private 3 --public 1
+
+start() { # NAME LOG CMD...
+  local name=$1 log=$2; shift 2
+  "$@" >>"$log" 2>&1 &
+  echo $! >"$DEMO/proc-$!.pid"
   disown
 }
-wait_ok() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done; "$@"; }
+echo "== coordinator on 10.213.0.1:7443"
+start coordinator "$DEMO/coordinator.log" "$BIN/oneinfra-coord" serve --id c1 --data-dir "$DEMO/coordinator" \
+  --api-addr 10.213.0.1:7443 --raft-addr 10.213.0.1:7444 --bootstrap
+for _ in $(seq 100); do C members >/dev/null 2>&1 && break; sleep 0.3; done
+eval "$(C token create --kind hypervisor | awk '/^token:/{print "TOKEN="$2} /^ca-hash:/{print "HASH="$2}')"
 
-echo "== bootstrapping coordinator server s1"
-start s1 1 --bootstrap
-wait_ok test -s "$DEMO/s1/admin.conf"
-cp "$DEMO/s1/admin.conf" "$DEMO/admin.conf"
-wait_ok C members
-eval "$(C token create --kind server | awk '/^token:/{print "TOKEN="$2} /^ca-hash:/{print "HASH="$2}')"
-echo "== joining s2 and s3 with a server token (CA pinned by $HASH)"
-start s2 2 --join 127.0.0.1:17443 --token "$TOKEN" --ca-hash "$HASH"
-start s3 3 --join 127.0.0.1:17443 --token "$TOKEN" --ca-hash "$HASH"
-wait_ok bash -c "[ \$('$BIN/oneinfra-coord' --config '$DEMO/admin.conf' members | grep -c Voter) = 3 ]"
-C members
-C get clusters >/dev/null # teaches admin.conf every server
+i=11
+for hv in hv-1 hv-2 hv-3 pub-1; do
+  extra=()
+  [ "$hv" = pub-1 ] && extra=(--public --public-address "10.214.0.$i")
+  start "$hv" "$DEMO/$hv/agent.log" nsenter --net="/run/netns/$PREFIX-$hv" -- \
+    "$BIN/oneinfra-agent" hypervisor --name "$hv" --address "10.213.0.$i" --coordinator 10.213.0.1:7443 \
+    --token "$TOKEN" --ca-hash "$HASH" --cri-endpoint "unix://$DEMO/$hv/containerd/containerd.sock" \
+    --data-dir "$DEMO/$hv/agent" --root-dir "$DEMO/$hv/root" "${extra[@]}"
+  i=$((i + 1))
+done
+for _ in $(seq 100); do [ "$(C get hv 2>/dev/null | grep -c alive)" = 4 ] && break; sleep 0.3; done
+C get hypervisors
 
-echo "== applying examples/cluster.yaml"
-C apply -f examples/cluster.yaml
-sleep 1
-C describe cluster demo
-
-leader=$(C members | awk '$4=="*"{print $1}')
-echo "== kill -9 of the leader ($leader)"
-kill -9 "$(cat "$DEMO/$leader.pid")"
-C get clusters
-C cluster create second --replicas 1
-C get clusters -o wide
-echo "== restarting $leader from its data dir"
-n=${leader#s}
-start "$leader" "$n"
-sleep 3
-C members
+echo "== oneinfra-coord cluster create demo --replicas 3 --wait"
+C cluster create demo --replicas 3 --wait --timeout 10m
+C get components
+C cluster kubeconfig demo >"$DEMO/demo.kubeconfig"
+chmod 600 "$DEMO/demo.kubeconfig"
+echo "== a request through the ingress (kubectl get --raw /readyz, then namespaces)"
+"$PWD/_output/bin/kubectl" --kubeconfig "$DEMO/demo.kubeconfig" get --raw /readyz; echo
+"$PWD/_output/bin/kubectl" --kubeconfig "$DEMO/demo.kubeconfig" get namespaces
 cat <<MSG
 
-The coordinator runs in $DEMO (logs: $DEMO/s*.log). Try:
-  export ONEINFRA_CONFIG=$DEMO/admin.conf
-  bin/oneinfra-coord get clusters
+The demo runs under $DEMO (logs: coordinator.log, */agent.log). Use it:
+  export ONEINFRA_CONFIG=$DEMO/coordinator/admin.conf
   bin/oneinfra-coord describe cluster demo
-Clusters stay Pending until hypervisor agents register (next milestone).
-Stop everything with: make demo-down
+  _output/bin/kubectl --kubeconfig $DEMO/demo.kubeconfig get all -A
+Stop and remove everything with: make demo-down
 MSG

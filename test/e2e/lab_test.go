@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
+	"github.com/oneinfra/oneinfra/test/lab"
+)
+
+// labImages are the images every lab host imports.
+var labImages = []string{"pause", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "haproxy"}
+
+// system is a coordinator and agents on lab hosts.
+type system struct {
+	lab    *lab.Lab
+	dir    string
+	config string // admin.conf
+}
+
+// startSystem makes a lab of three private and one public hypervisor,
+// starts a coordinator in the root namespace and an agent on each host.
+func startSystem(t *testing.T) *system {
+	t.Helper()
+	root, err := containerd.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarballs := containerd.BuildImages(t, labImages...)
+	lab.Down("oie2e")
+	began := time.Now()
+	l, err := lab.Up(context.Background(), lab.Spec{
+		Prefix: "oie2e", RepoRoot: root, ImagesDir: filepath.Dir(tarballs["pause"]), Images: labImages,
+		Hosts: []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "hv-3"}, {Name: "pub-1", Public: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, lab.Dir("oie2e"))
+		}
+		if err := l.Down(); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	t.Logf("lab up (4 hosts, images imported) in %.1fs", time.Since(began).Seconds())
+	s := &system{lab: l, dir: lab.Dir("oie2e")}
+	coordDir := filepath.Join(s.dir, "coordinator")
+	if _, err := l.Start("", []string{filepath.Join(binDir, "oneinfra-coord"), "serve", "--id", "c1", "--data-dir", coordDir,
+		"--api-addr", lab.CoordinatorIP + ":7443", "--raft-addr", lab.CoordinatorIP + ":7444", "--metrics-addr", "127.0.0.1:0", "--bootstrap"},
+		filepath.Join(s.dir, "coordinator.log")); err != nil {
+		t.Fatal(err)
+	}
+	s.config = filepath.Join(coordDir, "admin.conf")
+	waitFor(t, 30*time.Second, "coordinator", func() error { _, err := cli(s.config, "", "members"); return err })
+	out, err := cli(s.config, "", "token", "create", "--kind", "hypervisor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := regexp.MustCompile(`token: (\S+)`).FindStringSubmatch(out)[1]
+	hash := regexp.MustCompile(`ca-hash: (\S+)`).FindStringSubmatch(out)[1]
+	for name, h := range l.Hosts {
+		args := []string{filepath.Join(binDir, "oneinfra-agent"), "hypervisor", "--name", name, "--address", h.PrivateIP,
+			"--coordinator", lab.CoordinatorIP + ":7443", "--token", token, "--ca-hash", hash,
+			"--cri-endpoint", h.CRIEndpoint, "--data-dir", h.AgentDir, "--root-dir", h.RootDir, "--metrics-addr", "127.0.0.1:7481"}
+		if h.PublicIP != "" {
+			args = append(args, "--public", "--public-address", h.PublicIP)
+		}
+		if _, err := l.Start(name, args, filepath.Join(h.Dir, "agent.log")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 60*time.Second, "four hypervisors registered", func() error {
+		out, err := cli(s.config, "", "get", "hv")
+		if err != nil {
+			return err
+		}
+		if n := strings.Count(out, "alive"); n != 4 {
+			return fmt.Errorf("%d alive:\n%s", n, out)
+		}
+		return nil
+	})
+	return s
+}
+
+func dumpLogs(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	more, _ := filepath.Glob(filepath.Join(dir, "*", "agent.log"))
+	for _, f := range append(logs, more...) {
+		b, _ := os.ReadFile(f)
+		t.Logf("== %s (tail)\n%s", f, b[max(0, len(b)-4000):])
+	}
+}
+
+// kubectl runs the kubectl built with the images against a kubeconfig.
+func kubectl(kubeconfig string, args ...string) (string, error) {
+	root, _ := containerd.RepoRoot()
+	cmd := exec.Command(filepath.Join(root, "_output/bin/kubectl"), append([]string{"--kubeconfig", kubeconfig, "--request-timeout=10s"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// TestClusterLifecycle: a three-replica cluster becomes Ready through its
+// ingress; a Secret written through it is read back and not stored in
+// plain text; scaling to one and back keeps it; deletion leaves nothing.
+func TestClusterLifecycle(t *testing.T) {
+	s := startSystem(t)
+	began := time.Now()
+	out, err := cli(s.config, "", "cluster", "create", "demo", "--replicas", "3", "--wait", "--timeout", "10m")
+	if err != nil {
+		d, _ := cli(s.config, "", "describe", "cluster", "demo")
+		t.Fatalf("cluster create --wait: %v\n%s\n%s", err, out, d)
+	}
+	ready := time.Since(began)
+	t.Logf("cluster create → Ready through the ingress: %.1fs", ready.Seconds())
+
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	out, err = cli(s.config, "", "cluster", "kubeconfig", "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kc, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "https://"+s.lab.Hosts["pub-1"].PublicIP+":") {
+		t.Fatalf("kubeconfig server is not the ingress:\n%s", out)
+	}
+	if _, err := kubectl(kc, "create", "secret", "generic", "s1", "--from-literal=k=plain-text-value"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := kubectl(kc, "get", "secret", "s1", "-o", "jsonpath={.data.k}")
+	if err != nil || got != "cGxhaW4tdGV4dC12YWx1ZQ==" {
+		t.Fatalf("reading the secret back: %q %v", got, err)
+	}
+	checkEncrypted(t, s, "s1")
+
+	scale := func(n int) {
+		t.Helper()
+		manifest := fmt.Sprintf("apiVersion: oneinfra.io/v1alpha1\nkind: Cluster\nmetadata: {name: demo}\nspec: {controlPlane: {replicas: %d}}\n", n)
+		if _, err := cli(s.config, manifest, "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		waitFor(t, 5*time.Minute, fmt.Sprintf("Ready with %d replicas", n), func() error {
+			out, err := cli(s.config, "", "get", "components")
+			if err != nil {
+				return err
+			}
+			if c := strings.Count(out, "control-plane"); c != n || strings.Contains(out, "Removing") {
+				return fmt.Errorf("%d control-plane components:\n%s", c, out)
+			}
+			cl, _ := cli(s.config, "", "get", "clusters")
+			if !strings.Contains(cl, "Ready") {
+				return fmt.Errorf("not Ready:\n%s", cl)
+			}
+			_, err = kubectl(kc, "get", "--raw", "/readyz")
+			return err
+		})
+		t.Logf("scaled to %d in %.1fs", n, time.Since(began).Seconds())
+		if got, err := kubectl(kc, "get", "secret", "s1", "-o", "jsonpath={.data.k}"); err != nil || got != "cGxhaW4tdGV4dC12YWx1ZQ==" {
+			t.Fatalf("secret after scaling to %d: %q %v", n, got, err)
+		}
+	}
+	scale(1)
+	reportRSS(t, s)
+	scale(3)
+
+	if out, err := cli(s.config, "", "delete", "cluster", "demo", "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	for name, h := range s.lab.Hosts {
+		for _, d := range []string{"etc/oneinfra/clusters/demo", "var/lib/oneinfra/clusters/demo"} {
+			if _, err := os.Stat(filepath.Join(h.RootDir, d)); !os.IsNotExist(err) {
+				t.Errorf("%s: %s left after deletion", name, d)
+			}
+		}
+		sock := strings.TrimPrefix(h.CRIEndpoint, "unix://")
+		out, _ := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "containers", "ls", "-q").Output()
+		if strings.TrimSpace(string(out)) != "" {
+			t.Errorf("%s: containers left after deletion:\n%s", name, out)
+		}
+	}
+}
+
+// component is what the e2e tests read of `get components -o json`.
+type component struct {
+	Metadata struct{ Name string }
+	Spec     struct {
+		Role, Hypervisor string
+		Ports            map[string]int
+	}
+}
+
+func components(t *testing.T, s *system) []component {
+	t.Helper()
+	out, err := cli(s.config, "", "get", "components", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct{ Items []component }
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Items) == 0 {
+		var one component
+		if err := json.Unmarshal([]byte(out), &one); err != nil {
+			t.Fatalf("components: %v\n%s", err, out)
+		}
+		return []component{one}
+	}
+	return list.Items
+}
+
+// checkEncrypted reads a Secret straight from etcd with the API server's
+// etcd client certificate: it must be secretbox ciphertext.
+func checkEncrypted(t *testing.T, s *system, name string) {
+	t.Helper()
+	root, _ := containerd.RepoRoot()
+	for _, c := range components(t, s) {
+		if c.Spec.Role != "control-plane" {
+			continue
+		}
+		h := s.lab.Hosts[c.Spec.Hypervisor]
+		dir := filepath.Join(h.RootDir, "etc/oneinfra/clusters/demo", c.Metadata.Name)
+		cmd := exec.Command(filepath.Join(root, "_output/bin/etcdctl"),
+			"--endpoints", fmt.Sprintf("https://%s:%d", h.PrivateIP, c.Spec.Ports["etcd-client"]),
+			"--cacert", filepath.Join(dir, "etcd-server-ca.crt"),
+			"--cert", filepath.Join(dir, "apiserver-etcd-client.crt"), "--key", filepath.Join(dir, "apiserver-etcd-client.key"),
+			"get", "/registry/secrets/default/"+name, "--print-value-only")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("etcdctl: %v: %s", err, out)
+		}
+		if !strings.HasPrefix(string(out), "k8s:enc:secretbox:v1:key1:") || strings.Contains(string(out), "plain-text-value") {
+			t.Fatalf("secret %s is not encrypted at rest: %q", name, out[:min(80, len(out))])
+		}
+		return
+	}
+	t.Fatal("no control-plane component found")
+}
+
+// reportRSS prints the memory of the one control-plane replica left.
+func reportRSS(t *testing.T, s *system) {
+	var total int
+	var parts []string
+	for _, c := range components(t, s) {
+		if c.Spec.Role != "control-plane" {
+			continue
+		}
+		marker := filepath.Join("clusters/demo", c.Metadata.Name)
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			cmdline, err := os.ReadFile(p)
+			if err != nil || !strings.Contains(string(cmdline), marker) || strings.Contains(string(cmdline), "containerd-shim") {
+				continue
+			}
+			status, err := os.ReadFile(filepath.Join(filepath.Dir(p), "status"))
+			if err != nil {
+				continue
+			}
+			var kb int
+			for _, line := range strings.Split(string(status), "\n") {
+				if strings.HasPrefix(line, "VmRSS:") {
+					fmt.Sscan(strings.TrimPrefix(line, "VmRSS:"), &kb)
+				}
+			}
+			exe := filepath.Base(strings.SplitN(string(cmdline), "\x00", 2)[0])
+			parts = append(parts, fmt.Sprintf("%s %d MiB", exe, kb/1024))
+			total += kb
+		}
+	}
+	t.Logf("idle single-replica control plane RSS: %d MiB (%s)", total/1024, strings.Join(parts, ", "))
+}
