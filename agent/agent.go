@@ -381,6 +381,9 @@ func componentStatus(as *pb.Assignment, pods []cri.PodStatus, err error) *pb.Com
 		}
 		return &pb.ComponentStatus{State: stateRemoving, Message: msg}
 	}
+	if errors.Is(err, host.ErrWaiting) {
+		return &pb.ComponentStatus{State: statePending, Message: err.Error()}
+	}
 	if err != nil {
 		return &pb.ComponentStatus{State: stateFailed, Message: err.Error()}
 	}

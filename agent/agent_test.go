@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -54,21 +55,6 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -98,7 +84,7 @@ func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 	defer conn.Close()
 	op := pb.NewOperatorClient(conn)
 	var tok *pb.CreateTokenResponse
-	eventually(t, 20*time.Second, "token", func() (err error) {
+	testutil.Eventually(t, 20*time.Second, "token", func() (err error) {
 		tok, err = op.CreateToken(ctx, &pb.CreateTokenRequest{Kind: "hypervisor"})
 		return err
 	})
@@ -132,7 +118,7 @@ func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 		Metadata: &pb.ObjectMeta{Name: "demo"}, Spec: &pb.ClusterSpec{}}}}}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "cluster Ready from the agents' reports", func() error {
+	testutil.Eventually(t, 60*time.Second, "cluster Ready from the agents' reports", func() error {
 		d, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
 		if err != nil {
 			return err
@@ -170,7 +156,7 @@ func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 	if _, err := op.Delete(ctx, &pb.DeleteRequest{Kind: "clusters", Name: "demo"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "cluster gone", func() error {
+	testutil.Eventually(t, 60*time.Second, "cluster gone", func() error {
 		if _, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"}); err == nil {
 			return fmt.Errorf("still there")
 		}

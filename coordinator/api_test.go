@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +76,7 @@ func TestPlacementAndAgentFlow(t *testing.T) {
 	if _, err := op.Apply(ctx, &pb.ApplyRequest{Resources: []*pb.Resource{clusterResource("demo")}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "Pending with a reason", func() error {
+	testutil.Eventually(t, 10*time.Second, "Pending with a reason", func() error {
 		d, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
 		if err != nil {
 			return err
@@ -102,7 +103,7 @@ func TestPlacementAndAgentFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	var comps []*pb.Component
-	eventually(t, 10*time.Second, "placed", func() error {
+	testutil.Eventually(t, 10*time.Second, "placed", func() error {
 		d, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
 		if err != nil {
 			return err
@@ -174,7 +175,7 @@ func TestPlacementAndAgentFlow(t *testing.T) {
 
 	// Agents report: removed replicas go, running ones make the cluster
 	// Ready once the ingress reports the API reachable.
-	eventually(t, 10*time.Second, "reports", func() error {
+	testutil.Eventually(t, 10*time.Second, "reports", func() error {
 		d, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
 		if err != nil {
 			return err
@@ -277,7 +278,7 @@ func TestApplyChecks(t *testing.T) {
 	if _, err := op.Apply(ctx, &pb.ApplyRequest{Resources: []*pb.Resource{vpn("g", "")}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "VPN block", func() error {
+	testutil.Eventually(t, 10*time.Second, "VPN block", func() error {
 		g, err := op.Get(ctx, &pb.GetRequest{Kind: "clusters", Name: "g"})
 		if err != nil || g.Clusters[0].Spec.Vpn.Cidr == "" {
 			return fmt.Errorf("no VPN CIDR yet (%v)", err)
@@ -431,7 +432,7 @@ func TestCertsFollowIngress(t *testing.T) {
 	if err := createCluster(ctx, op, "demo"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "control plane placed", func() error {
+	testutil.Eventually(t, 10*time.Second, "control plane placed", func() error {
 		if s.State().ComponentCerts(nil, "demo-cp-0") == nil {
 			return fmt.Errorf("not yet")
 		}
@@ -441,7 +442,7 @@ func TestCertsFollowIngress(t *testing.T) {
 		t.Fatal("certificate names an ingress that does not exist yet")
 	}
 	registerHypervisor(t, s, op, "pub", true)
-	eventually(t, 10*time.Second, "certificate re-issued for the ingress", func() error {
+	testutil.Eventually(t, 10*time.Second, "certificate re-issued for the ingress", func() error {
 		if !certNames(s.State().ComponentCerts(nil, "demo-cp-0"), "apiserver", "203.0.113.5") {
 			return fmt.Errorf("apiserver certificate lacks the ingress address")
 		}

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ func TestThreeServers(t *testing.T) {
 		cfg.Join, cfg.Token, cfg.CAHash = "", "", "" // a restart needs none
 		configs[id] = cfg
 	}
-	eventually(t, 30*time.Second, "three voters", func() error {
+	testutil.Eventually(t, 30*time.Second, "three voters", func() error {
 		resp, err := op1.Members(ctx, &pb.MembersRequest{})
 		if err != nil {
 			return err
@@ -85,7 +86,7 @@ func TestThreeServers(t *testing.T) {
 	servers[leaderID].Kill()
 	killed := time.Now()
 	opS := pb.NewOperatorClient(adminConn(t, cfg1.DataDir, survivors...))
-	eventually(t, 20*time.Second, "a write after the leader died", func() error {
+	testutil.Eventually(t, 20*time.Second, "a write after the leader died", func() error {
 		return createCluster(ctx, opS, "after-0")
 	})
 	failover := time.Since(killed)
@@ -104,7 +105,7 @@ func TestThreeServers(t *testing.T) {
 
 	// The stopped server comes back from its data dir and catches up.
 	servers[leaderID] = startServer(t, configs[leaderID])
-	eventually(t, 30*time.Second, "every server holds every acknowledged write", func() error {
+	testutil.Eventually(t, 30*time.Second, "every server holds every acknowledged write", func() error {
 		for id, s := range servers {
 			for _, name := range acked {
 				if s.State().Cluster(nil, name) == nil {
@@ -133,7 +134,7 @@ func TestThreeServers(t *testing.T) {
 			t.Fatalf("graceful shutdown of %s: %v", id, err)
 		}
 		stopped := time.Now()
-		eventually(t, 10*time.Second, "a new leader", func() error {
+		testutil.Eventually(t, 10*time.Second, "a new leader", func() error {
 			for other, o := range servers {
 				if other != id && o.IsLeader() {
 					return nil

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"io"
 	"net/http"
 	"strings"
@@ -28,7 +29,7 @@ func TestMetricsEndpoints(t *testing.T) {
 	if code, _ := get("/healthz"); code != 200 {
 		t.Errorf("/healthz: %d", code)
 	}
-	eventually(t, 20*time.Second, "/readyz", func() error {
+	testutil.Eventually(t, 20*time.Second, "/readyz", func() error {
 		if code, body := get("/readyz"); code != 200 {
 			return fmt.Errorf("%d %s", code, body)
 		}

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -45,22 +46,6 @@ func startServer(t testing.TB, cfg Config) *Server {
 	return s
 }
 
-// eventually retries f until it returns nil or the timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // bootstrapOne starts a bootstrapped server and waits for it to lead with
 // its configuration written.
 func bootstrapOne(t testing.TB, dir string) (*Server, Config) {
@@ -68,7 +53,7 @@ func bootstrapOne(t testing.TB, dir string) (*Server, Config) {
 	cfg := testConfig(t, "s1", dir)
 	cfg.Bootstrap = true
 	s := startServer(t, cfg)
-	eventually(t, 20*time.Second, "bootstrap", func() error { return s.ready() })
+	testutil.Eventually(t, 20*time.Second, "bootstrap", func() error { return s.ready() })
 	return s, cfg
 }
 

@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,80 +18,14 @@ import (
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/testutil/cluster"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
-func freePort(t *testing.T) uint32 {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return uint32(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// hostIP is a non-loopback address of this machine: the API server refuses
-// to advertise a loopback one.
-func hostIP(t *testing.T) string {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
-			return n.IP.String()
-		}
-	}
-	t.Fatal("no non-loopback IPv4 address on this machine")
-	return ""
-}
-
-// testCluster makes assignments for n members on this host as the
-// coordinator would.
 func testCluster(t *testing.T, n int) (*pb.ClusterPKI, []*pb.Assignment) {
-	ip := hostIP(t)
-	p, err := pki.NewClusterPKI("demo", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var comps []*pb.Component
-	for i := 0; i < n; i++ {
-		ports := map[string]uint32{}
-		for _, name := range []string{portAPIServer, portEtcdClient, portEtcdPeer, portControllerManager, portScheduler} {
-			ports[name] = freePort(t)
-		}
-		comps = append(comps, &pb.Component{Metadata: &pb.ObjectMeta{Name: fmt.Sprintf("demo-cp-%d", i)}, Spec: &pb.ComponentSpec{Cluster: "demo", Ports: ports}})
-	}
-	var out []*pb.Assignment
-	for _, c := range comps {
-		certs, err := pki.ControlPlaneCerts(p, pki.ControlPlaneIdentity{Component: c.Metadata.Name, HypervisorAddresses: []string{ip},
-			ServiceCIDR: "10.96.0.0/12"}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		certs.Certs[signerCA] = p.Cas[pki.SignerCA]
-		as := &pb.Assignment{
-			Component:            c,
-			ClusterSpec:          &pb.ClusterSpec{Networking: &pb.NetworkingSpec{PodCidr: "10.244.0.0/16", ServiceCidr: "10.96.0.0/12"}},
-			CaCerts:              map[string][]byte{},
-			Certs:                certs.Certs,
-			ServiceAccountKeyPem: p.ServiceAccountKeyPem,
-			EncryptionKey:        p.EncryptionKey,
-			Images:               map[string]string{"etcd": "e", "kube-apiserver": "a", "kube-controller-manager": "c", "kube-scheduler": "s"},
-		}
-		for name, ca := range p.Cas {
-			as.CaCerts[name] = ca.CertPem
-		}
-		for _, o := range comps {
-			as.EtcdPeers = append(as.EtcdPeers, &pb.Endpoint{Name: o.Metadata.Name, Address: ip, Port: o.Spec.Ports[portEtcdPeer]})
-			as.EtcdClients = append(as.EtcdClients, &pb.Endpoint{Name: o.Metadata.Name, Address: ip, Port: o.Spec.Ports[portEtcdClient]})
-			as.ApiServers = append(as.ApiServers, &pb.Endpoint{Name: o.Metadata.Name, Address: ip, Port: o.Spec.Ports[portAPIServer]})
-		}
-		out = append(out, as)
-	}
-	return p, out
+	return cluster.Assignments(t, n, cluster.HostIP(t))
 }
 
 func TestRender(t *testing.T) {
@@ -210,21 +144,6 @@ func httpsClient(t *testing.T, as *pb.Assignment, client *pb.KeyPair) *http.Clie
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // TestControlPlaneBinaries runs the rendered etcd, kube-apiserver,
 // kube-controller-manager and kube-scheduler as host processes.
 func TestControlPlaneBinaries(t *testing.T) {
@@ -249,7 +168,7 @@ func TestControlPlaneBinaries(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, 90*time.Second, "/readyz", func() error {
+	testutil.Eventually(t, 90*time.Second, "/readyz", func() error {
 		if code, body := get(anon, "/readyz"); code != 200 {
 			return fmt.Errorf("%d %s", code, body)
 		}
@@ -284,7 +203,7 @@ func TestControlPlaneBinaries(t *testing.T) {
 	}
 	// The controller-manager and the scheduler, with their own identities,
 	// take their leader leases.
-	waitFor(t, 60*time.Second, "controller-manager and scheduler leases", func() error {
+	testutil.Eventually(t, 60*time.Second, "controller-manager and scheduler leases", func() error {
 		for _, lease := range []string{"kube-controller-manager", "kube-scheduler"} {
 			if code, body := get(adminc, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"+lease); code != 200 {
 				return fmt.Errorf("lease %s: %d %s", lease, code, body[:min(100, len(body))])
@@ -317,13 +236,13 @@ func TestEtcdMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	waitFor(t, 30*time.Second, "first member", func() error {
+	testutil.Eventually(t, 30*time.Second, "first member", func() error {
 		_, err := cli.Put(ctx, "before", "kept")
 		return err
 	})
 	for i := 1; i < 3; i++ {
 		var boot EtcdBootstrap
-		waitFor(t, 30*time.Second, "joining as a learner", func() (err error) {
+		testutil.Eventually(t, 30*time.Second, "joining as a learner", func() (err error) {
 			boot, err = DecideBootstrap(ctx, as[i], paths(i))
 			return err
 		})
@@ -331,7 +250,7 @@ func TestEtcdMembership(t *testing.T) {
 			t.Fatalf("member %d bootstrap: %+v", i, boot)
 		}
 		startPlan(t, bin, as[i], paths(i), boot, false)
-		waitFor(t, 60*time.Second, "promotion", func() error { return PromoteLearners(ctx, as[i], paths(i)) })
+		testutil.Eventually(t, 60*time.Second, "promotion", func() error { return PromoteLearners(ctx, as[i], paths(i)) })
 	}
 	list, err := cli.MemberList(ctx)
 	if err != nil {
@@ -348,7 +267,7 @@ func TestEtcdMembership(t *testing.T) {
 	}
 	// etcd refuses to remove a voter until the others are known healthy;
 	// the agent retries on its next sync, the test likewise.
-	waitFor(t, 30*time.Second, "member removal", func() error { return RemoveMember(ctx, as[2], paths(2)) })
+	testutil.Eventually(t, 30*time.Second, "member removal", func() error { return RemoveMember(ctx, as[2], paths(2)) })
 	list, err = cli.MemberList(ctx)
 	if err != nil || len(list.Members) != 2 {
 		t.Fatalf("after removal: %v %v", list, err)

@@ -15,13 +15,14 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
 
 // ErrWaitingForFirstMember: no etcd member answers yet and this one is not
 // the one that starts the cluster; the agent tries again later.
-var ErrWaitingForFirstMember = errors.New("waiting for the first etcd member")
+var ErrWaitingForFirstMember = fmt.Errorf("%w for the first etcd member", host.ErrWaiting)
 
 // etcdClient connects to the given members with the API server's etcd
 // client certificate.
@@ -114,6 +115,10 @@ func join(ctx context.Context, as *pb.Assignment, m member, endpoints []string) 
 	}
 	if !present {
 		added, err := cli.MemberAddAsLearner(ctx, []string{m.peerURL()})
+		if errors.Is(err, rpctypes.ErrTooManyLearners) || errors.Is(err, rpctypes.ErrUnhealthy) {
+			// Another learner is catching up: one joins at a time.
+			return EtcdBootstrap{}, fmt.Errorf("%w to join etcd as a learner: %v", host.ErrWaiting, err)
+		}
 		if err != nil {
 			return EtcdBootstrap{}, fmt.Errorf("adding etcd member %s as a learner: %w", m.name, err)
 		}

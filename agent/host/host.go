@@ -5,6 +5,7 @@ package host
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,11 @@ import (
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 )
+
+// ErrWaiting marks an error of a component that waits for something
+// outside it (another member to start, its turn to join); the agent
+// reports the component Pending, not Failed, and tries again.
+var ErrWaiting = errors.New("waiting")
 
 // Plan is the wanted state of one component on this host.
 type Plan struct {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -157,7 +158,7 @@ func TestHaproxy(t *testing.T) {
 	})
 	ctx := context.Background()
 	start := time.Now()
-	waitFor(t, 10*time.Second, "the API through haproxy", func() error { return Probe(ctx, as, "127.0.0.1") })
+	testutil.Eventually(t, 10*time.Second, "the API through haproxy", func() error { return Probe(ctx, as, "127.0.0.1") })
 	t.Logf("API reachable through haproxy %.2fs after start", time.Since(start).Seconds())
 
 	// A wrong CA is refused.
@@ -205,7 +206,7 @@ func TestHaproxy(t *testing.T) {
 	}
 	// New connections now reach both backends; a backend failing /readyz
 	// is taken out.
-	waitFor(t, 15*time.Second, "both backends in use", func() error {
+	testutil.Eventually(t, 15*time.Second, "both backends in use", func() error {
 		b2.hits.Store(0)
 		for i := 0; i < 6; i++ {
 			fetch(t, port)
@@ -216,7 +217,7 @@ func TestHaproxy(t *testing.T) {
 		return nil
 	})
 	b1.ready.Store(false)
-	waitFor(t, 15*time.Second, "the unready backend taken out", func() error {
+	testutil.Eventually(t, 15*time.Second, "the unready backend taken out", func() error {
 		b1.hits.Store(0)
 		for i := 0; i < 6; i++ {
 			fetch(t, port)
@@ -234,20 +235,5 @@ func fetch(t *testing.T, port uint32) {
 	resp, err := hc.Get("https://127.0.0.1:" + strconv.Itoa(int(port)) + "/x")
 	if err == nil {
 		resp.Body.Close()
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"net"
 	"os"
 	"os/exec"
@@ -95,21 +96,6 @@ func cli(config string, stdin string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 const demoCluster = `apiVersion: oneinfra.io/v1alpha1
 kind: Cluster
 metadata:
@@ -133,7 +119,7 @@ func TestOperatorFailover(t *testing.T) {
 	}
 	servers["s1"].start(t, "--bootstrap")
 	conf := filepath.Join(servers["s1"].dataDir, "admin.conf")
-	waitFor(t, 20*time.Second, "admin.conf and a leader", func() error {
+	testutil.Eventually(t, 20*time.Second, "admin.conf and a leader", func() error {
 		_, err := cli(conf, "", "members")
 		return err
 	})
@@ -149,7 +135,7 @@ func TestOperatorFailover(t *testing.T) {
 	for _, id := range []string{"s2", "s3"} {
 		servers[id].start(t, "--join", servers["s1"].api, "--token", token, "--ca-hash", hash)
 	}
-	waitFor(t, 30*time.Second, "three members", func() error {
+	testutil.Eventually(t, 30*time.Second, "three members", func() error {
 		out, err := cli(conf, "", "members")
 		if err != nil {
 			return err
@@ -208,7 +194,7 @@ func TestOperatorFailover(t *testing.T) {
 	dead := leader()
 	servers[dead].kill9(t)
 	killed := time.Now()
-	waitFor(t, 30*time.Second, "a write after the leader died", func() error {
+	testutil.Eventually(t, 30*time.Second, "a write after the leader died", func() error {
 		_, err := cli(conf, fmt.Sprintf(demoCluster, "after"), "apply", "-f", "-")
 		return err
 	})
@@ -225,7 +211,7 @@ func TestOperatorFailover(t *testing.T) {
 	if err := os.WriteFile(onlyDead, []byte(deadConf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the restarted server catching up", func() error {
+	testutil.Eventually(t, 30*time.Second, "the restarted server catching up", func() error {
 		out, err := cli(onlyDead, "", "--stale", "get", "clusters", "-o", "yaml")
 		if err != nil {
 			return err
