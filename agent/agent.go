@@ -366,6 +366,14 @@ func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assi
 		status := componentStatus(e.as, e.pods, e.err)
 		if e.err == nil && !e.as.Deleting {
 			status.Conditions = e.drv.synced(ctx, e.as, e.paths, e.changed, e.pods)
+			// Running pods are not enough: a false condition (an etcd
+			// learner not promoted, the API not answering through the
+			// ingress) keeps the component Pending, saying why.
+			for _, c := range status.Conditions {
+				if c.Status != "True" && status.State == stateRunning {
+					status.State, status.Message = statePending, c.Type+": "+c.Message
+				}
+			}
 		}
 		reports = append(reports, &pb.ComponentReport{Component: name, Status: status})
 	}
