@@ -56,6 +56,9 @@ func register(ctx context.Context, cfg Config) (*identity, []string, error) {
 	if cfg.Token == "" || cfg.CAHash == "" {
 		return nil, nil, errors.New("this agent has no identity yet: the first start needs --token and --ca-hash (oneinfra-coord token create --kind hypervisor)")
 	}
+	if err := tlsutil.ValidateCAHash(cfg.CAHash); err != nil {
+		return nil, nil, fmt.Errorf("--ca-hash: %w", err)
+	}
 	key, keyPEM, err := tlsutil.GenerateKey()
 	if err != nil {
 		return nil, nil, err

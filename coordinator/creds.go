@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -44,8 +43,7 @@ const (
 type serverCreds struct {
 	dir   string
 	caPEM []byte
-	cert  tls.Certificate
-	pool  *x509.CertPool
+	cert  *pb.KeyPair
 }
 
 func tlsDir(dataDir string) string { return filepath.Join(dataDir, "tls") }
@@ -69,16 +67,12 @@ func loadCreds(dataDir string) (*serverCreds, error) {
 }
 
 func newCreds(dir string, caPEM []byte, kp *pb.KeyPair) (*serverCreds, error) {
-	chain := append(append([]byte{}, kp.CertPem...), caPEM...)
-	cert, err := tls.X509KeyPair(chain, kp.KeyPem)
-	if err != nil {
+	c := &serverCreds{dir: dir, caPEM: caPEM, cert: kp}
+	// Check the pair now rather than at the first connection.
+	if _, err := c.serverTLS(tls.VerifyClientCertIfGiven); err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	pool, err := tlsutil.CertPool(caPEM)
-	if err != nil {
-		return nil, err
-	}
-	return &serverCreds{dir: dir, caPEM: caPEM, cert: cert, pool: pool}, nil
+	return c, nil
 }
 
 func (c *serverCreds) write(kp *pb.KeyPair) error {
@@ -173,6 +167,9 @@ func joinCreds(ctx context.Context, cfg Config, host, apiAddr, raftAddr string) 
 	if cfg.Token == "" || cfg.CAHash == "" {
 		return nil, errors.New("--join needs --token and --ca-hash")
 	}
+	if err := tlsutil.ValidateCAHash(cfg.CAHash); err != nil {
+		return nil, fmt.Errorf("--ca-hash: %w", err)
+	}
 	if existing, err := loadCreds(cfg.DataDir); err == nil {
 		return existing, nil // a previous join got its certificate already
 	}
@@ -209,36 +206,36 @@ func joinCreds(ctx context.Context, cfg Config, host, apiAddr, raftAddr string) 
 	return creds, creds.write(kp)
 }
 
+// serverTLS presents this server's certificate with the CA (for clients
+// that pin it) and verifies client certificates as clientAuth says.
+func (c *serverCreds) serverTLS(clientAuth tls.ClientAuthType) (*tls.Config, error) {
+	return tlsutil.ServerConfig(c.cert, c.caPEM, clientAuth)
+}
+
 // apiTLS serves the gRPC API: a client certificate is verified when given;
 // which calls need one is decided per method (Bootstrap calls use tokens).
-func (c *serverCreds) apiTLS() *tls.Config {
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{c.cert},
-		ClientCAs:    c.pool,
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-	}
+func (c *serverCreds) apiTLS() (*tls.Config, error) {
+	return c.serverTLS(tls.VerifyClientCertIfGiven)
 }
 
 // raftServerTLS accepts Raft connections from other servers only.
-func (c *serverCreds) raftServerTLS() *tls.Config {
-	return &tls.Config{
-		MinVersion:       tls.VersionTLS13,
-		Certificates:     []tls.Certificate{c.cert},
-		ClientCAs:        c.pool,
-		ClientAuth:       tls.RequireAndVerifyClientCert,
-		VerifyConnection: requireServerPeer,
+func (c *serverCreds) raftServerTLS() (*tls.Config, error) {
+	conf, err := c.serverTLS(tls.RequireAndVerifyClientCert)
+	if err != nil {
+		return nil, err
 	}
+	conf.VerifyConnection = requireServerPeer
+	return conf, nil
 }
 
 // clientTLS dials other servers, for Raft and forwarded calls.
-func (c *serverCreds) clientTLS() *tls.Config {
-	return &tls.Config{
-		MinVersion:       tls.VersionTLS13,
-		Certificates:     []tls.Certificate{c.cert},
-		RootCAs:          c.pool,
-		VerifyConnection: requireServerPeer,
+func (c *serverCreds) clientTLS() (*tls.Config, error) {
+	conf, err := tlsutil.ClientConfig(c.cert, c.caPEM, "")
+	if err != nil {
+		return nil, err
 	}
+	conf.VerifyConnection = requireServerPeer
+	return conf, nil
 }
 
 // requireServerPeer refuses a peer whose certificate is not a server's.

@@ -120,8 +120,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 
 	s.metrics = newMetrics(s)
 	s.fsm = NewFSM(s.logger)
-	s.peers = newPeerPool(s.creds.clientTLS())
-	layer, err := newTLSStreamLayer(cfg.RaftAddr, s.raftAddr, s.creds.raftServerTLS(), s.creds.clientTLS())
+	clientTLS, err := s.creds.clientTLS()
+	if err != nil {
+		return nil, err
+	}
+	raftTLS, err := s.creds.raftServerTLS()
+	if err != nil {
+		return nil, err
+	}
+	s.peers = newPeerPool(clientTLS)
+	layer, err := newTLSStreamLayer(cfg.RaftAddr, s.raftAddr, raftTLS, clientTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -155,9 +163,14 @@ func (s *Server) serveAPI() error {
 	if err != nil {
 		return fmt.Errorf("--api-addr: %w", err)
 	}
+	apiTLS, err := s.creds.apiTLS()
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	s.apiLn = ln
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(s.creds.apiTLS())),
+		grpc.Creds(credentials.NewTLS(apiTLS)),
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 	)
