@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -463,23 +462,13 @@ func (s *Server) askPeerStatus(ctx context.Context, addr string) (*pb.PeerStatus
 	return pb.NewPeerClient(conn).Status(ctx, &pb.PeerStatusRequest{})
 }
 
-// snapshotChunk is the size of the pieces a snapshot is streamed in.
-const snapshotChunk = 1 << 20
-
 // SnapshotSave streams a consistent copy of this server's state.
 func (a *operatorAPI) SnapshotSave(req *pb.SnapshotSaveRequest, stream pb.Operator_SnapshotSaveServer) error {
 	var buf bytes.Buffer
 	if err := EncodeSnapshot(&buf, a.s.State().Snapshot()); err != nil {
 		return err
 	}
-	for b := buf.Bytes(); len(b) > 0; {
-		n := min(len(b), snapshotChunk)
-		if err := stream.Send(&pb.SnapshotChunk{Data: b[:n]}); err != nil {
-			return err
-		}
-		b = b[n:]
-	}
-	return nil
+	return SendChunks(buf.Bytes(), stream.Send)
 }
 
 // SnapshotRestore replaces the resources of the state with a saved
@@ -489,12 +478,8 @@ func (a *operatorAPI) SnapshotRestore(stream pb.Operator_SnapshotRestoreServer) 
 	if err != nil {
 		return err
 	}
-	snap, err := DecodeSnapshot(bytes.NewReader(data))
-	if err != nil {
-		return invalid("%v", err)
-	}
 	if a.s.IsLeader() {
-		index, err := a.s.restore(snap)
+		index, err := a.s.restore(data)
 		if err != nil {
 			return err
 		}
@@ -512,12 +497,8 @@ func (a *operatorAPI) SnapshotRestore(stream pb.Operator_SnapshotRestoreServer) 
 	if err != nil {
 		return err
 	}
-	for b := data; len(b) > 0; {
-		n := min(len(b), snapshotChunk)
-		if err := out.Send(&pb.SnapshotChunk{Data: b[:n]}); err != nil {
-			return err
-		}
-		b = b[n:]
+	if err := SendChunks(data, out.Send); err != nil {
+		return err
 	}
 	resp, err := out.CloseAndRecv()
 	if err != nil {
@@ -526,28 +507,15 @@ func (a *operatorAPI) SnapshotRestore(stream pb.Operator_SnapshotRestoreServer) 
 	return stream.SendAndClose(resp)
 }
 
-type chunkReceiver interface {
-	Recv() (*pb.SnapshotChunk, error)
-}
-
-func receiveChunks(r chunkReceiver) ([]byte, error) {
-	var buf bytes.Buffer
-	for {
-		c, err := r.Recv()
-		if err == io.EOF {
-			return buf.Bytes(), nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		buf.Write(c.Data)
+// restore installs a saved snapshot through Raft on the leader. The
+// coordinator's own configuration (its CA) and its servers are kept: a
+// snapshot restores resources, not the identity of the servers restoring
+// it.
+func (s *Server) restore(data []byte) (uint64, error) {
+	snap, err := DecodeSnapshot(bytes.NewReader(data))
+	if err != nil {
+		return 0, invalid("%v", err)
 	}
-}
-
-// restore installs a snapshot through Raft on the leader. The coordinator's
-// own configuration (its CA) and its servers are kept: a snapshot restores
-// resources, not the identity of the servers restoring it.
-func (s *Server) restore(snap *pb.Snapshot) (uint64, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	st := s.State()

@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -47,11 +46,7 @@ func (a *peerAPI) Restore(stream pb.Peer_RestoreServer) error {
 	if err != nil {
 		return err
 	}
-	snap, err := DecodeSnapshot(bytes.NewReader(data))
-	if err != nil {
-		return invalid("%v", err)
-	}
-	index, err := a.s.restore(snap)
+	index, err := a.s.restore(data)
 	if err != nil {
 		return err
 	}

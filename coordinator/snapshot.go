@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 
@@ -43,4 +44,39 @@ func DecodeSnapshot(r io.Reader) (*pb.Snapshot, error) {
 		return nil, fmt.Errorf("decoding snapshot: %w", err)
 	}
 	return snap, nil
+}
+
+// SnapshotChunkSize is the size of the pieces a snapshot is streamed in.
+const SnapshotChunkSize = 1 << 20
+
+// SendChunks streams data in pieces of SnapshotChunkSize.
+func SendChunks(data []byte, send func(*pb.SnapshotChunk) error) error {
+	for len(data) > 0 {
+		n := min(len(data), SnapshotChunkSize)
+		if err := send(&pb.SnapshotChunk{Data: data[:n]}); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// chunkReceiver is the receiving side of a snapshot stream.
+type chunkReceiver interface {
+	Recv() (*pb.SnapshotChunk, error)
+}
+
+// receiveChunks reads a streamed snapshot to its end.
+func receiveChunks(r chunkReceiver) ([]byte, error) {
+	var buf bytes.Buffer
+	for {
+		c, err := r.Recv()
+		if err == io.EOF {
+			return buf.Bytes(), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		buf.Write(c.Data)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/oneinfra/oneinfra/coordinator"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/spf13/cobra"
@@ -56,12 +57,8 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				for b := data; len(b) > 0; {
-					n := min(len(b), 1<<20)
-					if err := stream.Send(&pb.SnapshotChunk{Data: b[:n]}); err != nil {
-						return err
-					}
-					b = b[n:]
+				if err := coordinator.SendChunks(data, stream.Send); err != nil {
+					return err
 				}
 				resp, err := stream.CloseAndRecv()
 				if err != nil {
