@@ -9,6 +9,7 @@ import (
 
 	memdb "github.com/hashicorp/go-memdb"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -22,7 +23,7 @@ const (
 )
 
 // assignmentTables are the tables an assignment is made from.
-var assignmentTables = []string{state.TableClusters, state.TablePKI, state.TableHypervisors, state.TableComponents, state.TableComponentCerts}
+var assignmentTables = []string{state.TableClusters, state.TablePKI, state.TableHypervisors, state.TableComponents, state.TableComponentCerts, state.TableVPNPeers}
 
 // agentAPI serves hypervisor agents, each only about itself.
 type agentAPI struct {
@@ -173,8 +174,28 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 			as.ApiServers = append(as.ApiServers, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["apiserver"]})
 		}
 	}
+	if cluster.Spec.GetVpn().GetEnabled() && cluster.Spec.Vpn.Cidr != "" {
+		as.Vpn = vpnAssignment(st, ws, cluster, comp, hypervisors)
+	}
 	as.Hash = assignmentHash(as)
 	return as, nil
+}
+
+// vpnAssignment is a component's share of its cluster's VPN: the ingress
+// gets the peers, control-plane replicas the gateway to route through.
+func vpnAssignment(st *state.Store, ws memdb.WatchSet, cluster *pb.Cluster, comp *pb.Component, hypervisors map[string]*pb.Hypervisor) *pb.VPNAssignment {
+	hub, _ := scheduler.EndpointAddress(cluster.Spec.Vpn.Cidr) // validated on apply
+	v := &pb.VPNAssignment{Cidr: cluster.Spec.Vpn.Cidr, EndpointAddress: hub, Routes: vpnRoutes(cluster)}
+	if comp.Spec.Role == resources.RoleIngress {
+		v.Peers = st.VPNPeers(ws, cluster.Metadata.Name)
+		return v
+	}
+	for _, peer := range st.ComponentsOfCluster(ws, cluster.Metadata.Name) {
+		if peer.Spec.Role == resources.RoleIngress && peer.Metadata.DeletionTimestamp == nil {
+			v.Gateway = hypervisors[peer.Spec.Hypervisor].GetSpec().GetAddress()
+		}
+	}
+	return v
 }
 
 // SignerCACert names the signing CA (with its key) in a control-plane

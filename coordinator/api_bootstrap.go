@@ -100,9 +100,17 @@ func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterH
 	if err != nil {
 		return nil, err
 	}
+	// A public hypervisor's agent also serves the worker join endpoint with
+	// this certificate: it names the hypervisor's addresses.
+	var ips []net.IP
+	for _, a := range []string{h.Spec.Address, h.Spec.PublicAddress} {
+		if ip := net.ParseIP(a); ip != nil {
+			ips = append(ips, ip)
+		}
+	}
 	cert, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
-		CommonName: req.Name, Organizations: []string{RoleHypervisor},
-		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: clientValidity,
+		CommonName: req.Name, Organizations: []string{RoleHypervisor}, IPs: ips,
+		Usages: []tlsutil.Usage{tlsutil.UsageClient, tlsutil.UsageServer}, Validity: clientValidity,
 	}, now)
 	if err != nil {
 		return nil, invalid("certificate request: %v", err)

@@ -60,6 +60,8 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Bootstrap/JoinServer":         true,
 	"/oneinfra.v1.Bootstrap/RegisterHypervisor": true,
 	"/oneinfra.v1.Agent/ReportStatus":           true,
+	"/oneinfra.v1.Agent/JoinWorker":             true,
+	"/oneinfra.v1.Operator/RemovePeer":          true,
 	"/oneinfra.v1.Peer/Join":                    true,
 }
 
@@ -70,6 +72,7 @@ var leaderReads = map[string]bool{
 	"/oneinfra.v1.Operator/Get":        true,
 	"/oneinfra.v1.Operator/Describe":   true,
 	"/oneinfra.v1.Operator/ListTokens": true,
+	"/oneinfra.v1.Operator/ListPeers":  true,
 }
 
 // StaleHeader, set to "true" on a read, lets any server answer it.
@@ -255,6 +258,10 @@ func grpcError(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, errDenied):
 		code = codes.PermissionDenied
+	case errors.Is(err, errNotReady):
+		code = codes.FailedPrecondition
+	case errors.Is(err, errAlreadyExists):
+		code = codes.AlreadyExists
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, errNoLeader), errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
 		code = codes.Unavailable
@@ -264,7 +271,7 @@ func grpcError(err error) error {
 		code = codes.Canceled
 	}
 	msg := err.Error()
-	for _, quiet := range []error{state.ErrConflict, errDenied, ErrHypervisorInUse} {
+	for _, quiet := range []error{state.ErrConflict, errDenied, ErrHypervisorInUse, errAlreadyExists, errNotReady} {
 		msg = strings.TrimSuffix(msg, ": "+quiet.Error()) // they choose the code, not the words
 	}
 	return status.Error(code, msg)

@@ -31,6 +31,8 @@ const (
 	PlaceType
 	ReportStatusType
 	ClusterStatusType
+	JoinWorkerType
+	RemovePeerType
 )
 
 // Errors an Apply can return; they reach the caller of raftApply.
@@ -96,6 +98,10 @@ func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Mess
 		return &pb.ReportStatusCommand{}, f.applyReportStatus
 	case ClusterStatusType:
 		return &pb.ClusterStatusCommand{}, f.applyClusterStatus
+	case JoinWorkerType:
+		return &pb.JoinWorkerCommand{}, f.applyJoinWorker
+	case RemovePeerType:
+		return &pb.RemovePeerCommand{}, f.applyRemovePeer
 	}
 	return nil, nil
 }
@@ -371,3 +377,44 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) Release() {}
+
+// applyJoinWorker records a node's VPN allocation, unless another join took
+// its name, address or pod subnet since the handler read the state.
+func (f *FSM) applyJoinWorker(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.JoinWorkerCommand)
+	p := cmd.Peer
+	if txn.Cluster(p.Cluster) == nil {
+		return fmt.Errorf("cluster %q: %w", p.Cluster, state.ErrNotFound)
+	}
+	for _, o := range txn.VPNPeers(p.Cluster) {
+		switch {
+		case o.Name == p.Name:
+			return fmt.Errorf("node %q has already joined cluster %s: %w", p.Name, p.Cluster, state.ErrConflict)
+		case o.Address == p.Address, o.PodCidr == p.PodCidr:
+			return fmt.Errorf("VPN address %s or pod subnet %s was taken by node %s meanwhile, join again: %w", p.Address, p.PodCidr, o.Name, state.ErrConflict)
+		}
+	}
+	txn.UpsertVPNPeer(p)
+	if tok := txn.Token(p.TokenId); tok != nil {
+		tok = proto.Clone(tok).(*pb.Token)
+		tok.Uses++
+		txn.UpsertToken(tok)
+	}
+	if cmd.Event != nil {
+		txn.InsertEvents([]*pb.Event{cmd.Event})
+	}
+	return nil
+}
+
+// applyRemovePeer forgets a node: its peer, addresses and bootstrap token.
+func (f *FSM) applyRemovePeer(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.RemovePeerCommand)
+	if txn.VPNPeer(cmd.Cluster, cmd.Name) == nil {
+		return fmt.Errorf("node %q of cluster %q: %w", cmd.Name, cmd.Cluster, state.ErrNotFound)
+	}
+	txn.DeleteVPNPeer(cmd.Cluster, cmd.Name)
+	if cmd.Event != nil {
+		txn.InsertEvents([]*pb.Event{cmd.Event})
+	}
+	return nil
+}

@@ -85,6 +85,8 @@ func populate(a *fsmApplier) {
 		Status: &pb.ClusterStatus{Phase: resources.PhaseProvisioning},
 		Events: []*pb.Event{state.Event("demo", "Normal", "Placed", "placed", testNow), state.Event("demo", "Normal", "Placed", "again", testNow)},
 	})
+	a.mustApply(JoinWorkerType, &pb.JoinWorkerCommand{Peer: &pb.VPNPeer{Cluster: "demo", Name: "w-1", Address: "10.200.0.2",
+		PodCidr: "10.244.0.0/24", PublicKey: "k", TokenId: "abcdef", Joined: timestamppb.New(testNow)}})
 }
 
 // snapshotRoundTrip persists the FSM's snapshot and restores it into a
@@ -166,6 +168,19 @@ func TestFSMRules(t *testing.T) {
 	if a.fsm.State().Component(nil, "demo-cp-1") != nil {
 		t.Error("a refused placement was written")
 	}
+	// A VPN address, pod subnet or node name is never handed out twice.
+	for _, p := range []*pb.VPNPeer{
+		{Cluster: "demo", Name: "w-1", Address: "10.200.0.3", PodCidr: "10.244.1.0/24"},
+		{Cluster: "demo", Name: "w-2", Address: "10.200.0.2", PodCidr: "10.244.1.0/24"},
+		{Cluster: "demo", Name: "w-2", Address: "10.200.0.3", PodCidr: "10.244.0.0/24"},
+	} {
+		if err := a.apply(JoinWorkerType, &pb.JoinWorkerCommand{Peer: p}); !errors.Is(err, state.ErrConflict) {
+			t.Errorf("joining %v: %v, want ErrConflict", p, err)
+		}
+	}
+	if n := len(a.fsm.State().VPNPeers(nil, "demo")); n != 1 {
+		t.Errorf("%d peers after refused joins", n)
+	}
 	// A hypervisor with components cannot go.
 	if err := a.apply(DeleteHypervisorType, &pb.DeleteHypervisorCommand{Name: "hv-1"}); !errors.Is(err, ErrHypervisorInUse) {
 		t.Errorf("deleting a busy hypervisor: %v", err)
@@ -187,7 +202,8 @@ func TestFSMRules(t *testing.T) {
 	}
 	a.mustApply(ReportStatusType, &pb.ReportStatusCommand{Hypervisor: "hv-1", Removed: []string{"demo-cp-0"}, Time: timestamppb.New(testNow)})
 	st := a.fsm.State()
-	if st.Cluster(nil, "demo") != nil || st.ClusterPKI(nil, "demo") != nil || st.ComponentCerts(nil, "demo-cp-0") != nil || len(st.Events(nil, "demo")) != 0 {
+	if st.Cluster(nil, "demo") != nil || st.ClusterPKI(nil, "demo") != nil || st.ComponentCerts(nil, "demo-cp-0") != nil || len(st.Events(nil, "demo")) != 0 ||
+		len(st.VPNPeers(nil, "demo")) != 0 {
 		t.Fatal("cluster, PKI, certificates or events left after the last component was removed")
 	}
 	if err := a.apply(DeleteHypervisorType, &pb.DeleteHypervisorCommand{Name: "hv-1"}); err != nil {

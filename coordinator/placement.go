@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -115,11 +116,19 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	if ing := live[resources.RoleIngress]; len(ing) > 0 {
 		endpointHost = hypervisorByName(hypervisors, ing[0].Spec.Hypervisor).GetSpec().GetPublicAddress()
 	}
+	// Nodes reach the API through the tunnel, at the VPN endpoint's address.
+	var tunnelHosts []string
+	if cidr := cmp.Or(c.Spec.Vpn.GetCidr(), cmd.VpnCidr); c.Spec.Vpn.GetEnabled() && cidr != "" {
+		if hub, err := scheduler.EndpointAddress(cidr); err == nil {
+			tunnelHosts = append(tunnelHosts, hub)
+		}
+	}
 	issue := func(comp *pb.Component) (*pb.ComponentCerts, error) {
 		hv := hypervisorByName(hypervisors, comp.Spec.Hypervisor)
 		certs, err := pki.ControlPlaneCerts(clusterPKI, pki.ControlPlaneIdentity{
 			Component:           comp.Metadata.Name,
 			HypervisorAddresses: []string{hv.GetSpec().GetAddress()},
+			IngressAddresses:    tunnelHosts,
 			APIServerHost:       endpointHost,
 			ExtraSANs:           c.Spec.ApiServer.GetExtraSans(),
 			ServiceCIDR:         c.Spec.Networking.GetServiceCidr(),
@@ -134,7 +143,12 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	// An API server placed before its ingress lacks the ingress address in
 	// its certificate: issue it again.
 	for _, comp := range have {
-		if endpointHost != "" && !certNames(st.ComponentCerts(nil, comp.Metadata.Name), pki.APIServerCert, endpointHost) {
+		certs := st.ComponentCerts(nil, comp.Metadata.Name)
+		stale := endpointHost != "" && !certNames(certs, pki.APIServerCert, endpointHost)
+		for _, h := range tunnelHosts {
+			stale = stale || !certNames(certs, pki.APIServerCert, h)
+		}
+		if stale {
 			certs, err := issue(comp)
 			if err != nil {
 				return err

@@ -12,8 +12,8 @@ import (
 )
 
 func newClusterCommand(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "cluster", Short: "Create clusters and get their kubeconfig"}
-	cmd.AddCommand(newClusterCreateCommand(g), newClusterKubeconfigCommand(g))
+	cmd := &cobra.Command{Use: "cluster", Short: "Create clusters, get their kubeconfig, list and remove their worker nodes"}
+	cmd.AddCommand(newClusterCreateCommand(g), newClusterKubeconfigCommand(g), newClusterPeersCommand(g), newClusterRemoveNodeCommand(g))
 	return cmd
 }
 

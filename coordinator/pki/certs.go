@@ -38,6 +38,9 @@ const (
 	// IngressHealthCert is the client certificate haproxy uses to check the
 	// API servers' /readyz (ClientCA).
 	IngressHealthCert = "ingress-health"
+	// AddonsCert is the client certificate the ingress's agent applies the
+	// cluster's add-ons with (ClientCA, in system:masters: it creates RBAC).
+	AddonsCert = "addons"
 )
 
 // Identities (certificate CN and O) of the leaf certificates.
@@ -49,6 +52,7 @@ const (
 	ControllerManagerUser      = "system:kube-controller-manager"
 	SchedulerUser              = "system:kube-scheduler"
 	IngressHealthUser          = "oneinfra:ingress-health"
+	AddonsUser                 = "oneinfra:addons"
 	AdminUser                  = "oneinfra-admin"
 	MastersGroup               = "system:masters"
 )
@@ -94,6 +98,24 @@ func ServiceIP(serviceCIDR string) (net.IP, error) {
 		return nil, fmt.Errorf("service CIDR %q has no room for the kubernetes service", serviceCIDR)
 	}
 	return net.IP(first.AsSlice()), nil
+}
+
+// DNSServiceIP returns the tenth address of a service CIDR: the cluster IP
+// of the kube-dns service, as kubeadm chooses it.
+func DNSServiceIP(serviceCIDR string) (net.IP, error) {
+	first, err := ServiceIP(serviceCIDR)
+	if err != nil {
+		return nil, err
+	}
+	a, _ := netip.AddrFromSlice(first)
+	prefix := netip.MustParsePrefix(strings.TrimSpace(serviceCIDR)).Masked()
+	for range 9 {
+		a = a.Next()
+	}
+	if !prefix.Contains(a) {
+		return nil, fmt.Errorf("service CIDR %q has no room for the DNS service", serviceCIDR)
+	}
+	return net.IP(a.AsSlice()), nil
 }
 
 // ControlPlaneCerts issues every leaf certificate of one control-plane
@@ -184,15 +206,18 @@ func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time)
 // oneinfra:ingress-health and no group, which haproxy presents when it
 // checks the API servers' /readyz (readable by any authenticated user). To
 // verify the API servers, haproxy needs only the public certificate of
-// ClusterCA (CACertPEM).
+// ClusterCA (CACertPEM). And AddonsCert (CN oneinfra:addons, O
+// system:masters), with which the agent applies the objects worker nodes
+// need (bootstrap tokens, RBAC, kube-proxy, CoreDNS).
 func IngressCerts(p *pb.ClusterPKI, component string, now time.Time) (*pb.ComponentCerts, error) {
 	if component == "" {
 		return nil, errors.New("component name is required")
 	}
-	certs, err := issueAll(p, []leafSpec{{IngressHealthCert, ClientCA, tlsutil.CertOptions{
-		CommonName: IngressHealthUser,
-		Usages:     []tlsutil.Usage{tlsutil.UsageClient},
-	}}}, now)
+	client := []tlsutil.Usage{tlsutil.UsageClient}
+	certs, err := issueAll(p, []leafSpec{
+		{IngressHealthCert, ClientCA, tlsutil.CertOptions{CommonName: IngressHealthUser, Usages: client}},
+		{AddonsCert, ClientCA, tlsutil.CertOptions{CommonName: AddonsUser, Organizations: []string{MastersGroup}, Usages: client}},
+	}, now)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), component, err)
 	}
@@ -201,7 +226,7 @@ func IngressCerts(p *pb.ClusterPKI, component string, now time.Time) (*pb.Compon
 
 // AdminKubeconfigCert issues the cluster-admin client certificate (CN
 // oneinfra-admin, O system:masters, from ClientCA) that `cluster
-// kubeconfig` embeds. It is the only certificate in system:masters.
+// kubeconfig` embeds. Only it and AddonsCert are in system:masters.
 func AdminKubeconfigCert(p *pb.ClusterPKI, now time.Time) (*pb.KeyPair, error) {
 	ca, err := CA(p, ClientCA)
 	if err != nil {

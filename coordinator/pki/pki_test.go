@@ -518,3 +518,16 @@ func TestKubeconfigWithToken(t *testing.T) {
 		t.Error("KubeconfigWithToken without a token")
 	}
 }
+
+func TestDNSServiceIP(t *testing.T) {
+	for cidr, want := range map[string]string{"10.96.0.0/12": "10.96.0.10", "172.20.0.0/28": "172.20.0.10"} {
+		if got, err := DNSServiceIP(cidr); err != nil || !got.Equal(net.ParseIP(want)) {
+			t.Errorf("DNSServiceIP(%s) = %v, %v; want %s", cidr, got, err, want)
+		}
+	}
+	for _, bad := range []string{"10.0.0.0/29", "x"} {
+		if _, err := DNSServiceIP(bad); err == nil {
+			t.Errorf("DNSServiceIP(%q) succeeded", bad)
+		}
+	}
+}

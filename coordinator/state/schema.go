@@ -25,6 +25,7 @@ const (
 	TableComponentCerts = "component_certs"
 	TableTokens         = "tokens"
 	TableEvents         = "events"
+	TableVPNPeers       = "vpn_peers"
 	TableIndex          = "index"
 )
 
@@ -74,6 +75,9 @@ func schema() *memdb.DBSchema {
 		Indexer: stringIndex(func(o any) string { return o.(*pb.Component).GetSpec().GetCluster() })}
 	components["hypervisor"] = &memdb.IndexSchema{Name: "hypervisor", AllowMissing: true,
 		Indexer: stringIndex(func(o any) string { return o.(*pb.Component).GetSpec().GetHypervisor() })}
+	peers := idIndex(func(o any) string { return PeerKey(o.(*pb.VPNPeer).GetCluster(), o.(*pb.VPNPeer).GetName()) })
+	peers["cluster"] = &memdb.IndexSchema{Name: "cluster",
+		Indexer: stringIndex(func(o any) string { return o.(*pb.VPNPeer).GetCluster() })}
 	events := idIndex(func(o any) string { return o.(*storedEvent).Key })
 	events["cluster"] = &memdb.IndexSchema{Name: "cluster",
 		Indexer: stringIndex(func(o any) string { return o.(*storedEvent).Event.GetCluster() })}
@@ -87,9 +91,13 @@ func schema() *memdb.DBSchema {
 		TableComponentCerts: {Name: TableComponentCerts, Indexes: idIndex(func(o any) string { return o.(*pb.ComponentCerts).GetComponent() })},
 		TableTokens:         {Name: TableTokens, Indexes: idIndex(func(o any) string { return o.(*pb.Token).GetId() })},
 		TableEvents:         {Name: TableEvents, Indexes: events},
+		TableVPNPeers:       {Name: TableVPNPeers, Indexes: peers},
 		TableIndex:          {Name: TableIndex, Indexes: idIndex(func(o any) string { return o.(*indexEntry).Table })},
 	}}
 }
+
+// PeerKey is the id of a VPN peer: its cluster and node name.
+func PeerKey(cluster, name string) string { return cluster + "/" + name }
 
 // storedEvent keys an event by its cluster, the Raft index that wrote it
 // and its position in that entry, so a cluster's events list in order.

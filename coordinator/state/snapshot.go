@@ -27,6 +27,7 @@ func (s *Store) Snapshot() *pb.Snapshot {
 	each(TableComponents, func(o any) { snap.Components = append(snap.Components, clone(o.(*pb.Component))) })
 	each(TableComponentCerts, func(o any) { snap.ComponentCerts = append(snap.ComponentCerts, clone(o.(*pb.ComponentCerts))) })
 	each(TableTokens, func(o any) { snap.Tokens = append(snap.Tokens, clone(o.(*pb.Token))) })
+	each(TableVPNPeers, func(o any) { snap.VpnPeers = append(snap.VpnPeers, clone(o.(*pb.VPNPeer))) })
 	each(TableEvents, func(o any) { snap.Events = append(snap.Events, clone(o.(*storedEvent).Event)) })
 	each(TableIndex, func(o any) {
 		e := o.(*indexEntry)
@@ -68,6 +69,9 @@ func Restore(snap *pb.Snapshot) *Store {
 	}
 	for _, o := range snap.GetTokens() {
 		put(TableTokens, clone(o))
+	}
+	for _, o := range snap.GetVpnPeers() {
+		put(TableVPNPeers, clone(o))
 	}
 	pos := map[string]int{}
 	for _, e := range snap.GetEvents() {

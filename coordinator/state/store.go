@@ -73,6 +73,16 @@ func list[T proto.Message](s *Store, ws memdb.WatchSet, table, index string, arg
 	return out
 }
 
+// VPNPeer returns a copy of a cluster's VPN peer, or nil.
+func (s *Store) VPNPeer(ws memdb.WatchSet, cluster, name string) *pb.VPNPeer {
+	return first[*pb.VPNPeer](s, ws, TableVPNPeers, "id", PeerKey(cluster, name))
+}
+
+// VPNPeers returns copies of a cluster's VPN peers, by name.
+func (s *Store) VPNPeers(ws memdb.WatchSet, cluster string) []*pb.VPNPeer {
+	return list[*pb.VPNPeer](s, ws, TableVPNPeers, "cluster", cluster)
+}
+
 // Config returns the coordinator configuration, or nil before bootstrap.
 func (s *Store) Config(ws memdb.WatchSet) *pb.CoordinatorConfig {
 	return first[*pb.CoordinatorConfig](s, ws, TableConfig, "id", "config")

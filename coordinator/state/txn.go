@@ -102,10 +102,13 @@ func (t *Txn) UpsertCluster(c *pb.Cluster) {
 	t.insert(TableClusters, c)
 }
 
-// DeleteCluster removes a cluster with its PKI and events.
+// DeleteCluster removes a cluster with its PKI, VPN peers and events.
 func (t *Txn) DeleteCluster(name string) {
 	if c := t.Cluster(name); c != nil {
 		t.delete(TableClusters, c)
+	}
+	for _, p := range t.VPNPeers(name) {
+		t.delete(TableVPNPeers, p)
 	}
 	if p := t.get(TablePKI, name); p != nil {
 		t.delete(TablePKI, p)
@@ -236,4 +239,37 @@ func (t *Txn) InsertEvents(events []*pb.Event) {
 // Event is a shorthand to make an event for a cluster.
 func Event(cluster, typ, reason, message string, now time.Time) *pb.Event {
 	return &pb.Event{Cluster: cluster, Type: typ, Reason: reason, Message: message, Time: timestamppb.New(now)}
+}
+
+// VPNPeers returns a cluster's VPN peers as this transaction sees them (not
+// copies).
+func (t *Txn) VPNPeers(cluster string) []*pb.VPNPeer {
+	it, err := t.txn.Get(TableVPNPeers, "cluster", cluster)
+	if err != nil {
+		panic(fmt.Sprintf("state: listing %s: %v", TableVPNPeers, err))
+	}
+	var out []*pb.VPNPeer
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(*pb.VPNPeer))
+	}
+	return out
+}
+
+// VPNPeer returns a cluster's VPN peer (not a copy), or nil.
+func (t *Txn) VPNPeer(cluster, name string) *pb.VPNPeer {
+	if o := t.get(TableVPNPeers, PeerKey(cluster, name)); o != nil {
+		return o.(*pb.VPNPeer)
+	}
+	return nil
+}
+
+// UpsertVPNPeer stores a VPN peer.
+func (t *Txn) UpsertVPNPeer(p *pb.VPNPeer) { t.insert(TableVPNPeers, p) }
+
+// DeleteVPNPeer removes a VPN peer, freeing its addresses; a missing one is
+// no error.
+func (t *Txn) DeleteVPNPeer(cluster, name string) {
+	if p := t.VPNPeer(cluster, name); p != nil {
+		t.delete(TableVPNPeers, p)
+	}
 }

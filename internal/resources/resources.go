@@ -137,3 +137,15 @@ func DefaultHypervisor(h *pb.Hypervisor) {
 		h.Spec = &pb.HypervisorSpec{}
 	}
 }
+
+// Worker identities: the client certificate a worker gets when it joins
+// has CN = the node name and these organizations, so a join endpoint knows
+// whom a Config call comes from.
+const (
+	WorkerOrg              = "oneinfra:worker"
+	WorkerClusterOrgPrefix = "oneinfra:cluster:"
+)
+
+// DefaultJoinPort is where a public hypervisor's agent serves the worker
+// join endpoint.
+const DefaultJoinPort = 7445

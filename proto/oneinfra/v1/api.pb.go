@@ -2058,7 +2058,9 @@ type Assignment struct {
 	Images   map[string]string `protobuf:"bytes,11,rep,name=images,proto3" json:"images,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Deleting bool              `protobuf:"varint,12,opt,name=deleting,proto3" json:"deleting,omitempty"`
 	// The etcd client endpoints of the cluster's members (control plane).
-	EtcdClients   []*Endpoint `protobuf:"bytes,13,rep,name=etcd_clients,json=etcdClients,proto3" json:"etcd_clients,omitempty"`
+	EtcdClients []*Endpoint `protobuf:"bytes,13,rep,name=etcd_clients,json=etcdClients,proto3" json:"etcd_clients,omitempty"`
+	// VPN-enabled clusters only.
+	Vpn           *VPNAssignment `protobuf:"bytes,14,opt,name=vpn,proto3" json:"vpn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2184,6 +2186,94 @@ func (x *Assignment) GetEtcdClients() []*Endpoint {
 	return nil
 }
 
+func (x *Assignment) GetVpn() *VPNAssignment {
+	if x != nil {
+		return x.Vpn
+	}
+	return nil
+}
+
+// VPNAssignment is a component's share of its cluster's VPN. The ingress
+// runs the endpoint (device, peers, forwarding); control-plane components
+// route the VPN's networks through the ingress's hypervisor.
+type VPNAssignment struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Cidr            string                 `protobuf:"bytes,1,opt,name=cidr,proto3" json:"cidr,omitempty"`
+	EndpointAddress string                 `protobuf:"bytes,2,opt,name=endpoint_address,json=endpointAddress,proto3" json:"endpoint_address,omitempty"` // the endpoint's address in cidr
+	// Networks reached through the tunnel: the VPN CIDR and the cluster's pod CIDR.
+	Routes []string `protobuf:"bytes,3,rep,name=routes,proto3" json:"routes,omitempty"`
+	// The private address of the ingress's hypervisor (control plane only).
+	Gateway       string     `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Peers         []*VPNPeer `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty"` // ingress only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VPNAssignment) Reset() {
+	*x = VPNAssignment{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VPNAssignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VPNAssignment) ProtoMessage() {}
+
+func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VPNAssignment.ProtoReflect.Descriptor instead.
+func (*VPNAssignment) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *VPNAssignment) GetCidr() string {
+	if x != nil {
+		return x.Cidr
+	}
+	return ""
+}
+
+func (x *VPNAssignment) GetEndpointAddress() string {
+	if x != nil {
+		return x.EndpointAddress
+	}
+	return ""
+}
+
+func (x *VPNAssignment) GetRoutes() []string {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *VPNAssignment) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *VPNAssignment) GetPeers() []*VPNPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
 type GetAssignmentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -2194,7 +2284,7 @@ type GetAssignmentsResponse struct {
 
 func (x *GetAssignmentsResponse) Reset() {
 	*x = GetAssignmentsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2296,7 @@ func (x *GetAssignmentsResponse) String() string {
 func (*GetAssignmentsResponse) ProtoMessage() {}
 
 func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2309,7 @@ func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*GetAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{37}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetAssignmentsResponse) GetIndex() uint64 {
@@ -2246,7 +2336,7 @@ type ComponentReport struct {
 
 func (x *ComponentReport) Reset() {
 	*x = ComponentReport{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2348,7 @@ func (x *ComponentReport) String() string {
 func (*ComponentReport) ProtoMessage() {}
 
 func (x *ComponentReport) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2361,7 @@ func (x *ComponentReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentReport.ProtoReflect.Descriptor instead.
 func (*ComponentReport) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ComponentReport) GetComponent() string {
@@ -2301,7 +2391,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2403,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2416,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportStatusRequest) GetHypervisor() string {
@@ -2365,7 +2455,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2467,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2480,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 type PeerStatusRequest struct {
@@ -2401,7 +2491,7 @@ type PeerStatusRequest struct {
 
 func (x *PeerStatusRequest) Reset() {
 	*x = PeerStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2503,7 @@ func (x *PeerStatusRequest) String() string {
 func (*PeerStatusRequest) ProtoMessage() {}
 
 func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2516,7 @@ func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 type PeerStatusResponse struct {
@@ -2442,7 +2532,7 @@ type PeerStatusResponse struct {
 
 func (x *PeerStatusResponse) Reset() {
 	*x = PeerStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2454,7 +2544,7 @@ func (x *PeerStatusResponse) String() string {
 func (*PeerStatusResponse) ProtoMessage() {}
 
 func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2467,7 +2557,7 @@ func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusResponse.ProtoReflect.Descriptor instead.
 func (*PeerStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PeerStatusResponse) GetId() string {
@@ -2516,7 +2606,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2528,7 +2618,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2541,7 +2631,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PeerJoinRequest) GetId() string {
@@ -2573,7 +2663,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2585,7 +2675,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2598,7 +2688,587 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
+}
+
+type ListPeersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeersRequest) Reset() {
+	*x = ListPeersRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeersRequest) ProtoMessage() {}
+
+func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
+func (*ListPeersRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListPeersRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+// PeerInfo is one VPN peer as the operator sees it.
+type PeerInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	PodCidr       string                 `protobuf:"bytes,3,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
+	PublicKey     string                 `protobuf:"bytes,4,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Joined        *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=joined,proto3" json:"joined,omitempty"`
+	LastHandshake *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_handshake,json=lastHandshake,proto3" json:"last_handshake,omitempty"`
+	Endpoint      string                 `protobuf:"bytes,7,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerInfo) Reset() {
+	*x = PeerInfo{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerInfo) ProtoMessage() {}
+
+func (x *PeerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
+func (*PeerInfo) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *PeerInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PeerInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *PeerInfo) GetPodCidr() string {
+	if x != nil {
+		return x.PodCidr
+	}
+	return ""
+}
+
+func (x *PeerInfo) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *PeerInfo) GetJoined() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Joined
+	}
+	return nil
+}
+
+func (x *PeerInfo) GetLastHandshake() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHandshake
+	}
+	return nil
+}
+
+func (x *PeerInfo) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+type ListPeersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Peers         []*PeerInfo            `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
+	VpnEndpoint   string                 `protobuf:"bytes,2,opt,name=vpn_endpoint,json=vpnEndpoint,proto3" json:"vpn_endpoint,omitempty"`
+	Meta          *ReadMeta              `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeersResponse) Reset() {
+	*x = ListPeersResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeersResponse) ProtoMessage() {}
+
+func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
+func (*ListPeersResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ListPeersResponse) GetPeers() []*PeerInfo {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *ListPeersResponse) GetVpnEndpoint() string {
+	if x != nil {
+		return x.VpnEndpoint
+	}
+	return ""
+}
+
+func (x *ListPeersResponse) GetMeta() *ReadMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+type RemovePeerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerRequest) Reset() {
+	*x = RemovePeerRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerRequest) ProtoMessage() {}
+
+func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
+func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RemovePeerRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RemovePeerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemovePeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerResponse) Reset() {
+	*x = RemovePeerResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerResponse) ProtoMessage() {}
+
+func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
+func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
+}
+
+type JoinWorkerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PublicKey     string                 `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"` // the worker's WireGuard public key
+	CsrPem        []byte                 `protobuf:"bytes,4,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`          // for the worker's client certificate
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinWorkerRequest) Reset() {
+	*x = JoinWorkerRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinWorkerRequest) ProtoMessage() {}
+
+func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinWorkerRequest.ProtoReflect.Descriptor instead.
+func (*JoinWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *JoinWorkerRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinWorkerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JoinWorkerRequest) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *JoinWorkerRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type GetWorkerConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Filled in by the join endpoint from the worker's verified certificate.
+	Cluster       string `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWorkerConfigRequest) Reset() {
+	*x = GetWorkerConfigRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWorkerConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWorkerConfigRequest) ProtoMessage() {}
+
+func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWorkerConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetWorkerConfigRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *GetWorkerConfigRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *GetWorkerConfigRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// WorkerConfig is everything a worker needs to bring its tunnel up and
+// start its kubelet.
+type WorkerConfig struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Cluster            string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Name               string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Address            string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`                // the node's VPN address, in CIDR form (10.200.0.2/24)
+	PodCidr            string                 `protobuf:"bytes,4,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"` // the node's pod subnet
+	ClusterPodCidr     string                 `protobuf:"bytes,5,opt,name=cluster_pod_cidr,json=clusterPodCidr,proto3" json:"cluster_pod_cidr,omitempty"`
+	ServiceCidr        string                 `protobuf:"bytes,6,opt,name=service_cidr,json=serviceCidr,proto3" json:"service_cidr,omitempty"`
+	ClusterDns         string                 `protobuf:"bytes,7,opt,name=cluster_dns,json=clusterDns,proto3" json:"cluster_dns,omitempty"` // the cluster DNS service IP
+	EndpointPublicKey  string                 `protobuf:"bytes,8,opt,name=endpoint_public_key,json=endpointPublicKey,proto3" json:"endpoint_public_key,omitempty"`
+	Endpoint           string                 `protobuf:"bytes,9,opt,name=endpoint,proto3" json:"endpoint,omitempty"`                                       // the endpoint's public UDP address, HOST:PORT
+	EndpointAddress    string                 `protobuf:"bytes,10,opt,name=endpoint_address,json=endpointAddress,proto3" json:"endpoint_address,omitempty"` // the endpoint's VPN address
+	AllowedIps         []string               `protobuf:"bytes,11,rep,name=allowed_ips,json=allowedIps,proto3" json:"allowed_ips,omitempty"`                // what goes through the tunnel
+	ApiServer          string                 `protobuf:"bytes,12,opt,name=api_server,json=apiServer,proto3" json:"api_server,omitempty"`                   // https URL reachable through the tunnel
+	ClusterCaPem       []byte                 `protobuf:"bytes,13,opt,name=cluster_ca_pem,json=clusterCaPem,proto3" json:"cluster_ca_pem,omitempty"`
+	KubeletClientCaPem []byte                 `protobuf:"bytes,14,opt,name=kubelet_client_ca_pem,json=kubeletClientCaPem,proto3" json:"kubelet_client_ca_pem,omitempty"` // the CA of the API server's kubelet client certificate
+	BootstrapToken     string                 `protobuf:"bytes,15,opt,name=bootstrap_token,json=bootstrapToken,proto3" json:"bootstrap_token,omitempty"`                 // ID.SECRET
+	CertPem            []byte                 `protobuf:"bytes,16,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`                                      // the worker's client certificate for Config (Join only)
+	JoinEndpoints      []string               `protobuf:"bytes,17,rep,name=join_endpoints,json=joinEndpoints,proto3" json:"join_endpoints,omitempty"`                    // every public hypervisor's join endpoint
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *WorkerConfig) Reset() {
+	*x = WorkerConfig{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerConfig) ProtoMessage() {}
+
+func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerConfig.ProtoReflect.Descriptor instead.
+func (*WorkerConfig) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *WorkerConfig) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetPodCidr() string {
+	if x != nil {
+		return x.PodCidr
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetClusterPodCidr() string {
+	if x != nil {
+		return x.ClusterPodCidr
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetServiceCidr() string {
+	if x != nil {
+		return x.ServiceCidr
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetClusterDns() string {
+	if x != nil {
+		return x.ClusterDns
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetEndpointPublicKey() string {
+	if x != nil {
+		return x.EndpointPublicKey
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetEndpointAddress() string {
+	if x != nil {
+		return x.EndpointAddress
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetAllowedIps() []string {
+	if x != nil {
+		return x.AllowedIps
+	}
+	return nil
+}
+
+func (x *WorkerConfig) GetApiServer() string {
+	if x != nil {
+		return x.ApiServer
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetClusterCaPem() []byte {
+	if x != nil {
+		return x.ClusterCaPem
+	}
+	return nil
+}
+
+func (x *WorkerConfig) GetKubeletClientCaPem() []byte {
+	if x != nil {
+		return x.KubeletClientCaPem
+	}
+	return nil
+}
+
+func (x *WorkerConfig) GetBootstrapToken() string {
+	if x != nil {
+		return x.BootstrapToken
+	}
+	return ""
+}
+
+func (x *WorkerConfig) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *WorkerConfig) GetJoinEndpoints() []string {
+	if x != nil {
+		return x.JoinEndpoints
+	}
+	return nil
 }
 
 var File_oneinfra_v1_api_proto protoreflect.FileDescriptor
@@ -2747,7 +3417,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\xe4\x06\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\x92\a\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -2765,7 +3435,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	" \x01(\tR\x11apiServerEndpoint\x12;\n" +
 	"\x06images\x18\v \x03(\v2#.oneinfra.v1.Assignment.ImagesEntryR\x06images\x12\x1a\n" +
 	"\bdeleting\x18\f \x01(\bR\bdeleting\x128\n" +
-	"\fetcd_clients\x18\r \x03(\v2\x15.oneinfra.v1.EndpointR\vetcdClients\x1a:\n" +
+	"\fetcd_clients\x18\r \x03(\v2\x15.oneinfra.v1.EndpointR\vetcdClients\x12,\n" +
+	"\x03vpn\x18\x0e \x01(\v2\x1a.oneinfra.v1.VPNAssignmentR\x03vpn\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +
@@ -2775,7 +3446,13 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\x1a9\n" +
 	"\vImagesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"i\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x01\n" +
+	"\rVPNAssignment\x12\x12\n" +
+	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12)\n" +
+	"\x10endpoint_address\x18\x02 \x01(\tR\x0fendpointAddress\x12\x16\n" +
+	"\x06routes\x18\x03 \x03(\tR\x06routes\x12\x18\n" +
+	"\agateway\x18\x04 \x01(\tR\agateway\x12*\n" +
+	"\x05peers\x18\x05 \x03(\v2\x14.oneinfra.v1.VPNPeerR\x05peers\"i\n" +
 	"\x16GetAssignmentsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x129\n" +
 	"\vassignments\x18\x02 \x03(\v2\x17.oneinfra.v1.AssignmentR\vassignments\"e\n" +
@@ -2805,7 +3482,57 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x03 \x01(\tR\n" +
 	"apiAddress\"\x12\n" +
-	"\x10PeerJoinResponse2\x85\a\n" +
+	"\x10PeerJoinResponse\",\n" +
+	"\x10ListPeersRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"\x85\x02\n" +
+	"\bPeerInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x19\n" +
+	"\bpod_cidr\x18\x03 \x01(\tR\apodCidr\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x04 \x01(\tR\tpublicKey\x122\n" +
+	"\x06joined\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x06joined\x12A\n" +
+	"\x0elast_handshake\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHandshake\x12\x1a\n" +
+	"\bendpoint\x18\a \x01(\tR\bendpoint\"\x8e\x01\n" +
+	"\x11ListPeersResponse\x12+\n" +
+	"\x05peers\x18\x01 \x03(\v2\x15.oneinfra.v1.PeerInfoR\x05peers\x12!\n" +
+	"\fvpn_endpoint\x18\x02 \x01(\tR\vvpnEndpoint\x12)\n" +
+	"\x04meta\x18\x03 \x01(\v2\x15.oneinfra.v1.ReadMetaR\x04meta\"A\n" +
+	"\x11RemovePeerRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x14\n" +
+	"\x12RemovePeerResponse\"u\n" +
+	"\x11JoinWorkerRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\tR\tpublicKey\x12\x17\n" +
+	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\"F\n" +
+	"\x16GetWorkerConfigRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xda\x04\n" +
+	"\fWorkerConfig\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x19\n" +
+	"\bpod_cidr\x18\x04 \x01(\tR\apodCidr\x12(\n" +
+	"\x10cluster_pod_cidr\x18\x05 \x01(\tR\x0eclusterPodCidr\x12!\n" +
+	"\fservice_cidr\x18\x06 \x01(\tR\vserviceCidr\x12\x1f\n" +
+	"\vcluster_dns\x18\a \x01(\tR\n" +
+	"clusterDns\x12.\n" +
+	"\x13endpoint_public_key\x18\b \x01(\tR\x11endpointPublicKey\x12\x1a\n" +
+	"\bendpoint\x18\t \x01(\tR\bendpoint\x12)\n" +
+	"\x10endpoint_address\x18\n" +
+	" \x01(\tR\x0fendpointAddress\x12\x1f\n" +
+	"\vallowed_ips\x18\v \x03(\tR\n" +
+	"allowedIps\x12\x1d\n" +
+	"\n" +
+	"api_server\x18\f \x01(\tR\tapiServer\x12$\n" +
+	"\x0ecluster_ca_pem\x18\r \x01(\fR\fclusterCaPem\x121\n" +
+	"\x15kubelet_client_ca_pem\x18\x0e \x01(\fR\x12kubeletClientCaPem\x12'\n" +
+	"\x0fbootstrap_token\x18\x0f \x01(\tR\x0ebootstrapToken\x12\x19\n" +
+	"\bcert_pem\x18\x10 \x01(\fR\acertPem\x12%\n" +
+	"\x0ejoin_endpoints\x18\x11 \x03(\tR\rjoinEndpoints2\xa0\b\n" +
 	"\bOperator\x12>\n" +
 	"\x05Apply\x12\x19.oneinfra.v1.ApplyRequest\x1a\x1a.oneinfra.v1.ApplyResponse\x128\n" +
 	"\x03Get\x12\x17.oneinfra.v1.GetRequest\x1a\x18.oneinfra.v1.GetResponse\x12A\n" +
@@ -2820,15 +3547,24 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\aMembers\x12\x1b.oneinfra.v1.MembersRequest\x1a\x1c.oneinfra.v1.MembersResponse\x12N\n" +
 	"\fSnapshotSave\x12 .oneinfra.v1.SnapshotSaveRequest\x1a\x1a.oneinfra.v1.SnapshotChunk0\x01\x12U\n" +
 	"\x0fSnapshotRestore\x12\x1a.oneinfra.v1.SnapshotChunk\x1a$.oneinfra.v1.SnapshotRestoreResponse(\x01\x12D\n" +
-	"\aVersion\x12\x1b.oneinfra.v1.VersionRequest\x1a\x1c.oneinfra.v1.VersionResponse2\xc1\x01\n" +
+	"\aVersion\x12\x1b.oneinfra.v1.VersionRequest\x1a\x1c.oneinfra.v1.VersionResponse\x12J\n" +
+	"\tListPeers\x12\x1d.oneinfra.v1.ListPeersRequest\x1a\x1e.oneinfra.v1.ListPeersResponse\x12M\n" +
+	"\n" +
+	"RemovePeer\x12\x1e.oneinfra.v1.RemovePeerRequest\x1a\x1f.oneinfra.v1.RemovePeerResponse2\xc1\x01\n" +
 	"\tBootstrap\x12M\n" +
 	"\n" +
 	"JoinServer\x12\x1e.oneinfra.v1.JoinServerRequest\x1a\x1f.oneinfra.v1.JoinServerResponse\x12e\n" +
-	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\x98\x02\n" +
+	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\xb4\x03\n" +
 	"\x05Agent\x12_\n" +
 	"\x10WatchAssignments\x12$.oneinfra.v1.WatchAssignmentsRequest\x1a%.oneinfra.v1.WatchAssignmentsResponse\x12Y\n" +
 	"\x0eGetAssignments\x12\".oneinfra.v1.GetAssignmentsRequest\x1a#.oneinfra.v1.GetAssignmentsResponse\x12S\n" +
-	"\fReportStatus\x12 .oneinfra.v1.ReportStatusRequest\x1a!.oneinfra.v1.ReportStatusResponse2\xe5\x01\n" +
+	"\fReportStatus\x12 .oneinfra.v1.ReportStatusRequest\x1a!.oneinfra.v1.ReportStatusResponse\x12G\n" +
+	"\n" +
+	"JoinWorker\x12\x1e.oneinfra.v1.JoinWorkerRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12Q\n" +
+	"\x0fGetWorkerConfig\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig2\x93\x01\n" +
+	"\x04Join\x12A\n" +
+	"\x04Join\x12\x1e.oneinfra.v1.JoinWorkerRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12H\n" +
+	"\x06Config\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig2\xe5\x01\n" +
 	"\x04Peer\x12I\n" +
 	"\x06Status\x12\x1e.oneinfra.v1.PeerStatusRequest\x1a\x1f.oneinfra.v1.PeerStatusResponse\x12C\n" +
 	"\x04Join\x12\x1c.oneinfra.v1.PeerJoinRequest\x1a\x1d.oneinfra.v1.PeerJoinResponse\x12M\n" +
@@ -2846,7 +3582,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                   // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                   // 1: oneinfra.v1.Resource
@@ -2885,105 +3621,133 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*GetAssignmentsRequest)(nil),      // 34: oneinfra.v1.GetAssignmentsRequest
 	(*Endpoint)(nil),                   // 35: oneinfra.v1.Endpoint
 	(*Assignment)(nil),                 // 36: oneinfra.v1.Assignment
-	(*GetAssignmentsResponse)(nil),     // 37: oneinfra.v1.GetAssignmentsResponse
-	(*ComponentReport)(nil),            // 38: oneinfra.v1.ComponentReport
-	(*ReportStatusRequest)(nil),        // 39: oneinfra.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),       // 40: oneinfra.v1.ReportStatusResponse
-	(*PeerStatusRequest)(nil),          // 41: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),         // 42: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),            // 43: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),           // 44: oneinfra.v1.PeerJoinResponse
-	nil,                                // 45: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                // 46: oneinfra.v1.Assignment.CertsEntry
-	nil,                                // 47: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                    // 48: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                 // 49: oneinfra.v1.Hypervisor
-	(*Component)(nil),                  // 50: oneinfra.v1.Component
-	(*Event)(nil),                      // 51: oneinfra.v1.Event
-	(*Token)(nil),                      // 52: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),             // 53: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                // 54: oneinfra.v1.ClusterSpec
-	(*ComponentStatus)(nil),            // 55: oneinfra.v1.ComponentStatus
-	(*timestamppb.Timestamp)(nil),      // 56: google.protobuf.Timestamp
-	(*KeyPair)(nil),                    // 57: oneinfra.v1.KeyPair
+	(*VPNAssignment)(nil),              // 37: oneinfra.v1.VPNAssignment
+	(*GetAssignmentsResponse)(nil),     // 38: oneinfra.v1.GetAssignmentsResponse
+	(*ComponentReport)(nil),            // 39: oneinfra.v1.ComponentReport
+	(*ReportStatusRequest)(nil),        // 40: oneinfra.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),       // 41: oneinfra.v1.ReportStatusResponse
+	(*PeerStatusRequest)(nil),          // 42: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),         // 43: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),            // 44: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),           // 45: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),           // 46: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                   // 47: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),          // 48: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),          // 49: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),         // 50: oneinfra.v1.RemovePeerResponse
+	(*JoinWorkerRequest)(nil),          // 51: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),     // 52: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),               // 53: oneinfra.v1.WorkerConfig
+	nil,                                // 54: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                // 55: oneinfra.v1.Assignment.CertsEntry
+	nil,                                // 56: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                    // 57: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                 // 58: oneinfra.v1.Hypervisor
+	(*Component)(nil),                  // 59: oneinfra.v1.Component
+	(*Event)(nil),                      // 60: oneinfra.v1.Event
+	(*Token)(nil),                      // 61: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),             // 62: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                // 63: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                    // 64: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),            // 65: oneinfra.v1.ComponentStatus
+	(*timestamppb.Timestamp)(nil),      // 66: google.protobuf.Timestamp
+	(*KeyPair)(nil),                    // 67: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	48, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	49, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	57, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	58, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	48, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	49, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	50, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	57, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	58, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	59, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	48, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	50, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	51, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	57, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	59, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	60, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	52, // 12: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	52, // 13: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	61, // 12: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	61, // 13: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,  // 14: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	20, // 15: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	53, // 16: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	62, // 16: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
 	32, // 17: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	50, // 18: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	54, // 19: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	45, // 20: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	46, // 21: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	59, // 18: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	63, // 19: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	54, // 20: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	55, // 21: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
 	35, // 22: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
 	35, // 23: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	47, // 24: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	56, // 24: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
 	35, // 25: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
-	36, // 26: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	55, // 27: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	38, // 28: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	56, // 29: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	57, // 30: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 31: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 32: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 33: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 34: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	11, // 35: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	13, // 36: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	15, // 37: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	17, // 38: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	19, // 39: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	22, // 40: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	23, // 41: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	25, // 42: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	27, // 43: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	29, // 44: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	31, // 45: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	34, // 46: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	39, // 47: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	41, // 48: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	43, // 49: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	23, // 50: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	4,  // 51: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 52: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 53: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 54: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	12, // 55: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	14, // 56: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	16, // 57: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	18, // 58: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	21, // 59: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	23, // 60: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	24, // 61: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	26, // 62: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	28, // 63: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	30, // 64: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	33, // 65: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	37, // 66: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	40, // 67: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	42, // 68: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	44, // 69: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	24, // 70: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	51, // [51:71] is the sub-list for method output_type
-	31, // [31:51] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	37, // 26: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
+	64, // 27: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	36, // 28: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	65, // 29: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	39, // 30: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	66, // 31: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	66, // 32: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	66, // 33: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	47, // 34: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	0,  // 35: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	67, // 36: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,  // 37: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,  // 38: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,  // 39: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,  // 40: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	11, // 41: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	13, // 42: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	15, // 43: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	17, // 44: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	19, // 45: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	22, // 46: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	23, // 47: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	25, // 48: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	46, // 49: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	49, // 50: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	27, // 51: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	29, // 52: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	31, // 53: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	34, // 54: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	40, // 55: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	51, // 56: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	52, // 57: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	51, // 58: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	52, // 59: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	42, // 60: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	44, // 61: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	23, // 62: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	4,  // 63: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 64: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 65: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 66: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	12, // 67: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	14, // 68: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	16, // 69: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	18, // 70: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	21, // 71: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	23, // 72: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	24, // 73: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	26, // 74: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	48, // 75: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	50, // 76: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	28, // 77: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	30, // 78: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	33, // 79: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	38, // 80: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	41, // 81: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	53, // 82: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	53, // 83: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	53, // 84: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	53, // 85: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	43, // 86: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	45, // 87: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	24, // 88: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	63, // [63:89] is the sub-list for method output_type
+	37, // [37:63] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -3002,9 +3766,9 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   48,
+			NumMessages:   57,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_oneinfra_v1_api_proto_goTypes,
 		DependencyIndexes: file_oneinfra_v1_api_proto_depIdxs,

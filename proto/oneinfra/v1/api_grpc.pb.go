@@ -35,6 +35,8 @@ const (
 	Operator_SnapshotSave_FullMethodName    = "/oneinfra.v1.Operator/SnapshotSave"
 	Operator_SnapshotRestore_FullMethodName = "/oneinfra.v1.Operator/SnapshotRestore"
 	Operator_Version_FullMethodName         = "/oneinfra.v1.Operator/Version"
+	Operator_ListPeers_FullMethodName       = "/oneinfra.v1.Operator/ListPeers"
+	Operator_RemovePeer_FullMethodName      = "/oneinfra.v1.Operator/RemovePeer"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -55,6 +57,8 @@ type OperatorClient interface {
 	SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
 	SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse], error)
 	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error)
+	ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error)
+	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
 }
 
 type operatorClient struct {
@@ -197,6 +201,26 @@ func (c *operatorClient) Version(ctx context.Context, in *VersionRequest, opts .
 	return out, nil
 }
 
+func (c *operatorClient) ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPeersResponse)
+	err := c.cc.Invoke(ctx, Operator_ListPeers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePeerResponse)
+	err := c.cc.Invoke(ctx, Operator_RemovePeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -215,6 +239,8 @@ type OperatorServer interface {
 	SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
 	SnapshotRestore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error
 	Version(context.Context, *VersionRequest) (*VersionResponse, error)
+	ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error)
+	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -260,6 +286,12 @@ func (UnimplementedOperatorServer) SnapshotRestore(grpc.ClientStreamingServer[Sn
 }
 func (UnimplementedOperatorServer) Version(context.Context, *VersionRequest) (*VersionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Version not implemented")
+}
+func (UnimplementedOperatorServer) ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPeers not implemented")
+}
+func (UnimplementedOperatorServer) RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePeer not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -480,6 +512,42 @@ func _Operator_Version_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_ListPeers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPeersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).ListPeers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_ListPeers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).ListPeers(ctx, req.(*ListPeersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_RemovePeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).RemovePeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_RemovePeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).RemovePeer(ctx, req.(*RemovePeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -526,6 +594,14 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Version",
 			Handler:    _Operator_Version_Handler,
+		},
+		{
+			MethodName: "ListPeers",
+			Handler:    _Operator_ListPeers_Handler,
+		},
+		{
+			MethodName: "RemovePeer",
+			Handler:    _Operator_RemovePeer_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -693,6 +769,8 @@ const (
 	Agent_WatchAssignments_FullMethodName = "/oneinfra.v1.Agent/WatchAssignments"
 	Agent_GetAssignments_FullMethodName   = "/oneinfra.v1.Agent/GetAssignments"
 	Agent_ReportStatus_FullMethodName     = "/oneinfra.v1.Agent/ReportStatus"
+	Agent_JoinWorker_FullMethodName       = "/oneinfra.v1.Agent/JoinWorker"
+	Agent_GetWorkerConfig_FullMethodName  = "/oneinfra.v1.Agent/GetWorkerConfig"
 )
 
 // AgentClient is the client API for Agent service.
@@ -706,6 +784,10 @@ type AgentClient interface {
 	WatchAssignments(ctx context.Context, in *WatchAssignmentsRequest, opts ...grpc.CallOption) (*WatchAssignmentsResponse, error)
 	GetAssignments(ctx context.Context, in *GetAssignmentsRequest, opts ...grpc.CallOption) (*GetAssignmentsResponse, error)
 	ReportStatus(ctx context.Context, in *ReportStatusRequest, opts ...grpc.CallOption) (*ReportStatusResponse, error)
+	// JoinWorker and WorkerConfig are what a public hypervisor's join
+	// endpoint forwards for the workers it serves.
+	JoinWorker(ctx context.Context, in *JoinWorkerRequest, opts ...grpc.CallOption) (*WorkerConfig, error)
+	GetWorkerConfig(ctx context.Context, in *GetWorkerConfigRequest, opts ...grpc.CallOption) (*WorkerConfig, error)
 }
 
 type agentClient struct {
@@ -746,6 +828,26 @@ func (c *agentClient) ReportStatus(ctx context.Context, in *ReportStatusRequest,
 	return out, nil
 }
 
+func (c *agentClient) JoinWorker(ctx context.Context, in *JoinWorkerRequest, opts ...grpc.CallOption) (*WorkerConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WorkerConfig)
+	err := c.cc.Invoke(ctx, Agent_JoinWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) GetWorkerConfig(ctx context.Context, in *GetWorkerConfigRequest, opts ...grpc.CallOption) (*WorkerConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WorkerConfig)
+	err := c.cc.Invoke(ctx, Agent_GetWorkerConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -757,6 +859,10 @@ type AgentServer interface {
 	WatchAssignments(context.Context, *WatchAssignmentsRequest) (*WatchAssignmentsResponse, error)
 	GetAssignments(context.Context, *GetAssignmentsRequest) (*GetAssignmentsResponse, error)
 	ReportStatus(context.Context, *ReportStatusRequest) (*ReportStatusResponse, error)
+	// JoinWorker and WorkerConfig are what a public hypervisor's join
+	// endpoint forwards for the workers it serves.
+	JoinWorker(context.Context, *JoinWorkerRequest) (*WorkerConfig, error)
+	GetWorkerConfig(context.Context, *GetWorkerConfigRequest) (*WorkerConfig, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -775,6 +881,12 @@ func (UnimplementedAgentServer) GetAssignments(context.Context, *GetAssignmentsR
 }
 func (UnimplementedAgentServer) ReportStatus(context.Context, *ReportStatusRequest) (*ReportStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportStatus not implemented")
+}
+func (UnimplementedAgentServer) JoinWorker(context.Context, *JoinWorkerRequest) (*WorkerConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinWorker not implemented")
+}
+func (UnimplementedAgentServer) GetWorkerConfig(context.Context, *GetWorkerConfigRequest) (*WorkerConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetWorkerConfig not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -851,6 +963,42 @@ func _Agent_ReportStatus_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_JoinWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).JoinWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_JoinWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).JoinWorker(ctx, req.(*JoinWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_GetWorkerConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetWorkerConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).GetWorkerConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_GetWorkerConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).GetWorkerConfig(ctx, req.(*GetWorkerConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -869,6 +1017,164 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportStatus",
 			Handler:    _Agent_ReportStatus_Handler,
+		},
+		{
+			MethodName: "JoinWorker",
+			Handler:    _Agent_JoinWorker_Handler,
+		},
+		{
+			MethodName: "GetWorkerConfig",
+			Handler:    _Agent_GetWorkerConfig_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "oneinfra/v1/api.proto",
+}
+
+const (
+	Join_Join_FullMethodName   = "/oneinfra.v1.Join/Join"
+	Join_Config_FullMethodName = "/oneinfra.v1.Join/Config"
+)
+
+// JoinClient is the client API for Join service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Join is served by the agent of each public hypervisor (default port
+// 7445) with a certificate from the coordinator CA, which workers pin by
+// hash. Join authenticates the worker by its token; Config by the client
+// certificate Join gave it.
+type JoinClient interface {
+	Join(ctx context.Context, in *JoinWorkerRequest, opts ...grpc.CallOption) (*WorkerConfig, error)
+	Config(ctx context.Context, in *GetWorkerConfigRequest, opts ...grpc.CallOption) (*WorkerConfig, error)
+}
+
+type joinClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewJoinClient(cc grpc.ClientConnInterface) JoinClient {
+	return &joinClient{cc}
+}
+
+func (c *joinClient) Join(ctx context.Context, in *JoinWorkerRequest, opts ...grpc.CallOption) (*WorkerConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WorkerConfig)
+	err := c.cc.Invoke(ctx, Join_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *joinClient) Config(ctx context.Context, in *GetWorkerConfigRequest, opts ...grpc.CallOption) (*WorkerConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WorkerConfig)
+	err := c.cc.Invoke(ctx, Join_Config_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// JoinServer is the server API for Join service.
+// All implementations must embed UnimplementedJoinServer
+// for forward compatibility.
+//
+// Join is served by the agent of each public hypervisor (default port
+// 7445) with a certificate from the coordinator CA, which workers pin by
+// hash. Join authenticates the worker by its token; Config by the client
+// certificate Join gave it.
+type JoinServer interface {
+	Join(context.Context, *JoinWorkerRequest) (*WorkerConfig, error)
+	Config(context.Context, *GetWorkerConfigRequest) (*WorkerConfig, error)
+	mustEmbedUnimplementedJoinServer()
+}
+
+// UnimplementedJoinServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedJoinServer struct{}
+
+func (UnimplementedJoinServer) Join(context.Context, *JoinWorkerRequest) (*WorkerConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedJoinServer) Config(context.Context, *GetWorkerConfigRequest) (*WorkerConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method Config not implemented")
+}
+func (UnimplementedJoinServer) mustEmbedUnimplementedJoinServer() {}
+func (UnimplementedJoinServer) testEmbeddedByValue()              {}
+
+// UnsafeJoinServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to JoinServer will
+// result in compilation errors.
+type UnsafeJoinServer interface {
+	mustEmbedUnimplementedJoinServer()
+}
+
+func RegisterJoinServer(s grpc.ServiceRegistrar, srv JoinServer) {
+	// If the following call panics, it indicates UnimplementedJoinServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Join_ServiceDesc, srv)
+}
+
+func _Join_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JoinServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Join_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JoinServer).Join(ctx, req.(*JoinWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Join_Config_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetWorkerConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JoinServer).Config(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Join_Config_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JoinServer).Config(ctx, req.(*GetWorkerConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Join_ServiceDesc is the grpc.ServiceDesc for Join service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Join_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "oneinfra.v1.Join",
+	HandlerType: (*JoinServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Join",
+			Handler:    _Join_Join_Handler,
+		},
+		{
+			MethodName: "Config",
+			Handler:    _Join_Config_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -717,6 +717,7 @@ type Snapshot struct {
 	Tokens         []*Token               `protobuf:"bytes,9,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	Events         []*Event               `protobuf:"bytes,10,rep,name=events,proto3" json:"events,omitempty"`
 	TableIndexes   map[string]uint64      `protobuf:"bytes,11,rep,name=table_indexes,json=tableIndexes,proto3" json:"table_indexes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	VpnPeers       []*VPNPeer             `protobuf:"bytes,12,rep,name=vpn_peers,json=vpnPeers,proto3" json:"vpn_peers,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -828,6 +829,128 @@ func (x *Snapshot) GetTableIndexes() map[string]uint64 {
 	return nil
 }
 
+func (x *Snapshot) GetVpnPeers() []*VPNPeer {
+	if x != nil {
+		return x.VpnPeers
+	}
+	return nil
+}
+
+// JoinWorkerCommand records a worker's VPN allocation. The handler checked
+// the token and chose the addresses against the state it read; applying
+// refuses the entry if either was taken meanwhile.
+type JoinWorkerCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Peer          *VPNPeer               `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	Event         *Event                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinWorkerCommand) Reset() {
+	*x = JoinWorkerCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinWorkerCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinWorkerCommand) ProtoMessage() {}
+
+func (x *JoinWorkerCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinWorkerCommand.ProtoReflect.Descriptor instead.
+func (*JoinWorkerCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *JoinWorkerCommand) GetPeer() *VPNPeer {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
+func (x *JoinWorkerCommand) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type RemovePeerCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Event         *Event                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerCommand) Reset() {
+	*x = RemovePeerCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerCommand) ProtoMessage() {}
+
+func (x *RemovePeerCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerCommand.ProtoReflect.Descriptor instead.
+func (*RemovePeerCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RemovePeerCommand) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RemovePeerCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemovePeerCommand) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 var File_oneinfra_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_oneinfra_v1_fsm_proto_rawDesc = "" +
@@ -882,7 +1005,7 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x14ClusterStatusCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x122\n" +
 	"\x06status\x18\x02 \x01(\v2\x1a.oneinfra.v1.ClusterStatusR\x06status\x12*\n" +
-	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"\x84\x05\n" +
+	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"\xb7\x05\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x126\n" +
 	"\x06config\x18\x02 \x01(\v2\x1e.oneinfra.v1.CoordinatorConfigR\x06config\x12-\n" +
@@ -897,10 +1020,18 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06tokens\x18\t \x03(\v2\x12.oneinfra.v1.TokenR\x06tokens\x12*\n" +
 	"\x06events\x18\n" +
 	" \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12L\n" +
-	"\rtable_indexes\x18\v \x03(\v2'.oneinfra.v1.Snapshot.TableIndexesEntryR\ftableIndexes\x1a?\n" +
+	"\rtable_indexes\x18\v \x03(\v2'.oneinfra.v1.Snapshot.TableIndexesEntryR\ftableIndexes\x121\n" +
+	"\tvpn_peers\x18\f \x03(\v2\x14.oneinfra.v1.VPNPeerR\bvpnPeers\x1a?\n" +
 	"\x11TableIndexesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01B;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"g\n" +
+	"\x11JoinWorkerCommand\x12(\n" +
+	"\x04peer\x18\x01 \x01(\v2\x14.oneinfra.v1.VPNPeerR\x04peer\x12(\n" +
+	"\x05event\x18\x02 \x01(\v2\x12.oneinfra.v1.EventR\x05event\"k\n" +
+	"\x11RemovePeerCommand\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12(\n" +
+	"\x05event\x18\x03 \x01(\v2\x12.oneinfra.v1.EventR\x05eventB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
 
 var (
 	file_oneinfra_v1_fsm_proto_rawDescOnce sync.Once
@@ -914,7 +1045,7 @@ func file_oneinfra_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_fsm_proto_rawDescData
 }
 
-var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*InitCommand)(nil),               // 0: oneinfra.v1.InitCommand
 	(*UpsertServerCommand)(nil),       // 1: oneinfra.v1.UpsertServerCommand
@@ -929,54 +1060,61 @@ var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*ReportStatusCommand)(nil),       // 10: oneinfra.v1.ReportStatusCommand
 	(*ClusterStatusCommand)(nil),      // 11: oneinfra.v1.ClusterStatusCommand
 	(*Snapshot)(nil),                  // 12: oneinfra.v1.Snapshot
-	nil,                               // 13: oneinfra.v1.Snapshot.TableIndexesEntry
-	(*CoordinatorConfig)(nil),         // 14: oneinfra.v1.CoordinatorConfig
-	(*Server)(nil),                    // 15: oneinfra.v1.Server
-	(*Cluster)(nil),                   // 16: oneinfra.v1.Cluster
-	(*ClusterPKI)(nil),                // 17: oneinfra.v1.ClusterPKI
-	(*Hypervisor)(nil),                // 18: oneinfra.v1.Hypervisor
-	(*Event)(nil),                     // 19: oneinfra.v1.Event
-	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
-	(*Token)(nil),                     // 21: oneinfra.v1.Token
-	(*Component)(nil),                 // 22: oneinfra.v1.Component
-	(*ComponentCerts)(nil),            // 23: oneinfra.v1.ComponentCerts
-	(*ClusterStatus)(nil),             // 24: oneinfra.v1.ClusterStatus
+	(*JoinWorkerCommand)(nil),         // 13: oneinfra.v1.JoinWorkerCommand
+	(*RemovePeerCommand)(nil),         // 14: oneinfra.v1.RemovePeerCommand
+	nil,                               // 15: oneinfra.v1.Snapshot.TableIndexesEntry
+	(*CoordinatorConfig)(nil),         // 16: oneinfra.v1.CoordinatorConfig
+	(*Server)(nil),                    // 17: oneinfra.v1.Server
+	(*Cluster)(nil),                   // 18: oneinfra.v1.Cluster
+	(*ClusterPKI)(nil),                // 19: oneinfra.v1.ClusterPKI
+	(*Hypervisor)(nil),                // 20: oneinfra.v1.Hypervisor
+	(*Event)(nil),                     // 21: oneinfra.v1.Event
+	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
+	(*Token)(nil),                     // 23: oneinfra.v1.Token
+	(*Component)(nil),                 // 24: oneinfra.v1.Component
+	(*ComponentCerts)(nil),            // 25: oneinfra.v1.ComponentCerts
+	(*ClusterStatus)(nil),             // 26: oneinfra.v1.ClusterStatus
+	(*VPNPeer)(nil),                   // 27: oneinfra.v1.VPNPeer
 }
 var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
-	14, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
-	15, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
-	15, // 2: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
-	16, // 3: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
-	17, // 4: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	18, // 5: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	19, // 6: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
-	20, // 7: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
-	21, // 8: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
-	18, // 9: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	22, // 10: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
-	23, // 11: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
-	24, // 12: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	19, // 13: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	20, // 14: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
-	22, // 15: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	20, // 16: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	24, // 17: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	19, // 18: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	14, // 19: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	15, // 20: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	16, // 21: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	17, // 22: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	18, // 23: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	22, // 24: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	23, // 25: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	21, // 26: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	19, // 27: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	13, // 28: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	16, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
+	17, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
+	17, // 2: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
+	18, // 3: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
+	19, // 4: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	20, // 5: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	21, // 6: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
+	22, // 7: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
+	23, // 8: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
+	20, // 9: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	24, // 10: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
+	25, // 11: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
+	26, // 12: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	21, // 13: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
+	22, // 14: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	24, // 15: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	22, // 16: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	26, // 17: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	21, // 18: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	16, // 19: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	17, // 20: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	18, // 21: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	19, // 22: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	20, // 23: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	24, // 24: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	25, // 25: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	23, // 26: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	21, // 27: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	15, // 28: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	27, // 29: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	27, // 30: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	21, // 31: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	21, // 32: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
@@ -991,7 +1129,7 @@ func file_oneinfra_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_fsm_proto_rawDesc), len(file_oneinfra_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

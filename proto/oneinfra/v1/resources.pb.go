@@ -986,13 +986,18 @@ func (x *ComponentSpec) GetPorts() map[string]uint32 {
 }
 
 type ComponentStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"` // Pending, Running, Failed, Removing
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Conditions    []*Condition           `protobuf:"bytes,3,rep,name=conditions,proto3" json:"conditions,omitempty"`
-	LastReport    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_report,json=lastReport,proto3" json:"last_report,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	State      string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"` // Pending, Running, Failed, Removing
+	Message    string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Conditions []*Condition           `protobuf:"bytes,3,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	LastReport *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_report,json=lastReport,proto3" json:"last_report,omitempty"`
+	// Ingress components of VPN clusters: the endpoint's WireGuard public key
+	// (its private key never leaves the hypervisor) and what the device
+	// reports about each peer.
+	WireguardPublicKey string        `protobuf:"bytes,5,opt,name=wireguard_public_key,json=wireguardPublicKey,proto3" json:"wireguard_public_key,omitempty"`
+	VpnPeers           []*PeerStatus `protobuf:"bytes,6,rep,name=vpn_peers,json=vpnPeers,proto3" json:"vpn_peers,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ComponentStatus) Reset() {
@@ -1053,6 +1058,217 @@ func (x *ComponentStatus) GetLastReport() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ComponentStatus) GetWireguardPublicKey() string {
+	if x != nil {
+		return x.WireguardPublicKey
+	}
+	return ""
+}
+
+func (x *ComponentStatus) GetVpnPeers() []*PeerStatus {
+	if x != nil {
+		return x.VpnPeers
+	}
+	return nil
+}
+
+// PeerStatus is what a VPN endpoint's WireGuard device says about one peer.
+type PeerStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PublicKey     string                 `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	LastHandshake *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_handshake,json=lastHandshake,proto3" json:"last_handshake,omitempty"`
+	Endpoint      string                 `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"` // the peer's address as last seen (after its NATs)
+	RxBytes       uint64                 `protobuf:"varint,4,opt,name=rx_bytes,json=rxBytes,proto3" json:"rx_bytes,omitempty"`
+	TxBytes       uint64                 `protobuf:"varint,5,opt,name=tx_bytes,json=txBytes,proto3" json:"tx_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerStatus) Reset() {
+	*x = PeerStatus{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerStatus) ProtoMessage() {}
+
+func (x *PeerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerStatus.ProtoReflect.Descriptor instead.
+func (*PeerStatus) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PeerStatus) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *PeerStatus) GetLastHandshake() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHandshake
+	}
+	return nil
+}
+
+func (x *PeerStatus) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *PeerStatus) GetRxBytes() uint64 {
+	if x != nil {
+		return x.RxBytes
+	}
+	return 0
+}
+
+func (x *PeerStatus) GetTxBytes() uint64 {
+	if x != nil {
+		return x.TxBytes
+	}
+	return 0
+}
+
+// VPNPeer is one worker node joined to a cluster's VPN. It holds the node's
+// VPN address and pod CIDR until the node is removed.
+type VPNPeer struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Cluster   string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Address   string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"` // VPN address of the node, e.g. 10.200.0.2
+	PodCidr   string                 `protobuf:"bytes,4,opt,name=pod_cidr,json=podCIDR,proto3" json:"pod_cidr,omitempty"`
+	PublicKey string                 `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	TokenId   string                 `protobuf:"bytes,6,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"` // the worker token it joined with
+	Joined    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=joined,proto3" json:"joined,omitempty"`
+	// The Kubernetes bootstrap token the node's kubelet starts with; applied
+	// as a Secret in the cluster until it expires.
+	BootstrapTokenId      string                 `protobuf:"bytes,8,opt,name=bootstrap_token_id,json=bootstrapTokenId,proto3" json:"bootstrap_token_id,omitempty"`
+	BootstrapTokenSecret  string                 `protobuf:"bytes,9,opt,name=bootstrap_token_secret,json=bootstrapTokenSecret,proto3" json:"bootstrap_token_secret,omitempty"`
+	BootstrapTokenExpires *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=bootstrap_token_expires,json=bootstrapTokenExpires,proto3" json:"bootstrap_token_expires,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *VPNPeer) Reset() {
+	*x = VPNPeer{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VPNPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VPNPeer) ProtoMessage() {}
+
+func (x *VPNPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VPNPeer.ProtoReflect.Descriptor instead.
+func (*VPNPeer) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *VPNPeer) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *VPNPeer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VPNPeer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *VPNPeer) GetPodCidr() string {
+	if x != nil {
+		return x.PodCidr
+	}
+	return ""
+}
+
+func (x *VPNPeer) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *VPNPeer) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *VPNPeer) GetJoined() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Joined
+	}
+	return nil
+}
+
+func (x *VPNPeer) GetBootstrapTokenId() string {
+	if x != nil {
+		return x.BootstrapTokenId
+	}
+	return ""
+}
+
+func (x *VPNPeer) GetBootstrapTokenSecret() string {
+	if x != nil {
+		return x.BootstrapTokenSecret
+	}
+	return ""
+}
+
+func (x *VPNPeer) GetBootstrapTokenExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BootstrapTokenExpires
+	}
+	return nil
+}
+
 // Token is a join token. The secret is stored only as a hash.
 type Token struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1070,7 +1286,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1298,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1311,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{15}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Token) GetId() string {
@@ -1169,7 +1385,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1397,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1410,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{16}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Event) GetCluster() string {
@@ -1251,7 +1467,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1479,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1492,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Server) GetId() string {
@@ -1311,7 +1527,7 @@ type KeyPair struct {
 
 func (x *KeyPair) Reset() {
 	*x = KeyPair{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1539,7 @@ func (x *KeyPair) String() string {
 func (*KeyPair) ProtoMessage() {}
 
 func (x *KeyPair) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1552,7 @@ func (x *KeyPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPair.ProtoReflect.Descriptor instead.
 func (*KeyPair) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KeyPair) GetCertPem() []byte {
@@ -1368,7 +1584,7 @@ type ClusterPKI struct {
 
 func (x *ClusterPKI) Reset() {
 	*x = ClusterPKI{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1596,7 @@ func (x *ClusterPKI) String() string {
 func (*ClusterPKI) ProtoMessage() {}
 
 func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1609,7 @@ func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPKI.ProtoReflect.Descriptor instead.
 func (*ClusterPKI) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClusterPKI) GetCluster() string {
@@ -1435,7 +1651,7 @@ type ComponentCerts struct {
 
 func (x *ComponentCerts) Reset() {
 	*x = ComponentCerts{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1663,7 @@ func (x *ComponentCerts) String() string {
 func (*ComponentCerts) ProtoMessage() {}
 
 func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1676,7 @@ func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentCerts.ProtoReflect.Descriptor instead.
 func (*ComponentCerts) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ComponentCerts) GetComponent() string {
@@ -1489,7 +1705,7 @@ type CoordinatorConfig struct {
 
 func (x *CoordinatorConfig) Reset() {
 	*x = CoordinatorConfig{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1717,7 @@ func (x *CoordinatorConfig) String() string {
 func (*CoordinatorConfig) ProtoMessage() {}
 
 func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1730,7 @@ func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorConfig.ProtoReflect.Descriptor instead.
 func (*CoordinatorConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CoordinatorConfig) GetCa() *KeyPair {
@@ -1638,7 +1854,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xb6\x01\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x9e\x02\n" +
 	"\x0fComponentStatus\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x126\n" +
@@ -1646,7 +1862,30 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"conditions\x18\x03 \x03(\v2\x16.oneinfra.v1.ConditionR\n" +
 	"conditions\x12;\n" +
 	"\vlast_report\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"lastReport\"\x80\x02\n" +
+	"lastReport\x120\n" +
+	"\x14wireguard_public_key\x18\x05 \x01(\tR\x12wireguardPublicKey\x124\n" +
+	"\tvpn_peers\x18\x06 \x03(\v2\x17.oneinfra.v1.PeerStatusR\bvpnPeers\"\xc0\x01\n" +
+	"\n" +
+	"PeerStatus\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\tR\tpublicKey\x12A\n" +
+	"\x0elast_handshake\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHandshake\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x19\n" +
+	"\brx_bytes\x18\x04 \x01(\x04R\arxBytes\x12\x19\n" +
+	"\btx_bytes\x18\x05 \x01(\x04R\atxBytes\"\x92\x03\n" +
+	"\aVPNPeer\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x19\n" +
+	"\bpod_cidr\x18\x04 \x01(\tR\apodCIDR\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x05 \x01(\tR\tpublicKey\x12\x19\n" +
+	"\btoken_id\x18\x06 \x01(\tR\atokenId\x122\n" +
+	"\x06joined\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06joined\x12,\n" +
+	"\x12bootstrap_token_id\x18\b \x01(\tR\x10bootstrapTokenId\x124\n" +
+	"\x16bootstrap_token_secret\x18\t \x01(\tR\x14bootstrapTokenSecret\x12R\n" +
+	"\x17bootstrap_token_expires\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x15bootstrapTokenExpires\"\x80\x02\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -1706,7 +1945,7 @@ func file_oneinfra_v1_resources_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_resources_proto_rawDescData
 }
 
-var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: oneinfra.v1.ObjectMeta
 	(*Condition)(nil),             // 1: oneinfra.v1.Condition
@@ -1723,24 +1962,26 @@ var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*Component)(nil),             // 12: oneinfra.v1.Component
 	(*ComponentSpec)(nil),         // 13: oneinfra.v1.ComponentSpec
 	(*ComponentStatus)(nil),       // 14: oneinfra.v1.ComponentStatus
-	(*Token)(nil),                 // 15: oneinfra.v1.Token
-	(*Event)(nil),                 // 16: oneinfra.v1.Event
-	(*Server)(nil),                // 17: oneinfra.v1.Server
-	(*KeyPair)(nil),               // 18: oneinfra.v1.KeyPair
-	(*ClusterPKI)(nil),            // 19: oneinfra.v1.ClusterPKI
-	(*ComponentCerts)(nil),        // 20: oneinfra.v1.ComponentCerts
-	(*CoordinatorConfig)(nil),     // 21: oneinfra.v1.CoordinatorConfig
-	nil,                           // 22: oneinfra.v1.ObjectMeta.LabelsEntry
-	nil,                           // 23: oneinfra.v1.ComponentSpec.PortsEntry
-	nil,                           // 24: oneinfra.v1.ClusterPKI.CasEntry
-	nil,                           // 25: oneinfra.v1.ComponentCerts.CertsEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*PeerStatus)(nil),            // 15: oneinfra.v1.PeerStatus
+	(*VPNPeer)(nil),               // 16: oneinfra.v1.VPNPeer
+	(*Token)(nil),                 // 17: oneinfra.v1.Token
+	(*Event)(nil),                 // 18: oneinfra.v1.Event
+	(*Server)(nil),                // 19: oneinfra.v1.Server
+	(*KeyPair)(nil),               // 20: oneinfra.v1.KeyPair
+	(*ClusterPKI)(nil),            // 21: oneinfra.v1.ClusterPKI
+	(*ComponentCerts)(nil),        // 22: oneinfra.v1.ComponentCerts
+	(*CoordinatorConfig)(nil),     // 23: oneinfra.v1.CoordinatorConfig
+	nil,                           // 24: oneinfra.v1.ObjectMeta.LabelsEntry
+	nil,                           // 25: oneinfra.v1.ComponentSpec.PortsEntry
+	nil,                           // 26: oneinfra.v1.ClusterPKI.CasEntry
+	nil,                           // 27: oneinfra.v1.ComponentCerts.CertsEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_oneinfra_v1_resources_proto_depIdxs = []int32{
-	22, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
-	26, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	26, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	26, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	24, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
+	28, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	28, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	28, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: oneinfra.v1.Cluster.metadata:type_name -> oneinfra.v1.ObjectMeta
 	3,  // 5: oneinfra.v1.Cluster.spec:type_name -> oneinfra.v1.ClusterSpec
 	8,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
@@ -1752,27 +1993,31 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	0,  // 12: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
 	10, // 13: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
 	11, // 14: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	26, // 15: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	28, // 15: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 16: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
 	0,  // 17: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
 	13, // 18: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
 	14, // 19: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
-	23, // 20: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
+	25, // 20: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
 	1,  // 21: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	26, // 22: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
-	26, // 23: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	26, // 24: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	26, // 25: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
-	24, // 26: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
-	25, // 27: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
-	18, // 28: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	18, // 29: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	18, // 30: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	28, // 22: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	15, // 23: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
+	28, // 24: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	28, // 25: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	28, // 26: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	28, // 27: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	28, // 28: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	28, // 29: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	26, // 30: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
+	27, // 31: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
+	20, // 32: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	20, // 33: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	20, // 34: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
@@ -1787,7 +2032,7 @@ func file_oneinfra_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_resources_proto_rawDesc), len(file_oneinfra_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

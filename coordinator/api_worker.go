@@ -1,0 +1,272 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/coordinator/scheduler"
+	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Worker joins: a public hypervisor's join endpoint forwards them here with
+// its own certificate; the worker token is the worker's proof.
+
+// bootstrapTokenTTL is how long a node's Kubernetes bootstrap token lives:
+// the kubelet trades it for its own certificate within seconds.
+const bootstrapTokenTTL = 24 * time.Hour
+
+// nodePodPrefixLen is the size of the pod subnet each node gets.
+const nodePodPrefixLen = 24
+
+// errNotReady is a condition the caller should wait out (the VPN endpoint
+// is not up yet); it maps to FailedPrecondition, which workers retry.
+var errNotReady = errors.New("not ready")
+
+// JoinWorker checks a worker token, allocates the node's VPN address and
+// pod subnet in the replicated state and returns the node's configuration.
+// A node that joins again with the same name and key (a lost answer) gets
+// the same allocation.
+func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*pb.WorkerConfig, error) {
+	st := a.s.State()
+	now := time.Now()
+	tok, err := checkToken(func(id string) *pb.Token { return st.Token(nil, id) }, req.Token, TokenWorker, now)
+	if err != nil {
+		return nil, err
+	}
+	if !resources.IsDNS1123Subdomain(req.Name) {
+		return nil, invalid("--name: %q is not a valid node name (lowercase letters, digits, '-' and '.')", req.Name)
+	}
+	if _, err := wgtypes.ParseKey(req.PublicKey); err != nil {
+		return nil, invalid("public key: %v", err)
+	}
+	csr, err := tlsutil.ParseCSR(req.CsrPem)
+	if err != nil {
+		return nil, invalid("certificate request: %v", err)
+	}
+	if csr.Subject.CommonName != req.Name {
+		return nil, invalid("certificate request: CN %q is not the node name %q", csr.Subject.CommonName, req.Name)
+	}
+	cluster := st.Cluster(nil, tok.Cluster)
+	switch {
+	case cluster == nil:
+		return nil, fmt.Errorf("token %s: cluster %q does not exist: %w", tok.Id, tok.Cluster, errDenied)
+	case cluster.Metadata.DeletionTimestamp != nil:
+		return nil, fmt.Errorf("cluster %s is being deleted: %w", tok.Cluster, errDenied)
+	case !cluster.Spec.GetVpn().GetEnabled():
+		return nil, fmt.Errorf("cluster %s has no VPN (spec.vpn.enabled is false): workers cannot join it: %w", tok.Cluster, errDenied)
+	}
+	peer := st.VPNPeer(nil, tok.Cluster, req.Name)
+	if peer != nil && peer.PublicKey != req.PublicKey {
+		return nil, fmt.Errorf("node %q has already joined cluster %s with another key; remove it first (oneinfra-coord cluster remove-node %s %s): %w",
+			req.Name, tok.Cluster, tok.Cluster, req.Name, errAlreadyExists)
+	}
+	if _, err := a.s.endpointOf(st, cluster); err != nil {
+		return nil, err
+	}
+	isNew := peer == nil
+	if isNew {
+		if peer, err = newPeer(st, cluster, req, tok, now); err != nil {
+			return nil, err
+		}
+	}
+	ca, err := a.s.signingCA()
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
+		CommonName:    req.Name,
+		Organizations: []string{resources.WorkerOrg, resources.WorkerClusterOrgPrefix + tok.Cluster},
+		Usages:        []tlsutil.Usage{tlsutil.UsageClient}, Validity: clientValidity,
+	}, now)
+	if err != nil {
+		return nil, invalid("certificate request: %v", err)
+	}
+	if isNew {
+		ev := state.Event(tok.Cluster, "Normal", "NodeJoined",
+			fmt.Sprintf("node %s joined the VPN as %s (pod subnet %s) through %s", req.Name, peer.Address, peer.PodCidr, callerOf(ctx).Name), now)
+		if _, err := a.s.raftApply(JoinWorkerType, &pb.JoinWorkerCommand{Peer: peer, Event: ev}); err != nil {
+			return nil, err
+		}
+		a.s.logger.Info("worker joined", "cluster", tok.Cluster, "node", req.Name, "address", peer.Address, "token", tok.Id)
+	}
+	cfg, err := a.s.workerConfig(a.s.State(), cluster, peer)
+	if err != nil {
+		return nil, err
+	}
+	cfg.CertPem = certPEM
+	return cfg, nil
+}
+
+// errAlreadyExists maps to AlreadyExists.
+var errAlreadyExists = errors.New("already exists")
+
+// newPeer allocates a node's addresses against the state read; the FSM
+// refuses the entry if another join took them meanwhile.
+func newPeer(st *state.Store, cluster *pb.Cluster, req *pb.JoinWorkerRequest, tok *pb.Token, now time.Time) (*pb.VPNPeer, error) {
+	var addrs, subnets []string
+	for _, p := range st.VPNPeers(nil, cluster.Metadata.Name) {
+		addrs = append(addrs, p.Address)
+		subnets = append(subnets, p.PodCidr)
+	}
+	addr, err := scheduler.AllocateVPNAddress(cluster.Spec.Vpn.Cidr, addrs)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cluster.Metadata.Name, err)
+	}
+	subnet, err := scheduler.AllocateVPNCIDR(cluster.Spec.Networking.GetPodCidr(), nodePodPrefixLen, subnets)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: no /%d pod subnet left in spec.networking.podCIDR %s: %w",
+			cluster.Metadata.Name, nodePodPrefixLen, cluster.Spec.Networking.GetPodCidr(), state.ErrConflict)
+	}
+	id, err := randomString(6)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := randomString(16)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.VPNPeer{
+		Cluster: cluster.Metadata.Name, Name: req.Name, Address: addr, PodCidr: subnet,
+		PublicKey: req.PublicKey, TokenId: tok.Id, Joined: timestamppb.New(now),
+		BootstrapTokenId: id, BootstrapTokenSecret: secret,
+		BootstrapTokenExpires: timestamppb.New(now.Add(bootstrapTokenTTL)),
+	}, nil
+}
+
+// GetWorkerConfig returns a joined node's current configuration (the
+// endpoint may have moved since it joined).
+func (a *agentAPI) GetWorkerConfig(ctx context.Context, req *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
+	st := a.s.State()
+	cluster := st.Cluster(nil, req.Cluster)
+	peer := st.VPNPeer(nil, req.Cluster, req.Name)
+	if cluster == nil || peer == nil {
+		return nil, fmt.Errorf("node %q of cluster %q is not joined (removed?): %w", req.Name, req.Cluster, errDenied)
+	}
+	return a.s.workerConfig(st, cluster, peer)
+}
+
+// vpnEndpoint is where a cluster's VPN endpoint runs.
+type vpnEndpoint struct {
+	ingress    *pb.Component
+	hypervisor *pb.Hypervisor
+	publicKey  string
+}
+
+// endpointOf finds the live ingress of a VPN cluster and its WireGuard key;
+// errNotReady until its agent has reported the key.
+func (s *Server) endpointOf(st *state.Store, cluster *pb.Cluster) (*vpnEndpoint, error) {
+	for _, comp := range st.ComponentsOfCluster(nil, cluster.Metadata.Name) {
+		if comp.Spec.Role != resources.RoleIngress || comp.Metadata.DeletionTimestamp != nil {
+			continue
+		}
+		h := st.Hypervisor(nil, comp.Spec.Hypervisor)
+		key := comp.GetStatus().GetWireguardPublicKey()
+		if h == nil || key == "" {
+			break
+		}
+		return &vpnEndpoint{ingress: comp, hypervisor: h, publicKey: key}, nil
+	}
+	return nil, fmt.Errorf("the VPN endpoint of cluster %s is not up yet (its ingress has not reported a WireGuard key): %w", cluster.Metadata.Name, errNotReady)
+}
+
+// workerConfig is what a joined node needs to reach its cluster.
+func (s *Server) workerConfig(st *state.Store, cluster *pb.Cluster, peer *pb.VPNPeer) (*pb.WorkerConfig, error) {
+	ep, err := s.endpointOf(st, cluster)
+	if err != nil {
+		return nil, err
+	}
+	vpn := cluster.Spec.Vpn.Cidr
+	prefix, err := netip.ParsePrefix(vpn)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: spec.vpn.cidr: %w", cluster.Metadata.Name, err)
+	}
+	hub, err := scheduler.EndpointAddress(vpn)
+	if err != nil {
+		return nil, err
+	}
+	p := st.ClusterPKI(nil, cluster.Metadata.Name)
+	dns, err := pki.DNSServiceIP(cluster.Spec.Networking.GetServiceCidr())
+	if err != nil {
+		return nil, err
+	}
+	cfg := &pb.WorkerConfig{
+		Cluster:            cluster.Metadata.Name,
+		Name:               peer.Name,
+		Address:            peer.Address + "/" + strconv.Itoa(prefix.Bits()),
+		PodCidr:            peer.PodCidr,
+		ClusterPodCidr:     cluster.Spec.Networking.GetPodCidr(),
+		ServiceCidr:        cluster.Spec.Networking.GetServiceCidr(),
+		ClusterDns:         dns.String(),
+		EndpointPublicKey:  ep.publicKey,
+		Endpoint:           net.JoinHostPort(ep.hypervisor.Spec.PublicAddress, strconv.Itoa(int(ep.ingress.Spec.Ports[scheduler.PortWireGuard]))),
+		EndpointAddress:    hub,
+		AllowedIps:         vpnRoutes(cluster),
+		ApiServer:          "https://" + net.JoinHostPort(hub, strconv.Itoa(int(ep.ingress.Spec.Ports[scheduler.PortAPIServer]))),
+		ClusterCaPem:       p.GetCas()[pki.ClusterCA].GetCertPem(),
+		KubeletClientCaPem: p.GetCas()[pki.KubeletClientCA].GetCertPem(),
+		BootstrapToken:     peer.BootstrapTokenId + "." + peer.BootstrapTokenSecret,
+	}
+	for _, h := range st.Hypervisors(nil) {
+		if h.Spec.Public && h.Spec.PublicAddress != "" {
+			cfg.JoinEndpoints = append(cfg.JoinEndpoints, net.JoinHostPort(h.Spec.PublicAddress, strconv.Itoa(resources.DefaultJoinPort)))
+		}
+	}
+	slices.Sort(cfg.JoinEndpoints)
+	return cfg, nil
+}
+
+// vpnRoutes are the networks a VPN cluster's nodes and control plane reach
+// through the tunnel: the VPN itself and the pods.
+func vpnRoutes(cluster *pb.Cluster) []string {
+	return []string{cluster.Spec.Vpn.GetCidr(), cluster.Spec.Networking.GetPodCidr()}
+}
+
+// ListPeers lists a cluster's VPN peers with what its endpoint's device
+// last said about each.
+func (a *operatorAPI) ListPeers(ctx context.Context, req *pb.ListPeersRequest) (*pb.ListPeersResponse, error) {
+	st := a.s.State()
+	c := st.Cluster(nil, req.Cluster)
+	if c == nil {
+		return nil, fmt.Errorf("cluster %q: %w", req.Cluster, state.ErrNotFound)
+	}
+	seen := map[string]*pb.PeerStatus{}
+	for _, comp := range st.ComponentsOfCluster(nil, req.Cluster) {
+		if comp.Spec.Role == resources.RoleIngress {
+			for _, ps := range comp.GetStatus().GetVpnPeers() {
+				seen[ps.PublicKey] = ps
+			}
+		}
+	}
+	resp := &pb.ListPeersResponse{VpnEndpoint: c.GetStatus().GetVpnEndpoint(), Meta: a.s.readMeta()}
+	for _, p := range st.VPNPeers(nil, req.Cluster) {
+		info := &pb.PeerInfo{Name: p.Name, Address: p.Address, PodCidr: p.PodCidr, PublicKey: p.PublicKey, Joined: p.Joined}
+		if ps := seen[p.PublicKey]; ps != nil {
+			info.LastHandshake, info.Endpoint = ps.LastHandshake, ps.Endpoint
+		}
+		resp.Peers = append(resp.Peers, info)
+	}
+	return resp, nil
+}
+
+// RemovePeer removes a node from a cluster's VPN: its peer goes from the
+// endpoint, its address and pod subnet are freed, its bootstrap token is
+// deleted from the cluster.
+func (a *operatorAPI) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*pb.RemovePeerResponse, error) {
+	ev := state.Event(req.Cluster, "Normal", "NodeRemoved", fmt.Sprintf("node %s removed from the VPN", req.Name), time.Now())
+	if _, err := a.s.raftApply(RemovePeerType, &pb.RemovePeerCommand{Cluster: req.Cluster, Name: req.Name, Event: ev}); err != nil {
+		return nil, err
+	}
+	return &pb.RemovePeerResponse{}, nil
+}
