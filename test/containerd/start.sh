@@ -5,14 +5,21 @@
 #   test/containerd/start.sh DIR        # socket: DIR/containerd.sock
 #   test/containerd/stop.sh DIR         # stops it and everything it ran
 #
-# Several can run side by side. Run it inside `ip netns exec NS` to give its
-# host-network pods that network namespace. Needs root, containerd and runc
-# (Debian: apt-get install -y containerd runc).
+# Several can run side by side. Run it inside `nsenter --net=/run/netns/NS`
+# to give its host-network pods that network namespace (not `ip netns exec`,
+# whose fresh /sys hides the cgroup mounts runc needs). Needs root,
+# containerd and runc (Debian: apt-get install -y containerd runc).
 #
 # Environment:
 #   CONTAINERD_SANDBOX_IMAGE  pause image (default: "pause" of test/images/images.txt)
 #   CONTAINERD_LOG_LEVEL      default info
 #   CONTAINERD_START_TIMEOUT  seconds to wait for the socket, default 30
+#   CONTAINERD_CNI_BIN_DIR    CNI plugins (default DIR/cni/bin, empty: pods are
+#                             host-network only); e.g. /usr/lib/cni (Debian:
+#                             apt-get install -y containernetworking-plugins)
+#   CONTAINERD_CNI_CONF_DIR   CNI configuration, created if missing and watched:
+#                             a configuration written there later is used for
+#                             the next pods (default DIR/cni/net.d, empty)
 set -euo pipefail
 
 die() { echo "containerd/start.sh: $*" >&2; exit 1; }
@@ -35,9 +42,16 @@ fi
 [ ${#sock} -lt 100 ] || die "socket path $sock is too long for a unix socket"
 
 sandbox_image="${CONTAINERD_SANDBOX_IMAGE:-$(awk '$1 == "pause" {print $2}' "$here/../images/images.txt")}"
-mkdir -p "$dir/root" "$dir/state" "$dir/runc" "$dir/cni/bin" "$dir/cni/net.d"
+cni_bin_dir="${CONTAINERD_CNI_BIN_DIR:-$dir/cni/bin}"
+cni_conf_dir="${CONTAINERD_CNI_CONF_DIR:-$dir/cni/net.d}"
+if [ -n "${CONTAINERD_CNI_BIN_DIR:-}" ]; then
+	[ -x "$cni_bin_dir/loopback" ] || die "no CNI plugins in $cni_bin_dir (Debian: apt-get install -y containernetworking-plugins)"
+fi
+mkdir -p "$dir/root" "$dir/state" "$dir/runc" "$dir/cni/bin" "$dir/cni/net.d" "$cni_conf_dir"
 
-# CNI points at empty directories: pods are host-network only.
+# By default CNI points at empty directories: pods are host-network only.
+# Pods' network namespaces are mounted under DIR/state, not /run/netns, so
+# that stop.sh removes them with the rest.
 # restrict_oom_score_adj: without it the sandbox fails on these machines
 # (runc: "can't get final child's PID from pipe").
 cat > "$dir/config.toml" <<TOML
@@ -73,6 +87,7 @@ disabled_plugins = [
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  netns_mounts_under_state_dir = true
 
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -86,8 +101,8 @@ disabled_plugins = [
         SystemdCgroup = false
 
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$dir/cni/bin"
-    conf_dir = "$dir/cni/net.d"
+    bin_dir = "$cni_bin_dir"
+    conf_dir = "$cni_conf_dir"
 
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = ""

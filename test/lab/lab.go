@@ -5,6 +5,22 @@
 // test images. The coordinator and the "internet" client are the root
 // namespace, which has an address on both networks.
 //
+// Worker hosts sit behind two layers of NAT instead, each router its own
+// namespace:
+//
+//	public bridge 10.214.0.0/24
+//	  └ outer router  10.214.0.(100+N) eth0, 172.30.N.1 eth1 (MASQUERADE out of eth0)
+//	      └ inner router  172.30.N.2 eth0, 172.31.N.1 eth1 (MASQUERADE out of eth0)
+//	          └ worker  172.31.N.2 eth0, default route via 172.31.N.1
+//
+// for the Nth worker. Connections of a worker reach the public network from
+// its outer router's address (Host.OutwardIP); nothing outside can dial a
+// worker or its inner router (no port forwards, and the routers drop what
+// comes in from outside unless it answers a connection made from inside).
+// A worker's containerd runs ordinary pods with CNI: the plugins of
+// /usr/lib/cni and the configuration the worker agent writes in
+// Host.CNIConfDir.
+//
 // Everything a lab makes is named after its prefix, so Down finds it again
 // from a fresh process and leaves nothing behind.
 package lab
@@ -17,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +48,25 @@ const (
 	PublicNet  = "10.214.0"
 	// CoordinatorIP is the root namespace's private address.
 	CoordinatorIP = PrivateNet + ".1"
+	// CNIBinDir holds the standard CNI plugins (Debian's
+	// containernetworking-plugins); workers' containerds use it.
+	CNIBinDir = "/usr/lib/cni"
+)
+
+// Worker addressing: the Nth worker (N from 1, in the order of Spec.Hosts)
+// has its outer router at PublicNet.(WorkerOutwardBase+N), the link between
+// its routers is 172.30.N.0/24 (outer .1, inner .2) and its own subnet
+// 172.31.N.0/24 (inner router .1, worker .2). All of it stays out of
+// 10.0.0.0/8, which clusters use (VPN 10.200/16, pods 10.244/16, services
+// 10.96/12).
+const (
+	WorkerOutwardBase = 100
+	WorkerLinkNet     = "172.30"
+	WorkerNet         = "172.31"
+	// MaxWorkers and MaxHosts keep every address inside its /24: hosts are
+	// PrivateNet/PublicNet .11 to .99, outer routers .101 to .250.
+	MaxWorkers = 150
+	MaxHosts   = 89
 )
 
 // Spec describes a lab.
@@ -47,21 +83,49 @@ type Spec struct {
 	RepoRoot string
 }
 
-// HostSpec is one host.
+// HostSpec is one host: private (the default), public (also on the public
+// network) or a worker (behind two NATs, on neither network).
 type HostSpec struct {
 	Name   string
 	Public bool
+	Worker bool
 }
 
 // Host is a running host of the lab.
 type Host struct {
-	Name, Namespace     string
+	Name, Namespace string
+	// PrivateIP and PublicIP are its addresses on the lab's networks; ""
+	// when it is not on one (workers are on neither).
 	PrivateIP, PublicIP string
 	Dir                 string // everything of the host
 	CRIEndpoint         string
 	RootDir, AgentDir   string
-	containerdDir       string
-	links               []string
+
+	// Worker hosts only.
+	Worker bool `json:",omitempty"`
+	// WorkerIP is its own address (172.31.N.2), reachable from nowhere
+	// but its inner router; WorkerGateway that router (172.31.N.1).
+	WorkerIP      string `json:",omitempty"`
+	WorkerGateway string `json:",omitempty"`
+	// OutwardIP is the address its connections come from on the public
+	// network: its outer router's (10.214.0.(100+N)).
+	OutwardIP string `json:",omitempty"`
+	// Routers are the network namespaces of its outer and inner routers
+	// (PREFIX-NAME-outer, PREFIX-NAME-inner).
+	Routers []string `json:",omitempty"`
+	// CNIBinDir and CNIConfDir are the plugin and configuration
+	// directories of its containerd (CNIConfDir is the host's own, empty
+	// until the worker agent writes a configuration there); CNIStateDir
+	// is a directory of the host for plugins' state (host-local IPAM's
+	// dataDir), so that workers do not share /var/lib/cni/networks.
+	CNIBinDir   string `json:",omitempty"`
+	CNIConfDir  string `json:",omitempty"`
+	CNIStateDir string `json:",omitempty"`
+	// KubeletDir is the host's own directory for the kubelet's state.
+	KubeletDir string `json:",omitempty"`
+
+	containerdDir string
+	links         []string
 }
 
 // Lab is a running lab.
@@ -86,10 +150,23 @@ func run(args ...string) error {
 // Check says what is missing to make a lab here.
 func Check() error {
 	var missing []string
-	for bin, pkg := range map[string]string{"ip": "iproute2", "nsenter": "util-linux", "containerd": "containerd", "runc": "runc", "ctr": "containerd"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, fmt.Sprintf("%s (apt-get install -y %s)", bin, pkg))
+	for _, c := range []struct{ bin, pkg string }{
+		{"ip", "iproute2"}, {"nsenter", "util-linux"}, {"iptables", "iptables"},
+		{"containerd", "containerd"}, {"runc", "runc"}, {"ctr", "containerd"},
+	} {
+		if _, err := exec.LookPath(c.bin); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (apt-get install -y %s)", c.bin, c.pkg))
 		}
+	}
+	// Workers' pods get their network from the standard CNI plugins.
+	var plugins []string
+	for _, plugin := range []string{"bridge", "host-local", "loopback", "portmap"} {
+		if _, err := os.Stat(filepath.Join(CNIBinDir, plugin)); err != nil {
+			plugins = append(plugins, plugin)
+		}
+	}
+	if len(plugins) > 0 {
+		missing = append(missing, fmt.Sprintf("the CNI plugins %s in %s (apt-get install -y containernetworking-plugins)", strings.Join(plugins, ", "), CNIBinDir))
 	}
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root")
@@ -103,11 +180,23 @@ func Check() error {
 // Up makes the lab: networks, hosts, a containerd per host with the images.
 // On error, what was made is removed.
 func Up(ctx context.Context, spec Spec) (*Lab, error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
 	if err := Check(); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(Dir(spec.Prefix)); err == nil {
 		return nil, fmt.Errorf("a lab %q exists (%s): run `lab down` first", spec.Prefix, Dir(spec.Prefix))
+	}
+	// Two labs would hold the same addresses in the root namespace.
+	if out, err := exec.Command("ip", "-o", "-4", "addr", "show").Output(); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) > 3 && (strings.HasPrefix(f[3], CoordinatorIP+"/") || strings.HasPrefix(f[3], PublicNet+".1/")) {
+				other := strings.TrimSuffix(strings.TrimSuffix(f[1], "-priv"), "-pub")
+				return nil, fmt.Errorf("another lab is up: %s holds %s (`lab down --prefix %s` removes it)", f[1], f[3], other)
+			}
+		}
 	}
 	l := &Lab{Spec: spec, Hosts: map[string]*Host{}}
 	if err := l.up(ctx); err != nil {
@@ -115,6 +204,45 @@ func Up(ctx context.Context, spec Spec) (*Lab, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// validate checks names and sizes before anything is made.
+func (s Spec) validate() error {
+	// Bridges are PREFIX-priv, host links PREFIX-hIx: 15 characters at most.
+	if s.Prefix == "" || strings.ContainsAny(s.Prefix, "/ \t") {
+		return fmt.Errorf("lab prefix %q: want a short name", s.Prefix)
+	}
+	if n := len(s.Prefix) + len(fmt.Sprintf("-h%d", len(s.Hosts)-1)) + 1; n > 15 || len(s.Prefix+"-priv") > 15 {
+		return fmt.Errorf("lab prefix %q is too long for interface names (15 characters): keep it to %d", s.Prefix, 15-max(len("-priv"), n-len(s.Prefix)))
+	}
+	if len(s.Hosts) > MaxHosts {
+		return fmt.Errorf("%d hosts: a lab has at most %d", len(s.Hosts), MaxHosts)
+	}
+	names, workers := map[string]bool{}, 0
+	for _, h := range s.Hosts {
+		if h.Name == "" || strings.ContainsAny(h.Name, "/ \t") {
+			return fmt.Errorf("host name %q: want a plain name", h.Name)
+		}
+		if h.Public && h.Worker {
+			return fmt.Errorf("host %s: a worker is behind NAT, it cannot be public too", h.Name)
+		}
+		if h.Worker {
+			workers++
+		}
+		names[h.Name] = true
+	}
+	if workers > MaxWorkers {
+		return fmt.Errorf("%d workers: a lab has at most %d", workers, MaxWorkers)
+	}
+	if len(names) != len(s.Hosts) {
+		return fmt.Errorf("host names repeat")
+	}
+	for _, h := range s.Hosts {
+		if h.Worker && (names[h.Name+"-outer"] || names[h.Name+"-inner"]) {
+			return fmt.Errorf("host names %s-outer and %s-inner are those of worker %s's routers", h.Name, h.Name, h.Name)
+		}
+	}
+	return nil
 }
 
 func (l *Lab) bridge(public bool) string {
@@ -147,18 +275,33 @@ func (l *Lab) up(ctx context.Context) error {
 			}
 		}
 	}
+	workers := 0
 	for i, hs := range l.Spec.Hosts {
-		h := &Host{
-			Name: hs.Name, Namespace: p + "-" + hs.Name, Dir: filepath.Join(Dir(p), hs.Name),
-			PrivateIP: fmt.Sprintf("%s.%d", PrivateNet, 11+i),
-		}
-		if hs.Public {
-			h.PublicIP = fmt.Sprintf("%s.%d", PublicNet, 11+i)
-		}
+		h := &Host{Name: hs.Name, Namespace: p + "-" + hs.Name, Dir: filepath.Join(Dir(p), hs.Name)}
 		h.RootDir, h.AgentDir = filepath.Join(h.Dir, "root"), filepath.Join(h.Dir, "agent")
 		h.containerdDir = filepath.Join(h.Dir, "containerd")
 		h.CRIEndpoint = "unix://" + filepath.Join(h.containerdDir, "containerd.sock")
-		if err := l.addHost(h, i, hs.Public); err != nil {
+		var err error
+		if hs.Worker {
+			workers++
+			n := workers
+			h.Worker = true
+			h.WorkerIP, h.WorkerGateway = fmt.Sprintf("%s.%d.2", WorkerNet, n), fmt.Sprintf("%s.%d.1", WorkerNet, n)
+			h.OutwardIP = fmt.Sprintf("%s.%d", PublicNet, WorkerOutwardBase+n)
+			h.Routers = []string{h.Namespace + "-outer", h.Namespace + "-inner"}
+			h.CNIBinDir = CNIBinDir
+			h.CNIConfDir = filepath.Join(h.Dir, "cni", "net.d")
+			h.CNIStateDir = filepath.Join(h.Dir, "cni", "state")
+			h.KubeletDir = filepath.Join(h.Dir, "kubelet")
+			err = l.addWorker(h, i, n)
+		} else {
+			h.PrivateIP = fmt.Sprintf("%s.%d", PrivateNet, 11+i)
+			if hs.Public {
+				h.PublicIP = fmt.Sprintf("%s.%d", PublicNet, 11+i)
+			}
+			err = l.addHost(h, i, hs.Public)
+		}
+		if err != nil {
 			return fmt.Errorf("host %s: %w", hs.Name, err)
 		}
 		l.Hosts[h.Name] = h
@@ -208,10 +351,87 @@ func (l *Lab) addHost(h *Host, i int, public bool) error {
 	return run("ip", "-n", h.Namespace, "route", "add", "default", "via", CoordinatorIP)
 }
 
+// addWorker makes the worker's namespace behind its two routers (the
+// Nth worker, host index i).
+func (l *Lab) addWorker(h *Host, i, n int) error {
+	outer, inner := h.Routers[0], h.Routers[1]
+	link := fmt.Sprintf("%s.%d", WorkerLinkNet, n)
+	for _, ns := range []string{outer, inner, h.Namespace} {
+		if err := run("ip", "netns", "add", ns); err != nil {
+			return err
+		}
+	}
+	// Made inside the namespaces, so no unprefixed link is ever left in
+	// the root namespace; only the outer router's leg on the public bridge
+	// is there (PREFIX-hIo), which Cut takes down.
+	outside := fmt.Sprintf("%s-h%do", l.Spec.Prefix, i)
+	cmds := [][]string{
+		{"ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", outer},
+		{"ip", "link", "set", outside, "master", l.bridge(true)},
+		{"ip", "link", "set", outside, "up"},
+		{"ip", "-n", outer, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", inner},
+		{"ip", "-n", inner, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", h.Namespace},
+		{"ip", "-n", outer, "addr", "add", h.OutwardIP + "/24", "dev", "eth0"},
+		{"ip", "-n", outer, "addr", "add", link + ".1/24", "dev", "eth1"},
+		{"ip", "-n", inner, "addr", "add", link + ".2/24", "dev", "eth0"},
+		{"ip", "-n", inner, "addr", "add", h.WorkerGateway + "/24", "dev", "eth1"},
+		{"ip", "-n", h.Namespace, "addr", "add", h.WorkerIP + "/24", "dev", "eth0"},
+	}
+	for _, ns := range []string{outer, inner, h.Namespace} {
+		cmds = append(cmds, []string{"ip", "-n", ns, "link", "set", "lo", "up"}, []string{"ip", "-n", ns, "link", "set", "eth0", "up"})
+		if ns != h.Namespace {
+			cmds = append(cmds, []string{"ip", "-n", ns, "link", "set", "eth1", "up"})
+		}
+	}
+	cmds = append(cmds,
+		[]string{"ip", "-n", outer, "route", "add", "default", "via", PublicNet + ".1"},
+		[]string{"ip", "-n", inner, "route", "add", "default", "via", link + ".1"},
+		[]string{"ip", "-n", h.Namespace, "route", "add", "default", "via", h.WorkerGateway},
+	)
+	for _, args := range cmds {
+		if err := run(args...); err != nil {
+			return err
+		}
+	}
+	// Routers masquerade what leaves by eth0 and forward into eth1 only
+	// what answers a connection made from inside; the worker forwards too
+	// (its pods are routed through it).
+	for _, ns := range []string{outer, inner, h.Namespace} {
+		enter := (&Host{Namespace: ns}).Enter()
+		if err := run(append(enter, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")...); err != nil {
+			return err
+		}
+		if ns == h.Namespace {
+			continue
+		}
+		for _, rule := range [][]string{
+			{"-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j", "MASQUERADE"},
+			{"-A", "FORWARD", "-i", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+			{"-A", "FORWARD", "-i", "eth0", "-j", "DROP"},
+		} {
+			if err := run(append(append(enter, "iptables", "-w"), rule...)...); err != nil {
+				return err
+			}
+		}
+	}
+	for _, d := range []string{h.CNIConfDir, h.CNIStateDir, h.KubeletDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	h.links = []string{outside}
+	return nil
+}
+
 func (l *Lab) startContainerd(ctx context.Context, h *Host) error {
 	dir := h.containerdDir
-	if err := run(append(h.Enter(), filepath.Join(l.Spec.RepoRoot, "test/containerd/start.sh"), dir)...); err != nil {
-		return err
+	argv := append(h.Enter(), filepath.Join(l.Spec.RepoRoot, "test/containerd/start.sh"), dir)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if h.CNIConfDir != "" {
+		cmd.Env = append(os.Environ(), "CONTAINERD_CNI_BIN_DIR="+h.CNIBinDir, "CONTAINERD_CNI_CONF_DIR="+h.CNIConfDir)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
 	}
 	sock := filepath.Join(dir, "containerd.sock")
 	for _, key := range l.Spec.Images {
@@ -263,7 +483,44 @@ func (h *Host) Enter() []string {
 	return []string{"nsenter", "--net=/run/netns/" + h.Namespace, "--"}
 }
 
-// Cut takes a host off both networks; Reconnect puts it back.
+// InNetNS runs f on an OS thread that entered the network namespace at
+// path (/run/netns/NAME, or a pod's): the sockets f opens (net.Dial,
+// net.Listen) belong to that namespace, and keep to it when used from other
+// goroutines afterwards. The thread is thrown away when f returns.
+func InNetNS(path string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the goroutine's end takes the thread with it.
+		runtime.LockOSThread()
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("network namespace %s: %w", path, err)
+			return
+		}
+		defer syscall.Close(fd)
+		trap, ok := setnsTrap[runtime.GOARCH]
+		if !ok {
+			errc <- fmt.Errorf("setns: unknown system call number on %s", runtime.GOARCH)
+			return
+		}
+		if _, _, e := syscall.RawSyscall(trap, uintptr(fd), syscall.CLONE_NEWNET, 0); e != 0 {
+			errc <- fmt.Errorf("entering network namespace %s: %w", path, e)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// setnsTrap is setns(2)'s number: package syscall lacks it on amd64 (and
+// golang.org/x/sys is not a direct dependency of the module).
+var setnsTrap = map[string]uintptr{"amd64": 308, "386": 346, "arm64": 268, "arm": 375, "riscv64": 268, "loong64": 268, "ppc64le": 350, "s390x": 339}
+
+// InNetNS runs f in the host's network namespace (see InNetNS).
+func (h *Host) InNetNS(f func() error) error { return InNetNS("/run/netns/"+h.Namespace, f) }
+
+// Cut takes a host off both networks (a worker: its outer router off the
+// public one); Reconnect puts it back.
 func (l *Lab) Cut(host string) error       { return l.setLinks(host, "down") }
 func (l *Lab) Reconnect(host string) error { return l.setLinks(host, "up") }
 
@@ -311,9 +568,22 @@ func Down(prefix string) error {
 	}
 	stop := filepath.Join(root, "test/containerd/stop.sh")
 	hosts, _ := filepath.Glob(filepath.Join(dir, "*", "containerd"))
+	// Pods killed here get no CNI DEL: their results cached under
+	// /var/lib/cni (not configurable in containerd 1.6) go with them.
+	sandboxes, _ := filepath.Glob(filepath.Join(dir, "*", "containerd", "root", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
+	stopErrs := make(chan error, len(hosts))
 	for _, c := range hosts {
-		if err := run(stop, c); err != nil {
+		go func() { stopErrs <- run(stop, c) }()
+	}
+	for range hosts {
+		if err := <-stopErrs; err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, sb := range sandboxes {
+		cached, _ := filepath.Glob(filepath.Join("/var/lib/cni/results", "*-"+filepath.Base(sb)+"-*"))
+		for _, f := range cached {
+			_ = os.Remove(f)
 		}
 	}
 	out, _ := exec.Command("ip", "netns", "list").Output()

@@ -1,9 +1,12 @@
 // Command lab makes and removes the one-machine lab of test/lab:
 //
-//	lab up [--prefix P] [--private N] [--public N]   # hosts with containerd and the images
+//	lab up [--prefix P] [--private N] [--public N] [--workers N]   # hosts with containerd and the images
 //	lab down [--prefix P]                             # removes everything of it
 //	lab exec [--prefix P] HOST -- CMD...              # runs CMD in HOST's network namespace
 //	lab status [--prefix P]                           # hosts and their addresses
+//
+// Workers (worker-1...) sit behind two NAT routers each, whose namespaces
+// `lab exec` enters as the hosts worker-N-outer and worker-N-inner.
 package main
 
 import (
@@ -36,6 +39,7 @@ func run(verb string, args []string) error {
 	prefix := fs.String("prefix", "oilab", "name prefix of the lab's namespaces, links and files")
 	private := fs.Int("private", 3, "private hosts (hv-1...)")
 	public := fs.Int("public", 1, "public hosts (pub-1...)")
+	workers := fs.Int("workers", 0, "worker hosts behind two NATs, containerd with CNI (worker-1...)")
 	images := fs.String("images", "_output/images", "directory of the image tarballs (make images)")
 	_ = fs.Parse(args)
 	state := filepath.Join(lab.Dir(*prefix), "lab.json")
@@ -52,6 +56,9 @@ func run(verb string, args []string) error {
 		}
 		for i := 1; i <= *public; i++ {
 			spec.Hosts = append(spec.Hosts, lab.HostSpec{Name: fmt.Sprintf("pub-%d", i), Public: true})
+		}
+		for i := 1; i <= *workers; i++ {
+			spec.Hosts = append(spec.Hosts, lab.HostSpec{Name: fmt.Sprintf("worker-%d", i), Worker: true})
 		}
 		began := time.Now()
 		l, err := lab.Up(context.Background(), spec)
