@@ -185,8 +185,9 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 // gets the peers, control-plane replicas the gateway to route through.
 func vpnAssignment(st *state.Store, ws memdb.WatchSet, cluster *pb.Cluster, comp *pb.Component, hypervisors map[string]*pb.Hypervisor) *pb.VPNAssignment {
 	hub, _ := scheduler.EndpointAddress(cluster.Spec.Vpn.Cidr) // validated on apply
-	v := &pb.VPNAssignment{Cidr: cluster.Spec.Vpn.Cidr, EndpointAddress: hub, Routes: vpnRoutes(cluster)}
+	v := &pb.VPNAssignment{Cidr: cluster.Spec.Vpn.Cidr, EndpointAddress: hub}
 	if comp.Spec.Role == resources.RoleIngress {
+		v.Routes = vpnRoutes(cluster)
 		v.Peers = st.VPNPeers(ws, cluster.Metadata.Name)
 		return v
 	}
@@ -222,6 +223,7 @@ const (
 	etcdImageTag    = "3.6.16-0"
 	pauseImageTag   = "3.10"
 	haproxyImageTag = "2.6"
+	corednsImageTag = "v1.14.6"
 )
 
 // Images returns the image of each container of a cluster's components,
@@ -239,5 +241,7 @@ func Images(repository, kubernetesVersion string) map[string]string {
 		"kube-controller-manager": k8s + "/kube-controller-manager:" + v,
 		"kube-scheduler":          k8s + "/kube-scheduler:" + v,
 		"haproxy":                 library + "/haproxy:" + haproxyImageTag,
+		"kube-proxy":              k8s + "/kube-proxy:" + v,
+		"coredns":                 k8s + "/coredns/coredns:" + corednsImageTag,
 	}
 }

@@ -154,7 +154,12 @@ func (a *agentAPI) GetWorkerConfig(ctx context.Context, req *pb.GetWorkerConfigR
 	if cluster == nil || peer == nil {
 		return nil, fmt.Errorf("node %q of cluster %q is not joined (removed?): %w", req.Name, req.Cluster, errDenied)
 	}
-	return a.s.workerConfig(st, cluster, peer)
+	cfg, err := a.s.workerConfig(st, cluster, peer)
+	if err != nil {
+		return nil, err
+	}
+	cfg.BootstrapToken = "" // only Join hands it out: the node kept it
+	return cfg, nil
 }
 
 // vpnEndpoint is where a cluster's VPN endpoint runs.

@@ -137,12 +137,12 @@ func TestWorkerJoin(t *testing.T) {
 			if v != nil {
 				t.Errorf("a cluster without VPN has a VPN assignment: %v", v)
 			}
-		} else if v == nil || len(v.Peers) != 2 || v.EndpointAddress != "10.200.7.1" {
+		} else if v == nil || len(v.Peers) != 2 || v.EndpointAddress != "10.200.7.1" || strings.Join(v.Routes, ",") != "10.200.7.0/29,10.244.0.0/16" {
 			t.Errorf("ingress VPN assignment: %v", v)
 		}
 	}
 	for _, as := range assignmentsOf(t, s, "hv-a") {
-		if v := as.Vpn; as.Component.Spec.Cluster == "edge" && (v == nil || v.Gateway != "10.0.0.3" || strings.Join(v.Routes, ",") != "10.200.7.0/29,10.244.0.0/16") {
+		if v := as.Vpn; as.Component.Spec.Cluster == "edge" && (v == nil || v.Gateway != "10.0.0.3" || v.Cidr != "10.200.7.0/29" || len(v.Peers) != 0) {
 			t.Errorf("control-plane VPN assignment: %v", v)
 		}
 	}
@@ -184,7 +184,7 @@ func TestWorkerJoin(t *testing.T) {
 		t.Errorf("full VPN CIDR: %v", err)
 	}
 	got, err := pub.GetWorkerConfig(ctx, &pb.GetWorkerConfigRequest{Cluster: "edge", Name: "w-2"})
-	if err != nil || got.Address != c2.Address || len(got.CertPem) != 0 {
+	if err != nil || got.Address != c2.Address || len(got.CertPem) != 0 || got.BootstrapToken != "" {
 		t.Errorf("config refresh: %v %v", got, err)
 	}
 	if n := len(s.State().VPNPeers(nil, "edge")); n != 5 {

@@ -2200,9 +2200,11 @@ type VPNAssignment struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Cidr            string                 `protobuf:"bytes,1,opt,name=cidr,proto3" json:"cidr,omitempty"`
 	EndpointAddress string                 `protobuf:"bytes,2,opt,name=endpoint_address,json=endpointAddress,proto3" json:"endpoint_address,omitempty"` // the endpoint's address in cidr
-	// Networks reached through the tunnel: the VPN CIDR and the cluster's pod CIDR.
+	// Networks behind the tunnel, the VPN CIDR and the cluster's pod CIDR
+	// (ingress only).
 	Routes []string `protobuf:"bytes,3,rep,name=routes,proto3" json:"routes,omitempty"`
-	// The private address of the ingress's hypervisor (control plane only).
+	// The private address of the ingress's hypervisor, which control-plane
+	// hosts route the VPN CIDR through (control plane only).
 	Gateway       string     `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	Peers         []*VPNPeer `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty"` // ingress only
 	unknownFields protoimpl.UnknownFields

@@ -1,0 +1,108 @@
+// Package join is the worker join endpoint a public hypervisor's agent
+// serves (default port 7445). Workers pin the coordinator CA by its hash
+// and reach it from anywhere; the endpoint forwards their requests to the
+// coordinator over the agent's own channel, so workers never need to reach
+// the coordinator.
+//
+// Join carries a worker token, which the coordinator checks. Config, which
+// a joined worker calls to follow its endpoint, is authenticated by the
+// client certificate Join gave the worker: the endpoint verifies it against
+// the coordinator CA and tells the coordinator whom it is for.
+package join
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Server implements pb.JoinServer by forwarding to the coordinator.
+type Server struct {
+	pb.UnimplementedJoinServer
+	Coordinator pb.AgentClient
+	Logger      *slog.Logger
+}
+
+// Join forwards a worker's join; the coordinator checks its token.
+func (s *Server) Join(ctx context.Context, req *pb.JoinWorkerRequest) (*pb.WorkerConfig, error) {
+	cfg, err := s.Coordinator.JoinWorker(ctx, req)
+	if err != nil {
+		s.Logger.Info("worker join refused", "node", req.Name, "from", remote(ctx), "err", status.Convert(err).Message())
+		return nil, err
+	}
+	s.Logger.Info("worker joined", "node", req.Name, "cluster", cfg.Cluster, "address", cfg.Address, "from", remote(ctx))
+	return cfg, nil
+}
+
+// Config returns a joined worker's current configuration.
+func (s *Server) Config(ctx context.Context, _ *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
+	cluster, name, err := worker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Coordinator.GetWorkerConfig(ctx, &pb.GetWorkerConfigRequest{Cluster: cluster, Name: name})
+}
+
+// worker reads who calls from its verified client certificate.
+func worker(ctx context.Context) (cluster, name string, err error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", "", status.Error(codes.Unauthenticated, "no peer")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 {
+		return "", "", status.Error(codes.Unauthenticated, "a joined worker's client certificate is required (join first)")
+	}
+	return Identity(info.State.VerifiedChains[0][0])
+}
+
+// Identity reads the cluster and node a worker certificate was issued for.
+func Identity(cert *x509.Certificate) (cluster, name string, err error) {
+	orgs := cert.Subject.Organization
+	if !slices.Contains(orgs, resources.WorkerOrg) {
+		return "", "", status.Errorf(codes.PermissionDenied, "certificate %q is not a worker's", cert.Subject.CommonName)
+	}
+	for _, o := range orgs {
+		if c, ok := strings.CutPrefix(o, resources.WorkerClusterOrgPrefix); ok {
+			return c, cert.Subject.CommonName, nil
+		}
+	}
+	return "", "", status.Errorf(codes.PermissionDenied, "worker certificate %q names no cluster", cert.Subject.CommonName)
+}
+
+func remote(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+// Serve serves the endpoint on lis with the agent's certificate (from the
+// coordinator CA, which also verifies workers' certificates) until ctx ends.
+func Serve(ctx context.Context, lis net.Listener, cert *pb.KeyPair, caPEM []byte, srv *Server) error {
+	conf, err := tlsutil.ServerConfig(cert, caPEM, tls.VerifyClientCertIfGiven)
+	if err != nil {
+		return fmt.Errorf("join endpoint TLS: %w", err)
+	}
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(conf)))
+	pb.RegisterJoinServer(g, srv)
+	go func() {
+		<-ctx.Done()
+		g.GracefulStop()
+	}()
+	return g.Serve(lis)
+}

@@ -1,0 +1,258 @@
+// Package vpn runs clusters' VPN endpoints on a public hypervisor: one
+// WireGuard device per cluster (agent/wireguard), its peers the cluster's
+// worker nodes, and the forwarding that joins them to each other and to the
+// cluster's control plane:
+//
+//   - the device's address (the first of the VPN CIDR) routes the VPN;
+//   - packets arriving on the device are routed with a table of the
+//     cluster's own (its VPN and pod networks through the device), so two
+//     clusters' overlapping pod CIDRs never meet;
+//   - packets entering the tunnel from outside the cluster's networks (the
+//     API servers reaching kubelets) are masqueraded to the endpoint's
+//     address, so nodes answer through the tunnel.
+//
+// Keys are made here, once per cluster, 0600; only public keys leave.
+package vpn
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/oneinfra/oneinfra/agent/netconf"
+	"github.com/oneinfra/oneinfra/agent/wireguard"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Spec is the wanted endpoint of one cluster.
+type Spec struct {
+	Cluster    string
+	ListenPort int
+	CIDR       string // the VPN, e.g. 10.200.0.0/24
+	Address    string // the endpoint's address in it, e.g. 10.200.0.1
+	// Routes are the networks behind the tunnel (the VPN and the pods).
+	Routes []string
+	Peers  []*pb.VPNPeer
+}
+
+// Hub keeps the endpoints of this host.
+type Hub struct {
+	keyDir string
+	impl   wireguard.Implementation
+
+	mu        sync.Mutex
+	endpoints map[string]*endpoint // by cluster
+}
+
+type endpoint struct {
+	dev   *wireguard.Device
+	table int
+	spec  Spec
+}
+
+// NewHub keeps keys in keyDir and makes devices with impl.
+func NewHub(keyDir string, impl wireguard.Implementation) *Hub {
+	return &Hub{keyDir: keyDir, impl: impl, endpoints: map[string]*endpoint{}}
+}
+
+// InterfaceName is the device of a cluster: "oi-" and the cluster name,
+// shortened with a hash when too long for an interface name.
+func InterfaceName(cluster string) string {
+	name := "oi-" + cluster
+	if len(name) <= 15 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(cluster))
+	return "oi-" + cluster[:7] + "-" + hex.EncodeToString(sum[:])[:4]
+}
+
+// routeTable is the routing table of packets arriving on a cluster's
+// device; listen ports are unique on a host, so tables are too.
+func routeTable(port int) int { return 0x10000 + port }
+
+// chain is the cluster's masquerade chain in the nat table.
+func chain(iface string) string { return "OI-MASQ-" + iface }
+
+// Ensure brings a cluster's endpoint to spec, touching only what differs,
+// and returns its public key.
+func (h *Hub) Ensure(spec Spec) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fail := func(err error) (string, error) { return "", fmt.Errorf("VPN endpoint of %s: %w", spec.Cluster, err) }
+	prefix, err := netip.ParsePrefix(spec.CIDR)
+	if err != nil {
+		return fail(fmt.Errorf("VPN CIDR: %w", err))
+	}
+	addr, err := netip.ParseAddr(spec.Address)
+	if err != nil || !prefix.Contains(addr) {
+		return fail(fmt.Errorf("endpoint address %q is not in %s", spec.Address, spec.CIDR))
+	}
+	key, err := wireguard.LoadOrCreateKey(filepath.Join(h.keyDir, spec.Cluster+".key"))
+	if err != nil {
+		return fail(err)
+	}
+	iface := InterfaceName(spec.Cluster)
+	ep := h.endpoints[spec.Cluster]
+	if ep != nil && ep.table != routeTable(spec.ListenPort) {
+		h.removeLocked(spec.Cluster, false) // the port moved: start over
+		ep = nil
+	}
+	if ep == nil {
+		dev, err := wireguard.Open(iface, h.impl)
+		if err != nil {
+			return fail(err)
+		}
+		ep = &endpoint{dev: dev, table: routeTable(spec.ListenPort)}
+		h.endpoints[spec.Cluster] = ep
+	}
+	cfg := wireguard.Config{
+		PrivateKey: key, ListenPort: spec.ListenPort,
+		Address: &net.IPNet{IP: net.IP(addr.AsSlice()), Mask: net.CIDRMask(prefix.Bits(), 32)},
+	}
+	for _, p := range spec.Peers {
+		pk, err := wgtypes.ParseKey(p.PublicKey)
+		if err != nil {
+			return fail(fmt.Errorf("node %s: public key: %w", p.Name, err))
+		}
+		var allowed []net.IPNet
+		for _, s := range []string{p.Address + "/32", p.PodCidr} {
+			_, n, err := net.ParseCIDR(s)
+			if err != nil {
+				return fail(fmt.Errorf("node %s: %w", p.Name, err))
+			}
+			allowed = append(allowed, *n)
+		}
+		cfg.Peers = append(cfg.Peers, wireguard.Peer{PublicKey: pk, AllowedIPs: allowed})
+	}
+	if _, err := ep.dev.Ensure(cfg); err != nil {
+		return fail(err)
+	}
+	if err := h.forward(iface, ep.table, spec); err != nil {
+		return fail(err)
+	}
+	ep.spec = spec
+	return key.PublicKey().String(), nil
+}
+
+// forward sets up the routing table, rule and firewall of a device.
+func (h *Hub) forward(iface string, table int, spec Spec) error {
+	if err := netconf.EnableForwarding(); err != nil {
+		return err
+	}
+	for _, r := range spec.Routes {
+		if err := netconf.IP("route", "replace", r, "dev", iface, "table", fmt.Sprint(table)); err != nil {
+			return err
+		}
+	}
+	if err := netconf.EnsureInputTable(iface, table); err != nil {
+		return err
+	}
+	for _, dir := range []string{"-i", "-o"} {
+		if err := netconf.EnsureRule("filter", "FORWARD", dir, iface, "-j", "ACCEPT"); err != nil {
+			return err
+		}
+	}
+	c := chain(iface)
+	_ = netconf.IPTables("-t", "nat", "-N", c) // exists already: fine
+	for _, r := range spec.Routes {
+		if err := netconf.EnsureRule("nat", c, "-s", r, "-j", "RETURN"); err != nil {
+			return err
+		}
+	}
+	if err := netconf.EnsureRule("nat", c, "-j", "MASQUERADE"); err != nil {
+		return err
+	}
+	return netconf.EnsureRule("nat", "POSTROUTING", "-o", iface, "-j", c)
+}
+
+// Peers says what a cluster's device knows of each peer.
+func (h *Hub) Peers(cluster string) ([]*pb.PeerStatus, error) {
+	client, err := wgctrl.New()
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	dev, err := client.Device(InterfaceName(cluster))
+	if err != nil {
+		return nil, err
+	}
+	var out []*pb.PeerStatus
+	for _, p := range dev.Peers {
+		ps := &pb.PeerStatus{PublicKey: p.PublicKey.String(), RxBytes: uint64(p.ReceiveBytes), TxBytes: uint64(p.TransmitBytes)}
+		if !p.LastHandshakeTime.IsZero() {
+			ps.LastHandshake = timestamppb.New(p.LastHandshakeTime)
+		}
+		if p.Endpoint != nil {
+			ps.Endpoint = p.Endpoint.String()
+		}
+		out = append(out, ps)
+	}
+	return out, nil
+}
+
+// Remove takes a cluster's endpoint down and forgets its key.
+func (h *Hub) Remove(cluster string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.removeLocked(cluster, true)
+}
+
+// RemoveExcept removes the endpoints of every cluster not in keep.
+func (h *Hub) RemoveExcept(keep map[string]bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.endpoints {
+		if !keep[c] {
+			h.removeLocked(c, true)
+		}
+	}
+}
+
+// Close takes every device down (the process is ending) but keeps keys.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.endpoints {
+		h.removeLocked(c, false)
+	}
+}
+
+func (h *Hub) removeLocked(cluster string, forgetKey bool) {
+	ep := h.endpoints[cluster]
+	iface := InterfaceName(cluster)
+	if ep != nil {
+		_ = ep.dev.Close()
+		netconf.RemoveInputTable(iface, ep.table)
+		_ = netconf.IP("route", "flush", "table", fmt.Sprint(ep.table))
+	}
+	c := chain(iface)
+	_ = netconf.DeleteRule("nat", "POSTROUTING", "-o", iface, "-j", c)
+	_ = netconf.IPTables("-t", "nat", "-F", c)
+	_ = netconf.IPTables("-t", "nat", "-X", c)
+	for _, dir := range []string{"-i", "-o"} {
+		_ = netconf.DeleteRule("filter", "FORWARD", dir, iface, "-j", "ACCEPT")
+	}
+	delete(h.endpoints, cluster)
+	if forgetKey {
+		_ = os.Remove(filepath.Join(h.keyDir, cluster+".key"))
+	}
+}
+
+// RouteThrough routes networks through gateway on this host (a private
+// hypervisor reaching a cluster's VPN through its endpoint's host).
+func RouteThrough(gateway string, networks ...string) error {
+	for _, n := range networks {
+		if err := netconf.IP("route", "replace", n, "via", gateway); err != nil {
+			return err
+		}
+	}
+	return nil
+}
