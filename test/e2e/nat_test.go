@@ -1,4 +1,4 @@
-package lab_test
+package e2e
 
 import (
 	"bufio"
@@ -26,7 +26,8 @@ import (
 
 const testPrefix = "oilabt"
 
-// TestWorkersBehindNAT: a lab of one public host and two workers. Each
+// TestWorkersBehindNAT: a lab of one public host and two workers (in this
+// package, as every test that makes a lab, so that labs never overlap). Each
 // worker (and a CNI pod on it) reaches the public host, which sees the
 // worker's outer router; nothing reaches a worker from outside, not even
 // with a route through its outer router; workers do not reach each other.
