@@ -1,13 +1,13 @@
 # Test images without a registry: `make images` builds OCI image-layout
 # tarballs into $(IMAGES_DIR) (KEY.tar, imported with
 # `ctr -a SOCK -n k8s.io images import FILE`), named as test/images/images.txt
-# says, and the Kubernetes and etcd binaries into $(IMAGES_BIN_DIR).
+# says, and the Kubernetes, etcd and CoreDNS binaries into $(IMAGES_BIN_DIR).
 #
 # Include this file from the top Makefile (`include test/images/images.mk`);
 # paths are relative to the directory make runs in (the repository root).
 #
 # Incremental: every output is a make target with its real inputs. The
-# Kubernetes and etcd binaries depend only on their tools module
+# Kubernetes, etcd and CoreDNS binaries depend only on their tools module
 # (test/images/tools/*/go.mod, go.sum) and on the Go version, so a warm run
 # does not even call the Go toolchain for them; images are rewritten only when
 # a binary, images.txt or the image tool changed. Outputs are reproducible
@@ -25,6 +25,10 @@ IMAGES_BUILD_DIR ?= $(IMAGES_OUTPUT)/build
 
 IMAGES_GO ?= go
 IMAGES_HAPROXY ?= /usr/sbin/haproxy
+# Debian's iptables (package iptables): the nf_tables multi-call binary and
+# the extension modules it loads.
+IMAGES_XTABLES_MULTI ?= /usr/sbin/xtables-nft-multi
+IMAGES_XTABLES_DIR ?= /usr/lib/x86_64-linux-gnu/xtables
 
 # The one list of images: KEY REFERENCE per line.
 IMAGES_LIST := $(IMAGES_SRC)/images.txt
@@ -34,8 +38,10 @@ IMAGES_TARBALLS := $(foreach k,$(IMAGES_KEYS),$(IMAGES_DIR)/$(k).tar)
 
 KUBE_TOOLS := $(IMAGES_SRC)/tools/kube
 ETCD_TOOLS := $(IMAGES_SRC)/tools/etcd
+COREDNS_TOOLS := $(IMAGES_SRC)/tools/coredns
 KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" && $$2 ~ /^v/ {print $$2} $$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' $(KUBE_TOOLS)/go.mod | head -n 1)
 ETCD_VERSION := $(shell awk '$$1 == "go.etcd.io/etcd/server/v3" && $$2 ~ /^v/ {print $$2} $$1 == "require" && $$2 == "go.etcd.io/etcd/server/v3" {print $$3}' $(ETCD_TOOLS)/go.mod | head -n 1)
+COREDNS_VERSION := $(shell awk '$$1 == "github.com/coredns/coredns" && $$2 ~ /^v/ {print $$2} $$1 == "require" && $$2 == "github.com/coredns/coredns" {print $$3}' $(COREDNS_TOOLS)/go.mod | head -n 1)
 # The image tags of images.txt must name the versions the tools modules build.
 ifneq ($(KUBE_VERSION),$(lastword $(subst :, ,$(IMAGE_REF_kube-apiserver))))
 $(error k8s.io/kubernetes in $(KUBE_TOOLS)/go.mod is "$(KUBE_VERSION)" but $(IMAGES_LIST) tags kube-apiserver $(IMAGE_REF_kube-apiserver))
@@ -43,13 +49,20 @@ endif
 ifneq ($(patsubst v%,%,$(ETCD_VERSION))-0,$(lastword $(subst :, ,$(IMAGE_REF_etcd))))
 $(error go.etcd.io/etcd/server/v3 in $(ETCD_TOOLS)/go.mod is "$(ETCD_VERSION)" but $(IMAGES_LIST) tags etcd $(IMAGE_REF_etcd))
 endif
+ifneq ($(KUBE_VERSION),$(lastword $(subst :, ,$(IMAGE_REF_kube-proxy))))
+$(error k8s.io/kubernetes in $(KUBE_TOOLS)/go.mod is "$(KUBE_VERSION)" but $(IMAGES_LIST) tags kube-proxy $(IMAGE_REF_kube-proxy))
+endif
+ifneq ($(COREDNS_VERSION),$(lastword $(subst :, ,$(IMAGE_REF_coredns))))
+$(error github.com/coredns/coredns in $(COREDNS_TOOLS)/go.mod is "$(COREDNS_VERSION)" but $(IMAGES_LIST) tags coredns $(IMAGE_REF_coredns))
+endif
 KUBE_MAJOR := $(word 1,$(subst ., ,$(patsubst v%,%,$(KUBE_VERSION))))
 KUBE_MINOR := $(word 2,$(subst ., ,$(patsubst v%,%,$(KUBE_VERSION))))
 KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
 	-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=$(KUBE_MAJOR) -X $(p).gitMinor=$(KUBE_MINOR) -X $(p).gitTreeState=clean)
-KUBE_COMMANDS := kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet
+KUBE_COMMANDS := kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl kubelet
 KUBE_BINS := $(addprefix $(IMAGES_BIN_DIR)/,$(KUBE_COMMANDS))
 ETCD_BINS := $(IMAGES_BIN_DIR)/etcd $(IMAGES_BIN_DIR)/etcdctl
+COREDNS_BIN := $(IMAGES_BIN_DIR)/coredns
 
 OCIMAGE := $(IMAGES_BUILD_DIR)/ocimage
 IMAGES_GO_VERSION := $(IMAGES_BUILD_DIR)/go-version.stamp
@@ -61,13 +74,13 @@ images: $(IMAGES_TARBALLS)
 images-smoke:
 	$(IMAGES_GO) test -tags images -count=1 -v -timeout 30m ./$(IMAGES_SRC)/
 
-images-binaries: $(KUBE_BINS) $(ETCD_BINS)
+images-binaries: $(KUBE_BINS) $(ETCD_BINS) $(COREDNS_BIN)
 
 images-list:
 	@$(foreach k,$(IMAGES_KEYS),echo "$(IMAGES_DIR)/$(k).tar $(IMAGE_REF_$(k))";)
 
 images-clean:
-	rm -rf $(IMAGES_DIR) $(IMAGES_BUILD_DIR) $(KUBE_BINS) $(ETCD_BINS)
+	rm -rf $(IMAGES_DIR) $(IMAGES_BUILD_DIR) $(KUBE_BINS) $(ETCD_BINS) $(COREDNS_BIN)
 
 # Rewritten only when `go version` changes, so a new toolchain rebuilds.
 $(IMAGES_GO_VERSION): images-force
@@ -96,6 +109,12 @@ $(ETCD_BINS) &: $(ETCD_TOOLS)/go.mod $(ETCD_TOOLS)/go.sum $(IMAGES_GO_VERSION)
 	cd $(ETCD_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $(abspath $(IMAGES_BIN_DIR))/etcdctl go.etcd.io/etcd/etcdctl/v3
 	touch $(ETCD_BINS)
 
+# CoreDNS with its default plugins (slow: minutes cold, many cloud SDKs).
+$(COREDNS_BIN): $(COREDNS_TOOLS)/go.mod $(COREDNS_TOOLS)/go.sum $(IMAGES_GO_VERSION)
+	@mkdir -p $(IMAGES_BIN_DIR)
+	cd $(COREDNS_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $(abspath $@) github.com/coredns/coredns
+	touch $@
+
 # What goes into each image: IMAGE_DEPS_KEY (make prerequisites) and
 # IMAGE_ARGS_KEY (ocimage flags). Layouts follow the upstream images: binaries
 # in /usr/local/bin, no entrypoint (give the command), haproxy as in the
@@ -116,6 +135,34 @@ IMAGE_ARGS_etcd := $(IMAGES_PATH_ENV) -cmd '["/usr/local/bin/etcd"]' -mkdir /var
 $(foreach c,kube-apiserver kube-controller-manager kube-scheduler,\
 	$(eval IMAGE_DEPS_$(c) := $(IMAGES_BIN_DIR)/$(c))\
 	$(eval IMAGE_ARGS_$(c) := $(IMAGES_PATH_ENV) -cmd '["/usr/local/bin/$(c)"]' -add $(IMAGES_BIN_DIR)/$(c):/usr/local/bin/$(c):0755))
+
+# kube-proxy with Debian's iptables, nf_tables backend (Debian's default
+# alternative, what `iptables` is on these machines: one backend on a host).
+# The multi-call binary picks its tool from argv[0], so iptables,
+# iptables-save, iptables-restore, ip6tables* and the *-nft names are
+# symlinks to it in /usr/sbin; its extension modules are in their Debian
+# directory (symlinks kept); the libraries are those ldd lists for the binary
+# and the extensions (at the paths ldd prints, symlinks followed), as for
+# haproxy. kube-proxy is run privileged in the host network with
+# /run/xtables.lock and /lib/modules mounted, as upstream.
+IMAGES_IPTABLES_TOOLS := $(foreach f,iptables ip6tables,$(foreach t,$(f) $(f)-save $(f)-restore $(f)-nft $(f)-nft-save $(f)-nft-restore,$(t)))
+IMAGE_DEPS_kube-proxy := $(IMAGES_BIN_DIR)/kube-proxy $(IMAGES_XTABLES_MULTI) $(IMAGES_XTABLES_DIR) $(wildcard $(IMAGES_XTABLES_DIR)/*.so)
+IMAGE_ARGS_kube-proxy = $(IMAGES_PATH_ENV) -cmd '["/usr/local/bin/kube-proxy"]' \
+	-add $(IMAGES_BIN_DIR)/kube-proxy:/usr/local/bin/kube-proxy:0755 \
+	-add $(IMAGES_XTABLES_MULTI):/usr/sbin/$(notdir $(IMAGES_XTABLES_MULTI)):0755 \
+	$(foreach t,$(IMAGES_IPTABLES_TOOLS),-symlink /usr/sbin/$(t):$(notdir $(IMAGES_XTABLES_MULTI))) \
+	-rootfs $(IMAGES_XTABLES_DIR):$(IMAGES_XTABLES_DIR) -mkdir /run \
+	$$(ldd $(IMAGES_XTABLES_MULTI) $(IMAGES_XTABLES_DIR)/*.so | awk '$$2 == "=>" && $$3 ~ /^\// {print "-add " $$3 ":" $$3} $$1 ~ /^\// && $$1 !~ /:$$/ {print "-add " $$1 ":" $$1}' | sort -u)
+
+$(IMAGES_XTABLES_MULTI) $(IMAGES_XTABLES_DIR):
+	@echo "$@ is missing: install Debian's iptables package (apt-get install -y iptables)" >&2; exit 1
+
+# CoreDNS as in the upstream image: /coredns, the entrypoint (a pod gives
+# only args: -conf FILE). Unlike upstream (user nonroot, the binary with the
+# file capability cap_net_bind_service) it runs as root unless told
+# otherwise: binding port 53 needs NET_BIND_SERVICE, which root has.
+IMAGE_DEPS_coredns := $(COREDNS_BIN)
+IMAGE_ARGS_coredns := $(IMAGES_PATH_ENV) -entrypoint '["/coredns"]' -add $(COREDNS_BIN):/coredns:0755
 
 # haproxy: Debian's dynamically linked binary with the libraries ldd lists
 # (at the paths ldd prints, symlinks followed), in the official image's

@@ -165,3 +165,55 @@ func TestTag(t *testing.T) {
 		}
 	}
 }
+
+// RootFS keeps symlinks as symlinks (the xtables extension directory of the
+// kube-proxy image has relative ones, libxt_SNAT.so -> libxt_NAT.so).
+func TestRootFS(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "libxt_NAT.so"), []byte("nat"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("libxt_NAT.so", filepath.Join(dir, "libxt_SNAT.so")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/missing", filepath.Join(dir, "sub", "dangling")); err != nil {
+		t.Fatal(err)
+	}
+	files, err := oci.RootFS(dir, "/usr/lib/xtables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	digest, err := oci.Write(oci.Image{Name: "example/rootfs:v1", NoBase: true, Files: files}, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer, _ := readTar(t, bytes.NewReader(buf.Bytes()))
+	var manifest struct{ Layers []struct{ Digest string } }
+	if err := json.Unmarshal(blob(t, outer, digest), &manifest); err != nil {
+		t.Fatal(err)
+	}
+	gz, err := gzip.NewReader(bytes.NewReader(blob(t, outer, manifest.Layers[0].Digest)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, headers := readTar(t, gz)
+	if h := headers["usr/lib/xtables/libxt_NAT.so"]; h == nil || h.Typeflag != tar.TypeReg || h.Mode != 0o640 || string(layer[h.Name]) != "nat" {
+		t.Errorf("regular file: %+v", h)
+	}
+	if h := headers["usr/lib/xtables/libxt_SNAT.so"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "libxt_NAT.so" || h.Size != 0 {
+		t.Errorf("relative symlink: %+v", h)
+	}
+	if h := headers["usr/lib/xtables/sub/dangling"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "/etc/missing" {
+		t.Errorf("dangling symlink: %+v", h)
+	}
+	if h := headers["usr/lib/xtables/sub/"]; h == nil || h.Typeflag != tar.TypeDir || h.Mode != 0o750 {
+		t.Errorf("directory: %+v", h)
+	}
+	if _, ok := headers["etc/passwd"]; ok {
+		t.Errorf("NoBase image has /etc/passwd")
+	}
+}
