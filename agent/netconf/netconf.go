@@ -11,20 +11,29 @@ import (
 	"strings"
 )
 
-// run runs a command and returns its error with its output.
-func run(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+// Run runs a host command; its error carries the command's standard error.
+func Run(name string, args ...string) error {
+	_, err := Output(name, args...)
+	return err
+}
+
+// Output runs a host command and returns its standard output, or an error
+// with its standard error.
+func Output(name string, args ...string) (string, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	return nil
+	return stdout.String(), nil
 }
 
 // IP runs `ip ARGS...`.
-func IP(args ...string) error { return run("ip", args...) }
+func IP(args ...string) error { return Run("ip", args...) }
 
 // IPTables runs `iptables -w ARGS...`.
-func IPTables(args ...string) error { return run("iptables", append([]string{"-w"}, args...)...) }
+func IPTables(args ...string) error { return Run("iptables", append([]string{"-w"}, args...)...) }
 
 // EnableForwarding turns IPv4 forwarding on.
 func EnableForwarding() error {
@@ -44,7 +53,51 @@ func EnsureRule(table, chain string, rule ...string) error {
 	if exec.Command("iptables", check...).Run() == nil {
 		return nil
 	}
-	return run("iptables", append([]string{"-w", "-t", table, "-A", chain}, rule...)...)
+	return Run("iptables", append([]string{"-w", "-t", table, "-A", chain}, rule...)...)
+}
+
+// EnsureChain makes chain of table hold exactly rules, in order, creating
+// it if missing; it is rebuilt only when it differs.
+func EnsureChain(table, chain string, rules [][]string) error {
+	ipt := func(args ...string) error { return IPTables(append([]string{"-t", table}, args...)...) }
+	if ipt("-S", chain) != nil {
+		if err := ipt("-N", chain); err != nil {
+			return err
+		}
+	}
+	same := true
+	for _, r := range rules {
+		if ipt(append([]string{"-C", chain}, r...)...) != nil {
+			same = false
+			break
+		}
+	}
+	if same {
+		out, err := Output("iptables", "-w", "-t", table, "-S", chain)
+		if err != nil {
+			return err
+		}
+		// -S lists "-N CHAIN" and then one line per rule.
+		same = len(strings.Split(strings.TrimSpace(out), "\n")) == 1+len(rules)
+	}
+	if same {
+		return nil
+	}
+	if err := ipt("-F", chain); err != nil {
+		return err
+	}
+	for _, r := range rules {
+		if err := ipt(append([]string{"-A", chain}, r...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveChain empties and deletes chain of table, if it exists.
+func RemoveChain(table, chain string) {
+	_ = IPTables("-t", table, "-F", chain)
+	_ = IPTables("-t", table, "-X", chain)
 }
 
 // DeleteRule removes an iptables rule from chain of table if it is there.
@@ -53,7 +106,7 @@ func DeleteRule(table, chain string, rule ...string) error {
 	if exec.Command("iptables", check...).Run() != nil {
 		return nil
 	}
-	return run("iptables", append([]string{"-w", "-t", table, "-D", chain}, rule...)...)
+	return Run("iptables", append([]string{"-w", "-t", table, "-D", chain}, rule...)...)
 }
 
 // EnsureInputTable makes packets that arrive on iface be routed with table

@@ -161,13 +161,11 @@ func (h *Hub) forward(iface string, table int, spec Spec) error {
 		}
 	}
 	c := chain(iface)
-	_ = netconf.IPTables("-t", "nat", "-N", c) // exists already: fine
+	var rules [][]string
 	for _, r := range spec.Routes {
-		if err := netconf.EnsureRule("nat", c, "-s", r, "-j", "RETURN"); err != nil {
-			return err
-		}
+		rules = append(rules, []string{"-s", r, "-j", "RETURN"})
 	}
-	if err := netconf.EnsureRule("nat", c, "-j", "MASQUERADE"); err != nil {
+	if err := netconf.EnsureChain("nat", c, append(rules, []string{"-j", "MASQUERADE"})); err != nil {
 		return err
 	}
 	return netconf.EnsureRule("nat", "POSTROUTING", "-o", iface, "-j", c)
@@ -235,8 +233,7 @@ func (h *Hub) removeLocked(cluster string, forgetKey bool) {
 	}
 	c := chain(iface)
 	_ = netconf.DeleteRule("nat", "POSTROUTING", "-o", iface, "-j", c)
-	_ = netconf.IPTables("-t", "nat", "-F", c)
-	_ = netconf.IPTables("-t", "nat", "-X", c)
+	netconf.RemoveChain("nat", c)
 	for _, dir := range []string{"-i", "-o"} {
 		_ = netconf.DeleteRule("filter", "FORWARD", dir, iface, "-j", "ACCEPT")
 	}

@@ -94,6 +94,9 @@ type Peer struct {
 // Config is the wanted state of a device.
 type Config struct {
 	PrivateKey wgtypes.Key
+	// ListenPort is the UDP port to listen on; 0 means any: the device
+	// keeps whatever port it has (a random one from its first start), as
+	// a peer that only dials out behind NAT wants.
 	ListenPort int
 	Address    *net.IPNet // the interface's own address and its network
 	Peers      []Peer
@@ -178,8 +181,11 @@ func (d *Device) Ensure(cfg Config) (bool, error) {
 	}
 	changed := false
 	if !matches(current, cfg) {
-		port := cfg.ListenPort
-		wg := wgtypes.Config{PrivateKey: &cfg.PrivateKey, ListenPort: &port, ReplacePeers: true}
+		wg := wgtypes.Config{PrivateKey: &cfg.PrivateKey, ReplacePeers: true}
+		if cfg.ListenPort != 0 {
+			port := cfg.ListenPort
+			wg.ListenPort = &port
+		}
 		for _, p := range cfg.Peers {
 			keepalive := p.Keepalive
 			wg.Peers = append(wg.Peers, wgtypes.PeerConfig{
@@ -209,7 +215,7 @@ func (d *Device) Ensure(cfg Config) (bool, error) {
 
 // matches compares what the device runs with what is wanted.
 func matches(cur *wgtypes.Device, cfg Config) bool {
-	if cur.PrivateKey != cfg.PrivateKey || cur.ListenPort != cfg.ListenPort || len(cur.Peers) != len(cfg.Peers) {
+	if cur.PrivateKey != cfg.PrivateKey || (cfg.ListenPort != 0 && cur.ListenPort != cfg.ListenPort) || len(cur.Peers) != len(cfg.Peers) {
 		return false
 	}
 	have := map[wgtypes.Key]wgtypes.Peer{}

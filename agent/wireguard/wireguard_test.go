@@ -111,3 +111,57 @@ func TestTunnel(t *testing.T) {
 		}
 	}
 }
+
+// TestEnsureAnyListenPort: a device wanted with ListenPort 0 (a worker
+// behind NAT) gets some port, and the same wanted state again changes
+// nothing, so the port its NAT mapping uses stays.
+func TestEnsureAnyListenPort(t *testing.T) {
+	impl := Choose(ProbeKernel)
+	dir := t.TempDir()
+	key, err := LoadOrCreateKey(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerKey, err := LoadOrCreateKey(filepath.Join(dir, "peer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("oiwga%d", os.Getpid()%100000)
+	dev, err := Open(name, impl)
+	if err != nil {
+		t.Fatalf("opening %s (%s): %v", name, impl, err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	_, allowed, _ := net.ParseCIDR("10.198.0.0/24")
+	cfg := Config{
+		PrivateKey: key,
+		Address:    &net.IPNet{IP: net.IPv4(10, 198, 0, 2), Mask: net.CIDRMask(24, 32)},
+		Peers: []Peer{{PublicKey: peerKey.PublicKey(), Endpoint: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: udpPort(t)},
+			AllowedIPs: []net.IPNet{*allowed}, Keepalive: 25 * time.Second}},
+	}
+	if changed, err := dev.Ensure(cfg); err != nil || !changed {
+		t.Fatalf("first Ensure: changed %v, %v", changed, err)
+	}
+	client, err := wgctrl.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	before, err := client.Device(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.ListenPort == 0 {
+		t.Fatalf("%s listens on no port", name)
+	}
+	if changed, err := dev.Ensure(cfg); err != nil || changed {
+		t.Errorf("second Ensure with ListenPort 0: changed %v, %v", changed, err)
+	}
+	after, err := client.Device(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ListenPort != before.ListenPort {
+		t.Errorf("listen port moved from %d to %d", before.ListenPort, after.ListenPort)
+	}
+}
