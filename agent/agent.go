@@ -16,8 +16,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/oneinfra/oneinfra/agent/addons"
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/agent/host"
+	"github.com/oneinfra/oneinfra/agent/vpn"
+	"github.com/oneinfra/oneinfra/agent/wireguard"
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -39,6 +42,9 @@ type Config struct {
 	RootDir       string
 	PortRange     string
 	MetricsAddr   string
+	// JoinAddr is where a public hypervisor serves the worker join
+	// endpoint; default ":7445".
+	JoinAddr string
 	// Resync is how often everything is checked again without a change
 	// from the coordinator (crashed containers, probes). Default 10s.
 	Resync time.Duration
@@ -67,6 +73,11 @@ type Agent struct {
 	runtime *cri.Runtime
 	drivers map[string]driver
 
+	// Public hypervisors only: clusters' VPN endpoints and the add-ons
+	// applied through their ingresses.
+	hub    *vpn.Hub
+	addons map[string]*addons.Applier
+
 	lastReport     *pb.ReportStatusRequest
 	lastReportTime time.Time
 	lastSync       atomic.Pointer[time.Time]
@@ -78,8 +89,8 @@ type driver interface {
 	// plan says what the component needs on this host.
 	plan(ctx context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error)
 	// synced runs after the component's pods were reconciled, with whether
-	// its files changed; it returns conditions to report.
-	synced(ctx context.Context, as *pb.Assignment, paths host.Paths, filesChanged bool, pods []cri.PodStatus) []*pb.Condition
+	// its files changed; it adds what it observes (conditions) to status.
+	synced(ctx context.Context, as *pb.Assignment, paths host.Paths, filesChanged bool, pods []cri.PodStatus, status *pb.ComponentStatus)
 	// removing runs before the component's pods and files are removed.
 	removing(ctx context.Context, as *pb.Assignment, paths host.Paths) error
 }
@@ -133,11 +144,18 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("--cri-endpoint: %w", err)
 	}
 	a.drivers = newDrivers(a)
+	if cfg.Public {
+		a.hub = vpn.NewHub(filepath.Join(cfg.DataDir, "wireguard"), wireguard.Choose(wireguard.ProbeKernel))
+		a.addons = map[string]*addons.Applier{}
+	}
 	return a, nil
 }
 
 // Close releases the agent's connections and state file.
 func (a *Agent) Close() {
+	if a.hub != nil {
+		a.hub.Close()
+	}
 	if a.runtime != nil {
 		a.runtime.Close()
 	}
@@ -185,6 +203,11 @@ func (a *Agent) servers() []string {
 // Run watches the assignments and keeps the host in line with them until
 // ctx ends. Without a coordinator it keeps running what it has.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.cfg.Public {
+		if err := a.serveJoin(ctx); err != nil {
+			return err
+		}
+	}
 	watched := make(chan *pb.WatchAssignmentsResponse)
 	go a.watch(ctx, watched)
 	ticker := time.NewTicker(a.cfg.Resync)
@@ -296,6 +319,13 @@ func (a *Agent) sync(ctx context.Context) {
 		report.Removed = append(report.Removed, removed...)
 	}
 	a.removeStrayClusters(ctx, byCluster)
+	if a.hub != nil {
+		keep := map[string]bool{}
+		for c := range byCluster {
+			keep[c] = true
+		}
+		a.hub.RemoveExcept(keep)
+	}
 	a.metrics.components.Reset()
 	for _, r := range report.Components {
 		a.metrics.components.WithLabelValues(assignments[r.Component].GetComponent().GetSpec().GetRole(), r.Status.State).Inc()
@@ -365,7 +395,7 @@ func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assi
 		}
 		status := componentStatus(e.as, e.pods, e.err)
 		if e.err == nil && !e.as.Deleting {
-			status.Conditions = e.drv.synced(ctx, e.as, e.paths, e.changed, e.pods)
+			e.drv.synced(ctx, e.as, e.paths, e.changed, e.pods, status)
 			// Running pods are not enough: a false condition (an etcd
 			// learner not promoted, the API not answering through the
 			// ingress) keeps the component Pending, saying why.
@@ -462,7 +492,7 @@ func (a *Agent) removeStrayClusters(ctx context.Context, assigned map[string][]*
 func (a *Agent) report(ctx context.Context, req *pb.ReportStatusRequest) {
 	sort.Slice(req.Components, func(i, j int) bool { return req.Components[i].Component < req.Components[j].Component })
 	sort.Strings(req.Removed)
-	if a.lastReport != nil && proto.Equal(a.lastReport, req) && time.Since(a.lastReportTime) < heartbeat {
+	if a.lastReport != nil && proto.Equal(withoutPeerStats(a.lastReport), withoutPeerStats(req)) && time.Since(a.lastReportTime) < heartbeat {
 		return
 	}
 	sent := proto.Clone(req).(*pb.ReportStatusRequest)
@@ -476,6 +506,22 @@ func (a *Agent) report(ctx context.Context, req *pb.ReportStatusRequest) {
 	}
 	a.metrics.reports.WithLabelValues("ok").Inc()
 	a.lastReport, a.lastReportTime = req, time.Now()
+}
+
+// withoutPeerStats drops what changes all the time in what VPN endpoints
+// observe of their peers (handshake times, bytes): that goes with the
+// heartbeat. A peer's first handshake or new address is a change.
+func withoutPeerStats(req *pb.ReportStatusRequest) *pb.ReportStatusRequest {
+	c := proto.Clone(req).(*pb.ReportStatusRequest)
+	for _, r := range c.Components {
+		for _, p := range r.GetStatus().GetVpnPeers() {
+			p.RxBytes, p.TxBytes = 0, 0
+			if p.LastHandshake != nil {
+				p.LastHandshake = &timestamppb.Timestamp{}
+			}
+		}
+	}
+	return c
 }
 
 func sleep(ctx context.Context, d time.Duration) {

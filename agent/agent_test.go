@@ -40,8 +40,8 @@ func (d *testDriver) plan(_ context.Context, as *pb.Assignment, paths host.Paths
 	}, nil
 }
 
-func (d *testDriver) synced(context.Context, *pb.Assignment, host.Paths, bool, []cri.PodStatus) []*pb.Condition {
-	return []*pb.Condition{{Type: "APIReachable", Status: "True"}}
+func (d *testDriver) synced(_ context.Context, _ *pb.Assignment, _ host.Paths, _ bool, _ []cri.PodStatus, status *pb.ComponentStatus) {
+	status.Conditions = append(status.Conditions, &pb.Condition{Type: "APIReachable", Status: "True"})
 }
 
 func (d *testDriver) removing(context.Context, *pb.Assignment, host.Paths) error { return nil }

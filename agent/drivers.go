@@ -9,6 +9,7 @@ import (
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/agent/ingress"
+	"github.com/oneinfra/oneinfra/agent/vpn"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
@@ -20,6 +21,12 @@ const (
 	condAPIReachable = "APIReachable"
 	// condEtcdMember: this control-plane replica is a voting etcd member.
 	condEtcdMember = "EtcdMember"
+	// condVPNEndpoint: the cluster's WireGuard endpoint runs here.
+	condVPNEndpoint = "VPNEndpoint"
+	// condVPNRoute: this host routes the cluster's VPN through its endpoint.
+	condVPNRoute = "VPNRoute"
+	// condAddons: the objects worker nodes need are applied in the cluster.
+	condAddons = "AddonsApplied"
 )
 
 func newDrivers(a *Agent) map[string]driver {
@@ -68,14 +75,18 @@ func (d *controlPlaneDriver) plan(ctx context.Context, as *pb.Assignment, paths 
 	return controlplane.Render(as, paths, boot)
 }
 
-func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, _ bool, pods []cri.PodStatus) []*pb.Condition {
+func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, _ bool, pods []cri.PodStatus, status *pb.ComponentStatus) {
+	if v := as.GetVpn(); v.GetGateway() != "" {
+		err := vpn.RouteThrough(v.Gateway, v.Cidr)
+		status.Conditions = append(status.Conditions, condition(condVPNRoute, err, "the VPN is routed through "+v.Gateway))
+	}
 	for _, p := range pods {
 		if p.State != cri.PodRunning {
-			return nil
+			return
 		}
 	}
 	err := controlplane.PromoteLearners(ctx, as, paths)
-	return []*pb.Condition{condition(condEtcdMember, err, "voting etcd member")}
+	status.Conditions = append(status.Conditions, condition(condEtcdMember, err, "voting etcd member"))
 }
 
 func (d *controlPlaneDriver) removing(ctx context.Context, as *pb.Assignment, paths host.Paths) error {
@@ -91,10 +102,13 @@ func (d *ingressDriver) plan(_ context.Context, as *pb.Assignment, paths host.Pa
 
 // synced reloads haproxy when only its configuration changed (the pod kept
 // running), then checks the API through it.
-func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, filesChanged bool, pods []cri.PodStatus) []*pb.Condition {
+func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, filesChanged bool, pods []cri.PodStatus, status *pb.ComponentStatus) {
+	if as.GetVpn() != nil {
+		status.Conditions = append(status.Conditions, d.a.syncVPN(as, status))
+	}
 	for _, p := range pods {
 		if p.State != cri.PodRunning {
-			return nil
+			return
 		}
 	}
 	if filesChanged {
@@ -107,7 +121,16 @@ func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths hos
 		address = d.a.cfg.Address
 	}
 	err := ingress.Probe(ctx, as, address)
-	return []*pb.Condition{condition(condAPIReachable, err, "the API answers /readyz through the ingress")}
+	status.Conditions = append(status.Conditions, condition(condAPIReachable, err, "the API answers /readyz through the ingress"))
+	if err == nil && as.GetVpn() != nil {
+		err := d.a.applyAddons(ctx, as, address)
+		status.Conditions = append(status.Conditions, condition(condAddons, err, "bootstrap tokens, node RBAC, kube-proxy and CoreDNS applied"))
+	}
 }
 
-func (d *ingressDriver) removing(context.Context, *pb.Assignment, host.Paths) error { return nil }
+func (d *ingressDriver) removing(_ context.Context, as *pb.Assignment, _ host.Paths) error {
+	if d.a.hub != nil {
+		d.a.hub.Remove(as.Component.Spec.Cluster)
+	}
+	return nil
+}

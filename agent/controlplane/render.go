@@ -257,8 +257,17 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 	if issuer == "" {
 		issuer = url(m.address, m.ports[portAPIServer])
 	}
+	// Pods run only on worker nodes, which reach the API through the VPN
+	// and the ingress, not at the API servers' own addresses: the
+	// kubernetes service's endpoints are the ingress's (agent/addons), not
+	// each API server's.
+	reconciler := "lease"
+	if as.GetVpn() != nil {
+		reconciler = "none"
+	}
 	return []string{
 		"--advertise-address=" + m.address,
+		"--endpoint-reconciler-type=" + reconciler,
 		"--secure-port=" + strconv.Itoa(int(m.ports[portAPIServer])),
 		"--etcd-servers=" + url("127.0.0.1", m.ports[portEtcdClient]),
 		"--etcd-cafile=" + c(fileEtcdServerCA),
@@ -308,7 +317,8 @@ func controllerManagerArgs(as *pb.Assignment, paths host.Paths, m member) []stri
 		"--requestheader-client-ca-file=" + c(fileFrontProxyCA),
 		"--service-account-private-key-file=" + c(fileSAKey),
 		"--use-service-account-credentials=true",
-		"--allocate-node-cidrs=true",
+		// No --allocate-node-cidrs: the coordinator gives each node its
+		// pod subnet when it joins, and its CNI configuration uses it.
 		"--cluster-cidr=" + as.GetClusterSpec().GetNetworking().GetPodCidr(),
 		"--service-cluster-ip-range=" + as.GetClusterSpec().GetNetworking().GetServiceCidr(),
 		"--controllers=*,bootstrapsigner,tokencleaner",

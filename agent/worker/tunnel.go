@@ -134,7 +134,7 @@ func (t *tunnel) apply(wc *pb.WorkerConfig) error {
 		return err
 	}
 	_, vpn, _ := net.ParseCIDR(wc.GetAddress())
-	if err := ensureMasquerade(masqChain(t.dev.Name), wc.GetPodCidr(), wc.GetClusterPodCidr(), vpn.String()); err != nil {
+	if err := ensureMasquerade(masqChain(t.dev.Name), wc.GetPodCidr(), wc.GetEndpointAddress(), wc.GetClusterPodCidr(), vpn.String()); err != nil {
 		return err
 	}
 	if changed {
@@ -173,11 +173,15 @@ func (t *tunnel) lastHandshake() (time.Time, error) {
 func masqChain(iface string) string { return "OI-MASQ-" + iface }
 
 // masqRules are the rules of the masquerade chain, in order: traffic from
-// the node's pods to the cluster's pods or to the VPN keeps its source;
-// anything else (the outside) is masqueraded. iptables takes one -d per
-// rule, hence the chain.
-func masqRules(clusterPodCIDR, vpnCIDR string) [][]string {
+// the node's pods to the VPN endpoint itself (the API through the ingress)
+// takes the node's VPN address, which the endpoint's host routes back
+// through the tunnel (pod CIDRs of clusters may overlap there, so it routes
+// them only for traffic it forwards); to the cluster's pods or the rest of
+// the VPN it keeps its source; anything else (the outside) is masqueraded.
+// iptables takes one -d per rule, hence the chain.
+func masqRules(endpoint, clusterPodCIDR, vpnCIDR string) [][]string {
 	return [][]string{
+		{"-d", endpoint + "/32", "-j", "MASQUERADE"},
 		{"-d", clusterPodCIDR, "-j", "RETURN"},
 		{"-d", vpnCIDR, "-j", "RETURN"},
 		{"-j", "MASQUERADE"},
@@ -188,9 +192,10 @@ func masqRules(clusterPodCIDR, vpnCIDR string) [][]string {
 //
 //	-t nat -A POSTROUTING -s POD_CIDR ! -d CLUSTER_POD_CIDR ! -d VPN_CIDR -j MASQUERADE
 //
-// as a jump from POSTROUTING to chain.
-func ensureMasquerade(chain, podCIDR, clusterPodCIDR, vpnCIDR string) error {
-	if err := netconf.EnsureChain("nat", chain, masqRules(clusterPodCIDR, vpnCIDR)); err != nil {
+// (and the endpoint exception of masqRules) as a jump from POSTROUTING to
+// chain.
+func ensureMasquerade(chain, podCIDR, endpoint, clusterPodCIDR, vpnCIDR string) error {
+	if err := netconf.EnsureChain("nat", chain, masqRules(endpoint, clusterPodCIDR, vpnCIDR)); err != nil {
 		return err
 	}
 	return netconf.EnsureRule("nat", "POSTROUTING", "-s", podCIDR, "-j", chain)

@@ -263,8 +263,8 @@ func TestRoutesAndChanges(t *testing.T) {
 }
 
 func TestMasqueradeRules(t *testing.T) {
-	got := fmt.Sprint(masqRules("10.245.0.0/16", "10.201.0.0/24"))
-	if want := "[[-d 10.245.0.0/16 -j RETURN] [-d 10.201.0.0/24 -j RETURN] [-j MASQUERADE]]"; got != want {
+	got := fmt.Sprint(masqRules("10.201.0.1", "10.245.0.0/16", "10.201.0.0/24"))
+	if want := "[[-d 10.201.0.1/32 -j MASQUERADE] [-d 10.245.0.0/16 -j RETURN] [-d 10.201.0.0/24 -j RETURN] [-j MASQUERADE]]"; got != want {
 		t.Errorf("rules %s, want %s", got, want)
 	}
 	if n := masqChain("oi-wg0-abcdefgh"); len(n) > 28 {

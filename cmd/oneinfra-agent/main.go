@@ -33,7 +33,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newHypervisorCommand(&logFormat), &cobra.Command{
+	root.AddCommand(newHypervisorCommand(&logFormat), newWorkerCommand(&logFormat), &cobra.Command{
 		Use:   "version",
 		Short: "Print the build version and the supported Kubernetes versions",
 		Args:  cobra.NoArgs,
@@ -88,6 +88,7 @@ func newHypervisorCommand(logFormat *string) *cobra.Command {
 	f.StringVar(&cfg.RootDir, "root-dir", "/", "prefix of the host paths components use")
 	f.StringVar(&cfg.PortRange, "port-range", resources.DefaultPortRange, "host ports components may be given")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:7481", "/metrics, /healthz and /readyz listen address")
+	f.StringVar(&cfg.JoinAddr, "join-addr", fmt.Sprintf(":%d", resources.DefaultJoinPort), "public hypervisors: where workers join (TLS with the coordinator CA)")
 	for _, name := range []string{"name", "address", "coordinator"} {
 		_ = cmd.MarkFlagRequired(name)
 	}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole system on one machine: a lab of network namespaces (three
-# private hypervisors, one public) each with its own containerd and the
-# images of `make images`, a coordinator, an agent per hypervisor, and a
-# three-replica cluster reached through its ingress.
+# private hypervisors, one public, two worker hosts behind two NATs each)
+# each with its own containerd and the images of `make images`, a
+# coordinator, an agent per hypervisor, and a three-replica cluster with a
+# VPN, reached through its ingress. test/demo/join-worker.sh joins a worker.
 # `make demo-down` removes everything.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,8 +17,8 @@ if [ -e "$DEMO" ]; then
   echo "a demo is running ($DEMO): run 'make demo-down' first" >&2
   exit 1
 fi
-echo "== lab: 3 private hypervisors and 1 public, each a network namespace with its own containerd"
-"$LAB" up --prefix "$PREFIX" --private 3 --public 1
+echo "== lab: 3 private hypervisors, 1 public, 2 workers behind NAT; each a network namespace with its own containerd"
+"$LAB" up --prefix "$PREFIX" --private 3 --public 1 --workers 2
 
 start() { # NAME LOG CMD...
   local name=$1 log=$2; shift 2
@@ -44,8 +45,8 @@ done
 for _ in $(seq 100); do [ "$(C get hv 2>/dev/null | grep -c alive)" = 4 ] && break; sleep 0.3; done
 C get hypervisors
 
-echo "== oneinfra-coord cluster create demo --replicas 3 --wait"
-C cluster create demo --replicas 3 --wait --timeout 10m
+echo "== oneinfra-coord cluster create demo --replicas 3 --vpn --wait"
+C cluster create demo --replicas 3 --vpn --wait --timeout 10m
 C get components
 C cluster kubeconfig demo >"$DEMO/demo.kubeconfig"
 chmod 600 "$DEMO/demo.kubeconfig"
@@ -58,5 +59,7 @@ The demo runs under $DEMO (logs: coordinator.log, */agent.log). Use it:
   export ONEINFRA_CONFIG=$DEMO/coordinator/admin.conf
   bin/oneinfra-coord describe cluster demo
   _output/bin/kubectl --kubeconfig $DEMO/demo.kubeconfig get all -A
+Join a worker (worker-1 or worker-2, each behind two NATs) to it:
+  test/demo/join-worker.sh worker-1
 Stop and remove everything with: make demo-down
 MSG

@@ -17,8 +17,8 @@ import (
 	"github.com/oneinfra/oneinfra/test/lab"
 )
 
-// labImages are the images every lab host imports.
-var labImages = []string{"pause", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "haproxy"}
+// controlPlaneHosts are three private hypervisors and a public one.
+var controlPlaneHosts = []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "hv-3"}, {Name: "pub-1", Public: true}}
 
 // system is a coordinator and agents on lab hosts.
 type system struct {
@@ -27,20 +27,20 @@ type system struct {
 	config string // admin.conf
 }
 
-// startSystem makes a lab of three private and one public hypervisor,
-// starts a coordinator in the root namespace and an agent on each host.
-func startSystem(t *testing.T) *system {
+// startSystem makes a lab of hosts, starts a coordinator in the root
+// namespace and a hypervisor agent on each host that is not a worker.
+func startSystem(t *testing.T, hosts []lab.HostSpec) *system {
 	t.Helper()
 	root, err := containerd.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tarballs := containerd.BuildImages(t, labImages...)
+	images := lab.Images
+	tarballs := containerd.BuildImages(t, images...)
 	lab.Down("oie2e")
 	began := time.Now()
 	l, err := lab.Up(context.Background(), lab.Spec{
-		Prefix: "oie2e", RepoRoot: root, ImagesDir: filepath.Dir(tarballs["pause"]), Images: labImages,
-		Hosts: []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "hv-3"}, {Name: "pub-1", Public: true}},
+		Prefix: "oie2e", RepoRoot: root, ImagesDir: filepath.Dir(tarballs["pause"]), Images: images, Hosts: hosts,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func startSystem(t *testing.T) *system {
 			t.Errorf("lab directory left: %v", err)
 		}
 	})
-	t.Logf("lab up (4 hosts, images imported) in %.1fs", time.Since(began).Seconds())
+	t.Logf("lab up (%d hosts, %d images imported) in %.1fs", len(hosts), len(images), time.Since(began).Seconds())
 	s := &system{lab: l, dir: lab.Dir("oie2e")}
 	coordDir := filepath.Join(s.dir, "coordinator")
 	if _, err := l.Start("", []string{filepath.Join(binDir, "oneinfra-coord"), "serve", "--id", "c1", "--data-dir", coordDir,
@@ -78,7 +78,12 @@ func startSystem(t *testing.T) *system {
 	}
 	token := regexp.MustCompile(`token: (\S+)`).FindStringSubmatch(out)[1]
 	hash := regexp.MustCompile(`ca-hash: (\S+)`).FindStringSubmatch(out)[1]
+	hypervisors := 0
 	for name, h := range l.Hosts {
+		if h.Worker {
+			continue
+		}
+		hypervisors++
 		args := []string{filepath.Join(binDir, "oneinfra-agent"), "hypervisor", "--name", name, "--address", h.PrivateIP,
 			"--coordinator", lab.CoordinatorIP + ":7443", "--token", token, "--ca-hash", hash,
 			"--cri-endpoint", h.CRIEndpoint, "--data-dir", h.AgentDir, "--root-dir", h.RootDir, "--metrics-addr", "127.0.0.1:7481"}
@@ -89,12 +94,12 @@ func startSystem(t *testing.T) *system {
 			t.Fatal(err)
 		}
 	}
-	testutil.Eventually(t, 60*time.Second, "four hypervisors registered", func() error {
+	testutil.Eventually(t, 60*time.Second, "hypervisors registered", func() error {
 		out, err := cli(s.config, "", "get", "hv")
 		if err != nil {
 			return err
 		}
-		if n := strings.Count(out, "alive"); n != 4 {
+		if n := strings.Count(out, "alive"); n != hypervisors {
 			return fmt.Errorf("%d alive:\n%s", n, out)
 		}
 		return nil
@@ -104,7 +109,7 @@ func startSystem(t *testing.T) *system {
 
 func dumpLogs(t *testing.T, dir string) {
 	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
-	more, _ := filepath.Glob(filepath.Join(dir, "*", "agent.log"))
+	more, _ := filepath.Glob(filepath.Join(dir, "*", "*.log"))
 	for _, f := range append(logs, more...) {
 		b, _ := os.ReadFile(f)
 		t.Logf("== %s (tail)\n%s", f, b[max(0, len(b)-4000):])
@@ -127,7 +132,7 @@ func kubectl(kubeconfig string, args ...string) (string, error) {
 // plain text; scaling to one and back keeps it; deletion leaves nothing.
 func TestClusterLifecycle(t *testing.T) {
 	baseline := handStartedAPI(t)
-	s := startSystem(t)
+	s := startSystem(t, controlPlaneHosts)
 	began := time.Now()
 	out, err := cli(s.config, "", "cluster", "create", "demo", "--replicas", "3", "--wait", "--timeout", "10m")
 	if err != nil {

@@ -69,6 +69,11 @@ const (
 	MaxHosts   = 89
 )
 
+// Images are the keys of test/images/images.txt a lab's hosts need: the
+// control plane's, the ingress's and what worker nodes run.
+var Images = []string{"pause", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "haproxy",
+	"kube-proxy", "coredns", "testapp"}
+
 // Spec describes a lab.
 type Spec struct {
 	// Prefix names every namespace, link and directory; short (interface
@@ -586,6 +591,7 @@ func Down(prefix string) error {
 			_ = os.Remove(f)
 		}
 	}
+	removeCgroups(prefix)
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], prefix+"-") {
@@ -626,4 +632,23 @@ func Down(prefix string) error {
 func signal(pid int, sig syscall.Signal) {
 	_ = syscall.Kill(-pid, sig)
 	_ = syscall.Kill(pid, sig)
+}
+
+// removeCgroups removes the cgroup trees named after the lab (the cgroup
+// roots of its workers' kubelets), deepest first; their processes are gone.
+func removeCgroups(prefix string) {
+	roots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", prefix+"-*"))
+	unified, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", prefix+"-*"))
+	for _, root := range append(roots, unified...) {
+		var dirs []string
+		_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, path)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = os.Remove(dirs[i])
+		}
+	}
 }

@@ -49,8 +49,7 @@ func run(verb string, args []string) error {
 		if err != nil {
 			return err
 		}
-		spec := lab.Spec{Prefix: *prefix, RepoRoot: root, ImagesDir: *images,
-			Images: []string{"pause", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "haproxy"}}
+		spec := lab.Spec{Prefix: *prefix, RepoRoot: root, ImagesDir: *images, Images: lab.Images}
 		for i := 1; i <= *private; i++ {
 			spec.Hosts = append(spec.Hosts, lab.HostSpec{Name: fmt.Sprintf("hv-%d", i)})
 		}

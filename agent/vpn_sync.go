@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/oneinfra/oneinfra/agent/addons"
+	"github.com/oneinfra/oneinfra/agent/join"
+	"github.com/oneinfra/oneinfra/agent/vpn"
+	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/coordinator/scheduler"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"k8s.io/client-go/rest"
+)
+
+// syncVPN runs a cluster's VPN endpoint on this (public) host and puts its
+// public key and what it knows of its peers in the ingress's status.
+func (a *Agent) syncVPN(as *pb.Assignment, status *pb.ComponentStatus) *pb.Condition {
+	v, cluster := as.Vpn, as.Component.Spec.Cluster
+	if a.hub == nil {
+		return condition(condVPNEndpoint, errors.New("this hypervisor is not public: it cannot run a VPN endpoint"), "")
+	}
+	key, err := a.hub.Ensure(vpn.Spec{
+		Cluster: cluster, ListenPort: int(as.Component.Spec.Ports[scheduler.PortWireGuard]),
+		CIDR: v.Cidr, Address: v.EndpointAddress, Routes: v.Routes, Peers: v.Peers,
+	})
+	if err == nil {
+		status.WireguardPublicKey = key
+		if status.VpnPeers, err = a.hub.Peers(cluster); err != nil {
+			err = fmt.Errorf("reading the peers of %s: %w", vpn.InterfaceName(cluster), err)
+		}
+	}
+	return condition(condVPNEndpoint, err, fmt.Sprintf("WireGuard endpoint %s up with %d peers", vpn.InterfaceName(cluster), len(v.Peers)))
+}
+
+// applyAddons applies, through the cluster's API at this ingress, the
+// objects worker nodes need: their bootstrap tokens, the RBAC of TLS
+// bootstrapping, kube-proxy and CoreDNS. Unchanged objects are applied
+// again only now and then (addons.Applier).
+func (a *Agent) applyAddons(ctx context.Context, as *pb.Assignment, address string) error {
+	cluster := as.Component.Spec.Cluster
+	kp := as.Certs[pki.AddonsCert]
+	if kp == nil {
+		return errors.New("the ingress has no add-ons certificate (issued to ingresses placed from this version on)")
+	}
+	port := strconv.Itoa(int(as.Component.Spec.Ports[scheduler.PortAPIServer]))
+	dns, err := pki.DNSServiceIP(as.ClusterSpec.GetNetworking().GetServiceCidr())
+	if err != nil {
+		return err
+	}
+	in := addons.Inputs{
+		Cluster:      cluster,
+		APIServer:    "https://" + net.JoinHostPort(as.Vpn.EndpointAddress, port),
+		ClusterCAPEM: as.CaCerts[pki.ClusterCA],
+		PodCIDR:      as.ClusterSpec.GetNetworking().GetPodCidr(),
+		ServiceCIDR:  as.ClusterSpec.GetNetworking().GetServiceCidr(),
+		ClusterDNS:   dns.String(),
+		DNSDomain:    pki.DefaultDNSDomain,
+		Images:       map[string]string{addons.ImageKubeProxy: as.Images["kube-proxy"], addons.ImageCoreDNS: as.Images["coredns"]},
+	}
+	for _, p := range as.Vpn.Peers {
+		in.BootstrapTokens = append(in.BootstrapTokens, addons.BootstrapToken{
+			ID: p.BootstrapTokenId, Secret: p.BootstrapTokenSecret, Expires: p.BootstrapTokenExpires.AsTime(),
+			Description: "kubelet bootstrap of node " + p.Name,
+		})
+	}
+	cfg := &rest.Config{
+		Host:    "https://" + net.JoinHostPort(address, port),
+		Timeout: 20 * time.Second,
+		TLSClientConfig: rest.TLSClientConfig{
+			CertData: kp.CertPem, KeyData: kp.KeyPem, CAData: as.CaCerts[pki.ClusterCA],
+			ServerName: "kubernetes",
+		},
+	}
+	applier := a.addons[cluster]
+	if applier == nil {
+		applier = &addons.Applier{}
+		a.addons[cluster] = applier
+	}
+	applied, err := applier.Apply(ctx, cfg, in)
+	if applied && err == nil {
+		a.logger.Info("cluster add-ons applied", "cluster", cluster, "bootstrap-tokens", len(in.BootstrapTokens))
+	}
+	return err
+}
+
+// serveJoin starts the worker join endpoint of a public hypervisor.
+func (a *Agent) serveJoin(ctx context.Context) error {
+	addr := a.cfg.JoinAddr
+	if addr == "" {
+		addr = ":" + strconv.Itoa(resources.DefaultJoinPort)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--join-addr: %w", err)
+	}
+	srv := &join.Server{Coordinator: a.api, Logger: a.logger}
+	go func() {
+		if err := join.Serve(ctx, lis, a.id.cert, a.id.caPEM, srv); err != nil {
+			a.logger.Error("worker join endpoint stopped", "err", err)
+		}
+	}()
+	a.logger.Info("worker join endpoint listening", "addr", lis.Addr().String())
+	return nil
+}
