@@ -39,6 +39,8 @@ var errNotReady = errors.New("not ready")
 // A node that joins again with the same name and key (a lost answer) gets
 // the same allocation.
 func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*pb.WorkerConfig, error) {
+	a.s.writeMu.Lock() // allocations are read, decided and written at once
+	defer a.s.writeMu.Unlock()
 	st := a.s.State()
 	now := time.Now()
 	tok, err := checkToken(func(id string) *pb.Token { return st.Token(nil, id) }, req.Token, TokenWorker, now)

@@ -33,12 +33,17 @@ const (
 	ClusterStatusType
 	JoinWorkerType
 	RemovePeerType
+	SetHealthType
+	SetGossipKeyType
 )
 
 // Errors an Apply can return; they reach the caller of raftApply.
 var (
 	ErrHypervisorInUse = errors.New("hypervisor still has components")
 	ErrPortTaken       = errors.New("host port already allocated")
+	// ErrStaleHealth refuses a health decision made on a report that a
+	// newer one has replaced meanwhile.
+	ErrStaleHealth = errors.New("hypervisor reported since the health decision")
 )
 
 // FSM applies committed log entries to the state store. Apply is
@@ -102,6 +107,10 @@ func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Mess
 		return &pb.JoinWorkerCommand{}, f.applyJoinWorker
 	case RemovePeerType:
 		return &pb.RemovePeerCommand{}, f.applyRemovePeer
+	case SetHealthType:
+		return &pb.SetHealthCommand{}, f.applySetHealth
+	case SetGossipKeyType:
+		return &pb.SetGossipKeyCommand{}, f.applySetGossipKey
 	}
 	return nil, nil
 }
@@ -416,5 +425,44 @@ func (f *FSM) applyRemovePeer(txn *state.Txn, m proto.Message) error {
 	if cmd.Event != nil {
 		txn.InsertEvents([]*pb.Event{cmd.Event})
 	}
+	return nil
+}
+
+// applySetHealth records the leader's health decision on a hypervisor:
+// its health, its Healthy condition and the events of the clusters it
+// runs components of. A report committed since the decision was made
+// (another lastSeen) makes it stale: refused, the leader decides again.
+func (f *FSM) applySetHealth(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.SetHealthCommand)
+	h := txn.Hypervisor(cmd.Hypervisor)
+	if h == nil {
+		return fmt.Errorf("hypervisor %q: %w", cmd.Hypervisor, state.ErrNotFound)
+	}
+	if !proto.Equal(h.GetStatus().GetLastSeen(), cmd.LastSeen) {
+		return fmt.Errorf("hypervisor %q: %w", cmd.Hypervisor, ErrStaleHealth)
+	}
+	h = proto.Clone(h).(*pb.Hypervisor)
+	if h.Status == nil {
+		h.Status = &pb.HypervisorStatus{}
+	}
+	h.Status.Health = cmd.Health
+	if cmd.Condition != nil {
+		h.Status.Conditions = resources.SetCondition(h.Status.Conditions, cmd.Condition)
+	}
+	txn.UpsertHypervisor(h)
+	txn.InsertEvents(cmd.Events)
+	return nil
+}
+
+// applySetGossipKey gives the coordinator its gossip key, once.
+func (f *FSM) applySetGossipKey(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.SetGossipKeyCommand)
+	cfg := txn.Config()
+	if cfg == nil || len(cfg.GossipKey) > 0 {
+		return nil
+	}
+	cfg = proto.Clone(cfg).(*pb.CoordinatorConfig)
+	cfg.GossipKey = cmd.Key
+	txn.SetConfig(cfg)
 	return nil
 }

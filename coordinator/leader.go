@@ -97,6 +97,15 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		}
 		break
 	}
+	// Health is decided apart from placement, on its own clock; it counts
+	// the hypervisors' silence only from now, when this leader has applied
+	// everything committed before it.
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		s.healthLoop(ctx, time.Now())
+	}()
+	defer func() { <-healthDone }()
 	for ctx.Err() == nil {
 		st := s.State()
 		ws := memdb.NewWatchSet()
@@ -128,8 +137,12 @@ func (s *Server) establishLeadership() error {
 		if _, err := rand.Read(id); err != nil {
 			return err
 		}
+		key, err := newGossipKey()
+		if err != nil {
+			return err
+		}
 		cmd := &pb.InitCommand{
-			Config: &pb.CoordinatorConfig{Ca: ca, VpnPool: s.cfg.VPNPool, ClusterId: hex.EncodeToString(id)},
+			Config: &pb.CoordinatorConfig{Ca: ca, VpnPool: s.cfg.VPNPool, ClusterId: hex.EncodeToString(id), GossipKey: key},
 			Server: s.self(),
 		}
 		if _, err := s.raftApply(InitType, cmd); err != nil {
@@ -138,6 +151,9 @@ func (s *Server) establishLeadership() error {
 	}
 	if err := s.creds.dropPendingCA(); err != nil {
 		return err
+	}
+	if err := s.ensureGossipKey(); err != nil {
+		return fmt.Errorf("making the gossip key: %w", err)
 	}
 	for _, srv := range st.Servers(nil) {
 		if srv.Id == s.cfg.ID && proto.Equal(srv, s.self()) {

@@ -24,6 +24,9 @@ type metrics struct {
 	forwarded    prometheus.Counter
 	watchers     prometheus.Gauge
 	requests     *prometheus.CounterVec
+	// healthTransitions counts the health changes this server committed
+	// as leader.
+	healthTransitions *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -42,8 +45,11 @@ func newMetrics(s *Server) *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "oneinfra_coordinator_grpc_requests_total", Help: "gRPC calls served, by method and status code.",
 		}, []string{"method", "code"}),
+		healthTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "oneinfra_coordinator_hypervisor_health_transitions_total", Help: "Hypervisor health changes this server committed as leader, by old and new health.",
+		}, []string{"from", "to"}),
 	}
-	m.registry.MustRegister(m.applyLatency, m.forwarded, m.watchers, m.requests,
+	m.registry.MustRegister(m.applyLatency, m.forwarded, m.watchers, m.requests, m.healthTransitions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{s: s})
 	return m

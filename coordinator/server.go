@@ -13,10 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/oneinfra/oneinfra/coordinator/health"
 	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/gossip"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -39,6 +42,16 @@ type Config struct {
 	ImageRepository string
 	VPNPool         string
 
+	// GossipAddr is IP:PORT of this server's gossip observer; empty: no
+	// gossip (health then rests on the agents' reports alone). GossipJoin
+	// lists members to join (agents or other servers).
+	GossipAddr string
+	GossipJoin []string
+	// GossipLocal uses loopback gossip timings (tests).
+	GossipLocal bool
+	// Health tunes the leader's health decisions (tests shorten them).
+	Health health.Rules
+
 	Timings RaftTimings
 	Logger  *slog.Logger
 }
@@ -55,6 +68,7 @@ type Server struct {
 	http    *http.Server
 	metrics *metrics
 	peers   *peerPool
+	gossip  atomic.Pointer[gossip.Member]
 
 	apiAddr, raftAddr string // advertised
 
@@ -146,8 +160,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.Kill()
 		return nil, err
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.monitorLeadership()
+	go s.runGossip()
 	if !hasState && cfg.Join != "" {
 		if err := s.joinRaft(ctx); err != nil {
 			s.Kill()

@@ -339,16 +339,19 @@ func TestIngressCerts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ic.Component != "demo-ingress" || len(ic.Certs) != 1 {
+	if ic.Component != "demo-ingress" || len(ic.Certs) != 2 {
 		t.Errorf("ingress certs = %s, %d certificates", ic.Component, len(ic.Certs))
 	}
 	checkLeaf(t, p, IngressHealthCert, ic.Certs[IngressHealthCert], leafWant{ClientCA, clientUsage, "oneinfra:ingress-health", nil})
+	checkLeaf(t, p, AddonsCert, ic.Certs[AddonsCert], leafWant{ClientCA, clientUsage, "oneinfra:addons", []string{"system:masters"}})
 	if _, err := IngressCerts(p, "", time.Now()); err == nil {
 		t.Error("IngressCerts accepted an empty component")
 	}
 }
 
-func TestOnlyAdminIsMaster(t *testing.T) {
+// TestOnlyAdminAndAddonsAreMasters: no component certificate but the
+// ingress's add-ons one is in system:masters.
+func TestOnlyAdminAndAddonsAreMasters(t *testing.T) {
 	p := sharedPKI(t)
 	cc, err := ControlPlaneCerts(p, testIdentity(), time.Now())
 	if err != nil {
@@ -370,8 +373,8 @@ func TestOnlyAdminIsMaster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if slices.Contains(cert.Subject.Organization, MastersGroup) {
-			t.Errorf("%s is in %s", name, MastersGroup)
+		if slices.Contains(cert.Subject.Organization, MastersGroup) != (name == AddonsCert) {
+			t.Errorf("%s: in %s is %v", name, MastersGroup, !(name == AddonsCert))
 		}
 	}
 
