@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"github.com/oneinfra/oneinfra/agent/vpn"
 	"github.com/oneinfra/oneinfra/agent/wireguard"
 	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/gossip"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
@@ -45,6 +47,13 @@ type Config struct {
 	// JoinAddr is where a public hypervisor serves the worker join
 	// endpoint; default ":7445".
 	JoinAddr string
+	// GossipAddr is IP:PORT of this hypervisor's gossip member; default
+	// Address:7946. GossipJoin lists members to join (other agents,
+	// coordinator servers' --gossip-addr).
+	GossipAddr string
+	GossipJoin []string
+	// GossipLocal uses loopback gossip timings (tests).
+	GossipLocal bool
 	// Resync is how often everything is checked again without a change
 	// from the coordinator (crashed containers, probes). Default 10s.
 	Resync time.Duration
@@ -81,6 +90,7 @@ type Agent struct {
 	lastReport     *pb.ReportStatusRequest
 	lastReportTime time.Time
 	lastSync       atomic.Pointer[time.Time]
+	gossip         atomic.Pointer[gossip.Member]
 	metrics        *agentMetrics
 }
 
@@ -171,15 +181,21 @@ func (a *Agent) ensureIdentity(ctx context.Context) error {
 		a.id = id
 		return nil
 	}
-	id, servers, err := register(ctx, a.cfg)
+	id, resp, err := register(ctx, a.cfg)
 	if err != nil {
 		return err
 	}
 	if err := id.write(a.cfg.DataDir); err != nil {
 		return err
 	}
+	servers := resp.Servers
 	if err := a.store.setMeta("servers", strings.Join(servers, ",")); err != nil {
 		return err
+	}
+	if len(resp.GossipKey) > 0 {
+		if err := a.store.setMeta(metaGossipKey, hex.EncodeToString(resp.GossipKey)); err != nil {
+			return err
+		}
 	}
 	a.id = id
 	a.logger.Info("registered with the coordinator", "servers", servers)
@@ -208,6 +224,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	gossipDone := make(chan struct{})
+	go func() { defer close(gossipDone); a.runGossip(ctx) }()
+	defer func() { <-gossipDone }()
 	watched := make(chan *pb.WatchAssignmentsResponse)
 	go a.watch(ctx, watched)
 	ticker := time.NewTicker(a.cfg.Resync)

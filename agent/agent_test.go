@@ -16,6 +16,7 @@ import (
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/coordinator"
 	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/gossip"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -68,7 +69,8 @@ func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	srv, err := coordinator.Start(ctx, coordinator.Config{ID: "s1", DataDir: filepath.Join(dir, "coord"), Bootstrap: true,
-		APIAddr: freeAddr(t), RaftAddr: freeAddr(t), Advertise: "127.0.0.1", Logger: quiet})
+		APIAddr: freeAddr(t), RaftAddr: freeAddr(t), Advertise: "127.0.0.1", Logger: quiet,
+		GossipAddr: "127.0.0.1:0", GossipLocal: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +90,18 @@ func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 		tok, err = op.CreateToken(ctx, &pb.CreateTokenRequest{Kind: "hypervisor"})
 		return err
 	})
+	testutil.Eventually(t, 20*time.Second, "coordinator gossip", func() error {
+		if srv.GossipAddr() == "" {
+			return fmt.Errorf("not started")
+		}
+		return nil
+	})
 
 	newAgent := func(name string, public bool) *Agent {
 		cfg := Config{Name: name, Address: "127.0.0.1", Coordinators: []string{srv.APIAddr()}, Token: tok.Token, CAHash: tok.CaHash,
 			Public: public, CRIEndpoint: runtimes[name].Endpoint(), DataDir: filepath.Join(dir, name), RootDir: filepath.Join(dir, name+"-root"),
-			PortRange: "30000-30099", Resync: time.Second, Logger: quiet}
+			PortRange: "30000-30099", Resync: time.Second, Logger: quiet,
+			GossipAddr: "127.0.0.1:0", GossipJoin: []string{srv.GossipAddr()}, GossipLocal: true}
 		if public {
 			cfg.PublicAddress, cfg.PortRange = "127.0.0.2", "31000-31099"
 		}
@@ -113,6 +122,18 @@ func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 	private, public := newAgent("hv-1", false), newAgent("pub-1", true)
 	stopPrivate, stopPublic := run(private), run(public)
 	defer func() { stopPublic() }()
+
+	// The agents got the gossip key at registration and join the
+	// coordinator's gossip.
+	testutil.Eventually(t, 20*time.Second, "agents in the gossip", func() error {
+		view := srv.GossipView()
+		for _, m := range []string{"hv/hv-1", "hv/pub-1"} {
+			if view[m].State != gossip.Alive {
+				return fmt.Errorf("%s: %+v", m, view[m])
+			}
+		}
+		return nil
+	})
 
 	if _, err := op.Apply(ctx, &pb.ApplyRequest{Resources: []*pb.Resource{{Kind: &pb.Resource_Cluster{Cluster: &pb.Cluster{
 		Metadata: &pb.ObjectMeta{Name: "demo"}, Spec: &pb.ClusterSpec{}}}}}}); err != nil {

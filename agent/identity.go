@@ -51,8 +51,9 @@ func (id *identity) tlsConfig() (*tls.Config, error) {
 }
 
 // register trades the token for a certificate, pinning the coordinator CA
-// by its hash, and returns the identity and the coordinator's servers.
-func register(ctx context.Context, cfg Config) (*identity, []string, error) {
+// by its hash, and returns the identity and the coordinator's answer (its
+// servers, the gossip key).
+func register(ctx context.Context, cfg Config) (*identity, *pb.RegisterHypervisorResponse, error) {
 	if cfg.Token == "" || cfg.CAHash == "" {
 		return nil, nil, errors.New("this agent has no identity yet: the first start needs --token and --ca-hash (oneinfra-coord token create --kind hypervisor)")
 	}
@@ -91,5 +92,5 @@ func register(ctx context.Context, cfg Config) (*identity, []string, error) {
 	if hash, err := tlsutil.CAHash(resp.CaPem); err != nil || hash != cfg.CAHash {
 		return nil, nil, errors.New("registering: the coordinator's CA does not match --ca-hash")
 	}
-	return &identity{caPEM: resp.CaPem, cert: &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM}}, resp.Servers, nil
+	return &identity{caPEM: resp.CaPem, cert: &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM}}, resp, nil
 }

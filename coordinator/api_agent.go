@@ -14,6 +14,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Bounds of a blocking watch.
@@ -94,7 +95,9 @@ func (a *agentAPI) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest
 	if err := checkSelf(ctx, req.Hypervisor); err != nil {
 		return nil, err
 	}
-	cmd := &pb.ReportStatusCommand{Hypervisor: req.Hypervisor, Removed: req.Removed, Time: req.Time}
+	// lastSeen is the leader's time, not the agent's: health compares it
+	// with the leader's clock.
+	cmd := &pb.ReportStatusCommand{Hypervisor: req.Hypervisor, Removed: req.Removed, Time: timestamppb.Now()}
 	for _, r := range req.Components {
 		cmd.Components = append(cmd.Components, &pb.Component{Metadata: &pb.ObjectMeta{Name: r.Component}, Status: r.Status})
 	}
@@ -102,6 +105,15 @@ func (a *agentAPI) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest
 		return nil, err
 	}
 	return &pb.ReportStatusResponse{}, nil
+}
+
+// GetGossipConfig gives the agent the gossip key (empty while the
+// coordinator has none), for agents registered before there was one.
+func (a *agentAPI) GetGossipConfig(ctx context.Context, req *pb.GetGossipConfigRequest) (*pb.GossipConfig, error) {
+	if err := checkSelf(ctx, req.Hypervisor); err != nil {
+		return nil, err
+	}
+	return &pb.GossipConfig{Key: a.s.State().Config(nil).GetGossipKey()}, nil
 }
 
 // assignments builds the assignments of a hypervisor, restricted to the

@@ -123,5 +123,6 @@ func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterH
 		servers = append(servers, srv.ApiAddress)
 	}
 	a.s.logger.Info("hypervisor registered", "hypervisor", req.Name, "public", h.Spec.Public, "token", tok.Id)
-	return &pb.RegisterHypervisorResponse{CertPem: cert, CaPem: ca.CertPem, Servers: servers}, nil
+	return &pb.RegisterHypervisorResponse{CertPem: cert, CaPem: ca.CertPem, Servers: servers,
+		GossipKey: a.s.State().Config(nil).GetGossipKey()}, nil
 }

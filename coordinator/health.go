@@ -107,6 +107,14 @@ func (s *Server) GossipAddr() string {
 	return ""
 }
 
+// GossipView is what this server's gossip member sees (nil without one).
+func (s *Server) GossipView() map[string]gossip.Observation {
+	if m := s.gossip.Load(); m != nil {
+		return m.View()
+	}
+	return nil
+}
+
 // healthInterval is how often the leader re-decides every hypervisor's
 // health: often enough to act within a tenth of SuspectAfter.
 func (s *Server) healthInterval() time.Duration {
@@ -183,12 +191,16 @@ func (s *Server) checkHealth(ctx context.Context, leaderSince, now time.Time) er
 			errs = append(errs, fmt.Errorf("hypervisor %s: %w", c.h.Metadata.Name, err))
 			continue
 		}
-		s.metrics.healthTransitions.WithLabelValues(c.h.GetStatus().GetHealth(), c.d.Health).Inc()
+		from := c.h.GetStatus().GetHealth()
+		if from == "" {
+			from = resources.HealthAlive
+		}
+		s.metrics.healthTransitions.WithLabelValues(from, c.d.Health).Inc()
 		level := s.logger.Warn
 		if c.d.Health == resources.HealthAlive {
 			level = s.logger.Info
 		}
-		level("hypervisor health changed", "hypervisor", c.h.Metadata.Name, "from", c.h.GetStatus().GetHealth(), "to", c.d.Health, "why", c.d.Message)
+		level("hypervisor health changed", "hypervisor", c.h.Metadata.Name, "from", from, "to", c.d.Health, "why", c.d.Message)
 	}
 	return errors.Join(errs...)
 }

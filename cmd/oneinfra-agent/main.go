@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/oneinfra/oneinfra/agent"
+	"github.com/oneinfra/oneinfra/internal/gossip"
 	"github.com/oneinfra/oneinfra/internal/logging"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/version"
@@ -88,6 +89,8 @@ func newHypervisorCommand(logFormat *string) *cobra.Command {
 	f.StringVar(&cfg.RootDir, "root-dir", "/", "prefix of the host paths components use")
 	f.StringVar(&cfg.PortRange, "port-range", resources.DefaultPortRange, "host ports components may be given")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:7481", "/metrics, /healthz and /readyz listen address")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", fmt.Sprintf("IP:PORT of this hypervisor's gossip member (default: --address with port %d)", gossip.DefaultPort))
+	f.StringSliceVar(&cfg.GossipJoin, "gossip-join", nil, "gossip members to join, HOST:PORT,... (other agents, coordinator servers' --gossip-addr)")
 	f.StringVar(&cfg.JoinAddr, "join-addr", fmt.Sprintf(":%d", resources.DefaultJoinPort), "public hypervisors: where workers join (TLS with the coordinator CA)")
 	for _, name := range []string{"name", "address", "coordinator"} {
 		_ = cmd.MarkFlagRequired(name)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/oneinfra/oneinfra/coordinator"
@@ -15,6 +16,7 @@ import (
 
 func newServeCommand(g *globals) *cobra.Command {
 	cfg := coordinator.Config{}
+	var gossipJoin []string
 	cmd := &cobra.Command{
 		Use:   "serve --id ID --data-dir DIR [--bootstrap | --join HOST:PORT --token TOKEN --ca-hash sha256:HEX]",
 		Short: "Run a coordinator server",
@@ -28,6 +30,7 @@ func newServeCommand(g *globals) *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			cfg.GossipJoin = splitList(gossipJoin)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
 			srv, err := coordinator.Start(ctx, cfg)
@@ -52,7 +55,20 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&cfg.CAHash, "ca-hash", "", "sha256:HEX of the coordinator CA, for --join")
 	f.StringVar(&cfg.ImageRepository, "image-repository", "", "repository prefix of every image, for mirrors and air gaps (default: upstream registries)")
 	f.StringVar(&cfg.VPNPool, "vpn-pool", coordinator.DefaultVPNPool, "the pool clusters' VPN CIDRs come from (read at --bootstrap)")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "IP:PORT of this server's gossip observer (e.g. 0.0.0.0:7946; the port is advertised on the --advertise host); off when empty: hypervisor health then rests on the agents' reports alone")
+	f.StringSliceVar(&gossipJoin, "gossip-join", nil, "gossip members to join, HOST:PORT,... (hypervisors' agents or other servers)")
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
+}
+
+// splitList drops the empty and blank items of a comma-separated flag.
+func splitList(items []string) []string {
+	var out []string
+	for _, it := range items {
+		if it = strings.TrimSpace(it); it != "" {
+			out = append(out, it)
+		}
+	}
+	return out
 }

@@ -167,10 +167,10 @@ func (r Rules) message(in Input, health string, gossipDead, gossipAlive bool) st
 	}
 	switch health {
 	case resources.HealthAlive:
-		return with(fmt.Sprintf("its agent reports (%s)", report))
+		return with(fmt.Sprintf("its agent reports: %s", report))
 	case resources.HealthSuspect:
 		if gossipDead && !in.LastSeen.IsZero() && in.Now.Sub(in.LastSeen) < r.SuspectAfter {
-			return fmt.Sprintf("its agent reports (%s) but %s: check that gossip (UDP and TCP) reaches it from the coordinator", report, g)
+			return fmt.Sprintf("its agent reports (%s) but %s: check that gossip (UDP and TCP, --gossip-addr) gets through between it and the coordinator", report, g)
 		}
 		return with(fmt.Sprintf("%s, more than %s; dead after %s without one", report, r.SuspectAfter, r.DeadAfter)) +
 			": check the agent (systemctl status oneinfra-agent) and its network"

@@ -1698,10 +1698,12 @@ func (x *RegisterHypervisorRequest) GetCsrPem() []byte {
 }
 
 type RegisterHypervisorResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	CaPem         []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
-	Servers       []string               `protobuf:"bytes,3,rep,name=servers,proto3" json:"servers,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	CertPem []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaPem   []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	Servers []string               `protobuf:"bytes,3,rep,name=servers,proto3" json:"servers,omitempty"`
+	// The gossip encryption key (empty when the coordinator has none yet).
+	GossipKey     []byte `protobuf:"bytes,4,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1757,6 +1759,102 @@ func (x *RegisterHypervisorResponse) GetServers() []string {
 	return nil
 }
 
+func (x *RegisterHypervisorResponse) GetGossipKey() []byte {
+	if x != nil {
+		return x.GossipKey
+	}
+	return nil
+}
+
+type GetGossipConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hypervisor    string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetGossipConfigRequest) Reset() {
+	*x = GetGossipConfigRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetGossipConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetGossipConfigRequest) ProtoMessage() {}
+
+func (x *GetGossipConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetGossipConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetGossipConfigRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetGossipConfigRequest) GetHypervisor() string {
+	if x != nil {
+		return x.Hypervisor
+	}
+	return ""
+}
+
+// GossipConfig is what an agent needs to join the gossip.
+type GossipConfig struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // 32 bytes; empty when the coordinator has none yet
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipConfig) Reset() {
+	*x = GossipConfig{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipConfig) ProtoMessage() {}
+
+func (x *GossipConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipConfig.ProtoReflect.Descriptor instead.
+func (*GossipConfig) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GossipConfig) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
 type WatchAssignmentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Hypervisor    string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
@@ -1768,7 +1866,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1878,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1891,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{31}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchAssignmentsRequest) GetHypervisor() string {
@@ -1829,7 +1927,7 @@ type AssignmentRef struct {
 
 func (x *AssignmentRef) Reset() {
 	*x = AssignmentRef{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1939,7 @@ func (x *AssignmentRef) String() string {
 func (*AssignmentRef) ProtoMessage() {}
 
 func (x *AssignmentRef) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1952,7 @@ func (x *AssignmentRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentRef.ProtoReflect.Descriptor instead.
 func (*AssignmentRef) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{32}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AssignmentRef) GetComponent() string {
@@ -1881,7 +1979,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +1991,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2004,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{33}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchAssignmentsResponse) GetIndex() uint64 {
@@ -1933,7 +2031,7 @@ type GetAssignmentsRequest struct {
 
 func (x *GetAssignmentsRequest) Reset() {
 	*x = GetAssignmentsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2043,7 @@ func (x *GetAssignmentsRequest) String() string {
 func (*GetAssignmentsRequest) ProtoMessage() {}
 
 func (x *GetAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2056,7 @@ func (x *GetAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*GetAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{34}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetAssignmentsRequest) GetHypervisor() string {
@@ -1987,7 +2085,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2097,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2110,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{35}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Endpoint) GetName() string {
@@ -2067,7 +2165,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2177,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2190,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{36}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Assignment) GetComponent() *Component {
@@ -2213,7 +2311,7 @@ type VPNAssignment struct {
 
 func (x *VPNAssignment) Reset() {
 	*x = VPNAssignment{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2323,7 @@ func (x *VPNAssignment) String() string {
 func (*VPNAssignment) ProtoMessage() {}
 
 func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2336,7 @@ func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VPNAssignment.ProtoReflect.Descriptor instead.
 func (*VPNAssignment) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{37}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *VPNAssignment) GetCidr() string {
@@ -2286,7 +2384,7 @@ type GetAssignmentsResponse struct {
 
 func (x *GetAssignmentsResponse) Reset() {
 	*x = GetAssignmentsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2396,7 @@ func (x *GetAssignmentsResponse) String() string {
 func (*GetAssignmentsResponse) ProtoMessage() {}
 
 func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2409,7 @@ func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*GetAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetAssignmentsResponse) GetIndex() uint64 {
@@ -2338,7 +2436,7 @@ type ComponentReport struct {
 
 func (x *ComponentReport) Reset() {
 	*x = ComponentReport{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2448,7 @@ func (x *ComponentReport) String() string {
 func (*ComponentReport) ProtoMessage() {}
 
 func (x *ComponentReport) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2461,7 @@ func (x *ComponentReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentReport.ProtoReflect.Descriptor instead.
 func (*ComponentReport) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ComponentReport) GetComponent() string {
@@ -2393,7 +2491,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2503,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2516,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReportStatusRequest) GetHypervisor() string {
@@ -2457,7 +2555,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2469,7 +2567,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2482,7 +2580,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 type PeerStatusRequest struct {
@@ -2493,7 +2591,7 @@ type PeerStatusRequest struct {
 
 func (x *PeerStatusRequest) Reset() {
 	*x = PeerStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +2603,7 @@ func (x *PeerStatusRequest) String() string {
 func (*PeerStatusRequest) ProtoMessage() {}
 
 func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +2616,7 @@ func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 type PeerStatusResponse struct {
@@ -2534,7 +2632,7 @@ type PeerStatusResponse struct {
 
 func (x *PeerStatusResponse) Reset() {
 	*x = PeerStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +2644,7 @@ func (x *PeerStatusResponse) String() string {
 func (*PeerStatusResponse) ProtoMessage() {}
 
 func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +2657,7 @@ func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusResponse.ProtoReflect.Descriptor instead.
 func (*PeerStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PeerStatusResponse) GetId() string {
@@ -2608,7 +2706,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2620,7 +2718,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2633,7 +2731,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PeerJoinRequest) GetId() string {
@@ -2665,7 +2763,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2775,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2788,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
 }
 
 type ListPeersRequest struct {
@@ -2702,7 +2800,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2714,7 +2812,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2727,7 +2825,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListPeersRequest) GetCluster() string {
@@ -2753,7 +2851,7 @@ type PeerInfo struct {
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2765,7 +2863,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2778,7 +2876,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PeerInfo) GetName() string {
@@ -2841,7 +2939,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2853,7 +2951,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2866,7 +2964,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListPeersResponse) GetPeers() []*PeerInfo {
@@ -2900,7 +2998,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3010,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3023,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RemovePeerRequest) GetCluster() string {
@@ -2950,7 +3048,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2962,7 +3060,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2975,7 +3073,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
 type JoinWorkerRequest struct {
@@ -2990,7 +3088,7 @@ type JoinWorkerRequest struct {
 
 func (x *JoinWorkerRequest) Reset() {
 	*x = JoinWorkerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3002,7 +3100,7 @@ func (x *JoinWorkerRequest) String() string {
 func (*JoinWorkerRequest) ProtoMessage() {}
 
 func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3015,7 +3113,7 @@ func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWorkerRequest.ProtoReflect.Descriptor instead.
 func (*JoinWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *JoinWorkerRequest) GetToken() string {
@@ -3057,7 +3155,7 @@ type GetWorkerConfigRequest struct {
 
 func (x *GetWorkerConfigRequest) Reset() {
 	*x = GetWorkerConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3069,7 +3167,7 @@ func (x *GetWorkerConfigRequest) String() string {
 func (*GetWorkerConfigRequest) ProtoMessage() {}
 
 func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3082,7 +3180,7 @@ func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetWorkerConfigRequest) GetCluster() string {
@@ -3126,7 +3224,7 @@ type WorkerConfig struct {
 
 func (x *WorkerConfig) Reset() {
 	*x = WorkerConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3138,7 +3236,7 @@ func (x *WorkerConfig) String() string {
 func (*WorkerConfig) ProtoMessage() {}
 
 func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3151,7 +3249,7 @@ func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerConfig.ProtoReflect.Descriptor instead.
 func (*WorkerConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *WorkerConfig) GetCluster() string {
@@ -3392,11 +3490,19 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12/\n" +
 	"\x04spec\x18\x03 \x01(\v2\x1b.oneinfra.v1.HypervisorSpecR\x04spec\x12\x17\n" +
-	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\"h\n" +
+	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\"\x87\x01\n" +
 	"\x1aRegisterHypervisorResponse\x12\x19\n" +
 	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x15\n" +
 	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12\x18\n" +
-	"\aservers\x18\x03 \x03(\tR\aservers\"o\n" +
+	"\aservers\x18\x03 \x03(\tR\aservers\x12\x1d\n" +
+	"\n" +
+	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"8\n" +
+	"\x16GetGossipConfigRequest\x12\x1e\n" +
+	"\n" +
+	"hypervisor\x18\x01 \x01(\tR\n" +
+	"hypervisor\" \n" +
+	"\fGossipConfig\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"o\n" +
 	"\x17WatchAssignmentsRequest\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
@@ -3556,14 +3662,15 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\tBootstrap\x12M\n" +
 	"\n" +
 	"JoinServer\x12\x1e.oneinfra.v1.JoinServerRequest\x1a\x1f.oneinfra.v1.JoinServerResponse\x12e\n" +
-	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\xb4\x03\n" +
+	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\x87\x04\n" +
 	"\x05Agent\x12_\n" +
 	"\x10WatchAssignments\x12$.oneinfra.v1.WatchAssignmentsRequest\x1a%.oneinfra.v1.WatchAssignmentsResponse\x12Y\n" +
 	"\x0eGetAssignments\x12\".oneinfra.v1.GetAssignmentsRequest\x1a#.oneinfra.v1.GetAssignmentsResponse\x12S\n" +
 	"\fReportStatus\x12 .oneinfra.v1.ReportStatusRequest\x1a!.oneinfra.v1.ReportStatusResponse\x12G\n" +
 	"\n" +
 	"JoinWorker\x12\x1e.oneinfra.v1.JoinWorkerRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12Q\n" +
-	"\x0fGetWorkerConfig\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig2\x93\x01\n" +
+	"\x0fGetWorkerConfig\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12Q\n" +
+	"\x0fGetGossipConfig\x12#.oneinfra.v1.GetGossipConfigRequest\x1a\x19.oneinfra.v1.GossipConfig2\x93\x01\n" +
 	"\x04Join\x12A\n" +
 	"\x04Join\x12\x1e.oneinfra.v1.JoinWorkerRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12H\n" +
 	"\x06Config\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig2\xe5\x01\n" +
@@ -3584,7 +3691,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                   // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                   // 1: oneinfra.v1.Resource
@@ -3617,82 +3724,84 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*JoinServerResponse)(nil),         // 28: oneinfra.v1.JoinServerResponse
 	(*RegisterHypervisorRequest)(nil),  // 29: oneinfra.v1.RegisterHypervisorRequest
 	(*RegisterHypervisorResponse)(nil), // 30: oneinfra.v1.RegisterHypervisorResponse
-	(*WatchAssignmentsRequest)(nil),    // 31: oneinfra.v1.WatchAssignmentsRequest
-	(*AssignmentRef)(nil),              // 32: oneinfra.v1.AssignmentRef
-	(*WatchAssignmentsResponse)(nil),   // 33: oneinfra.v1.WatchAssignmentsResponse
-	(*GetAssignmentsRequest)(nil),      // 34: oneinfra.v1.GetAssignmentsRequest
-	(*Endpoint)(nil),                   // 35: oneinfra.v1.Endpoint
-	(*Assignment)(nil),                 // 36: oneinfra.v1.Assignment
-	(*VPNAssignment)(nil),              // 37: oneinfra.v1.VPNAssignment
-	(*GetAssignmentsResponse)(nil),     // 38: oneinfra.v1.GetAssignmentsResponse
-	(*ComponentReport)(nil),            // 39: oneinfra.v1.ComponentReport
-	(*ReportStatusRequest)(nil),        // 40: oneinfra.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),       // 41: oneinfra.v1.ReportStatusResponse
-	(*PeerStatusRequest)(nil),          // 42: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),         // 43: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),            // 44: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),           // 45: oneinfra.v1.PeerJoinResponse
-	(*ListPeersRequest)(nil),           // 46: oneinfra.v1.ListPeersRequest
-	(*PeerInfo)(nil),                   // 47: oneinfra.v1.PeerInfo
-	(*ListPeersResponse)(nil),          // 48: oneinfra.v1.ListPeersResponse
-	(*RemovePeerRequest)(nil),          // 49: oneinfra.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),         // 50: oneinfra.v1.RemovePeerResponse
-	(*JoinWorkerRequest)(nil),          // 51: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),     // 52: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),               // 53: oneinfra.v1.WorkerConfig
-	nil,                                // 54: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                // 55: oneinfra.v1.Assignment.CertsEntry
-	nil,                                // 56: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                    // 57: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                 // 58: oneinfra.v1.Hypervisor
-	(*Component)(nil),                  // 59: oneinfra.v1.Component
-	(*Event)(nil),                      // 60: oneinfra.v1.Event
-	(*Token)(nil),                      // 61: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),             // 62: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                // 63: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                    // 64: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),            // 65: oneinfra.v1.ComponentStatus
-	(*timestamppb.Timestamp)(nil),      // 66: google.protobuf.Timestamp
-	(*KeyPair)(nil),                    // 67: oneinfra.v1.KeyPair
+	(*GetGossipConfigRequest)(nil),     // 31: oneinfra.v1.GetGossipConfigRequest
+	(*GossipConfig)(nil),               // 32: oneinfra.v1.GossipConfig
+	(*WatchAssignmentsRequest)(nil),    // 33: oneinfra.v1.WatchAssignmentsRequest
+	(*AssignmentRef)(nil),              // 34: oneinfra.v1.AssignmentRef
+	(*WatchAssignmentsResponse)(nil),   // 35: oneinfra.v1.WatchAssignmentsResponse
+	(*GetAssignmentsRequest)(nil),      // 36: oneinfra.v1.GetAssignmentsRequest
+	(*Endpoint)(nil),                   // 37: oneinfra.v1.Endpoint
+	(*Assignment)(nil),                 // 38: oneinfra.v1.Assignment
+	(*VPNAssignment)(nil),              // 39: oneinfra.v1.VPNAssignment
+	(*GetAssignmentsResponse)(nil),     // 40: oneinfra.v1.GetAssignmentsResponse
+	(*ComponentReport)(nil),            // 41: oneinfra.v1.ComponentReport
+	(*ReportStatusRequest)(nil),        // 42: oneinfra.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),       // 43: oneinfra.v1.ReportStatusResponse
+	(*PeerStatusRequest)(nil),          // 44: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),         // 45: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),            // 46: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),           // 47: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),           // 48: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                   // 49: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),          // 50: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),          // 51: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),         // 52: oneinfra.v1.RemovePeerResponse
+	(*JoinWorkerRequest)(nil),          // 53: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),     // 54: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),               // 55: oneinfra.v1.WorkerConfig
+	nil,                                // 56: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                // 57: oneinfra.v1.Assignment.CertsEntry
+	nil,                                // 58: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                    // 59: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                 // 60: oneinfra.v1.Hypervisor
+	(*Component)(nil),                  // 61: oneinfra.v1.Component
+	(*Event)(nil),                      // 62: oneinfra.v1.Event
+	(*Token)(nil),                      // 63: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),             // 64: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                // 65: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                    // 66: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),            // 67: oneinfra.v1.ComponentStatus
+	(*timestamppb.Timestamp)(nil),      // 68: google.protobuf.Timestamp
+	(*KeyPair)(nil),                    // 69: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	57, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	58, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	59, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	60, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	57, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	58, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	59, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	59, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	60, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	61, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	57, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	59, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	60, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	59, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	61, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	62, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	61, // 12: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	61, // 13: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	63, // 12: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	63, // 13: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,  // 14: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	20, // 15: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	62, // 16: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
-	32, // 17: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	59, // 18: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	63, // 19: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	54, // 20: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	55, // 21: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
-	35, // 22: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
-	35, // 23: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	56, // 24: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
-	35, // 25: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
-	37, // 26: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
-	64, // 27: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
-	36, // 28: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	65, // 29: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	39, // 30: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	66, // 31: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	66, // 32: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	66, // 33: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
-	47, // 34: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	64, // 16: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	34, // 17: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
+	61, // 18: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	65, // 19: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	56, // 20: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	57, // 21: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	37, // 22: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
+	37, // 23: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
+	58, // 24: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	37, // 25: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
+	39, // 26: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
+	66, // 27: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	38, // 28: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	67, // 29: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	41, // 30: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	68, // 31: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	68, // 32: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	68, // 33: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	49, // 34: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
 	0,  // 35: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	67, // 36: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	69, // 36: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
 	2,  // 37: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
 	5,  // 38: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
 	7,  // 39: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
@@ -3705,48 +3814,50 @@ var file_oneinfra_v1_api_proto_depIdxs = []int32{
 	22, // 46: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
 	23, // 47: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
 	25, // 48: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	46, // 49: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	49, // 50: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	48, // 49: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	51, // 50: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
 	27, // 51: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
 	29, // 52: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	31, // 53: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	34, // 54: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	40, // 55: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	51, // 56: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	52, // 57: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	51, // 58: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	52, // 59: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	42, // 60: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	44, // 61: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	23, // 62: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	4,  // 63: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 64: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 65: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 66: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	12, // 67: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	14, // 68: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	16, // 69: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	18, // 70: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	21, // 71: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	23, // 72: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	24, // 73: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	26, // 74: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	48, // 75: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	50, // 76: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	28, // 77: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	30, // 78: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	33, // 79: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	38, // 80: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	41, // 81: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	53, // 82: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	53, // 83: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	53, // 84: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	53, // 85: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	43, // 86: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	45, // 87: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	24, // 88: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	63, // [63:89] is the sub-list for method output_type
-	37, // [37:63] is the sub-list for method input_type
+	33, // 53: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	36, // 54: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	42, // 55: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	53, // 56: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	54, // 57: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	31, // 58: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	53, // 59: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	54, // 60: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	44, // 61: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	46, // 62: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	23, // 63: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	4,  // 64: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 65: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 66: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 67: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	12, // 68: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	14, // 69: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	16, // 70: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	18, // 71: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	21, // 72: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	23, // 73: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	24, // 74: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	26, // 75: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	50, // 76: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	52, // 77: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	28, // 78: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	30, // 79: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	35, // 80: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	40, // 81: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	43, // 82: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	55, // 83: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	55, // 84: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	32, // 85: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	55, // 86: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	55, // 87: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	45, // 88: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	47, // 89: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	24, // 90: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	64, // [64:91] is the sub-list for method output_type
+	37, // [37:64] is the sub-list for method input_type
 	37, // [37:37] is the sub-list for extension type_name
 	37, // [37:37] is the sub-list for extension extendee
 	0,  // [0:37] is the sub-list for field type_name
@@ -3768,7 +3879,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   57,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -771,6 +771,7 @@ const (
 	Agent_ReportStatus_FullMethodName     = "/oneinfra.v1.Agent/ReportStatus"
 	Agent_JoinWorker_FullMethodName       = "/oneinfra.v1.Agent/JoinWorker"
 	Agent_GetWorkerConfig_FullMethodName  = "/oneinfra.v1.Agent/GetWorkerConfig"
+	Agent_GetGossipConfig_FullMethodName  = "/oneinfra.v1.Agent/GetGossipConfig"
 )
 
 // AgentClient is the client API for Agent service.
@@ -788,6 +789,9 @@ type AgentClient interface {
 	// endpoint forwards for the workers it serves.
 	JoinWorker(ctx context.Context, in *JoinWorkerRequest, opts ...grpc.CallOption) (*WorkerConfig, error)
 	GetWorkerConfig(ctx context.Context, in *GetWorkerConfigRequest, opts ...grpc.CallOption) (*WorkerConfig, error)
+	// GetGossipConfig gives the gossip encryption key, for agents registered
+	// before the coordinator had one.
+	GetGossipConfig(ctx context.Context, in *GetGossipConfigRequest, opts ...grpc.CallOption) (*GossipConfig, error)
 }
 
 type agentClient struct {
@@ -848,6 +852,16 @@ func (c *agentClient) GetWorkerConfig(ctx context.Context, in *GetWorkerConfigRe
 	return out, nil
 }
 
+func (c *agentClient) GetGossipConfig(ctx context.Context, in *GetGossipConfigRequest, opts ...grpc.CallOption) (*GossipConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GossipConfig)
+	err := c.cc.Invoke(ctx, Agent_GetGossipConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -863,6 +877,9 @@ type AgentServer interface {
 	// endpoint forwards for the workers it serves.
 	JoinWorker(context.Context, *JoinWorkerRequest) (*WorkerConfig, error)
 	GetWorkerConfig(context.Context, *GetWorkerConfigRequest) (*WorkerConfig, error)
+	// GetGossipConfig gives the gossip encryption key, for agents registered
+	// before the coordinator had one.
+	GetGossipConfig(context.Context, *GetGossipConfigRequest) (*GossipConfig, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -887,6 +904,9 @@ func (UnimplementedAgentServer) JoinWorker(context.Context, *JoinWorkerRequest) 
 }
 func (UnimplementedAgentServer) GetWorkerConfig(context.Context, *GetWorkerConfigRequest) (*WorkerConfig, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetWorkerConfig not implemented")
+}
+func (UnimplementedAgentServer) GetGossipConfig(context.Context, *GetGossipConfigRequest) (*GossipConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetGossipConfig not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -999,6 +1019,24 @@ func _Agent_GetWorkerConfig_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_GetGossipConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetGossipConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).GetGossipConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_GetGossipConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).GetGossipConfig(ctx, req.(*GetGossipConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1025,6 +1063,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetWorkerConfig",
 			Handler:    _Agent_GetWorkerConfig_Handler,
+		},
+		{
+			MethodName: "GetGossipConfig",
+			Handler:    _Agent_GetGossipConfig_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

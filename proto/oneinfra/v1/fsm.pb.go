@@ -951,6 +951,131 @@ func (x *RemovePeerCommand) GetEvent() *Event {
 	return nil
 }
 
+// SetHealthCommand records the leader's decision on a hypervisor's health.
+// It applies only while the hypervisor's last_seen is the one the decision
+// was made on: a report committed meanwhile makes it stale (refused).
+type SetHealthCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hypervisor    string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
+	Health        string                 `protobuf:"bytes,2,opt,name=health,proto3" json:"health,omitempty"`
+	Condition     *Condition             `protobuf:"bytes,3,opt,name=condition,proto3" json:"condition,omitempty"`
+	Events        []*Event               `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetHealthCommand) Reset() {
+	*x = SetHealthCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetHealthCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetHealthCommand) ProtoMessage() {}
+
+func (x *SetHealthCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetHealthCommand.ProtoReflect.Descriptor instead.
+func (*SetHealthCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SetHealthCommand) GetHypervisor() string {
+	if x != nil {
+		return x.Hypervisor
+	}
+	return ""
+}
+
+func (x *SetHealthCommand) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *SetHealthCommand) GetCondition() *Condition {
+	if x != nil {
+		return x.Condition
+	}
+	return nil
+}
+
+func (x *SetHealthCommand) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *SetHealthCommand) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+// SetGossipKeyCommand gives a coordinator that has no gossip key one; it
+// changes nothing when there is one already.
+type SetGossipKeyCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetGossipKeyCommand) Reset() {
+	*x = SetGossipKeyCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetGossipKeyCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetGossipKeyCommand) ProtoMessage() {}
+
+func (x *SetGossipKeyCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetGossipKeyCommand.ProtoReflect.Descriptor instead.
+func (*SetGossipKeyCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetGossipKeyCommand) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
 var File_oneinfra_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_oneinfra_v1_fsm_proto_rawDesc = "" +
@@ -1031,7 +1156,17 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x11RemovePeerCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12(\n" +
-	"\x05event\x18\x03 \x01(\v2\x12.oneinfra.v1.EventR\x05eventB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
+	"\x05event\x18\x03 \x01(\v2\x12.oneinfra.v1.EventR\x05event\"\xe5\x01\n" +
+	"\x10SetHealthCommand\x12\x1e\n" +
+	"\n" +
+	"hypervisor\x18\x01 \x01(\tR\n" +
+	"hypervisor\x12\x16\n" +
+	"\x06health\x18\x02 \x01(\tR\x06health\x124\n" +
+	"\tcondition\x18\x03 \x01(\v2\x16.oneinfra.v1.ConditionR\tcondition\x12*\n" +
+	"\x06events\x18\x04 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x127\n" +
+	"\tlast_seen\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"'\n" +
+	"\x13SetGossipKeyCommand\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03keyB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
 
 var (
 	file_oneinfra_v1_fsm_proto_rawDescOnce sync.Once
@@ -1045,7 +1180,7 @@ func file_oneinfra_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_fsm_proto_rawDescData
 }
 
-var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*InitCommand)(nil),               // 0: oneinfra.v1.InitCommand
 	(*UpsertServerCommand)(nil),       // 1: oneinfra.v1.UpsertServerCommand
@@ -1062,59 +1197,65 @@ var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*Snapshot)(nil),                  // 12: oneinfra.v1.Snapshot
 	(*JoinWorkerCommand)(nil),         // 13: oneinfra.v1.JoinWorkerCommand
 	(*RemovePeerCommand)(nil),         // 14: oneinfra.v1.RemovePeerCommand
-	nil,                               // 15: oneinfra.v1.Snapshot.TableIndexesEntry
-	(*CoordinatorConfig)(nil),         // 16: oneinfra.v1.CoordinatorConfig
-	(*Server)(nil),                    // 17: oneinfra.v1.Server
-	(*Cluster)(nil),                   // 18: oneinfra.v1.Cluster
-	(*ClusterPKI)(nil),                // 19: oneinfra.v1.ClusterPKI
-	(*Hypervisor)(nil),                // 20: oneinfra.v1.Hypervisor
-	(*Event)(nil),                     // 21: oneinfra.v1.Event
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
-	(*Token)(nil),                     // 23: oneinfra.v1.Token
-	(*Component)(nil),                 // 24: oneinfra.v1.Component
-	(*ComponentCerts)(nil),            // 25: oneinfra.v1.ComponentCerts
-	(*ClusterStatus)(nil),             // 26: oneinfra.v1.ClusterStatus
-	(*VPNPeer)(nil),                   // 27: oneinfra.v1.VPNPeer
+	(*SetHealthCommand)(nil),          // 15: oneinfra.v1.SetHealthCommand
+	(*SetGossipKeyCommand)(nil),       // 16: oneinfra.v1.SetGossipKeyCommand
+	nil,                               // 17: oneinfra.v1.Snapshot.TableIndexesEntry
+	(*CoordinatorConfig)(nil),         // 18: oneinfra.v1.CoordinatorConfig
+	(*Server)(nil),                    // 19: oneinfra.v1.Server
+	(*Cluster)(nil),                   // 20: oneinfra.v1.Cluster
+	(*ClusterPKI)(nil),                // 21: oneinfra.v1.ClusterPKI
+	(*Hypervisor)(nil),                // 22: oneinfra.v1.Hypervisor
+	(*Event)(nil),                     // 23: oneinfra.v1.Event
+	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
+	(*Token)(nil),                     // 25: oneinfra.v1.Token
+	(*Component)(nil),                 // 26: oneinfra.v1.Component
+	(*ComponentCerts)(nil),            // 27: oneinfra.v1.ComponentCerts
+	(*ClusterStatus)(nil),             // 28: oneinfra.v1.ClusterStatus
+	(*VPNPeer)(nil),                   // 29: oneinfra.v1.VPNPeer
+	(*Condition)(nil),                 // 30: oneinfra.v1.Condition
 }
 var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
-	16, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
-	17, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
-	17, // 2: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
-	18, // 3: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
-	19, // 4: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	20, // 5: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	21, // 6: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
-	22, // 7: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
-	23, // 8: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
-	20, // 9: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	24, // 10: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
-	25, // 11: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
-	26, // 12: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	21, // 13: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	22, // 14: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
-	24, // 15: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	22, // 16: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	26, // 17: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	21, // 18: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	16, // 19: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	17, // 20: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	18, // 21: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	19, // 22: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	20, // 23: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	24, // 24: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	25, // 25: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	23, // 26: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	21, // 27: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	15, // 28: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	27, // 29: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
-	27, // 30: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
-	21, // 31: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
-	21, // 32: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	18, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
+	19, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
+	19, // 2: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
+	20, // 3: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
+	21, // 4: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	22, // 5: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	23, // 6: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
+	24, // 7: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
+	25, // 8: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
+	22, // 9: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	26, // 10: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
+	27, // 11: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
+	28, // 12: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	23, // 13: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
+	24, // 14: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	26, // 15: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	24, // 16: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	28, // 17: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	23, // 18: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	18, // 19: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	19, // 20: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	20, // 21: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	21, // 22: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	22, // 23: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	26, // 24: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	27, // 25: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	25, // 26: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	23, // 27: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	17, // 28: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	29, // 29: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	29, // 30: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	23, // 31: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	23, // 32: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	30, // 33: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
+	23, // 34: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
+	24, // 35: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
@@ -1129,7 +1270,7 @@ func file_oneinfra_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_fsm_proto_rawDesc), len(file_oneinfra_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1695,10 +1695,14 @@ func (x *ComponentCerts) GetCerts() map[string]*KeyPair {
 
 // CoordinatorConfig is the replicated configuration made at bootstrap.
 type CoordinatorConfig struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ca            *KeyPair               `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
-	VpnPool       string                 `protobuf:"bytes,2,opt,name=vpn_pool,json=vpnPool,proto3" json:"vpn_pool,omitempty"`
-	ClusterId     string                 `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Ca        *KeyPair               `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	VpnPool   string                 `protobuf:"bytes,2,opt,name=vpn_pool,json=vpnPool,proto3" json:"vpn_pool,omitempty"`
+	ClusterId string                 `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// gossip_key encrypts the gossip (memberlist) between agents and servers:
+	// 32 bytes, made once at bootstrap (or by the first leader that finds
+	// none).
+	GossipKey     []byte `protobuf:"bytes,4,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1752,6 +1756,13 @@ func (x *CoordinatorConfig) GetClusterId() string {
 		return x.ClusterId
 	}
 	return ""
+}
+
+func (x *CoordinatorConfig) GetGossipKey() []byte {
+	if x != nil {
+		return x.GossipKey
+	}
+	return nil
 }
 
 var File_oneinfra_v1_resources_proto protoreflect.FileDescriptor
@@ -1926,12 +1937,14 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"CertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"s\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\x92\x01\n" +
 	"\x11CoordinatorConfig\x12$\n" +
 	"\x02ca\x18\x01 \x01(\v2\x14.oneinfra.v1.KeyPairR\x02ca\x12\x19\n" +
 	"\bvpn_pool\x18\x02 \x01(\tR\avpnPool\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x03 \x01(\tR\tclusterIdB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
+	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12\x1d\n" +
+	"\n" +
+	"gossip_key\x18\x04 \x01(\fR\tgossipKeyB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
 
 var (
 	file_oneinfra_v1_resources_proto_rawDescOnce sync.Once
