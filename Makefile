@@ -18,8 +18,10 @@ build:
 # decoder.
 test: lint images unit fuzz
 
+# The end-to-end tests run verbose: they print what they measure.
 unit:
-	$(GO) test -race -count=1 -timeout 40m ./...
+	$(GO) test -race -count=1 -timeout 40m $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -race -count=1 -timeout 40m -v ./test/e2e/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/manifest
