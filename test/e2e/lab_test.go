@@ -25,6 +25,10 @@ type system struct {
 	lab    *lab.Lab
 	dir    string
 	config string // admin.conf
+	// What was started, to stop and start again in fault tests.
+	coordinator *exec.Cmd
+	coordArgs   []string
+	agentArgs   map[string][]string
 }
 
 // startSystem makes a lab of hosts, starts a coordinator in the root
@@ -63,11 +67,11 @@ func startSystem(t *testing.T, hosts []lab.HostSpec) *system {
 		}
 	})
 	t.Logf("lab up (%d hosts, %d images imported) in %.1fs", len(hosts), len(images), time.Since(began).Seconds())
-	s := &system{lab: l, dir: lab.Dir("oie2e")}
+	s := &system{lab: l, dir: lab.Dir("oie2e"), agentArgs: map[string][]string{}}
 	coordDir := filepath.Join(s.dir, "coordinator")
-	if _, err := l.Start("", []string{filepath.Join(binDir, "oneinfra-coord"), "serve", "--id", "c1", "--data-dir", coordDir,
-		"--api-addr", lab.CoordinatorIP + ":7443", "--raft-addr", lab.CoordinatorIP + ":7444", "--metrics-addr", "127.0.0.1:0", "--bootstrap"},
-		filepath.Join(s.dir, "coordinator.log")); err != nil {
+	s.coordArgs = []string{filepath.Join(binDir, "oneinfra-coord"), "serve", "--id", "c1", "--data-dir", coordDir,
+		"--api-addr", lab.CoordinatorIP + ":7443", "--raft-addr", lab.CoordinatorIP + ":7444", "--metrics-addr", "127.0.0.1:0"}
+	if s.coordinator, err = l.Start("", append(s.coordArgs, "--bootstrap"), filepath.Join(s.dir, "coordinator.log")); err != nil {
 		t.Fatal(err)
 	}
 	s.config = filepath.Join(coordDir, "admin.conf")
@@ -90,6 +94,7 @@ func startSystem(t *testing.T, hosts []lab.HostSpec) *system {
 		if h.PublicIP != "" {
 			args = append(args, "--public", "--public-address", h.PublicIP)
 		}
+		s.agentArgs[name] = args
 		if _, err := l.Start(name, args, filepath.Join(h.Dir, "agent.log")); err != nil {
 			t.Fatal(err)
 		}

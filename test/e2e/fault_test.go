@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/testutil"
+	"github.com/oneinfra/oneinfra/test/lab"
+)
+
+// TestStaticStability: with the coordinator stopped for a minute the
+// cluster's API answers throughout and loses nothing; restarting an agent
+// or a host's containerd restarts no pod; the agents resume when the
+// coordinator is back.
+func TestStaticStability(t *testing.T) {
+	s := startSystem(t, []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}})
+	if out, err := cli(s.config, "", "cluster", "create", "demo", "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("cluster create: %v\n%s", err, out)
+	}
+	kc := writeKubeconfig(t, s, "demo")
+	if _, err := kubectl(kc, "create", "secret", "generic", "before", "--from-literal=k=v"); err != nil {
+		t.Fatal(err)
+	}
+	before := containers(t, s)
+
+	// Every coordinator server down for a minute: the API stays up.
+	if err := s.coordinator.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	var checks, failures int
+	for time.Since(stopped) < time.Minute {
+		checks++
+		if _, err := kubectl(kc, "get", "--raw", "/readyz"); err != nil {
+			failures++
+			t.Errorf("API down while the coordinator is: %v", err)
+		}
+		if _, err := kubectl(kc, "create", "configmap", fmt.Sprintf("during-%d", checks), "--from-literal=k=v"); err != nil {
+			failures++
+			t.Errorf("write while the coordinator is down: %v", err)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	t.Logf("coordinator down %.0fs: %d API checks (read and write), %d failed", time.Since(stopped).Seconds(), checks, failures)
+
+	// An agent restarted while no coordinator answers keeps what it runs.
+	restartAgent(t, s, "hv-1")
+	// containerd restarted under its pods: they keep running, untouched.
+	restartContainerd(t, s, "hv-1")
+	time.Sleep(25 * time.Second) // more than two agent resyncs
+	if after := containers(t, s); !slices.Equal(before, after) {
+		t.Errorf("containers changed:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// The coordinator is back: agents resume, the cluster is Ready, nothing lost.
+	back := time.Now()
+	var err error
+	if s.coordinator, err = s.lab.Start("", s.coordArgs, filepath.Join(s.dir, "coordinator.log")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 90*time.Second, "agents report again", func() error {
+		out, err := cli(s.config, "", "get", "components")
+		if err != nil {
+			return err
+		}
+		if strings.Count(out, "Running") != 2 {
+			return fmt.Errorf("components:\n%s", out)
+		}
+		cl, err := cli(s.config, "", "get", "clusters")
+		if err != nil || !strings.Contains(cl, "Ready") {
+			return fmt.Errorf("cluster: %v\n%s", err, cl)
+		}
+		return nil
+	})
+	t.Logf("coordinator restarted → agents reporting, cluster Ready: %.1fs", time.Since(back).Seconds())
+	for _, name := range []string{"before", "during-1", fmt.Sprintf("during-%d", checks)} {
+		kind := "configmap"
+		if name == "before" {
+			kind = "secret"
+		}
+		if _, err := kubectl(kc, "get", kind, name); err != nil {
+			t.Errorf("%s %s lost: %v", kind, name, err)
+		}
+	}
+	if after := containers(t, s); !slices.Equal(before, after) {
+		t.Errorf("containers changed after the coordinator came back:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// writeKubeconfig writes a cluster's admin kubeconfig.
+func writeKubeconfig(t *testing.T, s *system, cluster string) string {
+	t.Helper()
+	out, err := cli(s.config, "", "cluster", "kubeconfig", cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+// containers lists every host's running containers, "HOST/ID".
+func containers(t *testing.T, s *system) []string {
+	t.Helper()
+	var all []string
+	for name, h := range s.lab.Hosts {
+		sock := strings.TrimPrefix(h.CRIEndpoint, "unix://")
+		out, err := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "tasks", "ls").Output()
+		if err != nil {
+			t.Fatalf("%s: ctr tasks ls: %v", name, err)
+		}
+		for _, line := range strings.Split(string(out), "\n")[1:] {
+			if f := strings.Fields(line); len(f) == 3 && f[2] == "RUNNING" {
+				all = append(all, name+"/"+f[0])
+			}
+		}
+	}
+	slices.Sort(all)
+	return all
+}
+
+// restartAgent stops a host's agent with SIGTERM and starts it again.
+func restartAgent(t *testing.T, s *system, host string) {
+	t.Helper()
+	pattern := "--name " + host + " "
+	for _, p := range procsMatching("oneinfra-agent", pattern) {
+		_ = syscall.Kill(p, syscall.SIGTERM)
+	}
+	testutil.Eventually(t, 20*time.Second, host+"'s agent stopped", func() error {
+		if n := len(procsMatching("oneinfra-agent", pattern)); n > 0 {
+			return fmt.Errorf("%d left", n)
+		}
+		return nil
+	})
+	if _, err := s.lab.Start(host, s.agentArgs[host], filepath.Join(s.lab.Hosts[host].Dir, "agent.log")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartContainerd stops a host's containerd daemon (not its shims, so
+// containers keep running) and starts it again on the same state.
+func restartContainerd(t *testing.T, s *system, host string) {
+	t.Helper()
+	h := s.lab.Hosts[host]
+	dir := filepath.Dir(strings.TrimPrefix(h.CRIEndpoint, "unix://"))
+	b, err := os.ReadFile(filepath.Join(dir, "containerd.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, host+"'s containerd stopped", func() error {
+		if syscall.Kill(pid, 0) == nil {
+			return fmt.Errorf("pid %d still running", pid)
+		}
+		return nil
+	})
+	root, _ := filepath.Abs(s.lab.Spec.RepoRoot)
+	start := exec.Command(h.Enter()[0], append(h.Enter()[1:], filepath.Join(root, "test/containerd/start.sh"), dir)...)
+	if out, err := start.CombinedOutput(); err != nil {
+		t.Fatalf("restarting containerd: %v\n%s", err, out)
+	}
+}
+
+// procsMatching lists processes whose command line has every fragment.
+func procsMatching(fragments ...string) []int {
+	var pids []int
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		match := true
+		for _, frag := range fragments {
+			match = match && strings.Contains(cmd, frag)
+		}
+		if match && !strings.Contains(cmd, "nsenter") {
+			var pid int
+			fmt.Sscan(strings.TrimSuffix(strings.TrimPrefix(f, "/proc/"), "/cmdline"), &pid)
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
