@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -90,8 +91,11 @@ type Agent struct {
 	lastReport     *pb.ReportStatusRequest
 	lastReportTime time.Time
 	lastSync       atomic.Pointer[time.Time]
-	gossip         atomic.Pointer[gossip.Member]
-	metrics        *agentMetrics
+	// lastFetch is when the assignments were last brought up to date
+	// with the coordinator (a watch answers at least every minute).
+	lastFetch atomic.Pointer[time.Time]
+	gossip    atomic.Pointer[gossip.Member]
+	metrics   *agentMetrics
 }
 
 // driver runs the components of one role on this host.
@@ -241,6 +245,8 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.logger.Warn("fetching assignments", "err", err)
 				continue
 			}
+			now := time.Now()
+			a.lastFetch.Store(&now)
 			a.sync(ctx)
 		case <-ticker.C:
 			a.sync(ctx)
@@ -309,6 +315,17 @@ func (a *Agent) fetch(ctx context.Context, w *pb.WatchAssignmentsResponse) error
 		return err
 	}
 	return a.store.setMeta("index", strconv.FormatUint(w.Index, 10))
+}
+
+// freshAssignments bounds how old the assignments may be for acts that a
+// stale view would make wrong (removing etcd members that are not peers).
+const freshAssignments = 90 * time.Second
+
+// assignmentsFresh reports whether the cached assignments were brought up
+// to date with the coordinator lately.
+func (a *Agent) assignmentsFresh() bool {
+	t := a.lastFetch.Load()
+	return t != nil && time.Since(*t) < freshAssignments
 }
 
 // sync makes the host match the cached assignments and reports.
@@ -391,6 +408,17 @@ func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assi
 	statuses, err := a.runtime.Reconcile(ctx, cluster, pods)
 	if err != nil {
 		a.logger.Warn("reconciling pods", "cluster", cluster, "err", err)
+	} else {
+		// Reconcile removed the pods of components no longer assigned
+		// here (labelled ours, of this cluster); their files go too.
+		keep := map[string]bool{}
+		for _, as := range list {
+			keep[as.Component.Metadata.Name] = true
+		}
+		for _, name := range removeStrayComponentDirs(a.cfg.RootDir, cluster, keep) {
+			_ = a.store.setDecision(name, nil)
+			a.logger.Info("removed the files of a component no longer assigned here", "cluster", cluster, "component", name)
+		}
 	}
 	for _, st := range statuses {
 		for _, e := range entries {
@@ -482,6 +510,30 @@ func podMessage(p cri.PodStatus) string {
 		}
 	}
 	return msg
+}
+
+// removeStrayComponentDirs removes the config and data dirs under root of
+// the cluster's components not in keep (a component moved off this host
+// while it was dead), and returns their names. Only the components' own
+// dirs under the cluster's oneinfra dirs are touched.
+func removeStrayComponentDirs(root, cluster string, keep map[string]bool) []string {
+	var removed []string
+	for _, base := range []string{"etc/oneinfra/clusters", "var/lib/oneinfra/clusters"} {
+		entries, err := os.ReadDir(filepath.Join(root, base, cluster))
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() || keep[e.Name()] {
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(root, base, cluster, e.Name())); err == nil && !slices.Contains(removed, e.Name()) {
+				removed = append(removed, e.Name())
+			}
+		}
+	}
+	sort.Strings(removed)
+	return removed
 }
 
 // removeStrayClusters removes our pods and files of clusters this host has

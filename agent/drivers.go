@@ -87,6 +87,18 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 	}
 	err := controlplane.PromoteLearners(ctx, as, paths)
 	status.Conditions = append(status.Conditions, condition(condEtcdMember, err, "voting etcd member"))
+	if err == nil && d.a.assignmentsFresh() {
+		// Members the coordinator moved off a dead hypervisor cannot
+		// leave by themselves: the survivors take them out. Only on
+		// fresh assignments, so a member added since is never a stranger.
+		removed, err := controlplane.RemoveStrangers(ctx, as, paths)
+		for _, name := range removed {
+			d.a.logger.Info("removed an etcd member that is no longer a peer", "component", as.Component.Metadata.Name, "member", name)
+		}
+		if err != nil {
+			d.a.logger.Warn("removing etcd members that are no longer peers", "component", as.Component.Metadata.Name, "err", err)
+		}
+	}
 }
 
 func (d *controlPlaneDriver) removing(ctx context.Context, as *pb.Assignment, paths host.Paths) error {

@@ -31,6 +31,15 @@ func registerHypervisorB(b *testing.B, s *Server, op pb.OperatorClient, name str
 
 func registerHypervisorAs(t testing.TB, s *Server, op pb.OperatorClient, name string, public bool) pb.AgentClient {
 	t.Helper()
+	spec := &pb.HypervisorSpec{Address: "10.0.0." + fmt.Sprint(len(name)), PortRange: "30000-30099", Public: public}
+	if public {
+		spec.PublicAddress = "203.0.113.5"
+	}
+	return registerHypervisorSpec(t, s, op, name, spec)
+}
+
+func registerHypervisorSpec(t testing.TB, s *Server, op pb.OperatorClient, name string, spec *pb.HypervisorSpec) pb.AgentClient {
+	t.Helper()
 	ctx := context.Background()
 	tok, err := op.CreateToken(ctx, &pb.CreateTokenRequest{Kind: TokenHypervisor})
 	if err != nil {
@@ -49,10 +58,6 @@ func registerHypervisorAs(t testing.TB, s *Server, op pb.OperatorClient, name st
 		t.Fatal(err)
 	}
 	defer boot.Close()
-	spec := &pb.HypervisorSpec{Address: "10.0.0." + fmt.Sprint(len(name)), PortRange: "30000-30099", Public: public}
-	if public {
-		spec.PublicAddress = "203.0.113.5"
-	}
 	resp, err := pb.NewBootstrapClient(boot).RegisterHypervisor(ctx, &pb.RegisterHypervisorRequest{Token: tok.Token, Name: name, Spec: spec, CsrPem: csr})
 	if err != nil {
 		t.Fatalf("registering %s: %v", name, err)

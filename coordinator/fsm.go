@@ -297,6 +297,17 @@ func (f *FSM) applyPlace(txn *state.Txn, m proto.Message) error {
 			txn.UpsertComponent(comp)
 		}
 	}
+	// A component on a dead hypervisor cannot report itself removed: the
+	// leader forgets it, which frees its ports. Checked here again, so an
+	// entry decided before its hypervisor came back forgets nothing.
+	for _, name := range cmd.Forget {
+		comp := txn.Component(name)
+		if comp == nil || comp.Spec.Cluster != cmd.Cluster || comp.Metadata.DeletionTimestamp == nil ||
+			txn.Hypervisor(comp.Spec.Hypervisor).GetStatus().GetHealth() != resources.HealthDead {
+			continue
+		}
+		txn.DeleteComponent(name)
+	}
 	c = proto.Clone(c).(*pb.Cluster)
 	if cmd.Status != nil {
 		c.Status = cmd.Status
@@ -306,6 +317,9 @@ func (f *FSM) applyPlace(txn *state.Txn, m proto.Message) error {
 	}
 	txn.UpsertCluster(c)
 	txn.InsertEvents(cmd.Events)
+	if len(cmd.Forget) > 0 {
+		f.finishClusterDeletion(txn, cmd.Cluster)
+	}
 	return nil
 }
 

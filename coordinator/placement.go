@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,9 +57,17 @@ func (s *Server) planCluster(st *state.Store, c *pb.Cluster, now time.Time) (*pb
 	if schedErr != nil && !isSchedulingError(schedErr) {
 		return nil, schedErr
 	}
-	mine := append(st.ComponentsOfCluster(nil, name), cmd.Components...)
+	forgetOnDead(c, st.ComponentsOfCluster(nil, name), hypervisors, cmd, now)
+	var mine []*pb.Component
+	for _, comp := range st.ComponentsOfCluster(nil, name) {
+		if !slices.Contains(cmd.Forget, comp.Metadata.Name) {
+			mine = append(mine, comp)
+		}
+	}
+	mine = append(mine, cmd.Components...)
 	status := clusterStatus(c, mine, hypervisors, schedErr, now)
-	if len(cmd.Components) == 0 && len(cmd.Certs) == 0 && len(cmd.Remove) == 0 && cmd.VpnCidr == "" && sameStatus(c.Status, status) {
+	if len(cmd.Components) == 0 && len(cmd.Certs) == 0 && len(cmd.Remove) == 0 && len(cmd.Forget) == 0 &&
+		len(cmd.Events) == 0 && cmd.VpnCidr == "" && sameStatus(c.Status, status) {
 		return nil, nil
 	}
 	if old := resources.FindCondition(c.GetStatus().GetConditions(), CondScheduled); schedErr != nil &&
@@ -96,9 +105,22 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			cmd.VpnCidr = cidr
 		}
 	}
+	// An ingress on a dead hypervisor is replaced by one on another public
+	// hypervisor (new ports, its address in the API servers' certificates
+	// below); the old one is marked for removal and forgotten once the new
+	// one runs (forgetOnDead). Without another public hypervisor it stays.
+	var replacedIngress *pb.Component
+	if ing := live[resources.RoleIngress]; len(ing) > 0 && onDead(hypervisors, ing[0]) {
+		replacedIngress = ing[0]
+		delete(live, resources.RoleIngress)
+	}
 	if len(live[resources.RoleIngress]) == 0 {
 		comp, err := scheduler.NewIngressComponent(name, hypervisors, all)
 		if err != nil {
+			if replacedIngress != nil {
+				live[resources.RoleIngress] = []*pb.Component{replacedIngress}
+				err = fmt.Errorf("replacing ingress %s on dead hypervisor %s: %w", replacedIngress.Metadata.Name, replacedIngress.Spec.Hypervisor, err)
+			}
 			errs = append(errs, err)
 		} else {
 			certs, err := pki.IngressCerts(clusterPKI, comp.Metadata.Name, now)
@@ -109,7 +131,12 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			all = append(all, comp)
 			live[resources.RoleIngress] = []*pb.Component{comp}
 			cmd.Components = append(cmd.Components, comp)
-			cmd.Events = append(cmd.Events, placedEvent(comp, now))
+			if replacedIngress != nil {
+				cmd.Remove = append(cmd.Remove, replacedIngress.Metadata.Name)
+				cmd.Events = append(cmd.Events, replacingEvent(replacedIngress, comp, now))
+			} else {
+				cmd.Events = append(cmd.Events, placedEvent(comp, now))
+			}
 		}
 	}
 	endpointHost := ""
@@ -140,8 +167,17 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	}
 	want := int(c.Spec.ControlPlane.GetReplicas())
 	have := live[resources.RoleControlPlane]
-	// An API server placed before its ingress lacks the ingress address in
-	// its certificate: issue it again.
+	// A replica on a dead hypervisor is replaced (one at a time, with
+	// quorum): the new one is placed, the old one marked for removal.
+	have, replacement, err := s.replaceDeadReplica(st, c, have, hypervisors, all, issue, cmd, now)
+	if err != nil {
+		if !isSchedulingError(err) {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	// An API server placed before its ingress (or before the ingress
+	// moved) lacks the ingress address in its certificate: issue it again.
 	for _, comp := range have {
 		certs := st.ComponentCerts(nil, comp.Metadata.Name)
 		stale := endpointHost != "" && !certNames(certs, pki.APIServerCert, endpointHost)
@@ -155,6 +191,10 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			}
 			cmd.Certs = append(cmd.Certs, certs)
 		}
+	}
+	if replacement != nil {
+		all = append(all, replacement)
+		have = append(have, replacement)
 	}
 	switch {
 	case len(have) < want:
@@ -172,8 +212,12 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			cmd.Events = append(cmd.Events, placedEvent(comp, now))
 		}
 	case len(have) > want:
-		// Scale down: the newest replicas go first.
+		// Scale down: replicas on dead hypervisors go first, then the
+		// newest.
 		sort.Slice(have, func(i, j int) bool {
+			if a, b := onDead(hypervisors, have[i]), onDead(hypervisors, have[j]); a != b {
+				return a
+			}
 			if a, b := have[i].Metadata.CreateIndex, have[j].Metadata.CreateIndex; a != b {
 				return a > b
 			}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 func testCluster(t *testing.T, n int) (*pb.ClusterPKI, []*pb.Assignment) {
@@ -275,5 +277,107 @@ func TestEtcdMembership(t *testing.T) {
 	got, err := cli.Get(ctx, "before")
 	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "kept" {
 		t.Fatalf("data after membership changes: %v %v", got, err)
+	}
+}
+
+// without returns a copy of as whose etcd peers and clients lack name, as
+// the coordinator assigns once that replica is marked for removal.
+func without(as *pb.Assignment, name string) *pb.Assignment {
+	c := proto.Clone(as).(*pb.Assignment)
+	c.EtcdPeers = slices.DeleteFunc(c.EtcdPeers, func(e *pb.Endpoint) bool { return e.Name == name })
+	c.EtcdClients = slices.DeleteFunc(c.EtcdClients, func(e *pb.Endpoint) bool { return e.Name == name })
+	return c
+}
+
+// TestRemoveStrangers: a member whose process is gone (its hypervisor is
+// dead) and that the coordinator dropped from the peers is removed by a
+// survivor; the cluster goes on with the other two.
+func TestRemoveStrangers(t *testing.T) {
+	bin := binDir(t)
+	_, as := testCluster(t, 3)
+	ctx := context.Background()
+	root := t.TempDir()
+	paths := func(i int) host.Paths {
+		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: as[i].Component.Metadata.Name}
+	}
+	procs := make([]*exec.Cmd, 3)
+	for i := range 3 {
+		var boot EtcdBootstrap
+		testutil.Eventually(t, 30*time.Second, "bootstrap decision", func() (err error) {
+			boot, err = DecideBootstrap(ctx, as[i], paths(i))
+			return err
+		})
+		plan, err := Render(as[i], paths(i), boot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := plan.WriteFiles(); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = start(t, bin, plan.Pods[0].Containers[0])
+		testutil.Eventually(t, 60*time.Second, "voting member", func() error { return PromoteLearners(ctx, as[i], paths(i)) })
+	}
+	// With every member among the peers, nobody is a stranger.
+	if removed, err := RemoveStrangers(ctx, as[0], paths(0)); err != nil || len(removed) != 0 {
+		t.Fatalf("with all peers assigned: removed %v, %v", removed, err)
+	}
+	cli, err := etcdClient(as[0], clientEndpoints(as[0], "", false)[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Put(ctx, "before", "kept"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The third member's host dies.
+	gone := as[2].Component.Metadata.Name
+	procs[2].Process.Kill()
+	procs[2].Wait()
+	survivors := []*pb.Assignment{without(as[0], gone), without(as[1], gone)}
+	began := time.Now()
+	var removed []string
+	testutil.Eventually(t, 30*time.Second, "stranger removed", func() (err error) {
+		removed, err = RemoveStrangers(ctx, survivors[0], paths(0))
+		return err
+	})
+	t.Logf("removed %v in %v", removed, time.Since(began))
+	if !slices.Equal(removed, []string{gone}) {
+		t.Fatalf("removed %v, want [%s]", removed, gone)
+	}
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Members) != 2 {
+		t.Fatalf("members after removal: %v", list.Members)
+	}
+	for _, m := range list.Members {
+		if m.Name == gone || m.IsLearner {
+			t.Errorf("member %s (learner %v) after removal", m.Name, m.IsLearner)
+		}
+	}
+	// The other survivor finds nothing left to do, and never removes
+	// itself nor a peer.
+	if removed, err := RemoveStrangers(ctx, survivors[1], paths(1)); err != nil || len(removed) != 0 {
+		t.Errorf("second survivor: removed %v, %v", removed, err)
+	}
+	// The cluster keeps working: it writes and reads through a quorum of
+	// two, and a replacement could join it.
+	if _, err := cli.Put(ctx, "after", "written"); err != nil {
+		t.Fatalf("writing after the removal: %v", err)
+	}
+	for k, v := range map[string]string{"before": "kept", "after": "written"} {
+		got, err := cli.Get(ctx, k)
+		if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != v {
+			t.Errorf("reading %s: %v %v", k, got, err)
+		}
+	}
+	// A member that is a learner does not remove anyone: only voters act.
+	if _, err := cli.MemberAddAsLearner(ctx, []string{"https://127.0.0.1:1"}); err != nil {
+		t.Fatalf("adding an unstarted learner: %v", err)
+	}
+	if removed, err := RemoveStrangers(ctx, survivors[0], paths(0)); err != nil || len(removed) != 0 {
+		t.Errorf("an unstarted learner (no name yet) was taken for a stranger: %v %v", removed, err)
 	}
 }

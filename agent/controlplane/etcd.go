@@ -208,3 +208,59 @@ func RemoveMember(ctx context.Context, as *pb.Assignment, _ host.Paths) error {
 	}
 	return nil
 }
+
+// RemoveStrangers removes from the etcd cluster the members that are not
+// among the assignment's etcd peers: replicas the coordinator moved off a
+// dead hypervisor, whose agent cannot run RemoveMember itself. It acts
+// only when this member is a voter and the member list is read through a
+// quorum (a linearizable read), never removes this member, and leaves
+// alone a member that has not started yet (no name: a learner being
+// added) or whose name or peer URL is among the peers. Removing a member
+// another replica removed meanwhile is not an error. It returns the names
+// of the members it removed.
+func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]string, error) {
+	m, err := self(as)
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, p := range as.EtcdPeers {
+		known[p.Name] = true
+		known[url(p.Address, p.Port)] = true
+	}
+	cli, err := etcdClient(as, clientEndpoints(as, m.name, false))
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx) // linearizable: fails without a quorum
+	if err != nil {
+		return nil, fmt.Errorf("listing etcd members through a quorum: %w", err)
+	}
+	voter := false
+	for _, mem := range list.Members {
+		voter = voter || (mem.Name == m.name && !mem.IsLearner)
+	}
+	if !voter {
+		return nil, nil
+	}
+	var removed []string
+	var errs []error
+	for _, mem := range list.Members {
+		stranger := mem.Name != "" && mem.Name != m.name && !known[mem.Name]
+		for _, u := range mem.PeerURLs {
+			stranger = stranger && !known[u] && u != m.peerURL()
+		}
+		if !stranger {
+			continue
+		}
+		if _, err := cli.MemberRemove(ctx, mem.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+			errs = append(errs, fmt.Errorf("removing etcd member %s, no longer a peer: %w", mem.Name, err))
+			continue
+		}
+		removed = append(removed, mem.Name)
+	}
+	return removed, errors.Join(errs...)
+}

@@ -17,6 +17,10 @@ func UnschedulableReason(h *pb.Hypervisor) string {
 		return "being deleted"
 	case h.GetStatus().GetHealth() == resources.HealthDead:
 		return "dead"
+	case h.GetStatus().GetHealth() == resources.HealthSuspect:
+		// Its agent may be gone: a new component (a replacement above
+		// all) must not land where it may never start.
+		return "suspect"
 	case h.GetSpec().GetUnschedulable():
 		return "unschedulable"
 	}
@@ -28,24 +32,20 @@ func UnschedulableReason(h *pb.Hypervisor) string {
 
 // candidate is an eligible hypervisor as seen by one placement.
 type candidate struct {
-	name    string
-	load    int  // components on it, of all clusters
-	mine    int  // components of the cluster and role being placed
-	free    int  // free ports in its range
-	suspect bool // health is suspect
+	name string
+	load int // components on it, of all clusters
+	mine int // components of the cluster and role being placed
+	free int // free ports in its range
 
 	low, high uint32   // port range
 	used      []uint32 // ports in use, with repeats
 }
 
 // better orders candidates: fewest replicas of the cluster first (spread),
-// then alive before suspect, then least loaded, then by name.
+// then least loaded, then by name.
 func (c *candidate) better(o *candidate) bool {
 	if c.mine != o.mine {
 		return c.mine < o.mine
-	}
-	if c.suspect != o.suspect {
-		return !c.suspect
 	}
 	if c.load != o.load {
 		return c.load < o.load
@@ -84,11 +84,10 @@ func candidates(cluster, role string, hypervisors []*pb.Hypervisor, components [
 		}
 		low, high, _ := portRange(h)
 		byName[name] = &candidate{
-			name:    name,
-			suspect: h.GetStatus().GetHealth() == resources.HealthSuspect,
-			low:     low,
-			high:    high,
-			used:    slices.Clone(h.GetStatus().GetAllocatedPorts()),
+			name: name,
+			low:  low,
+			high: high,
+			used: slices.Clone(h.GetStatus().GetAllocatedPorts()),
 		}
 	}
 	for _, c := range components {
@@ -145,12 +144,12 @@ func pick(cands []*candidate, need int) *candidate {
 // replicas of cluster, one name per replica, given all existing components
 // of every cluster.
 //
-// Only private hypervisors that are schedulable, not dead and not being
-// deleted are eligible, and only while they have free ports for a whole
-// control-plane component. Replicas go to distinct hypervisors whenever
-// enough have room: each replica goes to the eligible hypervisor holding the
-// fewest replicas of cluster, then to an alive one before a suspect one,
-// then to the least loaded (components of all clusters), then by name.
+// Only private hypervisors that are schedulable, alive (neither dead nor
+// suspect) and not being deleted are eligible, and only while they have
+// free ports for a whole control-plane component. Replicas go to distinct
+// hypervisors whenever enough have room: each replica goes to the eligible
+// hypervisor holding the fewest replicas of cluster, then to the least
+// loaded (components of all clusters), then by name.
 //
 // The error wraps ErrNoPrivateHypervisor when no hypervisor is eligible, and
 // ErrNoPorts when the eligible ones run out of ports; with ErrNoPorts the
@@ -184,9 +183,9 @@ func PlaceControlPlane(cluster string, want int, hypervisors []*pb.Hypervisor, c
 }
 
 // PlaceIngress returns the public hypervisor for a new ingress of cluster:
-// among schedulable, not dead, not deleting public hypervisors with free
-// ports for an ingress, the one holding the fewest ingresses of cluster,
-// then alive before suspect, then least loaded, then by name. The error
+// among schedulable, alive (neither dead nor suspect), not deleting public
+// hypervisors with free ports for an ingress, the one holding the fewest
+// ingresses of cluster, then least loaded, then by name. The error
 // wraps ErrNoPublicHypervisor or ErrNoPorts.
 func PlaceIngress(cluster string, hypervisors []*pb.Hypervisor, components []*pb.Component) (string, error) {
 	cands, why := candidates(cluster, resources.RoleIngress, hypervisors, components)

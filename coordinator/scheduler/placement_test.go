@@ -49,10 +49,28 @@ func TestPlaceControlPlane(t *testing.T) {
 			out:   []string{"a"},
 		},
 		{
-			name: "alive before suspect", want: 2,
+			// A suspect hypervisor gets no new replica, even an empty one.
+			name: "suspect is skipped", want: 2,
 			hvs:   hvs(hv("a", suspect), hv("b"), hv("c")),
 			comps: filler("b", 5),
 			out:   []string{"c", "b"},
+		},
+		{
+			name: "only dead and suspect", want: 1,
+			hvs: hvs(hv("a", suspect), hv("b", dead)),
+			err: ErrNoPrivateHypervisor, errContain: "2 registered: 1 suspect, 1 dead",
+		},
+		{
+			// The replacement of a replica on a dead hypervisor goes to the
+			// spare, never back to the dead one nor to a suspect one.
+			name: "replacement skips dead and suspect", want: 1,
+			hvs: hvs(hv("a"), hv("b", dead), hv("c"), hv("d"), hv("e", suspect)),
+			comps: []*pb.Component{
+				comp("demo-cp-0", "demo", resources.RoleControlPlane, "a"),
+				comp("demo-cp-1", "demo", resources.RoleControlPlane, "b"),
+				comp("demo-cp-2", "demo", resources.RoleControlPlane, "c"),
+			},
+			out: []string{"d"},
 		},
 		{
 			name: "public, dead, unschedulable, deleting are skipped", want: 2,
@@ -180,7 +198,17 @@ func TestPlaceIngress(t *testing.T) {
 			comps: concat(filler("b", 3), []*pb.Component{comp("demo-ingress-0", "demo", resources.RoleIngress, "a")}),
 			out:   "b",
 		},
-		{name: "alive before suspect", hvs: hvs(hv("a", public, suspect), hv("b", public)), comps: filler("b", 2), out: "b"},
+		{name: "suspect is skipped", hvs: hvs(hv("a", public, suspect), hv("b", public)), comps: filler("b", 2), out: "b"},
+		{
+			name: "dead and suspect only", hvs: hvs(hv("a", public, suspect), hv("b", public, dead), hv("c")),
+			err: ErrNoPublicHypervisor, errContain: "3 registered: 1 suspect, 1 dead, 1 private",
+		},
+		{
+			name:  "replacement of an ingress on a dead hypervisor",
+			hvs:   hvs(hv("a", public, dead), hv("b", public)),
+			comps: []*pb.Component{comp("demo-ingress-0", "demo", resources.RoleIngress, "a")},
+			out:   "b",
+		},
 		{name: "no room", hvs: hvs(hv("a", public, withPorts("7-7"))), err: ErrNoPorts},
 		{name: "room for two is enough", hvs: hvs(hv("a", public, withPorts("7-8"))), out: "a"},
 	}
@@ -210,7 +238,8 @@ func TestUnschedulableReason(t *testing.T) {
 	}{
 		{hv("a"), ""},
 		{hv("a", public), ""},
-		{hv("a", suspect), ""},
+		{hv("a", suspect), "suspect"},
+		{hv("a", suspect, unschedulable), "suspect"},
 		{hv("a", dead), "dead"},
 		{hv("a", unschedulable), "unschedulable"},
 		{hv("a", deleting, dead), "being deleted"},

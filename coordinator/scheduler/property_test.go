@@ -82,7 +82,7 @@ func randomComponents(r *rand.Rand, hs []*pb.Hypervisor, clusters []string, n in
 // model is the test's own view of one hypervisor.
 type model struct {
 	name     string
-	eligible bool // schedulable, alive or suspect, not deleting, valid range
+	eligible bool // schedulable, alive (not dead nor suspect), not deleting, valid range
 	public   bool
 	suspect  bool
 	free     int // free ports in range
@@ -97,7 +97,7 @@ func modelOf(hs []*pb.Hypervisor, comps []*pb.Component) map[string]*model {
 		out[name] = m
 		low, high, err := portRange(h)
 		m.eligible = err == nil && !h.GetSpec().GetUnschedulable() && h.GetStatus().GetHealth() != resources.HealthDead &&
-			h.GetMetadata().GetDeletionTimestamp() == nil
+			h.GetStatus().GetHealth() != resources.HealthSuspect && h.GetMetadata().GetDeletionTimestamp() == nil
 		if err != nil {
 			continue
 		}

@@ -24,7 +24,8 @@ import "errors"
 // Sentinel errors.
 var (
 	// ErrNoPrivateHypervisor: no private hypervisor may take a control-plane
-	// replica (none registered, or all unschedulable, dead or being deleted).
+	// replica (none registered, or all unschedulable, dead, suspect or being
+	// deleted).
 	ErrNoPrivateHypervisor = errors.New("no schedulable private hypervisor is registered")
 	// ErrNoPublicHypervisor: no public hypervisor may take an ingress.
 	ErrNoPublicHypervisor = errors.New("no schedulable public hypervisor is registered")

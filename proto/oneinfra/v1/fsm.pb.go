@@ -483,8 +483,13 @@ type PlaceCommand struct {
 	Status *ClusterStatus `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
 	Events []*Event       `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
 	// The cluster's VPN CIDR when the pool chose it.
-	VpnCidr       string                 `protobuf:"bytes,7,opt,name=vpn_cidr,json=vpnCidr,proto3" json:"vpn_cidr,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
+	VpnCidr string                 `protobuf:"bytes,7,opt,name=vpn_cidr,json=vpnCidr,proto3" json:"vpn_cidr,omitempty"`
+	Time    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
+	// Components marked for removal on dead hypervisors, forgotten without
+	// their agent's report: their agent is gone and their replacement runs.
+	// Applied only to a component that is deleting and whose hypervisor is
+	// dead when the entry applies.
+	Forget        []string `protobuf:"bytes,9,rep,name=forget,proto3" json:"forget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -571,6 +576,13 @@ func (x *PlaceCommand) GetVpnCidr() string {
 func (x *PlaceCommand) GetTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Time
+	}
+	return nil
+}
+
+func (x *PlaceCommand) GetForget() []string {
+	if x != nil {
+		return x.Forget
 	}
 	return nil
 }
@@ -1106,7 +1118,7 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\v2\x17.oneinfra.v1.HypervisorR\n" +
 	"hypervisor\x12\x19\n" +
-	"\btoken_id\x18\x02 \x01(\tR\atokenId\"\xd6\x02\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\"\xee\x02\n" +
 	"\fPlaceCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x126\n" +
 	"\n" +
@@ -1117,7 +1129,8 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06status\x18\x05 \x01(\v2\x1a.oneinfra.v1.ClusterStatusR\x06status\x12*\n" +
 	"\x06events\x18\x06 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12\x19\n" +
 	"\bvpn_cidr\x18\a \x01(\tR\avpnCidr\x12.\n" +
-	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xb7\x01\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06forget\x18\t \x03(\tR\x06forget\"\xb7\x01\n" +
 	"\x13ReportStatusCommand\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +

@@ -1,0 +1,163 @@
+package coordinator
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/oneinfra/oneinfra/coordinator/scheduler"
+	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+)
+
+// Rescheduling: the components of a hypervisor whose committed health is
+// dead are placed elsewhere.
+//
+//   - A control-plane replica on a dead hypervisor is replaced by a new one
+//     on another private hypervisor (the scheduler takes neither dead nor
+//     suspect ones), in the same entry that marks the old one for removal.
+//     Its agent is gone, so it cannot leave etcd itself: the surviving
+//     replicas' agents remove every etcd member that is not among their
+//     assignment's peers (deleting replicas are not), which also lets the
+//     replacement join (etcd adds no learner while a voter is unreachable).
+//   - One replacement at a time per cluster: none starts while a live
+//     replica on a hypervisor that is not dead is not Running yet (a
+//     replacement catching up, a replica starting) or a replica of an
+//     alive hypervisor is being removed; and only while the Running
+//     replicas outside dead hypervisors are a quorum of the live replicas,
+//     since only a quorum can remove the dead member. Without one, the
+//     cluster gets a NotReplacing event and keeps waiting.
+//   - An ingress on a dead public hypervisor is replaced by one on another
+//     public hypervisor (placement.go: new ports, API server certificates
+//     issued again for its address).
+//   - A component marked for removal on a dead hypervisor is forgotten
+//     (PlaceCommand.forget, which frees its ports) without its agent's
+//     report once the replicas of its role outside dead hypervisors are as
+//     many as wanted and all Running: the replacement runs, and etcd has
+//     lost the old member since it was marked (a Running replica is a
+//     voting member). In a cluster being deleted it is forgotten at once.
+
+// onDead reports whether comp's hypervisor is dead.
+func onDead(hypervisors []*pb.Hypervisor, comp *pb.Component) bool {
+	return hypervisorByName(hypervisors, comp.Spec.Hypervisor).GetStatus().GetHealth() == resources.HealthDead
+}
+
+func replacingEvent(old, replacement *pb.Component, now time.Time) *pb.Event {
+	return state.Event(old.Spec.Cluster, "Warning", "Replacing",
+		fmt.Sprintf("replacing %s %s on hypervisor %s (dead) with %s on hypervisor %s",
+			old.Spec.Role, old.Metadata.Name, old.Spec.Hypervisor, replacement.Metadata.Name, replacement.Spec.Hypervisor), now)
+}
+
+// replaceDeadReplica replaces at most one control-plane replica on a dead
+// hypervisor. It returns the live replicas without the replaced one, and
+// the replacement (its certificates, the removal and the event are in
+// cmd). A scheduling error says no hypervisor could take the replacement.
+func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.Component, hypervisors []*pb.Hypervisor, all []*pb.Component,
+	issue func(*pb.Component) (*pb.ComponentCerts, error), cmd *pb.PlaceCommand, now time.Time) ([]*pb.Component, *pb.Component, error) {
+	name := c.Metadata.Name
+	want := int(c.Spec.ControlPlane.GetReplicas())
+	if len(have) > want {
+		return have, nil, nil // scale down removes dead replicas first
+	}
+	var dead []*pb.Component
+	running := 0
+	for _, comp := range have {
+		switch {
+		case onDead(hypervisors, comp):
+			dead = append(dead, comp)
+		case comp.GetStatus().GetState() == StateRunning:
+			running++
+		default:
+			return have, nil, nil // a replica is still starting: one at a time
+		}
+	}
+	if len(dead) == 0 {
+		return have, nil, nil
+	}
+	for _, comp := range all {
+		if comp.Spec.Cluster == name && comp.Spec.Role == resources.RoleControlPlane &&
+			comp.Metadata.DeletionTimestamp != nil && !onDead(hypervisors, comp) {
+			return have, nil, nil // a replica is leaving etcd by itself
+		}
+	}
+	sort.Slice(dead, func(i, j int) bool { return dead[i].Metadata.Name < dead[j].Metadata.Name })
+	old := dead[0]
+	if quorum := len(have)/2 + 1; running < quorum {
+		msg := fmt.Sprintf("not replacing %s on dead hypervisor %s: %d of %d control-plane replicas run outside dead hypervisors, etcd needs %d to replace a member",
+			old.Metadata.Name, old.Spec.Hypervisor, running, len(have), quorum)
+		if !hasEventMessage(st.Events(nil, name), "NotReplacing", msg) {
+			cmd.Events = append(cmd.Events, state.Event(name, "Warning", "NotReplacing", msg, now))
+		}
+		return have, nil, nil
+	}
+	comps, err := scheduler.NewControlPlaneComponents(name, 1, hypervisors, all)
+	if len(comps) == 0 {
+		return have, nil, fmt.Errorf("replacing %s on dead hypervisor %s: %w", old.Metadata.Name, old.Spec.Hypervisor, err)
+	}
+	repl := comps[0]
+	certs, err := issue(repl)
+	if err != nil {
+		return have, nil, err
+	}
+	cmd.Components = append(cmd.Components, repl)
+	cmd.Certs = append(cmd.Certs, certs)
+	cmd.Remove = append(cmd.Remove, old.Metadata.Name)
+	cmd.Events = append(cmd.Events, replacingEvent(old, repl, now))
+	rest := make([]*pb.Component, 0, len(have)-1)
+	for _, comp := range have {
+		if comp != old {
+			rest = append(rest, comp)
+		}
+	}
+	return rest, repl, nil
+}
+
+// forgetOnDead adds to cmd the components of c marked for removal on dead
+// hypervisors that may be forgotten now, with a Moved event each.
+func forgetOnDead(c *pb.Cluster, comps []*pb.Component, hypervisors []*pb.Hypervisor, cmd *pb.PlaceCommand, now time.Time) {
+	deletingCluster := c.Metadata.DeletionTimestamp != nil
+	want := map[string]int{resources.RoleControlPlane: int(c.Spec.ControlPlane.GetReplicas()), resources.RoleIngress: 1}
+	where := map[string][]string{} // role: hypervisors of its running replicas outside dead ones
+	ready := map[string]bool{}
+	for role, n := range want {
+		count, ok := 0, true
+		for _, comp := range comps {
+			if comp.Spec.Role != role || comp.Metadata.DeletionTimestamp != nil || onDead(hypervisors, comp) {
+				continue
+			}
+			count++
+			ok = ok && comp.GetStatus().GetState() == StateRunning
+			where[role] = append(where[role], comp.Spec.Hypervisor)
+		}
+		ready[role] = ok && count >= n
+		sort.Strings(where[role])
+	}
+	for _, comp := range comps {
+		if comp.Metadata.DeletionTimestamp == nil || !onDead(hypervisors, comp) {
+			continue
+		}
+		if !deletingCluster && !ready[comp.Spec.Role] {
+			continue
+		}
+		cmd.Forget = append(cmd.Forget, comp.Metadata.Name)
+		msg := fmt.Sprintf("%s %s forgotten on hypervisor %s (dead) without its agent", comp.Spec.Role, comp.Metadata.Name, comp.Spec.Hypervisor)
+		reason := "Forgotten"
+		if !deletingCluster {
+			reason = "Moved"
+			msg = fmt.Sprintf("%s %s moved off hypervisor %s (dead): its replacement runs, %s now on %s; the old one is forgotten",
+				comp.Spec.Role, comp.Metadata.Name, comp.Spec.Hypervisor, comp.Spec.Role, strings.Join(where[comp.Spec.Role], ", "))
+		}
+		cmd.Events = append(cmd.Events, state.Event(c.Metadata.Name, "Normal", reason, msg, now))
+	}
+}
+
+func hasEventMessage(events []*pb.Event, reason, msg string) bool {
+	for _, e := range events {
+		if e.Reason == reason && e.Message == msg {
+			return true
+		}
+	}
+	return false
+}
