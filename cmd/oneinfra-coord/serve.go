@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/oneinfra/oneinfra/coordinator"
+	"github.com/oneinfra/oneinfra/coordinator/health"
 	"github.com/oneinfra/oneinfra/internal/logging"
 	"github.com/spf13/cobra"
 )
@@ -57,6 +58,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&cfg.VPNPool, "vpn-pool", coordinator.DefaultVPNPool, "the pool clusters' VPN CIDRs come from (read at --bootstrap)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "IP:PORT of this server's gossip observer (e.g. 0.0.0.0:7946; the port is advertised on the --advertise host); off when empty: hypervisor health then rests on the agents' reports alone")
 	f.StringSliceVar(&gossipJoin, "gossip-join", nil, "gossip members to join, HOST:PORT,... (hypervisors' agents or other servers)")
+	f.DurationVar(&cfg.Health.SuspectAfter, "suspect-after", health.DefaultSuspectAfter, "a hypervisor with no report for this long is suspect (keep it above the agents' 30s heartbeat)")
+	f.DurationVar(&cfg.Health.DeadAfter, "dead-after", health.DefaultDeadAfter, "a hypervisor with no report for this long (and gossip not saying alive) is dead: its components are placed elsewhere")
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd

@@ -33,7 +33,7 @@ type system struct {
 
 // startSystem makes a lab of hosts, starts a coordinator in the root
 // namespace and a hypervisor agent on each host that is not a worker.
-func startSystem(t *testing.T, hosts []lab.HostSpec) *system {
+func startSystem(t *testing.T, hosts []lab.HostSpec, coordFlags ...string) *system {
 	t.Helper()
 	root, err := containerd.RepoRoot()
 	if err != nil {
@@ -71,6 +71,7 @@ func startSystem(t *testing.T, hosts []lab.HostSpec) *system {
 	coordDir := filepath.Join(s.dir, "coordinator")
 	s.coordArgs = []string{filepath.Join(binDir, "oneinfra-coord"), "serve", "--id", "c1", "--data-dir", coordDir,
 		"--api-addr", lab.CoordinatorIP + ":7443", "--raft-addr", lab.CoordinatorIP + ":7444", "--metrics-addr", "127.0.0.1:0"}
+	s.coordArgs = append(s.coordArgs, coordFlags...)
 	if s.coordinator, err = l.Start("", append(s.coordArgs, "--bootstrap"), filepath.Join(s.dir, "coordinator.log")); err != nil {
 		t.Fatal(err)
 	}
