@@ -196,3 +196,82 @@ func procsMatching(fragments ...string) []int {
 	}
 	return pids
 }
+
+// TestPrivateHypervisorCut: a private hypervisor with a control-plane
+// replica is cut off the network. It is detected dead, its replica is
+// replaced on the spare (etcd membership too), the cluster is Ready again
+// with what was written before the cut; reconnected, the host holds no
+// stale pod of the cluster.
+func TestPrivateHypervisorCut(t *testing.T) {
+	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "hv-3"}, {Name: "hv-4"}, {Name: "pub-1", Public: true}}
+	s := startSystem(t, hosts, "--suspect-after", "40s", "--dead-after", "60s")
+	if out, err := cli(s.config, "", "cluster", "create", "demo", "--replicas", "3", "--wait", "--timeout", "8m"); err != nil {
+		t.Fatalf("cluster create: %v\n%s", err, out)
+	}
+	kc := writeKubeconfig(t, s, "demo")
+	if _, err := kubectl(kc, "create", "secret", "generic", "before-cut", "--from-literal=k=v"); err != nil {
+		t.Fatal(err)
+	}
+	var cut string
+	for _, c := range components(t, s) {
+		if c.Spec.Role == "control-plane" {
+			cut = c.Spec.Hypervisor
+			break
+		}
+	}
+	if err := s.lab.Cut(cut); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	testutil.Eventually(t, 3*time.Minute, cut+" dead", func() error {
+		out, err := cli(s.config, "", "get", "hypervisor", cut)
+		if err != nil || !strings.Contains(out, "dead") {
+			return fmt.Errorf("%v\n%s", err, out)
+		}
+		return nil
+	})
+	detected := time.Since(began)
+	testutil.Eventually(t, 6*time.Minute, "Ready again without "+cut, func() error {
+		cps := 0
+		for _, c := range components(t, s) {
+			if c.Spec.Role == "control-plane" {
+				if c.Spec.Hypervisor == cut {
+					return fmt.Errorf("a replica is still on %s", cut)
+				}
+				cps++
+			}
+		}
+		out, err := cli(s.config, "", "get", "clusters")
+		if err != nil || cps != 3 || !strings.Contains(out, "Ready") {
+			d, _ := cli(s.config, "", "describe", "cluster", "demo")
+			return fmt.Errorf("%d replicas:\n%s", cps, d)
+		}
+		_, err = kubectl(kc, "get", "secret", "before-cut")
+		return err
+	})
+	t.Logf("%s cut off: detected dead in %.1fs (suspect after 40s, dead after 60s without a report); Ready again on the spare %.1fs after the cut",
+		cut, detected.Seconds(), time.Since(began).Seconds())
+	if _, err := kubectl(kc, "create", "secret", "generic", "after-cut", "--from-literal=k=v"); err != nil {
+		t.Errorf("writing after the replacement: %v", err)
+	}
+	if d, _ := cli(s.config, "", "describe", "cluster", "demo"); !strings.Contains(d, "Moved") || !strings.Contains(d, cut) {
+		t.Errorf("describe does not tell the move:\n%s", d)
+	}
+
+	// Back on the network: alive again, and no stale pod of the cluster.
+	if err := s.lab.Reconnect(cut); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 2*time.Minute, cut+" alive with no stale pod", func() error {
+		out, err := cli(s.config, "", "get", "hypervisor", cut)
+		if err != nil || !strings.Contains(out, "alive") {
+			return fmt.Errorf("%v\n%s", err, out)
+		}
+		for _, c := range containers(t, s) {
+			if strings.HasPrefix(c, cut+"/") {
+				return fmt.Errorf("%s still runs %s", cut, c)
+			}
+		}
+		return nil
+	})
+}
