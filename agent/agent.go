@@ -48,6 +48,10 @@ type Config struct {
 	// JoinAddr is where a public hypervisor serves the worker join
 	// endpoint; default ":7445".
 	JoinAddr string
+	// WireGuardPrefix starts the names of the VPN endpoints' devices
+	// (default "oi-"), e.g. to tell apart hosts that share
+	// /var/run/wireguard, as a lab's do.
+	WireGuardPrefix string
 	// GossipAddr is IP:PORT of this hypervisor's gossip member; default
 	// Address:7946. GossipJoin lists members to join (other agents,
 	// coordinator servers' --gossip-addr).
@@ -159,7 +163,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a.drivers = newDrivers(a)
 	if cfg.Public {
-		a.hub = vpn.NewHub(filepath.Join(cfg.DataDir, "wireguard"), wireguard.Choose(wireguard.ProbeKernel))
+		a.hub = vpn.NewHub(filepath.Join(cfg.DataDir, "wireguard"), wireguard.Choose(wireguard.ProbeKernel), cfg.WireGuardPrefix)
 		a.addons = map[string]*addons.Applier{}
 	}
 	return a, nil

@@ -27,15 +27,16 @@ func (a *Agent) syncVPN(as *pb.Assignment, status *pb.ComponentStatus) *pb.Condi
 	}
 	key, err := a.hub.Ensure(vpn.Spec{
 		Cluster: cluster, ListenPort: int(as.Component.Spec.Ports[scheduler.PortWireGuard]),
-		CIDR: v.Cidr, Address: v.EndpointAddress, Routes: v.Routes, Peers: v.Peers,
+		APIPort: int(as.Component.Spec.Ports[scheduler.PortAPIServer]),
+		CIDR:    v.Cidr, Address: v.EndpointAddress, Routes: v.Routes, Peers: v.Peers,
 	})
 	if err == nil {
 		status.WireguardPublicKey = key
 		if status.VpnPeers, err = a.hub.Peers(cluster); err != nil {
-			err = fmt.Errorf("reading the peers of %s: %w", vpn.InterfaceName(cluster), err)
+			err = fmt.Errorf("reading the peers of %s: %w", a.hub.InterfaceName(cluster), err)
 		}
 	}
-	return condition(condVPNEndpoint, err, fmt.Sprintf("WireGuard endpoint %s up with %d peers", vpn.InterfaceName(cluster), len(v.Peers)))
+	return condition(condVPNEndpoint, err, fmt.Sprintf("WireGuard endpoint %s up with %d peers", a.hub.InterfaceName(cluster), len(v.Peers)))
 }
 
 // applyAddons applies, through the cluster's API at this ingress, the
@@ -55,7 +56,7 @@ func (a *Agent) applyAddons(ctx context.Context, as *pb.Assignment, address stri
 	}
 	in := addons.Inputs{
 		Cluster:      cluster,
-		APIServer:    "https://" + net.JoinHostPort(as.Vpn.EndpointAddress, port),
+		APIServer:    "https://" + net.JoinHostPort(as.Vpn.EndpointAddress, strconv.Itoa(resources.TunnelAPIPort)),
 		ClusterCAPEM: as.CaCerts[pki.ClusterCA],
 		PodCIDR:      as.ClusterSpec.GetNetworking().GetPodCidr(),
 		ServiceCIDR:  as.ClusterSpec.GetNetworking().GetServiceCidr(),

@@ -220,7 +220,7 @@ func (s *Server) workerConfig(st *state.Store, cluster *pb.Cluster, peer *pb.VPN
 		Endpoint:           net.JoinHostPort(ep.hypervisor.Spec.PublicAddress, strconv.Itoa(int(ep.ingress.Spec.Ports[scheduler.PortWireGuard]))),
 		EndpointAddress:    hub,
 		AllowedIps:         vpnRoutes(cluster),
-		ApiServer:          "https://" + net.JoinHostPort(hub, strconv.Itoa(int(ep.ingress.Spec.Ports[scheduler.PortAPIServer]))),
+		ApiServer:          "https://" + net.JoinHostPort(hub, strconv.Itoa(resources.TunnelAPIPort)),
 		ClusterCaPem:       p.GetCas()[pki.ClusterCA].GetCertPem(),
 		KubeletClientCaPem: p.GetCas()[pki.KubeletClientCA].GetCertPem(),
 		BootstrapToken:     peer.BootstrapTokenId + "." + peer.BootstrapTokenSecret,

@@ -9,7 +9,10 @@
 //     clusters' overlapping pod CIDRs never meet;
 //   - packets entering the tunnel from outside the cluster's networks (the
 //     API servers reaching kubelets) are masqueraded to the endpoint's
-//     address, so nodes answer through the tunnel.
+//     address, so nodes answer through the tunnel;
+//   - nodes reach the API at the endpoint's address and a fixed port
+//     (resources.TunnelAPIPort), redirected to the ingress's port here, so
+//     their kubeconfigs stay right when the ingress moves.
 //
 // Keys are made here, once per cluster, 0600; only public keys leave.
 package vpn
@@ -22,10 +25,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	"github.com/oneinfra/oneinfra/agent/netconf"
 	"github.com/oneinfra/oneinfra/agent/wireguard"
+	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -36,8 +41,11 @@ import (
 type Spec struct {
 	Cluster    string
 	ListenPort int
-	CIDR       string // the VPN, e.g. 10.200.0.0/24
-	Address    string // the endpoint's address in it, e.g. 10.200.0.1
+	// APIPort is the ingress's port on this host; connections to
+	// resources.TunnelAPIPort at Address are redirected to it.
+	APIPort int
+	CIDR    string // the VPN, e.g. 10.200.0.0/24
+	Address string // the endpoint's address in it, e.g. 10.200.0.1
 	// Routes are the networks behind the tunnel (the VPN and the pods).
 	Routes []string
 	Peers  []*pb.VPNPeer
@@ -47,6 +55,7 @@ type Spec struct {
 type Hub struct {
 	keyDir string
 	impl   wireguard.Implementation
+	prefix string
 
 	mu        sync.Mutex
 	endpoints map[string]*endpoint // by cluster
@@ -58,20 +67,28 @@ type endpoint struct {
 	spec  Spec
 }
 
-// NewHub keeps keys in keyDir and makes devices with impl.
-func NewHub(keyDir string, impl wireguard.Implementation) *Hub {
-	return &Hub{keyDir: keyDir, impl: impl, endpoints: map[string]*endpoint{}}
+// DefaultPrefix starts the name of every device a hub makes.
+const DefaultPrefix = "oi-"
+
+// NewHub keeps keys in keyDir and makes devices with impl, named prefix
+// and the cluster's name (DefaultPrefix when empty).
+func NewHub(keyDir string, impl wireguard.Implementation, prefix string) *Hub {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Hub{keyDir: keyDir, impl: impl, prefix: prefix, endpoints: map[string]*endpoint{}}
 }
 
-// InterfaceName is the device of a cluster: "oi-" and the cluster name,
-// shortened with a hash when too long for an interface name.
-func InterfaceName(cluster string) string {
-	name := "oi-" + cluster
+// InterfaceName is the device of a cluster: the prefix and the cluster
+// name, shortened with a hash when too long for an interface name.
+func (h *Hub) InterfaceName(cluster string) string {
+	name := h.prefix + cluster
 	if len(name) <= 15 {
 		return name
 	}
 	sum := sha256.Sum256([]byte(cluster))
-	return "oi-" + cluster[:7] + "-" + hex.EncodeToString(sum[:])[:4]
+	keep := max(0, 15-len(h.prefix)-5)
+	return h.prefix + cluster[:min(keep, len(cluster))] + "-" + hex.EncodeToString(sum[:])[:4]
 }
 
 // routeTable is the routing table of packets arriving on a cluster's
@@ -95,11 +112,14 @@ func (h *Hub) Ensure(spec Spec) (string, error) {
 	if err != nil || !prefix.Contains(addr) {
 		return fail(fmt.Errorf("endpoint address %q is not in %s", spec.Address, spec.CIDR))
 	}
+	if spec.APIPort <= 0 || spec.APIPort > 65535 {
+		return fail(fmt.Errorf("API port %d out of range", spec.APIPort))
+	}
 	key, err := wireguard.LoadOrCreateKey(filepath.Join(h.keyDir, spec.Cluster+".key"))
 	if err != nil {
 		return fail(err)
 	}
-	iface := InterfaceName(spec.Cluster)
+	iface := h.InterfaceName(spec.Cluster)
 	ep := h.endpoints[spec.Cluster]
 	if ep != nil && ep.table != routeTable(spec.ListenPort) {
 		h.removeLocked(spec.Cluster, false) // the port moved: start over
@@ -168,8 +188,20 @@ func (h *Hub) forward(iface string, table int, spec Spec) error {
 	if err := netconf.EnsureChain("nat", c, append(rules, []string{"-j", "MASQUERADE"})); err != nil {
 		return err
 	}
-	return netconf.EnsureRule("nat", "POSTROUTING", "-o", iface, "-j", c)
+	if err := netconf.EnsureRule("nat", "POSTROUTING", "-o", iface, "-j", c); err != nil {
+		return err
+	}
+	api := apiChain(iface)
+	redirect := [][]string{{"-d", spec.Address + "/32", "-p", "tcp", "--dport", strconv.Itoa(resources.TunnelAPIPort),
+		"-j", "REDIRECT", "--to-ports", strconv.Itoa(spec.APIPort)}}
+	if err := netconf.EnsureChain("nat", api, redirect); err != nil {
+		return err
+	}
+	return netconf.EnsureRule("nat", "PREROUTING", "-i", iface, "-j", api)
 }
+
+// apiChain is the cluster's nat chain redirecting the tunnel's API port.
+func apiChain(iface string) string { return "OI-API-" + iface }
 
 // Peers says what a cluster's device knows of each peer.
 func (h *Hub) Peers(cluster string) ([]*pb.PeerStatus, error) {
@@ -178,7 +210,7 @@ func (h *Hub) Peers(cluster string) ([]*pb.PeerStatus, error) {
 		return nil, err
 	}
 	defer client.Close()
-	dev, err := client.Device(InterfaceName(cluster))
+	dev, err := client.Device(h.InterfaceName(cluster))
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +257,7 @@ func (h *Hub) Close() {
 
 func (h *Hub) removeLocked(cluster string, forgetKey bool) {
 	ep := h.endpoints[cluster]
-	iface := InterfaceName(cluster)
+	iface := h.InterfaceName(cluster)
 	if ep != nil {
 		_ = ep.dev.Close()
 		netconf.RemoveInputTable(iface, ep.table)
@@ -234,6 +266,8 @@ func (h *Hub) removeLocked(cluster string, forgetKey bool) {
 	c := chain(iface)
 	_ = netconf.DeleteRule("nat", "POSTROUTING", "-o", iface, "-j", c)
 	netconf.RemoveChain("nat", c)
+	_ = netconf.DeleteRule("nat", "PREROUTING", "-i", iface, "-j", apiChain(iface))
+	netconf.RemoveChain("nat", apiChain(iface))
 	for _, dir := range []string{"-i", "-o"} {
 		_ = netconf.DeleteRule("filter", "FORWARD", dir, iface, "-j", "ACCEPT")
 	}

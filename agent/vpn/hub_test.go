@@ -53,12 +53,12 @@ func TestHubInNamespace(t *testing.T) {
 	}
 	run("ip", "link", "set", "lo", "up")
 	dir := t.TempDir()
-	hub := NewHub(dir, wireguard.Choose(wireguard.ProbeKernel))
+	hub := NewHub(dir, wireguard.Choose(wireguard.ProbeKernel), "")
 	defer hub.Close()
 	k1, _ := wgtypes.GeneratePrivateKey()
 	k2, _ := wgtypes.GeneratePrivateKey()
 	spec := Spec{
-		Cluster: "edge", ListenPort: 31999, CIDR: "10.200.9.0/24", Address: "10.200.9.1",
+		Cluster: "edge", ListenPort: 31999, APIPort: 31998, CIDR: "10.200.9.0/24", Address: "10.200.9.1",
 		Routes: []string{"10.200.9.0/24", "10.244.0.0/16"},
 		Peers: []*pb.VPNPeer{
 			{Name: "w-1", Address: "10.200.9.2", PodCidr: "10.244.0.0/24", PublicKey: k1.PublicKey().String()},
@@ -106,7 +106,8 @@ func TestHubInNamespace(t *testing.T) {
 		t.Errorf("rules:\n%s", out)
 	}
 	nat := run("iptables", "-w", "-t", "nat", "-S")
-	for _, want := range []string{"-A POSTROUTING -o oi-edge -j OI-MASQ-oi-edge", "-A OI-MASQ-oi-edge -s 10.244.0.0/16 -j RETURN", "-A OI-MASQ-oi-edge -j MASQUERADE"} {
+	for _, want := range []string{"-A POSTROUTING -o oi-edge -j OI-MASQ-oi-edge", "-A OI-MASQ-oi-edge -s 10.244.0.0/16 -j RETURN", "-A OI-MASQ-oi-edge -j MASQUERADE",
+		"-A PREROUTING -i oi-edge -j OI-API-oi-edge", "-A OI-API-oi-edge -d 10.200.9.1/32 -p tcp -m tcp --dport 6443 -j REDIRECT --to-ports 31998"} {
 		if !strings.Contains(nat, want) {
 			t.Errorf("nat table lacks %q:\n%s", want, nat)
 		}
@@ -159,11 +160,15 @@ func TestHubInNamespace(t *testing.T) {
 }
 
 func TestInterfaceName(t *testing.T) {
-	if n := InterfaceName("edge"); n != "oi-edge" {
+	h := NewHub("", wireguard.Userspace, "")
+	if n := h.InterfaceName("edge"); n != "oi-edge" {
 		t.Errorf("InterfaceName(edge) = %s", n)
 	}
-	a, b := InterfaceName("a-very-long-cluster-name-1"), InterfaceName("a-very-long-cluster-name-2")
+	a, b := h.InterfaceName("a-very-long-cluster-name-1"), h.InterfaceName("a-very-long-cluster-name-2")
 	if len(a) > 15 || a == b {
 		t.Errorf("long names: %s %s", a, b)
+	}
+	if n := NewHub("", wireguard.Userspace, "p2-").InterfaceName("edge"); n != "p2-edge" {
+		t.Errorf("with prefix p2-: %s", n)
 	}
 }

@@ -91,6 +91,7 @@ func newHypervisorCommand(logFormat *string) *cobra.Command {
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:7481", "/metrics, /healthz and /readyz listen address")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", fmt.Sprintf("IP:PORT of this hypervisor's gossip member (default: --address with port %d)", gossip.DefaultPort))
 	f.StringSliceVar(&cfg.GossipJoin, "gossip-join", nil, "gossip members to join, HOST:PORT,... (other agents, coordinator servers' --gossip-addr)")
+	f.StringVar(&cfg.WireGuardPrefix, "wireguard-prefix", "oi-", "public hypervisors: name prefix of the VPN endpoints' WireGuard devices (PREFIX + cluster)")
 	f.StringVar(&cfg.JoinAddr, "join-addr", fmt.Sprintf(":%d", resources.DefaultJoinPort), "public hypervisors: where workers join (TLS with the coordinator CA)")
 	for _, name := range []string{"name", "address", "coordinator"} {
 		_ = cmd.MarkFlagRequired(name)

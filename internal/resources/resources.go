@@ -146,6 +146,11 @@ const (
 	WorkerClusterOrgPrefix = "oneinfra:cluster:"
 )
 
+// TunnelAPIPort is where nodes reach their cluster's API through the VPN,
+// at the endpoint's VPN address: the endpoint redirects it to the
+// ingress's port, so the address stays when the ingress moves.
+const TunnelAPIPort = 6443
+
 // DefaultJoinPort is where a public hypervisor's agent serves the worker
 // join endpoint.
 const DefaultJoinPort = 7445

@@ -275,3 +275,90 @@ func TestPrivateHypervisorCut(t *testing.T) {
 		return nil
 	})
 }
+
+// TestPublicHypervisorLost: the public hypervisor running a VPN cluster's
+// ingress is cut off. The ingress moves to the other public hypervisor,
+// the worker follows its endpoint (its --join is gone: it asks another
+// public hypervisor), and its node and pod answer again through the new
+// tunnel.
+func TestPublicHypervisorLost(t *testing.T) {
+	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}, {Name: "pub-2", Public: true}, {Name: "worker-1", Worker: true}}
+	s := startSystem(t, hosts, "--suspect-after", "40s", "--dead-after", "60s")
+	if out, err := cli(s.config, "", "cluster", "create", "edge", "--vpn", "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("cluster create: %v\n%s", err, out)
+	}
+	ingressHost := func() (string, string) {
+		for _, c := range components(t, s) {
+			if c.Spec.Role == "ingress" {
+				return c.Metadata.Name, c.Spec.Hypervisor
+			}
+		}
+		return "", ""
+	}
+	oldIngress, lost := ingressHost()
+	kc := writeKubeconfig(t, s, "edge")
+	token, hash := workerToken(t, s, "edge")
+	h := s.lab.Hosts["worker-1"]
+	root := s.lab.Spec.RepoRoot
+	if _, err := s.lab.Start("worker-1", []string{filepath.Join(binDir, "oneinfra-agent"), "worker",
+		"--join", s.lab.Hosts[lost].PublicIP + ":7445", "--token", token, "--ca-hash", hash, "--name", "w-1",
+		"--cri-endpoint", h.CRIEndpoint, "--data-dir", filepath.Join(h.Dir, "worker"),
+		"--kubelet-command", filepath.Join(root, "_output/bin/kubelet"), "--kubelet-root-dir", h.KubeletDir,
+		"--cgroup-root", "/oie2e-w-1", "--cni-conf-dir", h.CNIConfDir, "--interface", "oi-w-1"}, filepath.Join(h.Dir, "worker.log")); err != nil {
+		t.Fatal(err)
+	}
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: app}\nspec:\n  nodeName: w-1\n  containers:\n  - {name: app, image: test.oneinfra.io/testapp:v1, imagePullPolicy: Never, args: [-http, ':8080']}\n"
+	testutil.Eventually(t, 4*time.Minute, "node w-1 Ready and its pod running", func() error {
+		cmd := exec.Command(filepath.Join(root, "_output/bin/kubectl"), "--kubeconfig", kc, "apply", "-f", "-")
+		cmd.Stdin = strings.NewReader(pod)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		_, err := kubectl(kc, "wait", "--for=condition=Ready", "pod/app", "--timeout=5s")
+		return err
+	})
+
+	if err := s.lab.Cut(lost); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	var moved string
+	testutil.Eventually(t, 4*time.Minute, "ingress moved off "+lost, func() error {
+		name, on := ingressHost()
+		cl, err := cli(s.config, "", "get", "clusters")
+		if name == oldIngress || on == lost || err != nil || !strings.Contains(cl, "Ready") {
+			return fmt.Errorf("ingress %s on %s:\n%s", name, on, cl)
+		}
+		moved = on
+		return nil
+	})
+	t.Logf("%s (ingress) cut off: ingress moved to %s and the cluster Ready again %.1fs after the cut", lost, moved, time.Since(began).Seconds())
+	kc = writeKubeconfig(t, s, "edge") // the API endpoint moved with the ingress
+	if !strings.Contains(readFile(t, kc), s.lab.Hosts[moved].PublicIP) {
+		t.Fatalf("kubeconfig does not name %s's address", moved)
+	}
+	testutil.Eventually(t, 4*time.Minute, "the worker follows: exec through the new tunnel", func() error {
+		out, err := kubectl(kc, "exec", "app", "--", "testapp", "-print", "through "+moved, "-exit", "0")
+		if err != nil || !strings.Contains(out, "through "+moved) {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		ready, err := kubectl(kc, "get", "node", "w-1", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil || ready != "True" {
+			return fmt.Errorf("node w-1 Ready=%q %v", ready, err)
+		}
+		return nil
+	})
+	t.Logf("worker w-1 reached through the new endpoint (exec works, node Ready) %.1fs after the cut", time.Since(began).Seconds())
+	if out, _ := cli(s.config, "", "describe", "cluster", "edge"); !strings.Contains(out, "Moved") {
+		t.Errorf("describe does not tell the move:\n%s", out)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -93,7 +93,9 @@ func startSystem(t *testing.T, hosts []lab.HostSpec, coordFlags ...string) *syst
 			"--coordinator", lab.CoordinatorIP + ":7443", "--token", token, "--ca-hash", hash,
 			"--cri-endpoint", h.CRIEndpoint, "--data-dir", h.AgentDir, "--root-dir", h.RootDir, "--metrics-addr", "127.0.0.1:7481"}
 		if h.PublicIP != "" {
-			args = append(args, "--public", "--public-address", h.PublicIP)
+			// Lab hosts share /var/run/wireguard: their devices need names
+			// of their own.
+			args = append(args, "--public", "--public-address", h.PublicIP, "--wireguard-prefix", publicPrefix(name))
 		}
 		s.agentArgs[name] = args
 		if _, err := l.Start(name, args, filepath.Join(h.Dir, "agent.log")); err != nil {
@@ -303,3 +305,7 @@ func reportRSS(t *testing.T, s *system) {
 	}
 	t.Logf("idle single-replica control plane RSS: %d MiB (%s)", total/1024, strings.Join(parts, ", "))
 }
+
+// publicPrefix is the WireGuard device prefix of a lab's public host:
+// "p1-" for pub-1.
+func publicPrefix(host string) string { return "p" + strings.TrimPrefix(host, "pub-") + "-" }

@@ -164,7 +164,7 @@ spec:
 		defer wg.Close()
 		var peers int
 		err = pub.InNetNS(func() error {
-			dev, err := wg.Device("oi-edge")
+			dev, err := wg.Device(publicPrefix("pub-1") + "edge")
 			if err == nil {
 				peers = len(dev.Peers)
 			}
