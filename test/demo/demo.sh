@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole system on one machine: a lab of network namespaces (three
-# private hypervisors, one public, two worker hosts behind two NATs each)
+# The whole system on one machine: a lab of network namespaces (four
+# private hypervisors, two public, two worker hosts behind two NATs each)
 # each with its own containerd and the images of `make images`, a
 # coordinator, an agent per hypervisor, and a three-replica cluster with a
-# VPN, reached through its ingress. test/demo/join-worker.sh joins a worker.
+# VPN, reached through its ingress, and a spare of each kind so that it
+# heals when a machine is cut off (lab cut HOST). test/demo/join-worker.sh
+# joins a worker.
 # `make demo-down` removes everything.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,8 +19,8 @@ if [ -e "$DEMO" ]; then
   echo "a demo is running ($DEMO): run 'make demo-down' first" >&2
   exit 1
 fi
-echo "== lab: 3 private hypervisors, 1 public, 2 workers behind NAT; each a network namespace with its own containerd"
-"$LAB" up --prefix "$PREFIX" --private 3 --public 1 --workers 2
+echo "== lab: 4 private hypervisors, 2 public, 2 workers behind NAT; each a network namespace with its own containerd"
+"$LAB" up --prefix "$PREFIX" --private 4 --public 2 --workers 2
 
 start() { # NAME LOG CMD...
   local name=$1 log=$2; shift 2
@@ -33,16 +35,17 @@ for _ in $(seq 100); do C members >/dev/null 2>&1 && break; sleep 0.3; done
 eval "$(C token create --kind hypervisor | awk '/^token:/{print "TOKEN="$2} /^ca-hash:/{print "HASH="$2}')"
 
 i=11
-for hv in hv-1 hv-2 hv-3 pub-1; do
+for hv in hv-1 hv-2 hv-3 hv-4 pub-1 pub-2; do
   extra=()
-  [ "$hv" = pub-1 ] && extra=(--public --public-address "10.214.0.$i")
+  # Lab hosts share /var/run/wireguard: each public one names its devices.
+  case $hv in pub-*) extra=(--public --public-address "10.214.0.$i" --wireguard-prefix "p${hv#pub-}-") ;; esac
   start "$hv" "$DEMO/$hv/agent.log" nsenter --net="/run/netns/$PREFIX-$hv" -- \
     "$BIN/oneinfra-agent" hypervisor --name "$hv" --address "10.213.0.$i" --coordinator 10.213.0.1:7443 \
     --token "$TOKEN" --ca-hash "$HASH" --cri-endpoint "unix://$DEMO/$hv/containerd/containerd.sock" \
     --data-dir "$DEMO/$hv/agent" --root-dir "$DEMO/$hv/root" "${extra[@]}"
   i=$((i + 1))
 done
-for _ in $(seq 100); do [ "$(C get hv 2>/dev/null | grep -c alive)" = 4 ] && break; sleep 0.3; done
+for _ in $(seq 100); do [ "$(C get hv 2>/dev/null | grep -c alive)" = 6 ] && break; sleep 0.3; done
 C get hypervisors
 
 echo "== oneinfra-coord cluster create demo --replicas 3 --vpn --wait"

@@ -34,6 +34,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -130,7 +131,6 @@ type Host struct {
 	KubeletDir string `json:",omitempty"`
 
 	containerdDir string
-	links         []string
 }
 
 // Lab is a running lab.
@@ -348,7 +348,6 @@ func (l *Lab) addHost(h *Host, i int, public bool) error {
 				return err
 			}
 		}
-		h.links = append(h.links, outside)
 	}
 	if err := run("ip", "-n", h.Namespace, "link", "set", "lo", "up"); err != nil {
 		return err
@@ -424,7 +423,6 @@ func (l *Lab) addWorker(h *Host, i, n int) error {
 			return err
 		}
 	}
-	h.links = []string{outside}
 	return nil
 }
 
@@ -530,14 +528,36 @@ func (l *Lab) Cut(host string) error       { return l.setLinks(host, "down") }
 func (l *Lab) Reconnect(host string) error { return l.setLinks(host, "up") }
 
 func (l *Lab) setLinks(host, state string) error {
-	h := l.Hosts[host]
-	if h == nil {
+	if l.Hosts[host] == nil {
 		return fmt.Errorf("no host %q in the lab", host)
 	}
-	for _, link := range h.links {
-		if err := run("ip", "link", "set", link, state); err != nil {
+	return SetHostLinks(l.Spec.Prefix, host, state)
+}
+
+// SetHostLinks sets "up" or "down" the root namespace's ends of the links
+// of a host of the lab with prefix (a worker's: its outer router's), as
+// Cut and Reconnect do, from any process.
+func SetHostLinks(prefix, host, state string) error {
+	out, err := exec.Command("ip", "-o", "link", "show").Output()
+	if err != nil {
+		return fmt.Errorf("ip link show: %w", err)
+	}
+	ns := prefix + "-" + host
+	found := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		i := slices.Index(f, "link-netns")
+		if len(f) < 2 || i < 0 || i+1 >= len(f) || (f[i+1] != ns && f[i+1] != ns+"-outer") {
+			continue
+		}
+		name := strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0]
+		if err := run("ip", "link", "set", name, state); err != nil {
 			return err
 		}
+		found++
+	}
+	if found == 0 {
+		return fmt.Errorf("no link of host %q in lab %q", host, prefix)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: lab up|down|exec|status [flags]")
+		fmt.Fprintln(os.Stderr, "usage: lab up|down|exec|status|cut|reconnect [flags]")
 		os.Exit(2)
 	}
 	if err := run(os.Args[1], os.Args[2:]); err != nil {
@@ -89,6 +89,12 @@ func run(verb string, args []string) error {
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		return cmd.Run()
+	case "cut", "reconnect":
+		if fs.NArg() != 1 {
+			return fmt.Errorf("usage: lab %s HOST", verb)
+		}
+		state := map[string]string{"cut": "down", "reconnect": "up"}[verb]
+		return lab.SetHostLinks(*prefix, fs.Arg(0), state)
 	}
-	return fmt.Errorf("unknown verb %q: want up, down, exec or status", verb)
+	return fmt.Errorf("unknown verb %q: want up, down, exec, status, cut or reconnect", verb)
 }
