@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"github.com/oneinfra/oneinfra/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/gossip"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/oneinfra/oneinfra/test/images"

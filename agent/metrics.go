@@ -3,10 +3,9 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/observe"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,26 +44,14 @@ func (a *Agent) ServeMetrics() error {
 	if a.cfg.MetricsAddr == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
-	if err != nil {
+	ready := func() error {
+		if last := a.lastSync.Load(); last == nil || time.Since(*last) > 3*a.cfg.Resync {
+			return errors.New("no recent reconcile")
+		}
+		return nil
+	}
+	if _, err := observe.Serve(a.cfg.MetricsAddr, promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}), ready, a.logger); err != nil {
 		return fmt.Errorf("--metrics-addr: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		last := a.lastSync.Load()
-		if last == nil || time.Since(*last) > 3*a.cfg.Resync {
-			http.Error(w, "no recent reconcile", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.logger.Error("metrics server stopped", "err", err)
-		}
-	}()
 	return nil
 }

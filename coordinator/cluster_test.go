@@ -3,10 +3,10 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"github.com/oneinfra/oneinfra/internal/testutil"
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 

@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/oneinfra/oneinfra/internal/observe"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -131,28 +130,11 @@ func (s *Server) serveMetrics() error {
 	if s.cfg.MetricsAddr == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
+	srv, err := observe.Serve(s.cfg.MetricsAddr, promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}), s.ready, s.logger)
 	if err != nil {
 		return fmt.Errorf("--metrics-addr: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.ready(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.logger.Error("metrics server stopped", "err", err)
-		}
-	}()
+	s.http = srv
 	return nil
 }
 

@@ -3,13 +3,13 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"github.com/oneinfra/oneinfra/internal/testutil"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 

@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"github.com/oneinfra/oneinfra/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 )

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/oneinfra/oneinfra/agent/netconf"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/agent/netconf"
 	"github.com/oneinfra/oneinfra/agent/wireguard"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"

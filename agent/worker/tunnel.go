@@ -2,13 +2,13 @@ package worker
 
 import (
 	"fmt"
-	"github.com/oneinfra/oneinfra/agent/netconf"
 	"log/slog"
 	"net"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/oneinfra/oneinfra/agent/netconf"
 	"github.com/oneinfra/oneinfra/agent/wireguard"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"golang.zx2c4.com/wireguard/wgctrl"

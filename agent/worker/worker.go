@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/oneinfra/oneinfra/agent/wireguard"
+	"github.com/oneinfra/oneinfra/internal/observe"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"google.golang.org/protobuf/proto"
@@ -252,30 +251,21 @@ func (w *Worker) refresh(ctx context.Context, down bool) (bool, error) {
 }
 
 // serveHealth serves /healthz (the agent runs) and /readyz (the tunnel
-// is up) on MetricsAddr, when set.
+// is up) on MetricsAddr, when set, until ctx ends.
 func (w *Worker) serveHealth(ctx context.Context) error {
 	if w.cfg.MetricsAddr == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", w.cfg.MetricsAddr)
+	ready := func() error {
+		if !w.tunnelUp.Load() {
+			return errors.New("tunnel down")
+		}
+		return nil
+	}
+	srv, err := observe.Serve(w.cfg.MetricsAddr, nil, ready, w.logger)
 	if err != nil {
 		return fmt.Errorf("--metrics-addr: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) { fmt.Fprintln(rw, "ok") })
-	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
-		if !w.tunnelUp.Load() {
-			http.Error(rw, "tunnel down", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(rw, "ok")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			w.logger.Error("health server stopped", "err", err)
-		}
-	}()
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()

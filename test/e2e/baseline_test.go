@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"github.com/oneinfra/oneinfra/internal/testutil"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/oneinfra/oneinfra/agent/controlplane"
 	"github.com/oneinfra/oneinfra/agent/host"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/testutil/cluster"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
 )

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/oneinfra/oneinfra/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
 	"github.com/oneinfra/oneinfra/test/lab"
 )
