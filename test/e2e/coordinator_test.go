@@ -96,6 +96,37 @@ func cli(config string, stdin string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// leader is the ID of the coordinator's leader as `members` marks it, or
+// "" when there is none or no answer.
+func leader(conf string) string {
+	out, err := cli(conf, "", "members")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[3] == "*" {
+			return f[0]
+		}
+	}
+	return ""
+}
+
+// onlyServer writes a copy of the credentials file conf that knows one
+// server, api, and returns its path.
+func onlyServer(t *testing.T, conf, api string) string {
+	t.Helper()
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := regexp.MustCompile(`(?s)servers:\n(- \S+\n)+`).ReplaceAllString(string(b), "servers:\n- "+api+"\n")
+	path := filepath.Join(t.TempDir(), "only-"+strings.ReplaceAll(api, ":", "-")+".conf")
+	if err := os.WriteFile(path, []byte(one), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 const demoCluster = `apiVersion: oneinfra.io/v1alpha1
 kind: Cluster
 metadata:
@@ -150,31 +181,14 @@ func TestOperatorFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	leader := func() string {
-		out, err := cli(conf, "", "members")
-		if err != nil {
-			return ""
-		}
-		for _, line := range strings.Split(out, "\n") {
-			if f := strings.Fields(line); len(f) > 3 && f[3] == "*" {
-				return f[0]
-			}
-		}
-		return ""
-	}
 	var follower string
 	for id := range servers {
-		if id != leader() {
+		if id != leader(conf) {
 			follower = id
 		}
 	}
 	// Apply through a follower only.
-	viaFollower := filepath.Join(dir, "follower.conf")
-	b, _ := os.ReadFile(conf)
-	followerConf := regexp.MustCompile(`(?s)servers:\n(- \S+\n)+`).ReplaceAllString(string(b), "servers:\n- "+servers[follower].api+"\n")
-	if err := os.WriteFile(viaFollower, []byte(followerConf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	viaFollower := onlyServer(t, conf, servers[follower].api)
 	if out, err := cli(viaFollower, fmt.Sprintf(demoCluster, "demo"), "apply", "-f", "-"); err != nil || !strings.Contains(out, "cluster/demo created") {
 		t.Fatalf("apply through %s: %q %v", follower, out, err)
 	}
@@ -191,7 +205,7 @@ func TestOperatorFailover(t *testing.T) {
 	}
 
 	// kill -9 the leader; the others answer and take writes.
-	dead := leader()
+	dead := leader(conf)
 	servers[dead].kill9(t)
 	killed := time.Now()
 	testutil.Eventually(t, 30*time.Second, "a write after the leader died", func() error {
@@ -206,11 +220,7 @@ func TestOperatorFailover(t *testing.T) {
 
 	// The killed server restarts from its data dir and catches up.
 	servers[dead].start(t)
-	onlyDead := filepath.Join(dir, "dead.conf")
-	deadConf := regexp.MustCompile(`(?s)servers:\n(- \S+\n)+`).ReplaceAllString(string(b), "servers:\n- "+servers[dead].api+"\n")
-	if err := os.WriteFile(onlyDead, []byte(deadConf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	onlyDead := onlyServer(t, conf, servers[dead].api)
 	testutil.Eventually(t, 30*time.Second, "the restarted server catching up", func() error {
 		out, err := cli(onlyDead, "", "--stale", "get", "clusters", "-o", "yaml")
 		if err != nil {

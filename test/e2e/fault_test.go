@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,12 +16,12 @@ import (
 	"github.com/oneinfra/oneinfra/test/lab"
 )
 
-// TestStaticStability: with the coordinator stopped for a minute the
-// cluster's API answers throughout and loses nothing; restarting an agent
+// TestStaticStability: with all three coordinator servers stopped for a
+// minute the cluster's API answers throughout and loses nothing; restarting an agent
 // or a host's containerd restarts no pod; the agents resume when the
 // coordinator is back.
 func TestStaticStability(t *testing.T) {
-	s := startSystem(t, []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}})
+	s := startSystem(t, []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}}, 3)
 	if out, err := cli(s.config, "", "cluster", "create", "demo", "--wait", "--timeout", "5m"); err != nil {
 		t.Fatalf("cluster create: %v\n%s", err, out)
 	}
@@ -31,8 +32,8 @@ func TestStaticStability(t *testing.T) {
 	before := containers(t, s)
 
 	// Every coordinator server down for a minute: the API stays up.
-	if err := s.coordinator.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	for _, srv := range s.servers {
+		srv.stop(t, syscall.SIGTERM)
 	}
 	stopped := time.Now()
 	var checks, failures int
@@ -61,9 +62,8 @@ func TestStaticStability(t *testing.T) {
 
 	// The coordinator is back: agents resume, the cluster is Ready, nothing lost.
 	back := time.Now()
-	var err error
-	if s.coordinator, err = s.lab.Start("", s.coordArgs, filepath.Join(s.dir, "coordinator.log")); err != nil {
-		t.Fatal(err)
+	for _, srv := range s.servers {
+		srv.start(t, s.lab)
 	}
 	testutil.Eventually(t, 90*time.Second, "agents report again", func() error {
 		out, err := cli(s.config, "", "get", "components")
@@ -79,7 +79,7 @@ func TestStaticStability(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("coordinator restarted → agents reporting, cluster Ready: %.1fs", time.Since(back).Seconds())
+	t.Logf("coordinator servers restarted → agents reporting, cluster Ready: %.1fs", time.Since(back).Seconds())
 	for _, name := range []string{"before", "during-1", fmt.Sprintf("during-%d", checks)} {
 		kind := "configmap"
 		if name == "before" {
@@ -204,7 +204,7 @@ func procsMatching(fragments ...string) []int {
 // stale pod of the cluster.
 func TestPrivateHypervisorCut(t *testing.T) {
 	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "hv-3"}, {Name: "hv-4"}, {Name: "pub-1", Public: true}}
-	s := startSystem(t, hosts, "--suspect-after", "40s", "--dead-after", "60s")
+	s := startSystem(t, hosts, 1, "--suspect-after", "40s", "--dead-after", "60s")
 	if out, err := cli(s.config, "", "cluster", "create", "demo", "--replicas", "3", "--wait", "--timeout", "8m"); err != nil {
 		t.Fatalf("cluster create: %v\n%s", err, out)
 	}
@@ -283,7 +283,7 @@ func TestPrivateHypervisorCut(t *testing.T) {
 // tunnel.
 func TestPublicHypervisorLost(t *testing.T) {
 	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}, {Name: "pub-2", Public: true}, {Name: "worker-1", Worker: true}}
-	s := startSystem(t, hosts, "--suspect-after", "40s", "--dead-after", "60s")
+	s := startSystem(t, hosts, 1, "--suspect-after", "40s", "--dead-after", "60s")
 	if out, err := cli(s.config, "", "cluster", "create", "edge", "--vpn", "--wait", "--timeout", "5m"); err != nil {
 		t.Fatalf("cluster create: %v\n%s", err, out)
 	}
@@ -361,4 +361,109 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestLeaderKilledDuringCreate: with three coordinator servers, the
+// leader is killed (-9) while a cluster is being created. Another server
+// takes over and the create finishes with nobody touching it (the
+// operator's --wait rides over the failover); the cluster runs with the
+// certificates it was given before the kill, an older cluster's data is
+// all there, and the killed server, restarted, catches up.
+func TestLeaderKilledDuringCreate(t *testing.T) {
+	s := startSystem(t, controlPlaneHosts, 3)
+	if out, err := cli(s.config, "", "cluster", "create", "first", "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("cluster create first: %v\n%s", err, out)
+	}
+	kcFirst := writeKubeconfig(t, s, "first")
+	if _, err := kubectl(kcFirst, "create", "secret", "generic", "before-kill", "--from-literal=k=v"); err != nil {
+		t.Fatal(err)
+	}
+
+	create := exec.Command(filepath.Join(binDir, "oneinfra-coord"), "--config", s.config,
+		"cluster", "create", "demo", "--replicas", "3", "--wait", "--timeout", "8m")
+	var createOut bytes.Buffer
+	create.Stdout, create.Stderr = &createOut, &createOut
+	if err := create.Start(); err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan error, 1)
+	go func() { created <- create.Wait() }()
+	t.Cleanup(func() { create.Process.Kill() })
+
+	// The middle of the create: placed, its certificates issued, not Ready.
+	var kc string
+	testutil.Eventually(t, time.Minute, "demo placed and not yet Ready", func() error {
+		cps := 0
+		for _, c := range components(t, s) {
+			if strings.HasPrefix(c.Metadata.Name, "demo-") && c.Spec.Role == "control-plane" {
+				cps++
+			}
+		}
+		if cps != 3 {
+			return fmt.Errorf("%d replicas placed", cps)
+		}
+		out, err := cli(s.config, "", "cluster", "kubeconfig", "demo")
+		if err != nil {
+			return err
+		}
+		kc = filepath.Join(t.TempDir(), "kubeconfig")
+		return os.WriteFile(kc, []byte(out), 0o600)
+	})
+	if out, _ := cli(s.config, "", "get", "cluster", "demo"); strings.Contains(out, "Ready") {
+		t.Fatalf("demo was Ready before the leader could be killed:\n%s", out)
+	}
+	old := leader(s.config)
+	var killed *labServer
+	for _, srv := range s.servers {
+		if srv.id == old {
+			killed = srv
+		}
+	}
+	if killed == nil {
+		t.Fatalf("no leader among the servers (%q)", old)
+	}
+	killed.stop(t, syscall.SIGKILL)
+	began := time.Now()
+	testutil.Eventually(t, time.Minute, "a new leader", func() error {
+		if l := leader(s.config); l == "" || l == old {
+			return fmt.Errorf("leader %q", l)
+		}
+		return nil
+	})
+	elected := time.Since(began)
+	select {
+	case err := <-created:
+		if err != nil || !strings.Contains(createOut.String(), "cluster/demo Ready") {
+			d, _ := cli(s.config, "", "describe", "cluster", "demo")
+			t.Fatalf("cluster create --wait across the failover: %v\n%s\n%s", err, createOut.String(), d)
+		}
+	case <-time.After(8 * time.Minute):
+		t.Fatalf("cluster create --wait still waiting:\n%s", createOut.String())
+	}
+	t.Logf("leader %s killed mid-create: new leader %s in %.1fs; demo Ready %.1fs after the kill, with no retry by the operator",
+		old, leader(s.config), elected.Seconds(), time.Since(began).Seconds())
+
+	// The kubeconfig taken before the kill works: same CA, same admin.
+	if _, err := kubectl(kc, "create", "secret", "generic", "after-kill", "--from-literal=k=v"); err != nil {
+		t.Fatalf("the kubeconfig issued before the kill: %v", err)
+	}
+	if _, err := kubectl(kcFirst, "get", "secret", "before-kill"); err != nil {
+		t.Errorf("the first cluster lost its secret: %v", err)
+	}
+	if out, _ := cli(s.config, "", "get", "clusters"); strings.Count(out, "Ready") != 2 {
+		t.Errorf("both clusters should be Ready:\n%s", out)
+	}
+
+	// The killed server comes back from its data dir and catches up.
+	killed.start(t, s.lab)
+	testutil.Eventually(t, time.Minute, killed.id+" caught up", func() error {
+		out, err := cli(onlyServer(t, s.config, killed.api), "", "--stale", "get", "clusters")
+		if err != nil {
+			return err
+		}
+		if strings.Count(out, "Ready") != 2 {
+			return fmt.Errorf("%s has:\n%s", killed.id, out)
+		}
+		return nil
+	})
 }

@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,14 +28,46 @@ type system struct {
 	dir    string
 	config string // admin.conf
 	// What was started, to stop and start again in fault tests.
-	coordinator *exec.Cmd
-	coordArgs   []string
-	agentArgs   map[string][]string
+	servers   []*labServer
+	agentArgs map[string][]string
 }
 
-// startSystem makes a lab of hosts, starts a coordinator in the root
-// namespace and a hypervisor agent on each host that is not a worker.
-func startSystem(t *testing.T, hosts []lab.HostSpec, coordFlags ...string) *system {
+// labServer is one coordinator server in the lab's root namespace.
+type labServer struct {
+	id, api string
+	args    []string // serve's flags, without --bootstrap or --join
+	cmd     *exec.Cmd
+	log     string
+}
+
+// start runs the server with its flags and extra ones.
+func (srv *labServer) start(t *testing.T, l *lab.Lab, extra ...string) {
+	t.Helper()
+	var err error
+	if srv.cmd, err = l.Start("", append(slices.Clone(srv.args), extra...), srv.log); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stop signals the server and waits until it has exited.
+func (srv *labServer) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	pid := srv.cmd.Process.Pid
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, srv.id+" exited", func() error {
+		if syscall.Kill(pid, 0) == nil {
+			return fmt.Errorf("pid %d still running", pid)
+		}
+		return nil
+	})
+}
+
+// startSystem makes a lab of hosts, starts a coordinator of n servers in
+// the root namespace and a hypervisor agent on each host that is not a
+// worker.
+func startSystem(t *testing.T, hosts []lab.HostSpec, n int, coordFlags ...string) *system {
 	t.Helper()
 	root, err := containerd.RepoRoot()
 	if err != nil {
@@ -68,15 +102,40 @@ func startSystem(t *testing.T, hosts []lab.HostSpec, coordFlags ...string) *syst
 	})
 	t.Logf("lab up (%d hosts, %d images imported) in %.1fs", len(hosts), len(images), time.Since(began).Seconds())
 	s := &system{lab: l, dir: lab.Dir("oie2e"), agentArgs: map[string][]string{}}
-	coordDir := filepath.Join(s.dir, "coordinator")
-	s.coordArgs = []string{filepath.Join(binDir, "oneinfra-coord"), "serve", "--id", "c1", "--data-dir", coordDir,
-		"--api-addr", lab.CoordinatorIP + ":7443", "--raft-addr", lab.CoordinatorIP + ":7444", "--metrics-addr", "127.0.0.1:0"}
-	s.coordArgs = append(s.coordArgs, coordFlags...)
-	if s.coordinator, err = l.Start("", append(s.coordArgs, "--bootstrap"), filepath.Join(s.dir, "coordinator.log")); err != nil {
-		t.Fatal(err)
+	var apis []string
+	for i := range n {
+		srv := &labServer{id: fmt.Sprintf("c%d", i+1), api: fmt.Sprintf("%s:%d", lab.CoordinatorIP, 7443+10*i)}
+		srv.args = append([]string{filepath.Join(binDir, "oneinfra-coord"), "serve", "--id", srv.id,
+			"--data-dir", filepath.Join(s.dir, "coordinator", srv.id), "--api-addr", srv.api,
+			"--raft-addr", fmt.Sprintf("%s:%d", lab.CoordinatorIP, 7444+10*i), "--metrics-addr", "127.0.0.1:0"}, coordFlags...)
+		srv.log = filepath.Join(s.dir, srv.id+".log")
+		s.servers = append(s.servers, srv)
+		apis = append(apis, srv.api)
 	}
-	s.config = filepath.Join(coordDir, "admin.conf")
+	s.servers[0].start(t, l, "--bootstrap")
+	s.config = filepath.Join(s.dir, "coordinator", "c1", "admin.conf")
 	testutil.Eventually(t, 30*time.Second, "coordinator", func() error { _, err := cli(s.config, "", "members"); return err })
+	if n > 1 {
+		out, err := cli(s.config, "", "token", "create", "--kind", "server")
+		if err != nil {
+			t.Fatal(err)
+		}
+		token := regexp.MustCompile(`token: (\S+)`).FindStringSubmatch(out)[1]
+		hash := regexp.MustCompile(`ca-hash: (\S+)`).FindStringSubmatch(out)[1]
+		for _, srv := range s.servers[1:] {
+			srv.start(t, l, "--join", s.servers[0].api, "--token", token, "--ca-hash", hash)
+		}
+		testutil.Eventually(t, 60*time.Second, fmt.Sprintf("%d voters", n), func() error {
+			out, err := cli(s.config, "", "members")
+			if err != nil {
+				return err
+			}
+			if v := strings.Count(out, "Voter"); v != n || strings.Contains(out, "unreachable") {
+				return fmt.Errorf("members:\n%s", out)
+			}
+			return nil
+		})
+	}
 	out, err := cli(s.config, "", "token", "create", "--kind", "hypervisor")
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +149,7 @@ func startSystem(t *testing.T, hosts []lab.HostSpec, coordFlags ...string) *syst
 		}
 		hypervisors++
 		args := []string{filepath.Join(binDir, "oneinfra-agent"), "hypervisor", "--name", name, "--address", h.PrivateIP,
-			"--coordinator", lab.CoordinatorIP + ":7443", "--token", token, "--ca-hash", hash,
+			"--coordinator", strings.Join(apis, ","), "--token", token, "--ca-hash", hash,
 			"--cri-endpoint", h.CRIEndpoint, "--data-dir", h.AgentDir, "--root-dir", h.RootDir, "--metrics-addr", "127.0.0.1:7481"}
 		if h.PublicIP != "" {
 			// Lab hosts share /var/run/wireguard: their devices need names
@@ -140,7 +199,7 @@ func kubectl(kubeconfig string, args ...string) (string, error) {
 // plain text; scaling to one and back keeps it; deletion leaves nothing.
 func TestClusterLifecycle(t *testing.T) {
 	baseline := handStartedAPI(t)
-	s := startSystem(t, controlPlaneHosts)
+	s := startSystem(t, controlPlaneHosts, 1)
 	began := time.Now()
 	out, err := cli(s.config, "", "cluster", "create", "demo", "--replicas", "3", "--wait", "--timeout", "10m")
 	if err != nil {

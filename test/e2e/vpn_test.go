@@ -22,7 +22,7 @@ import (
 // is refused; removing a node removes its peer.
 func TestWorkersJoinBehindNAT(t *testing.T) {
 	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}, {Name: "worker-1", Worker: true}, {Name: "worker-2", Worker: true}}
-	s := startSystem(t, hosts)
+	s := startSystem(t, hosts, 1)
 	pub := s.lab.Hosts["pub-1"]
 	root := s.lab.Spec.RepoRoot
 	if out, err := cli(s.config, "", "cluster", "create", "edge", "--vpn", "--wait", "--timeout", "5m"); err != nil {
