@@ -212,6 +212,8 @@ func applyHypervisor(st *state.Store, in *pb.Hypervisor, cmd *pb.ApplyResourcesC
 	updated := proto.Clone(old).(*pb.Hypervisor)
 	updated.Spec.Unschedulable = h.Spec.Unschedulable
 	updated.Metadata.Labels = h.Metadata.Labels
+	// Made schedulable again, it is no longer drained.
+	updated.Status.Draining = old.Status.GetDraining() && h.Spec.Unschedulable
 	cmd.Hypervisors = append(cmd.Hypervisors, updated)
 	result.Action = "configured"
 	return result, nil

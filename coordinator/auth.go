@@ -62,6 +62,7 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Agent/ReportStatus":           true,
 	"/oneinfra.v1.Agent/JoinWorker":             true,
 	"/oneinfra.v1.Operator/RemovePeer":          true,
+	"/oneinfra.v1.Operator/SetScheduling":       true,
 	"/oneinfra.v1.Peer/Join":                    true,
 }
 

@@ -168,7 +168,20 @@ func (f *FSM) applyResources(txn *state.Txn, m proto.Message) error {
 		txn.UpsertCluster(c)
 	}
 	for _, h := range cmd.Hypervisors {
-		txn.UpsertHypervisor(h)
+		// Operators own labels and scheduling; health and reports that
+		// were committed meanwhile stay.
+		cur := txn.Hypervisor(h.Metadata.Name)
+		if cur == nil {
+			return fmt.Errorf("hypervisor %q: %w", h.Metadata.Name, state.ErrNotFound)
+		}
+		cur = proto.Clone(cur).(*pb.Hypervisor)
+		if cur.Status == nil {
+			cur.Status = &pb.HypervisorStatus{}
+		}
+		cur.Metadata.Labels = h.Metadata.Labels
+		cur.Spec.Unschedulable = h.Spec.Unschedulable
+		cur.Status.Draining = h.GetStatus().GetDraining() && h.Spec.Unschedulable
+		txn.UpsertHypervisor(cur)
 	}
 	txn.InsertEvents(cmd.Events)
 	return nil
@@ -250,9 +263,10 @@ func (f *FSM) applyRegisterHypervisor(txn *state.Txn, m proto.Message) error {
 	cmd := m.(*pb.RegisterHypervisorCommand)
 	h := cmd.Hypervisor
 	if old := txn.Hypervisor(h.Metadata.Name); old != nil {
-		// Operators own labels and unschedulable; the agent owns the rest.
+		// Operators own labels and scheduling; the agent owns the rest.
 		h.Metadata.Labels = old.Metadata.Labels
 		h.Spec.Unschedulable = old.Spec.Unschedulable
+		h.Status.Draining = old.GetStatus().GetDraining()
 	}
 	txn.UpsertHypervisor(h)
 	if tok := txn.Token(cmd.TokenId); tok != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -105,23 +104,34 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			cmd.VpnCidr = cidr
 		}
 	}
-	// An ingress on a dead hypervisor is replaced by one on another public
-	// hypervisor (new ports, its address in the API servers' certificates
-	// below); the old one is marked for removal and forgotten once the new
-	// one runs (forgetOnDead). Without another public hypervisor it stays.
+	// An ingress on a dead or draining hypervisor is replaced by one on
+	// another public hypervisor (new ports, its address in the API
+	// servers' certificates below); the old one is marked for removal (and
+	// forgotten once the new one runs if its hypervisor is dead). Without
+	// another public hypervisor it stays.
 	var replacedIngress *pb.Component
-	if ing := live[resources.RoleIngress]; len(ing) > 0 && onDead(hypervisors, ing[0]) {
-		replacedIngress = ing[0]
-		delete(live, resources.RoleIngress)
+	why := ""
+	if ing := live[resources.RoleIngress]; len(ing) > 0 {
+		if why = moveReason(hypervisors, ing[0]); why != "" {
+			replacedIngress = ing[0]
+			delete(live, resources.RoleIngress)
+		}
 	}
 	if len(live[resources.RoleIngress]) == 0 {
 		comp, err := scheduler.NewIngressComponent(name, hypervisors, all)
 		if err != nil {
 			if replacedIngress != nil {
 				live[resources.RoleIngress] = []*pb.Component{replacedIngress}
-				err = fmt.Errorf("replacing ingress %s on dead hypervisor %s: %w", replacedIngress.Metadata.Name, replacedIngress.Spec.Hypervisor, err)
+				err = fmt.Errorf("replacing ingress %s on %s hypervisor %s: %w", replacedIngress.Metadata.Name, why, replacedIngress.Spec.Hypervisor, err)
+				if why == "draining" {
+					// The cluster is fine where it is: the drain waits.
+					drainBlocked(st, name, err.Error(), cmd, now)
+					err = nil
+				}
 			}
-			errs = append(errs, err)
+			if err != nil {
+				errs = append(errs, err)
+			}
 		} else {
 			certs, err := pki.IngressCerts(clusterPKI, comp.Metadata.Name, now)
 			if err != nil {
@@ -133,7 +143,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			cmd.Components = append(cmd.Components, comp)
 			if replacedIngress != nil {
 				cmd.Remove = append(cmd.Remove, replacedIngress.Metadata.Name)
-				cmd.Events = append(cmd.Events, replacingEvent(replacedIngress, comp, now))
+				cmd.Events = append(cmd.Events, replacingEvent(replacedIngress, comp, why, now))
 			} else {
 				cmd.Events = append(cmd.Events, placedEvent(comp, now))
 			}
@@ -196,11 +206,25 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		all = append(all, replacement)
 		have = append(have, replacement)
 	}
+	// A replica on a draining hypervisor is moved make-before-break: one
+	// more is placed now, the old one removed below once that one runs.
+	var drained *pb.Component
+	if replacement == nil {
+		drained = drainSurge(c, have, hypervisors, all)
+	}
 	switch {
-	case len(have) < want:
-		comps, err := scheduler.NewControlPlaneComponents(name, want-len(have), hypervisors, all)
+	case len(have) < want || drained != nil:
+		n := want - len(have)
+		if drained != nil {
+			n = 1
+		}
+		comps, err := scheduler.NewControlPlaneComponents(name, n, hypervisors, all)
 		if err != nil {
-			errs = append(errs, err)
+			if drained != nil {
+				drainBlocked(st, name, fmt.Sprintf("not moving %s off draining hypervisor %s: %v", drained.Metadata.Name, drained.Spec.Hypervisor, err), cmd, now)
+			} else {
+				errs = append(errs, err)
+			}
 		}
 		for _, comp := range comps {
 			certs, err := issue(comp)
@@ -209,27 +233,40 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			}
 			cmd.Components = append(cmd.Components, comp)
 			cmd.Certs = append(cmd.Certs, certs)
-			cmd.Events = append(cmd.Events, placedEvent(comp, now))
+			if drained != nil {
+				cmd.Events = append(cmd.Events, replacingEvent(drained, comp, "draining", now))
+			} else {
+				cmd.Events = append(cmd.Events, placedEvent(comp, now))
+			}
 		}
 	case len(have) > want:
-		// Scale down: replicas on dead hypervisors go first, then the
-		// newest.
-		sort.Slice(have, func(i, j int) bool {
-			if a, b := onDead(hypervisors, have[i]), onDead(hypervisors, have[j]); a != b {
-				return a
-			}
-			if a, b := have[i].Metadata.CreateIndex, have[j].Metadata.CreateIndex; a != b {
-				return a > b
-			}
-			return have[i].Metadata.Name > have[j].Metadata.Name
-		})
+		// Scale down: replicas on dead hypervisors go first, then those on
+		// draining ones (once the others all run), then the newest.
+		removalOrder(have, hypervisors)
+		stay := have[len(have)-want:]
 		for _, comp := range have[:len(have)-want] {
+			why := "scale down"
+			if onDraining(hypervisors, comp) {
+				if !allRunning(stay) {
+					continue // its replacement is not running yet
+				}
+				why = "hypervisor draining, its replacement runs"
+			}
 			cmd.Remove = append(cmd.Remove, comp.Metadata.Name)
 			cmd.Events = append(cmd.Events, state.Event(name, "Normal", "Removing",
-				fmt.Sprintf("removing %s from %s (scale down)", comp.Metadata.Name, comp.Spec.Hypervisor), now))
+				fmt.Sprintf("removing %s from %s (%s)", comp.Metadata.Name, comp.Spec.Hypervisor, why), now))
 		}
 	}
 	return joinErrors(errs)
+}
+
+func allRunning(comps []*pb.Component) bool {
+	for _, comp := range comps {
+		if comp.GetStatus().GetState() != StateRunning {
+			return false
+		}
+	}
+	return true
 }
 
 // joinErrors joins errors on one line; errors.Is sees each of them.

@@ -44,10 +44,16 @@ func onDead(hypervisors []*pb.Hypervisor, comp *pb.Component) bool {
 	return hypervisorByName(hypervisors, comp.Spec.Hypervisor).GetStatus().GetHealth() == resources.HealthDead
 }
 
-func replacingEvent(old, replacement *pb.Component, now time.Time) *pb.Event {
-	return state.Event(old.Spec.Cluster, "Warning", "Replacing",
-		fmt.Sprintf("replacing %s %s on hypervisor %s (dead) with %s on hypervisor %s",
-			old.Spec.Role, old.Metadata.Name, old.Spec.Hypervisor, replacement.Metadata.Name, replacement.Spec.Hypervisor), now)
+// replacingEvent tells that old, on a hypervisor that is dead or draining
+// (why), is replaced.
+func replacingEvent(old, replacement *pb.Component, why string, now time.Time) *pb.Event {
+	typ := "Warning"
+	if why == "draining" {
+		typ = "Normal"
+	}
+	return state.Event(old.Spec.Cluster, typ, "Replacing",
+		fmt.Sprintf("replacing %s %s on hypervisor %s (%s) with %s on hypervisor %s",
+			old.Spec.Role, old.Metadata.Name, old.Spec.Hypervisor, why, replacement.Metadata.Name, replacement.Spec.Hypervisor), now)
 }
 
 // replaceDeadReplica replaces at most one control-plane replica on a dead
@@ -104,7 +110,7 @@ func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.C
 	cmd.Components = append(cmd.Components, repl)
 	cmd.Certs = append(cmd.Certs, certs)
 	cmd.Remove = append(cmd.Remove, old.Metadata.Name)
-	cmd.Events = append(cmd.Events, replacingEvent(old, repl, now))
+	cmd.Events = append(cmd.Events, replacingEvent(old, repl, "dead", now))
 	rest := make([]*pb.Component, 0, len(have)-1)
 	for _, comp := range have {
 		if comp != old {

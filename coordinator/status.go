@@ -121,12 +121,15 @@ func readyReason(ok bool) string {
 }
 
 // componentsReady says whether want components are placed and running,
-// and if not, why, naming each component that is not.
+// and if not, why, naming each component that is not. One more than wanted
+// (a replacement starting while a hypervisor drains) leaves the wanted
+// number running: that is ready.
 func componentsReady(comps []*pb.Component, want int, what string) (bool, string) {
 	var why []string
 	if missing := want - len(comps); missing > 0 {
 		why = append(why, fmt.Sprintf("%d %s(s) not placed", missing, what))
 	}
+	running := 0
 	for _, comp := range comps {
 		s := comp.GetStatus()
 		switch {
@@ -138,10 +141,12 @@ func componentsReady(comps []*pb.Component, want int, what string) (bool, string
 				msg += ": " + s.GetMessage()
 			}
 			why = append(why, msg)
+		default:
+			running++
 		}
 	}
-	if len(why) > 0 {
+	if running < want {
 		return false, strings.Join(why, "; ")
 	}
-	return true, fmt.Sprintf("%d %s(s) running", len(comps), what)
+	return true, fmt.Sprintf("%d %s(s) running", running, what)
 }

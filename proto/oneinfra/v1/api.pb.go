@@ -596,9 +596,11 @@ func (x *DeleteResponse) GetIndex() uint64 {
 	return 0
 }
 
+// DescribeRequest names a cluster, or a hypervisor with kind "hypervisors".
 type DescribeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // "clusters" (the default) or "hypervisors"
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -640,12 +642,23 @@ func (x *DescribeRequest) GetName() string {
 	return ""
 }
 
+func (x *DescribeRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+// DescribeResponse is a cluster with its components, the hypervisors they
+// are on and its events; or a hypervisor with its components and the
+// events that name it.
 type DescribeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       *Cluster               `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Components    []*Component           `protobuf:"bytes,2,rep,name=components,proto3" json:"components,omitempty"`
 	Events        []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
 	Meta          *ReadMeta              `protobuf:"bytes,4,opt,name=meta,proto3" json:"meta,omitempty"`
+	Hypervisors   []*Hypervisor          `protobuf:"bytes,5,rep,name=hypervisors,proto3" json:"hypervisors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -704,6 +717,13 @@ func (x *DescribeResponse) GetEvents() []*Event {
 func (x *DescribeResponse) GetMeta() *ReadMeta {
 	if x != nil {
 		return x.Meta
+	}
+	return nil
+}
+
+func (x *DescribeResponse) GetHypervisors() []*Hypervisor {
+	if x != nil {
+		return x.Hypervisors
 	}
 	return nil
 }
@@ -3076,6 +3096,120 @@ func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
 	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
+// SetSchedulingRequest cordons (unschedulable), drains (unschedulable and
+// draining) or uncordons (neither) a hypervisor.
+type SetSchedulingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Unschedulable bool                   `protobuf:"varint,2,opt,name=unschedulable,proto3" json:"unschedulable,omitempty"`
+	Drain         bool                   `protobuf:"varint,3,opt,name=drain,proto3" json:"drain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSchedulingRequest) Reset() {
+	*x = SetSchedulingRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSchedulingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSchedulingRequest) ProtoMessage() {}
+
+func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSchedulingRequest.ProtoReflect.Descriptor instead.
+func (*SetSchedulingRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *SetSchedulingRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetSchedulingRequest) GetUnschedulable() bool {
+	if x != nil {
+		return x.Unschedulable
+	}
+	return false
+}
+
+func (x *SetSchedulingRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
+type SetSchedulingResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hypervisor    *Hypervisor            `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSchedulingResponse) Reset() {
+	*x = SetSchedulingResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSchedulingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSchedulingResponse) ProtoMessage() {}
+
+func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSchedulingResponse.ProtoReflect.Descriptor instead.
+func (*SetSchedulingResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *SetSchedulingResponse) GetHypervisor() *Hypervisor {
+	if x != nil {
+		return x.Hypervisor
+	}
+	return nil
+}
+
+func (x *SetSchedulingResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type JoinWorkerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
@@ -3088,7 +3222,7 @@ type JoinWorkerRequest struct {
 
 func (x *JoinWorkerRequest) Reset() {
 	*x = JoinWorkerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3100,7 +3234,7 @@ func (x *JoinWorkerRequest) String() string {
 func (*JoinWorkerRequest) ProtoMessage() {}
 
 func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3113,7 +3247,7 @@ func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWorkerRequest.ProtoReflect.Descriptor instead.
 func (*JoinWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *JoinWorkerRequest) GetToken() string {
@@ -3155,7 +3289,7 @@ type GetWorkerConfigRequest struct {
 
 func (x *GetWorkerConfigRequest) Reset() {
 	*x = GetWorkerConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3301,7 @@ func (x *GetWorkerConfigRequest) String() string {
 func (*GetWorkerConfigRequest) ProtoMessage() {}
 
 func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3314,7 @@ func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetWorkerConfigRequest) GetCluster() string {
@@ -3224,7 +3358,7 @@ type WorkerConfig struct {
 
 func (x *WorkerConfig) Reset() {
 	*x = WorkerConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3236,7 +3370,7 @@ func (x *WorkerConfig) String() string {
 func (*WorkerConfig) ProtoMessage() {}
 
 func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3249,7 +3383,7 @@ func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerConfig.ProtoReflect.Descriptor instead.
 func (*WorkerConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *WorkerConfig) GetCluster() string {
@@ -3417,16 +3551,18 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"@\n" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\bR\adeleted\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"%\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"9\n" +
 	"\x0fDescribeRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xd1\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\"\x8c\x02\n" +
 	"\x10DescribeResponse\x12.\n" +
 	"\acluster\x18\x01 \x01(\v2\x14.oneinfra.v1.ClusterR\acluster\x126\n" +
 	"\n" +
 	"components\x18\x02 \x03(\v2\x16.oneinfra.v1.ComponentR\n" +
 	"components\x12*\n" +
 	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12)\n" +
-	"\x04meta\x18\x04 \x01(\v2\x15.oneinfra.v1.ReadMetaR\x04meta\"'\n" +
+	"\x04meta\x18\x04 \x01(\v2\x15.oneinfra.v1.ReadMetaR\x04meta\x129\n" +
+	"\vhypervisors\x18\x05 \x03(\v2\x17.oneinfra.v1.HypervisorR\vhypervisors\"'\n" +
 	"\x11KubeconfigRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"4\n" +
 	"\x12KubeconfigResponse\x12\x1e\n" +
@@ -3609,7 +3745,16 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x11RemovePeerRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x14\n" +
-	"\x12RemovePeerResponse\"u\n" +
+	"\x12RemovePeerResponse\"f\n" +
+	"\x14SetSchedulingRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
+	"\runschedulable\x18\x02 \x01(\bR\runschedulable\x12\x14\n" +
+	"\x05drain\x18\x03 \x01(\bR\x05drain\"f\n" +
+	"\x15SetSchedulingResponse\x127\n" +
+	"\n" +
+	"hypervisor\x18\x01 \x01(\v2\x17.oneinfra.v1.HypervisorR\n" +
+	"hypervisor\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"u\n" +
 	"\x11JoinWorkerRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -3640,7 +3785,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x15kubelet_client_ca_pem\x18\x0e \x01(\fR\x12kubeletClientCaPem\x12'\n" +
 	"\x0fbootstrap_token\x18\x0f \x01(\tR\x0ebootstrapToken\x12\x19\n" +
 	"\bcert_pem\x18\x10 \x01(\fR\acertPem\x12%\n" +
-	"\x0ejoin_endpoints\x18\x11 \x03(\tR\rjoinEndpoints2\xa0\b\n" +
+	"\x0ejoin_endpoints\x18\x11 \x03(\tR\rjoinEndpoints2\xf8\b\n" +
 	"\bOperator\x12>\n" +
 	"\x05Apply\x12\x19.oneinfra.v1.ApplyRequest\x1a\x1a.oneinfra.v1.ApplyResponse\x128\n" +
 	"\x03Get\x12\x17.oneinfra.v1.GetRequest\x1a\x18.oneinfra.v1.GetResponse\x12A\n" +
@@ -3658,7 +3803,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\aVersion\x12\x1b.oneinfra.v1.VersionRequest\x1a\x1c.oneinfra.v1.VersionResponse\x12J\n" +
 	"\tListPeers\x12\x1d.oneinfra.v1.ListPeersRequest\x1a\x1e.oneinfra.v1.ListPeersResponse\x12M\n" +
 	"\n" +
-	"RemovePeer\x12\x1e.oneinfra.v1.RemovePeerRequest\x1a\x1f.oneinfra.v1.RemovePeerResponse2\xc1\x01\n" +
+	"RemovePeer\x12\x1e.oneinfra.v1.RemovePeerRequest\x1a\x1f.oneinfra.v1.RemovePeerResponse\x12V\n" +
+	"\rSetScheduling\x12!.oneinfra.v1.SetSchedulingRequest\x1a\".oneinfra.v1.SetSchedulingResponse2\xc1\x01\n" +
 	"\tBootstrap\x12M\n" +
 	"\n" +
 	"JoinServer\x12\x1e.oneinfra.v1.JoinServerRequest\x1a\x1f.oneinfra.v1.JoinServerResponse\x12e\n" +
@@ -3691,7 +3837,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                   // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                   // 1: oneinfra.v1.Resource
@@ -3746,121 +3892,127 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ListPeersResponse)(nil),          // 50: oneinfra.v1.ListPeersResponse
 	(*RemovePeerRequest)(nil),          // 51: oneinfra.v1.RemovePeerRequest
 	(*RemovePeerResponse)(nil),         // 52: oneinfra.v1.RemovePeerResponse
-	(*JoinWorkerRequest)(nil),          // 53: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),     // 54: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),               // 55: oneinfra.v1.WorkerConfig
-	nil,                                // 56: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                // 57: oneinfra.v1.Assignment.CertsEntry
-	nil,                                // 58: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                    // 59: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                 // 60: oneinfra.v1.Hypervisor
-	(*Component)(nil),                  // 61: oneinfra.v1.Component
-	(*Event)(nil),                      // 62: oneinfra.v1.Event
-	(*Token)(nil),                      // 63: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),             // 64: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                // 65: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                    // 66: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),            // 67: oneinfra.v1.ComponentStatus
-	(*timestamppb.Timestamp)(nil),      // 68: google.protobuf.Timestamp
-	(*KeyPair)(nil),                    // 69: oneinfra.v1.KeyPair
+	(*SetSchedulingRequest)(nil),       // 53: oneinfra.v1.SetSchedulingRequest
+	(*SetSchedulingResponse)(nil),      // 54: oneinfra.v1.SetSchedulingResponse
+	(*JoinWorkerRequest)(nil),          // 55: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),     // 56: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),               // 57: oneinfra.v1.WorkerConfig
+	nil,                                // 58: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                // 59: oneinfra.v1.Assignment.CertsEntry
+	nil,                                // 60: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                    // 61: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                 // 62: oneinfra.v1.Hypervisor
+	(*Component)(nil),                  // 63: oneinfra.v1.Component
+	(*Event)(nil),                      // 64: oneinfra.v1.Event
+	(*Token)(nil),                      // 65: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),             // 66: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                // 67: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                    // 68: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),            // 69: oneinfra.v1.ComponentStatus
+	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
+	(*KeyPair)(nil),                    // 71: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	59, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	60, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	61, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	62, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	59, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	60, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	61, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	61, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	62, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	63, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	59, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	61, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	62, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	61, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	63, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	64, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	63, // 12: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	63, // 13: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
-	0,  // 14: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	20, // 15: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	64, // 16: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
-	34, // 17: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	61, // 18: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	65, // 19: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	56, // 20: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	57, // 21: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
-	37, // 22: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
-	37, // 23: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	58, // 24: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
-	37, // 25: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
-	39, // 26: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
-	66, // 27: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
-	38, // 28: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	67, // 29: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	41, // 30: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	68, // 31: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	68, // 32: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	68, // 33: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
-	49, // 34: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
-	0,  // 35: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	69, // 36: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 37: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 38: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 39: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 40: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	11, // 41: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	13, // 42: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	15, // 43: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	17, // 44: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	19, // 45: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	22, // 46: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	23, // 47: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	25, // 48: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	48, // 49: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	51, // 50: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	27, // 51: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	29, // 52: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	33, // 53: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	36, // 54: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	42, // 55: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	53, // 56: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	54, // 57: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	31, // 58: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	53, // 59: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	54, // 60: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	44, // 61: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	46, // 62: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	23, // 63: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	4,  // 64: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 65: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 66: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 67: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	12, // 68: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	14, // 69: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	16, // 70: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	18, // 71: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	21, // 72: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	23, // 73: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	24, // 74: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	26, // 75: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	50, // 76: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	52, // 77: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	28, // 78: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	30, // 79: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	35, // 80: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	40, // 81: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	43, // 82: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	55, // 83: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	55, // 84: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	32, // 85: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	55, // 86: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	55, // 87: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	45, // 88: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	47, // 89: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	24, // 90: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	64, // [64:91] is the sub-list for method output_type
-	37, // [37:64] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	62, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	65, // 13: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	65, // 14: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	0,  // 15: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	20, // 16: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
+	66, // 17: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	34, // 18: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
+	63, // 19: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	67, // 20: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	58, // 21: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	59, // 22: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	37, // 23: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
+	37, // 24: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
+	60, // 25: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	37, // 26: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
+	39, // 27: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
+	68, // 28: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	38, // 29: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	69, // 30: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	41, // 31: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	70, // 32: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	70, // 33: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	70, // 34: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	49, // 35: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	0,  // 36: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	62, // 37: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	71, // 38: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,  // 39: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,  // 40: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,  // 41: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,  // 42: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	11, // 43: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	13, // 44: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	15, // 45: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	17, // 46: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	19, // 47: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	22, // 48: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	23, // 49: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	25, // 50: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	48, // 51: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	51, // 52: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	53, // 53: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	27, // 54: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	29, // 55: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	33, // 56: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	36, // 57: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	42, // 58: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	55, // 59: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	56, // 60: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	31, // 61: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	55, // 62: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	56, // 63: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	44, // 64: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	46, // 65: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	23, // 66: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	4,  // 67: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 68: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 69: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 70: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	12, // 71: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	14, // 72: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	16, // 73: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	18, // 74: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	21, // 75: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	23, // 76: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	24, // 77: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	26, // 78: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	50, // 79: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	52, // 80: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	54, // 81: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	28, // 82: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	30, // 83: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	35, // 84: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	40, // 85: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	43, // 86: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	57, // 87: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	57, // 88: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	32, // 89: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	57, // 90: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	57, // 91: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	45, // 92: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	47, // 93: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	24, // 94: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	67, // [67:95] is the sub-list for method output_type
+	39, // [39:67] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -3879,7 +4031,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   59,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

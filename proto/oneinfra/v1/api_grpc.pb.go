@@ -37,6 +37,7 @@ const (
 	Operator_Version_FullMethodName         = "/oneinfra.v1.Operator/Version"
 	Operator_ListPeers_FullMethodName       = "/oneinfra.v1.Operator/ListPeers"
 	Operator_RemovePeer_FullMethodName      = "/oneinfra.v1.Operator/RemovePeer"
+	Operator_SetScheduling_FullMethodName   = "/oneinfra.v1.Operator/SetScheduling"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -59,6 +60,7 @@ type OperatorClient interface {
 	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error)
 	ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error)
 	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
+	SetScheduling(ctx context.Context, in *SetSchedulingRequest, opts ...grpc.CallOption) (*SetSchedulingResponse, error)
 }
 
 type operatorClient struct {
@@ -221,6 +223,16 @@ func (c *operatorClient) RemovePeer(ctx context.Context, in *RemovePeerRequest, 
 	return out, nil
 }
 
+func (c *operatorClient) SetScheduling(ctx context.Context, in *SetSchedulingRequest, opts ...grpc.CallOption) (*SetSchedulingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetSchedulingResponse)
+	err := c.cc.Invoke(ctx, Operator_SetScheduling_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -241,6 +253,7 @@ type OperatorServer interface {
 	Version(context.Context, *VersionRequest) (*VersionResponse, error)
 	ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error)
 	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
+	SetScheduling(context.Context, *SetSchedulingRequest) (*SetSchedulingResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -292,6 +305,9 @@ func (UnimplementedOperatorServer) ListPeers(context.Context, *ListPeersRequest)
 }
 func (UnimplementedOperatorServer) RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemovePeer not implemented")
+}
+func (UnimplementedOperatorServer) SetScheduling(context.Context, *SetSchedulingRequest) (*SetSchedulingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetScheduling not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -548,6 +564,24 @@ func _Operator_RemovePeer_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_SetScheduling_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSchedulingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).SetScheduling(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_SetScheduling_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).SetScheduling(ctx, req.(*SetSchedulingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -602,6 +636,10 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemovePeer",
 			Handler:    _Operator_RemovePeer_Handler,
+		},
+		{
+			MethodName: "SetScheduling",
+			Handler:    _Operator_SetScheduling_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

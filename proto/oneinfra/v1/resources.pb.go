@@ -770,8 +770,11 @@ type HypervisorStatus struct {
 	Components     []string               `protobuf:"bytes,3,rep,name=components,proto3" json:"components,omitempty"`
 	AllocatedPorts []uint32               `protobuf:"varint,4,rep,packed,name=allocated_ports,json=allocatedPorts,proto3" json:"allocated_ports,omitempty"`
 	Conditions     []*Condition           `protobuf:"bytes,5,rep,name=conditions,proto3" json:"conditions,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set by `hypervisor drain` on an unschedulable hypervisor: its
+	// components are moved elsewhere, one at a time per cluster.
+	Draining      bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HypervisorStatus) Reset() {
@@ -837,6 +840,13 @@ func (x *HypervisorStatus) GetConditions() []*Condition {
 		return x.Conditions
 	}
 	return nil
+}
+
+func (x *HypervisorStatus) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 // Component is one placed unit of a cluster on one hypervisor. Read-only.
@@ -1837,7 +1847,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x0epublic_address\x18\x03 \x01(\tR\rpublicAddress\x12\x1d\n" +
 	"\n" +
 	"port_range\x18\x04 \x01(\tR\tportRange\x12$\n" +
-	"\runschedulable\x18\x05 \x01(\bR\runschedulable\"\xe4\x01\n" +
+	"\runschedulable\x18\x05 \x01(\bR\runschedulable\"\x80\x02\n" +
 	"\x10HypervisorStatus\x12\x16\n" +
 	"\x06health\x18\x01 \x01(\tR\x06health\x127\n" +
 	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1e\n" +
@@ -1847,7 +1857,8 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x0fallocated_ports\x18\x04 \x03(\rR\x0eallocatedPorts\x126\n" +
 	"\n" +
 	"conditions\x18\x05 \x03(\v2\x16.oneinfra.v1.ConditionR\n" +
-	"conditions\"\xdb\x01\n" +
+	"conditions\x12\x1a\n" +
+	"\bdraining\x18\x06 \x01(\bR\bdraining\"\xdb\x01\n" +
 	"\tComponent\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +
