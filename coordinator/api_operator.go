@@ -6,6 +6,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"regexp"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -320,19 +323,65 @@ func (a *operatorAPI) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.De
 	return &pb.DeleteResponse{Deleted: deleted, Index: index}, nil
 }
 
-// Describe returns a cluster with its components and recent events.
+// Describe returns a cluster with its components, the hypervisors they
+// are on and its recent events; or a hypervisor with its components and
+// the recent events that name it.
 func (a *operatorAPI) Describe(ctx context.Context, req *pb.DescribeRequest) (*pb.DescribeResponse, error) {
+	kind := resources.Clusters
+	if req.Kind != "" {
+		var err error
+		if kind, err = resources.NormalizeKind(req.Kind); err != nil || kind == resources.Components {
+			return nil, invalid("describe: clusters or hypervisors can be described, got %q", req.Kind)
+		}
+	}
 	st := a.s.State()
+	if kind == resources.Hypervisors {
+		return describeHypervisor(st, req.Name, a.s.readMeta())
+	}
 	c := st.Cluster(nil, req.Name)
 	if c == nil {
 		return nil, fmt.Errorf("cluster %q: %w", req.Name, state.ErrNotFound)
 	}
 	c.ApiVersion, c.Kind = resources.APIVersion, resources.KindCluster
+	comps := st.ComponentsOfCluster(nil, req.Name)
+	var hypervisors []*pb.Hypervisor
+	for _, h := range st.Hypervisors(nil) {
+		if slices.ContainsFunc(comps, func(comp *pb.Component) bool { return comp.Spec.Hypervisor == h.Metadata.Name }) {
+			hypervisors = append(hypervisors, h)
+		}
+	}
 	return &pb.DescribeResponse{
-		Cluster:    c,
-		Components: st.ComponentsOfCluster(nil, req.Name),
-		Events:     st.Events(nil, req.Name),
-		Meta:       a.s.readMeta(),
+		Cluster:     c,
+		Components:  comps,
+		Hypervisors: hypervisors,
+		Events:      st.Events(nil, req.Name),
+		Meta:        a.s.readMeta(),
+	}, nil
+}
+
+// describeHypervisor is a hypervisor, what is placed on it, and the
+// clusters' events that name it, oldest first.
+func describeHypervisor(st *state.Store, name string, meta *pb.ReadMeta) (*pb.DescribeResponse, error) {
+	h := st.Hypervisor(nil, name)
+	if h == nil {
+		return nil, fmt.Errorf("hypervisor %q: %w", name, state.ErrNotFound)
+	}
+	h.ApiVersion, h.Kind = resources.APIVersion, resources.KindHypervisor
+	names := regexp.MustCompile(`(^|[^\w-])` + regexp.QuoteMeta(name) + `($|[^\w-])`)
+	var events []*pb.Event
+	for _, c := range st.Clusters(nil) {
+		for _, e := range st.Events(nil, c.Metadata.Name) {
+			if names.MatchString(e.Message) {
+				events = append(events, e)
+			}
+		}
+	}
+	sort.Slice(events, func(i, j int) bool { return events[i].Index < events[j].Index })
+	return &pb.DescribeResponse{
+		Hypervisors: []*pb.Hypervisor{h},
+		Components:  st.ComponentsOnHypervisor(nil, name),
+		Events:      events,
+		Meta:        meta,
 	}, nil
 }
 

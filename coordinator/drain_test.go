@@ -137,6 +137,35 @@ func TestDrainHypervisor(t *testing.T) {
 		return ready()
 	})
 
+	// describe: a cluster names the hypervisors it is on; a hypervisor
+	// shows what is on it and the events that name it.
+	d, err = op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on []string
+	for _, h := range d.Hypervisors {
+		on = append(on, h.Metadata.Name)
+	}
+	if strings.Join(on, ",") != "hv-a,hv-c,hv-d,pub-2" {
+		t.Errorf("describe cluster: hypervisors %v", on)
+	}
+	d, err = op.Describe(ctx, &pb.DescribeRequest{Name: "hv-b", Kind: "hv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Components) != 0 || d.Hypervisors[0].Metadata.Name != "hv-b" || !hasEvent(d.Events, "Removing", old.Metadata.Name) {
+		t.Errorf("describe hypervisor hv-b: %d components, events %v", len(d.Components), d.Events)
+	}
+	for _, e := range d.Events {
+		if !strings.Contains(e.Message, "hv-b") {
+			t.Errorf("describe hypervisor hv-b shows an event that does not name it: %s", e.Message)
+		}
+	}
+	if _, err := op.Describe(ctx, &pb.DescribeRequest{Name: "hv-b", Kind: "components"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("describe components: %v", err)
+	}
+
 	// Uncordoned: schedulable, no longer draining; health kept throughout.
 	drain("hv-b", false, false)
 	h := s.State().Hypervisor(nil, "hv-b")

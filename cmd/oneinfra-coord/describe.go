@@ -7,27 +7,36 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/oneinfra/oneinfra/coordinator/health"
+	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/spf13/cobra"
 )
 
 func newDescribeCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "describe cluster NAME",
-		Short: "Show a cluster's spec, placements, conditions and recent events",
-		Long:  "Show a cluster's spec, placements, conditions with reasons and recent events: why a cluster is not Ready.",
-		Args:  cobra.ExactArgs(2),
+		Use:   "describe cluster|hypervisor NAME",
+		Short: "Show a cluster's or a hypervisor's spec, placements, conditions and recent events",
+		Long: "Show a cluster's spec, placements, the health of its hypervisors, conditions with reasons and recent " +
+			"events: why a cluster is not Ready. For a hypervisor: its health, scheduling, conditions, what is " +
+			"placed on it and the events that name it.",
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if k := strings.ToLower(args[0]); k != "cluster" && k != "clusters" && k != "cl" {
-				return fmt.Errorf("describe: only clusters can be described, got %q", args[0])
+			kind, err := resources.NormalizeKind(args[0])
+			if err != nil || kind == resources.Components {
+				return fmt.Errorf("describe: clusters or hypervisors can be described, got %q", args[0])
 			}
 			return g.call(cmd, func(ctx context.Context, s *session) error {
-				resp, err := s.op.Describe(ctx, &pb.DescribeRequest{Name: args[1]})
+				resp, err := s.op.Describe(ctx, &pb.DescribeRequest{Name: args[1], Kind: kind})
 				if err != nil {
 					return err
 				}
 				s.learnServers(resp.Meta)
-				printDescribe(cmd.OutOrStdout(), resp)
+				if kind == resources.Hypervisors {
+					printDescribeHypervisor(cmd.OutOrStdout(), resp)
+				} else {
+					printDescribe(cmd.OutOrStdout(), resp)
+				}
 				return nil
 			})
 		},
@@ -60,43 +69,97 @@ func printDescribe(w io.Writer, d *pb.DescribeResponse) {
 	}
 	tw.Flush()
 
+	printConditions(w, c.GetStatus().GetConditions())
+
+	printComponents(w, d.Components)
+	if len(d.Hypervisors) > 0 {
+		fmt.Fprintln(w, "\nHypervisors:")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tHEALTH\tSCHEDULABLE\tLAST-SEEN\tMESSAGE")
+		for _, h := range d.Hypervisors {
+			msg := ""
+			if cond := resources.FindCondition(h.GetStatus().GetConditions(), health.ConditionHealthy); cond != nil && cond.Status != "True" {
+				msg = cond.Message
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", h.Metadata.Name, dash(h.GetStatus().GetHealth()), scheduling(h), age(h.GetStatus().GetLastSeen()), dash(msg))
+		}
+		tw.Flush()
+	}
+	printEvents(w, d.Events)
+	printReadMeta(w, d.Meta)
+}
+
+// printDescribeHypervisor shows a hypervisor: spec, health and scheduling,
+// conditions, what is placed on it, and the events that name it.
+func printDescribeHypervisor(w io.Writer, d *pb.DescribeResponse) {
+	h := d.Hypervisors[0]
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	field := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	field("Name", h.Metadata.Name)
+	kind := "private"
+	if h.Spec.Public {
+		kind = "public, " + h.Spec.PublicAddress
+	}
+	field("Address", h.Spec.Address+" ("+kind+")")
+	field("Health", dash(h.GetStatus().GetHealth()))
+	field("Last seen", age(h.GetStatus().GetLastSeen()))
+	field("Schedulable", scheduling(h))
+	field("Ports", fmt.Sprintf("%s, %d in use", h.Spec.PortRange, len(h.GetStatus().GetAllocatedPorts())))
+	if len(h.Metadata.Labels) > 0 {
+		field("Labels", labels(h.Metadata.Labels))
+	}
+	tw.Flush()
+	printConditions(w, h.GetStatus().GetConditions())
+	printComponents(w, d.Components)
+	printEvents(w, d.Events)
+	printReadMeta(w, d.Meta)
+}
+
+func printConditions(w io.Writer, conds []*pb.Condition) {
 	fmt.Fprintln(w, "\nConditions:")
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE")
-	for _, cond := range c.GetStatus().GetConditions() {
+	for _, cond := range conds {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", cond.Type, cond.Status, cond.Reason, age(cond.LastTransitionTime), cond.Message)
 	}
 	tw.Flush()
+}
 
+func printComponents(w io.Writer, comps []*pb.Component) {
 	fmt.Fprintln(w, "\nComponents:")
-	if len(d.Components) == 0 {
+	if len(comps) == 0 {
 		fmt.Fprintln(w, "  none placed")
-	} else {
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  NAME\tROLE\tHYPERVISOR\tSTATE\tPORTS\tMESSAGE")
-		for _, comp := range d.Components {
-			state := dash(comp.GetStatus().GetState())
-			if comp.Metadata.DeletionTimestamp != nil {
-				state = "Removing"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", comp.Metadata.Name, comp.Spec.Role, comp.Spec.Hypervisor,
-				state, ports(comp.Spec.Ports), dash(comp.GetStatus().GetMessage()))
-		}
-		tw.Flush()
+		return
 	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tROLE\tHYPERVISOR\tSTATE\tPORTS\tMESSAGE")
+	for _, comp := range comps {
+		state := dash(comp.GetStatus().GetState())
+		if comp.Metadata.DeletionTimestamp != nil {
+			state = "Removing"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", comp.Metadata.Name, comp.Spec.Role, comp.Spec.Hypervisor,
+			state, ports(comp.Spec.Ports), dash(comp.GetStatus().GetMessage()))
+	}
+	tw.Flush()
+}
 
+func printEvents(w io.Writer, events []*pb.Event) {
 	fmt.Fprintln(w, "\nEvents:")
-	if len(d.Events) == 0 {
+	if len(events) == 0 {
 		fmt.Fprintln(w, "  none")
-	} else {
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  AGE\tTYPE\tREASON\tMESSAGE")
-		for _, e := range d.Events {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", age(e.Time), e.Type, e.Reason, e.Message)
-		}
-		tw.Flush()
+		return
 	}
-	if m := d.Meta; m != nil {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  AGE\tTYPE\tREASON\tMESSAGE")
+	for _, e := range events {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", age(e.Time), e.Type, e.Reason, e.Message)
+	}
+	tw.Flush()
+}
+
+func printReadMeta(w io.Writer, m *pb.ReadMeta) {
+	if m != nil {
 		fmt.Fprintf(w, "\n(read from server %s at index %d; leader %s)\n", m.Server, m.Index, dash(m.Leader))
 	}
 }

@@ -99,7 +99,7 @@ func printGet(w io.Writer, kind, output string, resp *pb.GetResponse) error {
 		row(tw, wide, []string{"NAME", "PUBLIC", "ADDRESS", "PUBLIC-ADDRESS", "HEALTH", "COMPONENTS", "SCHEDULABLE", "LAST-SEEN"}, "PORT-RANGE", "PORTS-USED", "LABELS")
 		for _, h := range resp.Hypervisors {
 			row(tw, wide, []string{h.Metadata.Name, fmt.Sprint(h.Spec.Public), h.Spec.Address, dash(h.Spec.PublicAddress),
-				h.GetStatus().GetHealth(), fmt.Sprint(len(h.GetStatus().GetComponents())), fmt.Sprint(!h.Spec.Unschedulable),
+				h.GetStatus().GetHealth(), fmt.Sprint(len(h.GetStatus().GetComponents())), scheduling(h),
 				age(h.GetStatus().GetLastSeen())},
 				h.Spec.PortRange, fmt.Sprint(len(h.GetStatus().GetAllocatedPorts())), labels(h.Metadata.Labels))
 		}
@@ -169,4 +169,18 @@ func labels(l map[string]string) string {
 	}
 	sort.Strings(out)
 	return dash(strings.Join(out, ","))
+}
+
+// scheduling is a hypervisor's SCHEDULABLE column: true, false (cordoned),
+// draining, or drained once nothing is left on it.
+func scheduling(h *pb.Hypervisor) string {
+	switch {
+	case !h.Spec.Unschedulable:
+		return "true"
+	case !h.GetStatus().GetDraining():
+		return "false"
+	case len(h.GetStatus().GetComponents()) > 0:
+		return "draining"
+	}
+	return "drained"
 }

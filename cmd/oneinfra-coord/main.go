@@ -46,6 +46,7 @@ func newRootCommand() *cobra.Command {
 		newDeleteCommand(g),
 		newDescribeCommand(g),
 		newClusterCommand(g),
+		newHypervisorCommand(g),
 		newTokenCommand(g),
 		newMembersCommand(g),
 		newSnapshotCommand(g),

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"github.com/spf13/cobra"
+)
+
+func newHypervisorCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "hypervisor", Aliases: []string{"hv"}, Short: "Cordon, drain and uncordon hypervisors"}
+	set := func(name string, unschedulable, drain bool, cmd *cobra.Command) error {
+		return g.call(cmd, func(ctx context.Context, s *session) error {
+			_, err := s.op.SetScheduling(ctx, &pb.SetSchedulingRequest{Name: name, Unschedulable: unschedulable, Drain: drain})
+			return err
+		})
+	}
+	cordon := &cobra.Command{
+		Use:   "cordon NAME",
+		Short: "Place nothing new on a hypervisor (what runs there stays; a drain in progress stops)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := set(args[0], true, false, cmd); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s cordoned\n", args[0])
+			return nil
+		},
+	}
+	uncordon := &cobra.Command{
+		Use:   "uncordon NAME",
+		Short: "Make a cordoned or drained hypervisor schedulable again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := set(args[0], false, false, cmd); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s uncordoned\n", args[0])
+			return nil
+		},
+	}
+	var wait bool
+	var timeout time.Duration
+	drain := &cobra.Command{
+		Use:   "drain NAME [--wait] [--timeout D]",
+		Short: "Cordon a hypervisor and move its components elsewhere, one at a time per cluster",
+		Long: "Cordon a hypervisor and move its components elsewhere while it still runs them: a control-plane " +
+			"replica is removed only once its replacement runs, an ingress moves to another public hypervisor. " +
+			"With --wait, show progress and return when nothing is left on it.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout <= 0 {
+				return fmt.Errorf("--timeout: must be positive, got %s", timeout)
+			}
+			if err := set(args[0], true, true, cmd); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s draining\n", args[0])
+			if !wait {
+				return nil
+			}
+			return waitDrained(cmd, g, args[0], timeout)
+		},
+	}
+	drain.Flags().BoolVar(&wait, "wait", false, "show progress and return when the hypervisor runs nothing")
+	drain.Flags().DurationVar(&timeout, "timeout", 15*time.Minute, "how long --wait waits")
+	cmd.AddCommand(cordon, uncordon, drain)
+	return cmd
+}
+
+// waitDrained follows a draining hypervisor until no component is placed
+// on it, printing what is left whenever that changes.
+func waitDrained(cmd *cobra.Command, g *globals, name string, timeout time.Duration) error {
+	s, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	out := cmd.OutOrStdout()
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	start, last := time.Now(), ""
+	for {
+		cctx, ccancel := s.ctx(ctx)
+		resp, err := s.op.Get(cctx, &pb.GetRequest{Kind: "components"})
+		ccancel()
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+		if err == nil {
+			var left []string
+			for _, c := range resp.Components {
+				if c.Spec.Hypervisor != name {
+					continue
+				}
+				state := dash(c.GetStatus().GetState())
+				if c.Metadata.DeletionTimestamp != nil {
+					state = "Removing"
+				}
+				left = append(left, fmt.Sprintf("%s (%s)", c.Metadata.Name, state))
+			}
+			slices.Sort(left)
+			if len(left) == 0 {
+				fmt.Fprintf(out, "hypervisor/%s drained in %s\n", name, time.Since(start).Round(time.Second))
+				return nil
+			}
+			if line := strings.Join(left, ", "); line != last {
+				fmt.Fprintf(out, "[%4.0fs] %d left: %s\n", time.Since(start).Seconds(), len(left), line)
+				last = line
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hypervisor/%s not drained after %s: %s left (describe cluster tells why)", name, timeout, dash(last))
+		case <-time.After(time.Second):
+		}
+	}
+}
