@@ -73,6 +73,9 @@ const (
 	stateRemoving = "Removing"
 )
 
+// pendingResync is how soon a Pending component is looked at again.
+const pendingResync = 2 * time.Second
+
 // heartbeat is the longest time between two reports, even unchanged.
 const heartbeat = 30 * time.Second
 
@@ -239,8 +242,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.watch(ctx, watched)
 	ticker := time.NewTicker(a.cfg.Resync)
 	defer ticker.Stop()
-	a.sync(ctx)
+	pending := a.sync(ctx)
 	for {
+		// A component on its way up is looked at again soon, so that
+		// it is reported Running without waiting for the resync.
+		var soon <-chan time.Time
+		if pending {
+			soon = time.After(pendingResync)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -251,9 +260,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			now := time.Now()
 			a.lastFetch.Store(&now)
-			a.sync(ctx)
+			pending = a.sync(ctx)
 		case <-ticker.C:
-			a.sync(ctx)
+			pending = a.sync(ctx)
+		case <-soon:
+			pending = a.sync(ctx)
 		}
 	}
 }
@@ -333,7 +344,9 @@ func (a *Agent) assignmentsFresh() bool {
 }
 
 // sync makes the host match the cached assignments and reports.
-func (a *Agent) sync(ctx context.Context) {
+// sync reconciles every assigned component and reports; it returns
+// whether a component is still Pending.
+func (a *Agent) sync(ctx context.Context) bool {
 	start := time.Now()
 	defer func() {
 		now := time.Now()
@@ -345,7 +358,7 @@ func (a *Agent) sync(ctx context.Context) {
 	assignments, err := a.store.assignments()
 	if err != nil {
 		a.logger.Error("reading cached assignments", "err", err)
-		return
+		return false
 	}
 	byCluster := map[string][]*pb.Assignment{}
 	for _, as := range assignments {
@@ -367,10 +380,13 @@ func (a *Agent) sync(ctx context.Context) {
 		a.hub.RemoveExcept(keep)
 	}
 	a.metrics.components.Reset()
+	pending := false
 	for _, r := range report.Components {
 		a.metrics.components.WithLabelValues(assignments[r.Component].GetComponent().GetSpec().GetRole(), r.Status.State).Inc()
+		pending = pending || r.Status.State == statePending
 	}
 	a.report(ctx, report)
+	return pending
 }
 
 // syncCluster reconciles one cluster's components on this host.

@@ -21,6 +21,9 @@ const (
 	condAPIReachable = "APIReachable"
 	// condEtcdMember: this control-plane replica is a voting etcd member.
 	condEtcdMember = "EtcdMember"
+	// condAPIServerReady: this control-plane replica's API server answers
+	// /readyz.
+	condAPIServerReady = "APIServerReady"
 	// condVPNEndpoint: the cluster's WireGuard endpoint runs here.
 	condVPNEndpoint = "VPNEndpoint"
 	// condVPNRoute: this host routes the cluster's VPN through its endpoint.
@@ -87,6 +90,9 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 	}
 	err := controlplane.PromoteLearners(ctx, as, paths)
 	status.Conditions = append(status.Conditions, condition(condEtcdMember, err, "voting etcd member"))
+	if err == nil {
+		status.Conditions = append(status.Conditions, condition(condAPIServerReady, controlplane.APIServerReady(ctx, as), "kube-apiserver answers /readyz"))
+	}
 	if err == nil && d.a.assignmentsFresh() {
 		// Members the coordinator moved off a dead hypervisor cannot
 		// leave by themselves: the survivors take them out. Only on

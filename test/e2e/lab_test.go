@@ -259,6 +259,7 @@ func TestClusterLifecycle(t *testing.T) {
 	}
 	scale(1)
 	reportRSS(t, s)
+	drainSingleReplica(t, s, kc)
 	scale(3)
 
 	if out, err := cli(s.config, "", "delete", "cluster", "demo", "--wait", "--timeout", "5m"); err != nil {
@@ -275,6 +276,67 @@ func TestClusterLifecycle(t *testing.T) {
 		if strings.TrimSpace(string(out)) != "" {
 			t.Errorf("%s: containers left after deletion:\n%s", name, out)
 		}
+	}
+}
+
+// drainSingleReplica drains the hypervisor of a one-replica cluster: the
+// replica moves make-before-break (etcd goes from one member to two and
+// back to one) and the data stays; uncordoned, the hypervisor takes work
+// again.
+func drainSingleReplica(t *testing.T, s *system, kc string) {
+	t.Helper()
+	var from string
+	for _, c := range components(t, s) {
+		if c.Spec.Role == "control-plane" {
+			from = c.Spec.Hypervisor
+		}
+	}
+	// The API answers through the ingress all along the drain: the old
+	// replica goes only once its replacement's API server is ready.
+	done := make(chan struct{})
+	probes := make(chan [2]int)
+	go func() {
+		var n, failed int
+		for {
+			select {
+			case <-done:
+				probes <- [2]int{n, failed}
+				return
+			case <-time.After(time.Second):
+			}
+			n++
+			if _, err := kubectl(kc, "get", "--raw", "/readyz"); err != nil {
+				failed++
+				t.Errorf("the API through the ingress failed during the drain: %v", err)
+			}
+		}
+	}()
+	began := time.Now()
+	out, err := cli(s.config, "", "hypervisor", "drain", from, "--wait", "--timeout", "5m")
+	close(done)
+	p := <-probes
+	if err != nil || !strings.Contains(out, "drained") {
+		d, _ := cli(s.config, "", "describe", "cluster", "demo")
+		t.Fatalf("hypervisor drain %s: %v\n%s\n%s", from, err, out, d)
+	}
+	t.Logf("drained %s (the single replica moved, etcd 1 → 2 → 1 members) in %.1fs; API probes through the ingress meanwhile: %d, %d failed",
+		from, time.Since(began).Seconds(), p[0], p[1])
+	for _, c := range components(t, s) {
+		if c.Spec.Hypervisor == from {
+			t.Errorf("%s still on the drained %s", c.Metadata.Name, from)
+		}
+	}
+	if got, err := kubectl(kc, "get", "secret", "s1", "-o", "jsonpath={.data.k}"); err != nil || got != "cGxhaW4tdGV4dC12YWx1ZQ==" {
+		t.Fatalf("secret after the drain: %q %v", got, err)
+	}
+	if out, _ := cli(s.config, "", "get", "hv", from); !strings.Contains(out, "drained") {
+		t.Errorf("get hv %s does not say drained:\n%s", from, out)
+	}
+	if d, _ := cli(s.config, "", "describe", "hypervisor", from); !strings.Contains(d, "Removing") || !strings.Contains(d, "Replacing") {
+		t.Errorf("describe hypervisor %s does not tell the move:\n%s", from, d)
+	}
+	if _, err := cli(s.config, "", "hypervisor", "uncordon", from); err != nil {
+		t.Fatal(err)
 	}
 }
 
