@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -81,41 +82,65 @@ func flagNames(err error) error {
 // waitReady follows a cluster until it is Ready, printing each change of
 // its phase or of the condition that blocks it.
 func waitReady(cmd *cobra.Command, g *globals, name string, timeout time.Duration) error {
-	s, err := g.connect()
+	endpoint := ""
+	last, took, err := follow(cmd, g, timeout, func(ctx context.Context, s *session) (string, bool, error) {
+		resp, err := s.op.Get(ctx, &pb.GetRequest{Kind: "clusters", Name: name})
+		if err != nil {
+			return "", false, err
+		}
+		c := resp.Clusters[0]
+		why := ""
+		if cond := resources.FindCondition(c.GetStatus().GetConditions(), "Ready"); cond != nil && cond.Status != "True" {
+			why = cond.Reason + ": " + cond.Message
+		}
+		endpoint = c.GetStatus().GetApiServerEndpoint()
+		return strings.TrimSpace(c.GetStatus().GetPhase() + " " + why), c.GetStatus().GetPhase() == resources.PhaseReady, nil
+	})
+	if errors.Is(err, errNotYet) {
+		return fmt.Errorf("cluster/%s not Ready after %s: %s", name, timeout, dash(last))
+	}
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(cmd.OutOrStdout(), "cluster/%s Ready in %s at %s\n", name, took.Round(time.Second), endpoint)
+	return nil
+}
+
+// errNotYet is follow's error when the time is up.
+var errNotYet = errors.New("not done in time")
+
+// follow calls check every second until it says done, for at most
+// timeout, printing each progress line it returns that differs from the
+// one before. It returns the last line and how long it took; errNotYet
+// when the time ran out.
+func follow(cmd *cobra.Command, g *globals, timeout time.Duration, check func(ctx context.Context, s *session) (string, bool, error)) (string, time.Duration, error) {
+	s, err := g.connect()
+	if err != nil {
+		return "", 0, err
+	}
 	defer s.close()
-	out := cmd.OutOrStdout()
 	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 	defer cancel()
-	start, last, why := time.Now(), "", ""
+	start, last := time.Now(), ""
 	for {
 		cctx, ccancel := s.ctx(ctx)
-		resp, err := s.op.Get(cctx, &pb.GetRequest{Kind: "clusters", Name: name})
+		line, done, err := check(cctx, s)
 		ccancel()
 		if err != nil && ctx.Err() == nil {
-			return err
+			return last, time.Since(start), err
 		}
 		if err == nil {
-			c := resp.Clusters[0]
-			phase := c.GetStatus().GetPhase()
-			why = ""
-			if cond := resources.FindCondition(c.GetStatus().GetConditions(), "Ready"); cond != nil && cond.Status != "True" {
-				why = cond.Reason + ": " + cond.Message
-			}
-			if line := phase + " " + why; line != last {
-				fmt.Fprintf(out, "[%4.0fs] %s %s\n", time.Since(start).Seconds(), phase, why)
+			if line != last {
+				fmt.Fprintf(cmd.OutOrStdout(), "[%4.0fs] %s\n", time.Since(start).Seconds(), line)
 				last = line
 			}
-			if phase == resources.PhaseReady {
-				fmt.Fprintf(out, "cluster/%s Ready in %s at %s\n", name, time.Since(start).Round(time.Second), c.Status.ApiServerEndpoint)
-				return nil
+			if done {
+				return last, time.Since(start), nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cluster/%s not Ready after %s: %s", name, timeout, dash(why))
+			return last, time.Since(start), errNotYet
 		case <-time.After(time.Second):
 		}
 	}

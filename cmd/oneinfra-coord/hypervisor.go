@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -75,48 +76,34 @@ func newHypervisorCommand(g *globals) *cobra.Command {
 // waitDrained follows a draining hypervisor until no component is placed
 // on it, printing what is left whenever that changes.
 func waitDrained(cmd *cobra.Command, g *globals, name string, timeout time.Duration) error {
-	s, err := g.connect()
+	last, took, err := follow(cmd, g, timeout, func(ctx context.Context, s *session) (string, bool, error) {
+		resp, err := s.op.Get(ctx, &pb.GetRequest{Kind: "components"})
+		if err != nil {
+			return "", false, err
+		}
+		var left []string
+		for _, c := range resp.Components {
+			if c.Spec.Hypervisor != name {
+				continue
+			}
+			state := dash(c.GetStatus().GetState())
+			if c.Metadata.DeletionTimestamp != nil {
+				state = "Removing"
+			}
+			left = append(left, fmt.Sprintf("%s (%s)", c.Metadata.Name, state))
+		}
+		slices.Sort(left)
+		if len(left) == 0 {
+			return "nothing left", true, nil
+		}
+		return fmt.Sprintf("%d left: %s", len(left), strings.Join(left, ", ")), false, nil
+	})
+	if errors.Is(err, errNotYet) {
+		return fmt.Errorf("hypervisor/%s not drained after %s: %s (describe cluster tells why)", name, timeout, dash(last))
+	}
 	if err != nil {
 		return err
 	}
-	defer s.close()
-	out := cmd.OutOrStdout()
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-	defer cancel()
-	start, last := time.Now(), ""
-	for {
-		cctx, ccancel := s.ctx(ctx)
-		resp, err := s.op.Get(cctx, &pb.GetRequest{Kind: "components"})
-		ccancel()
-		if err != nil && ctx.Err() == nil {
-			return err
-		}
-		if err == nil {
-			var left []string
-			for _, c := range resp.Components {
-				if c.Spec.Hypervisor != name {
-					continue
-				}
-				state := dash(c.GetStatus().GetState())
-				if c.Metadata.DeletionTimestamp != nil {
-					state = "Removing"
-				}
-				left = append(left, fmt.Sprintf("%s (%s)", c.Metadata.Name, state))
-			}
-			slices.Sort(left)
-			if len(left) == 0 {
-				fmt.Fprintf(out, "hypervisor/%s drained in %s\n", name, time.Since(start).Round(time.Second))
-				return nil
-			}
-			if line := strings.Join(left, ", "); line != last {
-				fmt.Fprintf(out, "[%4.0fs] %d left: %s\n", time.Since(start).Seconds(), len(left), line)
-				last = line
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("hypervisor/%s not drained after %s: %s left (describe cluster tells why)", name, timeout, dash(last))
-		case <-time.After(time.Second):
-		}
-	}
+	fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s drained in %s\n", name, took.Round(time.Second))
+	return nil
 }
