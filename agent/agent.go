@@ -152,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		a.store.close()
 		return nil, err
 	}
-	if a.conn, err = client.DialTLS(a.servers(), conf); err != nil {
+	if a.conn, err = client.DialTLS(a.servers(), conf, client.PreferServing()); err != nil {
 		a.store.close()
 		return nil, err
 	}

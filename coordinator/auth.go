@@ -48,6 +48,7 @@ var roleFor = map[string]string{
 	"/oneinfra.v1.Agent/":     RoleHypervisor,
 	"/oneinfra.v1.Peer/":      RoleServer,
 	"/oneinfra.v1.Bootstrap/": "",
+	"/grpc.health.v1.Health/": "",
 }
 
 // writes are the calls that change state: they run on the leader, which

@@ -23,6 +23,7 @@ import (
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	grpchealth "google.golang.org/grpc/health"
 )
 
 // Config is what `oneinfra-coord serve` is told.
@@ -64,6 +65,7 @@ type Server struct {
 	raft    *raftNode
 	creds   *serverCreds
 	grpc    *grpc.Server
+	health  *grpchealth.Server
 	apiLn   net.Listener
 	http    *http.Server
 	metrics *metrics
@@ -193,6 +195,7 @@ func (s *Server) serveAPI() error {
 	pb.RegisterBootstrapServer(s.grpc, &bootstrapAPI{s: s})
 	pb.RegisterAgentServer(s.grpc, &agentAPI{s: s})
 	pb.RegisterPeerServer(s.grpc, &peerAPI{s: s})
+	s.serveHealth()
 	go func() {
 		if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			s.logger.Error("api server stopped", "err", err)

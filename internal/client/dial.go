@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	_ "google.golang.org/grpc/health" // client-side health checking, for PreferServing
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
@@ -30,6 +31,18 @@ func Dial(servers []string, caPEM []byte, cert *pb.KeyPair) (*grpc.ClientConn, e
 		return nil, err
 	}
 	return DialTLS(servers, conf, grpc.WithChainUnaryInterceptor(retryUnavailable))
+}
+
+// ServingService is the gRPC health service a coordinator server reports
+// SERVING while it knows a leader: it can serve calls.
+const ServingService = "oneinfra.v1.Coordinator"
+
+// PreferServing makes a connection spread its calls over the servers that
+// report ServingService SERVING, and only those: a server cut off from its
+// peers (it answers, but cannot reach a leader) gets none, and one that
+// comes back gets calls again. Calls fail while no server serves.
+func PreferServing() grpc.DialOption {
+	return grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}],"healthCheckConfig":{"serviceName":"` + ServingService + `"}}`)
 }
 
 // DialTLS connects to any of the servers with the given TLS configuration;
