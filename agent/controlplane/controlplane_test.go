@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -291,14 +292,17 @@ func without(as *pb.Assignment, name string) *pb.Assignment {
 
 // TestRemoveStrangers: a member whose process is gone (its hypervisor is
 // dead) and that the coordinator dropped from the peers is removed by a
-// survivor; the cluster goes on with the other two.
+// survivor; the cluster goes on with the other two, and its replacement
+// joins only once the dead member is gone.
 func TestRemoveStrangers(t *testing.T) {
 	bin := binDir(t)
-	_, as := testCluster(t, 3)
+	_, all := testCluster(t, 4)
+	spare := all[3].Component.Metadata.Name
+	as := []*pb.Assignment{without(all[0], spare), without(all[1], spare), without(all[2], spare)}
 	ctx := context.Background()
 	root := t.TempDir()
 	paths := func(i int) host.Paths {
-		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: as[i].Component.Metadata.Name}
+		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: all[i].Component.Metadata.Name}
 	}
 	procs := make([]*exec.Cmd, 3)
 	for i := range 3 {
@@ -335,6 +339,12 @@ func TestRemoveStrangers(t *testing.T) {
 	procs[2].Process.Kill()
 	procs[2].Wait()
 	survivors := []*pb.Assignment{without(as[0], gone), without(as[1], gone)}
+	// Its replacement waits while the dead member is listed: an initial
+	// cluster naming it would keep etcd from ever starting.
+	replacement := without(all[3], gone)
+	if _, err := DecideBootstrap(ctx, replacement, paths(3)); !errors.Is(err, host.ErrWaiting) || !strings.Contains(err.Error(), gone) {
+		t.Fatalf("a replacement joining while %s is a member: %v", gone, err)
+	}
 	began := time.Now()
 	var removed []string
 	testutil.Eventually(t, 30*time.Second, "stranger removed", func() (err error) {
@@ -373,10 +383,13 @@ func TestRemoveStrangers(t *testing.T) {
 			t.Errorf("reading %s: %v %v", k, got, err)
 		}
 	}
-	// A member that is a learner does not remove anyone: only voters act.
-	if _, err := cli.MemberAddAsLearner(ctx, []string{"https://127.0.0.1:1"}); err != nil {
-		t.Fatalf("adding an unstarted learner: %v", err)
+	// Now the replacement joins as a learner, with the members etcd has.
+	boot, err := DecideBootstrap(ctx, replacement, paths(3))
+	if err != nil || boot.State != "existing" || strings.Contains(boot.InitialCluster, gone+"=") || !strings.Contains(boot.InitialCluster, spare+"=") {
+		t.Fatalf("replacement bootstrap: %+v %v", boot, err)
 	}
+	// A member that is a learner does not remove anyone: only voters act;
+	// and a learner not started yet (no name) is no stranger.
 	if removed, err := RemoveStrangers(ctx, survivors[0], paths(0)); err != nil || len(removed) != 0 {
 		t.Errorf("an unstarted learner (no name yet) was taken for a stranger: %v %v", removed, err)
 	}

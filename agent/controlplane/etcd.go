@@ -15,6 +15,7 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -106,6 +107,15 @@ func join(ctx context.Context, as *pb.Assignment, m member, endpoints []string) 
 	list, err := cli.MemberList(ctx)
 	if err != nil {
 		return EtcdBootstrap{}, context.DeadlineExceeded // nobody answers yet
+	}
+	// A member the coordinator dropped (its hypervisor died) is still
+	// listed until a survivor removes it; an initial cluster naming it
+	// would never start, since etcd checks it against the members it has.
+	known := knownPeers(as)
+	for _, mem := range list.Members {
+		if stranger(mem, known, m) {
+			return EtcdBootstrap{}, fmt.Errorf("%w for etcd member %s, no longer a peer, to be removed before joining", host.ErrWaiting, mem.Name)
+		}
 	}
 	present := false
 	for _, mem := range list.Members {
@@ -223,11 +233,7 @@ func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]st
 	if err != nil {
 		return nil, err
 	}
-	known := map[string]bool{}
-	for _, p := range as.EtcdPeers {
-		known[p.Name] = true
-		known[url(p.Address, p.Port)] = true
-	}
+	known := knownPeers(as)
 	cli, err := etcdClient(as, clientEndpoints(as, m.name, false))
 	if err != nil {
 		return nil, err
@@ -249,11 +255,7 @@ func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]st
 	var removed []string
 	var errs []error
 	for _, mem := range list.Members {
-		stranger := mem.Name != "" && mem.Name != m.name && !known[mem.Name]
-		for _, u := range mem.PeerURLs {
-			stranger = stranger && !known[u] && u != m.peerURL()
-		}
-		if !stranger {
+		if !stranger(mem, known, m) {
 			continue
 		}
 		if _, err := cli.MemberRemove(ctx, mem.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
@@ -263,4 +265,25 @@ func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]st
 		removed = append(removed, mem.Name)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// knownPeers are the names and peer URLs of a replica's assigned peers.
+func knownPeers(as *pb.Assignment) map[string]bool {
+	known := map[string]bool{}
+	for _, p := range as.EtcdPeers {
+		known[p.Name] = true
+		known[url(p.Address, p.Port)] = true
+	}
+	return known
+}
+
+// stranger reports whether an etcd member is none of the assigned peers:
+// a started member (a learner being added has no name yet) that is not
+// self, known by neither its name nor a peer URL.
+func stranger(mem *etcdserverpb.Member, known map[string]bool, self member) bool {
+	s := mem.Name != "" && mem.Name != self.name && !known[mem.Name]
+	for _, u := range mem.PeerURLs {
+		s = s && !known[u] && u != self.peerURL()
+	}
+	return s
 }
