@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -113,6 +114,9 @@ func containers(t *testing.T, s *system) []string {
 	t.Helper()
 	var all []string
 	for name, h := range s.lab.Hosts {
+		if h.Bare {
+			continue
+		}
 		sock := strings.TrimPrefix(h.CRIEndpoint, "unix://")
 		out, err := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "tasks", "ls").Output()
 		if err != nil {
@@ -236,7 +240,8 @@ func TestPrivateHypervisorCut(t *testing.T) {
 		for _, c := range components(t, s) {
 			if c.Spec.Role == "control-plane" {
 				if c.Spec.Hypervisor == cut {
-					return fmt.Errorf("a replica is still on %s", cut)
+					d, _ := cli(s.config, "", "describe", "cluster", "demo")
+					return fmt.Errorf("a replica is still on %s:\n%s", cut, d)
 				}
 				cps++
 			}
@@ -466,4 +471,108 @@ func TestLeaderKilledDuringCreate(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCoordinatorPartition: one of three coordinator servers is cut off
+// from the other two, though not from the agents. It decides nothing (it
+// has no leader) and stops serving, so the agents report through the
+// majority: no hypervisor goes suspect or dead, nothing moves, writes go
+// on; healed, the server catches up.
+func TestCoordinatorPartition(t *testing.T) {
+	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "pub-1", Public: true}, {Name: "c3", Bare: true}}
+	s := startSystem(t, hosts, 3, "--suspect-after", "40s", "--dead-after", "60s")
+	c3 := s.servers[2]
+	// c3 as seen from its own side of the partition.
+	inC3 := func(args ...string) (string, error) {
+		conf := onlyServer(t, s.config, c3.api)
+		cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + s.lab.Hosts["c3"].Namespace, "--",
+			filepath.Join(binDir, "oneinfra-coord"), "--config", conf, "--stale"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := cli(s.config, "", "cluster", "create", "demo", "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("cluster create: %v\n%s", err, out)
+	}
+	if out, err := inC3("members"); err != nil || !strings.Contains(out, "*") {
+		t.Fatalf("c3 before the partition: %v\n%s", err, out)
+	}
+	placed := func() []string {
+		var out []string
+		for _, c := range components(t, s) {
+			out = append(out, c.Metadata.Name+"@"+c.Spec.Hypervisor)
+		}
+		slices.Sort(out)
+		return out
+	}
+	before := placed()
+
+	partition := func(op string) {
+		t.Helper()
+		for _, rule := range [][]string{{"INPUT", "-s"}, {"OUTPUT", "-d"}} {
+			args := append(s.lab.Hosts["c3"].Enter(), "iptables", op, rule[0], rule[1], lab.CoordinatorIP, "-j", "DROP")
+			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v: %s", args, err, out)
+			}
+		}
+	}
+	partition("-I")
+	began := time.Now()
+	testutil.Eventually(t, 30*time.Second, "c3 without a leader", func() error {
+		out, err := inC3("members")
+		if err != nil || strings.Contains(out, "*") {
+			return fmt.Errorf("c3 still sees a leader: %v\n%s", err, out)
+		}
+		return nil
+	})
+	t.Logf("c3 partitioned: it knows no leader %.1fs after the cut", time.Since(began).Seconds())
+	if _, err := cli(s.config, "", "token", "create", "--kind", "hypervisor", "--ttl", "1h"); err != nil {
+		t.Fatalf("a write during the partition: %v", err)
+	}
+	// Longer than --dead-after: every hypervisor stays alive and keeps
+	// reporting through the majority.
+	checks := 0
+	for time.Since(began) < 75*time.Second {
+		out, err := cli(s.config, "", "get", "hv", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var list struct {
+			Items []struct {
+				Metadata struct{ Name string }
+				Status   struct {
+					Health   string
+					LastSeen time.Time
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Items) != 3 {
+			t.Fatalf("get hv: %v\n%s", err, out)
+		}
+		for _, h := range list.Items {
+			if h.Status.Health != "alive" || time.Since(h.Status.LastSeen) > 40*time.Second {
+				t.Errorf("%s during the partition: %s, last seen %s ago", h.Metadata.Name, h.Status.Health, time.Since(h.Status.LastSeen).Round(time.Second))
+			}
+		}
+		checks++
+		time.Sleep(5 * time.Second)
+	}
+	t.Logf("partition held %.0fs (dead-after 60s): %d checks, every hypervisor alive and reporting", time.Since(began).Seconds(), checks)
+	if after := placed(); !slices.Equal(before, after) {
+		t.Errorf("components moved during the partition:\nbefore %v\nafter  %v", before, after)
+	}
+
+	partition("-D")
+	healed := time.Now()
+	want, err := cli(s.config, "", "token", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, time.Minute, "c3 caught up", func() error {
+		out, err := inC3("token", "list")
+		if err != nil || strings.Count(out, "hypervisor") != strings.Count(want, "hypervisor") {
+			return fmt.Errorf("c3 has: %v\n%s", err, out)
+		}
+		return nil
+	})
+	t.Logf("healed: c3 caught up %.1fs later", time.Since(healed).Seconds())
 }

@@ -32,9 +32,11 @@ type system struct {
 	agentArgs map[string][]string
 }
 
-// labServer is one coordinator server in the lab's root namespace.
+// labServer is one coordinator server, in the lab's root namespace or on
+// a bare host.
 type labServer struct {
 	id, api string
+	host    string   // "" for the root namespace
 	args    []string // serve's flags, without --bootstrap or --join
 	cmd     *exec.Cmd
 	log     string
@@ -44,7 +46,7 @@ type labServer struct {
 func (srv *labServer) start(t *testing.T, l *lab.Lab, extra ...string) {
 	t.Helper()
 	var err error
-	if srv.cmd, err = l.Start("", append(slices.Clone(srv.args), extra...), srv.log); err != nil {
+	if srv.cmd, err = l.Start(srv.host, append(slices.Clone(srv.args), extra...), srv.log); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -64,9 +66,10 @@ func (srv *labServer) stop(t *testing.T, sig syscall.Signal) {
 	})
 }
 
-// startSystem makes a lab of hosts, starts a coordinator of n servers in
-// the root namespace and a hypervisor agent on each host that is not a
-// worker.
+// startSystem makes a lab of hosts, starts a coordinator of n servers and
+// a hypervisor agent on each host that is neither a worker nor bare.
+// Server cN runs on the bare host named cN if there is one, else in the
+// root namespace.
 func startSystem(t *testing.T, hosts []lab.HostSpec, n int, coordFlags ...string) *system {
 	t.Helper()
 	root, err := containerd.RepoRoot()
@@ -104,10 +107,15 @@ func startSystem(t *testing.T, hosts []lab.HostSpec, n int, coordFlags ...string
 	s := &system{lab: l, dir: lab.Dir("oie2e"), agentArgs: map[string][]string{}}
 	var apis []string
 	for i := range n {
-		srv := &labServer{id: fmt.Sprintf("c%d", i+1), api: fmt.Sprintf("%s:%d", lab.CoordinatorIP, 7443+10*i)}
+		srv := &labServer{id: fmt.Sprintf("c%d", i+1)}
+		ip, port := lab.CoordinatorIP, 7443+10*i
+		if h := l.Hosts[srv.id]; h != nil && h.Bare {
+			srv.host, ip, port = h.Name, h.PrivateIP, 7443
+		}
+		srv.api = fmt.Sprintf("%s:%d", ip, port)
 		srv.args = append([]string{filepath.Join(binDir, "oneinfra-coord"), "serve", "--id", srv.id,
 			"--data-dir", filepath.Join(s.dir, "coordinator", srv.id), "--api-addr", srv.api,
-			"--raft-addr", fmt.Sprintf("%s:%d", lab.CoordinatorIP, 7444+10*i), "--metrics-addr", "127.0.0.1:0"}, coordFlags...)
+			"--raft-addr", fmt.Sprintf("%s:%d", ip, port+1), "--metrics-addr", "127.0.0.1:0"}, coordFlags...)
 		srv.log = filepath.Join(s.dir, srv.id+".log")
 		s.servers = append(s.servers, srv)
 		apis = append(apis, srv.api)
@@ -144,7 +152,7 @@ func startSystem(t *testing.T, hosts []lab.HostSpec, n int, coordFlags ...string
 	hash := regexp.MustCompile(`ca-hash: (\S+)`).FindStringSubmatch(out)[1]
 	hypervisors := 0
 	for name, h := range l.Hosts {
-		if h.Worker {
+		if h.Worker || h.Bare {
 			continue
 		}
 		hypervisors++
@@ -174,10 +182,13 @@ func startSystem(t *testing.T, hosts []lab.HostSpec, n int, coordFlags ...string
 	return s
 }
 
+// dumpLogs prints the tails of the lab's process logs and of its etcd
+// containers' logs.
 func dumpLogs(t *testing.T, dir string) {
 	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 	more, _ := filepath.Glob(filepath.Join(dir, "*", "*.log"))
-	for _, f := range append(logs, more...) {
+	etcd, _ := filepath.Glob(filepath.Join(dir, "*", "root/var/log/oneinfra/pods/*/etcd/*.log"))
+	for _, f := range append(append(logs, more...), etcd...) {
 		b, _ := os.ReadFile(f)
 		t.Logf("== %s (tail)\n%s", f, b[max(0, len(b)-4000):])
 	}

@@ -95,6 +95,9 @@ type HostSpec struct {
 	Name   string
 	Public bool
 	Worker bool
+	// Bare: a namespace on the private network with no containerd, for a
+	// process of its own (a coordinator server to partition).
+	Bare bool
 }
 
 // Host is a running host of the lab.
@@ -106,6 +109,8 @@ type Host struct {
 	Dir                 string // everything of the host
 	CRIEndpoint         string
 	RootDir, AgentDir   string
+
+	Bare bool `json:",omitempty"`
 
 	// Worker hosts only.
 	Worker bool `json:",omitempty"`
@@ -231,6 +236,9 @@ func (s Spec) validate() error {
 		if h.Public && h.Worker {
 			return fmt.Errorf("host %s: a worker is behind NAT, it cannot be public too", h.Name)
 		}
+		if h.Bare && (h.Public || h.Worker) {
+			return fmt.Errorf("host %s: a bare host is on the private network only", h.Name)
+		}
 		if h.Worker {
 			workers++
 		}
@@ -304,6 +312,7 @@ func (l *Lab) up(ctx context.Context) error {
 			if hs.Public {
 				h.PublicIP = fmt.Sprintf("%s.%d", PublicNet, 11+i)
 			}
+			h.Bare = hs.Bare
 			err = l.addHost(h, i, hs.Public)
 		}
 		if err != nil {
@@ -313,11 +322,15 @@ func (l *Lab) up(ctx context.Context) error {
 	}
 	// Start containerds and import images on every host at once.
 	errs := make(chan error, len(l.Hosts))
+	started := 0
 	for _, h := range l.Hosts {
-		go func(h *Host) { errs <- l.startContainerd(ctx, h) }(h)
+		if !h.Bare {
+			started++
+			go func(h *Host) { errs <- l.startContainerd(ctx, h) }(h)
+		}
 	}
 	var all []error
-	for range l.Hosts {
+	for range started {
 		all = append(all, <-errs)
 	}
 	return errors.Join(all...)
