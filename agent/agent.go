@@ -73,7 +73,8 @@ const (
 	stateRemoving = "Removing"
 )
 
-// pendingResync is how soon a Pending component is looked at again.
+// pendingResync is how soon a Pending component, or one being removed, is
+// looked at again.
 const pendingResync = 2 * time.Second
 
 // heartbeat is the longest time between two reports, even unchanged.
@@ -244,8 +245,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer ticker.Stop()
 	pending := a.sync(ctx)
 	for {
-		// A component on its way up is looked at again soon, so that
-		// it is reported Running without waiting for the resync.
+		// A component on its way up or out is looked at again soon, so
+		// that it is reported Running or removed without waiting for the
+		// resync.
 		var soon <-chan time.Time
 		if pending {
 			soon = time.After(pendingResync)
@@ -345,7 +347,7 @@ func (a *Agent) assignmentsFresh() bool {
 
 // sync makes the host match the cached assignments and reports.
 // sync reconciles every assigned component and reports; it returns
-// whether a component is still Pending.
+// whether a component is still Pending or being removed.
 func (a *Agent) sync(ctx context.Context) bool {
 	start := time.Now()
 	defer func() {
@@ -383,7 +385,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 	pending := false
 	for _, r := range report.Components {
 		a.metrics.components.WithLabelValues(assignments[r.Component].GetComponent().GetSpec().GetRole(), r.Status.State).Inc()
-		pending = pending || r.Status.State == statePending
+		pending = pending || r.Status.State == statePending || r.Status.State == stateRemoving
 	}
 	a.report(ctx, report)
 	return pending

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/oneinfra/oneinfra/agent/controlplane"
 	"github.com/oneinfra/oneinfra/agent/cri"
@@ -34,7 +35,7 @@ const (
 
 func newDrivers(a *Agent) map[string]driver {
 	return map[string]driver{
-		resources.RoleControlPlane: &controlPlaneDriver{a: a},
+		resources.RoleControlPlane: &controlPlaneDriver{a: a, leaving: map[string]time.Time{}},
 		resources.RoleIngress:      &ingressDriver{a: a},
 	}
 }
@@ -50,7 +51,18 @@ func condition(typ string, err error, okMessage string) *pb.Condition {
 }
 
 // controlPlaneDriver runs etcd and the Kubernetes control plane.
-type controlPlaneDriver struct{ a *Agent }
+type controlPlaneDriver struct {
+	a *Agent
+	// leaving: when each replica being removed was first seen so, for
+	// the ingress grace.
+	leaving map[string]time.Time
+}
+
+// ingressGrace is how long a replica being removed keeps its etcd member
+// and API server while other API servers remain: the ingress drops it
+// from its backends meanwhile (it reloads on the same assignment change),
+// so no request reaches an API server whose etcd member is gone.
+const ingressGrace = 5 * time.Second
 
 // plan decides once how this etcd member starts (a new cluster, or joining
 // the existing one as a learner) and keeps that decision, so the rendered
@@ -108,7 +120,22 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 }
 
 func (d *controlPlaneDriver) removing(ctx context.Context, as *pb.Assignment, paths host.Paths) error {
-	return controlplane.RemoveMember(ctx, as, paths)
+	name := as.Component.Metadata.Name
+	if len(as.ApiServers) > 0 { // the cluster stays: let the ingress move off first
+		since, ok := d.leaving[name]
+		if !ok {
+			since = time.Now()
+			d.leaving[name] = since
+		}
+		if wait := ingressGrace - time.Since(since); wait > 0 {
+			return fmt.Errorf("%w %s for the ingress to stop sending requests here", host.ErrWaiting, wait.Round(time.Second))
+		}
+	}
+	if err := controlplane.RemoveMember(ctx, as, paths); err != nil {
+		return err
+	}
+	delete(d.leaving, name)
+	return nil
 }
 
 // ingressDriver runs haproxy in front of a cluster's API servers.

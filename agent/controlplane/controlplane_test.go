@@ -321,9 +321,14 @@ func TestRemoveStrangers(t *testing.T) {
 		procs[i] = start(t, bin, plan.Pods[0].Containers[0])
 		testutil.Eventually(t, 60*time.Second, "voting member", func() error { return PromoteLearners(ctx, as[i], paths(i)) })
 	}
-	// With every member among the peers, nobody is a stranger.
+	// With every member among the peers, nobody is a stranger; and a
+	// member missing from an assignment that predates it is left alone
+	// while it answers.
 	if removed, err := RemoveStrangers(ctx, as[0], paths(0)); err != nil || len(removed) != 0 {
 		t.Fatalf("with all peers assigned: removed %v, %v", removed, err)
+	}
+	if removed, err := RemoveStrangers(ctx, without(as[0], as[1].Component.Metadata.Name), paths(0)); err != nil || len(removed) != 0 {
+		t.Fatalf("a live member missing from a stale assignment: removed %v, %v", removed, err)
 	}
 	cli, err := etcdClient(as[0], clientEndpoints(as[0], "", false)[:2])
 	if err != nil {

@@ -225,7 +225,8 @@ func RemoveMember(ctx context.Context, as *pb.Assignment, _ host.Paths) error {
 // only when this member is a voter and the member list is read through a
 // quorum (a linearizable read), never removes this member, and leaves
 // alone a member that has not started yet (no name: a learner being
-// added) or whose name or peer URL is among the peers. Removing a member
+// added), whose name or peer URL is among the peers, or that still answers
+// (the assignment may predate it). Removing a member
 // another replica removed meanwhile is not an error. It returns the names
 // of the members it removed.
 func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]string, error) {
@@ -258,6 +259,12 @@ func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]st
 		if !stranger(mem, known, m) {
 			continue
 		}
+		if answers(ctx, cli, mem) {
+			// A live member may be one placed after the assignment this
+			// replica holds (a replacement that just joined): only
+			// members that are gone are removed.
+			continue
+		}
 		if _, err := cli.MemberRemove(ctx, mem.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
 			errs = append(errs, fmt.Errorf("removing etcd member %s, no longer a peer: %w", mem.Name, err))
 			continue
@@ -286,4 +293,18 @@ func stranger(mem *etcdserverpb.Member, known map[string]bool, self member) bool
 		s = s && !known[u] && u != self.peerURL()
 	}
 	return s
+}
+
+// answers reports whether an etcd member answers on one of its client
+// URLs.
+func answers(ctx context.Context, cli *clientv3.Client, mem *etcdserverpb.Member) bool {
+	for _, u := range mem.ClientURLs {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := cli.Status(sctx, u)
+		cancel()
+		if err == nil {
+			return true
+		}
+	}
+	return false
 }
