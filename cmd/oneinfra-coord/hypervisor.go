@@ -20,30 +20,23 @@ func newHypervisorCommand(g *globals) *cobra.Command {
 			return err
 		})
 	}
-	cordon := &cobra.Command{
-		Use:   "cordon NAME",
-		Short: "Place nothing new on a hypervisor (what runs there stays; a drain in progress stops)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := set(args[0], true, false, cmd); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s cordoned\n", args[0])
-			return nil
-		},
+	// cordon and uncordon set unschedulable and end any drain.
+	toggle := func(verb, short string, unschedulable bool) *cobra.Command {
+		return &cobra.Command{
+			Use:   verb + " NAME",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := set(args[0], unschedulable, false, cmd); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s %sed\n", args[0], verb)
+				return nil
+			},
+		}
 	}
-	uncordon := &cobra.Command{
-		Use:   "uncordon NAME",
-		Short: "Make a cordoned or drained hypervisor schedulable again",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := set(args[0], false, false, cmd); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s uncordoned\n", args[0])
-			return nil
-		},
-	}
+	cordon := toggle("cordon", "Place nothing new on a hypervisor (what runs there stays; a drain in progress stops)", true)
+	uncordon := toggle("uncordon", "Make a cordoned or drained hypervisor schedulable again", false)
 	var wait bool
 	var timeout time.Duration
 	drain := &cobra.Command{
