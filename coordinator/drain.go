@@ -132,8 +132,8 @@ func (a *operatorAPI) SetScheduling(ctx context.Context, req *pb.SetSchedulingRe
 	if req.Drain {
 		now := time.Now()
 		var clusters []string
-		for _, comp := range st.Components(nil) {
-			if comp.Spec.Hypervisor == req.Name && !slices.Contains(clusters, comp.Spec.Cluster) {
+		for _, comp := range st.ComponentsOnHypervisor(nil, req.Name) {
+			if !slices.Contains(clusters, comp.Spec.Cluster) {
 				clusters = append(clusters, comp.Spec.Cluster)
 				cmd.Events = append(cmd.Events, state.Event(comp.Spec.Cluster, "Normal", "Draining",
 					fmt.Sprintf("hypervisor %s is draining: the cluster's components there move elsewhere, one at a time", req.Name), now))

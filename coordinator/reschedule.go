@@ -41,7 +41,7 @@ import (
 
 // onDead reports whether comp's hypervisor is dead.
 func onDead(hypervisors []*pb.Hypervisor, comp *pb.Component) bool {
-	return hypervisorByName(hypervisors, comp.Spec.Hypervisor).GetStatus().GetHealth() == resources.HealthDead
+	return moveReason(hypervisors, comp) == "dead"
 }
 
 // replacingEvent tells that old, on a hypervisor that is dead or draining
