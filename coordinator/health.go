@@ -175,7 +175,7 @@ func (s *Server) checkHealth(ctx context.Context, leaderSince, now time.Time) er
 	// A leader cut off from its quorum must decide nothing: make sure the
 	// others still follow it (Raft would refuse the entries anyway, after
 	// a while).
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+	if err := s.await(s.raft.VerifyLeader()); err != nil {
 		return fmt.Errorf("not committing health changes: %w", err)
 	}
 	var errs []error

@@ -21,6 +21,20 @@ const DefaultVPNPool = "10.200.0.0/16"
 // cluster, whatever the watches say.
 const resyncInterval = 10 * time.Second
 
+// await returns a Raft future's error, or raft.ErrRaftShutdown once this
+// server stops: a future Raft took in just as it shut down is never
+// answered, and its Error would block the stop forever.
+func (s *Server) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-s.stopCh:
+		return raft.ErrRaftShutdown
+	}
+}
+
 // raftApply writes one command through Raft and returns the index it got.
 // Only the leader calls it: writes reach the leader through the interceptor.
 func (s *Server) raftApply(t MessageType, msg proto.Message) (uint64, error) {
@@ -30,7 +44,7 @@ func (s *Server) raftApply(t MessageType, msg proto.Message) (uint64, error) {
 	}
 	start := time.Now()
 	f := s.raft.Apply(data, 30*time.Second)
-	if err := f.Error(); err != nil {
+	if err := s.await(f); err != nil {
 		return 0, err
 	}
 	s.metrics.applyLatency.Observe(time.Since(start).Seconds())
@@ -85,7 +99,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	s.logger.Info("leading")
 	defer s.logger.Info("no longer leading")
 	for ctx.Err() == nil {
-		if err := s.raft.Barrier(30 * time.Second).Error(); err != nil {
+		if err := s.await(s.raft.Barrier(30 * time.Second)); err != nil {
 			s.logger.Warn("leader barrier failed", "err", err)
 			sleep(ctx, time.Second)
 			continue
@@ -202,7 +216,7 @@ func (s *Server) addVoter(srv *pb.Server) error {
 		}
 	}
 	if !present {
-		if err := s.raft.AddVoter(raft.ServerID(srv.Id), raft.ServerAddress(srv.RaftAddress), 0, 30*time.Second).Error(); err != nil {
+		if err := s.await(s.raft.AddVoter(raft.ServerID(srv.Id), raft.ServerAddress(srv.RaftAddress), 0, 30*time.Second)); err != nil {
 			return fmt.Errorf("adding voter %s: %w", srv.Id, err)
 		}
 	}
