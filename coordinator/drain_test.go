@@ -66,6 +66,9 @@ func TestDrainHypervisor(t *testing.T) {
 
 	cp, _ := componentsOf(s, "demo", resources.RoleControlPlane)
 	old := cp["hv-b"]
+	if next := s.State().Cluster(nil, "demo").GetStatus().GetNextReplicaIndex(); next != 3 {
+		t.Errorf("next replica index %d after placing demo-cp-0..2, want 3", next)
+	}
 	drain("hv-b", true, true)
 	var repl *pb.Component
 	testutil.Eventually(t, 10*time.Second, "replacement placed on hv-d", func() error {

@@ -218,7 +218,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		if drained != nil {
 			n = 1
 		}
-		comps, err := scheduler.NewControlPlaneComponents(name, n, hypervisors, all)
+		comps, err := scheduler.NewControlPlaneComponents(name, n, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
 		if err != nil {
 			if drained != nil {
 				drainBlocked(st, name, fmt.Sprintf("not moving %s off draining hypervisor %s: %v", drained.Metadata.Name, drained.Spec.Hypervisor, err), cmd, now)

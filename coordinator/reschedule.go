@@ -98,7 +98,7 @@ func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.C
 		}
 		return have, nil, nil
 	}
-	comps, err := scheduler.NewControlPlaneComponents(name, 1, hypervisors, all)
+	comps, err := scheduler.NewControlPlaneComponents(name, 1, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
 	if len(comps) == 0 {
 		return have, nil, fmt.Errorf("replacing %s on dead hypervisor %s: %w", old.Metadata.Name, old.Spec.Hypervisor, err)
 	}

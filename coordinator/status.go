@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
@@ -66,6 +67,9 @@ func clusterStatus(c *pb.Cluster, comps []*pb.Component, hypervisors []*pb.Hyper
 			st.VpnEndpoint = endpointOf(h, ingress[0], "wireguard", true)
 		}
 	}
+
+	// Names are never used twice: the next replica's index only grows.
+	st.NextReplicaIndex = max(old.GetNextReplicaIndex(), uint32(scheduler.NextIndex(c.Metadata.Name, resources.RoleControlPlane, comps)))
 
 	want := int(c.Spec.ControlPlane.GetReplicas())
 	if schedErr != nil {

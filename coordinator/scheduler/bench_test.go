@@ -52,7 +52,7 @@ func BenchmarkNewControlPlaneComponents(b *testing.B) {
 	hs, comps := benchInput()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := NewControlPlaneComponents("new", 3, hs, comps); err != nil {
+		if _, err := NewControlPlaneComponents("new", 3, 0, hs, comps); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -203,11 +203,12 @@ func PlaceIngress(cluster string, hypervisors []*pb.Hypervisor, components []*pb
 }
 
 // NewControlPlaneComponents places want new control-plane replicas of
-// cluster (PlaceControlPlane), names them (NextIndex) and allocates their
-// ports (AllocatePorts), returning Components ready to be written. The
-// inputs are not modified. Errors are those of PlaceControlPlane; with
-// ErrNoPorts the components that could be made are returned too.
-func NewControlPlaneComponents(cluster string, want int, hypervisors []*pb.Hypervisor, components []*pb.Component) ([]*pb.Component, error) {
+// cluster (PlaceControlPlane), names them (NextIndex, and never below
+// minIndex) and allocates their ports (AllocatePorts), returning Components
+// ready to be written. The inputs are not modified. Errors are those of
+// PlaceControlPlane; with ErrNoPorts the components that could be made are
+// returned too.
+func NewControlPlaneComponents(cluster string, want, minIndex int, hypervisors []*pb.Hypervisor, components []*pb.Component) ([]*pb.Component, error) {
 	names, placeErr := PlaceControlPlane(cluster, want, hypervisors, components)
 	if len(names) == 0 {
 		return nil, placeErr
@@ -215,7 +216,7 @@ func NewControlPlaneComponents(cluster string, want int, hypervisors []*pb.Hyper
 	all := slices.Clip(components)
 	out := make([]*pb.Component, 0, len(names))
 	for _, hv := range names {
-		c, err := newComponent(cluster, resources.RoleControlPlane, hv, ControlPlanePorts, hypervisors, all)
+		c, err := newComponent(cluster, resources.RoleControlPlane, hv, ControlPlanePorts, minIndex, hypervisors, all)
 		if err != nil {
 			return out, err
 		}
@@ -232,10 +233,10 @@ func NewIngressComponent(cluster string, hypervisors []*pb.Hypervisor, component
 	if err != nil {
 		return nil, err
 	}
-	return newComponent(cluster, resources.RoleIngress, hv, IngressPorts, hypervisors, components)
+	return newComponent(cluster, resources.RoleIngress, hv, IngressPorts, 0, hypervisors, components)
 }
 
-func newComponent(cluster, role, hv string, ports []string, hypervisors []*pb.Hypervisor, components []*pb.Component) (*pb.Component, error) {
+func newComponent(cluster, role, hv string, ports []string, minIndex int, hypervisors []*pb.Hypervisor, components []*pb.Component) (*pb.Component, error) {
 	var h *pb.Hypervisor
 	for _, x := range hypervisors {
 		if x.GetMetadata().GetName() == hv {
@@ -250,7 +251,7 @@ func newComponent(cluster, role, hv string, ports []string, hypervisors []*pb.Hy
 	return &pb.Component{
 		ApiVersion: "oneinfra.io/v1alpha1",
 		Kind:       "Component",
-		Metadata:   &pb.ObjectMeta{Name: ComponentName(cluster, role, NextIndex(cluster, role, components))},
+		Metadata:   &pb.ObjectMeta{Name: ComponentName(cluster, role, max(minIndex, NextIndex(cluster, role, components)))},
 		Spec: &pb.ComponentSpec{
 			Cluster:    cluster,
 			Role:       role,

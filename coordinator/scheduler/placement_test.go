@@ -259,7 +259,7 @@ func TestNewControlPlaneComponents(t *testing.T) {
 	existing[0] = comp("demo-cp-4", "demo", resources.RoleControlPlane, "z")
 	backing := existing[:cap(existing)]
 
-	out, err := NewControlPlaneComponents("demo", 3, hs, existing)
+	out, err := NewControlPlaneComponents("demo", 3, 0, hs, existing)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,11 +288,16 @@ func TestNewControlPlaneComponents(t *testing.T) {
 	}
 
 	// A fifth replica does not fit: partial result and ErrNoPorts.
-	out, err = NewControlPlaneComponents("demo", 5, hs, existing)
+	out, err = NewControlPlaneComponents("demo", 5, 0, hs, existing)
 	if !errors.Is(err, ErrNoPorts) || len(out) != 4 {
 		t.Fatalf("got %d components, err %v", len(out), err)
 	}
-	if _, err := NewControlPlaneComponents("demo", 1, nil, nil); !errors.Is(err, ErrNoPrivateHypervisor) {
+	// A removed replica's index is never given again: names start at
+	// minIndex when it is above the existing ones.
+	if out, err := NewControlPlaneComponents("demo", 1, 9, hs, existing); err != nil || out[0].Metadata.Name != "demo-cp-9" {
+		t.Fatalf("with minIndex 9: %v %v", out, err)
+	}
+	if _, err := NewControlPlaneComponents("demo", 1, 0, nil, nil); !errors.Is(err, ErrNoPrivateHypervisor) {
 		t.Fatalf("err = %v", err)
 	}
 }

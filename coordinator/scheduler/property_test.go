@@ -365,7 +365,7 @@ func TestPropertySequentialPlacement(t *testing.T) {
 				}
 			}
 
-			cps, err := NewControlPlaneComponents(cluster, replicas, hs, all)
+			cps, err := NewControlPlaneComponents(cluster, replicas, 0, hs, all)
 			switch {
 			case !anyPrivate:
 				if !errors.Is(err, ErrNoPrivateHypervisor) {

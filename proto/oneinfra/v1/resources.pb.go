@@ -549,8 +549,12 @@ type ClusterStatus struct {
 	ApiServerEndpoint string                 `protobuf:"bytes,2,opt,name=api_server_endpoint,json=apiServerEndpoint,proto3" json:"api_server_endpoint,omitempty"`
 	VpnEndpoint       string                 `protobuf:"bytes,3,opt,name=vpn_endpoint,json=vpnEndpoint,proto3" json:"vpn_endpoint,omitempty"`
 	Conditions        []*Condition           `protobuf:"bytes,4,rep,name=conditions,proto3" json:"conditions,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The lowest index the next control-plane replica may take: a name is
+	// never used twice in a cluster, so a new replica never meets the files
+	// of a removed one on the same host.
+	NextReplicaIndex uint32 `protobuf:"varint,5,opt,name=next_replica_index,json=nextReplicaIndex,proto3" json:"next_replica_index,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ClusterStatus) Reset() {
@@ -609,6 +613,13 @@ func (x *ClusterStatus) GetConditions() []*Condition {
 		return x.Conditions
 	}
 	return nil
+}
+
+func (x *ClusterStatus) GetNextReplicaIndex() uint32 {
+	if x != nil {
+		return x.NextReplicaIndex
+	}
+	return 0
 }
 
 type Hypervisor struct {
@@ -1825,14 +1836,15 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"extra_sans\x18\x01 \x03(\tR\textraSANs\"N\n" +
 	"\x0eNetworkingSpec\x12\x19\n" +
 	"\bpod_cidr\x18\x01 \x01(\tR\apodCIDR\x12!\n" +
-	"\fservice_cidr\x18\x02 \x01(\tR\vserviceCIDR\"\xb0\x01\n" +
+	"\fservice_cidr\x18\x02 \x01(\tR\vserviceCIDR\"\xde\x01\n" +
 	"\rClusterStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12.\n" +
 	"\x13api_server_endpoint\x18\x02 \x01(\tR\x11apiServerEndpoint\x12!\n" +
 	"\fvpn_endpoint\x18\x03 \x01(\tR\vvpnEndpoint\x126\n" +
 	"\n" +
 	"conditions\x18\x04 \x03(\v2\x16.oneinfra.v1.ConditionR\n" +
-	"conditions\"\xde\x01\n" +
+	"conditions\x12,\n" +
+	"\x12next_replica_index\x18\x05 \x01(\rR\x10nextReplicaIndex\"\xde\x01\n" +
 	"\n" +
 	"Hypervisor\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
