@@ -86,6 +86,7 @@ func (d *controlPlaneDriver) plan(ctx context.Context, as *pb.Assignment, paths 
 		if err := d.a.store.setDecision(name, b); err != nil {
 			return nil, err
 		}
+		d.a.logger.Info("decided how etcd starts", "component", name, "state", boot.State, "initialCluster", boot.InitialCluster)
 	}
 	return controlplane.Render(as, paths, boot)
 }

@@ -281,6 +281,13 @@ func TestEtcdMembership(t *testing.T) {
 	}
 }
 
+func TestOldestPeer(t *testing.T) {
+	peers := []*pb.Endpoint{{Name: "demo-cp-10"}, {Name: "demo-cp-9"}, {Name: "demo-cp-11"}}
+	if got := oldestPeer(peers); got != "demo-cp-9" {
+		t.Errorf("oldest of demo-cp-10, -9, -11: %s, want demo-cp-9", got)
+	}
+}
+
 // without returns a copy of as whose etcd peers and clients lack name, as
 // the coordinator assigns once that replica is marked for removal.
 func without(as *pb.Assignment, name string) *pb.Assignment {
@@ -288,6 +295,31 @@ func without(as *pb.Assignment, name string) *pb.Assignment {
 	c.EtcdPeers = slices.DeleteFunc(c.EtcdPeers, func(e *pb.Endpoint) bool { return e.Name == name })
 	c.EtcdClients = slices.DeleteFunc(c.EtcdClients, func(e *pb.Endpoint) bool { return e.Name == name })
 	return c
+}
+
+// onPeerPortOf returns a copy of as whose own etcd peer URL is the one
+// prev's replica had: the scheduler hands a freed host port to the next
+// replica on that hypervisor.
+func onPeerPortOf(as, prev *pb.Assignment) *pb.Assignment {
+	c := proto.Clone(as).(*pb.Assignment)
+	port := prev.Component.Spec.Ports[portEtcdPeer]
+	c.Component.Spec.Ports[portEtcdPeer] = port
+	for _, p := range c.EtcdPeers {
+		if p.Name == c.Component.Metadata.Name {
+			p.Port = port
+		}
+	}
+	return c
+}
+
+// peerURL is the etcd peer URL as assigns to the replica name.
+func peerURL(as *pb.Assignment, name string) string {
+	for _, p := range as.EtcdPeers {
+		if p.Name == name {
+			return url(p.Address, p.Port)
+		}
+	}
+	return ""
 }
 
 // TestRemoveStrangers: a member whose process is gone (its hypervisor is
@@ -344,9 +376,10 @@ func TestRemoveStrangers(t *testing.T) {
 	procs[2].Process.Kill()
 	procs[2].Wait()
 	survivors := []*pb.Assignment{without(as[0], gone), without(as[1], gone)}
-	// Its replacement waits while the dead member is listed: an initial
-	// cluster naming it would keep etcd from ever starting.
-	replacement := without(all[3], gone)
+	// Its replacement, placed on the freed host port (ports are reused),
+	// waits while the dead member is listed: an initial cluster naming it
+	// would keep etcd from ever starting.
+	replacement := onPeerPortOf(without(all[3], gone), as[2])
 	if _, err := DecideBootstrap(ctx, replacement, paths(3)); !errors.Is(err, host.ErrWaiting) || !strings.Contains(err.Error(), gone) {
 		t.Fatalf("a replacement joining while %s is a member: %v", gone, err)
 	}
@@ -388,10 +421,12 @@ func TestRemoveStrangers(t *testing.T) {
 			t.Errorf("reading %s: %v %v", k, got, err)
 		}
 	}
-	// Now the replacement joins as a learner, with the members etcd has.
+	// Now the replacement joins as a learner, with the members etcd has,
+	// under its own name at the dead member's old peer URL.
 	boot, err := DecideBootstrap(ctx, replacement, paths(3))
-	if err != nil || boot.State != "existing" || strings.Contains(boot.InitialCluster, gone+"=") || !strings.Contains(boot.InitialCluster, spare+"=") {
-		t.Fatalf("replacement bootstrap: %+v %v", boot, err)
+	reused := spare + "=" + peerURL(as[2], gone)
+	if err != nil || boot.State != "existing" || strings.Contains(boot.InitialCluster, gone+"=") || !strings.Contains(boot.InitialCluster, reused) {
+		t.Fatalf("replacement bootstrap: %+v %v, want %s in the initial cluster", boot, err, reused)
 	}
 	// A member that is a learner does not remove anyone: only voters act;
 	// and a learner not started yet (no name) is no stranger.

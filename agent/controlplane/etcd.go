@@ -25,6 +25,9 @@ import (
 // the one that starts the cluster; the agent tries again later.
 var ErrWaitingForFirstMember = fmt.Errorf("%w for the first etcd member", host.ErrWaiting)
 
+// errNoMemberAnswers: no other etcd member answered the member list.
+var errNoMemberAnswers = errors.New("no etcd member answers")
+
 // etcdClient connects to the given members with the API server's etcd
 // client certificate.
 func etcdClient(as *pb.Assignment, endpoints []string) (*clientv3.Client, error) {
@@ -79,19 +82,27 @@ func DecideBootstrap(ctx context.Context, as *pb.Assignment, paths host.Paths) (
 		if err == nil {
 			return joined, nil
 		}
-		if !errors.Is(err, context.DeadlineExceeded) {
+		if !errors.Is(err, errNoMemberAnswers) {
 			return EtcdBootstrap{}, err
 		}
 	}
-	names := make([]string, 0, len(as.EtcdPeers))
-	for _, p := range as.EtcdPeers {
-		names = append(names, p.Name)
-	}
-	sort.Strings(names)
-	if names[0] != m.name {
-		return EtcdBootstrap{}, fmt.Errorf("%w (%s)", ErrWaitingForFirstMember, names[0])
+	if first := oldestPeer(as.EtcdPeers); first != m.name {
+		return EtcdBootstrap{}, fmt.Errorf("%w (%s)", ErrWaitingForFirstMember, first)
 	}
 	return EtcdBootstrap{State: "new", InitialCluster: m.name + "=" + m.peerURL()}, nil
+}
+
+// oldestPeer names the replica placed first among peers. Replica names
+// end in an index that only grows (demo-cp-9 before demo-cp-10), so it is
+// the shortest name, then the lowest: never a replica placed later.
+func oldestPeer(peers []*pb.Endpoint) string {
+	oldest := ""
+	for _, p := range peers {
+		if oldest == "" || len(p.Name) < len(oldest) || (len(p.Name) == len(oldest) && p.Name < oldest) {
+			oldest = p.Name
+		}
+	}
+	return oldest
 }
 
 // join adds this member to the running cluster as a learner, unless it is
@@ -106,22 +117,22 @@ func join(ctx context.Context, as *pb.Assignment, m member, endpoints []string) 
 	defer cancel()
 	list, err := cli.MemberList(ctx)
 	if err != nil {
-		return EtcdBootstrap{}, context.DeadlineExceeded // nobody answers yet
+		return EtcdBootstrap{}, errNoMemberAnswers
 	}
 	// A member the coordinator dropped (its hypervisor died) is still
 	// listed until a survivor removes it; an initial cluster naming it
 	// would never start, since etcd checks it against the members it has.
-	known := knownPeers(as)
+	// So is a predecessor that used this host port (ports are reused)
+	// until its agent or a survivor takes it out.
+	peers := peerNames(as)
 	for _, mem := range list.Members {
-		if stranger(mem, known, m) {
+		if stranger(mem, peers, m) {
 			return EtcdBootstrap{}, fmt.Errorf("%w for etcd member %s, no longer a peer, to be removed before joining", host.ErrWaiting, mem.Name)
 		}
 	}
 	present := false
 	for _, mem := range list.Members {
-		for _, u := range mem.PeerURLs {
-			present = present || u == m.peerURL()
-		}
+		present = present || hasPeerURL(mem, m.peerURL())
 	}
 	if !present {
 		added, err := cli.MemberAddAsLearner(ctx, []string{m.peerURL()})
@@ -134,14 +145,15 @@ func join(ctx context.Context, as *pb.Assignment, m member, endpoints []string) 
 		}
 		list.Members = added.Members
 	}
-	var initial []string
+	// This member by its own name, the others as they call themselves (a
+	// learner not started yet has no name, as etcdctl writes it).
+	initial := []string{m.name + "=" + m.peerURL()}
 	for _, mem := range list.Members {
-		name := mem.Name
-		if name == "" { // the member just added has not started yet
-			name = m.name
+		if hasPeerURL(mem, m.peerURL()) {
+			continue
 		}
 		for _, u := range mem.PeerURLs {
-			initial = append(initial, name+"="+u)
+			initial = append(initial, mem.Name+"="+u)
 		}
 	}
 	sort.Strings(initial)
@@ -206,11 +218,9 @@ func RemoveMember(ctx context.Context, as *pb.Assignment, _ host.Paths) error {
 		return fmt.Errorf("listing etcd members to remove %s: %w", m.name, err)
 	}
 	for _, mem := range list.Members {
-		named := mem.Name == m.name
-		for _, u := range mem.PeerURLs {
-			named = named || u == m.peerURL()
-		}
-		if named {
+		// By name, or by peer URL while it has not started (no name yet):
+		// a started member at this URL with another name is not this one.
+		if mem.Name == m.name || (mem.Name == "" && hasPeerURL(mem, m.peerURL())) {
 			if _, err := cli.MemberRemove(ctx, mem.ID); err != nil {
 				return fmt.Errorf("removing etcd member %s: %w", m.name, err)
 			}
@@ -225,16 +235,16 @@ func RemoveMember(ctx context.Context, as *pb.Assignment, _ host.Paths) error {
 // only when this member is a voter and the member list is read through a
 // quorum (a linearizable read), never removes this member, and leaves
 // alone a member that has not started yet (no name: a learner being
-// added), whose name or peer URL is among the peers, or that still answers
-// (the assignment may predate it). Removing a member
-// another replica removed meanwhile is not an error. It returns the names
-// of the members it removed.
+// added), whose name is among the peers, or that still answers (the
+// assignment may predate it). Removing a member another replica removed
+// meanwhile is not an error. It returns the names of the members it
+// removed.
 func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]string, error) {
 	m, err := self(as)
 	if err != nil {
 		return nil, err
 	}
-	known := knownPeers(as)
+	peers := peerNames(as)
 	cli, err := etcdClient(as, clientEndpoints(as, m.name, false))
 	if err != nil {
 		return nil, err
@@ -256,7 +266,7 @@ func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]st
 	var removed []string
 	var errs []error
 	for _, mem := range list.Members {
-		if !stranger(mem, known, m) {
+		if !stranger(mem, peers, m) {
 			continue
 		}
 		if answers(ctx, cli, mem) {
@@ -274,25 +284,31 @@ func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]st
 	return removed, errors.Join(errs...)
 }
 
-// knownPeers are the names and peer URLs of a replica's assigned peers.
-func knownPeers(as *pb.Assignment) map[string]bool {
-	known := map[string]bool{}
+// peerNames are the names of a replica's assigned etcd peers.
+func peerNames(as *pb.Assignment) map[string]bool {
+	names := map[string]bool{}
 	for _, p := range as.EtcdPeers {
-		known[p.Name] = true
-		known[url(p.Address, p.Port)] = true
+		names[p.Name] = true
 	}
-	return known
+	return names
 }
 
 // stranger reports whether an etcd member is none of the assigned peers:
-// a started member (a learner being added has no name yet) that is not
-// self, known by neither its name nor a peer URL.
-func stranger(mem *etcdserverpb.Member, known map[string]bool, self member) bool {
-	s := mem.Name != "" && mem.Name != self.name && !known[mem.Name]
-	for _, u := range mem.PeerURLs {
-		s = s && !known[u] && u != self.peerURL()
+// a started member (a learner being added has no name yet) whose name is
+// neither self's nor a peer's. Names, not peer URLs, tell members apart:
+// a host port freed by a removed replica is given to the next one.
+func stranger(mem *etcdserverpb.Member, peers map[string]bool, self member) bool {
+	return mem.Name != "" && mem.Name != self.name && !peers[mem.Name]
+}
+
+// hasPeerURL reports whether an etcd member listens on the peer URL u.
+func hasPeerURL(mem *etcdserverpb.Member, u string) bool {
+	for _, p := range mem.PeerURLs {
+		if p == u {
+			return true
+		}
 	}
-	return s
+	return false
 }
 
 // answers reports whether an etcd member answers on one of its client
