@@ -73,8 +73,8 @@ const (
 	stateRemoving = "Removing"
 )
 
-// pendingResync is how soon a Pending component, or one being removed, is
-// looked at again.
+// pendingResync is how soon a Pending component, one being removed, or an
+// ingress with an API server not up yet is looked at again.
 const pendingResync = 2 * time.Second
 
 // heartbeat is the longest time between two reports, even unchanged.
@@ -345,9 +345,9 @@ func (a *Agent) assignmentsFresh() bool {
 	return t != nil && time.Since(*t) < freshAssignments
 }
 
-// sync makes the host match the cached assignments and reports.
 // sync reconciles every assigned component and reports; it returns
-// whether a component is still Pending or being removed.
+// whether a component is still Pending or being removed, or an ingress
+// has an API server not up (a drain waits for it to say so).
 func (a *Agent) sync(ctx context.Context) bool {
 	start := time.Now()
 	defer func() {
@@ -385,10 +385,24 @@ func (a *Agent) sync(ctx context.Context) bool {
 	pending := false
 	for _, r := range report.Components {
 		a.metrics.components.WithLabelValues(assignments[r.Component].GetComponent().GetSpec().GetRole(), r.Status.State).Inc()
-		pending = pending || r.Status.State == statePending || r.Status.State == stateRemoving
+		pending = pending || r.Status.State == statePending || r.Status.State == stateRemoving || settling(assignments[r.Component], r.Status)
 	}
 	a.report(ctx, report)
 	return pending
+}
+
+// settling reports whether a running ingress lacks one of its assigned API
+// servers among those its haproxy has up.
+func settling(as *pb.Assignment, st *pb.ComponentStatus) bool {
+	if as.GetComponent().GetSpec().GetRole() != resources.RoleIngress || st.State != stateRunning {
+		return false
+	}
+	for _, api := range as.ApiServers {
+		if !slices.Contains(st.Backends, api.Name) {
+			return true
+		}
+	}
+	return false
 }
 
 // syncCluster reconciles one cluster's components on this host.

@@ -36,7 +36,7 @@ const (
 func newDrivers(a *Agent) map[string]driver {
 	return map[string]driver{
 		resources.RoleControlPlane: &controlPlaneDriver{a: a, leaving: map[string]time.Time{}},
-		resources.RoleIngress:      &ingressDriver{a: a},
+		resources.RoleIngress:      &ingressDriver{a: a, backends: map[string][]string{}},
 	}
 }
 
@@ -53,16 +53,14 @@ func condition(typ string, err error, okMessage string) *pb.Condition {
 // controlPlaneDriver runs etcd and the Kubernetes control plane.
 type controlPlaneDriver struct {
 	a *Agent
-	// leaving: when each replica being removed was first seen so, for
-	// the ingress grace.
+	// leaving: when each replica being removed was first seen so.
 	leaving map[string]time.Time
 }
 
-// ingressGrace is how long a replica being removed keeps its etcd member
-// and API server while other API servers remain: the ingress drops it
-// from its backends meanwhile (it reloads on the same assignment change),
-// so no request reaches an API server whose etcd member is gone.
-const ingressGrace = 5 * time.Second
+// ingressWaitMax bounds how long a replica being removed keeps its etcd
+// member and API server for the ingress to confirm it dropped it (an
+// ingress whose agent cannot reach the coordinator never confirms).
+const ingressWaitMax = time.Minute
 
 // plan decides once how this etcd member starts (a new cluster, or joining
 // the existing one as a learner) and keeps that decision, so the rendered
@@ -122,15 +120,18 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 
 func (d *controlPlaneDriver) removing(ctx context.Context, as *pb.Assignment, paths host.Paths) error {
 	name := as.Component.Metadata.Name
-	if len(as.ApiServers) > 0 { // the cluster stays: let the ingress move off first
+	if len(as.ApiServers) > 0 && !as.IngressReleased {
+		// The cluster stays: no request may reach an API server whose
+		// etcd member is gone, so the ingress drops this one first.
 		since, ok := d.leaving[name]
 		if !ok {
 			since = time.Now()
 			d.leaving[name] = since
 		}
-		if wait := ingressGrace - time.Since(since); wait > 0 {
-			return fmt.Errorf("%w %s for the ingress to stop sending requests here", host.ErrWaiting, wait.Round(time.Second))
+		if time.Since(since) < ingressWaitMax {
+			return fmt.Errorf("%w for the ingress to stop sending requests here", host.ErrWaiting)
 		}
+		d.a.logger.Warn("the ingress did not confirm it stopped sending requests here; leaving etcd anyway", "component", name, "waited", ingressWaitMax)
 	}
 	if err := controlplane.RemoveMember(ctx, as, paths); err != nil {
 		return err
@@ -140,7 +141,12 @@ func (d *controlPlaneDriver) removing(ctx context.Context, as *pb.Assignment, pa
 }
 
 // ingressDriver runs haproxy in front of a cluster's API servers.
-type ingressDriver struct{ a *Agent }
+type ingressDriver struct {
+	a *Agent
+	// backends: the API servers each ingress's running haproxy last said
+	// it has up (kept when haproxy does not answer).
+	backends map[string][]string
+}
 
 func (d *ingressDriver) plan(_ context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error) {
 	return ingress.Render(as, paths)
@@ -152,16 +158,24 @@ func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths hos
 	if as.GetVpn() != nil {
 		status.Conditions = append(status.Conditions, d.a.syncVPN(as, status))
 	}
+	name := as.Component.Metadata.Name
 	for _, p := range pods {
 		if p.State != cri.PodRunning {
+			delete(d.backends, name)
 			return
 		}
 	}
 	if filesChanged {
 		if err := ingress.Reload(ctx, paths); err != nil {
-			d.a.logger.Warn("reloading haproxy", "component", as.Component.Metadata.Name, "err", err)
+			d.a.logger.Warn("reloading haproxy", "component", name, "err", err)
 		}
 	}
+	if up, err := upServers(ctx, paths); err == nil {
+		d.backends[name] = up
+	} else {
+		d.a.logger.Warn("reading haproxy's servers", "component", name, "err", err)
+	}
+	status.Backends = d.backends[name]
 	address := d.a.cfg.PublicAddress
 	if address == "" {
 		address = d.a.cfg.Address
@@ -175,8 +189,25 @@ func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths hos
 }
 
 func (d *ingressDriver) removing(_ context.Context, as *pb.Assignment, _ host.Paths) error {
+	delete(d.backends, as.Component.Metadata.Name)
 	if d.a.hub != nil {
 		d.a.hub.Remove(as.Component.Spec.Cluster)
 	}
 	return nil
+}
+
+// upServers names the API servers the running haproxy at paths has up:
+// those it sends new connections to.
+func upServers(ctx context.Context, paths host.Paths) ([]string, error) {
+	servers, err := ingress.Servers(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
+	var up []string
+	for _, s := range servers {
+		if s.Up() {
+			up = append(up, s.Name)
+		}
+	}
+	return up, nil
 }

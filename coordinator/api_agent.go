@@ -186,6 +186,10 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 			as.ApiServers = append(as.ApiServers, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["apiserver"]})
 		}
 	}
+	if as.Deleting && comp.Spec.Role == resources.RoleControlPlane {
+		dead := func(hv string) bool { return hypervisors[hv].GetStatus().GetHealth() == resources.HealthDead }
+		as.IngressReleased = ingressReleased(liveIngresses(st.ComponentsOfCluster(ws, comp.Spec.Cluster), comp.Spec.Cluster, dead), comp.Metadata.Name)
+	}
 	if cluster.Spec.GetVpn().GetEnabled() && cluster.Spec.Vpn.Cidr != "" {
 		as.Vpn = vpnAssignment(st, ws, cluster, comp, hypervisors)
 	}

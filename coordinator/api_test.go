@@ -454,3 +454,4 @@ func TestCertsFollowIngress(t *testing.T) {
 		return nil
 	})
 }
+

@@ -18,9 +18,10 @@ import (
 // no write is lost and no etcd quorum is put at risk:
 //
 //   - A control-plane replica is moved make-before-break: one replica more
-//     than wanted is placed on another private hypervisor; once it runs,
-//     the replica on the draining hypervisor is removed as in a scale down
-//     (its agent takes it out of etcd). One at a time per cluster, and only
+//     than wanted is placed on another private hypervisor; once it runs
+//     and the ingress has it up, the replica on the draining hypervisor is
+//     removed as in a scale down (its agent takes it out of etcd once the
+//     ingress has dropped it). One at a time per cluster, and only
 //     while every replica of the cluster runs and none is being removed.
 //   - An ingress is replaced on another public hypervisor as for a dead
 //     one (new ports, certificates, VPN endpoint); its agent removes the
@@ -73,6 +74,48 @@ func drainSurge(c *pb.Cluster, have []*pb.Component, hypervisors []*pb.Hyperviso
 	}
 	sort.Slice(draining, func(i, j int) bool { return draining[i].Metadata.Name < draining[j].Metadata.Name })
 	return draining[0]
+}
+
+// liveIngresses are the ingresses of cluster among components that are not
+// on a dead hypervisor: those that may send connections to API servers.
+func liveIngresses(components []*pb.Component, cluster string, dead func(hypervisor string) bool) []*pb.Component {
+	var out []*pb.Component
+	for _, c := range components {
+		if c.Spec.Cluster == cluster && c.Spec.Role == resources.RoleIngress && !dead(c.Spec.Hypervisor) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ingressReleased reports whether none of ingresses sends new connections
+// to the API server of replica name, as they last reported (the servers
+// their haproxy has up): a replica being removed leaves etcd only then.
+func ingressReleased(ingresses []*pb.Component, name string) bool {
+	for _, in := range ingresses {
+		if slices.Contains(in.GetStatus().GetBackends(), name) {
+			return false
+		}
+	}
+	return true
+}
+
+// servingAll reports whether every replica in comps is Running and up in
+// every Running ingress of ingresses: the replica a drain moves goes only
+// once its replacement takes connections, or the ingress would be left
+// with no server up.
+func servingAll(comps, ingresses []*pb.Component) bool {
+	for _, comp := range comps {
+		if comp.GetStatus().GetState() != StateRunning {
+			return false
+		}
+		for _, in := range ingresses {
+			if in.GetStatus().GetState() == StateRunning && !slices.Contains(in.GetStatus().GetBackends(), comp.Metadata.Name) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // removalOrder sorts the replicas a scale down picks from: those on dead

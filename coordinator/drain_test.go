@@ -176,3 +176,60 @@ func TestDrainHypervisor(t *testing.T) {
 		t.Errorf("hv-b after uncordon: unschedulable %v draining %v health %s", h.Spec.Unschedulable, h.Status.Draining, h.Status.Health)
 	}
 }
+
+// TestIngressHandover: a drained replica goes only once the ingress has its
+// replacement up, and leaves etcd only once no ingress on a live
+// hypervisor has it up any more.
+func TestIngressHandover(t *testing.T) {
+	dead := func(hv string) bool { return hv == "pub-2" }
+	ingress := func(hv, state string, backends ...string) *pb.Component {
+		return &pb.Component{
+			Metadata: &pb.ObjectMeta{Name: "demo-ingress-" + hv},
+			Spec:     &pb.ComponentSpec{Cluster: "demo", Role: resources.RoleIngress, Hypervisor: hv},
+			Status:   &pb.ComponentStatus{State: state, Backends: backends},
+		}
+	}
+	replica := func(name, state string) *pb.Component {
+		return &pb.Component{
+			Metadata: &pb.ObjectMeta{Name: name},
+			Spec:     &pb.ComponentSpec{Cluster: "demo", Role: resources.RoleControlPlane, Hypervisor: "hv-1"},
+			Status:   &pb.ComponentStatus{State: state},
+		}
+	}
+	other := ingress("pub-1", StateRunning, "demo-cp-0")
+	other.Spec.Cluster = "other"
+	for _, tc := range []struct {
+		what       string
+		components []*pb.Component
+		released   bool
+	}{
+		{"no ingress", nil, true},
+		{"the ingress has it up", []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-0", "demo-cp-1")}, false},
+		{"the ingress dropped it", []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-1")}, true},
+		{"the ingress runs no haproxy", []*pb.Component{ingress("pub-1", "Pending")}, true},
+		{"only an ingress on a dead hypervisor has it", []*pb.Component{ingress("pub-2", StateRunning, "demo-cp-0"), ingress("pub-1", StateRunning, "demo-cp-1")}, true},
+		{"another cluster's ingress has that name", []*pb.Component{other}, true},
+	} {
+		if got := ingressReleased(liveIngresses(tc.components, "demo", dead), "demo-cp-0"); got != tc.released {
+			t.Errorf("%s: released %v, want %v", tc.what, got, tc.released)
+		}
+	}
+
+	surge := []*pb.Component{replica("demo-cp-3", StateRunning)}
+	for _, tc := range []struct {
+		what      string
+		stay      []*pb.Component
+		ingresses []*pb.Component
+		want      bool
+	}{
+		{"running, no ingress", surge, nil, true},
+		{"running, the ingress has it down still", surge, []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-0")}, false},
+		{"running, the ingress has it up", surge, []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-0", "demo-cp-3")}, true},
+		{"running, the ingress is not running", surge, []*pb.Component{ingress("pub-1", "Pending")}, true},
+		{"not running", []*pb.Component{replica("demo-cp-3", "Pending")}, []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-3")}, false},
+	} {
+		if got := servingAll(tc.stay, tc.ingresses); got != tc.want {
+			t.Errorf("%s: serving %v, want %v", tc.what, got, tc.want)
+		}
+	}
+}

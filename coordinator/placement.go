@@ -244,11 +244,15 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		// draining ones (once the others all run), then the newest.
 		removalOrder(have, hypervisors)
 		stay := have[len(have)-want:]
+		dead := func(hv string) bool {
+			return hypervisorByName(hypervisors, hv).GetStatus().GetHealth() == resources.HealthDead
+		}
+		ingresses := liveIngresses(all, name, dead)
 		for _, comp := range have[:len(have)-want] {
 			why := "scale down"
 			if onDraining(hypervisors, comp) {
-				if !allRunning(stay) {
-					continue // its replacement is not running yet
+				if !servingAll(stay, ingresses) {
+					continue // its replacement does not take connections yet
 				}
 				why = "hypervisor draining, its replacement runs"
 			}
@@ -258,15 +262,6 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		}
 	}
 	return joinErrors(errs)
-}
-
-func allRunning(comps []*pb.Component) bool {
-	for _, comp := range comps {
-		if comp.GetStatus().GetState() != StateRunning {
-			return false
-		}
-	}
-	return true
 }
 
 // joinErrors joins errors on one line; errors.Is sees each of them.

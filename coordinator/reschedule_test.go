@@ -21,7 +21,9 @@ import (
 )
 
 // fakeAgent stands for a hypervisor's agent: it reads its assignments and
-// reports them Running (Pending while held), and removed once deleting.
+// reports them Running (Pending while held; an ingress with every assigned
+// API server up), and removed once deleting (a control-plane replica once
+// the ingress has released it).
 type fakeAgent struct {
 	name    string
 	held    atomic.Bool // report components Pending
@@ -58,6 +60,8 @@ func (f *fakeAgent) report(ctx context.Context, agent pb.AgentClient) error {
 	for _, as := range resp.Assignments {
 		name := as.Component.Metadata.Name
 		switch {
+		case as.Deleting && as.Component.Spec.Role == resources.RoleControlPlane && len(as.ApiServers) > 0 && !as.IngressReleased:
+			req.Components = append(req.Components, &pb.ComponentReport{Component: name, Status: &pb.ComponentStatus{State: "Removing", Message: "waiting for the ingress"}})
 		case as.Deleting:
 			req.Removed = append(req.Removed, name)
 		case f.held.Load():
@@ -66,6 +70,9 @@ func (f *fakeAgent) report(ctx context.Context, agent pb.AgentClient) error {
 			st := &pb.ComponentStatus{State: StateRunning}
 			if as.Component.Spec.Role == resources.RoleIngress {
 				st.Conditions = []*pb.Condition{{Type: CondAPIReachable, Status: "True", Message: "the API answers"}}
+				for _, api := range as.ApiServers {
+					st.Backends = append(st.Backends, api.Name)
+				}
 			}
 			req.Components = append(req.Components, &pb.ComponentReport{Component: name, Status: st})
 		}

@@ -138,8 +138,12 @@ func printComponents(w io.Writer, comps []*pb.Component) {
 		if comp.Metadata.DeletionTimestamp != nil {
 			state = "Removing"
 		}
+		msg := comp.GetStatus().GetMessage()
+		if up := comp.GetStatus().GetBackends(); msg == "" && len(up) > 0 {
+			msg = "API servers up: " + strings.Join(up, ", ")
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", comp.Metadata.Name, comp.Spec.Role, comp.Spec.Hypervisor,
-			state, ports(comp.Spec.Ports), dash(comp.GetStatus().GetMessage()))
+			state, ports(comp.Spec.Ports), dash(msg))
 	}
 	tw.Flush()
 }

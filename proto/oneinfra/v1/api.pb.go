@@ -2178,9 +2178,13 @@ type Assignment struct {
 	// The etcd client endpoints of the cluster's members (control plane).
 	EtcdClients []*Endpoint `protobuf:"bytes,13,rep,name=etcd_clients,json=etcdClients,proto3" json:"etcd_clients,omitempty"`
 	// VPN-enabled clusters only.
-	Vpn           *VPNAssignment `protobuf:"bytes,14,opt,name=vpn,proto3" json:"vpn,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Vpn *VPNAssignment `protobuf:"bytes,14,opt,name=vpn,proto3" json:"vpn,omitempty"`
+	// Control-plane replicas being removed: no ingress of the cluster sends
+	// new connections to this replica's API server any more, so its etcd
+	// member may leave.
+	IngressReleased bool `protobuf:"varint,15,opt,name=ingress_released,json=ingressReleased,proto3" json:"ingress_released,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -2309,6 +2313,13 @@ func (x *Assignment) GetVpn() *VPNAssignment {
 		return x.Vpn
 	}
 	return nil
+}
+
+func (x *Assignment) GetIngressReleased() bool {
+	if x != nil {
+		return x.IngressReleased
+	}
+	return false
 }
 
 // VPNAssignment is a component's share of its cluster's VPN. The ingress
@@ -3661,7 +3672,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\x92\a\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\xbd\a\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -3680,7 +3691,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x06images\x18\v \x03(\v2#.oneinfra.v1.Assignment.ImagesEntryR\x06images\x12\x1a\n" +
 	"\bdeleting\x18\f \x01(\bR\bdeleting\x128\n" +
 	"\fetcd_clients\x18\r \x03(\v2\x15.oneinfra.v1.EndpointR\vetcdClients\x12,\n" +
-	"\x03vpn\x18\x0e \x01(\v2\x1a.oneinfra.v1.VPNAssignmentR\x03vpn\x1a:\n" +
+	"\x03vpn\x18\x0e \x01(\v2\x1a.oneinfra.v1.VPNAssignmentR\x03vpn\x12)\n" +
+	"\x10ingress_released\x18\x0f \x01(\bR\x0fingressReleased\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +

@@ -1017,8 +1017,11 @@ type ComponentStatus struct {
 	// reports about each peer.
 	WireguardPublicKey string        `protobuf:"bytes,5,opt,name=wireguard_public_key,json=wireguardPublicKey,proto3" json:"wireguard_public_key,omitempty"`
 	VpnPeers           []*PeerStatus `protobuf:"bytes,6,rep,name=vpn_peers,json=vpnPeers,proto3" json:"vpn_peers,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Ingress components: the API servers (control-plane component names)
+	// the running haproxy sends new connections to.
+	Backends      []string `protobuf:"bytes,7,rep,name=backends,proto3" json:"backends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ComponentStatus) Reset() {
@@ -1089,6 +1092,13 @@ func (x *ComponentStatus) GetWireguardPublicKey() string {
 func (x *ComponentStatus) GetVpnPeers() []*PeerStatus {
 	if x != nil {
 		return x.VpnPeers
+	}
+	return nil
+}
+
+func (x *ComponentStatus) GetBackends() []string {
+	if x != nil {
+		return x.Backends
 	}
 	return nil
 }
@@ -1888,7 +1898,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x9e\x02\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xba\x02\n" +
 	"\x0fComponentStatus\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x126\n" +
@@ -1898,7 +1908,8 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\vlast_report\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastReport\x120\n" +
 	"\x14wireguard_public_key\x18\x05 \x01(\tR\x12wireguardPublicKey\x124\n" +
-	"\tvpn_peers\x18\x06 \x03(\v2\x17.oneinfra.v1.PeerStatusR\bvpnPeers\"\xc0\x01\n" +
+	"\tvpn_peers\x18\x06 \x03(\v2\x17.oneinfra.v1.PeerStatusR\bvpnPeers\x12\x1a\n" +
+	"\bbackends\x18\a \x03(\tR\bbackends\"\xc0\x01\n" +
 	"\n" +
 	"PeerStatus\x12\x1d\n" +
 	"\n" +
