@@ -454,4 +454,3 @@ func TestCertsFollowIngress(t *testing.T) {
 		return nil
 	})
 }
-
