@@ -233,7 +233,10 @@ func (c config) render(withCert bool, certFile string) []byte {
 	p("")
 	p("defaults")
 	p("  mode tcp")
-	p("  timeout connect 5s")
+	// An API server whose host is cut off drops SYNs: a short connect
+	// timeout and a redispatch on every retry send the connection to
+	// another API server within seconds, before its checks mark it down.
+	p("  timeout connect 2s")
 	// Watches and exec sessions are long and may be quiet; TCP keepalives
 	// find dead peers.
 	p("  timeout client 1h")
@@ -243,7 +246,7 @@ func (c config) render(withCert bool, certFile string) []byte {
 	p("  timeout check 5s")
 	p("  option clitcpka")
 	p("  option srvtcpka")
-	p("  option redispatch")
+	p("  option redispatch 1")
 	p("  retries 3")
 	p("  load-server-state-from-file global")
 	p("")
