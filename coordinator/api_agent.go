@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -187,8 +189,8 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		}
 	}
 	if as.Deleting && comp.Spec.Role == resources.RoleControlPlane {
-		dead := func(hv string) bool { return hypervisors[hv].GetStatus().GetHealth() == resources.HealthDead }
-		as.IngressReleased = ingressReleased(liveIngresses(st.ComponentsOfCluster(ws, comp.Spec.Cluster), comp.Spec.Cluster, dead), comp.Metadata.Name)
+		hvs := slices.Collect(maps.Values(hypervisors))
+		as.IngressReleased = ingressReleased(liveIngresses(st.ComponentsOfCluster(ws, comp.Spec.Cluster), comp.Spec.Cluster, hvs), comp.Metadata.Name)
 	}
 	if cluster.Spec.GetVpn().GetEnabled() && cluster.Spec.Vpn.Cidr != "" {
 		as.Vpn = vpnAssignment(st, ws, cluster, comp, hypervisors)

@@ -78,10 +78,10 @@ func drainSurge(c *pb.Cluster, have []*pb.Component, hypervisors []*pb.Hyperviso
 
 // liveIngresses are the ingresses of cluster among components that are not
 // on a dead hypervisor: those that may send connections to API servers.
-func liveIngresses(components []*pb.Component, cluster string, dead func(hypervisor string) bool) []*pb.Component {
+func liveIngresses(components []*pb.Component, cluster string, hypervisors []*pb.Hypervisor) []*pb.Component {
 	var out []*pb.Component
 	for _, c := range components {
-		if c.Spec.Cluster == cluster && c.Spec.Role == resources.RoleIngress && !dead(c.Spec.Hypervisor) {
+		if c.Spec.Cluster == cluster && c.Spec.Role == resources.RoleIngress && moveReason(hypervisors, c) != "dead" {
 			out = append(out, c)
 		}
 	}

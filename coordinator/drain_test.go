@@ -181,7 +181,10 @@ func TestDrainHypervisor(t *testing.T) {
 // replacement up, and leaves etcd only once no ingress on a live
 // hypervisor has it up any more.
 func TestIngressHandover(t *testing.T) {
-	dead := func(hv string) bool { return hv == "pub-2" }
+	hvs := []*pb.Hypervisor{
+		{Metadata: &pb.ObjectMeta{Name: "pub-1"}, Status: &pb.HypervisorStatus{Health: resources.HealthAlive}},
+		{Metadata: &pb.ObjectMeta{Name: "pub-2"}, Status: &pb.HypervisorStatus{Health: resources.HealthDead}},
+	}
 	ingress := func(hv, state string, backends ...string) *pb.Component {
 		return &pb.Component{
 			Metadata: &pb.ObjectMeta{Name: "demo-ingress-" + hv},
@@ -210,7 +213,7 @@ func TestIngressHandover(t *testing.T) {
 		{"only an ingress on a dead hypervisor has it", []*pb.Component{ingress("pub-2", StateRunning, "demo-cp-0"), ingress("pub-1", StateRunning, "demo-cp-1")}, true},
 		{"another cluster's ingress has that name", []*pb.Component{other}, true},
 	} {
-		if got := ingressReleased(liveIngresses(tc.components, "demo", dead), "demo-cp-0"); got != tc.released {
+		if got := ingressReleased(liveIngresses(tc.components, "demo", hvs), "demo-cp-0"); got != tc.released {
 			t.Errorf("%s: released %v, want %v", tc.what, got, tc.released)
 		}
 	}

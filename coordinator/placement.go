@@ -244,10 +244,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		// draining ones (once the others all run), then the newest.
 		removalOrder(have, hypervisors)
 		stay := have[len(have)-want:]
-		dead := func(hv string) bool {
-			return hypervisorByName(hypervisors, hv).GetStatus().GetHealth() == resources.HealthDead
-		}
-		ingresses := liveIngresses(all, name, dead)
+		ingresses := liveIngresses(all, name, hypervisors)
 		for _, comp := range have[:len(have)-want] {
 			why := "scale down"
 			if onDraining(hypervisors, comp) {
