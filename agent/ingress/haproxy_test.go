@@ -465,6 +465,10 @@ func TestHAProxy(t *testing.T) {
 	moved := startAPIServer(t, p, "moved", "127.0.0.2")
 
 	t.Run("a reload that removes the connection's API server keeps the connection", func(t *testing.T) {
+		// cp-c is added while it does not serve yet (as a replica whose
+		// informers have not synced): it must get no connection before
+		// its checks pass.
+		cp.failing.Store(true)
 		as2 := assignment(p, certs, port, keep.endpoint(), cp.endpoint(), impostor.endpoint())
 		plan2 := render(t, as2, paths)
 		changed, err := plan2.WriteFiles()
@@ -499,7 +503,19 @@ func TestHAProxy(t *testing.T) {
 		if err != nil || len(st) != 3 || st[first].Name != "" {
 			t.Errorf("servers after the reload: %v %v; want cp-c, %s and impostor", st, err, keep.name)
 		}
-		waitStates(t, paths, 10*time.Second, map[string]bool{"cp-c": true})
+		if st["cp-c"].Up() {
+			t.Errorf("cp-c, new and not ready, is %s right after the reload: a new server must start down", st["cp-c"].Status)
+		}
+		if got := c.spread(t, 20); got["cp-c"] > 0 {
+			t.Errorf("cp-c, not ready, got %d of 20 connections after the reload: %v", got["cp-c"], got)
+		}
+		time.Sleep(3 * time.Second) // checks run; it still fails them
+		if got := c.spread(t, 20); got["cp-c"] > 0 {
+			t.Errorf("cp-c, still not ready, got %d of 20 connections: %v", got["cp-c"], got)
+		}
+		cp.failing.Store(false)
+		d := waitStates(t, paths, 10*time.Second, map[string]bool{"cp-c": true})
+		t.Logf("cp-c up %s after it became ready", d.Round(time.Millisecond))
 		got := c.spread(t, 20)
 		if got[first] > 0 || got[keep.name] == 0 || got["cp-c"] == 0 {
 			t.Errorf("20 new connections went to %v; want %s and cp-c only", got, keep.name)
@@ -509,23 +525,34 @@ func TestHAProxy(t *testing.T) {
 		}
 	})
 
-	t.Run("a reload keeps down servers down and takes new addresses", func(t *testing.T) {
+	t.Run("a reload keeps down servers down, and a moved one down until checked", func(t *testing.T) {
 		cp.failing.Store(true)
 		waitStates(t, paths, 10*time.Second, map[string]bool{"cp-c": false})
 		// The API server that stays moves: same name, a new address.
 		as3 := assignment(p, certs, port, moved.endpointAs(keep.name), cp.endpoint(), impostor.endpoint())
 		writePlan(t, as3, paths)
+		moved.failing.Store(true)
 		keepHits := keep.hits.Load()
 		start := time.Now()
 		if err := Reload(ctx, paths); err != nil {
 			t.Fatal(err)
 		}
 		took := time.Since(start)
-		// At once, before any check: cp-c was down and stays down.
+		// cp-c was down and stays down, and the server at its new address,
+		// not ready yet, is new to haproxy: down until its checks pass.
+		st, err := serverStates(ctx, paths)
+		if err != nil || st["cp-c"].Up() || st[keep.name].Up() {
+			t.Errorf("after the reload: cp-c %+v, %s %+v, %v; want both down", st["cp-c"], keep.name, st[keep.name], err)
+		}
+		if n := moved.hits.Load(); n > 0 {
+			t.Errorf("the new address of %s, not ready, got %d connections", keep.name, n)
+		}
+		moved.failing.Store(false)
+		d := waitStates(t, paths, 10*time.Second, map[string]bool{keep.name: true})
 		got := c.spread(t, 20)
-		t.Logf("reload took %s; the next 20 connections went to %v", took.Round(time.Millisecond), got)
+		t.Logf("reload took %s; %s up at its new address %s later; the next 20 connections went to %v", took.Round(time.Millisecond), keep.name, d.Round(time.Millisecond), got)
 		if got["moved"] != 20 {
-			t.Errorf("after the reload, 20 connections went to %v; want all to the new address of %s (cp-c is down)", got, keep.name)
+			t.Errorf("20 connections went to %v; want all to the new address of %s (cp-c is down)", got, keep.name)
 		}
 		if keep.hits.Load() != keepHits {
 			t.Errorf("the old address of %s still gets connections", keep.name)

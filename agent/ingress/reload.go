@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -105,7 +106,49 @@ func saveServerState(ctx context.Context, sock, path, cfgPath string) error {
 	if !strings.HasPrefix(out, "1\n") {
 		return fmt.Errorf("unexpected server state dump %q", firstLine(out))
 	}
-	return tlsutil.WriteFileAtomic(path, []byte(filterServerState(out, configServers(cfg))), 0o644)
+	servers := configServers(cfg)
+	return tlsutil.WriteFileAtomic(path, []byte(withNewServersDown(filterServerState(out, servers), servers)), 0o644)
+}
+
+// withNewServersDown adds to a filtered state dump a line for each server
+// of the configuration that the dump lacks (an API server added by this
+// reload), in state DOWN with no good check yet: haproxy would otherwise
+// take a new server for up and send it connections before its first check,
+// when it may not serve yet (kube-apiserver answers 500 until its
+// informers have synced). So a new API server gets traffic only after
+// passing "rise" checks. haproxy finds the server by its backend's and its
+// own name (ids 0, not forced).
+func withNewServersDown(dump string, servers map[string]string) string {
+	have := map[string]bool{}
+	for _, line := range strings.Split(dump, "\n") {
+		if f := strings.Fields(line); len(f) >= 19 && f[1] == backendName {
+			have[f[3]] = true
+		}
+	}
+	names := make([]string, 0, len(servers))
+	for name := range servers {
+		if !have[name] {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString(dump)
+	for _, name := range names {
+		host, port, err := net.SplitHostPort(servers[name])
+		if err != nil {
+			continue
+		}
+		// be_id be_name srv_id srv_name srv_addr srv_op_state(0: down)
+		// srv_admin_state srv_uweight srv_iweight srv_time_since_last_change
+		// srv_check_status srv_check_result srv_check_health(0)
+		// srv_check_state(configured, enabled) srv_agent_state
+		// bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord
+		// srv_use_ssl srv_check_port srv_check_addr srv_agent_addr
+		// srv_agent_port
+		fmt.Fprintf(&b, "0 %s 0 %s %s 0 0 1 1 0 1 0 0 6 0 0 0 - %s - 0 0 - - 0\n", backendName, name, host, port)
+	}
+	return b.String()
 }
 
 // configServers returns the address (host:port) of every server of the

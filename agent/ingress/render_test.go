@@ -359,4 +359,13 @@ func TestFilterServerState(t *testing.T) {
 	if got := filterServerState(dump, servers); got != want {
 		t.Errorf("filtered state:\n%s\nwant:\n%s", got, want)
 	}
+	// The servers the dump lacks (new, or at a new address) start down,
+	// with no good check.
+	down := func(name, addr, port string) string {
+		return "0 apiservers 0 " + name + " " + addr + " 0 0 1 1 0 1 0 0 6 0 0 0 - " + port + " - 0 0 - - 0\n"
+	}
+	want += down("moved", "10.0.0.9", "30100") + down("new", "10.0.0.4", "1")
+	if got := withNewServersDown(filterServerState(dump, servers), servers); got != want {
+		t.Errorf("state with the new servers down:\n%s\nwant:\n%s", got, want)
+	}
 }
