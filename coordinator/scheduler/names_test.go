@@ -7,23 +7,6 @@ import (
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
-func TestComponentName(t *testing.T) {
-	tests := []struct {
-		cluster, role string
-		n             int
-		want          string
-	}{
-		{"demo", resources.RoleControlPlane, 0, "demo-cp-0"},
-		{"demo", resources.RoleControlPlane, 12, "demo-cp-12"},
-		{"demo", resources.RoleIngress, 0, "demo-ingress-0"},
-	}
-	for _, tc := range tests {
-		if got := ComponentName(tc.cluster, tc.role, tc.n); got != tc.want {
-			t.Errorf("ComponentName(%q, %q, %d) = %q, want %q", tc.cluster, tc.role, tc.n, got, tc.want)
-		}
-	}
-}
-
 func TestNextIndex(t *testing.T) {
 	tests := []struct {
 		name  string

@@ -251,7 +251,7 @@ func newComponent(cluster, role, hv string, ports []string, minIndex int, hyperv
 	return &pb.Component{
 		ApiVersion: "oneinfra.io/v1alpha1",
 		Kind:       "Component",
-		Metadata:   &pb.ObjectMeta{Name: ComponentName(cluster, role, max(minIndex, NextIndex(cluster, role, components)))},
+		Metadata:   &pb.ObjectMeta{Name: resources.ComponentName(cluster, role, max(minIndex, NextIndex(cluster, role, components)))},
 		Spec: &pb.ComponentSpec{
 			Cluster:    cluster,
 			Role:       role,
