@@ -99,11 +99,21 @@ type Agent struct {
 	lastReport     *pb.ReportStatusRequest
 	lastReportTime time.Time
 	lastSync       atomic.Pointer[time.Time]
-	// lastFetch is when the assignments were last brought up to date
-	// with the coordinator (a watch answers at least every minute).
-	lastFetch atomic.Pointer[time.Time]
-	gossip    atomic.Pointer[gossip.Member]
-	metrics   *agentMetrics
+	gossip         atomic.Pointer[gossip.Member]
+	metrics        *agentMetrics
+	// events wait for the next report (only sync touches them).
+	events []*pb.AgentEvent
+}
+
+// maxPendingEvents bounds the events kept for the next report; the oldest
+// go first.
+const maxPendingEvents = 16
+
+// event tells the coordinator, in the next report, what the agent did by
+// itself to a component.
+func (a *Agent) event(component, typ, reason, message string) {
+	a.events = append(a.events, &pb.AgentEvent{Component: component, Type: typ, Reason: reason, Message: message})
+	a.events = a.events[max(0, len(a.events)-maxPendingEvents):]
 }
 
 // driver runs the components of one role on this host.
@@ -260,8 +270,6 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.logger.Warn("fetching assignments", "err", err)
 				continue
 			}
-			now := time.Now()
-			a.lastFetch.Store(&now)
 			pending = a.sync(ctx)
 		case <-ticker.C:
 			pending = a.sync(ctx)
@@ -332,17 +340,6 @@ func (a *Agent) fetch(ctx context.Context, w *pb.WatchAssignmentsResponse) error
 		return err
 	}
 	return a.store.setMeta("index", strconv.FormatUint(w.Index, 10))
-}
-
-// freshAssignments bounds how old the assignments may be for acts that a
-// stale view would make wrong (removing etcd members that are not peers).
-const freshAssignments = 90 * time.Second
-
-// assignmentsFresh reports whether the cached assignments were brought up
-// to date with the coordinator lately.
-func (a *Agent) assignmentsFresh() bool {
-	t := a.lastFetch.Load()
-	return t != nil && time.Since(*t) < freshAssignments
 }
 
 // sync reconciles every assigned component and reports; it returns
@@ -599,6 +596,7 @@ func (a *Agent) removeStrayClusters(ctx context.Context, assigned map[string][]*
 func (a *Agent) report(ctx context.Context, req *pb.ReportStatusRequest) {
 	sort.Slice(req.Components, func(i, j int) bool { return req.Components[i].Component < req.Components[j].Component })
 	sort.Strings(req.Removed)
+	req.Events = a.events
 	if a.lastReport != nil && proto.Equal(withoutPeerStats(a.lastReport), withoutPeerStats(req)) && time.Since(a.lastReportTime) < heartbeat {
 		return
 	}
@@ -612,6 +610,8 @@ func (a *Agent) report(ctx context.Context, req *pb.ReportStatusRequest) {
 		return
 	}
 	a.metrics.reports.WithLabelValues("ok").Inc()
+	a.events = nil
+	req.Events = nil
 	a.lastReport, a.lastReportTime = req, time.Now()
 }
 

@@ -62,31 +62,49 @@ type controlPlaneDriver struct {
 // ingress whose agent cannot reach the coordinator never confirms).
 const ingressWaitMax = time.Minute
 
+// etcdDecision is how a replica's etcd member starts, as the agent keeps
+// it; a Repair marks it discarded, and the next plan decides again.
+type etcdDecision struct {
+	controlplane.EtcdBootstrap
+	Discarded bool `json:"discarded,omitempty"`
+}
+
 // plan decides once how this etcd member starts (a new cluster, or joining
 // the existing one as a learner) and keeps that decision, so the rendered
-// pods never change on a restart.
+// pods never change on a restart; a decision a repair discarded is made
+// again.
 func (d *controlPlaneDriver) plan(ctx context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error) {
 	name := as.Component.Metadata.Name
-	var boot controlplane.EtcdBootstrap
-	if saved := d.a.store.decision(name); saved != nil {
-		if err := json.Unmarshal(saved, &boot); err != nil {
+	var saved *etcdDecision
+	if b := d.a.store.decision(name); b != nil {
+		saved = &etcdDecision{}
+		if err := json.Unmarshal(b, saved); err != nil {
 			return nil, fmt.Errorf("reading the etcd bootstrap decision: %w", err)
 		}
-	} else {
-		var err error
-		if boot, err = controlplane.DecideBootstrap(ctx, as, paths); err != nil {
-			return nil, err
-		}
-		b, err := json.Marshal(boot)
-		if err != nil {
-			return nil, err
-		}
-		if err := d.a.store.setDecision(name, b); err != nil {
-			return nil, err
-		}
-		d.a.logger.Info("decided how etcd starts", "component", name, "state", boot.State, "initialCluster", boot.InitialCluster)
 	}
+	if saved != nil && !saved.Discarded {
+		return controlplane.Render(as, paths, saved.EtcdBootstrap)
+	}
+	boot, err := controlplane.DecideBootstrap(ctx, as, paths)
+	if err != nil {
+		return nil, err
+	}
+	if saved != nil {
+		boot.Attempt = saved.Attempt + 1
+	}
+	if err := d.setDecision(name, etcdDecision{EtcdBootstrap: boot}); err != nil {
+		return nil, err
+	}
+	d.a.logger.Info("decided how etcd starts", "component", name, "state", boot.State, "initialCluster", boot.InitialCluster, "attempt", boot.Attempt)
 	return controlplane.Render(as, paths, boot)
+}
+
+func (d *controlPlaneDriver) setDecision(name string, dec etcdDecision) error {
+	b, err := json.Marshal(dec)
+	if err != nil {
+		return err
+	}
+	return d.a.store.setDecision(name, b)
 }
 
 func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, _ bool, pods []cri.PodStatus, status *pb.ComponentStatus) {
@@ -96,6 +114,9 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 	}
 	for _, p := range pods {
 		if p.State != cri.PodRunning {
+			if p.Name == controlplane.EtcdPod {
+				d.repair(ctx, as, paths, p)
+			}
 			return
 		}
 	}
@@ -103,19 +124,60 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 	status.Conditions = append(status.Conditions, condition(condEtcdMember, err, "voting etcd member"))
 	if err == nil {
 		status.Conditions = append(status.Conditions, condition(condAPIServerReady, controlplane.APIServerReady(ctx, as), "kube-apiserver answers /readyz"))
-	}
-	if err == nil && d.a.assignmentsFresh() {
-		// Members the coordinator moved off a dead hypervisor cannot
-		// leave by themselves: the survivors take them out. Only on
-		// fresh assignments, so a member added since is never a stranger.
-		removed, err := controlplane.RemoveStrangers(ctx, as, paths)
+		// Members the coordinator removed for good that are still listed
+		// (moved off a dead hypervisor, whose agent cannot take them out)
+		// go: the assignment's view says which, so a member added since
+		// is never taken for one.
+		removed, err := controlplane.RemoveGone(ctx, as, paths)
 		for _, name := range removed {
-			d.a.logger.Info("removed an etcd member that is no longer a peer", "component", as.Component.Metadata.Name, "member", name)
+			d.a.logger.Info("removed an etcd member the coordinator removed", "component", as.Component.Metadata.Name, "member", name)
 		}
 		if err != nil {
-			d.a.logger.Warn("removing etcd members that are no longer peers", "component", as.Component.Metadata.Name, "err", err)
+			d.a.logger.Warn("removing etcd members the coordinator removed", "component", as.Component.Metadata.Name, "err", err)
 		}
 	}
+}
+
+// failingRestarts is how many restarts of an etcd container that never
+// started make its bootstrap decision suspect.
+const failingRestarts = 2
+
+// repair mends an etcd member whose pod does not run and that cannot work
+// as it is (controlplane.Diagnose): it discards the bootstrap decision
+// and, for a member that was removed from its cluster, sets its data
+// aside, so that the next sync joins it again; an event says which.
+func (d *controlPlaneDriver) repair(ctx context.Context, as *pb.Assignment, paths host.Paths, etcd cri.PodStatus) {
+	failing := false
+	for _, c := range etcd.Containers {
+		failing = failing || (c.State != cri.ContainerRunning && c.RestartCount >= failingRestarts)
+	}
+	fix, why := controlplane.Diagnose(ctx, as, paths, failing)
+	if fix == controlplane.NoRepair {
+		return
+	}
+	name := as.Component.Metadata.Name
+	var dec etcdDecision
+	if b := d.a.store.decision(name); b != nil {
+		if err := json.Unmarshal(b, &dec); err != nil {
+			d.a.logger.Warn("reading the etcd bootstrap decision", "component", name, "err", err)
+			return
+		}
+	}
+	reason := "EtcdRedecided"
+	if fix == controlplane.Rejoin {
+		reason = "EtcdRejoining"
+		if err := controlplane.SetAsideData(paths); err != nil {
+			d.a.logger.Warn("setting a removed etcd member's data aside", "component", name, "err", err)
+			return
+		}
+	}
+	dec.Discarded = true
+	if err := d.setDecision(name, dec); err != nil {
+		d.a.logger.Warn("discarding the etcd bootstrap decision", "component", name, "err", err)
+		return
+	}
+	d.a.logger.Warn("repairing an etcd member", "component", name, "repair", reason, "why", why)
+	d.a.event(name, "Warning", reason, why)
 }
 
 func (d *controlPlaneDriver) removing(ctx context.Context, as *pb.Assignment, paths host.Paths) error {

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	memdb "github.com/hashicorp/go-memdb"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
@@ -103,10 +105,50 @@ func (a *agentAPI) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest
 	for _, r := range req.Components {
 		cmd.Components = append(cmd.Components, &pb.Component{Metadata: &pb.ObjectMeta{Name: r.Component}, Status: r.Status})
 	}
+	events, err := agentEvents(a.s.State(), req.Hypervisor, req.Events, cmd.Time.AsTime())
+	if err != nil {
+		return nil, err
+	}
+	cmd.Events = events
 	if _, err := a.s.raftApply(ReportStatusType, cmd); err != nil {
 		return nil, err
 	}
 	return &pb.ReportStatusResponse{}, nil
+}
+
+// Bounds of the events in one report.
+const (
+	maxAgentEvents       = 16
+	maxAgentEventMessage = 1024
+)
+
+// agentEventReasonRE is what an agent's event reason may be: one CamelCase
+// word, as every reason oneinfra writes.
+var agentEventReasonRE = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`)
+
+// agentEvents turns the events an agent tells about its components into
+// events of their clusters, at the leader's time. Only components placed
+// on the reporting hypervisor may be named; a malformed event is refused.
+func agentEvents(st *state.Store, hypervisor string, in []*pb.AgentEvent, now time.Time) ([]*pb.Event, error) {
+	if len(in) > maxAgentEvents {
+		return nil, invalid("events: %d in one report, at most %d", len(in), maxAgentEvents)
+	}
+	var out []*pb.Event
+	for i, e := range in {
+		comp := st.Component(nil, e.Component)
+		switch {
+		case comp == nil || comp.Spec.Hypervisor != hypervisor:
+			continue // moved or gone since: nothing to tell its cluster
+		case e.Type != "Normal" && e.Type != "Warning":
+			return nil, invalid("events[%d].type: %q is neither Normal nor Warning", i, e.Type)
+		case !agentEventReasonRE.MatchString(e.Reason):
+			return nil, invalid("events[%d].reason: %q is not one CamelCase word", i, e.Reason)
+		case len(e.Message) > maxAgentEventMessage || !utf8.ValidString(e.Message):
+			return nil, invalid("events[%d].message: not UTF-8 or longer than %d bytes", i, maxAgentEventMessage)
+		}
+		out = append(out, state.Event(comp.Spec.Cluster, e.Type, e.Reason, e.Component+": "+e.Message, now))
+	}
+	return out, nil
 }
 
 // GetGossipConfig gives the agent the gossip key (empty while the
@@ -174,19 +216,27 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		}
 		as.Certs[SignerCACert] = p.Cas[pki.SignerCA]
 	}
-	for _, peer := range st.ComponentsOfCluster(ws, comp.Spec.Cluster) {
+	peers := st.ComponentsOfCluster(ws, comp.Spec.Cluster)
+	for _, peer := range peers {
 		h := hypervisors[peer.Spec.Hypervisor]
 		if peer.Spec.Role != resources.RoleControlPlane || h == nil {
 			continue
 		}
 		addr := h.Spec.Address
+		etcdPeer := &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["etcd-peer"]}
 		if peer.Metadata.DeletionTimestamp == nil || peer.Metadata.Name == comp.Metadata.Name {
-			as.EtcdPeers = append(as.EtcdPeers, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["etcd-peer"]})
+			as.EtcdPeers = append(as.EtcdPeers, etcdPeer)
 			as.EtcdClients = append(as.EtcdClients, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["etcd-client"]})
 		}
 		if peer.Metadata.DeletionTimestamp == nil {
 			as.ApiServers = append(as.ApiServers, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["apiserver"]})
 		}
+		if comp.Spec.Role == resources.RoleControlPlane && !(peer.Metadata.DeletionTimestamp != nil && h.GetStatus().GetHealth() == resources.HealthDead) {
+			as.EtcdMembers = append(as.EtcdMembers, etcdPeer)
+		}
+	}
+	if comp.Spec.Role == resources.RoleControlPlane {
+		as.ReplicaFloor = max(cluster.GetStatus().GetNextReplicaIndex(), uint32(scheduler.NextIndex(cluster.Metadata.Name, resources.RoleControlPlane, peers)))
 	}
 	if as.Deleting && comp.Spec.Role == resources.RoleControlPlane {
 		hvs := slices.Collect(maps.Values(hypervisors))

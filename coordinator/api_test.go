@@ -205,6 +205,53 @@ func TestPlacementAndAgentFlow(t *testing.T) {
 		}
 		return nil
 	})
+	// An agent tells what it did to its own components as events; one
+	// naming another hypervisor's component is not recorded, and a
+	// malformed one is refused with the field.
+	d, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine, theirs *pb.Component
+	for _, c := range d.Components {
+		if c.Spec.Role == resources.RoleControlPlane {
+			mine = c
+		} else {
+			theirs = c
+		}
+	}
+	reporter := agents[mine.Spec.Hypervisor]
+	report := func(events ...*pb.AgentEvent) error {
+		_, err := reporter.ReportStatus(ctx, &pb.ReportStatusRequest{Hypervisor: mine.Spec.Hypervisor, Events: events,
+			Components: []*pb.ComponentReport{{Component: mine.Metadata.Name, Status: &pb.ComponentStatus{State: StateRunning}}}})
+		return err
+	}
+	if err := report(&pb.AgentEvent{Component: mine.Metadata.Name, Type: "Warning", Reason: "EtcdRejoining", Message: "set aside"},
+		&pb.AgentEvent{Component: theirs.Metadata.Name, Type: "Warning", Reason: "Forged", Message: "not mine"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []*pb.AgentEvent{
+		{Component: mine.Metadata.Name, Type: "Alert", Reason: "X", Message: "m"},
+		{Component: mine.Metadata.Name, Type: "Normal", Reason: "two words", Message: "m"},
+		{Component: mine.Metadata.Name, Type: "Normal", Reason: "Long", Message: strings.Repeat("m", 2000)},
+	} {
+		if err := report(bad); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "events[0]") {
+			t.Errorf("event %v: %v, want InvalidArgument naming events[0]", bad, err)
+		}
+	}
+	d, err = op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasEvent(d.Events, "EtcdRejoining", mine.Metadata.Name+": set aside") {
+		t.Errorf("the agent's event is not recorded: %v", d.Events)
+	}
+	for _, e := range d.Events {
+		if e.Reason == "Forged" || e.Reason == "X" || e.Reason == "Long" {
+			t.Errorf("recorded %v", e)
+		}
+	}
+
 	kc, err := op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: "demo"})
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +270,7 @@ func TestPlacementAndAgentFlow(t *testing.T) {
 	if err != nil || del.Deleted {
 		t.Fatalf("delete: %v, %v", del, err)
 	}
-	d, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
+	d, err = op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func TestDrainHypervisor(t *testing.T) {
 		if public {
 			spec.Public, spec.PublicAddress = true, fmt.Sprintf("203.0.113.%d", i)
 		}
-		agents[name] = runFakeAgent(t, registerHypervisorSpec(t, s, op, name, spec), name, held)
+		agents[name] = runFakeAgent(t, s, registerHypervisorSpec(t, s, op, name, spec), name, held)
 	}
 	add("hv-a", 1, false, false)
 	add("hv-b", 2, false, false)

@@ -366,6 +366,7 @@ func (f *FSM) applyReportStatus(txn *state.Txn, m proto.Message) error {
 		txn.DeleteComponent(name)
 		f.finishClusterDeletion(txn, comp.Spec.Cluster)
 	}
+	txn.InsertEvents(cmd.Events)
 	return nil
 }
 

@@ -18,10 +18,10 @@ import (
 //   - A control-plane replica on a dead hypervisor is replaced by a new one
 //     on another private hypervisor (the scheduler takes neither dead nor
 //     suspect ones), in the same entry that marks the old one for removal.
-//     Its agent is gone, so it cannot leave etcd itself: the surviving
-//     replicas' agents remove every etcd member that is not among their
-//     assignment's peers (deleting replicas are not), which also lets the
-//     replacement join (etcd adds no learner while a voter is unreachable).
+//     Its agent is gone, so it cannot leave etcd itself: it is left out
+//     of the etcd members in every assignment (replicas marked for
+//     removal on a dead hypervisor are), so the surviving replicas'
+//     agents remove it, which also lets the replacement join.
 //   - One replacement at a time per cluster: none starts while a live
 //     replica on a hypervisor that is not dead is not Running yet (a
 //     replacement catching up, a replica starting) or a replica of an

@@ -13,6 +13,7 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 	"github.com/oneinfra/oneinfra/coordinator/health"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -23,15 +24,18 @@ import (
 // fakeAgent stands for a hypervisor's agent: it reads its assignments and
 // reports them Running (Pending while held; an ingress with every assigned
 // API server up), and removed once deleting (a control-plane replica once
-// the ingress has released it).
+// the ingress has released it). It fails the test when an assignment's
+// etcd view calls gone a replica that still exists.
 type fakeAgent struct {
+	t       *testing.T
+	s       *Server
 	name    string
 	held    atomic.Bool // report components Pending
 	stopped atomic.Bool // silent: the hypervisor is gone
 }
 
-func runFakeAgent(t *testing.T, agent pb.AgentClient, name string, held bool) *fakeAgent {
-	f := &fakeAgent{name: name}
+func runFakeAgent(t *testing.T, s *Server, agent pb.AgentClient, name string, held bool) *fakeAgent {
+	f := &fakeAgent{t: t, s: s, name: name}
 	f.held.Store(held)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -58,6 +62,9 @@ func (f *fakeAgent) report(ctx context.Context, agent pb.AgentClient) error {
 	}
 	req := &pb.ReportStatusRequest{Hypervisor: f.name, Time: timestamppb.Now()}
 	for _, as := range resp.Assignments {
+		if err := checkEtcdView(f.s.State(), as); err != nil {
+			f.t.Errorf("%s: %v", f.name, err)
+		}
 		name := as.Component.Metadata.Name
 		switch {
 		case as.Deleting && as.Component.Spec.Role == resources.RoleControlPlane && len(as.ApiServers) > 0 && !as.IngressReleased:
@@ -79,6 +86,30 @@ func (f *fakeAgent) report(ctx context.Context, agent pb.AgentClient) error {
 	}
 	_, err = agent.ReportStatus(ctx, req)
 	return err
+}
+
+// checkEtcdView checks, after the fact, the etcd view of a control-plane
+// assignment: every replica it calls gone (placed before the view, not
+// among its members) is gone or being removed in st, which is at least as
+// new as the view. A replica that exists is never gone.
+func checkEtcdView(st *state.Store, as *pb.Assignment) error {
+	if as.Component.Spec.Role != resources.RoleControlPlane {
+		return nil
+	}
+	cluster := as.Component.Spec.Cluster
+	for i := range int(as.ReplicaFloor) {
+		name := resources.ComponentName(cluster, resources.RoleControlPlane, i)
+		if slices.ContainsFunc(as.EtcdMembers, func(e *pb.Endpoint) bool { return e.Name == name }) {
+			continue
+		}
+		if c := st.Component(nil, name); c != nil && c.Metadata.DeletionTimestamp == nil {
+			return fmt.Errorf("the etcd view of %s calls %s gone, but it exists (on %s)", as.Component.Metadata.Name, name, c.Spec.Hypervisor)
+		}
+	}
+	if as.ReplicaFloor == 0 {
+		return fmt.Errorf("the etcd view of %s has no replica floor", as.Component.Metadata.Name)
+	}
+	return nil
 }
 
 // componentsOf lists a cluster's components by role: live ones by
@@ -126,7 +157,7 @@ func TestRescheduleOffDeadHypervisors(t *testing.T) {
 	}
 	agents := map[string]*fakeAgent{}
 	add := func(name string, spec *pb.HypervisorSpec, held bool) {
-		agents[name] = runFakeAgent(t, registerHypervisorSpec(t, s, op, name, spec), name, held)
+		agents[name] = runFakeAgent(t, s, registerHypervisorSpec(t, s, op, name, spec), name, held)
 	}
 	add("hv-a", private(1), false)
 	add("hv-b", private(2), false)
@@ -189,6 +220,19 @@ func TestRescheduleOffDeadHypervisors(t *testing.T) {
 	live, deleting := componentsOf(s, "demo", resources.RoleControlPlane)
 	if len(deleting) != 1 || len(live) != 3 || s.State().Component(nil, old.Metadata.Name) == nil {
 		t.Fatalf("before the replacement runs: live on %v, %d deleting", hostsOf(live), len(deleting))
+	}
+	// The survivors' etcd view: the old replica is gone (they remove its
+	// member), the replacement is a member.
+	views, err := s.assignments(s.State(), nil, "hv-a", nil)
+	if err != nil || len(views) != 1 {
+		t.Fatalf("hv-a's assignments: %v %v", views, err)
+	}
+	members := map[string]bool{}
+	for _, e := range views[0].EtcdMembers {
+		members[e.Name] = true
+	}
+	if members[old.Metadata.Name] || !members[repl.Metadata.Name] || len(members) != 3 || views[0].ReplicaFloor != 4 {
+		t.Errorf("hv-a's etcd view: members %v, floor %d; want %s gone, %s a member, floor 4", members, views[0].ReplicaFloor, old.Metadata.Name, repl.Metadata.Name)
 	}
 	d, err := op.Describe(ctx, &pb.DescribeRequest{Name: "demo"})
 	if err != nil {

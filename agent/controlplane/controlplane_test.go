@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -322,45 +323,92 @@ func peerURL(as *pb.Assignment, name string) string {
 	return ""
 }
 
-// TestRemoveStrangers: a member whose process is gone (its hypervisor is
-// dead) and that the coordinator dropped from the peers is removed by a
-// survivor; the cluster goes on with the other two, and its replacement
-// joins only once the dead member is gone.
-func TestRemoveStrangers(t *testing.T) {
+// viewed returns a copy of as with the coordinator's view of the etcd
+// membership: every replica ever placed has an index below floor, and
+// members are the replicas (of all) that are or may become members.
+func viewed(as *pb.Assignment, all []*pb.Assignment, floor int, members ...string) *pb.Assignment {
+	c := proto.Clone(as).(*pb.Assignment)
+	c.ReplicaFloor = uint32(floor)
+	c.EtcdMembers = nil
+	for _, o := range all {
+		if slices.Contains(members, o.Component.Metadata.Name) {
+			addr := o.EtcdPeers[0].Address // the tests' members share one address
+			c.EtcdMembers = append(c.EtcdMembers, &pb.Endpoint{Name: o.Component.Metadata.Name, Address: addr, Port: o.Component.Spec.Ports[portEtcdPeer]})
+		}
+	}
+	return c
+}
+
+// startMember decides how the member of as starts (waiting while it must),
+// starts its etcd and waits until it votes.
+func startMember(t *testing.T, bin string, as *pb.Assignment, paths host.Paths) *exec.Cmd {
+	t.Helper()
+	ctx := context.Background()
+	var boot EtcdBootstrap
+	testutil.Eventually(t, 30*time.Second, "bootstrap decision of "+as.Component.Metadata.Name, func() (err error) {
+		boot, err = DecideBootstrap(ctx, as, paths)
+		return err
+	})
+	proc := startEtcd(t, bin, as, paths, boot)
+	testutil.Eventually(t, 60*time.Second, "voting member "+as.Component.Metadata.Name, func() error { return PromoteLearners(ctx, as, paths) })
+	return proc
+}
+
+func startEtcd(t *testing.T, bin string, as *pb.Assignment, paths host.Paths, boot EtcdBootstrap) *exec.Cmd {
+	t.Helper()
+	plan, err := Render(as, paths, boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plan.WriteFiles(); err != nil {
+		t.Fatal(err)
+	}
+	return start(t, bin, plan.Pods[0].Containers[0])
+}
+
+func memberNames(t *testing.T, as *pb.Assignment) []string {
+	t.Helper()
+	cli, err := etcdClient(as, clientEndpoints(as, "", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range list.Members {
+		names = append(names, m.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// TestRemoveGone: only a member that the coordinator's view says is gone
+// is ever removed, whoever asks and whatever answers. A survivor removes
+// the member of a replica moved off a dead hypervisor; a replica holding
+// a view older than a member (the drain's surge replica, which a stale
+// view does not list) never removes it, even when it does not answer;
+// the replacement joins once the gone member has left, on its freed port.
+func TestRemoveGone(t *testing.T) {
 	bin := binDir(t)
-	_, all := testCluster(t, 4)
-	spare := all[3].Component.Metadata.Name
-	as := []*pb.Assignment{without(all[0], spare), without(all[1], spare), without(all[2], spare)}
+	_, all := testCluster(t, 5)
+	name := func(i int) string { return all[i].Component.Metadata.Name }
 	ctx := context.Background()
 	root := t.TempDir()
 	paths := func(i int) host.Paths {
-		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: all[i].Component.Metadata.Name}
+		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: name(i)}
 	}
+	// Three replicas, 0 to 2, placed at once.
+	first := []string{name(0), name(1), name(2)}
+	as := make([]*pb.Assignment, 3)
 	procs := make([]*exec.Cmd, 3)
 	for i := range 3 {
-		var boot EtcdBootstrap
-		testutil.Eventually(t, 30*time.Second, "bootstrap decision", func() (err error) {
-			boot, err = DecideBootstrap(ctx, as[i], paths(i))
-			return err
-		})
-		plan, err := Render(as[i], paths(i), boot)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := plan.WriteFiles(); err != nil {
-			t.Fatal(err)
-		}
-		procs[i] = start(t, bin, plan.Pods[0].Containers[0])
-		testutil.Eventually(t, 60*time.Second, "voting member", func() error { return PromoteLearners(ctx, as[i], paths(i)) })
-	}
-	// With every member among the peers, nobody is a stranger; and a
-	// member missing from an assignment that predates it is left alone
-	// while it answers.
-	if removed, err := RemoveStrangers(ctx, as[0], paths(0)); err != nil || len(removed) != 0 {
-		t.Fatalf("with all peers assigned: removed %v, %v", removed, err)
-	}
-	if removed, err := RemoveStrangers(ctx, without(as[0], as[1].Component.Metadata.Name), paths(0)); err != nil || len(removed) != 0 {
-		t.Fatalf("a live member missing from a stale assignment: removed %v, %v", removed, err)
+		as[i] = viewed(without(without(all[i], name(3)), name(4)), all, 3, first...)
+		procs[i] = startMember(t, bin, as[i], paths(i))
 	}
 	cli, err := etcdClient(as[0], clientEndpoints(as[0], "", false)[:2])
 	if err != nil {
@@ -370,50 +418,77 @@ func TestRemoveStrangers(t *testing.T) {
 	if _, err := cli.Put(ctx, "before", "kept"); err != nil {
 		t.Fatal(err)
 	}
-
-	// The third member's host dies.
-	gone := as[2].Component.Metadata.Name
+	if removed, err := RemoveGone(ctx, as[0], paths(0)); err != nil || len(removed) != 0 {
+		t.Fatalf("with every member in the view: removed %v, %v", removed, err)
+	}
+	// A view from before replica 2 was placed (floor 2): replica 2 is
+	// newer than the view, so it stays, even once its process is gone.
+	stale := viewed(without(as[0], name(2)), all, 2, name(0), name(1))
 	procs[2].Process.Kill()
 	procs[2].Wait()
-	survivors := []*pb.Assignment{without(as[0], gone), without(as[1], gone)}
-	// Its replacement, placed on the freed host port (ports are reused),
-	// waits while the dead member is listed: an initial cluster naming it
-	// would keep etcd from ever starting.
-	replacement := onPeerPortOf(without(all[3], gone), as[2])
-	if _, err := DecideBootstrap(ctx, replacement, paths(3)); !errors.Is(err, host.ErrWaiting) || !strings.Contains(err.Error(), gone) {
-		t.Fatalf("a replacement joining while %s is a member: %v", gone, err)
+	if removed, err := RemoveGone(ctx, stale, paths(0)); err != nil || len(removed) != 0 {
+		t.Fatalf("a member newer than the view was removed: %v, %v", removed, err)
+	}
+	if got := memberNames(t, as[0]); !slices.Equal(got, first) {
+		t.Fatalf("members after a stale view: %v", got)
+	}
+
+	// Replica 2's hypervisor is dead: the coordinator places replica 3
+	// and marks 2 for removal (it is not a member in the view any more).
+	survivors := []*pb.Assignment{
+		viewed(without(as[0], name(2)), all, 4, name(0), name(1), name(3)),
+		viewed(without(as[1], name(2)), all, 4, name(0), name(1), name(3)),
+	}
+	// Replica 3, on the host port replica 2 had once 2 is forgotten (ports
+	// are reused), waits while 2 is listed: an initial cluster naming it
+	// would not start once it is gone.
+	replacement := viewed(onPeerPortOf(without(all[3], name(2)), as[2]), all, 4, name(0), name(1), name(3))
+	if _, err := DecideBootstrap(ctx, replacement, paths(3)); !errors.Is(err, host.ErrWaiting) || !strings.Contains(err.Error(), name(2)) {
+		t.Fatalf("a replacement joining while %s is a member: %v", name(2), err)
 	}
 	began := time.Now()
 	var removed []string
-	testutil.Eventually(t, 30*time.Second, "stranger removed", func() (err error) {
-		removed, err = RemoveStrangers(ctx, survivors[0], paths(0))
+	testutil.Eventually(t, 30*time.Second, "gone member removed", func() (err error) {
+		removed, err = RemoveGone(ctx, survivors[0], paths(0))
 		return err
 	})
 	t.Logf("removed %v in %v", removed, time.Since(began))
-	if !slices.Equal(removed, []string{gone}) {
-		t.Fatalf("removed %v, want [%s]", removed, gone)
+	if !slices.Equal(removed, []string{name(2)}) {
+		t.Fatalf("removed %v, want [%s]", removed, name(2))
 	}
-	list, err := cli.MemberList(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(list.Members) != 2 {
-		t.Fatalf("members after removal: %v", list.Members)
-	}
-	for _, m := range list.Members {
-		if m.Name == gone || m.IsLearner {
-			t.Errorf("member %s (learner %v) after removal", m.Name, m.IsLearner)
-		}
-	}
-	// The other survivor finds nothing left to do, and never removes
-	// itself nor a peer.
-	if removed, err := RemoveStrangers(ctx, survivors[1], paths(1)); err != nil || len(removed) != 0 {
+	if removed, err := RemoveGone(ctx, survivors[1], paths(1)); err != nil || len(removed) != 0 {
 		t.Errorf("second survivor: removed %v, %v", removed, err)
 	}
-	// The cluster keeps working: it writes and reads through a quorum of
-	// two, and a replacement could join it.
 	if _, err := cli.Put(ctx, "after", "written"); err != nil {
 		t.Fatalf("writing after the removal: %v", err)
+	}
+	var boot EtcdBootstrap
+	testutil.Eventually(t, 30*time.Second, "replacement joins", func() (err error) {
+		boot, err = DecideBootstrap(ctx, replacement, paths(3))
+		return err
+	})
+	reused := name(3) + "=" + peerURL(as[2], name(2))
+	if boot.State != "existing" || strings.Contains(boot.InitialCluster, name(2)+"=") || !strings.Contains(boot.InitialCluster, reused) {
+		t.Fatalf("replacement bootstrap: %+v, want %s in the initial cluster", boot, reused)
+	}
+	// Its learner, not started yet (no name), is no one's to remove.
+	if removed, err := RemoveGone(ctx, survivors[0], paths(0)); err != nil || len(removed) != 0 {
+		t.Errorf("an unstarted learner was removed: %v %v", removed, err)
+	}
+
+	// Replica 3 is removed before its etcd ever starts (its hypervisor
+	// died too), and replica 4 placed: 3's learner would keep every other
+	// learner out, so 4's join takes it out, then joins.
+	later := viewed(without(without(all[4], name(2)), name(3)), all, 5, name(0), name(1), name(4))
+	var joined EtcdBootstrap
+	testutil.Eventually(t, 30*time.Second, "joining past a stale learner", func() (err error) {
+		joined, err = DecideBootstrap(ctx, later, paths(4))
+		return err
+	})
+	startEtcd(t, bin, later, paths(4), joined)
+	testutil.Eventually(t, 60*time.Second, "voting member "+name(4), func() error { return PromoteLearners(ctx, later, paths(4)) })
+	if got, want := memberNames(t, as[0]), []string{name(0), name(1), name(4)}; !slices.Equal(got, want) {
+		t.Fatalf("members: %v, want %v", got, want)
 	}
 	for k, v := range map[string]string{"before": "kept", "after": "written"} {
 		got, err := cli.Get(ctx, k)
@@ -421,16 +496,112 @@ func TestRemoveStrangers(t *testing.T) {
 			t.Errorf("reading %s: %v %v", k, got, err)
 		}
 	}
-	// Now the replacement joins as a learner, with the members etcd has,
-	// under its own name at the dead member's old peer URL.
-	boot, err := DecideBootstrap(ctx, replacement, paths(3))
-	reused := spare + "=" + peerURL(as[2], gone)
-	if err != nil || boot.State != "existing" || strings.Contains(boot.InitialCluster, gone+"=") || !strings.Contains(boot.InitialCluster, reused) {
-		t.Fatalf("replacement bootstrap: %+v %v, want %s in the initial cluster", boot, err, reused)
+}
+
+// TestRepair: a member removed from its cluster while it ran (as a drain
+// once removed its own surge replica) is found by Diagnose, its data set
+// aside, and it joins again; a member whose decision went stale before
+// its first start (the membership changed) is decided again; a healthy
+// member needs nothing.
+func TestRepair(t *testing.T) {
+	bin := binDir(t)
+	_, as := testCluster(t, 4)
+	name := func(i int) string { return as[i].Component.Metadata.Name }
+	ctx := context.Background()
+	root := t.TempDir()
+	paths := func(i int) host.Paths {
+		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: name(i)}
 	}
-	// A member that is a learner does not remove anyone: only voters act;
-	// and a learner not started yet (no name) is no stranger.
-	if removed, err := RemoveStrangers(ctx, survivors[0], paths(0)); err != nil || len(removed) != 0 {
-		t.Errorf("an unstarted learner (no name yet) was taken for a stranger: %v %v", removed, err)
+	three := make([]*pb.Assignment, 3)
+	procs := make([]*exec.Cmd, 3)
+	for i := range 3 {
+		three[i] = viewed(without(as[i], name(3)), as, 3, name(0), name(1), name(2))
+		procs[i] = startMember(t, bin, three[i], paths(i))
+	}
+	if fix, why := Diagnose(ctx, three[2], paths(2), true); fix != NoRepair {
+		t.Fatalf("a healthy member: %v %s", fix, why)
+	}
+	cli, err := etcdClient(three[0], clientEndpoints(three[0], "", false)[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	// Member 2 is taken out of etcd by mistake; its etcd stops.
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range list.Members {
+		if m.Name == name(2) {
+			testutil.Eventually(t, 30*time.Second, "removing "+name(2), func() error { _, err := cli.MemberRemove(ctx, m.ID); return err })
+		}
+	}
+	procs[2].Process.Kill()
+	procs[2].Wait()
+	fix, why := Diagnose(ctx, three[2], paths(2), false)
+	if fix != Rejoin || !strings.Contains(why, name(2)) {
+		t.Fatalf("a removed member: %v %q, want Rejoin", fix, why)
+	}
+	if err := SetAsideData(paths(2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(paths(2).DataDir(), "etcd-removed", "member", "wal")); err != nil {
+		t.Fatalf("the removed member's data was not set aside: %v", err)
+	}
+	startMember(t, bin, three[2], paths(2))
+	only := proto.Clone(three[2]).(*pb.Assignment)
+	only.EtcdClients = []*pb.Endpoint{only.EtcdClients[2]}
+	c2, err := etcdClient(only, clientEndpoints(only, "", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	testutil.Eventually(t, 30*time.Second, "data on the rejoined member", func() error {
+		got, err := c2.Get(ctx, "k")
+		if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "v" {
+			return fmt.Errorf("%v %v", got, err)
+		}
+		return nil
+	})
+
+	// Member 3 decides to join, but member 1 leaves before 3 first starts:
+	// the initial cluster it decided names a member etcd no longer has,
+	// so its etcd fails; Diagnose has it decide again.
+	joiner := viewed(as[3], as, 4, name(0), name(1), name(2), name(3))
+	var stale EtcdBootstrap
+	testutil.Eventually(t, 30*time.Second, "decision of "+name(3), func() (err error) {
+		stale, err = DecideBootstrap(ctx, joiner, paths(3))
+		return err
+	})
+	testutil.Eventually(t, 30*time.Second, "removing "+name(1), func() error { return RemoveMember(ctx, three[1], paths(1)) })
+	procs[1].Process.Kill()
+	procs[1].Wait()
+	if fix, _ := Diagnose(ctx, joiner, paths(3), false); fix != NoRepair {
+		t.Fatalf("a member not failing yet: %v", fix)
+	}
+	bad := startEtcd(t, bin, joiner, paths(3), stale)
+	done := make(chan error, 1)
+	go func() { done <- bad.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("etcd started with an initial cluster naming a removed member: %s", stale.InitialCluster)
+	}
+	joiner = viewed(without(joiner, name(1)), as, 4, name(0), name(2), name(3))
+	fix, why = Diagnose(ctx, joiner, paths(3), true)
+	if fix != Redecide {
+		t.Fatalf("a member failing on a stale decision: %v %q, want Redecide", fix, why)
+	}
+	boot, err := DecideBootstrap(ctx, joiner, paths(3))
+	if err != nil || strings.Contains(boot.InitialCluster, name(1)+"=") {
+		t.Fatalf("decided again: %+v %v", boot, err)
+	}
+	startEtcd(t, bin, joiner, paths(3), boot)
+	testutil.Eventually(t, 60*time.Second, "voting member "+name(3), func() error { return PromoteLearners(ctx, joiner, paths(3)) })
+	if got, want := memberNames(t, three[0]), []string{name(0), name(2), name(3)}; !slices.Equal(got, want) {
+		t.Fatalf("members: %v, want %v", got, want)
 	}
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -73,7 +75,7 @@ func DecideBootstrap(ctx context.Context, as *pb.Assignment, paths host.Paths) (
 	if err != nil {
 		return EtcdBootstrap{}, err
 	}
-	if _, err := os.Stat(filepath.Join(paths.DataDir(), "etcd", "member")); err == nil {
+	if hasWAL(paths) {
 		// Data from an earlier start: etcd ignores the initial flags.
 		return EtcdBootstrap{State: "existing", InitialCluster: m.name + "=" + m.peerURL()}, nil
 	}
@@ -119,25 +121,32 @@ func join(ctx context.Context, as *pb.Assignment, m member, endpoints []string) 
 	if err != nil {
 		return EtcdBootstrap{}, errNoMemberAnswers
 	}
-	// A member the coordinator dropped (its hypervisor died) is still
-	// listed until a survivor removes it; an initial cluster naming it
-	// would never start, since etcd checks it against the members it has.
-	// So is a predecessor that used this host port (ports are reused)
-	// until its agent or a survivor takes it out.
-	peers := peerNames(as)
+	// A member the coordinator has removed is listed until it leaves (by
+	// itself, or through a survivor when its hypervisor is dead); an
+	// initial cluster naming it would fail once it is gone, since etcd
+	// checks it against the members it has. So is a predecessor that had
+	// this host port (ports are reused): it is gone too.
 	for _, mem := range list.Members {
-		if stranger(mem, peers, m) {
-			return EtcdBootstrap{}, fmt.Errorf("%w for etcd member %s, no longer a peer, to be removed before joining", host.ErrWaiting, mem.Name)
+		if mem.Name != "" && mem.Name != m.name && gone(as, mem.Name) {
+			return EtcdBootstrap{}, fmt.Errorf("%w for etcd member %s, which the coordinator removed, to leave before joining", host.ErrWaiting, mem.Name)
 		}
 	}
-	present := false
-	for _, mem := range list.Members {
-		present = present || hasPeerURL(mem, m.peerURL())
-	}
+	present := slices.ContainsFunc(list.Members, func(mem *etcdserverpb.Member) bool { return isSelf(mem, m) })
 	if !present {
 		added, err := cli.MemberAddAsLearner(ctx, []string{m.peerURL()})
-		if errors.Is(err, rpctypes.ErrTooManyLearners) || errors.Is(err, rpctypes.ErrUnhealthy) {
-			// Another learner is catching up: one joins at a time.
+		if errors.Is(err, rpctypes.ErrTooManyLearners) {
+			// Another learner is catching up (one joins at a time), or
+			// one was added for a replica removed before it started.
+			stale, rerr := removeStaleLearners(ctx, cli, as, list.Members)
+			if rerr != nil {
+				return EtcdBootstrap{}, rerr
+			}
+			return EtcdBootstrap{}, fmt.Errorf("%w to join etcd as a learner (%v; stale learners removed: %v)", host.ErrWaiting, err, stale)
+		}
+		if errors.Is(err, rpctypes.ErrUnhealthy) || errors.Is(err, rpctypes.ErrMemberNotFound) {
+			// Refused for a while after a membership change (the leader
+			// checks its peers' connections; a retried add can meet the
+			// ID of the member just removed).
 			return EtcdBootstrap{}, fmt.Errorf("%w to join etcd as a learner: %v", host.ErrWaiting, err)
 		}
 		if err != nil {
@@ -149,7 +158,7 @@ func join(ctx context.Context, as *pb.Assignment, m member, endpoints []string) 
 	// learner not started yet has no name, as etcdctl writes it).
 	initial := []string{m.name + "=" + m.peerURL()}
 	for _, mem := range list.Members {
-		if hasPeerURL(mem, m.peerURL()) {
+		if isSelf(mem, m) {
 			continue
 		}
 		for _, u := range mem.PeerURLs {
@@ -229,22 +238,20 @@ func RemoveMember(ctx context.Context, as *pb.Assignment, _ host.Paths) error {
 	return nil
 }
 
-// RemoveStrangers removes from the etcd cluster the members that are not
-// among the assignment's etcd peers: replicas the coordinator moved off a
-// dead hypervisor, whose agent cannot run RemoveMember itself. It acts
-// only when this member is a voter and the member list is read through a
-// quorum (a linearizable read), never removes this member, and leaves
-// alone a member that has not started yet (no name: a learner being
-// added), whose name is among the peers, or that still answers (the
-// assignment may predate it). Removing a member another replica removed
-// meanwhile is not an error. It returns the names of the members it
-// removed.
-func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]string, error) {
+// RemoveGone removes from the etcd cluster the members that the
+// coordinator's view in the assignment says are gone (see gone): replicas
+// moved off a dead hypervisor, whose agent cannot run RemoveMember, and
+// any replica removed for good that is still listed. It acts only when
+// this member is a voter and the member list is read through a quorum (a
+// linearizable read). A member added for a replica that still exists, or
+// for one placed after this view, is never removed, whether it answers or
+// not. Removing a member another replica removed meanwhile is not an
+// error. It returns the names of the members it removed.
+func RemoveGone(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]string, error) {
 	m, err := self(as)
 	if err != nil {
 		return nil, err
 	}
-	peers := peerNames(as)
 	cli, err := etcdClient(as, clientEndpoints(as, m.name, false))
 	if err != nil {
 		return nil, err
@@ -266,17 +273,11 @@ func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]st
 	var removed []string
 	var errs []error
 	for _, mem := range list.Members {
-		if !stranger(mem, peers, m) {
-			continue
-		}
-		if answers(ctx, cli, mem) {
-			// A live member may be one placed after the assignment this
-			// replica holds (a replacement that just joined): only
-			// members that are gone are removed.
+		if mem.Name == "" || mem.Name == m.name || !gone(as, mem.Name) {
 			continue
 		}
 		if _, err := cli.MemberRemove(ctx, mem.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
-			errs = append(errs, fmt.Errorf("removing etcd member %s, no longer a peer: %w", mem.Name, err))
+			errs = append(errs, fmt.Errorf("removing etcd member %s, which the coordinator removed: %w", mem.Name, err))
 			continue
 		}
 		removed = append(removed, mem.Name)
@@ -284,21 +285,54 @@ func RemoveStrangers(ctx context.Context, as *pb.Assignment, _ host.Paths) ([]st
 	return removed, errors.Join(errs...)
 }
 
-// peerNames are the names of a replica's assigned etcd peers.
-func peerNames(as *pb.Assignment) map[string]bool {
-	names := map[string]bool{}
-	for _, p := range as.EtcdPeers {
-		names[p.Name] = true
+// gone reports whether the coordinator's view in as says that the etcd
+// member called name is gone for good: it is named as a replica of the
+// cluster placed before the view (its index below the floor; names are
+// never given twice) and is not among the view's members. A name at or
+// above the floor, or not a replica's, is never gone.
+func gone(as *pb.Assignment, name string) bool {
+	n, ok := resources.ComponentIndex(as.GetComponent().GetSpec().GetCluster(), resources.RoleControlPlane, name)
+	if !ok || uint32(n) >= as.GetReplicaFloor() {
+		return false
 	}
-	return names
+	return !slices.ContainsFunc(as.GetEtcdMembers(), func(e *pb.Endpoint) bool { return e.Name == name })
 }
 
-// stranger reports whether an etcd member is none of the assigned peers:
-// a started member (a learner being added has no name yet) whose name is
-// neither self's nor a peer's. Names, not peer URLs, tell members apart:
-// a host port freed by a removed replica is given to the next one.
-func stranger(mem *etcdserverpb.Member, peers map[string]bool, self member) bool {
-	return mem.Name != "" && mem.Name != self.name && !peers[mem.Name]
+// removeStaleLearners removes the learners that never started (no name)
+// at a peer URL of none of the view's members: added for a replica that
+// was removed before its etcd ran, they would keep every other learner
+// out. It returns their peer URLs.
+func removeStaleLearners(ctx context.Context, cli *clientv3.Client, as *pb.Assignment, members []*etcdserverpb.Member) ([]string, error) {
+	known := map[string]bool{}
+	for _, e := range as.GetEtcdMembers() {
+		known[url(e.Address, e.Port)] = true
+	}
+	var removed []string
+	for _, mem := range members {
+		if mem.Name != "" || !mem.IsLearner || slices.ContainsFunc(mem.PeerURLs, func(u string) bool { return known[u] }) {
+			continue
+		}
+		if _, err := cli.MemberRemove(ctx, mem.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+			return removed, fmt.Errorf("removing a stale etcd learner at %v: %w", mem.PeerURLs, err)
+		}
+		removed = append(removed, mem.PeerURLs...)
+	}
+	return removed, nil
+}
+
+// isSelf reports whether an etcd member is m: by name, or by peer URL
+// while it has not started (a learner has no name until then). A started
+// member at m's URL with another name is a predecessor on that port.
+func isSelf(mem *etcdserverpb.Member, m member) bool {
+	return mem.Name == m.name || (mem.Name == "" && hasPeerURL(mem, m.peerURL()))
+}
+
+// hasWAL reports whether this member's etcd has started before: its data
+// dir has a write-ahead log (etcd makes its bbolt file earlier, even when
+// it then refuses its initial cluster).
+func hasWAL(paths host.Paths) bool {
+	wals, _ := filepath.Glob(filepath.Join(paths.DataDir(), "etcd", "member", "wal", "*.wal"))
+	return len(wals) > 0
 }
 
 // hasPeerURL reports whether an etcd member listens on the peer URL u.
@@ -311,16 +345,74 @@ func hasPeerURL(mem *etcdserverpb.Member, u string) bool {
 	return false
 }
 
-// answers reports whether an etcd member answers on one of its client
-// URLs.
-func answers(ctx context.Context, cli *clientv3.Client, mem *etcdserverpb.Member) bool {
-	for _, u := range mem.ClientURLs {
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := cli.Status(sctx, u)
-		cancel()
-		if err == nil {
-			return true
-		}
+// Repair is what a replica's etcd member needs when its stored bootstrap
+// decision, or its data, can no longer work.
+type Repair int
+
+const (
+	// NoRepair: nothing is wrong that a repair would mend (or nothing can
+	// tell: no quorum of the other members answers).
+	NoRepair Repair = iota
+	// Redecide: etcd never started with the stored decision (it has no
+	// write-ahead log) and keeps failing, e.g. because the membership
+	// changed before its first start: the decision is made again from the
+	// members etcd lists.
+	Redecide
+	// Rejoin: the cluster no longer lists this member, which has run (it
+	// was removed): its data is set aside and it joins again as a learner.
+	Rejoin
+)
+
+// Diagnose tells whether this replica's etcd member needs a Repair, and
+// why. failing says its etcd container keeps exiting. It decides from the
+// member list read through a quorum of the other members only, so a
+// member that cannot reach them, or the lone member of a cluster, is never
+// repaired.
+func Diagnose(ctx context.Context, as *pb.Assignment, paths host.Paths, failing bool) (Repair, string) {
+	m, err := self(as)
+	if err != nil {
+		return NoRepair, ""
 	}
-	return false
+	started := hasWAL(paths)
+	others := clientEndpoints(as, m.name, true)
+	if (!started && !failing) || len(others) == 0 {
+		return NoRepair, ""
+	}
+	cli, err := etcdClient(as, others)
+	if err != nil {
+		return NoRepair, ""
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx) // linearizable: a quorum's view
+	if err != nil {
+		return NoRepair, ""
+	}
+	listed := slices.ContainsFunc(list.Members, func(mem *etcdserverpb.Member) bool { return isSelf(mem, m) })
+	switch {
+	case started && !listed:
+		return Rejoin, fmt.Sprintf("etcd member %s is not in its cluster any more (a quorum lists %d others): it was removed; its data is set aside and it joins again as a learner",
+			m.name, len(list.Members))
+	case !started && failing:
+		return Redecide, fmt.Sprintf("etcd member %s keeps failing to start for the first time: its bootstrap decision is made again from the %d members etcd lists",
+			m.name, len(list.Members))
+	}
+	return NoRepair, ""
+}
+
+// SetAsideData moves this member's etcd data out of etcd's way, to
+// DATA-DIR/etcd-removed (replacing what an earlier repair left there), so
+// that it can join its cluster again; the data of a removed member is the
+// cluster's past, kept for inspection only.
+func SetAsideData(paths host.Paths) error {
+	aside := filepath.Join(paths.DataDir(), "etcd-removed")
+	if err := os.RemoveAll(aside); err != nil {
+		return err
+	}
+	err := os.Rename(filepath.Join(paths.DataDir(), "etcd"), aside)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }

@@ -44,7 +44,18 @@ type EtcdBootstrap struct {
 	State string `json:"state"`
 	// InitialCluster is etcd's --initial-cluster: NAME=PEER-URL,...
 	InitialCluster string `json:"initialCluster"`
+	// Attempt counts the decisions made again by a Repair; it labels the
+	// pod, so that a repaired member's etcd always starts anew.
+	Attempt int `json:"attempt,omitempty"`
 }
+
+// EtcdPod is the name of a replica's etcd pod (the other runs the
+// Kubernetes control plane).
+const EtcdPod = "etcd"
+
+// labelEtcdAttempt labels an etcd pod whose bootstrap decision was made
+// again (EtcdBootstrap.Attempt).
+const labelEtcdAttempt = "oneinfra.io/etcd-attempt"
 
 // member is what Render and the etcd calls need to know of this replica.
 type member struct {
@@ -245,10 +256,14 @@ func etcdArgs(paths host.Paths, m member, boot EtcdBootstrap) []string {
 }
 
 func etcdPod(as *pb.Assignment, paths host.Paths, m member, boot EtcdBootstrap) cri.Pod {
-	return cri.Pod{Component: paths.Component, Name: "etcd", Containers: []cri.Container{{
+	pod := cri.Pod{Component: paths.Component, Name: EtcdPod, Containers: []cri.Container{{
 		Name: "etcd", Image: as.Images["etcd"], Command: append([]string{"etcd"}, etcdArgs(paths, m, boot)...),
 		Mounts: mounts(paths, true),
 	}}}
+	if boot.Attempt > 0 {
+		pod.Labels = map[string]string{labelEtcdAttempt: strconv.Itoa(boot.Attempt)}
+	}
+	return pod
 }
 
 func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {

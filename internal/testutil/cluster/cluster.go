@@ -5,6 +5,7 @@ package cluster
 import (
 	"fmt"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -52,7 +53,7 @@ func Assignments(t testing.TB, n int, ip string) (*pb.ClusterPKI, []*pb.Assignme
 		for _, name := range []string{"apiserver", "etcd-client", "etcd-peer", "controller-manager", "scheduler"} {
 			ports[name] = freePort(t)
 		}
-		comps = append(comps, &pb.Component{Metadata: &pb.ObjectMeta{Name: fmt.Sprintf("demo-cp-%d", i)}, Spec: &pb.ComponentSpec{Cluster: "demo", Ports: ports}})
+		comps = append(comps, &pb.Component{Metadata: &pb.ObjectMeta{Name: fmt.Sprintf("demo-cp-%d", i)}, Spec: &pb.ComponentSpec{Cluster: "demo", Role: "control-plane", Ports: ports}})
 	}
 	var out []*pb.Assignment
 	for _, c := range comps {
@@ -79,6 +80,8 @@ func Assignments(t testing.TB, n int, ip string) (*pb.ClusterPKI, []*pb.Assignme
 			as.EtcdClients = append(as.EtcdClients, &pb.Endpoint{Name: o.Metadata.Name, Address: ip, Port: o.Spec.Ports["etcd-client"]})
 			as.ApiServers = append(as.ApiServers, &pb.Endpoint{Name: o.Metadata.Name, Address: ip, Port: o.Spec.Ports["apiserver"]})
 		}
+		as.EtcdMembers = slices.Clone(as.EtcdPeers)
+		as.ReplicaFloor = uint32(n)
 		out = append(out, as)
 	}
 	return p, out

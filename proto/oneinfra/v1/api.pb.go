@@ -2183,8 +2183,20 @@ type Assignment struct {
 	// new connections to this replica's API server any more, so its etcd
 	// member may leave.
 	IngressReleased bool `protobuf:"varint,15,opt,name=ingress_released,json=ingressReleased,proto3" json:"ingress_released,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Control plane: the cluster's etcd membership as the coordinator knows
+	// it, from the same state as the rest of this assignment. Every
+	// control-plane replica ever placed in the cluster has an index below
+	// replica_floor (names are never given twice); etcd_members are the
+	// replicas that are, or may become, etcd members (etcd peer endpoints):
+	// all but those marked for removal on a dead hypervisor, which cannot
+	// leave etcd by themselves. A member named as a replica below the floor
+	// and not among etcd_members is gone for good, and only such a member is
+	// ever removed by another; a member at or above the floor is newer than
+	// this view and left alone.
+	EtcdMembers   []*Endpoint `protobuf:"bytes,16,rep,name=etcd_members,json=etcdMembers,proto3" json:"etcd_members,omitempty"`
+	ReplicaFloor  uint32      `protobuf:"varint,17,opt,name=replica_floor,json=replicaFloor,proto3" json:"replica_floor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -2320,6 +2332,20 @@ func (x *Assignment) GetIngressReleased() bool {
 		return x.IngressReleased
 	}
 	return false
+}
+
+func (x *Assignment) GetEtcdMembers() []*Endpoint {
+	if x != nil {
+		return x.EtcdMembers
+	}
+	return nil
+}
+
+func (x *Assignment) GetReplicaFloor() uint32 {
+	if x != nil {
+		return x.ReplicaFloor
+	}
+	return 0
 }
 
 // VPNAssignment is a component's share of its cluster's VPN. The ingress
@@ -2514,8 +2540,11 @@ type ReportStatusRequest struct {
 	Hypervisor string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
 	Components []*ComponentReport     `protobuf:"bytes,2,rep,name=components,proto3" json:"components,omitempty"`
 	// Components the agent has fully removed.
-	Removed       []string               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	Removed []string               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	Time    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// What the agent did by itself that an operator should know (an etcd
+	// member repaired, say), recorded as events of the components' clusters.
+	Events        []*AgentEvent `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2578,6 +2607,82 @@ func (x *ReportStatusRequest) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ReportStatusRequest) GetEvents() []*AgentEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// AgentEvent is an event an agent tells about one of its components.
+type AgentEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Component     string                 `protobuf:"bytes,1,opt,name=component,proto3" json:"component,omitempty"`
+	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"` // Normal or Warning
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentEvent) Reset() {
+	*x = AgentEvent{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentEvent) ProtoMessage() {}
+
+func (x *AgentEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
+func (*AgentEvent) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *AgentEvent) GetComponent() string {
+	if x != nil {
+		return x.Component
+	}
+	return ""
+}
+
+func (x *AgentEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *AgentEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AgentEvent) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ReportStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2586,7 +2691,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2703,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2716,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 type PeerStatusRequest struct {
@@ -2622,7 +2727,7 @@ type PeerStatusRequest struct {
 
 func (x *PeerStatusRequest) Reset() {
 	*x = PeerStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2634,7 +2739,7 @@ func (x *PeerStatusRequest) String() string {
 func (*PeerStatusRequest) ProtoMessage() {}
 
 func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2647,7 +2752,7 @@ func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 type PeerStatusResponse struct {
@@ -2663,7 +2768,7 @@ type PeerStatusResponse struct {
 
 func (x *PeerStatusResponse) Reset() {
 	*x = PeerStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +2780,7 @@ func (x *PeerStatusResponse) String() string {
 func (*PeerStatusResponse) ProtoMessage() {}
 
 func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +2793,7 @@ func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusResponse.ProtoReflect.Descriptor instead.
 func (*PeerStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PeerStatusResponse) GetId() string {
@@ -2737,7 +2842,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +2854,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +2867,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PeerJoinRequest) GetId() string {
@@ -2794,7 +2899,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +2911,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +2924,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
 type ListPeersRequest struct {
@@ -2831,7 +2936,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +2948,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +2961,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListPeersRequest) GetCluster() string {
@@ -2882,7 +2987,7 @@ type PeerInfo struct {
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +2999,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +3012,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PeerInfo) GetName() string {
@@ -2970,7 +3075,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3087,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3100,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListPeersResponse) GetPeers() []*PeerInfo {
@@ -3029,7 +3134,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3041,7 +3146,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3054,7 +3159,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RemovePeerRequest) GetCluster() string {
@@ -3079,7 +3184,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3091,7 +3196,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3104,7 +3209,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
 // SetSchedulingRequest cordons (unschedulable), drains (unschedulable and
@@ -3120,7 +3225,7 @@ type SetSchedulingRequest struct {
 
 func (x *SetSchedulingRequest) Reset() {
 	*x = SetSchedulingRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3132,7 +3237,7 @@ func (x *SetSchedulingRequest) String() string {
 func (*SetSchedulingRequest) ProtoMessage() {}
 
 func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3145,7 +3250,7 @@ func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingRequest.ProtoReflect.Descriptor instead.
 func (*SetSchedulingRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SetSchedulingRequest) GetName() string {
@@ -3179,7 +3284,7 @@ type SetSchedulingResponse struct {
 
 func (x *SetSchedulingResponse) Reset() {
 	*x = SetSchedulingResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3191,7 +3296,7 @@ func (x *SetSchedulingResponse) String() string {
 func (*SetSchedulingResponse) ProtoMessage() {}
 
 func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3204,7 +3309,7 @@ func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingResponse.ProtoReflect.Descriptor instead.
 func (*SetSchedulingResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetSchedulingResponse) GetHypervisor() *Hypervisor {
@@ -3233,7 +3338,7 @@ type JoinWorkerRequest struct {
 
 func (x *JoinWorkerRequest) Reset() {
 	*x = JoinWorkerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3245,7 +3350,7 @@ func (x *JoinWorkerRequest) String() string {
 func (*JoinWorkerRequest) ProtoMessage() {}
 
 func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3258,7 +3363,7 @@ func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWorkerRequest.ProtoReflect.Descriptor instead.
 func (*JoinWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *JoinWorkerRequest) GetToken() string {
@@ -3300,7 +3405,7 @@ type GetWorkerConfigRequest struct {
 
 func (x *GetWorkerConfigRequest) Reset() {
 	*x = GetWorkerConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3312,7 +3417,7 @@ func (x *GetWorkerConfigRequest) String() string {
 func (*GetWorkerConfigRequest) ProtoMessage() {}
 
 func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3325,7 +3430,7 @@ func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetWorkerConfigRequest) GetCluster() string {
@@ -3369,7 +3474,7 @@ type WorkerConfig struct {
 
 func (x *WorkerConfig) Reset() {
 	*x = WorkerConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3381,7 +3486,7 @@ func (x *WorkerConfig) String() string {
 func (*WorkerConfig) ProtoMessage() {}
 
 func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3394,7 +3499,7 @@ func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerConfig.ProtoReflect.Descriptor instead.
 func (*WorkerConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *WorkerConfig) GetCluster() string {
@@ -3672,7 +3777,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\xbd\a\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\x9c\b\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -3692,7 +3797,9 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bdeleting\x18\f \x01(\bR\bdeleting\x128\n" +
 	"\fetcd_clients\x18\r \x03(\v2\x15.oneinfra.v1.EndpointR\vetcdClients\x12,\n" +
 	"\x03vpn\x18\x0e \x01(\v2\x1a.oneinfra.v1.VPNAssignmentR\x03vpn\x12)\n" +
-	"\x10ingress_released\x18\x0f \x01(\bR\x0fingressReleased\x1a:\n" +
+	"\x10ingress_released\x18\x0f \x01(\bR\x0fingressReleased\x128\n" +
+	"\fetcd_members\x18\x10 \x03(\v2\x15.oneinfra.v1.EndpointR\vetcdMembers\x12#\n" +
+	"\rreplica_floor\x18\x11 \x01(\rR\freplicaFloor\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +
@@ -3714,7 +3821,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\vassignments\x18\x02 \x03(\v2\x17.oneinfra.v1.AssignmentR\vassignments\"e\n" +
 	"\x0fComponentReport\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x124\n" +
-	"\x06status\x18\x02 \x01(\v2\x1c.oneinfra.v1.ComponentStatusR\x06status\"\xbd\x01\n" +
+	"\x06status\x18\x02 \x01(\v2\x1c.oneinfra.v1.ComponentStatusR\x06status\"\xee\x01\n" +
 	"\x13ReportStatusRequest\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
@@ -3723,7 +3830,14 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"components\x18\x02 \x03(\v2\x1c.oneinfra.v1.ComponentReportR\n" +
 	"components\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x16\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12/\n" +
+	"\x06events\x18\x05 \x03(\v2\x17.oneinfra.v1.AgentEventR\x06events\"p\n" +
+	"\n" +
+	"AgentEvent\x12\x1c\n" +
+	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x16\n" +
 	"\x14ReportStatusResponse\"\x13\n" +
 	"\x11PeerStatusRequest\"\xa1\x01\n" +
 	"\x12PeerStatusResponse\x12\x0e\n" +
@@ -3849,7 +3963,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                   // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                   // 1: oneinfra.v1.Resource
@@ -3894,137 +4008,140 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*GetAssignmentsResponse)(nil),     // 40: oneinfra.v1.GetAssignmentsResponse
 	(*ComponentReport)(nil),            // 41: oneinfra.v1.ComponentReport
 	(*ReportStatusRequest)(nil),        // 42: oneinfra.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),       // 43: oneinfra.v1.ReportStatusResponse
-	(*PeerStatusRequest)(nil),          // 44: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),         // 45: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),            // 46: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),           // 47: oneinfra.v1.PeerJoinResponse
-	(*ListPeersRequest)(nil),           // 48: oneinfra.v1.ListPeersRequest
-	(*PeerInfo)(nil),                   // 49: oneinfra.v1.PeerInfo
-	(*ListPeersResponse)(nil),          // 50: oneinfra.v1.ListPeersResponse
-	(*RemovePeerRequest)(nil),          // 51: oneinfra.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),         // 52: oneinfra.v1.RemovePeerResponse
-	(*SetSchedulingRequest)(nil),       // 53: oneinfra.v1.SetSchedulingRequest
-	(*SetSchedulingResponse)(nil),      // 54: oneinfra.v1.SetSchedulingResponse
-	(*JoinWorkerRequest)(nil),          // 55: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),     // 56: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),               // 57: oneinfra.v1.WorkerConfig
-	nil,                                // 58: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                // 59: oneinfra.v1.Assignment.CertsEntry
-	nil,                                // 60: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                    // 61: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                 // 62: oneinfra.v1.Hypervisor
-	(*Component)(nil),                  // 63: oneinfra.v1.Component
-	(*Event)(nil),                      // 64: oneinfra.v1.Event
-	(*Token)(nil),                      // 65: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),             // 66: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                // 67: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                    // 68: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),            // 69: oneinfra.v1.ComponentStatus
-	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
-	(*KeyPair)(nil),                    // 71: oneinfra.v1.KeyPair
+	(*AgentEvent)(nil),                 // 43: oneinfra.v1.AgentEvent
+	(*ReportStatusResponse)(nil),       // 44: oneinfra.v1.ReportStatusResponse
+	(*PeerStatusRequest)(nil),          // 45: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),         // 46: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),            // 47: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),           // 48: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),           // 49: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                   // 50: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),          // 51: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),          // 52: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),         // 53: oneinfra.v1.RemovePeerResponse
+	(*SetSchedulingRequest)(nil),       // 54: oneinfra.v1.SetSchedulingRequest
+	(*SetSchedulingResponse)(nil),      // 55: oneinfra.v1.SetSchedulingResponse
+	(*JoinWorkerRequest)(nil),          // 56: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),     // 57: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),               // 58: oneinfra.v1.WorkerConfig
+	nil,                                // 59: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                // 60: oneinfra.v1.Assignment.CertsEntry
+	nil,                                // 61: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                    // 62: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                 // 63: oneinfra.v1.Hypervisor
+	(*Component)(nil),                  // 64: oneinfra.v1.Component
+	(*Event)(nil),                      // 65: oneinfra.v1.Event
+	(*Token)(nil),                      // 66: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),             // 67: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                // 68: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                    // 69: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),            // 70: oneinfra.v1.ComponentStatus
+	(*timestamppb.Timestamp)(nil),      // 71: google.protobuf.Timestamp
+	(*KeyPair)(nil),                    // 72: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	61, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	62, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	62, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	63, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	61, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	62, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	63, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	62, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	63, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	64, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	61, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	63, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	64, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	62, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	64, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	65, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	62, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	65, // 13: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	65, // 14: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	63, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	66, // 13: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	66, // 14: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,  // 15: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	20, // 16: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	66, // 17: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	67, // 17: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
 	34, // 18: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	63, // 19: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	67, // 20: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	58, // 21: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	59, // 22: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	64, // 19: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	68, // 20: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	59, // 21: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	60, // 22: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
 	37, // 23: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
 	37, // 24: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	60, // 25: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	61, // 25: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
 	37, // 26: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
 	39, // 27: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
-	68, // 28: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
-	38, // 29: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	69, // 30: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	41, // 31: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	70, // 32: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	70, // 33: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	70, // 34: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
-	49, // 35: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
-	0,  // 36: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	62, // 37: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	71, // 38: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 39: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 40: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 41: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 42: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	11, // 43: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	13, // 44: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	15, // 45: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	17, // 46: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	19, // 47: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	22, // 48: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	23, // 49: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	25, // 50: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	48, // 51: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	51, // 52: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	53, // 53: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	27, // 54: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	29, // 55: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	33, // 56: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	36, // 57: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	42, // 58: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	55, // 59: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	56, // 60: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	31, // 61: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	55, // 62: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	56, // 63: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	44, // 64: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	46, // 65: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	23, // 66: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	4,  // 67: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 68: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 69: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 70: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	12, // 71: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	14, // 72: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	16, // 73: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	18, // 74: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	21, // 75: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	23, // 76: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	24, // 77: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	26, // 78: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	50, // 79: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	52, // 80: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	54, // 81: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	28, // 82: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	30, // 83: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	35, // 84: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	40, // 85: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	43, // 86: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	57, // 87: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	57, // 88: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	32, // 89: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	57, // 90: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	57, // 91: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	45, // 92: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	47, // 93: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	24, // 94: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	67, // [67:95] is the sub-list for method output_type
-	39, // [39:67] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	37, // 28: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
+	69, // 29: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	38, // 30: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	70, // 31: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	41, // 32: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	71, // 33: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	43, // 34: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
+	71, // 35: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	71, // 36: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	50, // 37: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	0,  // 38: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	63, // 39: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	72, // 40: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,  // 41: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,  // 42: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,  // 43: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,  // 44: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	11, // 45: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	13, // 46: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	15, // 47: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	17, // 48: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	19, // 49: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	22, // 50: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	23, // 51: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	25, // 52: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	49, // 53: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	52, // 54: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	54, // 55: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	27, // 56: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	29, // 57: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	33, // 58: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	36, // 59: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	42, // 60: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	56, // 61: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	57, // 62: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	31, // 63: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	56, // 64: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	57, // 65: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	45, // 66: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	47, // 67: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	23, // 68: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	4,  // 69: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 70: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 71: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 72: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	12, // 73: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	14, // 74: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	16, // 75: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	18, // 76: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	21, // 77: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	23, // 78: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	24, // 79: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	26, // 80: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	51, // 81: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	53, // 82: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	55, // 83: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	28, // 84: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	30, // 85: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	35, // 86: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	40, // 87: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	44, // 88: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	58, // 89: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	58, // 90: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	32, // 91: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	58, // 92: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	58, // 93: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	46, // 94: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	48, // 95: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	24, // 96: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	69, // [69:97] is the sub-list for method output_type
+	41, // [41:69] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -4043,7 +4160,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   61,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

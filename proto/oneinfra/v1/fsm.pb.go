@@ -593,6 +593,7 @@ type ReportStatusCommand struct {
 	Components    []*Component           `protobuf:"bytes,2,rep,name=components,proto3" json:"components,omitempty"` // status only is taken
 	Removed       []string               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
 	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	Events        []*Event               `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"` // the agent's, checked and timed by the leader
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -651,6 +652,13 @@ func (x *ReportStatusCommand) GetRemoved() []string {
 func (x *ReportStatusCommand) GetTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Time
+	}
+	return nil
+}
+
+func (x *ReportStatusCommand) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
 	}
 	return nil
 }
@@ -1130,7 +1138,7 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06events\x18\x06 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12\x19\n" +
 	"\bvpn_cidr\x18\a \x01(\tR\avpnCidr\x12.\n" +
 	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
-	"\x06forget\x18\t \x03(\tR\x06forget\"\xb7\x01\n" +
+	"\x06forget\x18\t \x03(\tR\x06forget\"\xe3\x01\n" +
 	"\x13ReportStatusCommand\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
@@ -1139,7 +1147,8 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"components\x18\x02 \x03(\v2\x16.oneinfra.v1.ComponentR\n" +
 	"components\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x90\x01\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12*\n" +
+	"\x06events\x18\x05 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"\x90\x01\n" +
 	"\x14ClusterStatusCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x122\n" +
 	"\x06status\x18\x02 \x01(\v2\x1a.oneinfra.v1.ClusterStatusR\x06status\x12*\n" +
@@ -1245,30 +1254,31 @@ var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
 	24, // 14: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
 	26, // 15: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
 	24, // 16: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	28, // 17: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	23, // 18: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	18, // 19: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	19, // 20: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	20, // 21: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	21, // 22: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	22, // 23: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	26, // 24: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	27, // 25: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	25, // 26: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	23, // 27: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	17, // 28: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	29, // 29: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
-	29, // 30: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
-	23, // 31: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
-	23, // 32: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
-	30, // 33: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
-	23, // 34: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
-	24, // 35: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	23, // 17: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
+	28, // 18: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	23, // 19: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	18, // 20: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	19, // 21: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	20, // 22: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	21, // 23: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	22, // 24: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	26, // 25: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	27, // 26: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	25, // 27: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	23, // 28: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	17, // 29: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	29, // 30: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	29, // 31: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	23, // 32: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	23, // 33: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	30, // 34: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
+	23, // 35: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
+	24, // 36: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
