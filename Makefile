@@ -5,7 +5,7 @@ LDFLAGS := -X github.com/oneinfra/oneinfra/internal/version.Version=$(VERSION)
 PREFIX ?= /usr/local
 GO ?= go
 
-.PHONY: build test unit fuzz lint proto install clean demo demo-down
+.PHONY: build test unit fuzz lint proto install clean demo demo-down drain-soak
 
 # `make images`: the test images and Kubernetes binaries, no registry needed.
 include test/images/images.mk
@@ -22,6 +22,11 @@ test: lint images unit fuzz
 unit:
 	$(GO) test -race -count=1 -timeout 40m $$($(GO) list ./... | grep -v /test/e2e)
 	$(GO) test -race -count=1 -timeout 40m -v ./test/e2e/
+
+# 20 drains in a row of hosts shared by a one- and a three-replica
+# cluster, with both cores kept busy, probing both APIs (make test runs 6).
+drain-soak: build images
+	ONEINFRA_DRAINS=20 ONEINFRA_DRAIN_LOAD=1 $(GO) test -count=1 -v -timeout 60m -run '^TestDrainLoop$$' ./test/e2e/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/manifest

@@ -304,38 +304,20 @@ func drainSingleReplica(t *testing.T, s *system, kc string) {
 	}
 	// The API answers through the ingress all along the drain: the old
 	// replica goes only once its replacement's API server is ready.
-	done := make(chan struct{})
-	probes := make(chan [2]int)
-	go func() {
-		var n, failed int
-		for {
-			select {
-			case <-done:
-				probes <- [2]int{n, failed}
-				return
-			case <-time.After(500 * time.Millisecond):
-			}
-			n++
-			if _, err := kubectl(kc, "get", "--raw", "/readyz"); err != nil {
-				failed++
-				t.Logf("the API through the ingress failed during the drain at %s: %v", time.Now().UTC().Format("15:04:05.000"), err)
-			}
-		}
-	}()
+	p := probe(t, "demo", kc)
 	began := time.Now()
 	out, err := cli(s.config, "", "hypervisor", "drain", from, "--wait", "--timeout", "5m")
-	close(done)
-	p := <-probes
+	n, failed := p.stop()
 	if err != nil || !strings.Contains(out, "drained") {
 		d, _ := cli(s.config, "", "describe", "cluster", "demo")
 		t.Fatalf("hypervisor drain %s: %v\n%s\n%s", from, err, out, d)
 	}
 	t.Logf("drained %s (the single replica moved, etcd 1 → 2 → 1 members) in %.1fs; API probes through the ingress meanwhile: %d, %d failed",
-		from, time.Since(began).Seconds(), p[0], p[1])
+		from, time.Since(began).Seconds(), n, len(failed))
 	// The old replica goes once the ingress has its replacement up, and
 	// leaves etcd once the ingress has dropped it: no probe may fail.
-	if p[1] > 0 {
-		t.Errorf("%d of %d API probes through the ingress failed during the drain", p[1], p[0])
+	if len(failed) > 0 {
+		t.Errorf("%d of %d API probes through the ingress failed during the drain", len(failed), n)
 	}
 	for _, c := range components(t, s) {
 		if c.Spec.Hypervisor == from {
@@ -360,8 +342,8 @@ func drainSingleReplica(t *testing.T, s *system, kc string) {
 type component struct {
 	Metadata struct{ Name string }
 	Spec     struct {
-		Role, Hypervisor string
-		Ports            map[string]int
+		Cluster, Role, Hypervisor string
+		Ports                     map[string]int
 	}
 }
 
@@ -386,28 +368,38 @@ func components(t *testing.T, s *system) []component {
 // etcd client certificate: it must be secretbox ciphertext.
 func checkEncrypted(t *testing.T, s *system, name string) {
 	t.Helper()
+	out, err := etcdctl(t, s, "demo", "get", "/registry/secrets/default/"+name, "--print-value-only")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "k8s:enc:secretbox:v1:key1:") || strings.Contains(out, "plain-text-value") {
+		t.Fatalf("secret %s is not encrypted at rest: %q", name, out[:min(80, len(out))])
+	}
+}
+
+// etcdctl runs etcdctl against a cluster's etcd, through its first
+// control-plane replica, with the API server's etcd client certificate.
+func etcdctl(t *testing.T, s *system, cluster string, args ...string) (string, error) {
+	t.Helper()
 	root, _ := containerd.RepoRoot()
 	for _, c := range components(t, s) {
-		if c.Spec.Role != "control-plane" {
+		if c.Spec.Role != "control-plane" || c.Spec.Cluster != cluster {
 			continue
 		}
 		h := s.lab.Hosts[c.Spec.Hypervisor]
-		dir := filepath.Join(h.RootDir, "etc/oneinfra/clusters/demo", c.Metadata.Name)
-		cmd := exec.Command(filepath.Join(root, "_output/bin/etcdctl"),
+		dir := filepath.Join(h.RootDir, "etc/oneinfra/clusters", cluster, c.Metadata.Name)
+		cmd := exec.Command(filepath.Join(root, "_output/bin/etcdctl"), append([]string{
 			"--endpoints", fmt.Sprintf("https://%s:%d", h.PrivateIP, c.Spec.Ports["etcd-client"]),
 			"--cacert", filepath.Join(dir, "etcd-server-ca.crt"),
-			"--cert", filepath.Join(dir, "apiserver-etcd-client.crt"), "--key", filepath.Join(dir, "apiserver-etcd-client.key"),
-			"get", "/registry/secrets/default/"+name, "--print-value-only")
+			"--cert", filepath.Join(dir, "apiserver-etcd-client.crt"), "--key", filepath.Join(dir, "apiserver-etcd-client.key")}, args...)...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("etcdctl: %v: %s", err, out)
+			return string(out), fmt.Errorf("etcdctl %s: %v: %s", strings.Join(args, " "), err, out)
 		}
-		if !strings.HasPrefix(string(out), "k8s:enc:secretbox:v1:key1:") || strings.Contains(string(out), "plain-text-value") {
-			t.Fatalf("secret %s is not encrypted at rest: %q", name, out[:min(80, len(out))])
-		}
-		return
+		return string(out), nil
 	}
-	t.Fatal("no control-plane component found")
+	t.Fatalf("no control-plane component of %s found", cluster)
+	return "", nil
 }
 
 // reportRSS prints the memory of the one control-plane replica left.
