@@ -79,71 +79,28 @@ func flagNames(err error) error {
 		"metadata.name", "NAME").Replace(err.Error()))
 }
 
-// waitReady follows a cluster until it is Ready, printing each change of
-// its phase or of the condition that blocks it.
+// waitReady follows a cluster until it is Ready, printing a short line
+// for each change of its phase, of its replicas ready or of what it waits
+// for; describe has the detail.
 func waitReady(cmd *cobra.Command, g *globals, name string, timeout time.Duration) error {
+	fmt.Fprintf(cmd.OutOrStdout(), "cluster/%s: waiting until Ready (details: oneinfra-coord describe cluster %s)\n", name, name)
 	endpoint := ""
-	last, took, err := follow(cmd, g, timeout, func(ctx context.Context, s *session) (string, bool, error) {
-		resp, err := s.op.Get(ctx, &pb.GetRequest{Kind: "clusters", Name: name})
+	last, took, err := follow(cmd, g, timeout, func(ctx context.Context, s *session) (step, bool, error) {
+		resp, err := s.op.Describe(ctx, &pb.DescribeRequest{Name: name})
 		if err != nil {
-			return "", false, err
+			return step{}, false, err
 		}
-		c := resp.Clusters[0]
-		why := ""
-		if cond := resources.FindCondition(c.GetStatus().GetConditions(), "Ready"); cond != nil && cond.Status != "True" {
-			why = cond.Reason + ": " + cond.Message
-		}
-		endpoint = c.GetStatus().GetApiServerEndpoint()
-		return strings.TrimSpace(c.GetStatus().GetPhase() + " " + why), c.GetStatus().GetPhase() == resources.PhaseReady, nil
+		endpoint = resp.Cluster.GetStatus().GetApiServerEndpoint()
+		return clusterStep(resp.Cluster, resp.Components), resp.Cluster.GetStatus().GetPhase() == resources.PhaseReady, nil
 	})
 	if errors.Is(err, errNotYet) {
-		return fmt.Errorf("cluster/%s not Ready after %s: %s", name, timeout, dash(last))
+		return errors.New(clip(fmt.Sprintf("cluster/%s not Ready after %s: %s", name, timeout, last.blocking()), maxLine))
 	}
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "cluster/%s Ready in %s at %s\n", name, took.Round(time.Second), endpoint)
 	return nil
-}
-
-// errNotYet is follow's error when the time is up.
-var errNotYet = errors.New("not done in time")
-
-// follow calls check every second until it says done, for at most
-// timeout, printing each progress line it returns that differs from the
-// one before. It returns the last line and how long it took; errNotYet
-// when the time ran out.
-func follow(cmd *cobra.Command, g *globals, timeout time.Duration, check func(ctx context.Context, s *session) (string, bool, error)) (string, time.Duration, error) {
-	s, err := g.connect()
-	if err != nil {
-		return "", 0, err
-	}
-	defer s.close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-	defer cancel()
-	start, last := time.Now(), ""
-	for {
-		cctx, ccancel := s.ctx(ctx)
-		line, done, err := check(cctx, s)
-		ccancel()
-		if err != nil && ctx.Err() == nil {
-			return last, time.Since(start), err
-		}
-		if err == nil {
-			if line != last {
-				fmt.Fprintf(cmd.OutOrStdout(), "[%4.0fs] %s\n", time.Since(start).Seconds(), line)
-				last = line
-			}
-			if done {
-				return last, time.Since(start), nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return last, time.Since(start), errNotYet
-		case <-time.After(time.Second):
-		}
-	}
 }
 
 func newClusterKubeconfigCommand(g *globals) *cobra.Command {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -53,10 +51,11 @@ func newHypervisorCommand(g *globals) *cobra.Command {
 			if err := set(args[0], true, true, cmd); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s draining\n", args[0])
 			if !wait {
+				fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s draining\n", args[0])
 				return nil
 			}
+			fmt.Fprintf(cmd.OutOrStdout(), "hypervisor/%s draining (details: oneinfra-coord describe hypervisor %s)\n", args[0], args[0])
 			return waitDrained(cmd, g, args[0], timeout)
 		},
 	}
@@ -67,32 +66,19 @@ func newHypervisorCommand(g *globals) *cobra.Command {
 }
 
 // waitDrained follows a draining hypervisor until no component is placed
-// on it, printing what is left whenever that changes.
+// on it, printing a short line whenever what is left or what the drain
+// waits for changes.
 func waitDrained(cmd *cobra.Command, g *globals, name string, timeout time.Duration) error {
-	last, took, err := follow(cmd, g, timeout, func(ctx context.Context, s *session) (string, bool, error) {
+	last, took, err := follow(cmd, g, timeout, func(ctx context.Context, s *session) (step, bool, error) {
 		resp, err := s.op.Get(ctx, &pb.GetRequest{Kind: "components"})
 		if err != nil {
-			return "", false, err
+			return step{}, false, err
 		}
-		var left []string
-		for _, c := range resp.Components {
-			if c.Spec.Hypervisor != name {
-				continue
-			}
-			state := dash(c.GetStatus().GetState())
-			if c.Metadata.DeletionTimestamp != nil {
-				state = "Removing"
-			}
-			left = append(left, fmt.Sprintf("%s (%s)", c.Metadata.Name, state))
-		}
-		slices.Sort(left)
-		if len(left) == 0 {
-			return "nothing left", true, nil
-		}
-		return fmt.Sprintf("%d left: %s", len(left), strings.Join(left, ", ")), false, nil
+		st, done := drainStep(name, resp.Components)
+		return st, done, nil
 	})
 	if errors.Is(err, errNotYet) {
-		return fmt.Errorf("hypervisor/%s not drained after %s: %s (describe cluster tells why)", name, timeout, dash(last))
+		return errors.New(clip(fmt.Sprintf("hypervisor/%s not drained after %s: %s", name, timeout, last.blocking()), maxLine))
 	}
 	if err != nil {
 		return err
