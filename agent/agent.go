@@ -146,11 +146,18 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	case cfg.Public && cfg.PublicAddress == "":
 		return nil, errors.New("--public-address: required with --public")
 	}
+	a := &Agent{cfg: cfg, logger: cfg.Logger.With("hypervisor", cfg.Name), metrics: newAgentMetrics()}
+	var err error
+	if cfg.Public {
+		// Made first: a bad prefix is refused before anything else is done.
+		if a.hub, err = vpn.NewHub(filepath.Join(cfg.DataDir, "wireguard"), wireguard.Choose(wireguard.ProbeKernel), cfg.WireGuardPrefix); err != nil {
+			return nil, fmt.Errorf("--wireguard-prefix: %w", err)
+		}
+		a.addons = map[string]*addons.Applier{}
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--data-dir: %w", err)
 	}
-	a := &Agent{cfg: cfg, logger: cfg.Logger.With("hypervisor", cfg.Name), metrics: newAgentMetrics()}
-	var err error
 	if a.store, err = openStore(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -176,10 +183,6 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("--cri-endpoint: %w", err)
 	}
 	a.drivers = newDrivers(a)
-	if cfg.Public {
-		a.hub = vpn.NewHub(filepath.Join(cfg.DataDir, "wireguard"), wireguard.Choose(wireguard.ProbeKernel), cfg.WireGuardPrefix)
-		a.addons = map[string]*addons.Applier{}
-	}
 	return a, nil
 }
 
@@ -415,8 +418,14 @@ func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assi
 	var entries []*entry
 	var pods []cri.Pod
 	for _, as := range list {
-		e := &entry{as: as, paths: host.Paths{Root: a.cfg.RootDir, Cluster: cluster, Component: as.Component.Metadata.Name}}
+		paths, err := host.NewPaths(a.cfg.RootDir, cluster, as.Component.Metadata.Name)
+		e := &entry{as: as, paths: paths}
 		entries = append(entries, e)
+		if err != nil {
+			// Nothing of it is written, run or removed.
+			e.err = fmt.Errorf("assignment refused: %w", err)
+			continue
+		}
 		if e.drv = a.drivers[as.Component.Spec.Role]; e.drv == nil {
 			e.err = fmt.Errorf("unknown role %q", as.Component.Spec.Role)
 			continue
@@ -547,12 +556,16 @@ func podMessage(p cri.PodStatus) string {
 
 // removeStrayComponentDirs removes the config and data dirs under root of
 // the cluster's components not in keep (a component moved off this host
-// while it was dead), and returns their names. Only the components' own
-// dirs under the cluster's oneinfra dirs are touched.
+// while it was dead), and returns their names. Only dirs named as the
+// agent names them (host.NewPaths) are touched, in the cluster's dirs.
 func removeStrayComponentDirs(root, cluster string, keep map[string]bool) []string {
+	dirs, err := host.ClusterDirs(root, cluster)
+	if err != nil {
+		return nil
+	}
 	var removed []string
-	for _, base := range []string{"etc/oneinfra/clusters", "var/lib/oneinfra/clusters"} {
-		entries, err := os.ReadDir(filepath.Join(root, base, cluster))
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
 		}
@@ -560,7 +573,11 @@ func removeStrayComponentDirs(root, cluster string, keep map[string]bool) []stri
 			if !e.IsDir() || keep[e.Name()] {
 				continue
 			}
-			if err := os.RemoveAll(filepath.Join(root, base, cluster, e.Name())); err == nil && !slices.Contains(removed, e.Name()) {
+			paths, err := host.NewPaths(root, cluster, e.Name())
+			if err != nil {
+				continue
+			}
+			if err := paths.Remove(); err == nil && !slices.Contains(removed, e.Name()) {
 				removed = append(removed, e.Name())
 			}
 		}
@@ -571,6 +588,8 @@ func removeStrayComponentDirs(root, cluster string, keep map[string]bool) []stri
 
 // removeStrayClusters removes our pods and files of clusters this host has
 // no assignment for any more (a component moved away while it was down).
+// A cluster label that is not a cluster name is left alone: it names no
+// dir of ours.
 func (a *Agent) removeStrayClusters(ctx context.Context, assigned map[string][]*pb.Assignment) {
 	clusters, err := a.runtime.Clusters(ctx)
 	if err != nil {
@@ -581,13 +600,18 @@ func (a *Agent) removeStrayClusters(ctx context.Context, assigned map[string][]*
 		if _, ok := assigned[c]; ok {
 			continue
 		}
+		dirs, err := host.ClusterDirs(a.cfg.RootDir, c)
+		if err != nil {
+			a.logger.Warn("ignoring pods of a stray cluster", "err", err)
+			continue
+		}
 		a.logger.Info("removing pods of a cluster no longer assigned here", "cluster", c)
 		if err := a.runtime.RemoveCluster(ctx, c); err != nil {
 			a.logger.Warn("removing stray pods", "cluster", c, "err", err)
 			continue
 		}
-		for _, d := range []string{"etc/oneinfra/clusters", "var/lib/oneinfra/clusters"} {
-			_ = os.RemoveAll(filepath.Join(a.cfg.RootDir, d, c))
+		for _, d := range dirs {
+			_ = os.RemoveAll(d)
 		}
 	}
 }

@@ -49,3 +49,36 @@ func TestRemoveStrayComponentDirs(t *testing.T) {
 		t.Errorf("a cluster without dirs: removed %v", removed)
 	}
 }
+
+// A crafted cluster name, or an entry on disk that the agent would not
+// have made (a symlink, a name that is not a component's), never leads the
+// removal out of the cluster's own dirs.
+func TestRemoveStrayComponentDirsStaysInItsDirs(t *testing.T) {
+	top := t.TempDir()
+	root := filepath.Join(top, "root")
+	outside := filepath.Join(top, "outside")
+	for _, d := range []string{outside, filepath.Join(root, "etc/oneinfra/clusters/demo/demo-cp-0"), filepath.Join(root, "etc/oneinfra/clusters/demo/Not_A_Label")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(outside, "file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "etc/oneinfra/clusters/demo/link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, cluster := range []string{"..", "../..", "../../../..", "demo/../..", ""} {
+		if removed := removeStrayComponentDirs(root, cluster, nil); len(removed) != 0 {
+			t.Errorf("cluster %q: removed %v", cluster, removed)
+		}
+	}
+	if removed := removeStrayComponentDirs(root, "demo", nil); !slices.Equal(removed, []string{"demo-cp-0"}) {
+		t.Errorf("removed %v", removed)
+	}
+	for _, p := range []string{filepath.Join(outside, "file"), filepath.Join(root, "etc/oneinfra/clusters/demo/Not_A_Label"), filepath.Join(root, "etc/oneinfra/clusters/demo/link")} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}

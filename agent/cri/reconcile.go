@@ -229,8 +229,12 @@ func (r *Runtime) removeSandbox(ctx context.Context, sb *runtimeapi.PodSandbox, 
 	if err != nil && status.Code(err) != codes.NotFound {
 		return fmt.Errorf("removing sandbox %s of %s: %w", short(sb.Id), sandboxKey(sb), err)
 	}
-	if sb.Metadata != nil && sb.Metadata.Uid != "" {
-		_ = os.RemoveAll(r.logDir(sb.Metadata))
+	// Only a log dir right in LogDir is ours: a sandbox's name, which
+	// anyone with the CRI socket can choose, could point elsewhere.
+	if m := sb.Metadata; m != nil && m.Uid != "" {
+		if dir := r.logDir(m); filepath.Dir(dir) == filepath.Clean(r.opts.LogDir) {
+			_ = os.RemoveAll(dir)
+		}
 	}
 	log.Info("removed pod", "why", why, "took", time.Since(start).Round(time.Millisecond))
 	return nil

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/oneinfra/oneinfra/agent/cri"
+	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 )
 
@@ -37,18 +38,56 @@ type File struct {
 }
 
 // Paths are where a component's files live under the agent's root dir.
+// Build them with NewPaths, which checks the names.
 type Paths struct {
 	Root, Cluster, Component string
 }
 
+// The dirs under the agent's root dir that hold every cluster's dirs.
+const (
+	configBase = "etc/oneinfra/clusters"
+	dataBase   = "var/lib/oneinfra/clusters"
+)
+
+// NewPaths are the paths of a cluster's component under root. It refuses
+// a cluster or component name that is not a DNS-1123 label: a label has no
+// '/' and is never "." or "..", so the paths stay in the component's own
+// dirs, apart from every other component's and cluster's.
+func NewPaths(root, cluster, component string) (Paths, error) {
+	for _, n := range []struct{ field, name string }{{"cluster", cluster}, {"component", component}} {
+		if err := checkName(n.field, n.name); err != nil {
+			return Paths{}, err
+		}
+	}
+	return Paths{Root: root, Cluster: cluster, Component: component}, nil
+}
+
+// ClusterDirs are the config and data dirs of a cluster under root (those
+// of its components are in them); like NewPaths, it refuses a cluster name
+// that is not a DNS-1123 label.
+func ClusterDirs(root, cluster string) ([]string, error) {
+	if err := checkName("cluster", cluster); err != nil {
+		return nil, err
+	}
+	return []string{filepath.Join(root, configBase, cluster), filepath.Join(root, dataBase, cluster)}, nil
+}
+
+// checkName refuses a name that is not a DNS-1123 label, naming the field.
+func checkName(field, name string) error {
+	if !resources.IsDNS1123Label(name) {
+		return fmt.Errorf("%s name %q is not a DNS-1123 label (1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit)", field, name)
+	}
+	return nil
+}
+
 // ConfigDir is ROOT/etc/oneinfra/clusters/CLUSTER/COMPONENT.
 func (p Paths) ConfigDir() string {
-	return filepath.Join(p.Root, "etc/oneinfra/clusters", p.Cluster, p.Component)
+	return filepath.Join(p.Root, configBase, p.Cluster, p.Component)
 }
 
 // DataDir is ROOT/var/lib/oneinfra/clusters/CLUSTER/COMPONENT.
 func (p Paths) DataDir() string {
-	return filepath.Join(p.Root, "var/lib/oneinfra/clusters", p.Cluster, p.Component)
+	return filepath.Join(p.Root, dataBase, p.Cluster, p.Component)
 }
 
 // Config is the path of a file in the component's config dir.

@@ -19,13 +19,14 @@ package vpn
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/base32"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/oneinfra/oneinfra/agent/netconf"
@@ -70,32 +71,54 @@ type endpoint struct {
 // DefaultPrefix starts the name of every device a hub makes.
 const DefaultPrefix = "oi-"
 
+// maxNameLen is the longest name Linux gives an interface (IFNAMSIZ - 1).
+const maxNameLen = 15
+
+// hashLen is how many base32 characters (5 bits each: 45 bits) of the
+// SHA-256 of a cluster's name a shortened device name carries, so that two
+// clusters of a host get the same one with a negligible chance.
+const hashLen = 9
+
+// MaxPrefixLen is the longest device prefix: it leaves room for '_' and
+// the hash of a shortened name.
+const MaxPrefixLen = maxNameLen - 1 - hashLen
+
 // NewHub keeps keys in keyDir and makes devices with impl, named prefix
-// and the cluster's name (DefaultPrefix when empty).
-func NewHub(keyDir string, impl wireguard.Implementation, prefix string) *Hub {
+// (DefaultPrefix when empty) and the cluster's name. The prefix is at
+// most MaxPrefixLen letters, digits, '-', '_' or '.'.
+func NewHub(keyDir string, impl wireguard.Implementation, prefix string) (*Hub, error) {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Hub{keyDir: keyDir, impl: impl, prefix: prefix, endpoints: map[string]*endpoint{}}
+	if len(prefix) > MaxPrefixLen || strings.Trim(prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != "" {
+		return nil, fmt.Errorf("device prefix %q: at most %d letters, digits, '-', '_' or '.'", prefix, MaxPrefixLen)
+	}
+	return &Hub{keyDir: keyDir, impl: impl, prefix: prefix, endpoints: map[string]*endpoint{}}, nil
 }
 
-// InterfaceName is the device of a cluster: the prefix and the cluster
-// name, shortened with a hash when too long for an interface name.
+// InterfaceName is the device of a cluster: the prefix and the cluster's
+// name when they fit in an interface name, else the prefix, as much of
+// the name as fits, '_' and hashLen base32 characters of the name's
+// SHA-256. A cluster name (a DNS-1123 label) has no '_', so a shortened
+// name has one '_' more than any full one: the two never meet.
 func (h *Hub) InterfaceName(cluster string) string {
 	name := h.prefix + cluster
-	if len(name) <= 15 {
+	if len(name) <= maxNameLen {
 		return name
 	}
 	sum := sha256.Sum256([]byte(cluster))
-	keep := max(0, 15-len(h.prefix)-5)
-	return h.prefix + cluster[:min(keep, len(cluster))] + "-" + hex.EncodeToString(sum[:])[:4]
+	hash := strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))[:hashLen]
+	head := maxNameLen - len(h.prefix) - 1 - hashLen
+	return h.prefix + cluster[:head] + "_" + hash
 }
 
 // routeTable is the routing table of packets arriving on a cluster's
 // device; listen ports are unique on a host, so tables are too.
 func routeTable(port int) int { return 0x10000 + port }
 
-// chain is the cluster's masquerade chain in the nat table.
+// chain is the cluster's masquerade chain in the nat table; it is as
+// unique as the device's name, and at most 23 of the 28 characters
+// iptables allows.
 func chain(iface string) string { return "OI-MASQ-" + iface }
 
 // Ensure brings a cluster's endpoint to spec, touching only what differs,
@@ -115,7 +138,11 @@ func (h *Hub) Ensure(spec Spec) (string, error) {
 	if spec.APIPort <= 0 || spec.APIPort > 65535 {
 		return fail(fmt.Errorf("API port %d out of range", spec.APIPort))
 	}
-	key, err := wireguard.LoadOrCreateKey(filepath.Join(h.keyDir, spec.Cluster+".key"))
+	keyFile, err := h.keyFile(spec.Cluster)
+	if err != nil {
+		return fail(err)
+	}
+	key, err := wireguard.LoadOrCreateKey(keyFile)
 	if err != nil {
 		return fail(err)
 	}
@@ -200,7 +227,8 @@ func (h *Hub) forward(iface string, table int, spec Spec) error {
 	return netconf.EnsureRule("nat", "PREROUTING", "-i", iface, "-j", api)
 }
 
-// apiChain is the cluster's nat chain redirecting the tunnel's API port.
+// apiChain is the cluster's nat chain redirecting the tunnel's API port
+// (at most 22 characters).
 func apiChain(iface string) string { return "OI-API-" + iface }
 
 // Peers says what a cluster's device knows of each peer.
@@ -255,7 +283,14 @@ func (h *Hub) Close() {
 	}
 }
 
+// removeLocked takes a cluster's endpoint down. A name that is not a
+// cluster's touches nothing: Ensure never made anything for it, and its
+// device name could be another cluster's.
 func (h *Hub) removeLocked(cluster string, forgetKey bool) {
+	keyFile, err := h.keyFile(cluster)
+	if err != nil {
+		return
+	}
 	ep := h.endpoints[cluster]
 	iface := h.InterfaceName(cluster)
 	if ep != nil {
@@ -273,8 +308,18 @@ func (h *Hub) removeLocked(cluster string, forgetKey bool) {
 	}
 	delete(h.endpoints, cluster)
 	if forgetKey {
-		_ = os.Remove(filepath.Join(h.keyDir, cluster+".key"))
+		_ = os.Remove(keyFile)
 	}
+}
+
+// keyFile is where a cluster's private key is kept, in the key dir; it
+// refuses a cluster name that is not a DNS-1123 label, which could lead
+// out of the dir and would break the uniqueness of InterfaceName.
+func (h *Hub) keyFile(cluster string) (string, error) {
+	if !resources.IsDNS1123Label(cluster) {
+		return "", fmt.Errorf("cluster name %q is not a DNS-1123 label", cluster)
+	}
+	return filepath.Join(h.keyDir, cluster+".key"), nil
 }
 
 // RouteThrough routes networks through gateway on this host (a private

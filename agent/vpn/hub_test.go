@@ -53,7 +53,10 @@ func TestHubInNamespace(t *testing.T) {
 	}
 	run("ip", "link", "set", "lo", "up")
 	dir := t.TempDir()
-	hub := NewHub(dir, wireguard.Choose(wireguard.ProbeKernel), "")
+	hub, err := NewHub(dir, wireguard.Choose(wireguard.ProbeKernel), "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer hub.Close()
 	k1, _ := wgtypes.GeneratePrivateKey()
 	k2, _ := wgtypes.GeneratePrivateKey()
@@ -140,8 +143,63 @@ func TestHubInNamespace(t *testing.T) {
 	if _, err := hub.Ensure(bad); err == nil || !strings.Contains(err.Error(), "w-9") {
 		t.Errorf("bad key: %v", err)
 	}
-	// Remove leaves nothing: device, table, rule, chains, key.
+	// Two clusters whose names share a long prefix get devices, tables,
+	// rules and chains of their own.
+	var long []string
+	for i, c := range []string{"customer-1271", "customer-1367"} {
+		k, _ := wgtypes.GeneratePrivateKey()
+		s := Spec{
+			Cluster: c, ListenPort: 32001 + i, APIPort: 31998, CIDR: fmt.Sprintf("10.200.%d.0/24", 10+i), Address: fmt.Sprintf("10.200.%d.1", 10+i),
+			Routes: []string{fmt.Sprintf("10.200.%d.0/24", 10+i), "10.244.0.0/16"},
+			Peers:  []*pb.VPNPeer{{Name: "w-1", Address: fmt.Sprintf("10.200.%d.2", 10+i), PodCidr: "10.244.0.0/24", PublicKey: k.PublicKey().String()}},
+		}
+		if _, err := hub.Ensure(s); err != nil {
+			t.Fatal(err)
+		}
+		long = append(long, hub.InterfaceName(c))
+	}
+	if long[0] == long[1] {
+		t.Fatalf("customer-1271 and customer-1367 share the device %s", long[0])
+	}
+	nat = run("iptables", "-w", "-t", "nat", "-S")
+	for i, dev := range long {
+		if _, err := wg.Device(dev); err != nil {
+			t.Errorf("device %s: %v", dev, err)
+		}
+		table := fmt.Sprint(routeTable(32001 + i))
+		if out := run("ip", "rule", "show"); !strings.Contains(out, "iif "+dev+" lookup "+table) {
+			t.Errorf("rule of %s:\n%s", dev, out)
+		}
+		for _, want := range []string{"-A POSTROUTING -o " + dev + " -j " + chain(dev), "-A PREROUTING -i " + dev + " -j " + apiChain(dev)} {
+			if !strings.Contains(nat, want) {
+				t.Errorf("nat table lacks %q:\n%s", want, nat)
+			}
+		}
+	}
+	// A crafted name does not lead Remove out of the key dir, nor to
+	// another cluster's device whose name it spells.
+	outside := filepath.Join(filepath.Dir(dir), "outside.key")
+	if err := os.WriteFile(outside, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hub.Remove("../outside")
+	if _, err := os.Stat(outside); err != nil {
+		t.Errorf("Remove(../outside): %v", err)
+	}
+	hub.Remove(strings.TrimPrefix(long[0], DefaultPrefix))
+	if _, err := wg.Device(long[0]); err != nil {
+		t.Errorf("Remove(%s) took customer-1271's device: %v", strings.TrimPrefix(long[0], DefaultPrefix), err)
+	}
+	// Remove leaves nothing: devices, tables, rules, chains, keys.
 	hub.RemoveExcept(map[string]bool{})
+	for _, dev := range long {
+		if _, err := wg.Device(dev); err == nil {
+			t.Errorf("device %s left", dev)
+		}
+	}
+	if out := run("iptables", "-w", "-t", "nat", "-S"); strings.Contains(out, "OI-") {
+		t.Errorf("nat chains left:\n%s", out)
+	}
 	if _, err := wg.Device("oi-edge"); err == nil {
 		t.Error("device left")
 	}
@@ -159,16 +217,117 @@ func TestHubInNamespace(t *testing.T) {
 	}
 }
 
-func TestInterfaceName(t *testing.T) {
-	h := NewHub("", wireguard.Userspace, "")
-	if n := h.InterfaceName("edge"); n != "oi-edge" {
-		t.Errorf("InterfaceName(edge) = %s", n)
+func newHub(t *testing.T, keyDir, prefix string) *Hub {
+	t.Helper()
+	h, err := NewHub(keyDir, wireguard.Userspace, prefix)
+	if err != nil {
+		t.Fatal(err)
 	}
-	a, b := h.InterfaceName("a-very-long-cluster-name-1"), h.InterfaceName("a-very-long-cluster-name-2")
-	if len(a) > 15 || a == b {
-		t.Errorf("long names: %s %s", a, b)
+	return h
+}
+
+// Names that fit stay as they were before names were hashed, so that an
+// upgraded agent keeps the devices of short-named clusters.
+func TestInterfaceNameKeepsShortNames(t *testing.T) {
+	for _, c := range []struct{ prefix, cluster, want string }{
+		{"", "edge", "oi-edge"},
+		{"oi-", "demo", "oi-demo"},
+		{"p2-", "edge", "p2-edge"},
+		{"", "customer-127", "oi-customer-127"}, // 15 bytes: the longest kept
+		{"p10-", "customer-12", "p10-customer-12"},
+	} {
+		if got := newHub(t, "", c.prefix).InterfaceName(c.cluster); got != c.want {
+			t.Errorf("prefix %q cluster %s: %s, want %s", c.prefix, c.cluster, got, c.want)
+		}
 	}
-	if n := NewHub("", wireguard.Userspace, "p2-").InterfaceName("edge"); n != "p2-edge" {
-		t.Errorf("with prefix p2-: %s", n)
+}
+
+// The clusters of the bug report, whose names share a long prefix, get
+// devices and chains of their own.
+func TestInterfaceNameLongNames(t *testing.T) {
+	h := newHub(t, "", "")
+	a, b := h.InterfaceName("customer-1271"), h.InterfaceName("customer-1367")
+	if a == b || chain(a) == chain(b) || apiChain(a) == apiChain(b) {
+		t.Fatalf("customer-1271 and customer-1367 share %s", a)
+	}
+	for _, n := range []string{a, b} {
+		if len(n) != 15 || !strings.HasPrefix(n, "oi-cu_") {
+			t.Errorf("shortened name %q: want 15 bytes, oi-cu_ and the hash", n)
+		}
+	}
+	long := strings.Repeat("a", 63)
+	if n := h.InterfaceName(long); len(n) != 15 || n == h.InterfaceName(long[:62]) {
+		t.Errorf("63-character names: %s", n)
+	}
+}
+
+// Over many names sharing a long prefix, and the short names beside them,
+// no two clusters get the same device or chain, and a shortened name never
+// equals a full one, whatever the prefix.
+func TestInterfaceNamesUnique(t *testing.T) {
+	for prefix, n := range map[string]int{"": 200_000, "p2-": 20_000, "p10-": 20_000, "o_": 20_000, "abcde": 20_000} {
+		h := newHub(t, "", prefix)
+		devices := map[string]string{}
+		chains := map[string]string{}
+		add := func(cluster string) {
+			dev := h.InterfaceName(cluster)
+			if len(dev) > maxNameLen || !strings.HasPrefix(dev, h.prefix) {
+				t.Fatalf("prefix %q: %s gets %q", prefix, cluster, dev)
+			}
+			// A shortened name has one '_' more than the prefix, a full one none.
+			marks := strings.Count(h.prefix, "_")
+			if len(h.prefix+cluster) > maxNameLen {
+				marks++
+			}
+			if strings.Count(dev, "_") != marks {
+				t.Fatalf("prefix %q: %s gets %q", prefix, cluster, dev)
+			}
+			if other, ok := devices[dev]; ok {
+				t.Fatalf("prefix %q: %s and %s share the device %s", prefix, other, cluster, dev)
+			}
+			devices[dev] = cluster
+			for _, c := range []string{chain(dev), apiChain(dev)} {
+				if len(c) > 28 {
+					t.Fatalf("chain %s of %s: longer than iptables allows", c, cluster)
+				}
+				if other, ok := chains[c]; ok {
+					t.Fatalf("prefix %q: %s and %s share the chain %s", prefix, other, cluster, c)
+				}
+				chains[c] = cluster
+			}
+		}
+		for i := range n {
+			add(fmt.Sprintf("customer-%d", i))
+			if i < 1000 {
+				add(fmt.Sprintf("cu%d", i)) // short names beside the shortened ones
+			}
+		}
+		for i := range n / 10 {
+			add(fmt.Sprintf("%s-%d", strings.Repeat("tenant", 9), i))
+		}
+	}
+}
+
+func TestNewHubRefusesBadPrefixes(t *testing.T) {
+	for _, p := range []string{"toolong", "a/b", "a b", "a:"} {
+		if _, err := NewHub("", wireguard.Userspace, p); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", p)) {
+			t.Errorf("prefix %q: %v", p, err)
+		}
+	}
+}
+
+// A cluster name that is not a DNS-1123 label gets no key, here or
+// anywhere else.
+func TestEnsureRefusesBadClusterNames(t *testing.T) {
+	top := t.TempDir()
+	h := newHub(t, filepath.Join(top, "keys"), "")
+	for _, name := range []string{"../escaped", "a/b", "Upper", "a_b"} {
+		_, err := h.Ensure(Spec{Cluster: name, ListenPort: 31999, APIPort: 31998, CIDR: "10.200.9.0/24", Address: "10.200.9.1"})
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("cluster name %q is not a DNS-1123 label", name)) {
+			t.Errorf("cluster %q: %v", name, err)
+		}
+	}
+	if entries, _ := os.ReadDir(top); len(entries) != 0 {
+		t.Errorf("files made: %v", entries)
 	}
 }
