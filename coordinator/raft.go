@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/oneinfra/oneinfra/internal/connlimit"
 )
 
 // RaftTimings tune elections; tests shorten them.
@@ -116,6 +117,10 @@ func (n *raftNode) close() error {
 	return err
 }
 
+// raftHandshakes bounds the Raft connections one source may have in their
+// TLS handshake at once: a few servers, each with a few connections.
+const raftHandshakes = 16
+
 // tlsStreamLayer carries Raft traffic over mutual TLS between servers.
 type tlsStreamLayer struct {
 	net.Listener
@@ -128,11 +133,13 @@ func newTLSStreamLayer(bind, advertise string, server, client *tls.Config) (*tls
 	if err != nil {
 		return nil, fmt.Errorf("raft advertise address %q: %w", advertise, err)
 	}
-	ln, err := tls.Listen("tcp", bind, server)
+	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("listening for raft on %s: %w", bind, err)
 	}
-	return &tlsStreamLayer{Listener: ln, advertise: adv, client: client}, nil
+	// Handshakes end before Raft sees a connection, within a deadline and
+	// a few at a time per source: the port is reachable by anyone.
+	return &tlsStreamLayer{Listener: connlimit.TLSListener(ln, server, raftHandshakes), advertise: adv, client: client}, nil
 }
 
 func (l *tlsStreamLayer) Addr() net.Addr { return l.advertise }

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/oneinfra/oneinfra/coordinator/health"
 	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/connlimit"
 	"github.com/oneinfra/oneinfra/internal/gossip"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
@@ -186,11 +187,11 @@ func (s *Server) serveAPI() error {
 		return err
 	}
 	s.apiLn = ln
-	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(apiTLS)),
-		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, s.unaryInterceptor),
+	s.grpc = grpc.NewServer(append(connlimit.ServerOptions(credentials.NewTLS(apiTLS), connlimit.Default, servedRole),
+		grpc.MaxRecvMsgSize(maxRequest),
+		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, limitAgentRequests, s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
-	)
+	)...)
 	pb.RegisterOperatorServer(s.grpc, &operatorAPI{s: s})
 	pb.RegisterBootstrapServer(s.grpc, &bootstrapAPI{s: s})
 	pb.RegisterAgentServer(s.grpc, &agentAPI{s: s})

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/oneinfra/oneinfra/internal/connlimit"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -91,6 +92,10 @@ func remote(ctx context.Context) string {
 	return ""
 }
 
+// maxRequest bounds a request the endpoint reads; the coordinator, which
+// it forwards them to, refuses an agent's beyond 256 KiB anyway.
+const maxRequest = 256 << 10
+
 // Serve serves the endpoint on lis with the agent's certificate (from the
 // coordinator CA, which also verifies workers' certificates) until ctx ends.
 func Serve(ctx context.Context, lis net.Listener, cert *pb.KeyPair, caPEM []byte, srv *Server) error {
@@ -98,7 +103,8 @@ func Serve(ctx context.Context, lis net.Listener, cert *pb.KeyPair, caPEM []byte
 	if err != nil {
 		return fmt.Errorf("join endpoint TLS: %w", err)
 	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(conf)))
+	g := grpc.NewServer(append(connlimit.ServerOptions(credentials.NewTLS(conf), connlimit.Default, nil),
+		grpc.MaxRecvMsgSize(maxRequest))...)
 	pb.RegisterJoinServer(g, srv)
 	go func() {
 		<-ctx.Done()
