@@ -6,6 +6,7 @@ package agent
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -170,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		a.store.close()
 		return nil, err
 	}
-	if a.conn, err = client.DialTLS(a.servers(), conf, client.PreferServing()); err != nil {
+	if a.conn, err = client.DialMembers(a.members(), conf, client.PreferServing()); err != nil {
 		a.store.close()
 		return nil, err
 	}
@@ -227,8 +228,27 @@ func (a *Agent) ensureIdentity(ctx context.Context) error {
 	return nil
 }
 
+// members are the coordinator servers the agent knows, with their IDs
+// once a member listed them; every call teaches it the members again, and
+// they are kept for the next start.
+func (a *Agent) members() *client.Members {
+	var ids map[string]string
+	_ = json.Unmarshal([]byte(a.store.meta(metaServerIDs)), &ids)
+	m := client.NewMembers(a.servers(), ids)
+	m.OnChange(func(addrs []string, ids map[string]string) {
+		b, _ := json.Marshal(ids)
+		if err := errors.Join(a.store.setMeta("servers", strings.Join(addrs, ",")), a.store.setMeta(metaServerIDs, string(b))); err != nil {
+			a.logger.Warn("keeping the coordinator's members", "err", err)
+		}
+	})
+	return m
+}
+
+// metaServerIDs keeps the server ID at each coordinator address (JSON).
+const metaServerIDs = "server-ids"
+
 // servers are the coordinator servers the agent knows: the flag's and the
-// ones the coordinator told at registration.
+// ones the coordinator told at registration or since.
 func (a *Agent) servers() []string {
 	seen := map[string]bool{}
 	var out []string

@@ -79,7 +79,7 @@ func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := client.Dial(conf.Servers, []byte(conf.CertificateAuthority), conf.KeyPair())
+	conn, err := client.Dial(conf.Members(), []byte(conf.CertificateAuthority), conf.KeyPair())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 	op := pb.NewOperatorClient(conn)
 	var tok *pb.CreateTokenResponse
 	testutil.Eventually(t, 20*time.Second, "token", func() (err error) {
-		tok, err = op.CreateToken(ctx, &pb.CreateTokenRequest{Kind: "hypervisor"})
+		tok, err = op.CreateToken(ctx, &pb.CreateTokenRequest{Kind: "hypervisor", Uses: 2})
 		return err
 	})
 	testutil.Eventually(t, 20*time.Second, "coordinator gossip", func() error {

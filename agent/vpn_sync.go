@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"k8s.io/client-go/rest"
 )
@@ -102,10 +105,77 @@ func (a *Agent) serveJoin(ctx context.Context) error {
 	}
 	srv := &join.Server{Coordinator: a.api, Logger: a.logger}
 	go func() {
-		if err := join.Serve(ctx, lis, a.id.cert, a.id.caPEM, srv); err != nil {
+		defer lis.Close()
+		cert, err := a.joinCertificate(ctx)
+		if err != nil {
+			return // ctx ended
+		}
+		a.logger.Info("worker join endpoint serving", "addr", lis.Addr().String())
+		if err := join.Serve(ctx, lis, cert, a.id.caPEM, srv); err != nil {
 			a.logger.Error("worker join endpoint stopped", "err", err)
 		}
 	}()
-	a.logger.Info("worker join endpoint listening", "addr", lis.Addr().String())
 	return nil
+}
+
+// joinCertificate returns the join endpoint's serving certificate, from
+// DATA-DIR/join-endpoint or, the first time, signed by the coordinator
+// for a key made here (retrying until ctx ends). It is not the agent's
+// own: a hypervisor's certificate serves nothing.
+func (a *Agent) joinCertificate(ctx context.Context) (*pb.KeyPair, error) {
+	dir := filepath.Join(a.cfg.DataDir, "join-endpoint")
+	certPath, keyPath := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if kp, err := loadKeyPair(certPath, keyPath); err == nil {
+		return kp, nil
+	}
+	key, keyPEM, err := tlsutil.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := tlsutil.CreateCSR(key, a.cfg.Name, nil)
+	if err != nil {
+		return nil, err
+	}
+	for wait := time.Second; ; wait = min(2*wait, 15*time.Second) {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		resp, err := a.api.IssueJoinCertificate(cctx, &pb.IssueJoinCertificateRequest{Hypervisor: a.cfg.Name, CsrPem: csr})
+		cancel()
+		if err == nil {
+			kp := &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM}
+			if err := tlsutil.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+				return nil, err
+			}
+			if err := tlsutil.WriteFileAtomic(certPath, resp.CertPem, 0o644); err != nil {
+				return nil, err
+			}
+			return kp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.logger.Warn("getting the join endpoint's certificate; workers cannot join through here yet", "err", err, "retry", wait)
+		sleep(ctx, wait)
+	}
+}
+
+// loadKeyPair reads a certificate and its key, and checks they match and
+// the certificate has not expired.
+func loadKeyPair(certPath, keyPath string) (*pb.KeyPair, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	kp := &pb.KeyPair{CertPem: certPEM, KeyPem: keyPEM}
+	cert, _, err := tlsutil.ParseKeyPair(kp)
+	if err != nil {
+		return nil, err
+	}
+	if time.Now().After(cert.NotAfter) {
+		return nil, fmt.Errorf("%s expired at %s", certPath, cert.NotAfter)
+	}
+	return kp, nil
 }

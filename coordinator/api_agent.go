@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"net"
 	"regexp"
 	"slices"
 	"time"
@@ -16,6 +17,8 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -312,4 +315,46 @@ func Images(repository, kubernetesVersion string) map[string]string {
 		"kube-proxy":              k8s + "/kube-proxy:" + v,
 		"coredns":                 k8s + "/coredns/coredns:" + corednsImageTag,
 	}
+}
+
+// IssueJoinCertificate signs the serving certificate of a public
+// hypervisor's join endpoint: its own key (the CSR), server use only, for
+// the hypervisor's addresses as the coordinator has them, never names the
+// caller chose.
+func (a *agentAPI) IssueJoinCertificate(ctx context.Context, req *pb.IssueJoinCertificateRequest) (*pb.IssueJoinCertificateResponse, error) {
+	if err := checkSelf(ctx, req.Hypervisor); err != nil {
+		return nil, err
+	}
+	h := a.s.State().Hypervisor(nil, req.Hypervisor)
+	if h == nil {
+		return nil, fmt.Errorf("hypervisor %q: %w", req.Hypervisor, state.ErrNotFound)
+	}
+	if !h.Spec.Public {
+		return nil, fmt.Errorf("hypervisor %q is not public: it serves no join endpoint: %w", req.Hypervisor, errDenied)
+	}
+	var ips []net.IP
+	for _, addr := range []string{h.Spec.Address, h.Spec.PublicAddress} {
+		if ip := net.ParseIP(addr); ip != nil {
+			ips = append(ips, ip)
+		}
+	}
+	ca, err := a.s.signingCA()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
+		CommonName: req.Hypervisor, Organizations: []string{vocab.RoleJoinEndpoint}, IPs: ips,
+		Usages: []tlsutil.Usage{tlsutil.UsageServer}, Validity: a.s.cfg.certValidity(),
+	}, time.Now())
+	if err != nil {
+		return nil, invalid("certificate request: %v", err)
+	}
+	rec, err := issuedRecord(cert, vocab.RoleJoinEndpoint, req.Hypervisor, "", issuer(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{rec}}); err != nil {
+		return nil, err
+	}
+	return &pb.IssueJoinCertificateResponse{CertPem: cert, CaPem: ca.CertPem}, nil
 }

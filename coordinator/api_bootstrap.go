@@ -8,6 +8,7 @@ import (
 
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -22,13 +23,6 @@ type bootstrapAPI struct {
 func (a *bootstrapAPI) token(presented, kind string) (*pb.Token, error) {
 	st := a.s.State()
 	return checkToken(func(id string) *pb.Token { return st.Token(nil, id) }, presented, kind, time.Now())
-}
-
-// useToken records one more use of a token.
-func (a *bootstrapAPI) useToken(tok *pb.Token) error {
-	tok.Uses++
-	_, err := a.s.raftApply(UpsertTokenType, &pb.UpsertTokenCommand{Token: tok})
-	return err
 }
 
 // signingCA is the coordinator CA with its key, from the replicated state.
@@ -63,11 +57,17 @@ func (a *bootstrapAPI) JoinServer(ctx context.Context, req *pb.JoinServerRequest
 	if err != nil {
 		return nil, err
 	}
-	cert, err := tlsutil.SignCSR(ca, req.CsrPem, serverCertOptions(req.Id, host), time.Now())
+	cert, err := tlsutil.SignCSR(ca, req.CsrPem, serverCertOptions(req.Id, host, a.s.cfg.certValidity()), time.Now())
 	if err != nil {
 		return nil, invalid("certificate request: %v", err)
 	}
-	if err := a.useToken(tok); err != nil {
+	// Recorded with the token's use: the certificate counts as a server's
+	// only once its holder is a member (see Trust).
+	rec, err := issuedRecord(cert, vocab.RoleServer, req.Id, "", "token/"+tok.Id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{rec}, TokenId: tok.Id}); err != nil {
 		return nil, err
 	}
 	a.s.logger.Info("server certificate issued", "id", req.Id, "token", tok.Id)
@@ -80,6 +80,14 @@ func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterH
 	tok, err := a.token(req.Token, TokenHypervisor)
 	if err != nil {
 		return nil, err
+	}
+	if tok.Name != "" && tok.Name != req.Name {
+		return nil, fmt.Errorf("token %s registers hypervisor %q only, not %q: %w", tok.Id, tok.Name, req.Name, errDenied)
+	}
+	replace := tok.Name == req.Name
+	if !replace && a.s.State().Hypervisor(nil, req.Name) != nil {
+		return nil, fmt.Errorf("hypervisor %q is registered already; to register a machine that lost its identity under this name, use a token made with --name %s: %w",
+			req.Name, req.Name, errAlreadyExists)
 	}
 	now := time.Now()
 	h := &pb.Hypervisor{
@@ -100,29 +108,29 @@ func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterH
 	if err != nil {
 		return nil, err
 	}
-	// A public hypervisor's agent also serves the worker join endpoint with
-	// this certificate: it names the hypervisor's addresses.
-	var ips []net.IP
-	for _, a := range []string{h.Spec.Address, h.Spec.PublicAddress} {
-		if ip := net.ParseIP(a); ip != nil {
-			ips = append(ips, ip)
-		}
-	}
+	// A client certificate only: it serves nothing (a public hypervisor's
+	// join endpoint has a certificate of its own, IssueJoinCertificate).
 	cert, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
-		CommonName: req.Name, Organizations: []string{RoleHypervisor}, IPs: ips,
-		Usages: []tlsutil.Usage{tlsutil.UsageClient, tlsutil.UsageServer}, Validity: clientValidity,
+		CommonName: req.Name, Organizations: []string{vocab.RoleHypervisor},
+		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: a.s.cfg.certValidity(),
 	}, now)
 	if err != nil {
 		return nil, invalid("certificate request: %v", err)
 	}
-	if _, err := a.s.raftApply(RegisterHypervisorType, &pb.RegisterHypervisorCommand{Hypervisor: h, TokenId: tok.Id}); err != nil {
+	rec, err := issuedRecord(cert, vocab.RoleHypervisor, req.Name, "", "token/"+tok.Id)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.s.raftApply(RegisterHypervisorType, &pb.RegisterHypervisorCommand{
+		Hypervisor: h, TokenId: tok.Id, Cert: rec, Replace: replace, Time: timestamppb.New(now),
+	}); err != nil {
 		return nil, err
 	}
 	var servers []string
 	for _, srv := range a.s.State().Servers(nil) {
 		servers = append(servers, srv.ApiAddress)
 	}
-	a.s.logger.Info("hypervisor registered", "hypervisor", req.Name, "public", h.Spec.Public, "token", tok.Id)
+	a.s.logger.Info("hypervisor registered", "hypervisor", req.Name, "public", h.Spec.Public, "token", tok.Id, "again", replace)
 	return &pb.RegisterHypervisorResponse{CertPem: cert, CaPem: ca.CertPem, Servers: servers,
 		GossipKey: a.s.State().Config(nil).GetGossipKey()}, nil
 }

@@ -309,7 +309,7 @@ func (a *operatorAPI) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.De
 	case "clusters":
 		index, err = a.s.raftApply(DeleteClusterType, &pb.DeleteClusterCommand{Name: req.Name, Time: timestamppb.Now()})
 	case "hypervisors":
-		index, err = a.s.raftApply(DeleteHypervisorType, &pb.DeleteHypervisorCommand{Name: req.Name})
+		index, err = a.s.raftApply(DeleteHypervisorType, &pb.DeleteHypervisorCommand{Name: req.Name, Time: timestamppb.Now()})
 	default:
 		return nil, invalid("components cannot be deleted: they follow their cluster")
 	}
@@ -385,7 +385,16 @@ func describeHypervisor(st *state.Store, name string, meta *pb.ReadMeta) (*pb.De
 	}, nil
 }
 
-// Kubeconfig issues an admin kubeconfig for a cluster with an ingress.
+// defaultKubeconfigTTL is how long a cluster kubeconfig's certificate
+// lives unless --ttl says otherwise.
+const defaultKubeconfigTTL = 24 * time.Hour
+
+// roleKubeconfig records a cluster admin kubeconfig issued to an
+// operator (the record's name is the operator; its cluster, the cluster).
+const roleKubeconfig = "kubeconfig"
+
+// Kubeconfig issues an admin kubeconfig for a cluster with an ingress,
+// recorded with who asked for it and when it expires.
 func (a *operatorAPI) Kubeconfig(ctx context.Context, req *pb.KubeconfigRequest) (*pb.KubeconfigResponse, error) {
 	st := a.s.State()
 	c := st.Cluster(nil, req.Name)
@@ -403,8 +412,22 @@ func (a *operatorAPI) Kubeconfig(ctx context.Context, req *pb.KubeconfigRequest)
 	if p == nil {
 		return nil, fmt.Errorf("cluster %q has no PKI: %w", req.Name, state.ErrNotFound)
 	}
-	admin, err := pki.AdminKubeconfigCert(p, time.Now())
+	ttl := defaultKubeconfigTTL
+	if req.TtlSeconds > 0 {
+		ttl = time.Duration(req.TtlSeconds) * time.Second
+	}
+	if ttl > a.s.cfg.certValidity() {
+		return nil, invalid("--ttl: %s is longer than the %s certificates live (serve --cert-validity)", ttl, a.s.cfg.certValidity())
+	}
+	admin, err := pki.AdminKubeconfigCert(p, ttl, time.Now())
 	if err != nil {
+		return nil, err
+	}
+	rec, err := issuedRecord(admin.CertPem, roleKubeconfig, callerOf(ctx).Name, req.Name, issuer(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{rec}}); err != nil {
 		return nil, err
 	}
 	kc, err := pki.Kubeconfig(req.Name, c.Status.ApiServerEndpoint, p.Cas[pki.ClusterCA].CertPem, admin, "admin")
@@ -431,11 +454,24 @@ func (a *operatorAPI) CreateToken(ctx context.Context, req *pb.CreateTokenReques
 	default:
 		return nil, invalid("--kind: must be hypervisor, server or worker, got %q", req.Kind)
 	}
+	if req.Name != "" && req.Kind != TokenHypervisor {
+		return nil, invalid("--name: only hypervisor tokens are bound to a name")
+	}
+	if req.Name != "" && !resources.IsDNS1123Label(req.Name) {
+		return nil, invalid("--name: %q is not a valid hypervisor name (a DNS-1123 label)", req.Name)
+	}
 	ttl := DefaultTokenTTL
 	if req.TtlSeconds > 0 {
 		ttl = time.Duration(req.TtlSeconds) * time.Second
 	}
-	secret, tok, err := newToken(req.Kind, req.Cluster, ttl, time.Now())
+	if ttl > MaxTokenTTL {
+		return nil, invalid("--ttl: %s is longer than the %s a token may live", ttl, MaxTokenTTL)
+	}
+	uses := defaultUses(req.Kind)
+	if req.Uses > 0 {
+		uses = req.Uses
+	}
+	secret, tok, err := newToken(req.Kind, req.Cluster, ttl, uses, req.Name, time.Now())
 	if err != nil {
 		return nil, err
 	}

@@ -62,7 +62,7 @@ func registerHypervisorSpec(t testing.TB, s *Server, op pb.OperatorClient, name 
 	if err != nil {
 		t.Fatalf("registering %s: %v", name, err)
 	}
-	conn, err := client.Dial(resp.Servers, resp.CaPem, &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM})
+	conn, err := client.Dial(client.NewMembers(resp.Servers, nil), resp.CaPem, &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,16 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator/pki"
@@ -15,8 +18,12 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"golang.org/x/time/rate"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -34,18 +41,58 @@ const nodePodPrefixLen = 24
 // is not up yet); it maps to FailedPrecondition, which workers retry.
 var errNotReady = errors.New("not ready")
 
+// Joins per worker token: a burst, then one every joinInterval, so that a
+// leaked token cannot fill a cluster's VPN with fake nodes at once.
+const (
+	joinBurst    = 10
+	joinInterval = 2 * time.Second
+)
+
+// joinLimiter rate-limits worker joins per token, on the leader.
+type joinLimiter struct {
+	mu     sync.Mutex
+	tokens map[string]*rate.Limiter
+}
+
+// allow reports whether the token may join one more node now, and when it
+// may if not.
+func (l *joinLimiter) allow(token string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tokens == nil {
+		l.tokens = map[string]*rate.Limiter{}
+	}
+	lim := l.tokens[token]
+	if lim == nil {
+		lim = rate.NewLimiter(rate.Every(joinInterval), joinBurst)
+		l.tokens[token] = lim
+	}
+	r := lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
 // JoinWorker checks a worker token, allocates the node's VPN address and
 // pod subnet in the replicated state and returns the node's configuration.
-// A node that joins again with the same name and key (a lost answer) gets
-// the same allocation.
+// Only the join endpoint of the hypervisor running the cluster's ingress
+// relays its joins. A node that joins again with the same name and keys
+// (a lost answer) gets the same allocation: its certificate request must
+// be signed by the key of the certificate it was given, which only it
+// holds.
 func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*pb.WorkerConfig, error) {
-	a.s.writeMu.Lock() // allocations are read, decided and written at once
-	defer a.s.writeMu.Unlock()
-	st := a.s.State()
 	now := time.Now()
-	tok, err := checkToken(func(id string) *pb.Token { return st.Token(nil, id) }, req.Token, TokenWorker, now)
+	// The token first, before any lock: a flood of bad tokens costs a
+	// lookup each and slows no one else.
+	tok, err := checkToken(func(id string) *pb.Token { return a.s.State().Token(nil, id) }, req.Token, TokenWorker, now)
 	if err != nil {
 		return nil, err
+	}
+	if ok, wait := a.s.joins.allow(tok.Id, now); !ok {
+		return nil, status.Errorf(codes.ResourceExhausted, "token %s: more than %d joins at once (then one every %s): try again in %s",
+			tok.Id, joinBurst, joinInterval, wait.Round(100*time.Millisecond))
 	}
 	if !resources.IsDNS1123Subdomain(req.Name) {
 		return nil, invalid("--name: %q is not a valid node name (lowercase letters, digits, '-' and '.')", req.Name)
@@ -60,22 +107,21 @@ func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*
 	if csr.Subject.CommonName != req.Name {
 		return nil, invalid("certificate request: CN %q is not the node name %q", csr.Subject.CommonName, req.Name)
 	}
-	cluster := st.Cluster(nil, tok.Cluster)
-	switch {
-	case cluster == nil:
-		return nil, fmt.Errorf("token %s: cluster %q does not exist: %w", tok.Id, tok.Cluster, errDenied)
-	case cluster.Metadata.DeletionTimestamp != nil:
-		return nil, fmt.Errorf("cluster %s is being deleted: %w", tok.Cluster, errDenied)
-	case !cluster.Spec.GetVpn().GetEnabled():
-		return nil, fmt.Errorf("cluster %s has no VPN (spec.vpn.enabled is false): workers cannot join it: %w", tok.Cluster, errDenied)
+	a.s.writeMu.Lock() // allocations are read, decided and written at once
+	defer a.s.writeMu.Unlock()
+	st := a.s.State()
+	cluster, err := a.s.relayedCluster(ctx, st, tok.Cluster)
+	if err != nil {
+		return nil, err
 	}
 	peer := st.VPNPeer(nil, tok.Cluster, req.Name)
 	if peer != nil && peer.PublicKey != req.PublicKey {
 		return nil, fmt.Errorf("node %q has already joined cluster %s with another key; remove it first (oneinfra-coord cluster remove-node %s %s): %w",
 			req.Name, tok.Cluster, tok.Cluster, req.Name, errAlreadyExists)
 	}
-	if _, err := a.s.endpointOf(st, cluster); err != nil {
-		return nil, err
+	if peer != nil && !holdsNodeKey(st, tok.Cluster, req.Name, csr.RawSubjectPublicKeyInfo) {
+		return nil, fmt.Errorf("node %q has already joined cluster %s: joining again takes the node's own key, which this request is not signed with; remove it first (oneinfra-coord cluster remove-node %s %s): %w",
+			req.Name, tok.Cluster, tok.Cluster, req.Name, errAlreadyExists)
 	}
 	isNew := peer == nil
 	if isNew {
@@ -89,19 +135,25 @@ func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*
 	}
 	certPEM, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
 		CommonName:    req.Name,
-		Organizations: []string{resources.WorkerOrg, resources.WorkerClusterOrgPrefix + tok.Cluster},
-		Usages:        []tlsutil.Usage{tlsutil.UsageClient}, Validity: clientValidity,
+		Organizations: []string{vocab.RoleWorker, vocab.ClusterOrgPrefix + tok.Cluster},
+		Usages:        []tlsutil.Usage{tlsutil.UsageClient}, Validity: a.s.cfg.certValidity(),
 	}, now)
 	if err != nil {
 		return nil, invalid("certificate request: %v", err)
 	}
+	rec, err := issuedRecord(certPEM, vocab.RoleWorker, req.Name, tok.Cluster, "token/"+tok.Id)
+	if err != nil {
+		return nil, err
+	}
 	if isNew {
 		ev := state.Event(tok.Cluster, "Normal", "NodeJoined",
 			fmt.Sprintf("node %s joined the VPN as %s (pod subnet %s) through %s", req.Name, peer.Address, peer.PodCidr, callerOf(ctx).Name), now)
-		if _, err := a.s.raftApply(JoinWorkerType, &pb.JoinWorkerCommand{Peer: peer, Event: ev}); err != nil {
+		if _, err := a.s.raftApply(JoinWorkerType, &pb.JoinWorkerCommand{Peer: peer, Event: ev, Cert: rec}); err != nil {
 			return nil, err
 		}
 		a.s.logger.Info("worker joined", "cluster", tok.Cluster, "node", req.Name, "address", peer.Address, "token", tok.Id)
+	} else if _, err := a.s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{rec}}); err != nil {
+		return nil, err
 	}
 	cfg, err := a.s.workerConfig(a.s.State(), cluster, peer)
 	if err != nil {
@@ -109,6 +161,39 @@ func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*
 	}
 	cfg.CertPem = certPEM
 	return cfg, nil
+}
+
+// holdsNodeKey reports whether a node of a cluster was given a
+// certificate, not revoked, for the public key spki.
+func holdsNodeKey(st *state.Store, cluster, node string, spki []byte) bool {
+	sum := sha256.Sum256(spki)
+	return slices.ContainsFunc(st.IssuedTo(nil, vocab.RoleWorker, node), func(c *pb.IssuedCert) bool {
+		return c.Cluster == cluster && !c.Revoked && bytes.Equal(c.PublicKeySha256, sum[:])
+	})
+}
+
+// relayedCluster returns a VPN cluster whose worker joins the calling
+// hypervisor may relay: only the one running its ingress (the VPN
+// endpoint) does.
+func (s *Server) relayedCluster(ctx context.Context, st *state.Store, name string) (*pb.Cluster, error) {
+	cluster := st.Cluster(nil, name)
+	switch {
+	case cluster == nil:
+		return nil, fmt.Errorf("cluster %q does not exist: %w", name, errDenied)
+	case cluster.Metadata.DeletionTimestamp != nil:
+		return nil, fmt.Errorf("cluster %s is being deleted: %w", name, errDenied)
+	case !cluster.Spec.GetVpn().GetEnabled():
+		return nil, fmt.Errorf("cluster %s has no VPN (spec.vpn.enabled is false): workers cannot join it: %w", name, errDenied)
+	}
+	ep, err := s.endpointOf(st, cluster)
+	if err != nil {
+		return nil, err
+	}
+	if caller := callerOf(ctx).Name; ep.hypervisor.Metadata.Name != caller {
+		return nil, fmt.Errorf("hypervisor %s does not run the VPN endpoint of cluster %s: its workers join through %s: %w",
+			caller, name, net.JoinHostPort(ep.hypervisor.Spec.PublicAddress, strconv.Itoa(resources.DefaultJoinPort)), errDenied)
+	}
+	return cluster, nil
 }
 
 // errAlreadyExists maps to AlreadyExists.
@@ -151,9 +236,18 @@ func newPeer(st *state.Store, cluster *pb.Cluster, req *pb.JoinWorkerRequest, to
 // endpoint may have moved since it joined).
 func (a *agentAPI) GetWorkerConfig(ctx context.Context, req *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
 	st := a.s.State()
-	cluster := st.Cluster(nil, req.Cluster)
+	if err := admit(st, identity{Role: vocab.RoleWorker, Name: req.Name, Serial: req.Serial}); err != nil {
+		return nil, err
+	}
+	if rec := st.Issued(nil, req.Serial); rec == nil || rec.Cluster != req.Cluster {
+		return nil, fmt.Errorf("the certificate %s is not one issued to node %q of cluster %q: %w", req.Serial, req.Name, req.Cluster, errDenied)
+	}
+	cluster, err := a.s.relayedCluster(ctx, st, req.Cluster)
+	if err != nil {
+		return nil, err
+	}
 	peer := st.VPNPeer(nil, req.Cluster, req.Name)
-	if cluster == nil || peer == nil {
+	if peer == nil {
 		return nil, fmt.Errorf("node %q of cluster %q is not joined (removed?): %w", req.Name, req.Cluster, errDenied)
 	}
 	cfg, err := a.s.workerConfig(st, cluster, peer)
@@ -271,8 +365,9 @@ func (a *operatorAPI) ListPeers(ctx context.Context, req *pb.ListPeersRequest) (
 // endpoint, its address and pod subnet are freed, its bootstrap token is
 // deleted from the cluster.
 func (a *operatorAPI) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*pb.RemovePeerResponse, error) {
-	ev := state.Event(req.Cluster, "Normal", "NodeRemoved", fmt.Sprintf("node %s removed from the VPN", req.Name), time.Now())
-	if _, err := a.s.raftApply(RemovePeerType, &pb.RemovePeerCommand{Cluster: req.Cluster, Name: req.Name, Event: ev}); err != nil {
+	now := time.Now()
+	ev := state.Event(req.Cluster, "Normal", "NodeRemoved", fmt.Sprintf("node %s removed from the VPN; its certificates are revoked", req.Name), now)
+	if _, err := a.s.raftApply(RemovePeerType, &pb.RemovePeerCommand{Cluster: req.Cluster, Name: req.Name, Event: ev, Time: timestamppb.New(now)}); err != nil {
 		return nil, err
 	}
 	return &pb.RemovePeerResponse{}, nil

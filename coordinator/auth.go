@@ -5,7 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"slices"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -24,12 +25,22 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
-// identity is who a call comes from: a role and a name (the certificate CN).
+// identity is who a call comes from: a role, a name (the certificate CN)
+// and the certificate's serial.
 type identity struct {
-	Role, Name string
+	Role, Name, Serial string
 }
 
 func (i identity) String() string { return i.Role + "/" + i.Name }
+
+// forwarded is how an identity travels on a forwarded call.
+func (i identity) forwarded() string { return i.Role + "/" + i.Name + "/" + i.Serial }
+
+func parseForwarded(s string) identity {
+	role, rest, _ := strings.Cut(s, "/")
+	name, serial, _ := strings.Cut(rest, "/")
+	return identity{Role: role, Name: name, Serial: serial}
+}
 
 type identityKey struct{}
 
@@ -39,14 +50,14 @@ func callerOf(ctx context.Context) identity {
 }
 
 // forwardedFor carries the original caller on a call a server forwards to
-// the leader; it is believed only from another server.
+// the leader; it is believed only from another server that is a member.
 const forwardedFor = "oneinfra-forwarded-for"
 
 // roleFor is the role each service requires; Bootstrap needs none.
 var roleFor = map[string]string{
-	"/oneinfra.v1.Operator/":  RoleAdmin,
-	"/oneinfra.v1.Agent/":     RoleHypervisor,
-	"/oneinfra.v1.Peer/":      RoleServer,
+	"/oneinfra.v1.Operator/":  vocab.RoleOperator,
+	"/oneinfra.v1.Agent/":     vocab.RoleHypervisor,
+	"/oneinfra.v1.Peer/":      vocab.RoleServer,
 	"/oneinfra.v1.Bootstrap/": "",
 	"/grpc.health.v1.Health/": "",
 }
@@ -64,8 +75,16 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Agent/JoinWorker":             true,
 	"/oneinfra.v1.Operator/RemovePeer":          true,
 	"/oneinfra.v1.Operator/SetScheduling":       true,
+	"/oneinfra.v1.Operator/Kubeconfig":          true,
+	"/oneinfra.v1.Operator/CreateAdmin":         true,
+	"/oneinfra.v1.Operator/RevokeAdmin":         true,
+	"/oneinfra.v1.Operator/RemoveMember":        true,
+	"/oneinfra.v1.Agent/IssueJoinCertificate":   true,
 	"/oneinfra.v1.Peer/Join":                    true,
 }
+
+// peerJoin is the one call of a server that is not a member yet.
+const peerJoin = "/oneinfra.v1.Peer/Join"
 
 // leaderReads are the reads the leader answers, so that an operator reads
 // what they just wrote; with the stale header any server answers from its
@@ -75,6 +94,7 @@ var leaderReads = map[string]bool{
 	"/oneinfra.v1.Operator/Describe":   true,
 	"/oneinfra.v1.Operator/ListTokens": true,
 	"/oneinfra.v1.Operator/ListPeers":  true,
+	"/oneinfra.v1.Operator/ListAdmins": true,
 }
 
 // StaleHeader, set to "true" on a read, lets any server answer it.
@@ -85,8 +105,9 @@ func allowStale(ctx context.Context) bool {
 	return ok && len(md.Get(StaleHeader)) == 1 && md.Get(StaleHeader)[0] == "true"
 }
 
-// authorize finds the caller of a call and checks it may make it.
-func authorize(ctx context.Context, method string) (identity, error) {
+// authorize finds the caller of a call and checks it may make it (see
+// Trust in trust.go).
+func (s *Server) authorize(ctx context.Context, method string) (identity, error) {
 	var want string
 	known := false
 	for prefix, role := range roleFor {
@@ -98,19 +119,50 @@ func authorize(ctx context.Context, method string) (identity, error) {
 		return identity{}, status.Errorf(codes.Unimplemented, "unknown method %s", method)
 	}
 	id := peerIdentity(ctx)
-	if id.Role == RoleServer {
+	if id.Role == "" {
+		if want == "" {
+			return id, nil
+		}
+		return id, status.Error(codes.Unauthenticated, "a client certificate of a oneinfra role, signed by the coordinator CA, is required")
+	}
+	st := s.State()
+	if err := admitCaller(st, id, method); err != nil {
+		return id, err
+	}
+	if id.Role == vocab.RoleServer && isMember(st, id.Name) {
 		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedFor)) == 1 {
-			role, name, _ := strings.Cut(md.Get(forwardedFor)[0], "/")
-			id = identity{Role: role, Name: name}
+			id = parseForwarded(md.Get(forwardedFor)[0])
+			if err := admitCaller(st, id, method); err != nil {
+				return id, err
+			}
 		}
 	}
 	if want != "" && id.Role != want {
-		if id.Role == "" {
-			return id, status.Error(codes.Unauthenticated, "a client certificate signed by the coordinator CA is required")
-		}
 		return id, status.Errorf(codes.PermissionDenied, "%s may not call %s", id, method)
 	}
 	return id, nil
+}
+
+// admitCaller checks a caller's certificate against the records and, for a
+// server, its membership.
+func admitCaller(st *state.Store, id identity, method string) error {
+	if err := admit(st, id); err != nil {
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	if id.Role == vocab.RoleServer && !isMember(st, id.Name) && !(method == peerJoin && pendingServer(st, id)) {
+		return status.Errorf(codes.PermissionDenied, "server %q is not a member of this coordinator: its certificate counts only while it is", id.Name)
+	}
+	return nil
+}
+
+// membersHeader lists the members for clients to learn (see
+// client.MembersHeader).
+func (s *Server) membersHeader() metadata.MD {
+	members := map[string]string{}
+	for _, srv := range s.State().Servers(nil) {
+		members[srv.Id] = srv.ApiAddress
+	}
+	return metadata.Pairs(client.MembersHeader, client.FormatMembers(members))
 }
 
 // peerIdentity reads the verified client certificate of a call.
@@ -124,20 +176,22 @@ func peerIdentity(ctx context.Context) identity {
 		return identity{}
 	}
 	cert := info.State.VerifiedChains[0][0]
-	for _, role := range []string{RoleAdmin, RoleServer, RoleHypervisor} {
-		if slices.Contains(cert.Subject.Organization, role) {
-			return identity{Role: role, Name: cert.Subject.CommonName}
-		}
+	role := roleOf(cert)
+	if role == "" {
+		return identity{}
 	}
-	return identity{}
+	return identity{Role: role, Name: cert.Subject.CommonName, Serial: serialOf(cert)}
 }
 
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	id, err := authorize(ctx, info.FullMethod)
+	id, err := s.authorize(ctx, info.FullMethod)
 	if err != nil {
 		return nil, err
 	}
 	ctx = context.WithValue(ctx, identityKey{}, id)
+	if id.Role != "" {
+		_ = grpc.SetHeader(ctx, s.membersHeader())
+	}
 	if !writes[info.FullMethod] && (!leaderReads[info.FullMethod] || allowStale(ctx)) {
 		resp, err := handler(ctx, req)
 		return resp, grpcError(err)
@@ -150,6 +204,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		var resp any
 		if s.IsLeader() {
 			resp, err = handler(ctx, req)
+			if writes[info.FullMethod] && id.Role == vocab.RoleOperator {
+				s.logger.Info("operator write", "operator", id.Name, "method", path.Base(info.FullMethod), "ok", err == nil)
+			}
 		} else {
 			resp, err = s.forward(ctx, info.FullMethod, req.(proto.Message), id)
 		}
@@ -165,9 +222,12 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 }
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	id, err := authorize(ss.Context(), info.FullMethod)
+	id, err := s.authorize(ss.Context(), info.FullMethod)
 	if err != nil {
 		return err
+	}
+	if id.Role != "" {
+		_ = ss.SetHeader(s.membersHeader())
 	}
 	return grpcError(handler(srv, &identityStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), identityKey{}, id)}))
 }
@@ -216,7 +276,7 @@ func (s *Server) forward(ctx context.Context, method string, req proto.Message, 
 	if err != nil {
 		return nil, err
 	}
-	ctx = metadata.AppendToOutgoingContext(ctx, forwardedFor, id.String())
+	ctx = metadata.AppendToOutgoingContext(ctx, forwardedFor, id.forwarded())
 	s.metrics.forwarded.Inc()
 	if err := conn.Invoke(ctx, method, req, resp); err != nil {
 		return nil, err
@@ -260,6 +320,8 @@ func grpcError(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, errDenied):
 		code = codes.PermissionDenied
+	case errors.Is(err, errRevoked):
+		code = codes.Unauthenticated
 	case errors.Is(err, errNotReady):
 		code = codes.FailedPrecondition
 	case errors.Is(err, errAlreadyExists):
@@ -273,7 +335,7 @@ func grpcError(err error) error {
 		code = codes.Canceled
 	}
 	msg := err.Error()
-	for _, quiet := range []error{state.ErrConflict, errDenied, ErrHypervisorInUse, errAlreadyExists, errNotReady} {
+	for _, quiet := range []error{state.ErrConflict, errDenied, errRevoked, ErrHypervisorInUse, errAlreadyExists, errNotReady} {
 		msg = strings.TrimSuffix(msg, ": "+quiet.Error()) // they choose the code, not the words
 	}
 	return status.Error(code, msg)

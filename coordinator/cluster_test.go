@@ -20,7 +20,7 @@ func TestThreeServers(t *testing.T) {
 	s1, cfg1 := bootstrapOne(t, dir)
 	op1 := pb.NewOperatorClient(adminConn(t, cfg1.DataDir, s1.APIAddr()))
 
-	tok, err := op1.CreateToken(ctx, &pb.CreateTokenRequest{Kind: TokenServer})
+	tok, err := op1.CreateToken(ctx, &pb.CreateTokenRequest{Kind: TokenServer, Uses: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,27 +8,17 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
-// Roles are certificate organizations; the CN names the holder.
-const (
-	RoleAdmin      = "oneinfra:admin"
-	RoleServer     = "oneinfra:server"
-	RoleHypervisor = "oneinfra:hypervisor"
-)
-
-// Lifetimes of what the coordinator CA signs.
-const (
-	caValidity     = 10 * 365 * 24 * time.Hour
-	serverValidity = 5 * 365 * 24 * time.Hour
-	clientValidity = 365 * 24 * time.Hour
-)
+// caValidity is the coordinator CA's lifetime; leaf certificates live
+// Config.CertValidity.
+const caValidity = 10 * 365 * 24 * time.Hour
 
 // Files under DATA-DIR/tls, and the admin credentials.
 const (
@@ -86,14 +76,14 @@ func (c *serverCreds) write(kp *pb.KeyPair) error {
 }
 
 // serverCertOptions names a server for its peers, agents and the CLI.
-func serverCertOptions(id, host string) tlsutil.CertOptions {
+func serverCertOptions(id, host string, validity time.Duration) tlsutil.CertOptions {
 	opts := tlsutil.CertOptions{
 		CommonName:    id,
-		Organizations: []string{RoleServer},
+		Organizations: []string{vocab.RoleServer},
 		DNSNames:      []string{"localhost"},
 		IPs:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		Usages:        []tlsutil.Usage{tlsutil.UsageServer, tlsutil.UsageClient},
-		Validity:      serverValidity,
+		Validity:      validity,
 	}
 	if ip := net.ParseIP(host); ip != nil {
 		opts.IPs = append(opts.IPs, ip)
@@ -109,13 +99,13 @@ func serverCertOptions(id, host string) tlsutil.CertOptions {
 // bootstrapCreds makes the coordinator CA, this server's certificate and
 // admin.conf. The CA key stays in DATA-DIR/tls/ca.key until the leader has
 // written it into the replicated state.
-func bootstrapCreds(dataDir, id, host, apiAddr string) (*serverCreds, error) {
+func bootstrapCreds(dataDir, id, host, apiAddr string, validity time.Duration) (*serverCreds, error) {
 	now := time.Now()
 	ca, err := tlsutil.NewCA("oneinfra coordinator CA", caValidity, now)
 	if err != nil {
 		return nil, err
 	}
-	kp, err := tlsutil.Issue(ca, serverCertOptions(id, host), now)
+	kp, err := tlsutil.Issue(ca, serverCertOptions(id, host, validity), now)
 	if err != nil {
 		return nil, err
 	}
@@ -130,8 +120,8 @@ func bootstrapCreds(dataDir, id, host, apiAddr string) (*serverCreds, error) {
 		return nil, err
 	}
 	admin, err := tlsutil.Issue(ca, tlsutil.CertOptions{
-		CommonName: "admin", Organizations: []string{RoleAdmin},
-		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: clientValidity,
+		CommonName: vocab.BootstrapOperator, Organizations: []string{vocab.RoleOperator},
+		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: validity,
 	}, now)
 	if err != nil {
 		return nil, err
@@ -239,9 +229,4 @@ func (c *serverCreds) clientTLS() (*tls.Config, error) {
 }
 
 // requireServerPeer refuses a peer whose certificate is not a server's.
-func requireServerPeer(cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 || !slices.Contains(cs.PeerCertificates[0].Subject.Organization, RoleServer) {
-		return errors.New("peer is not a oneinfra coordinator server")
-	}
-	return nil
-}
+var requireServerPeer = tlsutil.PeerRole(vocab.RoleServer, vocab.Roles)

@@ -6,12 +6,15 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // MessageType is the first byte of every Raft log entry. Types are only
@@ -35,6 +38,9 @@ const (
 	RemovePeerType
 	SetHealthType
 	SetGossipKeyType
+	IssueCertsType
+	RevokeCertsType
+	PruneType
 )
 
 // Errors an Apply can return; they reach the caller of raftApply.
@@ -111,6 +117,12 @@ func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Mess
 		return &pb.SetHealthCommand{}, f.applySetHealth
 	case SetGossipKeyType:
 		return &pb.SetGossipKeyCommand{}, f.applySetGossipKey
+	case IssueCertsType:
+		return &pb.IssueCertsCommand{}, f.applyIssueCerts
+	case RevokeCertsType:
+		return &pb.RevokeCertsCommand{}, f.applyRevokeCerts
+	case PruneType:
+		return &pb.PruneCommand{}, f.applyPrune
 	}
 	return nil, nil
 }
@@ -146,6 +158,9 @@ func (f *FSM) applyInit(txn *state.Txn, m proto.Message) error {
 	}
 	txn.SetConfig(cmd.Config)
 	txn.UpsertServer(cmd.Server)
+	for _, c := range cmd.Issued {
+		txn.UpsertIssued(c)
+	}
 	return nil
 }
 
@@ -154,8 +169,13 @@ func (f *FSM) applyUpsertServer(txn *state.Txn, m proto.Message) error {
 	return nil
 }
 
+// applyRemoveServer forgets a server and revokes its certificates.
 func (f *FSM) applyRemoveServer(txn *state.Txn, m proto.Message) error {
-	txn.DeleteServer(m.(*pb.RemoveServerCommand).Id)
+	cmd := m.(*pb.RemoveServerCommand)
+	txn.DeleteServer(cmd.Id)
+	if cmd.Time != nil {
+		revokeIn(txn, revokeCmd(vocab.RoleServer, cmd.Id, "", "removed from the coordinator", cmd.Time.AsTime()))
+	}
 	return nil
 }
 
@@ -230,8 +250,11 @@ func (f *FSM) finishClusterDeletion(txn *state.Txn, name string) {
 	txn.DeleteCluster(name)
 }
 
+// applyDeleteHypervisor removes an empty hypervisor and revokes its
+// agent's and join endpoint's certificates.
 func (f *FSM) applyDeleteHypervisor(txn *state.Txn, m proto.Message) error {
-	name := m.(*pb.DeleteHypervisorCommand).Name
+	cmd := m.(*pb.DeleteHypervisorCommand)
+	name := cmd.Name
 	if txn.Hypervisor(name) == nil {
 		return fmt.Errorf("hypervisor %q: %w", name, state.ErrNotFound)
 	}
@@ -239,6 +262,11 @@ func (f *FSM) applyDeleteHypervisor(txn *state.Txn, m proto.Message) error {
 		return fmt.Errorf("hypervisor %q has %d components: %w", name, n, ErrHypervisorInUse)
 	}
 	txn.DeleteHypervisor(name)
+	if cmd.Time != nil {
+		for _, role := range []string{vocab.RoleHypervisor, vocab.RoleJoinEndpoint} {
+			revokeIn(txn, revokeCmd(role, name, "", "hypervisor deleted", cmd.Time.AsTime()))
+		}
+	}
 	return nil
 }
 
@@ -259,20 +287,98 @@ func (f *FSM) applyRevokeToken(txn *state.Txn, m proto.Message) error {
 	return nil
 }
 
+// applyRegisterHypervisor records a hypervisor and its agent's certificate
+// and uses the token once. A taken name is refused unless the entry
+// replaces it (a token bound to the name): then the name's old
+// certificates are revoked, and its labels, scheduling and status stay.
 func (f *FSM) applyRegisterHypervisor(txn *state.Txn, m proto.Message) error {
 	cmd := m.(*pb.RegisterHypervisorCommand)
 	h := cmd.Hypervisor
-	if old := txn.Hypervisor(h.Metadata.Name); old != nil {
-		// Operators own labels and scheduling; the agent owns the rest.
+	old := txn.Hypervisor(h.Metadata.Name)
+	if old != nil && !cmd.Replace {
+		return fmt.Errorf("hypervisor %q is registered already; to register a machine that lost its identity under this name, use a token made with --name %s: %w",
+			h.Metadata.Name, h.Metadata.Name, errAlreadyExists)
+	}
+	if err := useToken(txn, cmd.TokenId, cmd.Time); err != nil {
+		return err
+	}
+	if old != nil {
+		// Operators own labels and scheduling; the agent owns the spec.
 		h.Metadata.Labels = old.Metadata.Labels
+		h.Metadata.Uid = old.Metadata.Uid
+		h.Metadata.CreationTimestamp = old.Metadata.CreationTimestamp
 		h.Spec.Unschedulable = old.Spec.Unschedulable
-		h.Status.Draining = old.GetStatus().GetDraining()
+		h.Status = old.Status
+		for _, role := range []string{vocab.RoleHypervisor, vocab.RoleJoinEndpoint} {
+			revokeIn(txn, revokeCmd(role, h.Metadata.Name, "", "the hypervisor registered again", cmd.Time.AsTime()))
+		}
 	}
 	txn.UpsertHypervisor(h)
-	if tok := txn.Token(cmd.TokenId); tok != nil {
-		tok = proto.Clone(tok).(*pb.Token)
-		tok.Uses++
-		txn.UpsertToken(tok)
+	if cmd.Cert != nil {
+		txn.UpsertIssued(cmd.Cert)
+	}
+	return nil
+}
+
+// useToken spends one use of a token: the handler checked it against the
+// state it read, but two requests may race for its last use, so this
+// check is the one that counts. now is the entry's time (nil: not known).
+func useToken(txn *state.Txn, id string, now *timestamppb.Timestamp) error {
+	if id == "" {
+		return nil
+	}
+	tok := txn.Token(id)
+	switch {
+	case tok == nil:
+		return fmt.Errorf("token %s: unknown (pruned): %w", id, errDenied)
+	case tok.Revoked:
+		return fmt.Errorf("token %s: revoked: %w", id, errDenied)
+	case tok.MaxUses > 0 && tok.Uses >= tok.MaxUses:
+		return fmt.Errorf("token %s: used up (%d of %d uses): %w", id, tok.Uses, tok.MaxUses, errDenied)
+	case now != nil && !now.AsTime().Before(tok.Expires.AsTime()):
+		return fmt.Errorf("token %s: expired at %s: %w", id, tok.Expires.AsTime().UTC().Format(time.RFC3339), errDenied)
+	}
+	tok = proto.Clone(tok).(*pb.Token)
+	tok.Uses++
+	txn.UpsertToken(tok)
+	return nil
+}
+
+// applyIssueCerts records issued certificates, using a token once.
+func (f *FSM) applyIssueCerts(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.IssueCertsCommand)
+	var at *timestamppb.Timestamp
+	if len(cmd.Certs) > 0 {
+		at = cmd.Certs[0].NotBefore
+	}
+	if err := useToken(txn, cmd.TokenId, at); err != nil {
+		return err
+	}
+	for _, c := range cmd.Certs {
+		txn.UpsertIssued(c)
+	}
+	return nil
+}
+
+// applyRevokeCerts revokes certificates by serial or holder.
+func (f *FSM) applyRevokeCerts(txn *state.Txn, m proto.Message) error {
+	revokeIn(txn, m.(*pb.RevokeCertsCommand))
+	return nil
+}
+
+// applyPrune forgets tokens expired or used up and certificates expired:
+// a revoked certificate stays listed until it expires.
+func (f *FSM) applyPrune(txn *state.Txn, m proto.Message) error {
+	now := m.(*pb.PruneCommand).Time.AsTime()
+	for _, tok := range txn.Tokens() {
+		if tokenDone(tok, now) {
+			txn.DeleteToken(tok)
+		}
+	}
+	for _, c := range txn.AllIssued() {
+		if !now.Before(c.NotAfter.AsTime()) {
+			txn.DeleteIssued(c)
+		}
 	}
 	return nil
 }
@@ -432,11 +538,12 @@ func (f *FSM) applyJoinWorker(txn *state.Txn, m proto.Message) error {
 			return fmt.Errorf("VPN address %s or pod subnet %s was taken by node %s meanwhile, join again: %w", p.Address, p.PodCidr, o.Name, state.ErrConflict)
 		}
 	}
+	if err := useToken(txn, p.TokenId, p.Joined); err != nil {
+		return err
+	}
 	txn.UpsertVPNPeer(p)
-	if tok := txn.Token(p.TokenId); tok != nil {
-		tok = proto.Clone(tok).(*pb.Token)
-		tok.Uses++
-		txn.UpsertToken(tok)
+	if cmd.Cert != nil {
+		txn.UpsertIssued(cmd.Cert)
 	}
 	if cmd.Event != nil {
 		txn.InsertEvents([]*pb.Event{cmd.Event})
@@ -451,6 +558,9 @@ func (f *FSM) applyRemovePeer(txn *state.Txn, m proto.Message) error {
 		return fmt.Errorf("node %q of cluster %q: %w", cmd.Name, cmd.Cluster, state.ErrNotFound)
 	}
 	txn.DeleteVPNPeer(cmd.Cluster, cmd.Name)
+	if cmd.Time != nil {
+		revokeIn(txn, revokeCmd(vocab.RoleWorker, cmd.Name, cmd.Cluster, "node removed from the cluster", cmd.Time.AsTime()))
+	}
 	if cmd.Event != nil {
 		txn.InsertEvents([]*pb.Event{cmd.Event})
 	}

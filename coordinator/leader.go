@@ -5,12 +5,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
+	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // DefaultVPNPool is where clusters' VPN CIDRs come from unless --vpn-pool
@@ -132,10 +137,25 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			sleep(ctx, time.Second)
 			continue
 		}
+		if err := s.prune(time.Now()); err != nil {
+			s.logger.Warn("pruning used and expired tokens and certificates", "err", err)
+		}
 		wctx, cancel := context.WithTimeout(ctx, resyncInterval)
 		_ = ws.WatchCtx(wctx)
 		cancel()
 	}
+}
+
+// prune forgets, in one entry, the tokens expired or used up and the
+// certificate records expired, when there are any.
+func (s *Server) prune(now time.Time) error {
+	st := s.State()
+	due := slices.ContainsFunc(st.Tokens(nil), func(t *pb.Token) bool { return tokenDone(t, now) }) || slices.ContainsFunc(st.AllIssued(nil), func(c *pb.IssuedCert) bool { return !now.Before(c.NotAfter.AsTime()) })
+	if !due {
+		return nil
+	}
+	_, err := s.raftApply(PruneType, &pb.PruneCommand{Time: timestamppb.New(now)})
+	return err
 }
 
 // establishLeadership writes what bootstrap left to the leader, and makes
@@ -155,9 +175,13 @@ func (s *Server) establishLeadership() error {
 		if err != nil {
 			return err
 		}
+		issued, err := s.bootstrapIssued()
+		if err != nil {
+			return err
+		}
 		cmd := &pb.InitCommand{
 			Config: &pb.CoordinatorConfig{Ca: ca, VpnPool: s.cfg.VPNPool, ClusterId: hex.EncodeToString(id), GossipKey: key},
-			Server: s.self(),
+			Server: s.self(), Issued: issued,
 		}
 		if _, err := s.raftApply(InitType, cmd); err != nil {
 			return fmt.Errorf("writing initial configuration: %w", err)
@@ -176,6 +200,26 @@ func (s *Server) establishLeadership() error {
 	}
 	_, err := s.raftApply(UpsertServerType, &pb.UpsertServerCommand{Server: s.self()})
 	return err
+}
+
+// bootstrapIssued records the certificates --bootstrap issued: this
+// server's, and the bootstrap operator's in DATA-DIR/admin.conf.
+func (s *Server) bootstrapIssued() ([]*pb.IssuedCert, error) {
+	own, err := issuedRecord(s.creds.cert.CertPem, vocab.RoleServer, s.cfg.ID, "", "bootstrap")
+	if err != nil {
+		return nil, err
+	}
+	out := []*pb.IssuedCert{own}
+	conf, err := client.Load(filepath.Join(s.cfg.DataDir, AdminConfFile))
+	if err != nil {
+		s.logger.Warn("the bootstrap operator's certificate is not recorded: it can be revoked only with its CA", "err", err)
+		return out, nil
+	}
+	admin, err := issuedRecord([]byte(conf.ClientCertificate), vocab.RoleOperator, vocab.BootstrapOperator, "", "bootstrap")
+	if err != nil {
+		return nil, err
+	}
+	return append(out, admin), nil
 }
 
 func (s *Server) self() *pb.Server {

@@ -25,16 +25,16 @@ const (
 	maxAgentRequest = 256 << 10
 )
 
-// servedRole tells whether a connection's verified certificate has a role
-// that some service requires (roleFor): such connections, agents however
-// many from one address, are not counted by connlimit; a worker's
-// certificate, say, has no such role.
-func servedRole(cs tls.ConnectionState) bool {
+// trustedConn tells whether a connection's verified certificate has a
+// role that some service requires (roleFor) and is neither revoked nor
+// replaced: such connections, agents however many from one address, are
+// not counted by connlimit; a worker's certificate, say, has no such role.
+func (s *Server) trustedConn(cs tls.ConnectionState) bool {
 	p := &peer.Peer{AuthInfo: credentials.TLSInfo{State: cs}}
-	role := peerIdentity(peer.NewContext(context.Background(), p)).Role
+	id := peerIdentity(peer.NewContext(context.Background(), p))
 	for _, want := range roleFor {
-		if want != "" && want == role {
-			return true
+		if want != "" && want == id.Role {
+			return admit(s.State(), id) == nil
 		}
 	}
 	return false

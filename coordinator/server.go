@@ -43,6 +43,9 @@ type Config struct {
 
 	ImageRepository string
 	VPNPool         string
+	// CertValidity is the lifetime of every leaf certificate issued;
+	// DefaultCertValidity when zero.
+	CertValidity time.Duration
 
 	// GossipAddr is IP:PORT of this server's gossip observer; empty: no
 	// gossip (health then rests on the agents' reports alone). GossipJoin
@@ -56,6 +59,17 @@ type Config struct {
 
 	Timings RaftTimings
 	Logger  *slog.Logger
+}
+
+// DefaultCertValidity is how long leaf certificates live unless
+// --cert-validity says otherwise.
+const DefaultCertValidity = 365 * 24 * time.Hour
+
+func (c Config) certValidity() time.Duration {
+	if c.CertValidity > 0 {
+		return c.CertValidity
+	}
+	return DefaultCertValidity
 }
 
 // Server is one running coordinator server.
@@ -72,10 +86,14 @@ type Server struct {
 	metrics *metrics
 	peers   *peerPool
 	gossip  atomic.Pointer[gossip.Member]
+	// started is raft once running, for the Raft transport's checks,
+	// which run from the start (raftPeer).
+	started atomic.Pointer[raftNode]
 
 	apiAddr, raftAddr string // advertised
 
 	writeMu sync.Mutex // serialises the leader's read-decide-write handlers
+	joins   joinLimiter
 	wg      sync.WaitGroup
 	stopCh  chan struct{}
 	stopped sync.Once
@@ -125,7 +143,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.creds, err = loadCreds(cfg.DataDir)
 	case cfg.Bootstrap:
 		bootstrap = true
-		s.creds, err = bootstrapCreds(cfg.DataDir, cfg.ID, host, s.apiAddr)
+		s.creds, err = bootstrapCreds(cfg.DataDir, cfg.ID, host, s.apiAddr, cfg.certValidity())
 	case cfg.Join != "":
 		s.creds, err = joinCreds(ctx, cfg, host, s.apiAddr, s.raftAddr)
 	default:
@@ -145,6 +163,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	raftTLS.VerifyConnection = s.raftPeer
 	s.peers = newPeerPool(clientTLS)
 	layer, err := newTLSStreamLayer(cfg.RaftAddr, s.raftAddr, raftTLS, clientTLS)
 	if err != nil {
@@ -155,6 +174,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		layer.Close()
 		return nil, err
 	}
+	s.started.Store(s.raft)
 	if err := s.serveAPI(); err != nil {
 		s.raft.close()
 		return nil, err
@@ -187,7 +207,7 @@ func (s *Server) serveAPI() error {
 		return err
 	}
 	s.apiLn = ln
-	s.grpc = grpc.NewServer(append(connlimit.ServerOptions(credentials.NewTLS(apiTLS), connlimit.Default, servedRole),
+	s.grpc = grpc.NewServer(append(connlimit.ServerOptions(credentials.NewTLS(apiTLS), connlimit.Default, s.trustedConn),
 		grpc.MaxRecvMsgSize(maxRequest),
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, limitAgentRequests, s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),

@@ -20,7 +20,7 @@ func TestServingStatus(t *testing.T) {
 	s1, cfg1 := bootstrapOne(t, dir)
 	conn := adminConn(t, cfg1.DataDir, s1.APIAddr())
 	op := pb.NewOperatorClient(conn)
-	tok, err := op.CreateToken(ctx, &pb.CreateTokenRequest{Kind: TokenServer})
+	tok, err := op.CreateToken(ctx, &pb.CreateTokenRequest{Kind: TokenServer, Uses: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func adminConn(t testing.TB, dataDir string, servers ...string) *grpc.ClientConn
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := client.Dial(servers, []byte(conf.CertificateAuthority), conf.KeyPair())
+	conn, err := client.Dial(client.NewMembers(servers, nil), []byte(conf.CertificateAuthority), conf.KeyPair())
 	if err != nil {
 		t.Fatal(err)
 	}

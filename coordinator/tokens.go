@@ -19,8 +19,22 @@ const (
 	TokenWorker     = "worker"
 )
 
-// DefaultTokenTTL is how long a token lives unless --ttl says otherwise.
-const DefaultTokenTTL = 24 * time.Hour
+// Token lifetimes: DefaultTokenTTL unless --ttl says otherwise, at most
+// MaxTokenTTL.
+const (
+	DefaultTokenTTL = 24 * time.Hour
+	MaxTokenTTL     = 720 * time.Hour
+)
+
+// defaultUses is how many times a token of a kind may be used unless
+// --uses says otherwise: once for servers and hypervisors, unlimited
+// (0) within the ttl for workers, which join by the fleet.
+func defaultUses(kind string) uint32 {
+	if kind == TokenWorker {
+		return 0
+	}
+	return 1
+}
 
 // tokenFormat is "ID.SECRET", like kubeadm's bootstrap tokens.
 var tokenFormat = regexp.MustCompile(`^([a-z0-9]{6})\.([a-z0-9]{16})$`)
@@ -47,7 +61,7 @@ func randomString(n int) (string, error) {
 }
 
 // newToken makes a token; only the hash of its secret is kept.
-func newToken(kind, cluster string, ttl time.Duration, now time.Time) (string, *pb.Token, error) {
+func newToken(kind, cluster string, ttl time.Duration, maxUses uint32, name string, now time.Time) (string, *pb.Token, error) {
 	id, err := randomString(6)
 	if err != nil {
 		return "", nil, err
@@ -57,7 +71,7 @@ func newToken(kind, cluster string, ttl time.Duration, now time.Time) (string, *
 		return "", nil, err
 	}
 	return id + "." + secret, &pb.Token{
-		Id: id, Kind: kind, Cluster: cluster,
+		Id: id, Kind: kind, Cluster: cluster, Name: name, MaxUses: maxUses,
 		Created: timestamppb.New(now), Expires: timestamppb.New(now.Add(ttl)),
 		SecretHash: hashSecret(id, secret),
 	}, nil
@@ -86,6 +100,14 @@ func checkToken(lookup func(id string) *pb.Token, presented, kind string, now ti
 		return nil, fmt.Errorf("token %s: expired at %s: %w", tok.Id, tok.Expires.AsTime().Format(time.RFC3339), errDenied)
 	case tok.Kind != kind:
 		return nil, fmt.Errorf("token %s: is a %s token, not a %s token: %w", tok.Id, tok.Kind, kind, errDenied)
+	case tok.MaxUses > 0 && tok.Uses >= tok.MaxUses:
+		return nil, fmt.Errorf("token %s: used up (%d of %d uses): %w", tok.Id, tok.Uses, tok.MaxUses, errDenied)
 	}
 	return tok, nil
+}
+
+// tokenDone reports whether a token can no longer be used at now:
+// expired or used up. Such tokens are pruned.
+func tokenDone(t *pb.Token, now time.Time) bool {
+	return !now.Before(t.Expires.AsTime()) || (t.MaxUses > 0 && t.Uses >= t.MaxUses)
 }

@@ -95,10 +95,26 @@ func TestWorkerJoin(t *testing.T) {
 	if err != nil || cert.Subject.CommonName != "w-1" || strings.Join(cert.Subject.Organization, ",") != "oneinfra:worker,oneinfra:cluster:edge" {
 		t.Fatalf("worker certificate: %v %v", cert.Subject, err)
 	}
-	// A lost answer: the same name and key get the same allocation.
+	// A lost answer: the same name and keys get the same allocation.
 	again, err := pub.JoinWorker(ctx, req1)
 	if err != nil || again.Address != c1.Address || again.BootstrapToken != c1.BootstrapToken {
 		t.Fatalf("join retried: %v %v", again, err)
+	}
+	// A forged re-join, with only the node's WireGuard public key (its
+	// certificate request signed by another key), gets nothing.
+	forged := joinReq(t, tok, "w-1")
+	forged.PublicKey = req1.PublicKey
+	if got, err := pub.JoinWorker(ctx, forged); code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "node's own key") || got != nil {
+		t.Errorf("forged re-join: %v %v", got, err)
+	}
+	// Another public hypervisor relays no join of a cluster whose ingress
+	// it does not run, and reads no node's configuration.
+	other := registerHypervisor(t, s, op, "pub-2", true)
+	if _, err := other.JoinWorker(ctx, joinReq(t, tok, "w-o")); code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "does not run the VPN endpoint") {
+		t.Errorf("join relayed by another public hypervisor: %v", err)
+	}
+	if _, err := other.GetWorkerConfig(ctx, configReq(t, "edge", c1.CertPem)); code(err) != codes.PermissionDenied {
+		t.Errorf("config read by another public hypervisor: %v", err)
 	}
 	// The same name with another key is refused.
 	if _, err := pub.JoinWorker(ctx, joinReq(t, tok, "w-1")); code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "already joined") {
@@ -167,9 +183,26 @@ func TestWorkerJoin(t *testing.T) {
 	if _, err := op.RemovePeer(ctx, &pb.RemovePeerRequest{Cluster: "edge", Name: "w-1"}); code(err) != codes.NotFound {
 		t.Errorf("removing twice: %v", err)
 	}
-	if _, err := pub.GetWorkerConfig(ctx, &pb.GetWorkerConfigRequest{Cluster: "edge", Name: "w-1"}); code(err) != codes.PermissionDenied {
+	// Its certificate is revoked at once.
+	if _, err := pub.GetWorkerConfig(ctx, configReq(t, "edge", c1.CertPem)); code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("config of a removed node: %v", err)
 	}
+	// Joins per token are limited, before anything else is checked: the
+	// first token has been used a few times already; a burst of joins
+	// (bad ones, that take no address) soon hits the limit.
+	limited := 0
+	for range 12 {
+		if _, err := pub.JoinWorker(ctx, joinReq(t, tok, "Bad_Name")); code(err) == codes.ResourceExhausted {
+			limited++
+			if !strings.Contains(err.Error(), "try again in") {
+				t.Errorf("rate-limited join: %v", err)
+			}
+		}
+	}
+	if limited == 0 {
+		t.Error("12 joins at once with one token: none rate-limited")
+	}
+	tok = token("edge")
 	c3, err := pub.JoinWorker(ctx, joinReq(t, tok, "w-3"))
 	if err != nil || c3.Address != "10.200.7.2/29" || c3.PodCidr != "10.244.0.0/24" {
 		t.Fatalf("address not reused: %v %v", c3, err)
@@ -183,13 +216,30 @@ func TestWorkerJoin(t *testing.T) {
 	if _, err := pub.JoinWorker(ctx, joinReq(t, tok, "w-7")); err == nil || !strings.Contains(err.Error(), "10.200.7.0/29") {
 		t.Errorf("full VPN CIDR: %v", err)
 	}
-	got, err := pub.GetWorkerConfig(ctx, &pb.GetWorkerConfigRequest{Cluster: "edge", Name: "w-2"})
+	got, err := pub.GetWorkerConfig(ctx, configReq(t, "edge", c2.CertPem))
 	if err != nil || got.Address != c2.Address || len(got.CertPem) != 0 || got.BootstrapToken != "" {
 		t.Errorf("config refresh: %v %v", got, err)
+	}
+	// A node's name with another node's certificate serial is refused.
+	wrong := configReq(t, "edge", c2.CertPem)
+	wrong.Name = "w-3"
+	if _, err := pub.GetWorkerConfig(ctx, wrong); code(err) == codes.OK {
+		t.Error("config of w-3 with w-2's certificate")
 	}
 	if n := len(s.State().VPNPeers(nil, "edge")); n != 5 {
 		t.Errorf("%d peers in the state", n)
 	}
+}
+
+// configReq is what a join endpoint forwards for a worker calling with
+// the certificate certPEM.
+func configReq(t *testing.T, cluster string, certPEM []byte) *pb.GetWorkerConfigRequest {
+	t.Helper()
+	cert, err := tlsutil.ParseCertPEM(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pb.GetWorkerConfigRequest{Cluster: cluster, Name: cert.Subject.CommonName, Serial: serialOf(cert)}
 }
 
 func assignmentsOf(t *testing.T, s *Server, hv string) []*pb.Assignment {

@@ -101,7 +101,7 @@ func startAPIServer(t *testing.T) *apiServer {
 		})
 	}
 
-	admin, err := pki.AdminKubeconfigCert(p, time.Now())
+	admin, err := pki.AdminKubeconfigCert(p, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -182,7 +182,7 @@ func TestControlPlaneBinaries(t *testing.T) {
 	if code, _ := get(anon, "/api/v1/namespaces"); code != 401 && code != 403 {
 		t.Errorf("anonymous list of namespaces: %d", code)
 	}
-	admin, err := pki.AdminKubeconfigCert(p, time.Now())
+	admin, err := pki.AdminKubeconfigCert(p, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

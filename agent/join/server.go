@@ -51,24 +51,30 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinWorkerRequest) (*pb.Worke
 
 // Config returns a joined worker's current configuration.
 func (s *Server) Config(ctx context.Context, _ *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
-	cluster, name, err := worker(ctx)
+	req, err := worker(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return s.Coordinator.GetWorkerConfig(ctx, &pb.GetWorkerConfigRequest{Cluster: cluster, Name: name})
+	return s.Coordinator.GetWorkerConfig(ctx, req)
 }
 
-// worker reads who calls from its verified client certificate.
-func worker(ctx context.Context) (cluster, name string, err error) {
+// worker reads who calls from its verified client certificate; the
+// coordinator checks its serial against the revocations.
+func worker(ctx context.Context) (*pb.GetWorkerConfigRequest, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return "", "", status.Error(codes.Unauthenticated, "no peer")
+		return nil, status.Error(codes.Unauthenticated, "no peer")
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 {
-		return "", "", status.Error(codes.Unauthenticated, "a joined worker's client certificate is required (join first)")
+		return nil, status.Error(codes.Unauthenticated, "a joined worker's client certificate is required (join first)")
 	}
-	return Identity(info.State.VerifiedChains[0][0])
+	cert := info.State.VerifiedChains[0][0]
+	cluster, name, err := Identity(cert)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetWorkerConfigRequest{Cluster: cluster, Name: name, Serial: cert.SerialNumber.Text(16)}, nil
 }
 
 // Identity reads the cluster and node a worker certificate was issued for.
@@ -96,8 +102,9 @@ func remote(ctx context.Context) string {
 // it forwards them to, refuses an agent's beyond 256 KiB anyway.
 const maxRequest = 256 << 10
 
-// Serve serves the endpoint on lis with the agent's certificate (from the
-// coordinator CA, which also verifies workers' certificates) until ctx ends.
+// Serve serves the endpoint on lis with its join endpoint certificate
+// (from the coordinator CA, which also verifies workers' certificates)
+// until ctx ends.
 func Serve(ctx context.Context, lis net.Listener, cert *pb.KeyPair, caPEM []byte, srv *Server) error {
 	conf, err := tlsutil.ServerConfig(cert, caPEM, tls.VerifyClientCertIfGiven)
 	if err != nil {

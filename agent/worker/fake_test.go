@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -66,7 +67,7 @@ func startFakeJoin(t *testing.T, ca *pb.KeyPair, caHash, listen string, config *
 func (f *fakeJoin) serve(t *testing.T, ln net.Listener) {
 	t.Helper()
 	host, _, _ := net.SplitHostPort(ln.Addr().String())
-	cert, err := tlsutil.Issue(f.ca, tlsutil.CertOptions{CommonName: "join-endpoint", IPs: []net.IP{net.ParseIP(host)},
+	cert, err := tlsutil.Issue(f.ca, tlsutil.CertOptions{CommonName: "join-endpoint", Organizations: []string{vocab.RoleJoinEndpoint}, IPs: []net.IP{net.ParseIP(host)},
 		Usages: []tlsutil.Usage{tlsutil.UsageServer}, Validity: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"google.golang.org/grpc"
@@ -26,9 +27,16 @@ const callTimeout = 15 * time.Second
 // dial makes a gRPC connection to one join endpoint. Connections are made
 // per attempt, so that a retry dials afresh instead of waiting out gRPC's
 // own reconnection back-off.
+// Only a join endpoint's certificate is accepted: the coordinator CA
+// signs other roles too (a hypervisor's, a server's).
 func dial(endpoint string, conf *tls.Config) (*grpc.ClientConn, error) {
+	conf = conf.Clone()
+	conf.VerifyConnection = joinEndpointRole
 	return grpc.NewClient("passthrough:///"+endpoint, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
 }
+
+// joinEndpointRole checks that a server is a join endpoint.
+var joinEndpointRole = tlsutil.PeerRole(vocab.RoleJoinEndpoint, vocab.Roles)
 
 // pinnedConfig is tlsutil.PinnedClientConfig that also keeps the outcome
 // of the last verification: the pinned CA on success (to trust from then
@@ -48,6 +56,14 @@ func newPinnedConfig(caHash, host string) *pinnedConfig {
 		var ca *x509.Certificate
 		if err == nil {
 			ca, err = tlsutil.PinnedCA(caHash, raw)
+		}
+		if err == nil {
+			// Recorded with the pin, so that an impostor is a final
+			// refusal, not a join endpoint to wait for.
+			leaf, perr := x509.ParseCertificate(raw[0])
+			if err = perr; err == nil {
+				err = joinEndpointRole(tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}})
+			}
 		}
 		p.mu.Lock()
 		p.ca, p.err = ca, err

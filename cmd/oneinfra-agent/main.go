@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/oneinfra/oneinfra/agent"
+	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/gossip"
 	"github.com/oneinfra/oneinfra/internal/logging"
 	"github.com/oneinfra/oneinfra/internal/resources"
@@ -47,7 +48,7 @@ func newRootCommand() *cobra.Command {
 
 func newHypervisorCommand(logFormat *string) *cobra.Command {
 	cfg := agent.Config{}
-	var coordinators string
+	var coordinators, tokenFile string
 	cmd := &cobra.Command{
 		Use:   "hypervisor --name NAME --address IP --coordinator HOST:PORT[,HOST:PORT...]",
 		Short: "Run the agent of a hypervisor",
@@ -58,6 +59,9 @@ func newHypervisorCommand(logFormat *string) *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			if cfg.Token, err = client.Token(cfg.Token, tokenFile); err != nil {
+				return err
+			}
 			for _, c := range strings.Split(coordinators, ",") {
 				if c = strings.TrimSpace(c); c != "" {
 					cfg.Coordinators = append(cfg.Coordinators, c)
@@ -81,6 +85,7 @@ func newHypervisorCommand(logFormat *string) *cobra.Command {
 	f.StringVar(&cfg.Address, "address", "", "private network address (required)")
 	f.StringVar(&coordinators, "coordinator", "", "coordinator servers, HOST:PORT[,HOST:PORT...] (required)")
 	f.StringVar(&cfg.Token, "token", "", "hypervisor token, first start only (oneinfra-coord token create --kind hypervisor)")
+	f.StringVar(&tokenFile, "token-file", "", "read --token from this file (mode 0600), so that it never shows in the process list")
 	f.StringVar(&cfg.CAHash, "ca-hash", "", "sha256:HEX of the coordinator CA, first start only")
 	f.BoolVar(&cfg.Public, "public", false, "this hypervisor is public: it runs ingresses")
 	f.StringVar(&cfg.PublicAddress, "public-address", "", "public address, with --public")
@@ -91,7 +96,7 @@ func newHypervisorCommand(logFormat *string) *cobra.Command {
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:7481", "/metrics, /healthz and /readyz listen address")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", fmt.Sprintf("IP:PORT of this hypervisor's gossip member (default: --address with port %d)", gossip.DefaultPort))
 	f.StringSliceVar(&cfg.GossipJoin, "gossip-join", nil, "gossip members to join, HOST:PORT,... (other agents, coordinator servers' --gossip-addr)")
-	f.StringVar(&cfg.WireGuardPrefix, "wireguard-prefix", "oi-", "public hypervisors: name prefix of the VPN endpoints' WireGuard devices (PREFIX + cluster)")
+	f.StringVar(&cfg.WireGuardPrefix, "wireguard-prefix", "oi-", "public hypervisors: name prefix of the VPN endpoints' WireGuard devices, at most 5 characters (PREFIX + cluster, or a hash of a name too long for 15 bytes)")
 	f.StringVar(&cfg.JoinAddr, "join-addr", fmt.Sprintf(":%d", resources.DefaultJoinPort), "public hypervisors: where workers join (TLS with the coordinator CA)")
 	for _, name := range []string{"name", "address", "coordinator"} {
 		_ = cmd.MarkFlagRequired(name)

@@ -8,12 +8,14 @@ import (
 	"syscall"
 
 	"github.com/oneinfra/oneinfra/agent/worker"
+	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/logging"
 	"github.com/spf13/cobra"
 )
 
 func newWorkerCommand(logFormat *string) *cobra.Command {
 	cfg := worker.Config{}
+	var tokenFile string
 	cmd := &cobra.Command{
 		Use:   "worker --join HOST:PORT --name NAME [--token TOKEN --ca-hash sha256:HEX]",
 		Short: "Run the agent of a worker node: join a cluster through its VPN and run the kubelet",
@@ -33,6 +35,9 @@ oneinfra-kubelet.service) and keeps the tunnel up.`,
 				return err
 			}
 			cfg.Logger = logger
+			if cfg.Token, err = client.Token(cfg.Token, tokenFile); err != nil {
+				return err
+			}
 			w, err := worker.New(cfg)
 			if err != nil {
 				return err
@@ -46,6 +51,7 @@ oneinfra-kubelet.service) and keeps the tunnel up.`,
 	f.StringVar(&cfg.Join, "join", "", "join endpoint of a public hypervisor, HOST:PORT (required)")
 	f.StringVar(&cfg.Name, "name", "", "this node's name (required)")
 	f.StringVar(&cfg.Token, "token", "", "worker token, first start only")
+	f.StringVar(&tokenFile, "token-file", "", "read --token from this file (mode 0600), so that it never shows in the process list")
 	f.StringVar(&cfg.CAHash, "ca-hash", "", "sha256:HEX of the coordinator CA, first start only")
 	f.StringVar(&cfg.CRIEndpoint, "cri-endpoint", worker.DefaultCRIEndpoint, "CRI runtime endpoint of the kubelet")
 	f.StringVar(&cfg.DataDir, "data-dir", worker.DefaultDataDir, "keys, the worker's configuration and the kubelet's files")

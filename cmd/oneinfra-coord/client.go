@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator"
@@ -32,7 +31,16 @@ func (g *globals) connect() (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := client.Dial(conf.Servers, []byte(conf.CertificateAuthority), conf.KeyPair())
+	members := conf.Members()
+	// Every successful call lists the members: the credentials file
+	// learns them, so that the next command reaches any of them when the
+	// one it knew is down. Failing to write it is no error for the
+	// command.
+	members.OnChange(func(addrs []string, ids map[string]string) {
+		conf.Servers, conf.ServerIDs = addrs, ids
+		_ = conf.Write(path)
+	})
+	conn, err := client.Dial(members, []byte(conf.CertificateAuthority), conf.KeyPair())
 	if err != nil {
 		return nil, err
 	}
@@ -47,24 +55,6 @@ func (s *session) ctx(parent context.Context) (context.Context, context.CancelFu
 		parent = metadata.AppendToOutgoingContext(parent, coordinator.StaleHeader, "true")
 	}
 	return context.WithTimeout(parent, callTimeout)
-}
-
-// learnServers records in the credentials file the coordinator servers a
-// read reported, so that the next command can reach any of them when the
-// one it knew is down. Failing to write it is no error for the command.
-func (s *session) learnServers(meta *pb.ReadMeta) {
-	servers := meta.GetServers()
-	if len(servers) == 0 {
-		return
-	}
-	a, b := slices.Clone(servers), slices.Clone(s.conf.Servers)
-	slices.Sort(a)
-	slices.Sort(b)
-	if slices.Equal(a, b) {
-		return
-	}
-	s.conf.Servers = servers
-	_ = s.conf.Write(s.path)
 }
 
 // call connects, runs f with the context of one call, and disconnects.

@@ -104,13 +104,19 @@ func waitReady(cmd *cobra.Command, g *globals, name string, timeout time.Duratio
 }
 
 func newClusterKubeconfigCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "kubeconfig NAME",
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "kubeconfig NAME [--ttl D]",
 		Short: "Print an admin kubeconfig whose server is the cluster's ingress endpoint",
-		Args:  cobra.ExactArgs(1),
+		Long: "Print an admin kubeconfig whose server is the cluster's ingress endpoint. Its certificate lives --ttl " +
+			"and is recorded with who asked for it and when it expires (describe cluster lists them).",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ttl <= 0 {
+				return fmt.Errorf("--ttl: must be positive, got %s", ttl)
+			}
 			return g.call(cmd, func(ctx context.Context, s *session) error {
-				resp, err := s.op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: args[0]})
+				resp, err := s.op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: args[0], TtlSeconds: uint32(ttl.Seconds())})
 				if err != nil {
 					return err
 				}
@@ -119,4 +125,6 @@ func newClusterKubeconfigCommand(g *globals) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the kubeconfig's certificate lives")
+	return cmd
 }

@@ -31,7 +31,6 @@ func newDescribeCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				s.learnServers(resp.Meta)
 				if kind == resources.Hypervisors {
 					printDescribeHypervisor(cmd.OutOrStdout(), resp)
 				} else {

@@ -41,7 +41,6 @@ func newGetCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				s.learnServers(resp.Meta)
 				return printGet(cmd.OutOrStdout(), kind, output, resp)
 			})
 		},

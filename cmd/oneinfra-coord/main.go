@@ -48,6 +48,7 @@ func newRootCommand() *cobra.Command {
 		newClusterCommand(g),
 		newHypervisorCommand(g),
 		newTokenCommand(g),
+		newAdminCommand(g),
 		newMembersCommand(g),
 		newSnapshotCommand(g),
 		newVersionCommand(g),

@@ -10,7 +10,7 @@ import (
 )
 
 func newMembersCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "members",
 		Short: "List coordinator servers, which one leads, and their Raft indexes",
 		Args:  cobra.NoArgs,
@@ -37,4 +37,19 @@ func newMembersCommand(g *globals) *cobra.Command {
 			})
 		},
 	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "remove ID",
+		Short: "Take a server out of the coordinator; its certificate stops working at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.call(cmd, func(ctx context.Context, s *session) error {
+				if _, err := s.op.RemoveMember(ctx, &pb.RemoveMemberRequest{Id: args[0]}); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "server/%s removed\n", args[0])
+				return nil
+			})
+		},
+	})
+	return cmd
 }

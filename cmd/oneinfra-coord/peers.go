@@ -27,7 +27,6 @@ func newClusterPeersCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				s.learnServers(resp.Meta)
 				if output != "" {
 					msgs := make([]proto.Message, len(resp.Peers))
 					for i, p := range resp.Peers {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/oneinfra/oneinfra/coordinator"
 	"github.com/oneinfra/oneinfra/coordinator/health"
+	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/logging"
 	"github.com/spf13/cobra"
 )
@@ -18,6 +19,7 @@ import (
 func newServeCommand(g *globals) *cobra.Command {
 	cfg := coordinator.Config{}
 	var gossipJoin []string
+	var tokenFile string
 	cmd := &cobra.Command{
 		Use:   "serve --id ID --data-dir DIR [--bootstrap | --join HOST:PORT --token TOKEN --ca-hash sha256:HEX]",
 		Short: "Run a coordinator server",
@@ -32,6 +34,9 @@ func newServeCommand(g *globals) *cobra.Command {
 			}
 			cfg.Logger = logger
 			cfg.GossipJoin = splitList(gossipJoin)
+			if cfg.Token, err = client.Token(cfg.Token, tokenFile); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
 			srv, err := coordinator.Start(ctx, cfg)
@@ -53,13 +58,15 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "start a new one-server coordinator cluster on an empty data dir")
 	f.StringVar(&cfg.Join, "join", "", "join the coordinator cluster through this server (HOST:PORT)")
 	f.StringVar(&cfg.Token, "token", "", "server token for --join (token create --kind server)")
+	f.StringVar(&tokenFile, "token-file", "", "read --token from this file (mode 0600), so that it never shows in the process list")
+	f.DurationVar(&cfg.CertValidity, "cert-validity", coordinator.DefaultCertValidity, "lifetime of every leaf certificate issued (CAs live 10 years)")
 	f.StringVar(&cfg.CAHash, "ca-hash", "", "sha256:HEX of the coordinator CA, for --join")
 	f.StringVar(&cfg.ImageRepository, "image-repository", "", "repository prefix of every image, for mirrors and air gaps (default: upstream registries)")
 	f.StringVar(&cfg.VPNPool, "vpn-pool", coordinator.DefaultVPNPool, "the pool clusters' VPN CIDRs come from (read at --bootstrap)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "IP:PORT of this server's gossip observer (e.g. 0.0.0.0:7946; the port is advertised on the --advertise host); off when empty: hypervisor health then rests on the agents' reports alone")
 	f.StringSliceVar(&gossipJoin, "gossip-join", nil, "gossip members to join, HOST:PORT,... (hypervisors' agents or other servers)")
 	f.DurationVar(&cfg.Health.SuspectAfter, "suspect-after", health.DefaultSuspectAfter, "a hypervisor with no report for this long is suspect (keep it above the agents' 30s heartbeat)")
-	f.DurationVar(&cfg.Health.DeadAfter, "dead-after", health.DefaultDeadAfter, "a hypervisor with no report for this long (and gossip not saying alive) is dead: its components are placed elsewhere")
+	f.DurationVar(&cfg.Health.DeadAfter, "dead-after", health.DefaultDeadAfter, "a hypervisor with no report for this long is dead (whatever gossip says): its components are placed elsewhere")
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd

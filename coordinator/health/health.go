@@ -9,9 +9,11 @@
 //     the leader cannot reach it);
 //   - no report for SuspectAfter, or gossip saying dead for
 //     GossipDeadAfter, means suspect;
-//   - no report for DeadAfter, while gossip (when there is any) does not
-//     say alive, means dead, and dead stays dead until a fresh report;
-//   - gossip alone never makes a hypervisor dead, and a leader only counts
+//   - no report for DeadAfter means dead, whatever gossip says, and dead
+//     stays dead until a fresh report;
+//   - gossip can hasten suspicion but never keeps a silent hypervisor
+//     alive (any member of the pool can claim to see it), nor alone makes
+//     one dead; and a leader only counts
 //     the silence it has observed itself: the time since it began leading
 //     bounds how long a report is missing, so a new leader waits
 //     SuspectAfter and DeadAfter before blaming anybody.
@@ -109,7 +111,6 @@ func (r Rules) Decide(in Input) Decision {
 	}
 	silent := in.Now.Sub(observedFrom)
 	gossipDead := in.Gossip != nil && in.Gossip.State == gossip.Dead && in.Now.Sub(in.Gossip.Since) >= r.GossipDeadAfter
-	gossipAlive := in.Gossip != nil && in.Gossip.State == gossip.Alive
 
 	var health, reason string
 	switch {
@@ -119,7 +120,7 @@ func (r Rules) Decide(in Input) Decision {
 		health, reason = resources.HealthSuspect, ReasonGossipDead
 	case current == resources.HealthDead:
 		health, reason = resources.HealthDead, ReasonNotReporting
-	case silent >= r.DeadAfter && !gossipAlive:
+	case silent >= r.DeadAfter:
 		health, reason = resources.HealthDead, ReasonNotReporting
 	case silent >= r.SuspectAfter:
 		health, reason = resources.HealthSuspect, ReasonNoRecentReport
@@ -138,12 +139,12 @@ func (r Rules) Decide(in Input) Decision {
 	default:
 		d.Status = conditionFalse
 	}
-	d.Message = r.message(in, health, gossipDead, gossipAlive)
+	d.Message = r.message(in, health, gossipDead)
 	return d
 }
 
 // message says what the decision rests on, for `describe`.
-func (r Rules) message(in Input, health string, gossipDead, gossipAlive bool) string {
+func (r Rules) message(in Input, health string, gossipDead bool) string {
 	var report string
 	if in.LastSeen.IsZero() {
 		report = "no report yet"

@@ -49,7 +49,7 @@ func TestDecide(t *testing.T) {
 		{name: "straight from alive to dead on a long silence", current: alive, now: seen + 10*time.Minute, want: dead},
 		{name: "dead, gossip dead too", current: suspect, now: seen + 151*time.Second, gossip: obs(gossip.Dead, seen+30*time.Second), want: dead,
 			msg: "gossip reports it dead since 16:10:30"},
-		{name: "gossip alive holds off dead", current: suspect, now: seen + 10*time.Minute, gossip: obs(gossip.Alive, 0), want: suspect},
+		{name: "gossip alive does not keep a silent one alive", current: suspect, now: seen + 151*time.Second, gossip: obs(gossip.Alive, 0), want: dead},
 		{name: "gossip suspect does not hold off dead", current: suspect, now: seen + 151*time.Second, gossip: obs(gossip.Suspect, seen), want: dead},
 		{name: "dead stays dead when gossip comes back", current: dead, now: seen + 10*time.Minute, gossip: obs(gossip.Alive, seen+9*time.Minute), want: dead},
 

@@ -226,8 +226,9 @@ func IngressCerts(p *pb.ClusterPKI, component string, now time.Time) (*pb.Compon
 
 // AdminKubeconfigCert issues the cluster-admin client certificate (CN
 // oneinfra-admin, O system:masters, from ClientCA) that `cluster
-// kubeconfig` embeds. Only it and AddonsCert are in system:masters.
-func AdminKubeconfigCert(p *pb.ClusterPKI, now time.Time) (*pb.KeyPair, error) {
+// kubeconfig` embeds, valid for validity. Only it and AddonsCert are in
+// system:masters.
+func AdminKubeconfigCert(p *pb.ClusterPKI, validity time.Duration, now time.Time) (*pb.KeyPair, error) {
 	ca, err := CA(p, ClientCA)
 	if err != nil {
 		return nil, err
@@ -236,7 +237,7 @@ func AdminKubeconfigCert(p *pb.ClusterPKI, now time.Time) (*pb.KeyPair, error) {
 		CommonName:    AdminUser,
 		Organizations: []string{MastersGroup},
 		Usages:        []tlsutil.Usage{tlsutil.UsageClient},
-		Validity:      LeafValidity,
+		Validity:      validity,
 	}, now)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: admin certificate: %w", p.GetCluster(), err)

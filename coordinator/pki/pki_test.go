@@ -378,7 +378,7 @@ func TestOnlyAdminAndAddonsAreMasters(t *testing.T) {
 		}
 	}
 
-	admin, err := AdminKubeconfigCert(p, time.Now())
+	admin, err := AdminKubeconfigCert(p, LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +429,7 @@ func TestCA(t *testing.T) {
 
 func TestKubeconfig(t *testing.T) {
 	p := sharedPKI(t)
-	admin, err := AdminKubeconfigCert(p, time.Now())
+	admin, err := AdminKubeconfigCert(p, LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

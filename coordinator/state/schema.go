@@ -26,6 +26,7 @@ const (
 	TableTokens         = "tokens"
 	TableEvents         = "events"
 	TableVPNPeers       = "vpn_peers"
+	TableIssued         = "issued"
 	TableIndex          = "index"
 )
 
@@ -78,6 +79,9 @@ func schema() *memdb.DBSchema {
 	peers := idIndex(func(o any) string { return PeerKey(o.(*pb.VPNPeer).GetCluster(), o.(*pb.VPNPeer).GetName()) })
 	peers["cluster"] = &memdb.IndexSchema{Name: "cluster",
 		Indexer: stringIndex(func(o any) string { return o.(*pb.VPNPeer).GetCluster() })}
+	issued := idIndex(func(o any) string { return o.(*pb.IssuedCert).GetSerial() })
+	issued["holder"] = &memdb.IndexSchema{Name: "holder",
+		Indexer: stringIndex(func(o any) string { return HolderKey(o.(*pb.IssuedCert).GetRole(), o.(*pb.IssuedCert).GetName()) })}
 	events := idIndex(func(o any) string { return o.(*storedEvent).Key })
 	events["cluster"] = &memdb.IndexSchema{Name: "cluster",
 		Indexer: stringIndex(func(o any) string { return o.(*storedEvent).Event.GetCluster() })}
@@ -92,9 +96,13 @@ func schema() *memdb.DBSchema {
 		TableTokens:         {Name: TableTokens, Indexes: idIndex(func(o any) string { return o.(*pb.Token).GetId() })},
 		TableEvents:         {Name: TableEvents, Indexes: events},
 		TableVPNPeers:       {Name: TableVPNPeers, Indexes: peers},
+		TableIssued:         {Name: TableIssued, Indexes: issued},
 		TableIndex:          {Name: TableIndex, Indexes: idIndex(func(o any) string { return o.(*indexEntry).Table })},
 	}}
 }
+
+// HolderKey indexes issued certificates by their holder: role and name.
+func HolderKey(role, name string) string { return role + "/" + name }
 
 // PeerKey is the id of a VPN peer: its cluster and node name.
 func PeerKey(cluster, name string) string { return cluster + "/" + name }

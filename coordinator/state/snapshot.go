@@ -28,6 +28,7 @@ func (s *Store) Snapshot() *pb.Snapshot {
 	each(TableComponentCerts, func(o any) { snap.ComponentCerts = append(snap.ComponentCerts, clone(o.(*pb.ComponentCerts))) })
 	each(TableTokens, func(o any) { snap.Tokens = append(snap.Tokens, clone(o.(*pb.Token))) })
 	each(TableVPNPeers, func(o any) { snap.VpnPeers = append(snap.VpnPeers, clone(o.(*pb.VPNPeer))) })
+	each(TableIssued, func(o any) { snap.Issued = append(snap.Issued, clone(o.(*pb.IssuedCert))) })
 	each(TableEvents, func(o any) { snap.Events = append(snap.Events, clone(o.(*storedEvent).Event)) })
 	each(TableIndex, func(o any) {
 		e := o.(*indexEntry)
@@ -72,6 +73,9 @@ func Restore(snap *pb.Snapshot) *Store {
 	}
 	for _, o := range snap.GetVpnPeers() {
 		put(TableVPNPeers, clone(o))
+	}
+	for _, o := range snap.GetIssued() {
+		put(TableIssued, clone(o))
 	}
 	pos := map[string]int{}
 	for _, e := range snap.GetEvents() {

@@ -168,6 +168,21 @@ func (s *Store) ComponentCerts(ws memdb.WatchSet, component string) *pb.Componen
 	return first[*pb.ComponentCerts](s, ws, TableComponentCerts, "id", component)
 }
 
+// Issued returns the issued certificate with the given serial, or nil.
+func (s *Store) Issued(ws memdb.WatchSet, serial string) *pb.IssuedCert {
+	return first[*pb.IssuedCert](s, ws, TableIssued, "id", serial)
+}
+
+// IssuedTo lists the certificates issued to a holder (role and name).
+func (s *Store) IssuedTo(ws memdb.WatchSet, role, name string) []*pb.IssuedCert {
+	return list[*pb.IssuedCert](s, ws, TableIssued, "holder", HolderKey(role, name))
+}
+
+// AllIssued lists every issued certificate by serial.
+func (s *Store) AllIssued(ws memdb.WatchSet) []*pb.IssuedCert {
+	return list[*pb.IssuedCert](s, ws, TableIssued, "id")
+}
+
 // Token returns the token with the given ID, or nil.
 func (s *Store) Token(ws memdb.WatchSet, id string) *pb.Token {
 	return first[*pb.Token](s, ws, TableTokens, "id", id)

@@ -201,6 +201,43 @@ func (t *Txn) DeleteComponent(name string) {
 // UpsertComponentCerts stores a component's leaf certificates.
 func (t *Txn) UpsertComponentCerts(c *pb.ComponentCerts) { t.insert(TableComponentCerts, c) }
 
+// Issued returns an issued certificate (not a copy), or nil.
+func (t *Txn) Issued(serial string) *pb.IssuedCert {
+	if o := t.get(TableIssued, serial); o != nil {
+		return o.(*pb.IssuedCert)
+	}
+	return nil
+}
+
+// IssuedTo lists the certificates of a holder as this transaction sees
+// them (not copies).
+func (t *Txn) IssuedTo(role, name string) []*pb.IssuedCert {
+	return all[*pb.IssuedCert](t, TableIssued, "holder", HolderKey(role, name))
+}
+
+// AllIssued lists every issued certificate (not copies).
+func (t *Txn) AllIssued() []*pb.IssuedCert { return all[*pb.IssuedCert](t, TableIssued, "id") }
+
+// UpsertIssued stores an issued certificate.
+func (t *Txn) UpsertIssued(c *pb.IssuedCert) { t.insert(TableIssued, c) }
+
+// DeleteIssued forgets an issued certificate.
+func (t *Txn) DeleteIssued(c *pb.IssuedCert) { t.delete(TableIssued, c) }
+
+// all lists the objects of a table by an index as t sees them (not
+// copies).
+func all[T any](t *Txn, table, index string, args ...any) []T {
+	it, err := t.txn.Get(table, index, args...)
+	if err != nil {
+		panic(fmt.Sprintf("state: listing %s: %v", table, err))
+	}
+	var out []T
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(T))
+	}
+	return out
+}
+
 // Token returns a token (not a copy), or nil.
 func (t *Txn) Token(id string) *pb.Token {
 	if o := t.get(TableTokens, id); o != nil {
@@ -211,6 +248,12 @@ func (t *Txn) Token(id string) *pb.Token {
 
 // UpsertToken stores a token.
 func (t *Txn) UpsertToken(tok *pb.Token) { t.insert(TableTokens, tok) }
+
+// Tokens lists every token (not copies).
+func (t *Txn) Tokens() []*pb.Token { return all[*pb.Token](t, TableTokens, "id") }
+
+// DeleteToken forgets a token.
+func (t *Txn) DeleteToken(tok *pb.Token) { t.delete(TableTokens, tok) }
 
 // InsertEvents appends events to their clusters, numbering them with this
 // transaction's index, and drops the oldest past MaxEventsPerCluster.
@@ -244,15 +287,7 @@ func Event(cluster, typ, reason, message string, now time.Time) *pb.Event {
 // VPNPeers returns a cluster's VPN peers as this transaction sees them (not
 // copies).
 func (t *Txn) VPNPeers(cluster string) []*pb.VPNPeer {
-	it, err := t.txn.Get(TableVPNPeers, "cluster", cluster)
-	if err != nil {
-		panic(fmt.Sprintf("state: listing %s: %v", TableVPNPeers, err))
-	}
-	var out []*pb.VPNPeer
-	for o := it.Next(); o != nil; o = it.Next() {
-		out = append(out, o.(*pb.VPNPeer))
-	}
-	return out
+	return all[*pb.VPNPeer](t, TableVPNPeers, "cluster", cluster)
 }
 
 // VPNPeer returns a cluster's VPN peer (not a copy), or nil.

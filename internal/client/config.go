@@ -21,6 +21,9 @@ type Config struct {
 	APIVersion string   `json:"apiVersion"`
 	Kind       string   `json:"kind"`
 	Servers    []string `json:"servers"`
+	// ServerIDs is the server ID at each address of Servers, as the
+	// members said: only that server's certificate is accepted there.
+	ServerIDs map[string]string `json:"serverIDs,omitempty"`
 	// PEM data.
 	CertificateAuthority string `json:"certificateAuthority"`
 	ClientCertificate    string `json:"clientCertificate"`
@@ -79,14 +82,26 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Write stores the config with mode 0600: it holds a private key.
-func (c *Config) Write(path string) error {
+// Encode returns the config as its file holds it.
+func (c *Config) Encode() ([]byte, error) {
 	b, err := yaml.Marshal(c)
 	if err != nil {
-		return fmt.Errorf("encoding credentials: %w", err)
+		return nil, fmt.Errorf("encoding credentials: %w", err)
+	}
+	return b, nil
+}
+
+// Write stores the config with mode 0600: it holds a private key.
+func (c *Config) Write(path string) error {
+	b, err := c.Encode()
+	if err != nil {
+		return err
 	}
 	return tlsutil.WriteFileAtomic(path, b, 0o600)
 }
+
+// Members is what the config knows of the coordinator's servers.
+func (c *Config) Members() *Members { return NewMembers(c.Servers, c.ServerIDs) }
 
 // KeyPair returns the client certificate and key.
 func (c *Config) KeyPair() *pb.KeyPair {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -22,15 +23,16 @@ import (
 
 var resolverSeq atomic.Uint64
 
-// Dial connects to any of the servers with a client certificate, verifying
-// them against caPEM. The connection moves to another server when the one
-// in use fails; calls that should ride over that use grpc.WaitForReady.
-func Dial(servers []string, caPEM []byte, cert *pb.KeyPair) (*grpc.ClientConn, error) {
+// Dial connects to the servers m knows with a client certificate,
+// verifying them against caPEM (see DialMembers). The connection moves to
+// another server when the one in use fails; calls that should ride over
+// that use grpc.WaitForReady.
+func Dial(m *Members, caPEM []byte, cert *pb.KeyPair) (*grpc.ClientConn, error) {
 	conf, err := tlsutil.ClientConfig(cert, caPEM, "")
 	if err != nil {
 		return nil, err
 	}
-	return DialTLS(servers, conf, grpc.WithChainUnaryInterceptor(retryUnavailable))
+	return DialMembers(m, conf, grpc.WithChainUnaryInterceptor(retryUnavailable))
 }
 
 // ServingService is the gRPC health service a coordinator server reports
@@ -45,31 +47,68 @@ func PreferServing() grpc.DialOption {
 	return grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}],"healthCheckConfig":{"serviceName":"` + ServingService + `"}}`)
 }
 
-// DialTLS connects to any of the servers with the given TLS configuration;
-// each server's certificate is checked against its own host name. Unlike
-// Dial, calls fail at once when no server is reachable, unless opts say
-// otherwise.
+// DialTLS connects to any of the coordinator servers with the given TLS
+// configuration; each server's certificate is checked against its own host
+// name, and must be a coordinator server's (not another role's the CA
+// signs). Unlike Dial, calls fail at once when no server is reachable,
+// unless opts say otherwise.
 func DialTLS(servers []string, conf *tls.Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return DialMembers(NewMembers(servers, nil), conf, opts...)
+}
+
+// DialMembers is DialTLS to the servers m knows: where m knows the server
+// ID at an address, only that server's certificate is accepted there, and
+// every response teaches m the members (the servers dialed follow).
+func DialMembers(m *Members, conf *tls.Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	servers := m.Addrs()
 	if len(servers) == 0 {
 		return nil, fmt.Errorf("no coordinator server to dial")
 	}
-	scheme := fmt.Sprintf("oneinfra%d", resolverSeq.Add(1))
-	r := manual.NewBuilderWithScheme(scheme)
-	var addrs []resolver.Address
 	for _, s := range servers {
-		host, _, err := net.SplitHostPort(s)
-		if err != nil {
+		if _, _, err := net.SplitHostPort(s); err != nil {
 			return nil, fmt.Errorf("server address %q: %w", s, err)
 		}
-		addrs = append(addrs, resolver.Address{Addr: s, ServerName: host})
 	}
-	r.InitialState(resolver.State{Addresses: addrs})
+	conf = conf.Clone()
+	conf.VerifyConnection = chainVerify(conf.VerifyConnection, tlsutil.PeerRole(vocab.RoleServer, vocab.Roles))
+	scheme := fmt.Sprintf("oneinfra%d", resolverSeq.Add(1))
+	r := manual.NewBuilderWithScheme(scheme)
+	r.InitialState(resolver.State{Addresses: resolverAddresses(servers)})
+	m.mu.Lock()
+	m.resolver = r
+	m.mu.Unlock()
 	return grpc.NewClient(scheme+":///coordinator", append([]grpc.DialOption{
 		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(credentials.NewTLS(conf)),
+		grpc.WithTransportCredentials(&memberCreds{TransportCredentials: credentials.NewTLS(conf), m: m}),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{"shuffleAddressList":true}}]}`),
 		grpc.WithConnectParams(grpcConnectParams),
+		grpc.WithChainUnaryInterceptor(m.unary),
+		grpc.WithChainStreamInterceptor(m.stream),
 	}, opts...)...)
+}
+
+// resolverAddresses gives each address its host as the name its
+// certificate must be valid for.
+func resolverAddresses(servers []string) []resolver.Address {
+	var addrs []resolver.Address
+	for _, s := range servers {
+		host, _, _ := net.SplitHostPort(s)
+		addrs = append(addrs, resolver.Address{Addr: s, ServerName: host})
+	}
+	return addrs
+}
+
+// chainVerify runs both verifications, first a (when set).
+func chainVerify(a, b func(tls.ConnectionState) error) func(tls.ConnectionState) error {
+	if a == nil {
+		return b
+	}
+	return func(cs tls.ConnectionState) error {
+		if err := a(cs); err != nil {
+			return err
+		}
+		return b(cs)
+	}
 }
 
 // retryUnavailable waits for a server and retries a call that found none

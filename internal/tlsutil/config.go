@@ -121,3 +121,29 @@ next:
 	}
 	return nil
 }
+
+// PeerRole returns a VerifyConnection function that accepts a peer only
+// when its certificate carries role among its subject organizations and
+// none of the others in roles: a client checks the role of the server it
+// reached, not just its CA (the CA signs other roles too).
+func PeerRole(role string, roles []string) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("the peer presented no certificate")
+		}
+		leaf := cs.PeerCertificates[0]
+		has := false
+		for _, o := range leaf.Subject.Organization {
+			for _, r := range roles {
+				if o == r && r != role {
+					return fmt.Errorf("the peer's certificate (%q) is a %s's, not a %s's", leaf.Subject.CommonName, r, role)
+				}
+			}
+			has = has || o == role
+		}
+		if !has {
+			return fmt.Errorf("the peer's certificate (%q) is not a %s's", leaf.Subject.CommonName, role)
+		}
+		return nil
+	}
+}

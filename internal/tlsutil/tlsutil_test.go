@@ -674,3 +674,31 @@ func TestWriteFileAtomic(t *testing.T) {
 		t.Errorf("mode = %v, want 0644", st.Mode().Perm())
 	}
 }
+
+func TestPeerRole(t *testing.T) {
+	now := time.Now()
+	ca, err := NewCA("ca", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func(orgs ...string) tls.ConnectionState {
+		kp, err := Issue(ca, CertOptions{CommonName: "x", Organizations: orgs, Usages: []Usage{UsageServer}, Validity: time.Hour}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := ParseCertPEM(kp.CertPem)
+		return tls.ConnectionState{PeerCertificates: []*x509.Certificate{c}}
+	}
+	roles := []string{"r:server", "r:other"}
+	check := PeerRole("r:server", roles)
+	if err := check(leaf("r:server")); err != nil {
+		t.Errorf("the role: %v", err)
+	}
+	for name, cs := range map[string]tls.ConnectionState{
+		"another role": leaf("r:other"), "both roles": leaf("r:server", "r:other"), "no role": leaf(), "no certificate": {},
+	} {
+		if err := check(cs); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -32,7 +32,10 @@ echo "== coordinator on 10.213.0.1:7443"
 start coordinator "$DEMO/coordinator.log" "$BIN/oneinfra-coord" serve --id c1 --data-dir "$DEMO/coordinator" \
   --api-addr 10.213.0.1:7443 --raft-addr 10.213.0.1:7444 --bootstrap
 for _ in $(seq 100); do C members >/dev/null 2>&1 && break; sleep 0.3; done
-eval "$(C token create --kind hypervisor | awk '/^token:/{print "TOKEN="$2} /^ca-hash:/{print "HASH="$2}')"
+# One token for the six hypervisors, in a file (mode 0600) rather than on
+# the command lines, which every local user can read.
+eval "$(C token create --kind hypervisor --uses 6 | awk '/^token:/{print "TOKEN="$2} /^ca-hash:/{print "HASH="$2}')"
+(umask 077 && echo "$TOKEN" >"$DEMO/hypervisor.token")
 
 i=11
 for hv in hv-1 hv-2 hv-3 hv-4 pub-1 pub-2; do
@@ -41,7 +44,7 @@ for hv in hv-1 hv-2 hv-3 hv-4 pub-1 pub-2; do
   case $hv in pub-*) extra=(--public --public-address "10.214.0.$i" --wireguard-prefix "p${hv#pub-}-") ;; esac
   start "$hv" "$DEMO/$hv/agent.log" nsenter --net="/run/netns/$PREFIX-$hv" -- \
     "$BIN/oneinfra-agent" hypervisor --name "$hv" --address "10.213.0.$i" --coordinator 10.213.0.1:7443 \
-    --token "$TOKEN" --ca-hash "$HASH" --cri-endpoint "unix://$DEMO/$hv/containerd/containerd.sock" \
+    --token-file "$DEMO/hypervisor.token" --ca-hash "$HASH" --cri-endpoint "unix://$DEMO/$hv/containerd/containerd.sock" \
     --data-dir "$DEMO/$hv/agent" --root-dir "$DEMO/$hv/root" "${extra[@]}"
   i=$((i + 1))
 done

@@ -18,7 +18,9 @@ K() { "$PWD/_output/bin/kubectl" --kubeconfig "$DEMO/demo.kubeconfig" "$@"; }
 [ -d "$HOST/containerd" ] || { echo "no demo worker host $NAME: run 'make demo' first" >&2; exit 1; }
 echo "== oneinfra-coord token create --kind worker --cluster demo"
 eval "$(C token create --kind worker --cluster demo | awk '/^token:/{print "TOKEN="$2} /^ca-hash:/{print "HASH="$2}')"
-PUBLIC=$(C get hypervisor pub-1 -o yaml | awk '/publicAddress:/{print $2}')
+# The join endpoint of the public hypervisor running the cluster's VPN
+# endpoint: only it relays the cluster's joins.
+PUBLIC=$(C get cluster demo -o yaml | awk '/vpnEndpoint:/{sub(/:[0-9]+$/, "", $2); print $2}')
 cmd=("$BIN/oneinfra-agent" worker --join "$PUBLIC:7445" --token "$TOKEN" --ca-hash "$HASH" --name "$NAME"
   --cri-endpoint "unix://$HOST/containerd/containerd.sock" --data-dir "$HOST/worker"
   --kubelet-command "$PWD/_output/bin/kubelet" --kubelet-root-dir "$HOST/kubelet" --cgroup-root "/$PREFIX-$NAME"

@@ -157,7 +157,7 @@ func TestOperatorFailover(t *testing.T) {
 	if fi, err := os.Stat(conf); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin.conf: %v, mode %v", err, fi.Mode())
 	}
-	out, err := cli(conf, "", "token", "create", "--kind", "server")
+	out, err := cli(conf, "", "token", "create", "--kind", "server", "--uses", "2")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,7 +124,7 @@ func startSystem(t *testing.T, hosts []lab.HostSpec, n int, coordFlags ...string
 	s.config = filepath.Join(s.dir, "coordinator", "c1", "admin.conf")
 	testutil.Eventually(t, 30*time.Second, "coordinator", func() error { _, err := cli(s.config, "", "members"); return err })
 	if n > 1 {
-		out, err := cli(s.config, "", "token", "create", "--kind", "server")
+		out, err := cli(s.config, "", "token", "create", "--kind", "server", "--uses", fmt.Sprint(n-1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,18 +144,22 @@ func startSystem(t *testing.T, hosts []lab.HostSpec, n int, coordFlags ...string
 			return nil
 		})
 	}
-	out, err := cli(s.config, "", "token", "create", "--kind", "hypervisor")
+	hypervisors := 0
+	for _, h := range l.Hosts {
+		if !h.Worker && !h.Bare {
+			hypervisors++
+		}
+	}
+	out, err := cli(s.config, "", "token", "create", "--kind", "hypervisor", "--uses", fmt.Sprint(hypervisors))
 	if err != nil {
 		t.Fatal(err)
 	}
 	token := regexp.MustCompile(`token: (\S+)`).FindStringSubmatch(out)[1]
 	hash := regexp.MustCompile(`ca-hash: (\S+)`).FindStringSubmatch(out)[1]
-	hypervisors := 0
 	for name, h := range l.Hosts {
 		if h.Worker || h.Bare {
 			continue
 		}
-		hypervisors++
 		args := []string{filepath.Join(binDir, "oneinfra-agent"), "hypervisor", "--name", name, "--address", h.PrivateIP,
 			"--coordinator", strings.Join(apis, ","), "--token", token, "--ca-hash", hash,
 			"--cri-endpoint", h.CRIEndpoint, "--data-dir", h.AgentDir, "--root-dir", h.RootDir, "--metrics-addr", "127.0.0.1:7481"}

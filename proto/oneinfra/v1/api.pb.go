@@ -729,8 +729,10 @@ func (x *DescribeResponse) GetHypervisors() []*Hypervisor {
 }
 
 type KubeconfigRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// How long the kubeconfig's certificate lives; 0: 24h.
+	TtlSeconds    uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -770,6 +772,13 @@ func (x *KubeconfigRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *KubeconfigRequest) GetTtlSeconds() uint32 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
 }
 
 type KubeconfigResponse struct {
@@ -817,10 +826,16 @@ func (x *KubeconfigResponse) GetKubeconfig() []byte {
 }
 
 type CreateTokenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	TtlSeconds    uint32                 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Kind       string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Cluster    string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	TtlSeconds uint32                 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Hypervisor tokens: the one name the token may register (a machine
+	// that lost its identity registers again under its name with it).
+	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// How many times the token may be used; 0: the kind's default (1 for
+	// server and hypervisor tokens, unlimited for worker tokens).
+	Uses          uint32 `protobuf:"varint,5,opt,name=uses,proto3" json:"uses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +887,20 @@ func (x *CreateTokenRequest) GetCluster() string {
 func (x *CreateTokenRequest) GetTtlSeconds() uint32 {
 	if x != nil {
 		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *CreateTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetUses() uint32 {
+	if x != nil {
+		return x.Uses
 	}
 	return 0
 }
@@ -3399,6 +3428,7 @@ type GetWorkerConfigRequest struct {
 	// Filled in by the join endpoint from the worker's verified certificate.
 	Cluster       string `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Serial        string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"` // the certificate's serial, hex
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3443,6 +3473,13 @@ func (x *GetWorkerConfigRequest) GetCluster() string {
 func (x *GetWorkerConfigRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *GetWorkerConfigRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
 	}
 	return ""
 }
@@ -3621,6 +3658,478 @@ func (x *WorkerConfig) GetJoinEndpoints() []string {
 	return nil
 }
 
+type CreateAdminRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CsrPem        []byte                 `protobuf:"bytes,2,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`              // the operator's key stays where it was made
+	TtlSeconds    uint32                 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: the coordinator's certificate validity
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAdminRequest) Reset() {
+	*x = CreateAdminRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAdminRequest) ProtoMessage() {}
+
+func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAdminRequest.ProtoReflect.Descriptor instead.
+func (*CreateAdminRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *CreateAdminRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateAdminRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *CreateAdminRequest) GetTtlSeconds() uint32 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type CreateAdminResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaPem         []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	Servers       []string               `protobuf:"bytes,3,rep,name=servers,proto3" json:"servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAdminResponse) Reset() {
+	*x = CreateAdminResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAdminResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAdminResponse) ProtoMessage() {}
+
+func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAdminResponse.ProtoReflect.Descriptor instead.
+func (*CreateAdminResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *CreateAdminResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *CreateAdminResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *CreateAdminResponse) GetServers() []string {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+type ListAdminsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAdminsRequest) Reset() {
+	*x = ListAdminsRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAdminsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAdminsRequest) ProtoMessage() {}
+
+func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAdminsRequest.ProtoReflect.Descriptor instead.
+func (*ListAdminsRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
+}
+
+type ListAdminsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  []*IssuedCert          `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"` // role operator, newest first
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAdminsResponse) Reset() {
+	*x = ListAdminsResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAdminsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAdminsResponse) ProtoMessage() {}
+
+func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAdminsResponse.ProtoReflect.Descriptor instead.
+func (*ListAdminsResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ListAdminsResponse) GetCertificates() []*IssuedCert {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+type RevokeAdminRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminRequest) Reset() {
+	*x = RevokeAdminRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminRequest) ProtoMessage() {}
+
+func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *RevokeAdminRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeAdminResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       uint32                 `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"` // certificates revoked
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminResponse) Reset() {
+	*x = RevokeAdminResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminResponse) ProtoMessage() {}
+
+func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *RevokeAdminResponse) GetRevoked() uint32 {
+	if x != nil {
+		return x.Revoked
+	}
+	return 0
+}
+
+type IssueJoinCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hypervisor    string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
+	CsrPem        []byte                 `protobuf:"bytes,2,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueJoinCertificateRequest) Reset() {
+	*x = IssueJoinCertificateRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueJoinCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueJoinCertificateRequest) ProtoMessage() {}
+
+func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueJoinCertificateRequest.ProtoReflect.Descriptor instead.
+func (*IssueJoinCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *IssueJoinCertificateRequest) GetHypervisor() string {
+	if x != nil {
+		return x.Hypervisor
+	}
+	return ""
+}
+
+func (x *IssueJoinCertificateRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type IssueJoinCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaPem         []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueJoinCertificateResponse) Reset() {
+	*x = IssueJoinCertificateResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueJoinCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueJoinCertificateResponse) ProtoMessage() {}
+
+func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueJoinCertificateResponse.ProtoReflect.Descriptor instead.
+func (*IssueJoinCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *IssueJoinCertificateResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *IssueJoinCertificateResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+type RemoveMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *RemoveMemberRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberResponse) Reset() {
+	*x = RemoveMemberResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberResponse) ProtoMessage() {}
+
+func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
+func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
+}
+
 var File_oneinfra_v1_api_proto protoreflect.FileDescriptor
 
 const file_oneinfra_v1_api_proto_rawDesc = "" +
@@ -3678,18 +4187,22 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"components\x12*\n" +
 	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12)\n" +
 	"\x04meta\x18\x04 \x01(\v2\x15.oneinfra.v1.ReadMetaR\x04meta\x129\n" +
-	"\vhypervisors\x18\x05 \x03(\v2\x17.oneinfra.v1.HypervisorR\vhypervisors\"'\n" +
+	"\vhypervisors\x18\x05 \x03(\v2\x17.oneinfra.v1.HypervisorR\vhypervisors\"H\n" +
 	"\x11KubeconfigRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"4\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\rR\n" +
+	"ttlSeconds\"4\n" +
 	"\x12KubeconfigResponse\x12\x1e\n" +
 	"\n" +
 	"kubeconfig\x18\x01 \x01(\fR\n" +
-	"kubeconfig\"c\n" +
+	"kubeconfig\"\x8b\x01\n" +
 	"\x12CreateTokenRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1f\n" +
 	"\vttl_seconds\x18\x03 \x01(\rR\n" +
-	"ttlSeconds\"l\n" +
+	"ttlSeconds\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
+	"\x04uses\x18\x05 \x01(\rR\x04uses\"l\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\aca_hash\x18\x02 \x01(\tR\x06caHash\x12&\n" +
@@ -3886,10 +4399,11 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x03 \x01(\tR\tpublicKey\x12\x17\n" +
-	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\"F\n" +
+	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\"^\n" +
 	"\x16GetWorkerConfigRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xda\x04\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\"\xda\x04\n" +
 	"\fWorkerConfig\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -3911,7 +4425,34 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x15kubelet_client_ca_pem\x18\x0e \x01(\fR\x12kubeletClientCaPem\x12'\n" +
 	"\x0fbootstrap_token\x18\x0f \x01(\tR\x0ebootstrapToken\x12\x19\n" +
 	"\bcert_pem\x18\x10 \x01(\fR\acertPem\x12%\n" +
-	"\x0ejoin_endpoints\x18\x11 \x03(\tR\rjoinEndpoints2\xf8\b\n" +
+	"\x0ejoin_endpoints\x18\x11 \x03(\tR\rjoinEndpoints\"b\n" +
+	"\x12CreateAdminRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\rR\n" +
+	"ttlSeconds\"a\n" +
+	"\x13CreateAdminResponse\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12\x18\n" +
+	"\aservers\x18\x03 \x03(\tR\aservers\"\x13\n" +
+	"\x11ListAdminsRequest\"Q\n" +
+	"\x12ListAdminsResponse\x12;\n" +
+	"\fcertificates\x18\x01 \x03(\v2\x17.oneinfra.v1.IssuedCertR\fcertificates\"(\n" +
+	"\x12RevokeAdminRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"/\n" +
+	"\x13RevokeAdminResponse\x12\x18\n" +
+	"\arevoked\x18\x01 \x01(\rR\arevoked\"V\n" +
+	"\x1bIssueJoinCertificateRequest\x12\x1e\n" +
+	"\n" +
+	"hypervisor\x18\x01 \x01(\tR\n" +
+	"hypervisor\x12\x17\n" +
+	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem\"P\n" +
+	"\x1cIssueJoinCertificateResponse\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\"%\n" +
+	"\x13RemoveMemberRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
+	"\x14RemoveMemberResponse2\xc0\v\n" +
 	"\bOperator\x12>\n" +
 	"\x05Apply\x12\x19.oneinfra.v1.ApplyRequest\x1a\x1a.oneinfra.v1.ApplyResponse\x128\n" +
 	"\x03Get\x12\x17.oneinfra.v1.GetRequest\x1a\x18.oneinfra.v1.GetResponse\x12A\n" +
@@ -3930,11 +4471,16 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\tListPeers\x12\x1d.oneinfra.v1.ListPeersRequest\x1a\x1e.oneinfra.v1.ListPeersResponse\x12M\n" +
 	"\n" +
 	"RemovePeer\x12\x1e.oneinfra.v1.RemovePeerRequest\x1a\x1f.oneinfra.v1.RemovePeerResponse\x12V\n" +
-	"\rSetScheduling\x12!.oneinfra.v1.SetSchedulingRequest\x1a\".oneinfra.v1.SetSchedulingResponse2\xc1\x01\n" +
+	"\rSetScheduling\x12!.oneinfra.v1.SetSchedulingRequest\x1a\".oneinfra.v1.SetSchedulingResponse\x12P\n" +
+	"\vCreateAdmin\x12\x1f.oneinfra.v1.CreateAdminRequest\x1a .oneinfra.v1.CreateAdminResponse\x12M\n" +
+	"\n" +
+	"ListAdmins\x12\x1e.oneinfra.v1.ListAdminsRequest\x1a\x1f.oneinfra.v1.ListAdminsResponse\x12P\n" +
+	"\vRevokeAdmin\x12\x1f.oneinfra.v1.RevokeAdminRequest\x1a .oneinfra.v1.RevokeAdminResponse\x12S\n" +
+	"\fRemoveMember\x12 .oneinfra.v1.RemoveMemberRequest\x1a!.oneinfra.v1.RemoveMemberResponse2\xc1\x01\n" +
 	"\tBootstrap\x12M\n" +
 	"\n" +
 	"JoinServer\x12\x1e.oneinfra.v1.JoinServerRequest\x1a\x1f.oneinfra.v1.JoinServerResponse\x12e\n" +
-	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\x87\x04\n" +
+	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\xf4\x04\n" +
 	"\x05Agent\x12_\n" +
 	"\x10WatchAssignments\x12$.oneinfra.v1.WatchAssignmentsRequest\x1a%.oneinfra.v1.WatchAssignmentsResponse\x12Y\n" +
 	"\x0eGetAssignments\x12\".oneinfra.v1.GetAssignmentsRequest\x1a#.oneinfra.v1.GetAssignmentsResponse\x12S\n" +
@@ -3942,7 +4488,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"JoinWorker\x12\x1e.oneinfra.v1.JoinWorkerRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12Q\n" +
 	"\x0fGetWorkerConfig\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12Q\n" +
-	"\x0fGetGossipConfig\x12#.oneinfra.v1.GetGossipConfigRequest\x1a\x19.oneinfra.v1.GossipConfig2\x93\x01\n" +
+	"\x0fGetGossipConfig\x12#.oneinfra.v1.GetGossipConfigRequest\x1a\x19.oneinfra.v1.GossipConfig\x12k\n" +
+	"\x14IssueJoinCertificate\x12(.oneinfra.v1.IssueJoinCertificateRequest\x1a).oneinfra.v1.IssueJoinCertificateResponse2\x93\x01\n" +
 	"\x04Join\x12A\n" +
 	"\x04Join\x12\x1e.oneinfra.v1.JoinWorkerRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12H\n" +
 	"\x06Config\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig2\xe5\x01\n" +
@@ -3963,185 +4510,207 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_oneinfra_v1_api_proto_goTypes = []any{
-	(*ReadMeta)(nil),                   // 0: oneinfra.v1.ReadMeta
-	(*Resource)(nil),                   // 1: oneinfra.v1.Resource
-	(*ApplyRequest)(nil),               // 2: oneinfra.v1.ApplyRequest
-	(*ApplyResult)(nil),                // 3: oneinfra.v1.ApplyResult
-	(*ApplyResponse)(nil),              // 4: oneinfra.v1.ApplyResponse
-	(*GetRequest)(nil),                 // 5: oneinfra.v1.GetRequest
-	(*GetResponse)(nil),                // 6: oneinfra.v1.GetResponse
-	(*DeleteRequest)(nil),              // 7: oneinfra.v1.DeleteRequest
-	(*DeleteResponse)(nil),             // 8: oneinfra.v1.DeleteResponse
-	(*DescribeRequest)(nil),            // 9: oneinfra.v1.DescribeRequest
-	(*DescribeResponse)(nil),           // 10: oneinfra.v1.DescribeResponse
-	(*KubeconfigRequest)(nil),          // 11: oneinfra.v1.KubeconfigRequest
-	(*KubeconfigResponse)(nil),         // 12: oneinfra.v1.KubeconfigResponse
-	(*CreateTokenRequest)(nil),         // 13: oneinfra.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),        // 14: oneinfra.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),          // 15: oneinfra.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),         // 16: oneinfra.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),         // 17: oneinfra.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),        // 18: oneinfra.v1.RevokeTokenResponse
-	(*MembersRequest)(nil),             // 19: oneinfra.v1.MembersRequest
-	(*Member)(nil),                     // 20: oneinfra.v1.Member
-	(*MembersResponse)(nil),            // 21: oneinfra.v1.MembersResponse
-	(*SnapshotSaveRequest)(nil),        // 22: oneinfra.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 23: oneinfra.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 24: oneinfra.v1.SnapshotRestoreResponse
-	(*VersionRequest)(nil),             // 25: oneinfra.v1.VersionRequest
-	(*VersionResponse)(nil),            // 26: oneinfra.v1.VersionResponse
-	(*JoinServerRequest)(nil),          // 27: oneinfra.v1.JoinServerRequest
-	(*JoinServerResponse)(nil),         // 28: oneinfra.v1.JoinServerResponse
-	(*RegisterHypervisorRequest)(nil),  // 29: oneinfra.v1.RegisterHypervisorRequest
-	(*RegisterHypervisorResponse)(nil), // 30: oneinfra.v1.RegisterHypervisorResponse
-	(*GetGossipConfigRequest)(nil),     // 31: oneinfra.v1.GetGossipConfigRequest
-	(*GossipConfig)(nil),               // 32: oneinfra.v1.GossipConfig
-	(*WatchAssignmentsRequest)(nil),    // 33: oneinfra.v1.WatchAssignmentsRequest
-	(*AssignmentRef)(nil),              // 34: oneinfra.v1.AssignmentRef
-	(*WatchAssignmentsResponse)(nil),   // 35: oneinfra.v1.WatchAssignmentsResponse
-	(*GetAssignmentsRequest)(nil),      // 36: oneinfra.v1.GetAssignmentsRequest
-	(*Endpoint)(nil),                   // 37: oneinfra.v1.Endpoint
-	(*Assignment)(nil),                 // 38: oneinfra.v1.Assignment
-	(*VPNAssignment)(nil),              // 39: oneinfra.v1.VPNAssignment
-	(*GetAssignmentsResponse)(nil),     // 40: oneinfra.v1.GetAssignmentsResponse
-	(*ComponentReport)(nil),            // 41: oneinfra.v1.ComponentReport
-	(*ReportStatusRequest)(nil),        // 42: oneinfra.v1.ReportStatusRequest
-	(*AgentEvent)(nil),                 // 43: oneinfra.v1.AgentEvent
-	(*ReportStatusResponse)(nil),       // 44: oneinfra.v1.ReportStatusResponse
-	(*PeerStatusRequest)(nil),          // 45: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),         // 46: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),            // 47: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),           // 48: oneinfra.v1.PeerJoinResponse
-	(*ListPeersRequest)(nil),           // 49: oneinfra.v1.ListPeersRequest
-	(*PeerInfo)(nil),                   // 50: oneinfra.v1.PeerInfo
-	(*ListPeersResponse)(nil),          // 51: oneinfra.v1.ListPeersResponse
-	(*RemovePeerRequest)(nil),          // 52: oneinfra.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),         // 53: oneinfra.v1.RemovePeerResponse
-	(*SetSchedulingRequest)(nil),       // 54: oneinfra.v1.SetSchedulingRequest
-	(*SetSchedulingResponse)(nil),      // 55: oneinfra.v1.SetSchedulingResponse
-	(*JoinWorkerRequest)(nil),          // 56: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),     // 57: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),               // 58: oneinfra.v1.WorkerConfig
-	nil,                                // 59: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                // 60: oneinfra.v1.Assignment.CertsEntry
-	nil,                                // 61: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                    // 62: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                 // 63: oneinfra.v1.Hypervisor
-	(*Component)(nil),                  // 64: oneinfra.v1.Component
-	(*Event)(nil),                      // 65: oneinfra.v1.Event
-	(*Token)(nil),                      // 66: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),             // 67: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                // 68: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                    // 69: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),            // 70: oneinfra.v1.ComponentStatus
-	(*timestamppb.Timestamp)(nil),      // 71: google.protobuf.Timestamp
-	(*KeyPair)(nil),                    // 72: oneinfra.v1.KeyPair
+	(*ReadMeta)(nil),                     // 0: oneinfra.v1.ReadMeta
+	(*Resource)(nil),                     // 1: oneinfra.v1.Resource
+	(*ApplyRequest)(nil),                 // 2: oneinfra.v1.ApplyRequest
+	(*ApplyResult)(nil),                  // 3: oneinfra.v1.ApplyResult
+	(*ApplyResponse)(nil),                // 4: oneinfra.v1.ApplyResponse
+	(*GetRequest)(nil),                   // 5: oneinfra.v1.GetRequest
+	(*GetResponse)(nil),                  // 6: oneinfra.v1.GetResponse
+	(*DeleteRequest)(nil),                // 7: oneinfra.v1.DeleteRequest
+	(*DeleteResponse)(nil),               // 8: oneinfra.v1.DeleteResponse
+	(*DescribeRequest)(nil),              // 9: oneinfra.v1.DescribeRequest
+	(*DescribeResponse)(nil),             // 10: oneinfra.v1.DescribeResponse
+	(*KubeconfigRequest)(nil),            // 11: oneinfra.v1.KubeconfigRequest
+	(*KubeconfigResponse)(nil),           // 12: oneinfra.v1.KubeconfigResponse
+	(*CreateTokenRequest)(nil),           // 13: oneinfra.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),          // 14: oneinfra.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),            // 15: oneinfra.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),           // 16: oneinfra.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),           // 17: oneinfra.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),          // 18: oneinfra.v1.RevokeTokenResponse
+	(*MembersRequest)(nil),               // 19: oneinfra.v1.MembersRequest
+	(*Member)(nil),                       // 20: oneinfra.v1.Member
+	(*MembersResponse)(nil),              // 21: oneinfra.v1.MembersResponse
+	(*SnapshotSaveRequest)(nil),          // 22: oneinfra.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),                // 23: oneinfra.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),      // 24: oneinfra.v1.SnapshotRestoreResponse
+	(*VersionRequest)(nil),               // 25: oneinfra.v1.VersionRequest
+	(*VersionResponse)(nil),              // 26: oneinfra.v1.VersionResponse
+	(*JoinServerRequest)(nil),            // 27: oneinfra.v1.JoinServerRequest
+	(*JoinServerResponse)(nil),           // 28: oneinfra.v1.JoinServerResponse
+	(*RegisterHypervisorRequest)(nil),    // 29: oneinfra.v1.RegisterHypervisorRequest
+	(*RegisterHypervisorResponse)(nil),   // 30: oneinfra.v1.RegisterHypervisorResponse
+	(*GetGossipConfigRequest)(nil),       // 31: oneinfra.v1.GetGossipConfigRequest
+	(*GossipConfig)(nil),                 // 32: oneinfra.v1.GossipConfig
+	(*WatchAssignmentsRequest)(nil),      // 33: oneinfra.v1.WatchAssignmentsRequest
+	(*AssignmentRef)(nil),                // 34: oneinfra.v1.AssignmentRef
+	(*WatchAssignmentsResponse)(nil),     // 35: oneinfra.v1.WatchAssignmentsResponse
+	(*GetAssignmentsRequest)(nil),        // 36: oneinfra.v1.GetAssignmentsRequest
+	(*Endpoint)(nil),                     // 37: oneinfra.v1.Endpoint
+	(*Assignment)(nil),                   // 38: oneinfra.v1.Assignment
+	(*VPNAssignment)(nil),                // 39: oneinfra.v1.VPNAssignment
+	(*GetAssignmentsResponse)(nil),       // 40: oneinfra.v1.GetAssignmentsResponse
+	(*ComponentReport)(nil),              // 41: oneinfra.v1.ComponentReport
+	(*ReportStatusRequest)(nil),          // 42: oneinfra.v1.ReportStatusRequest
+	(*AgentEvent)(nil),                   // 43: oneinfra.v1.AgentEvent
+	(*ReportStatusResponse)(nil),         // 44: oneinfra.v1.ReportStatusResponse
+	(*PeerStatusRequest)(nil),            // 45: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),           // 46: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),              // 47: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),             // 48: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),             // 49: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                     // 50: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),            // 51: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),            // 52: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),           // 53: oneinfra.v1.RemovePeerResponse
+	(*SetSchedulingRequest)(nil),         // 54: oneinfra.v1.SetSchedulingRequest
+	(*SetSchedulingResponse)(nil),        // 55: oneinfra.v1.SetSchedulingResponse
+	(*JoinWorkerRequest)(nil),            // 56: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),       // 57: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),                 // 58: oneinfra.v1.WorkerConfig
+	(*CreateAdminRequest)(nil),           // 59: oneinfra.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),          // 60: oneinfra.v1.CreateAdminResponse
+	(*ListAdminsRequest)(nil),            // 61: oneinfra.v1.ListAdminsRequest
+	(*ListAdminsResponse)(nil),           // 62: oneinfra.v1.ListAdminsResponse
+	(*RevokeAdminRequest)(nil),           // 63: oneinfra.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),          // 64: oneinfra.v1.RevokeAdminResponse
+	(*IssueJoinCertificateRequest)(nil),  // 65: oneinfra.v1.IssueJoinCertificateRequest
+	(*IssueJoinCertificateResponse)(nil), // 66: oneinfra.v1.IssueJoinCertificateResponse
+	(*RemoveMemberRequest)(nil),          // 67: oneinfra.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),         // 68: oneinfra.v1.RemoveMemberResponse
+	nil,                                  // 69: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                  // 70: oneinfra.v1.Assignment.CertsEntry
+	nil,                                  // 71: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                      // 72: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                   // 73: oneinfra.v1.Hypervisor
+	(*Component)(nil),                    // 74: oneinfra.v1.Component
+	(*Event)(nil),                        // 75: oneinfra.v1.Event
+	(*Token)(nil),                        // 76: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),               // 77: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                  // 78: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                      // 79: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),              // 80: oneinfra.v1.ComponentStatus
+	(*timestamppb.Timestamp)(nil),        // 81: google.protobuf.Timestamp
+	(*IssuedCert)(nil),                   // 82: oneinfra.v1.IssuedCert
+	(*KeyPair)(nil),                      // 83: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	62, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	63, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	72, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	73, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	62, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	63, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	64, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	72, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	73, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	74, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	62, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	64, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	65, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	72, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	74, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	75, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	63, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	66, // 13: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	66, // 14: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	73, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	76, // 13: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	76, // 14: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,  // 15: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	20, // 16: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	67, // 17: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	77, // 17: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
 	34, // 18: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	64, // 19: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	68, // 20: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	59, // 21: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	60, // 22: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	74, // 19: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	78, // 20: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	69, // 21: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	70, // 22: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
 	37, // 23: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
 	37, // 24: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	61, // 25: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	71, // 25: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
 	37, // 26: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
 	39, // 27: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
 	37, // 28: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
-	69, // 29: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	79, // 29: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
 	38, // 30: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	70, // 31: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	80, // 31: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
 	41, // 32: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	71, // 33: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	81, // 33: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
 	43, // 34: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
-	71, // 35: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	71, // 36: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	81, // 35: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	81, // 36: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
 	50, // 37: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
 	0,  // 38: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	63, // 39: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	72, // 40: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 41: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 42: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 43: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 44: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	11, // 45: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	13, // 46: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	15, // 47: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	17, // 48: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	19, // 49: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	22, // 50: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	23, // 51: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	25, // 52: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	49, // 53: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	52, // 54: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	54, // 55: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	27, // 56: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	29, // 57: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	33, // 58: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	36, // 59: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	42, // 60: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	56, // 61: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	57, // 62: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	31, // 63: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	56, // 64: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	57, // 65: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	45, // 66: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	47, // 67: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	23, // 68: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	4,  // 69: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 70: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 71: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 72: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	12, // 73: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	14, // 74: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	16, // 75: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	18, // 76: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	21, // 77: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	23, // 78: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	24, // 79: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	26, // 80: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	51, // 81: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	53, // 82: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	55, // 83: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	28, // 84: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	30, // 85: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	35, // 86: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	40, // 87: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	44, // 88: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	58, // 89: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	58, // 90: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	32, // 91: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	58, // 92: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	58, // 93: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	46, // 94: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	48, // 95: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	24, // 96: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	69, // [69:97] is the sub-list for method output_type
-	41, // [41:69] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	73, // 39: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	82, // 40: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
+	83, // 41: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,  // 42: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,  // 43: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,  // 44: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,  // 45: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	11, // 46: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	13, // 47: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	15, // 48: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	17, // 49: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	19, // 50: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	22, // 51: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	23, // 52: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	25, // 53: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	49, // 54: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	52, // 55: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	54, // 56: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	59, // 57: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
+	61, // 58: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
+	63, // 59: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
+	67, // 60: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
+	27, // 61: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	29, // 62: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	33, // 63: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	36, // 64: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	42, // 65: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	56, // 66: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	57, // 67: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	31, // 68: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	65, // 69: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
+	56, // 70: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	57, // 71: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	45, // 72: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	47, // 73: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	23, // 74: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	4,  // 75: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 76: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 77: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 78: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	12, // 79: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	14, // 80: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	16, // 81: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	18, // 82: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	21, // 83: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	23, // 84: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	24, // 85: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	26, // 86: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	51, // 87: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	53, // 88: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	55, // 89: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	60, // 90: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
+	62, // 91: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
+	64, // 92: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
+	68, // 93: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
+	28, // 94: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	30, // 95: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	35, // 96: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	40, // 97: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	44, // 98: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	58, // 99: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	58, // 100: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	32, // 101: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	66, // 102: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
+	58, // 103: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	58, // 104: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	46, // 105: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	48, // 106: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	24, // 107: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	75, // [75:108] is the sub-list for method output_type
+	42, // [42:75] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -4160,7 +4729,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   62,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -38,6 +38,10 @@ const (
 	Operator_ListPeers_FullMethodName       = "/oneinfra.v1.Operator/ListPeers"
 	Operator_RemovePeer_FullMethodName      = "/oneinfra.v1.Operator/RemovePeer"
 	Operator_SetScheduling_FullMethodName   = "/oneinfra.v1.Operator/SetScheduling"
+	Operator_CreateAdmin_FullMethodName     = "/oneinfra.v1.Operator/CreateAdmin"
+	Operator_ListAdmins_FullMethodName      = "/oneinfra.v1.Operator/ListAdmins"
+	Operator_RevokeAdmin_FullMethodName     = "/oneinfra.v1.Operator/RevokeAdmin"
+	Operator_RemoveMember_FullMethodName    = "/oneinfra.v1.Operator/RemoveMember"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -61,6 +65,14 @@ type OperatorClient interface {
 	ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error)
 	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
 	SetScheduling(ctx context.Context, in *SetSchedulingRequest, opts ...grpc.CallOption) (*SetSchedulingResponse, error)
+	// Named operators: each has certificates of its own, which admin revoke
+	// makes stop working at once.
+	CreateAdmin(ctx context.Context, in *CreateAdminRequest, opts ...grpc.CallOption) (*CreateAdminResponse, error)
+	ListAdmins(ctx context.Context, in *ListAdminsRequest, opts ...grpc.CallOption) (*ListAdminsResponse, error)
+	RevokeAdmin(ctx context.Context, in *RevokeAdminRequest, opts ...grpc.CallOption) (*RevokeAdminResponse, error)
+	// RemoveMember takes a server out of the coordinator; its certificate
+	// stops working.
+	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
 }
 
 type operatorClient struct {
@@ -233,6 +245,46 @@ func (c *operatorClient) SetScheduling(ctx context.Context, in *SetSchedulingReq
 	return out, nil
 }
 
+func (c *operatorClient) CreateAdmin(ctx context.Context, in *CreateAdminRequest, opts ...grpc.CallOption) (*CreateAdminResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateAdminResponse)
+	err := c.cc.Invoke(ctx, Operator_CreateAdmin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) ListAdmins(ctx context.Context, in *ListAdminsRequest, opts ...grpc.CallOption) (*ListAdminsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAdminsResponse)
+	err := c.cc.Invoke(ctx, Operator_ListAdmins_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) RevokeAdmin(ctx context.Context, in *RevokeAdminRequest, opts ...grpc.CallOption) (*RevokeAdminResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeAdminResponse)
+	err := c.cc.Invoke(ctx, Operator_RevokeAdmin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveMemberResponse)
+	err := c.cc.Invoke(ctx, Operator_RemoveMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -254,6 +306,14 @@ type OperatorServer interface {
 	ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error)
 	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
 	SetScheduling(context.Context, *SetSchedulingRequest) (*SetSchedulingResponse, error)
+	// Named operators: each has certificates of its own, which admin revoke
+	// makes stop working at once.
+	CreateAdmin(context.Context, *CreateAdminRequest) (*CreateAdminResponse, error)
+	ListAdmins(context.Context, *ListAdminsRequest) (*ListAdminsResponse, error)
+	RevokeAdmin(context.Context, *RevokeAdminRequest) (*RevokeAdminResponse, error)
+	// RemoveMember takes a server out of the coordinator; its certificate
+	// stops working.
+	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -308,6 +368,18 @@ func (UnimplementedOperatorServer) RemovePeer(context.Context, *RemovePeerReques
 }
 func (UnimplementedOperatorServer) SetScheduling(context.Context, *SetSchedulingRequest) (*SetSchedulingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetScheduling not implemented")
+}
+func (UnimplementedOperatorServer) CreateAdmin(context.Context, *CreateAdminRequest) (*CreateAdminResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateAdmin not implemented")
+}
+func (UnimplementedOperatorServer) ListAdmins(context.Context, *ListAdminsRequest) (*ListAdminsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAdmins not implemented")
+}
+func (UnimplementedOperatorServer) RevokeAdmin(context.Context, *RevokeAdminRequest) (*RevokeAdminResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeAdmin not implemented")
+}
+func (UnimplementedOperatorServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -582,6 +654,78 @@ func _Operator_SetScheduling_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_CreateAdmin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateAdminRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).CreateAdmin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_CreateAdmin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).CreateAdmin(ctx, req.(*CreateAdminRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_ListAdmins_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAdminsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).ListAdmins(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_ListAdmins_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).ListAdmins(ctx, req.(*ListAdminsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_RevokeAdmin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAdminRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).RevokeAdmin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_RevokeAdmin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).RevokeAdmin(ctx, req.(*RevokeAdminRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_RemoveMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).RemoveMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_RemoveMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).RemoveMember(ctx, req.(*RemoveMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -640,6 +784,22 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetScheduling",
 			Handler:    _Operator_SetScheduling_Handler,
+		},
+		{
+			MethodName: "CreateAdmin",
+			Handler:    _Operator_CreateAdmin_Handler,
+		},
+		{
+			MethodName: "ListAdmins",
+			Handler:    _Operator_ListAdmins_Handler,
+		},
+		{
+			MethodName: "RevokeAdmin",
+			Handler:    _Operator_RevokeAdmin_Handler,
+		},
+		{
+			MethodName: "RemoveMember",
+			Handler:    _Operator_RemoveMember_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -804,12 +964,13 @@ var Bootstrap_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Agent_WatchAssignments_FullMethodName = "/oneinfra.v1.Agent/WatchAssignments"
-	Agent_GetAssignments_FullMethodName   = "/oneinfra.v1.Agent/GetAssignments"
-	Agent_ReportStatus_FullMethodName     = "/oneinfra.v1.Agent/ReportStatus"
-	Agent_JoinWorker_FullMethodName       = "/oneinfra.v1.Agent/JoinWorker"
-	Agent_GetWorkerConfig_FullMethodName  = "/oneinfra.v1.Agent/GetWorkerConfig"
-	Agent_GetGossipConfig_FullMethodName  = "/oneinfra.v1.Agent/GetGossipConfig"
+	Agent_WatchAssignments_FullMethodName     = "/oneinfra.v1.Agent/WatchAssignments"
+	Agent_GetAssignments_FullMethodName       = "/oneinfra.v1.Agent/GetAssignments"
+	Agent_ReportStatus_FullMethodName         = "/oneinfra.v1.Agent/ReportStatus"
+	Agent_JoinWorker_FullMethodName           = "/oneinfra.v1.Agent/JoinWorker"
+	Agent_GetWorkerConfig_FullMethodName      = "/oneinfra.v1.Agent/GetWorkerConfig"
+	Agent_GetGossipConfig_FullMethodName      = "/oneinfra.v1.Agent/GetGossipConfig"
+	Agent_IssueJoinCertificate_FullMethodName = "/oneinfra.v1.Agent/IssueJoinCertificate"
 )
 
 // AgentClient is the client API for Agent service.
@@ -830,6 +991,10 @@ type AgentClient interface {
 	// GetGossipConfig gives the gossip encryption key, for agents registered
 	// before the coordinator had one.
 	GetGossipConfig(ctx context.Context, in *GetGossipConfigRequest, opts ...grpc.CallOption) (*GossipConfig, error)
+	// IssueJoinCertificate signs the serving certificate of a public
+	// hypervisor's join endpoint (its own key, server use only, the
+	// hypervisor's addresses as the coordinator has them).
+	IssueJoinCertificate(ctx context.Context, in *IssueJoinCertificateRequest, opts ...grpc.CallOption) (*IssueJoinCertificateResponse, error)
 }
 
 type agentClient struct {
@@ -900,6 +1065,16 @@ func (c *agentClient) GetGossipConfig(ctx context.Context, in *GetGossipConfigRe
 	return out, nil
 }
 
+func (c *agentClient) IssueJoinCertificate(ctx context.Context, in *IssueJoinCertificateRequest, opts ...grpc.CallOption) (*IssueJoinCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueJoinCertificateResponse)
+	err := c.cc.Invoke(ctx, Agent_IssueJoinCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -918,6 +1093,10 @@ type AgentServer interface {
 	// GetGossipConfig gives the gossip encryption key, for agents registered
 	// before the coordinator had one.
 	GetGossipConfig(context.Context, *GetGossipConfigRequest) (*GossipConfig, error)
+	// IssueJoinCertificate signs the serving certificate of a public
+	// hypervisor's join endpoint (its own key, server use only, the
+	// hypervisor's addresses as the coordinator has them).
+	IssueJoinCertificate(context.Context, *IssueJoinCertificateRequest) (*IssueJoinCertificateResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -945,6 +1124,9 @@ func (UnimplementedAgentServer) GetWorkerConfig(context.Context, *GetWorkerConfi
 }
 func (UnimplementedAgentServer) GetGossipConfig(context.Context, *GetGossipConfigRequest) (*GossipConfig, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetGossipConfig not implemented")
+}
+func (UnimplementedAgentServer) IssueJoinCertificate(context.Context, *IssueJoinCertificateRequest) (*IssueJoinCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueJoinCertificate not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -1075,6 +1257,24 @@ func _Agent_GetGossipConfig_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_IssueJoinCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueJoinCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).IssueJoinCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_IssueJoinCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).IssueJoinCertificate(ctx, req.(*IssueJoinCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1105,6 +1305,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetGossipConfig",
 			Handler:    _Agent_GetGossipConfig_Handler,
+		},
+		{
+			MethodName: "IssueJoinCertificate",
+			Handler:    _Agent_IssueJoinCertificate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

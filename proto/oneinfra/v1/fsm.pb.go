@@ -28,9 +28,11 @@ const (
 )
 
 type InitCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        *CoordinatorConfig     `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
-	Server        *Server                `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Config *CoordinatorConfig     `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Server *Server                `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	// The certificates --bootstrap issued: the first server's and admin's.
+	Issued        []*IssuedCert `protobuf:"bytes,3,rep,name=issued,proto3" json:"issued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -75,6 +77,13 @@ func (x *InitCommand) GetConfig() *CoordinatorConfig {
 func (x *InitCommand) GetServer() *Server {
 	if x != nil {
 		return x.Server
+	}
+	return nil
+}
+
+func (x *InitCommand) GetIssued() []*IssuedCert {
+	if x != nil {
+		return x.Issued
 	}
 	return nil
 }
@@ -126,6 +135,7 @@ func (x *UpsertServerCommand) GetServer() *Server {
 type RemoveServerCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"` // its certificates are revoked then
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +175,13 @@ func (x *RemoveServerCommand) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *RemoveServerCommand) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
 }
 
 // ApplyResourcesCommand writes whole, already validated objects.
@@ -291,6 +308,7 @@ func (x *DeleteClusterCommand) GetTime() *timestamppb.Timestamp {
 type DeleteHypervisorCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"` // its certificates are revoked then
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -330,6 +348,13 @@ func (x *DeleteHypervisorCommand) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *DeleteHypervisorCommand) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
 }
 
 type UpsertTokenCommand struct {
@@ -420,10 +445,17 @@ func (x *RevokeTokenCommand) GetId() string {
 	return ""
 }
 
+// RegisterHypervisorCommand records a hypervisor and its agent's
+// certificate, using the token once. A taken name is refused unless
+// replace is set (the token was bound to the name): then the name's old
+// certificates are revoked.
 type RegisterHypervisorCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Hypervisor    *Hypervisor            `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
 	TokenId       string                 `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	Cert          *IssuedCert            `protobuf:"bytes,3,opt,name=cert,proto3" json:"cert,omitempty"`
+	Replace       bool                   `protobuf:"varint,4,opt,name=replace,proto3" json:"replace,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -470,6 +502,27 @@ func (x *RegisterHypervisorCommand) GetTokenId() string {
 		return x.TokenId
 	}
 	return ""
+}
+
+func (x *RegisterHypervisorCommand) GetCert() *IssuedCert {
+	if x != nil {
+		return x.Cert
+	}
+	return nil
+}
+
+func (x *RegisterHypervisorCommand) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+func (x *RegisterHypervisorCommand) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
 }
 
 // PlaceCommand records the scheduler's decisions for one cluster.
@@ -738,6 +791,7 @@ type Snapshot struct {
 	Events         []*Event               `protobuf:"bytes,10,rep,name=events,proto3" json:"events,omitempty"`
 	TableIndexes   map[string]uint64      `protobuf:"bytes,11,rep,name=table_indexes,json=tableIndexes,proto3" json:"table_indexes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	VpnPeers       []*VPNPeer             `protobuf:"bytes,12,rep,name=vpn_peers,json=vpnPeers,proto3" json:"vpn_peers,omitempty"`
+	Issued         []*IssuedCert          `protobuf:"bytes,13,rep,name=issued,proto3" json:"issued,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -856,6 +910,13 @@ func (x *Snapshot) GetVpnPeers() []*VPNPeer {
 	return nil
 }
 
+func (x *Snapshot) GetIssued() []*IssuedCert {
+	if x != nil {
+		return x.Issued
+	}
+	return nil
+}
+
 // JoinWorkerCommand records a worker's VPN allocation. The handler checked
 // the token and chose the addresses against the state it read; applying
 // refuses the entry if either was taken meanwhile.
@@ -863,6 +924,7 @@ type JoinWorkerCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Peer          *VPNPeer               `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
 	Event         *Event                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	Cert          *IssuedCert            `protobuf:"bytes,3,opt,name=cert,proto3" json:"cert,omitempty"` // the worker's client certificate
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -911,11 +973,19 @@ func (x *JoinWorkerCommand) GetEvent() *Event {
 	return nil
 }
 
+func (x *JoinWorkerCommand) GetCert() *IssuedCert {
+	if x != nil {
+		return x.Cert
+	}
+	return nil
+}
+
 type RemovePeerCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Event         *Event                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"` // the node's certificates are revoked then
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -967,6 +1037,13 @@ func (x *RemovePeerCommand) GetName() string {
 func (x *RemovePeerCommand) GetEvent() *Event {
 	if x != nil {
 		return x.Event
+	}
+	return nil
+}
+
+func (x *RemovePeerCommand) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
 	}
 	return nil
 }
@@ -1096,18 +1173,206 @@ func (x *SetGossipKeyCommand) GetKey() []byte {
 	return nil
 }
 
+// IssueCertsCommand records certificates issued; with token_id, it uses
+// that token once (refused when it is used up or revoked).
+type IssueCertsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certs         []*IssuedCert          `protobuf:"bytes,1,rep,name=certs,proto3" json:"certs,omitempty"`
+	TokenId       string                 `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueCertsCommand) Reset() {
+	*x = IssueCertsCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueCertsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueCertsCommand) ProtoMessage() {}
+
+func (x *IssueCertsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueCertsCommand.ProtoReflect.Descriptor instead.
+func (*IssueCertsCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *IssueCertsCommand) GetCerts() []*IssuedCert {
+	if x != nil {
+		return x.Certs
+	}
+	return nil
+}
+
+func (x *IssueCertsCommand) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+// RevokeCertsCommand revokes the certificates named by serial, or every
+// certificate of a role and name (and cluster, for workers).
+type RevokeCertsCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serials       []string               `protobuf:"bytes,1,rep,name=serials,proto3" json:"serials,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Cluster       string                 `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertsCommand) Reset() {
+	*x = RevokeCertsCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertsCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertsCommand) ProtoMessage() {}
+
+func (x *RevokeCertsCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertsCommand.ProtoReflect.Descriptor instead.
+func (*RevokeCertsCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RevokeCertsCommand) GetSerials() []string {
+	if x != nil {
+		return x.Serials
+	}
+	return nil
+}
+
+func (x *RevokeCertsCommand) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RevokeCertsCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeCertsCommand) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RevokeCertsCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokeCertsCommand) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// PruneCommand forgets the tokens expired or used up, and the issued
+// certificates expired, at time.
+type PruneCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneCommand) Reset() {
+	*x = PruneCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCommand) ProtoMessage() {}
+
+func (x *PruneCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCommand.ProtoReflect.Descriptor instead.
+func (*PruneCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PruneCommand) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_oneinfra_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x15oneinfra/v1/fsm.proto\x12\voneinfra.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1boneinfra/v1/resources.proto\"r\n" +
+	"\x15oneinfra/v1/fsm.proto\x12\voneinfra.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1boneinfra/v1/resources.proto\"\xa3\x01\n" +
 	"\vInitCommand\x126\n" +
 	"\x06config\x18\x01 \x01(\v2\x1e.oneinfra.v1.CoordinatorConfigR\x06config\x12+\n" +
-	"\x06server\x18\x02 \x01(\v2\x13.oneinfra.v1.ServerR\x06server\"B\n" +
+	"\x06server\x18\x02 \x01(\v2\x13.oneinfra.v1.ServerR\x06server\x12/\n" +
+	"\x06issued\x18\x03 \x03(\v2\x17.oneinfra.v1.IssuedCertR\x06issued\"B\n" +
 	"\x13UpsertServerCommand\x12+\n" +
-	"\x06server\x18\x01 \x01(\v2\x13.oneinfra.v1.ServerR\x06server\"%\n" +
+	"\x06server\x18\x01 \x01(\v2\x13.oneinfra.v1.ServerR\x06server\"U\n" +
 	"\x13RemoveServerCommand\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xdb\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xdb\x01\n" +
 	"\x15ApplyResourcesCommand\x120\n" +
 	"\bclusters\x18\x01 \x03(\v2\x14.oneinfra.v1.ClusterR\bclusters\x12)\n" +
 	"\x03pki\x18\x02 \x03(\v2\x17.oneinfra.v1.ClusterPKIR\x03pki\x129\n" +
@@ -1115,18 +1380,22 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06events\x18\x04 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"Z\n" +
 	"\x14DeleteClusterCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
-	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"-\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"]\n" +
 	"\x17DeleteHypervisorCommand\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\">\n" +
 	"\x12UpsertTokenCommand\x12(\n" +
 	"\x05token\x18\x01 \x01(\v2\x12.oneinfra.v1.TokenR\x05token\"$\n" +
 	"\x12RevokeTokenCommand\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"o\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xe6\x01\n" +
 	"\x19RegisterHypervisorCommand\x127\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\v2\x17.oneinfra.v1.HypervisorR\n" +
 	"hypervisor\x12\x19\n" +
-	"\btoken_id\x18\x02 \x01(\tR\atokenId\"\xee\x02\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\x12+\n" +
+	"\x04cert\x18\x03 \x01(\v2\x17.oneinfra.v1.IssuedCertR\x04cert\x12\x18\n" +
+	"\areplace\x18\x04 \x01(\bR\areplace\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xee\x02\n" +
 	"\fPlaceCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x126\n" +
 	"\n" +
@@ -1152,7 +1421,7 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x14ClusterStatusCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x122\n" +
 	"\x06status\x18\x02 \x01(\v2\x1a.oneinfra.v1.ClusterStatusR\x06status\x12*\n" +
-	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"\xb7\x05\n" +
+	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"\xe8\x05\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x126\n" +
 	"\x06config\x18\x02 \x01(\v2\x1e.oneinfra.v1.CoordinatorConfigR\x06config\x12-\n" +
@@ -1168,17 +1437,20 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06events\x18\n" +
 	" \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12L\n" +
 	"\rtable_indexes\x18\v \x03(\v2'.oneinfra.v1.Snapshot.TableIndexesEntryR\ftableIndexes\x121\n" +
-	"\tvpn_peers\x18\f \x03(\v2\x14.oneinfra.v1.VPNPeerR\bvpnPeers\x1a?\n" +
+	"\tvpn_peers\x18\f \x03(\v2\x14.oneinfra.v1.VPNPeerR\bvpnPeers\x12/\n" +
+	"\x06issued\x18\r \x03(\v2\x17.oneinfra.v1.IssuedCertR\x06issued\x1a?\n" +
 	"\x11TableIndexesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"g\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x94\x01\n" +
 	"\x11JoinWorkerCommand\x12(\n" +
 	"\x04peer\x18\x01 \x01(\v2\x14.oneinfra.v1.VPNPeerR\x04peer\x12(\n" +
-	"\x05event\x18\x02 \x01(\v2\x12.oneinfra.v1.EventR\x05event\"k\n" +
+	"\x05event\x18\x02 \x01(\v2\x12.oneinfra.v1.EventR\x05event\x12+\n" +
+	"\x04cert\x18\x03 \x01(\v2\x17.oneinfra.v1.IssuedCertR\x04cert\"\x9b\x01\n" +
 	"\x11RemovePeerCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12(\n" +
-	"\x05event\x18\x03 \x01(\v2\x12.oneinfra.v1.EventR\x05event\"\xe5\x01\n" +
+	"\x05event\x18\x03 \x01(\v2\x12.oneinfra.v1.EventR\x05event\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xe5\x01\n" +
 	"\x10SetHealthCommand\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
@@ -1188,7 +1460,19 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06events\x18\x04 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x127\n" +
 	"\tlast_seen\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"'\n" +
 	"\x13SetGossipKeyCommand\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03keyB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
+	"\x03key\x18\x01 \x01(\fR\x03key\"]\n" +
+	"\x11IssueCertsCommand\x12-\n" +
+	"\x05certs\x18\x01 \x03(\v2\x17.oneinfra.v1.IssuedCertR\x05certs\x12\x19\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\"\xb8\x01\n" +
+	"\x12RevokeCertsCommand\x12\x18\n" +
+	"\aserials\x18\x01 \x03(\tR\aserials\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n" +
+	"\acluster\x18\x04 \x01(\tR\acluster\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\">\n" +
+	"\fPruneCommand\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
 
 var (
 	file_oneinfra_v1_fsm_proto_rawDescOnce sync.Once
@@ -1202,7 +1486,7 @@ func file_oneinfra_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_fsm_proto_rawDescData
 }
 
-var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*InitCommand)(nil),               // 0: oneinfra.v1.InitCommand
 	(*UpsertServerCommand)(nil),       // 1: oneinfra.v1.UpsertServerCommand
@@ -1221,64 +1505,79 @@ var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*RemovePeerCommand)(nil),         // 14: oneinfra.v1.RemovePeerCommand
 	(*SetHealthCommand)(nil),          // 15: oneinfra.v1.SetHealthCommand
 	(*SetGossipKeyCommand)(nil),       // 16: oneinfra.v1.SetGossipKeyCommand
-	nil,                               // 17: oneinfra.v1.Snapshot.TableIndexesEntry
-	(*CoordinatorConfig)(nil),         // 18: oneinfra.v1.CoordinatorConfig
-	(*Server)(nil),                    // 19: oneinfra.v1.Server
-	(*Cluster)(nil),                   // 20: oneinfra.v1.Cluster
-	(*ClusterPKI)(nil),                // 21: oneinfra.v1.ClusterPKI
-	(*Hypervisor)(nil),                // 22: oneinfra.v1.Hypervisor
-	(*Event)(nil),                     // 23: oneinfra.v1.Event
+	(*IssueCertsCommand)(nil),         // 17: oneinfra.v1.IssueCertsCommand
+	(*RevokeCertsCommand)(nil),        // 18: oneinfra.v1.RevokeCertsCommand
+	(*PruneCommand)(nil),              // 19: oneinfra.v1.PruneCommand
+	nil,                               // 20: oneinfra.v1.Snapshot.TableIndexesEntry
+	(*CoordinatorConfig)(nil),         // 21: oneinfra.v1.CoordinatorConfig
+	(*Server)(nil),                    // 22: oneinfra.v1.Server
+	(*IssuedCert)(nil),                // 23: oneinfra.v1.IssuedCert
 	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
-	(*Token)(nil),                     // 25: oneinfra.v1.Token
-	(*Component)(nil),                 // 26: oneinfra.v1.Component
-	(*ComponentCerts)(nil),            // 27: oneinfra.v1.ComponentCerts
-	(*ClusterStatus)(nil),             // 28: oneinfra.v1.ClusterStatus
-	(*VPNPeer)(nil),                   // 29: oneinfra.v1.VPNPeer
-	(*Condition)(nil),                 // 30: oneinfra.v1.Condition
+	(*Cluster)(nil),                   // 25: oneinfra.v1.Cluster
+	(*ClusterPKI)(nil),                // 26: oneinfra.v1.ClusterPKI
+	(*Hypervisor)(nil),                // 27: oneinfra.v1.Hypervisor
+	(*Event)(nil),                     // 28: oneinfra.v1.Event
+	(*Token)(nil),                     // 29: oneinfra.v1.Token
+	(*Component)(nil),                 // 30: oneinfra.v1.Component
+	(*ComponentCerts)(nil),            // 31: oneinfra.v1.ComponentCerts
+	(*ClusterStatus)(nil),             // 32: oneinfra.v1.ClusterStatus
+	(*VPNPeer)(nil),                   // 33: oneinfra.v1.VPNPeer
+	(*Condition)(nil),                 // 34: oneinfra.v1.Condition
 }
 var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
-	18, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
-	19, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
-	19, // 2: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
-	20, // 3: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
-	21, // 4: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	22, // 5: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	23, // 6: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
-	24, // 7: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
-	25, // 8: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
-	22, // 9: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	26, // 10: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
-	27, // 11: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
-	28, // 12: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	23, // 13: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	24, // 14: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
-	26, // 15: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	24, // 16: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	23, // 17: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
-	28, // 18: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	23, // 19: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	18, // 20: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	19, // 21: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	20, // 22: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	21, // 23: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	22, // 24: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	26, // 25: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	27, // 26: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	25, // 27: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	23, // 28: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	17, // 29: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	29, // 30: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
-	29, // 31: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
-	23, // 32: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
-	23, // 33: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
-	30, // 34: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
-	23, // 35: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
-	24, // 36: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	21, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
+	22, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
+	23, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
+	22, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
+	24, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
+	25, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
+	26, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	27, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	28, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
+	24, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
+	24, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	29, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
+	27, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	23, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	24, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	30, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
+	31, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
+	32, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	28, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
+	24, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	30, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	24, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	28, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
+	32, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	28, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	21, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	22, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	25, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	26, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	27, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	30, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	31, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	29, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	28, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	20, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	33, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	23, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
+	33, // 37: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	28, // 38: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	23, // 39: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	28, // 40: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	24, // 41: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
+	34, // 42: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
+	28, // 43: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
+	24, // 44: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
+	23, // 45: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
+	24, // 46: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
+	24, // 47: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
@@ -1293,7 +1592,7 @@ func file_oneinfra_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_fsm_proto_rawDesc), len(file_oneinfra_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

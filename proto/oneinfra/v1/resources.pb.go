@@ -1311,6 +1311,8 @@ type Token struct {
 	Revoked       bool                   `protobuf:"varint,6,opt,name=revoked,proto3" json:"revoked,omitempty"`
 	SecretHash    []byte                 `protobuf:"bytes,7,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
 	Uses          uint32                 `protobuf:"varint,8,opt,name=uses,proto3" json:"uses,omitempty"`
+	MaxUses       uint32                 `protobuf:"varint,9,opt,name=max_uses,json=maxUses,proto3" json:"max_uses,omitempty"` // 0: unlimited within the ttl
+	Name          string                 `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`                      // hypervisor tokens bound to one name
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1401,6 +1403,147 @@ func (x *Token) GetUses() uint32 {
 	return 0
 }
 
+func (x *Token) GetMaxUses() uint32 {
+	if x != nil {
+		return x.MaxUses
+	}
+	return 0
+}
+
+func (x *Token) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// IssuedCert records a certificate oneinfra issued to a client or a
+// server, so that it can be listed and revoked: the revocation list is
+// the revoked ones, kept until they expire.
+type IssuedCert struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Serial          string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`   // lowercase hex
+	Role            string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`       // server, operator, hypervisor, join-endpoint, worker, kubeconfig
+	Name            string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`       // its CN: server ID, operator, hypervisor or node name
+	Cluster         string                 `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"` // workers' and kubeconfigs' cluster
+	NotBefore       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	IssuedBy        string                 `protobuf:"bytes,7,opt,name=issued_by,json=issuedBy,proto3" json:"issued_by,omitempty"` // who asked: "operator/NAME", "token/ID", ...
+	Revoked         bool                   `protobuf:"varint,8,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedAt       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedReason   string                 `protobuf:"bytes,10,opt,name=revoked_reason,json=revokedReason,proto3" json:"revoked_reason,omitempty"`
+	PublicKeySha256 []byte                 `protobuf:"bytes,11,opt,name=public_key_sha256,json=publicKeySha256,proto3" json:"public_key_sha256,omitempty"` // of the certificate's SubjectPublicKeyInfo
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *IssuedCert) Reset() {
+	*x = IssuedCert{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssuedCert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssuedCert) ProtoMessage() {}
+
+func (x *IssuedCert) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssuedCert.ProtoReflect.Descriptor instead.
+func (*IssuedCert) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *IssuedCert) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *IssuedCert) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *IssuedCert) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssuedCert) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *IssuedCert) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *IssuedCert) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *IssuedCert) GetIssuedBy() string {
+	if x != nil {
+		return x.IssuedBy
+	}
+	return ""
+}
+
+func (x *IssuedCert) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *IssuedCert) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *IssuedCert) GetRevokedReason() string {
+	if x != nil {
+		return x.RevokedReason
+	}
+	return ""
+}
+
+func (x *IssuedCert) GetPublicKeySha256() []byte {
+	if x != nil {
+		return x.PublicKeySha256
+	}
+	return nil
+}
+
 // Event is a thing that happened to a cluster, for describe.
 type Event struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1416,7 +1559,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1571,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1584,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Event) GetCluster() string {
@@ -1498,7 +1641,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1653,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1666,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Server) GetId() string {
@@ -1558,7 +1701,7 @@ type KeyPair struct {
 
 func (x *KeyPair) Reset() {
 	*x = KeyPair{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +1713,7 @@ func (x *KeyPair) String() string {
 func (*KeyPair) ProtoMessage() {}
 
 func (x *KeyPair) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +1726,7 @@ func (x *KeyPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPair.ProtoReflect.Descriptor instead.
 func (*KeyPair) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KeyPair) GetCertPem() []byte {
@@ -1615,7 +1758,7 @@ type ClusterPKI struct {
 
 func (x *ClusterPKI) Reset() {
 	*x = ClusterPKI{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1770,7 @@ func (x *ClusterPKI) String() string {
 func (*ClusterPKI) ProtoMessage() {}
 
 func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1783,7 @@ func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPKI.ProtoReflect.Descriptor instead.
 func (*ClusterPKI) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClusterPKI) GetCluster() string {
@@ -1682,7 +1825,7 @@ type ComponentCerts struct {
 
 func (x *ComponentCerts) Reset() {
 	*x = ComponentCerts{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1837,7 @@ func (x *ComponentCerts) String() string {
 func (*ComponentCerts) ProtoMessage() {}
 
 func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1850,7 @@ func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentCerts.ProtoReflect.Descriptor instead.
 func (*ComponentCerts) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{22}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ComponentCerts) GetComponent() string {
@@ -1740,7 +1883,7 @@ type CoordinatorConfig struct {
 
 func (x *CoordinatorConfig) Reset() {
 	*x = CoordinatorConfig{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1895,7 @@ func (x *CoordinatorConfig) String() string {
 func (*CoordinatorConfig) ProtoMessage() {}
 
 func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1908,7 @@ func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorConfig.ProtoReflect.Descriptor instead.
 func (*CoordinatorConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{23}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CoordinatorConfig) GetCa() *KeyPair {
@@ -1930,7 +2073,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x12bootstrap_token_id\x18\b \x01(\tR\x10bootstrapTokenId\x124\n" +
 	"\x16bootstrap_token_secret\x18\t \x01(\tR\x14bootstrapTokenSecret\x12R\n" +
 	"\x17bootstrap_token_expires\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\x15bootstrapTokenExpires\"\x80\x02\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x15bootstrapTokenExpires\"\xaf\x02\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -1940,7 +2083,26 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\arevoked\x18\x06 \x01(\bR\arevoked\x12\x1f\n" +
 	"\vsecret_hash\x18\a \x01(\fR\n" +
 	"secretHash\x12\x12\n" +
-	"\x04uses\x18\b \x01(\rR\x04uses\"\xad\x01\n" +
+	"\x04uses\x18\b \x01(\rR\x04uses\x12\x19\n" +
+	"\bmax_uses\x18\t \x01(\rR\amaxUses\x12\x12\n" +
+	"\x04name\x18\n" +
+	" \x01(\tR\x04name\"\x9f\x03\n" +
+	"\n" +
+	"IssuedCert\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n" +
+	"\acluster\x18\x04 \x01(\tR\acluster\x129\n" +
+	"\n" +
+	"not_before\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x1b\n" +
+	"\tissued_by\x18\a \x01(\tR\bissuedBy\x12\x18\n" +
+	"\arevoked\x18\b \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"revoked_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12%\n" +
+	"\x0erevoked_reason\x18\n" +
+	" \x01(\tR\rrevokedReason\x12*\n" +
+	"\x11public_key_sha256\x18\v \x01(\fR\x0fpublicKeySha256\"\xad\x01\n" +
 	"\x05Event\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -1992,7 +2154,7 @@ func file_oneinfra_v1_resources_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_resources_proto_rawDescData
 }
 
-var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: oneinfra.v1.ObjectMeta
 	(*Condition)(nil),             // 1: oneinfra.v1.Condition
@@ -2012,23 +2174,24 @@ var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*PeerStatus)(nil),            // 15: oneinfra.v1.PeerStatus
 	(*VPNPeer)(nil),               // 16: oneinfra.v1.VPNPeer
 	(*Token)(nil),                 // 17: oneinfra.v1.Token
-	(*Event)(nil),                 // 18: oneinfra.v1.Event
-	(*Server)(nil),                // 19: oneinfra.v1.Server
-	(*KeyPair)(nil),               // 20: oneinfra.v1.KeyPair
-	(*ClusterPKI)(nil),            // 21: oneinfra.v1.ClusterPKI
-	(*ComponentCerts)(nil),        // 22: oneinfra.v1.ComponentCerts
-	(*CoordinatorConfig)(nil),     // 23: oneinfra.v1.CoordinatorConfig
-	nil,                           // 24: oneinfra.v1.ObjectMeta.LabelsEntry
-	nil,                           // 25: oneinfra.v1.ComponentSpec.PortsEntry
-	nil,                           // 26: oneinfra.v1.ClusterPKI.CasEntry
-	nil,                           // 27: oneinfra.v1.ComponentCerts.CertsEntry
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*IssuedCert)(nil),            // 18: oneinfra.v1.IssuedCert
+	(*Event)(nil),                 // 19: oneinfra.v1.Event
+	(*Server)(nil),                // 20: oneinfra.v1.Server
+	(*KeyPair)(nil),               // 21: oneinfra.v1.KeyPair
+	(*ClusterPKI)(nil),            // 22: oneinfra.v1.ClusterPKI
+	(*ComponentCerts)(nil),        // 23: oneinfra.v1.ComponentCerts
+	(*CoordinatorConfig)(nil),     // 24: oneinfra.v1.CoordinatorConfig
+	nil,                           // 25: oneinfra.v1.ObjectMeta.LabelsEntry
+	nil,                           // 26: oneinfra.v1.ComponentSpec.PortsEntry
+	nil,                           // 27: oneinfra.v1.ClusterPKI.CasEntry
+	nil,                           // 28: oneinfra.v1.ComponentCerts.CertsEntry
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_oneinfra_v1_resources_proto_depIdxs = []int32{
-	24, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
-	28, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	28, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	28, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	25, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
+	29, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	29, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	29, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: oneinfra.v1.Cluster.metadata:type_name -> oneinfra.v1.ObjectMeta
 	3,  // 5: oneinfra.v1.Cluster.spec:type_name -> oneinfra.v1.ClusterSpec
 	8,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
@@ -2040,31 +2203,34 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	0,  // 12: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
 	10, // 13: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
 	11, // 14: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	28, // 15: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	29, // 15: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 16: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
 	0,  // 17: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
 	13, // 18: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
 	14, // 19: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
-	25, // 20: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
+	26, // 20: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
 	1,  // 21: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	28, // 22: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	29, // 22: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
 	15, // 23: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
-	28, // 24: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	28, // 25: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
-	28, // 26: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
-	28, // 27: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	28, // 28: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	28, // 29: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
-	26, // 30: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
-	27, // 31: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
-	20, // 32: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	20, // 33: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	20, // 34: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	29, // 24: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	29, // 25: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	29, // 26: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	29, // 27: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	29, // 28: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	29, // 29: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
+	29, // 30: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
+	29, // 31: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
+	29, // 32: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	27, // 33: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
+	28, // 34: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
+	21, // 35: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	21, // 36: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	21, // 37: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
@@ -2079,7 +2245,7 @@ func file_oneinfra_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_resources_proto_rawDesc), len(file_oneinfra_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
