@@ -5,7 +5,7 @@ LDFLAGS := -X github.com/oneinfra/oneinfra/internal/version.Version=$(VERSION)
 PREFIX ?= /usr/local
 GO ?= go
 
-.PHONY: build test unit fuzz lint proto install clean demo demo-down drain-soak
+.PHONY: build test unit fuzz lint proto install clean demo demo-down drain-soak deps
 
 # `make images`: the test images and Kubernetes binaries, no registry needed.
 include test/images/images.mk
@@ -13,10 +13,15 @@ include test/images/images.mk
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
+# The Debian packages the tests and the demo need (containerd, haproxy,
+# iptables, ...): installed when missing, as root.
+deps:
+	./hack/install-deps.sh
+
 # Every test: unit, multi-server, real containerd and end-to-end lab tests
 # (they need root and the images), then a short fuzz run of the manifest
 # decoder.
-test: lint images unit fuzz
+test: deps lint images unit fuzz
 
 # The end-to-end tests run verbose: they print what they measure.
 unit:
@@ -37,7 +42,7 @@ lint:
 	$(GO) vet ./...
 
 # The whole system on one machine; `make demo-down` removes it.
-demo: build images _output/bin/lab
+demo: deps build images _output/bin/lab
 	./test/demo/demo.sh
 
 demo-down: _output/bin/lab
