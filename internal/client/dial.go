@@ -47,13 +47,15 @@ func PreferServing() grpc.DialOption {
 	return grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}],"healthCheckConfig":{"serviceName":"` + ServingService + `"}}`)
 }
 
-// DialTLS connects to any of the coordinator servers with the given TLS
-// configuration; each server's certificate is checked against its own host
-// name, and must be a coordinator server's (not another role's the CA
-// signs). Unlike Dial, calls fail at once when no server is reachable,
+// DialTLS connects to any of the given coordinator servers, and only
+// those (what calls say of the members changes nothing: a server
+// forwarding to the leader must reach the leader), with the given TLS
+// configuration; each server's certificate is checked against its own
+// host name, and must be a coordinator server's (not another role's the
+// CA signs). Unlike Dial, calls fail at once when no server is reachable,
 // unless opts say otherwise.
 func DialTLS(servers []string, conf *tls.Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	return DialMembers(NewMembers(servers, nil), conf, opts...)
+	return DialMembers(&Members{addrs: servers, fixed: true}, conf, opts...)
 }
 
 // DialMembers is DialTLS to the servers m knows: where m knows the server

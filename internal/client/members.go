@@ -54,6 +54,9 @@ func ParseMembers(md metadata.MD) map[string]string {
 // certificate of that server: another server's certificate (one that
 // never joined, say) is refused there. Safe for concurrent use.
 type Members struct {
+	// fixed: the addresses are the ones to dial, whatever calls say (a
+	// connection to one given server).
+	fixed    bool
 	mu       sync.Mutex
 	ids      map[string]string // server ID by API address
 	addrs    []string          // the flag's and the learned addresses
@@ -90,7 +93,7 @@ func (m *Members) expected(addr string) string {
 
 // learn takes the members a server listed: they replace what was known.
 func (m *Members) learn(members map[string]string) {
-	if len(members) == 0 {
+	if len(members) == 0 || m.fixed {
 		return
 	}
 	ids := map[string]string{}
