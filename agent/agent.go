@@ -27,6 +27,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/gossip"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -65,14 +66,6 @@ type Config struct {
 	Resync time.Duration
 	Logger *slog.Logger
 }
-
-// Component states reported to the coordinator.
-const (
-	stateRunning  = "Running"
-	statePending  = "Pending"
-	stateFailed   = "Failed"
-	stateRemoving = "Removing"
-)
 
 // pendingResync is how soon a Pending component, one being removed, or an
 // ingress with an API server not up yet is looked at again.
@@ -405,7 +398,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 	pending := false
 	for _, r := range report.Components {
 		a.metrics.components.WithLabelValues(assignments[r.Component].GetComponent().GetSpec().GetRole(), r.Status.State).Inc()
-		pending = pending || r.Status.State == statePending || r.Status.State == stateRemoving || settling(assignments[r.Component], r.Status)
+		pending = pending || r.Status.State == vocab.StatePending || r.Status.State == vocab.StateRemoving || settling(assignments[r.Component], r.Status)
 	}
 	a.report(ctx, report)
 	return pending
@@ -414,7 +407,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 // settling reports whether a running ingress lacks one of its assigned API
 // servers among those its haproxy has up.
 func settling(as *pb.Assignment, st *pb.ComponentStatus) bool {
-	if as.GetComponent().GetSpec().GetRole() != resources.RoleIngress || st.State != stateRunning {
+	if as.GetComponent().GetSpec().GetRole() != resources.RoleIngress || st.State != vocab.StateRunning {
 		return false
 	}
 	for _, api := range as.ApiServers {
@@ -509,8 +502,8 @@ func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assi
 			// learner not promoted, the API not answering through the
 			// ingress) keeps the component Pending, saying why.
 			for _, c := range status.Conditions {
-				if c.Status != "True" && status.State == stateRunning {
-					status.State, status.Message = statePending, c.Type+": "+c.Message
+				if c.Status != "True" && status.State == vocab.StateRunning {
+					status.State, status.Message = vocab.StatePending, c.Type+": "+c.Message
 				}
 			}
 		}
@@ -526,31 +519,31 @@ func componentStatus(as *pb.Assignment, pods []cri.PodStatus, err error) *pb.Com
 		if err != nil {
 			msg = "removing: " + err.Error()
 		}
-		return &pb.ComponentStatus{State: stateRemoving, Message: msg}
+		return &pb.ComponentStatus{State: vocab.StateRemoving, Message: msg}
 	}
 	if errors.Is(err, host.ErrWaiting) {
-		return &pb.ComponentStatus{State: statePending, Message: err.Error()}
+		return &pb.ComponentStatus{State: vocab.StatePending, Message: err.Error()}
 	}
 	if err != nil {
-		return &pb.ComponentStatus{State: stateFailed, Message: err.Error()}
+		return &pb.ComponentStatus{State: vocab.StateFailed, Message: err.Error()}
 	}
-	state := stateRunning
+	state := vocab.StateRunning
 	var why []string
 	for _, p := range pods {
 		switch p.State {
 		case cri.PodRunning:
 			continue
 		case cri.PodFailed:
-			state = stateFailed
+			state = vocab.StateFailed
 		default:
-			if state == stateRunning {
-				state = statePending
+			if state == vocab.StateRunning {
+				state = vocab.StatePending
 			}
 		}
 		why = append(why, podMessage(p))
 	}
 	if len(pods) == 0 {
-		state, why = statePending, []string{"no pod yet"}
+		state, why = vocab.StatePending, []string{"no pod yet"}
 	}
 	return &pb.ComponentStatus{State: state, Message: strings.Join(why, "; ")}
 }

@@ -12,30 +12,13 @@ import (
 	"github.com/oneinfra/oneinfra/agent/ingress"
 	"github.com/oneinfra/oneinfra/agent/vpn"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
-)
-
-// Conditions the agent reports on components.
-const (
-	// condAPIReachable: the cluster's API answers /readyz through this
-	// ingress (the coordinator's Ready condition depends on it).
-	condAPIReachable = "APIReachable"
-	// condEtcdMember: this control-plane replica is a voting etcd member.
-	condEtcdMember = "EtcdMember"
-	// condAPIServerReady: this control-plane replica's API server answers
-	// /readyz.
-	condAPIServerReady = "APIServerReady"
-	// condVPNEndpoint: the cluster's WireGuard endpoint runs here.
-	condVPNEndpoint = "VPNEndpoint"
-	// condVPNRoute: this host routes the cluster's VPN through its endpoint.
-	condVPNRoute = "VPNRoute"
-	// condAddons: the objects worker nodes need are applied in the cluster.
-	condAddons = "AddonsApplied"
 )
 
 func newDrivers(a *Agent) map[string]driver {
 	return map[string]driver{
-		resources.RoleControlPlane: &controlPlaneDriver{a: a, leaving: map[string]time.Time{}},
+		resources.RoleControlPlane: &controlPlaneDriver{a: a, leaving: map[string]time.Time{}, rbac: map[string]*addonsRBAC{}},
 		resources.RoleIngress:      &ingressDriver{a: a, backends: map[string][]string{}},
 	}
 }
@@ -55,6 +38,9 @@ type controlPlaneDriver struct {
 	a *Agent
 	// leaving: when each replica being removed was first seen so.
 	leaving map[string]time.Time
+	// rbac applies each VPN cluster's add-ons RBAC, with the credentials
+	// the replica made for it (by component).
+	rbac map[string]*addonsRBAC
 }
 
 // ingressWaitMax bounds how long a replica being removed keeps its etcd
@@ -110,7 +96,7 @@ func (d *controlPlaneDriver) setDecision(name string, dec etcdDecision) error {
 func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, _ bool, pods []cri.PodStatus, status *pb.ComponentStatus) {
 	if v := as.GetVpn(); v.GetGateway() != "" {
 		err := vpn.RouteThrough(v.Gateway, v.Cidr)
-		status.Conditions = append(status.Conditions, condition(condVPNRoute, err, "the VPN is routed through "+v.Gateway))
+		status.Conditions = append(status.Conditions, condition(vocab.CondVPNRoute, err, "the VPN is routed through "+v.Gateway))
 	}
 	for _, p := range pods {
 		if p.State != cri.PodRunning {
@@ -121,9 +107,13 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 		}
 	}
 	err := controlplane.PromoteLearners(ctx, as, paths)
-	status.Conditions = append(status.Conditions, condition(condEtcdMember, err, "voting etcd member"))
+	status.Conditions = append(status.Conditions, condition(vocab.CondEtcdMember, err, "voting etcd member"))
 	if err == nil {
-		status.Conditions = append(status.Conditions, condition(condAPIServerReady, controlplane.APIServerReady(ctx, as), "kube-apiserver answers /readyz"))
+		ready := controlplane.APIServerReady(ctx, as)
+		status.Conditions = append(status.Conditions, condition(vocab.CondAPIServerReady, ready, "kube-apiserver answers /readyz"))
+		if ready == nil && as.GetVpn() != nil {
+			d.applyAddonsRBAC(ctx, as)
+		}
 		// Members the coordinator removed for good that are still listed
 		// (moved off a dead hypervisor, whose agent cannot take them out)
 		// go: the assignment's view says which, so a member added since
@@ -199,6 +189,7 @@ func (d *controlPlaneDriver) removing(ctx context.Context, as *pb.Assignment, pa
 		return err
 	}
 	delete(d.leaving, name)
+	delete(d.rbac, name)
 	return nil
 }
 
@@ -243,10 +234,10 @@ func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths hos
 		address = d.a.cfg.Address
 	}
 	err := ingress.Probe(ctx, as, address)
-	status.Conditions = append(status.Conditions, condition(condAPIReachable, err, "the API answers /readyz through the ingress"))
+	status.Conditions = append(status.Conditions, condition(vocab.CondAPIReachable, err, "the API answers /readyz through the ingress"))
 	if err == nil && as.GetVpn() != nil {
 		err := d.a.applyAddons(ctx, as, address)
-		status.Conditions = append(status.Conditions, condition(condAddons, err, "bootstrap tokens, node RBAC, kube-proxy and CoreDNS applied"))
+		status.Conditions = append(status.Conditions, condition(vocab.CondAddons, err, "bootstrap tokens, node RBAC, kube-proxy and CoreDNS applied"))
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -96,14 +97,14 @@ func TestCraftedNames(t *testing.T) {
 		for i, c := range []string{"../../etc", "../../../../../outside", "a/b", "..", "demo_cp"} {
 			deleting := i%2 == 1
 			list = append(list, assignment("demo", c, deleting))
-			want[c] = refusal{map[bool]string{false: stateFailed, true: stateRemoving}[deleting], fmt.Sprintf("component name %q is not a DNS-1123 label", c)}
+			want[c] = refusal{map[bool]string{false: vocab.StateFailed, true: vocab.StateRemoving}[deleting], fmt.Sprintf("component name %q is not a DNS-1123 label", c)}
 		}
 		reports, removed := a.syncCluster(ctx, "demo", list)
 		for i, cluster := range []string{"a/b", "../../../../escape", "..", "Demo"} {
 			component := fmt.Sprintf("c-%d", i)
 			r, rm := a.syncCluster(ctx, cluster, []*pb.Assignment{assignment(cluster, component, false)})
 			reports, removed = append(reports, r...), append(removed, rm...)
-			want[component] = refusal{stateFailed, fmt.Sprintf("cluster name %q is not a DNS-1123 label", cluster)}
+			want[component] = refusal{vocab.StateFailed, fmt.Sprintf("cluster name %q is not a DNS-1123 label", cluster)}
 		}
 		if len(removed) != 0 {
 			t.Errorf("removed %v", removed)
@@ -114,7 +115,7 @@ func TestCraftedNames(t *testing.T) {
 			case !bad && r.Component != "demo-cp-0":
 				t.Errorf("unexpected report %v", r)
 			case !bad:
-				if r.Status.State == stateFailed {
+				if r.Status.State == vocab.StateFailed {
 					t.Errorf("the good component failed: %v", r.Status)
 				}
 			case r.Status.State != w.state || !strings.Contains(r.Status.Message, w.message):

@@ -13,11 +13,11 @@ import (
 	"github.com/oneinfra/oneinfra/agent/addons"
 	"github.com/oneinfra/oneinfra/agent/join"
 	"github.com/oneinfra/oneinfra/agent/vpn"
-	"github.com/oneinfra/oneinfra/coordinator/pki"
-	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 )
 
@@ -26,11 +26,11 @@ import (
 func (a *Agent) syncVPN(as *pb.Assignment, status *pb.ComponentStatus) *pb.Condition {
 	v, cluster := as.Vpn, as.Component.Spec.Cluster
 	if a.hub == nil {
-		return condition(condVPNEndpoint, errors.New("this hypervisor is not public: it cannot run a VPN endpoint"), "")
+		return condition(vocab.CondVPNEndpoint, errors.New("this hypervisor is not public: it cannot run a VPN endpoint"), "")
 	}
 	key, err := a.hub.Ensure(vpn.Spec{
-		Cluster: cluster, ListenPort: int(as.Component.Spec.Ports[scheduler.PortWireGuard]),
-		APIPort: int(as.Component.Spec.Ports[scheduler.PortAPIServer]),
+		Cluster: cluster, ListenPort: int(as.Component.Spec.Ports[vocab.PortWireGuard]),
+		APIPort: int(as.Component.Spec.Ports[vocab.PortAPIServer]),
 		CIDR:    v.Cidr, Address: v.EndpointAddress, Routes: v.Routes, Peers: v.Peers,
 	})
 	if err == nil {
@@ -39,7 +39,7 @@ func (a *Agent) syncVPN(as *pb.Assignment, status *pb.ComponentStatus) *pb.Condi
 			err = fmt.Errorf("reading the peers of %s: %w", a.hub.InterfaceName(cluster), err)
 		}
 	}
-	return condition(condVPNEndpoint, err, fmt.Sprintf("WireGuard endpoint %s up with %d peers", a.hub.InterfaceName(cluster), len(v.Peers)))
+	return condition(vocab.CondVPNEndpoint, err, fmt.Sprintf("WireGuard endpoint %s up with %d peers", a.hub.InterfaceName(cluster), len(v.Peers)))
 }
 
 // applyAddons applies, through the cluster's API at this ingress, the
@@ -48,24 +48,24 @@ func (a *Agent) syncVPN(as *pb.Assignment, status *pb.ComponentStatus) *pb.Condi
 // again only now and then (addons.Applier).
 func (a *Agent) applyAddons(ctx context.Context, as *pb.Assignment, address string) error {
 	cluster := as.Component.Spec.Cluster
-	kp := as.Certs[pki.AddonsCert]
+	kp := as.Certs[vocab.AddonsCert]
 	if kp == nil {
 		return errors.New("the ingress has no add-ons certificate (issued to ingresses placed from this version on)")
 	}
-	port := strconv.Itoa(int(as.Component.Spec.Ports[scheduler.PortAPIServer]))
-	dns, err := pki.DNSServiceIP(as.ClusterSpec.GetNetworking().GetServiceCidr())
+	port := strconv.Itoa(int(as.Component.Spec.Ports[vocab.PortAPIServer]))
+	dns, err := resources.DNSServiceIP(as.ClusterSpec.GetNetworking().GetServiceCidr())
 	if err != nil {
 		return err
 	}
 	in := addons.Inputs{
 		Cluster:      cluster,
 		APIServer:    "https://" + net.JoinHostPort(as.Vpn.EndpointAddress, strconv.Itoa(resources.TunnelAPIPort)),
-		ClusterCAPEM: as.CaCerts[pki.ClusterCA],
+		ClusterCAPEM: as.CaCerts[vocab.ClusterCA],
 		PodCIDR:      as.ClusterSpec.GetNetworking().GetPodCidr(),
 		ServiceCIDR:  as.ClusterSpec.GetNetworking().GetServiceCidr(),
 		ClusterDNS:   dns.String(),
-		DNSDomain:    pki.DefaultDNSDomain,
-		Images:       map[string]string{addons.ImageKubeProxy: as.Images["kube-proxy"], addons.ImageCoreDNS: as.Images["coredns"]},
+		DNSDomain:    vocab.DefaultDNSDomain,
+		Images:       map[string]string{vocab.ImageKubeProxy: as.Images[vocab.ImageKubeProxy], vocab.ImageCoreDNS: as.Images[vocab.ImageCoreDNS]},
 	}
 	for _, p := range as.Vpn.Peers {
 		in.BootstrapTokens = append(in.BootstrapTokens, addons.BootstrapToken{
@@ -77,8 +77,8 @@ func (a *Agent) applyAddons(ctx context.Context, as *pb.Assignment, address stri
 		Host:    "https://" + net.JoinHostPort(address, port),
 		Timeout: 20 * time.Second,
 		TLSClientConfig: rest.TLSClientConfig{
-			CertData: kp.CertPem, KeyData: kp.KeyPem, CAData: as.CaCerts[pki.ClusterCA],
-			ServerName: "kubernetes",
+			CertData: kp.CertPem, KeyData: kp.KeyPem, CAData: as.CaCerts[vocab.ClusterCA],
+			ServerName: vocab.APIServerName,
 		},
 	}
 	applier := a.addons[cluster]
@@ -89,6 +89,10 @@ func (a *Agent) applyAddons(ctx context.Context, as *pb.Assignment, address stri
 	applied, err := applier.Apply(ctx, cfg, in)
 	if applied && err == nil {
 		a.logger.Info("cluster add-ons applied", "cluster", cluster, "bootstrap-tokens", len(in.BootstrapTokens))
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && apierrors.IsForbidden(status.(error)) {
+		return fmt.Errorf("the add-ons' identity lacks its rights, which the control plane grants once its API server is up (see the control-plane agents' logs): %w", err)
 	}
 	return err
 }

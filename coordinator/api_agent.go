@@ -13,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	memdb "github.com/hashicorp/go-memdb"
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
@@ -217,7 +216,7 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		if as.Certs == nil {
 			as.Certs = map[string]*pb.KeyPair{}
 		}
-		as.Certs[SignerCACert] = p.Cas[pki.SignerCA]
+		as.Certs[vocab.SignerCACert] = p.Cas[vocab.SignerCA]
 	}
 	peers := st.ComponentsOfCluster(ws, comp.Spec.Cluster)
 	for _, peer := range peers {
@@ -270,10 +269,6 @@ func vpnAssignment(st *state.Store, ws memdb.WatchSet, cluster *pb.Cluster, comp
 	return v
 }
 
-// SignerCACert names the signing CA (with its key) in a control-plane
-// component's assignment: the controller-manager signs node certificates.
-const SignerCACert = "signer-ca"
-
 // assignmentHash changes when anything the agent acts on changes, and not
 // when only the component's reported status or indexes do.
 func assignmentHash(as *pb.Assignment) string {
@@ -306,14 +301,14 @@ func Images(repository, kubernetesVersion string) map[string]string {
 	}
 	v := "v" + kubernetesVersion
 	return map[string]string{
-		"pause":                   k8s + "/pause:" + pauseImageTag,
-		"etcd":                    k8s + "/etcd:" + etcdImageTag,
-		"kube-apiserver":          k8s + "/kube-apiserver:" + v,
-		"kube-controller-manager": k8s + "/kube-controller-manager:" + v,
-		"kube-scheduler":          k8s + "/kube-scheduler:" + v,
-		"haproxy":                 library + "/haproxy:" + haproxyImageTag,
-		"kube-proxy":              k8s + "/kube-proxy:" + v,
-		"coredns":                 k8s + "/coredns/coredns:" + corednsImageTag,
+		vocab.ImagePause:                 k8s + "/pause:" + pauseImageTag,
+		vocab.ImageEtcd:                  k8s + "/etcd:" + etcdImageTag,
+		vocab.ImageKubeAPIServer:         k8s + "/kube-apiserver:" + v,
+		vocab.ImageKubeControllerManager: k8s + "/kube-controller-manager:" + v,
+		vocab.ImageKubeScheduler:         k8s + "/kube-scheduler:" + v,
+		vocab.ImageHAProxy:               library + "/haproxy:" + haproxyImageTag,
+		vocab.ImageKubeProxy:             k8s + "/kube-proxy:" + v,
+		vocab.ImageCoreDNS:               k8s + "/coredns/coredns:" + corednsImageTag,
 	}
 }
 

@@ -14,9 +14,11 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/kubeconfig"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/version"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -430,7 +432,7 @@ func (a *operatorAPI) Kubeconfig(ctx context.Context, req *pb.KubeconfigRequest)
 	if _, err := a.s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{rec}}); err != nil {
 		return nil, err
 	}
-	kc, err := pki.Kubeconfig(req.Name, c.Status.ApiServerEndpoint, p.Cas[pki.ClusterCA].CertPem, admin, "admin")
+	kc, err := kubeconfig.WithCert(req.Name, c.Status.ApiServerEndpoint, p.Cas[vocab.ClusterCA].CertPem, admin, "admin")
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -190,9 +191,9 @@ func TestPlacementAndAgentFlow(t *testing.T) {
 			if c.Metadata.DeletionTimestamp != nil {
 				req.Removed = []string{c.Metadata.Name}
 			} else {
-				st := &pb.ComponentStatus{State: StateRunning}
+				st := &pb.ComponentStatus{State: vocab.StateRunning}
 				if c.Spec.Role == resources.RoleIngress {
-					st.Conditions = []*pb.Condition{{Type: CondAPIReachable, Status: "True", Message: "readyz ok"}}
+					st.Conditions = []*pb.Condition{{Type: vocab.CondAPIReachable, Status: "True", Message: "readyz ok"}}
 				}
 				req.Components = []*pb.ComponentReport{{Component: c.Metadata.Name, Status: st}}
 			}
@@ -223,7 +224,7 @@ func TestPlacementAndAgentFlow(t *testing.T) {
 	reporter := agents[mine.Spec.Hypervisor]
 	report := func(events ...*pb.AgentEvent) error {
 		_, err := reporter.ReportStatus(ctx, &pb.ReportStatusRequest{Hypervisor: mine.Spec.Hypervisor, Events: events,
-			Components: []*pb.ComponentReport{{Component: mine.Metadata.Name, Status: &pb.ComponentStatus{State: StateRunning}}}})
+			Components: []*pb.ComponentReport{{Component: mine.Metadata.Name, Status: &pb.ComponentStatus{State: vocab.StateRunning}}}})
 		return err
 	}
 	if err := report(&pb.AgentEvent{Component: mine.Metadata.Name, Type: "Warning", Reason: "EtcdRejoining", Message: "set aside"},

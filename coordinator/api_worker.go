@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
@@ -298,7 +297,7 @@ func (s *Server) workerConfig(st *state.Store, cluster *pb.Cluster, peer *pb.VPN
 		return nil, err
 	}
 	p := st.ClusterPKI(nil, cluster.Metadata.Name)
-	dns, err := pki.DNSServiceIP(cluster.Spec.Networking.GetServiceCidr())
+	dns, err := resources.DNSServiceIP(cluster.Spec.Networking.GetServiceCidr())
 	if err != nil {
 		return nil, err
 	}
@@ -311,12 +310,12 @@ func (s *Server) workerConfig(st *state.Store, cluster *pb.Cluster, peer *pb.VPN
 		ServiceCidr:        cluster.Spec.Networking.GetServiceCidr(),
 		ClusterDns:         dns.String(),
 		EndpointPublicKey:  ep.publicKey,
-		Endpoint:           net.JoinHostPort(ep.hypervisor.Spec.PublicAddress, strconv.Itoa(int(ep.ingress.Spec.Ports[scheduler.PortWireGuard]))),
+		Endpoint:           net.JoinHostPort(ep.hypervisor.Spec.PublicAddress, strconv.Itoa(int(ep.ingress.Spec.Ports[vocab.PortWireGuard]))),
 		EndpointAddress:    hub,
 		AllowedIps:         vpnRoutes(cluster),
 		ApiServer:          "https://" + net.JoinHostPort(hub, strconv.Itoa(resources.TunnelAPIPort)),
-		ClusterCaPem:       p.GetCas()[pki.ClusterCA].GetCertPem(),
-		KubeletClientCaPem: p.GetCas()[pki.KubeletClientCA].GetCertPem(),
+		ClusterCaPem:       p.GetCas()[vocab.ClusterCA].GetCertPem(),
+		KubeletClientCaPem: p.GetCas()[vocab.KubeletClientCA].GetCertPem(),
 		BootstrapToken:     peer.BootstrapTokenId + "." + peer.BootstrapTokenSecret,
 	}
 	for _, h := range st.Hypervisors(nil) {

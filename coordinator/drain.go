@@ -9,6 +9,7 @@ import (
 
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -57,7 +58,7 @@ func drainSurge(c *pb.Cluster, have []*pb.Component, hypervisors []*pb.Hyperviso
 	}
 	var draining []*pb.Component
 	for _, comp := range have {
-		if comp.GetStatus().GetState() != StateRunning {
+		if comp.GetStatus().GetState() != vocab.StateRunning {
 			return nil
 		}
 		if onDraining(hypervisors, comp) {
@@ -106,11 +107,11 @@ func ingressReleased(ingresses []*pb.Component, name string) bool {
 // with no server up.
 func servingAll(comps, ingresses []*pb.Component) bool {
 	for _, comp := range comps {
-		if comp.GetStatus().GetState() != StateRunning {
+		if comp.GetStatus().GetState() != vocab.StateRunning {
 			return false
 		}
 		for _, in := range ingresses {
-			if in.GetStatus().GetState() == StateRunning && !slices.Contains(in.GetStatus().GetBackends(), comp.Metadata.Name) {
+			if in.GetStatus().GetState() == vocab.StateRunning && !slices.Contains(in.GetStatus().GetBackends(), comp.Metadata.Name) {
 				return false
 			}
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/testutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -199,7 +200,7 @@ func TestIngressHandover(t *testing.T) {
 			Status:   &pb.ComponentStatus{State: state},
 		}
 	}
-	other := ingress("pub-1", StateRunning, "demo-cp-0")
+	other := ingress("pub-1", vocab.StateRunning, "demo-cp-0")
 	other.Spec.Cluster = "other"
 	for _, tc := range []struct {
 		what       string
@@ -207,10 +208,10 @@ func TestIngressHandover(t *testing.T) {
 		released   bool
 	}{
 		{"no ingress", nil, true},
-		{"the ingress has it up", []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-0", "demo-cp-1")}, false},
-		{"the ingress dropped it", []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-1")}, true},
+		{"the ingress has it up", []*pb.Component{ingress("pub-1", vocab.StateRunning, "demo-cp-0", "demo-cp-1")}, false},
+		{"the ingress dropped it", []*pb.Component{ingress("pub-1", vocab.StateRunning, "demo-cp-1")}, true},
 		{"the ingress runs no haproxy", []*pb.Component{ingress("pub-1", "Pending")}, true},
-		{"only an ingress on a dead hypervisor has it", []*pb.Component{ingress("pub-2", StateRunning, "demo-cp-0"), ingress("pub-1", StateRunning, "demo-cp-1")}, true},
+		{"only an ingress on a dead hypervisor has it", []*pb.Component{ingress("pub-2", vocab.StateRunning, "demo-cp-0"), ingress("pub-1", vocab.StateRunning, "demo-cp-1")}, true},
 		{"another cluster's ingress has that name", []*pb.Component{other}, true},
 	} {
 		if got := ingressReleased(liveIngresses(tc.components, "demo", hvs), "demo-cp-0"); got != tc.released {
@@ -218,7 +219,7 @@ func TestIngressHandover(t *testing.T) {
 		}
 	}
 
-	surge := []*pb.Component{replica("demo-cp-3", StateRunning)}
+	surge := []*pb.Component{replica("demo-cp-3", vocab.StateRunning)}
 	for _, tc := range []struct {
 		what      string
 		stay      []*pb.Component
@@ -226,10 +227,10 @@ func TestIngressHandover(t *testing.T) {
 		want      bool
 	}{
 		{"running, no ingress", surge, nil, true},
-		{"running, the ingress has it down still", surge, []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-0")}, false},
-		{"running, the ingress has it up", surge, []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-0", "demo-cp-3")}, true},
+		{"running, the ingress has it down still", surge, []*pb.Component{ingress("pub-1", vocab.StateRunning, "demo-cp-0")}, false},
+		{"running, the ingress has it up", surge, []*pb.Component{ingress("pub-1", vocab.StateRunning, "demo-cp-0", "demo-cp-3")}, true},
 		{"running, the ingress is not running", surge, []*pb.Component{ingress("pub-1", "Pending")}, true},
-		{"not running", []*pb.Component{replica("demo-cp-3", "Pending")}, []*pb.Component{ingress("pub-1", StateRunning, "demo-cp-3")}, false},
+		{"not running", []*pb.Component{replica("demo-cp-3", "Pending")}, []*pb.Component{ingress("pub-1", vocab.StateRunning, "demo-cp-3")}, false},
 	} {
 		if got := servingAll(tc.stay, tc.ingresses); got != tc.want {
 			t.Errorf("%s: serving %v, want %v", tc.what, got, tc.want)

@@ -20,6 +20,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -67,7 +68,7 @@ func TestAgentRequestLimit(t *testing.T) {
 	})
 	request := func(message string) *pb.ReportStatusRequest {
 		return &pb.ReportStatusRequest{Hypervisor: "hv-a", Time: timestamppb.Now(),
-			Components: []*pb.ComponentReport{{Component: component, Status: &pb.ComponentStatus{State: StateRunning, Message: message}}}}
+			Components: []*pb.ComponentReport{{Component: component, Status: &pb.ComponentStatus{State: vocab.StateRunning, Message: message}}}}
 	}
 	report := func(message string) error {
 		_, err := agent.ReportStatus(ctx, request(message))

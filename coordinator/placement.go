@@ -15,6 +15,7 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -190,9 +191,9 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	// moved) lacks the ingress address in its certificate: issue it again.
 	for _, comp := range have {
 		certs := st.ComponentCerts(nil, comp.Metadata.Name)
-		stale := endpointHost != "" && !certNames(certs, pki.APIServerCert, endpointHost)
+		stale := endpointHost != "" && !certNames(certs, vocab.APIServerCert, endpointHost)
 		for _, h := range tunnelHosts {
-			stale = stale || !certNames(certs, pki.APIServerCert, h)
+			stale = stale || !certNames(certs, vocab.APIServerCert, h)
 		}
 		if stale {
 			certs, err := issue(comp)

@@ -9,6 +9,7 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
@@ -73,7 +74,7 @@ func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.C
 		switch {
 		case onDead(hypervisors, comp):
 			dead = append(dead, comp)
-		case comp.GetStatus().GetState() == StateRunning:
+		case comp.GetStatus().GetState() == vocab.StateRunning:
 			running++
 		default:
 			return have, nil, nil // a replica is still starting: one at a time
@@ -134,7 +135,7 @@ func forgetOnDead(c *pb.Cluster, comps []*pb.Component, hypervisors []*pb.Hyperv
 				continue
 			}
 			count++
-			ok = ok && comp.GetStatus().GetState() == StateRunning
+			ok = ok && comp.GetStatus().GetState() == vocab.StateRunning
 			where[role] = append(where[role], comp.Spec.Hypervisor)
 		}
 		ready[role] = ok && count >= n

@@ -12,10 +12,10 @@ import (
 
 	memdb "github.com/hashicorp/go-memdb"
 	"github.com/oneinfra/oneinfra/coordinator/health"
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/testutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -72,11 +72,11 @@ func (f *fakeAgent) report(ctx context.Context, agent pb.AgentClient) error {
 		case as.Deleting:
 			req.Removed = append(req.Removed, name)
 		case f.held.Load():
-			req.Components = append(req.Components, &pb.ComponentReport{Component: name, Status: &pb.ComponentStatus{State: StatePending, Message: "held"}})
+			req.Components = append(req.Components, &pb.ComponentReport{Component: name, Status: &pb.ComponentStatus{State: vocab.StatePending, Message: "held"}})
 		default:
-			st := &pb.ComponentStatus{State: StateRunning}
+			st := &pb.ComponentStatus{State: vocab.StateRunning}
 			if as.Component.Spec.Role == resources.RoleIngress {
-				st.Conditions = []*pb.Condition{{Type: CondAPIReachable, Status: "True", Message: "the API answers"}}
+				st.Conditions = []*pb.Condition{{Type: vocab.CondAPIReachable, Status: "True", Message: "the API answers"}}
 				for _, api := range as.ApiServers {
 					st.Backends = append(st.Backends, api.Name)
 				}
@@ -173,7 +173,7 @@ func TestRescheduleOffDeadHypervisors(t *testing.T) {
 	}
 	allRunning := func() error {
 		for _, c := range s.State().ComponentsOfCluster(nil, "demo") {
-			if c.Metadata.DeletionTimestamp != nil || c.GetStatus().GetState() != StateRunning {
+			if c.Metadata.DeletionTimestamp != nil || c.GetStatus().GetState() != vocab.StateRunning {
 				return fmt.Errorf("%s on %s: %v deleting=%v", c.Metadata.Name, c.Spec.Hypervisor, c.GetStatus().GetState(), c.Metadata.DeletionTimestamp != nil)
 			}
 		}
@@ -290,7 +290,7 @@ func TestRescheduleOffDeadHypervisors(t *testing.T) {
 	}
 	live, _ = componentsOf(s, "demo", resources.RoleControlPlane)
 	for _, c := range live {
-		if !certNames(s.State().ComponentCerts(nil, c.Metadata.Name), pki.APIServerCert, "203.0.113.2") {
+		if !certNames(s.State().ComponentCerts(nil, c.Metadata.Name), vocab.APIServerCert, "203.0.113.2") {
 			t.Errorf("API server certificate of %s does not name the new ingress's address", c.Metadata.Name)
 		}
 	}
@@ -367,7 +367,7 @@ func TestReplaceRulesQuorumAndOneAtATime(t *testing.T) {
 	cordon("hv-g", true)
 	plan()
 	for _, h := range []string{"hv-a", "hv-b", "hv-c", "hv-d", "hv-e", "pub", "hv-f", "hv-g"} {
-		report(h, StateRunning)
+		report(h, vocab.StateRunning)
 	}
 	cordon("hv-f", false)
 	cordon("hv-g", false)
@@ -397,23 +397,23 @@ func TestReplaceRulesQuorumAndOneAtATime(t *testing.T) {
 
 	// hv-d returns: a quorum again. hv-b's replica is replaced, and hv-c's
 	// waits while that replacement is not Running.
-	report("hv-d", StateRunning)
+	report("hv-d", vocab.StateRunning)
 	setHealth("hv-d", resources.HealthAlive)
 	plan()
 	expect("first replacement", []string{"hv-a", "hv-c", "hv-d", "hv-e", "hv-f"}, []string{"hv-b"})
-	report("hv-f", StatePending)
+	report("hv-f", vocab.StatePending)
 	plan()
 	expect("one at a time", []string{"hv-a", "hv-c", "hv-d", "hv-e", "hv-f"}, []string{"hv-b"})
 
 	// The replacement runs: hv-c's replica is replaced next; hv-b's is
 	// kept until the control plane is whole again.
-	report("hv-f", StateRunning)
+	report("hv-f", vocab.StateRunning)
 	plan()
 	expect("second replacement", []string{"hv-a", "hv-d", "hv-e", "hv-f", "hv-g"}, []string{"hv-b", "hv-c"})
 
 	// A forget decided while hv-c was dead is refused once it is alive.
 	_, del := componentsByHost(st)
-	report("hv-c", StateRunning)
+	report("hv-c", vocab.StateRunning)
 	setHealth("hv-c", resources.HealthAlive)
 	a.mustApply(PlaceType, &pb.PlaceCommand{Cluster: "demo", Forget: []string{del["hv-c"]}, Time: timestamppb.New(now)})
 	if st.Component(nil, del["hv-c"]) == nil {
@@ -422,7 +422,7 @@ func TestReplaceRulesQuorumAndOneAtATime(t *testing.T) {
 	setHealth("hv-c", resources.HealthDead)
 
 	// Both replacements run: both old replicas are forgotten.
-	report("hv-g", StateRunning)
+	report("hv-g", vocab.StateRunning)
 	plan()
 	expect("forgotten", []string{"hv-a", "hv-d", "hv-e", "hv-f", "hv-g"}, nil)
 	moved := 0

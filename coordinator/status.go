@@ -7,6 +7,7 @@ import (
 
 	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -18,17 +19,6 @@ const (
 	CondControlPlaneReady = "ControlPlaneReady"
 	CondIngressReady      = "IngressReady"
 	CondReady             = "Ready"
-)
-
-// CondAPIReachable is the condition an ingress's agent reports when the
-// cluster's API answers /readyz through the ingress.
-const CondAPIReachable = "APIReachable"
-
-// Component states agents report.
-const (
-	StateRunning = "Running"
-	StatePending = "Pending"
-	StateFailed  = "Failed"
 )
 
 // clusterStatus derives a cluster's status from its placement and the
@@ -84,7 +74,7 @@ func clusterStatus(c *pb.Cluster, comps []*pb.Component, hypervisors []*pb.Hyper
 
 	apiReady, apiWhy := false, "no ingress reports on the API yet"
 	if len(ingress) > 0 {
-		if cond := resources.FindCondition(ingress[0].GetStatus().GetConditions(), CondAPIReachable); cond != nil {
+		if cond := resources.FindCondition(ingress[0].GetStatus().GetConditions(), vocab.CondAPIReachable); cond != nil {
 			apiReady, apiWhy = cond.Status == "True", cond.Message
 		}
 	}
@@ -139,7 +129,7 @@ func componentsReady(comps []*pb.Component, want int, what string) (bool, string
 		switch {
 		case s.GetState() == "":
 			why = append(why, fmt.Sprintf("%s on %s: no report from its agent yet", comp.Metadata.Name, comp.Spec.Hypervisor))
-		case s.GetState() != StateRunning:
+		case s.GetState() != vocab.StateRunning:
 			msg := fmt.Sprintf("%s on %s: %s", comp.Metadata.Name, comp.Spec.Hypervisor, s.GetState())
 			if s.GetMessage() != "" {
 				msg += ": " + s.GetMessage()

@@ -13,6 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/agent/controlplane"
+	"github.com/oneinfra/oneinfra/agent/host"
+	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/testutil"
+	"github.com/oneinfra/oneinfra/internal/testutil/cluster"
+	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
@@ -21,13 +28,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-
-	"github.com/oneinfra/oneinfra/agent/controlplane"
-	"github.com/oneinfra/oneinfra/agent/host"
-	"github.com/oneinfra/oneinfra/coordinator/pki"
-	"github.com/oneinfra/oneinfra/internal/testutil"
-	"github.com/oneinfra/oneinfra/internal/testutil/cluster"
-	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
 )
 
 // apiServer is a real etcd and kube-apiserver, started from _output/bin
@@ -36,7 +36,10 @@ type apiServer struct {
 	url   string
 	caPEM []byte
 	admin *rest.Config
-	cs    kubernetes.Interface
+	// addons has the add-ons' own identity, the ingress's AddonsCert:
+	// what ApplyRBAC grants, and nothing more.
+	addons *rest.Config
+	cs     kubernetes.Interface
 }
 
 // startAPIServer starts etcd and kube-apiserver by hand (no containers)
@@ -107,7 +110,7 @@ func startAPIServer(t *testing.T) *apiServer {
 	}
 	s := &apiServer{
 		url:   fmt.Sprintf("https://127.0.0.1:%d", as[0].Component.Spec.Ports["apiserver"]),
-		caPEM: p.Cas[pki.ClusterCA].CertPem,
+		caPEM: p.Cas[vocab.ClusterCA].CertPem,
 	}
 	s.admin = &rest.Config{
 		Host:            s.url,
@@ -116,6 +119,16 @@ func startAPIServer(t *testing.T) *apiServer {
 	}
 	if s.cs, err = kubernetes.NewForConfig(s.admin); err != nil {
 		t.Fatal(err)
+	}
+	ingress, err := pki.IngressCerts(p, "demo-ingress-0", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp := ingress.Certs[vocab.AddonsCert]
+	s.addons = &rest.Config{
+		Host:            s.url,
+		TLSClientConfig: rest.TLSClientConfig{CAData: s.caPEM, CertData: kp.CertPem, KeyData: kp.KeyPem},
+		Timeout:         10 * time.Second,
 	}
 	began := time.Now()
 	testutil.Eventually(t, 60*time.Second, "the API server's /readyz", func() error {
@@ -144,6 +157,14 @@ func (s *apiServer) as(t *testing.T, token string) kubernetes.Interface {
 }
 
 // whoAmI is the user the API server sees behind cs.
+// firstError is the first of the errors err joins, or err.
+func firstError(err error) error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok && len(j.Unwrap()) > 0 {
+		return j.Unwrap()[0]
+	}
+	return err
+}
+
 func whoAmI(cs kubernetes.Interface) (authnv1.UserInfo, error) {
 	r, err := cs.AuthenticationV1().SelfSubjectReviews().Create(context.Background(), &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil {
@@ -175,13 +196,22 @@ func TestAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Without its RBAC, the add-ons identity may do nothing.
+	if err := Apply(ctx, s.addons, in); err == nil || !apierrors.IsForbidden(errors.Unwrap(firstError(err))) && !strings.Contains(err.Error(), "forbidden") {
+		t.Fatalf("Apply before the RBAC: %v, want forbidden", err)
+	}
 	began := time.Now()
-	if err := Apply(ctx, s.admin, in); err != nil {
+	if err := ApplyRBAC(ctx, s.admin); err != nil {
+		t.Fatalf("ApplyRBAC: %v", err)
+	}
+	t.Logf("ApplyRBAC took %s", time.Since(began).Round(time.Millisecond))
+	began = time.Now()
+	if err := Apply(ctx, s.addons, in); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 	t.Logf("first Apply took %s", time.Since(began).Round(time.Millisecond))
 	began = time.Now()
-	if err := Apply(ctx, s.admin, in); err != nil {
+	if err := Apply(ctx, s.addons, in); err != nil {
 		t.Fatalf("second Apply: %v", err)
 	}
 	t.Logf("second Apply (no change) took %s", time.Since(began).Round(time.Millisecond))
@@ -207,7 +237,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("stale token deleted", func(t *testing.T) {
 		less := validInputsCopy(in)
 		less.BootstrapTokens = less.BootstrapTokens[:1]
-		if err := Apply(ctx, s.admin, less); err != nil {
+		if err := Apply(ctx, s.addons, less); err != nil {
 			t.Fatalf("Apply: %v", err)
 		}
 		secrets := s.cs.CoreV1().Secrets("kube-system")
@@ -239,18 +269,18 @@ func TestAgainstAPIServer(t *testing.T) {
 		if _, err := dss.Update(ctx, ds, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := Apply(ctx, s.admin, in); err != nil {
+		if err := Apply(ctx, s.addons, in); err != nil {
 			t.Fatalf("Apply over a conflicting field: %v", err)
 		}
-		if got := daemonSetImage(t, s); got != in.Images["kube-proxy"] {
-			t.Errorf("kube-proxy image %q after Apply, want %q", got, in.Images["kube-proxy"])
+		if got := daemonSetImage(t, s); got != in.Images[vocab.ImageKubeProxy] {
+			t.Errorf("kube-proxy image %q after Apply, want %q", got, in.Images[vocab.ImageKubeProxy])
 		}
 	})
 	t.Run("refused object named, others applied", func(t *testing.T) {
 		bad := validInputsCopy(in)
 		bad.ClusterDNS = "10.96.0.11" // a Service's cluster IP is immutable
-		bad.Images["kube-proxy"] = "registry.k8s.io/kube-proxy:v9.9.9"
-		err := Apply(ctx, s.admin, bad)
+		bad.Images[vocab.ImageKubeProxy] = "registry.k8s.io/kube-proxy:v9.9.9"
+		err := Apply(ctx, s.addons, bad)
 		if err == nil || !strings.Contains(err.Error(), "applying Service kube-system/kube-dns: ") {
 			t.Fatalf("Apply with a moved DNS IP: got %v, want an error naming Service kube-system/kube-dns", err)
 		}
@@ -258,8 +288,8 @@ func TestAgainstAPIServer(t *testing.T) {
 			t.Errorf("the error quotes a token secret: %v", err)
 		}
 		t.Logf("error: %v", err)
-		if got := daemonSetImage(t, s); got != bad.Images["kube-proxy"] {
-			t.Errorf("kube-proxy image %q, want %q: a refused Service stopped the other objects", got, bad.Images["kube-proxy"])
+		if got := daemonSetImage(t, s); got != bad.Images[vocab.ImageKubeProxy] {
+			t.Errorf("kube-proxy image %q, want %q: a refused Service stopped the other objects", got, bad.Images[vocab.ImageKubeProxy])
 		}
 	})
 }
@@ -350,7 +380,7 @@ func checkObjects(t *testing.T, s *apiServer, in Inputs) {
 		t.Fatal(err)
 	}
 	appliedByOneinfra(t, "Deployment coredns", d.ObjectMeta)
-	if c := d.Spec.Template.Spec.Containers[0]; c.Image != in.Images["coredns"] || *d.Spec.Replicas != 1 ||
+	if c := d.Spec.Template.Spec.Containers[0]; c.Image != in.Images[vocab.ImageCoreDNS] || *d.Spec.Replicas != 1 ||
 		c.ReadinessProbe.HTTPGet.Port.IntValue() != 8181 || c.LivenessProbe.HTTPGet.Port.IntValue() != 8080 {
 		t.Errorf("Deployment coredns: image %q replicas %d", c.Image, *d.Spec.Replicas)
 	}
@@ -377,8 +407,8 @@ func checkKubeProxyPod(t *testing.T, ds *appsv1.DaemonSet, in Inputs) {
 	pod := ds.Spec.Template.Spec
 	c := pod.Containers[0]
 	switch {
-	case c.Image != in.Images["kube-proxy"]:
-		t.Errorf("kube-proxy image %q, want %q", c.Image, in.Images["kube-proxy"])
+	case c.Image != in.Images[vocab.ImageKubeProxy]:
+		t.Errorf("kube-proxy image %q, want %q", c.Image, in.Images[vocab.ImageKubeProxy])
 	case !pod.HostNetwork || c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged:
 		t.Errorf("kube-proxy is not privileged in the host network")
 	case pod.PriorityClassName != "system-node-critical":
@@ -401,19 +431,31 @@ func checkRBAC(t *testing.T, s *apiServer) {
 		resource    string
 		sub         string
 		allowed     bool
+		namespace   string
 	}{
-		{"system:bootstrap:abcdef", bootstrapper, "create", "certificates.k8s.io", "certificatesigningrequests", "", true},
-		{"system:bootstrap:abcdef", bootstrapper, "create", "certificates.k8s.io", "certificatesigningrequests", "nodeclient", true},
-		{"system:bootstrap:abcdef", bootstrapper, "list", "", "secrets", "", false},
-		{"system:node:w1", []string{"system:nodes", "system:authenticated"}, "create", "certificates.k8s.io", "certificatesigningrequests", "selfnodeclient", true},
-		{"system:serviceaccount:kube-system:kube-proxy", []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}, "watch", "discovery.k8s.io", "endpointslices", "", true},
-		{"system:serviceaccount:kube-system:coredns", []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}, "list", "", "namespaces", "", true},
-		{"system:serviceaccount:kube-system:coredns", []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}, "list", "", "secrets", "", false},
-		{pki.APIServerKubeletClientUser, nil, "get", "", "nodes", "proxy", true},
+		{"system:bootstrap:abcdef", bootstrapper, "create", "certificates.k8s.io", "certificatesigningrequests", "", true, ""},
+		{"system:bootstrap:abcdef", bootstrapper, "create", "certificates.k8s.io", "certificatesigningrequests", "nodeclient", true, ""},
+		{"system:bootstrap:abcdef", bootstrapper, "list", "", "secrets", "", false, ""},
+		{"system:node:w1", []string{"system:nodes", "system:authenticated"}, "create", "certificates.k8s.io", "certificatesigningrequests", "selfnodeclient", true, ""},
+		{"system:serviceaccount:kube-system:kube-proxy", []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}, "watch", "discovery.k8s.io", "endpointslices", "", true, ""},
+		{"system:serviceaccount:kube-system:coredns", []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}, "list", "", "namespaces", "", true, ""},
+		{"system:serviceaccount:kube-system:coredns", []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}, "list", "", "secrets", "", false, ""},
+		{vocab.APIServerKubeletClientUser, nil, "get", "", "nodes", "proxy", true, ""},
+		// The add-ons identity: what Apply does, in its namespaces, and
+		// nothing else.
+		{vocab.AddonsUser, nil, "patch", "apps", "daemonsets", "", true, "kube-system"},
+		{vocab.AddonsUser, nil, "delete", "", "secrets", "", true, "kube-system"},
+		{vocab.AddonsUser, nil, "patch", "discovery.k8s.io", "endpointslices", "", true, "default"},
+		{vocab.AddonsUser, nil, "list", "", "secrets", "", false, "default"},
+		{vocab.AddonsUser, nil, "patch", "apps", "daemonsets", "", false, "default"},
+		{vocab.AddonsUser, nil, "create", "rbac.authorization.k8s.io", "clusterrolebindings", "", false, ""},
+		{vocab.AddonsUser, nil, "patch", "rbac.authorization.k8s.io", "roles", "", false, "kube-system"},
+		{vocab.AddonsUser, nil, "get", "", "nodes", "", false, ""},
+		{vocab.AddonsUser, nil, "create", "", "pods", "", false, "kube-system"},
 	} {
 		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
 			User: c.user, Groups: c.groups,
-			ResourceAttributes: &authzv1.ResourceAttributes{Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.sub},
+			ResourceAttributes: &authzv1.ResourceAttributes{Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.sub, Namespace: c.namespace},
 		}}
 		got, err := s.cs.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), sar, metav1.CreateOptions{})
 		if err != nil {
@@ -434,7 +476,7 @@ func checkApplier(t *testing.T, s *apiServer, in Inputs) {
 	step := func(want bool, what string) {
 		t.Helper()
 		began := time.Now()
-		applied, err := a.Apply(ctx, s.admin, in)
+		applied, err := a.Apply(ctx, s.addons, in)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
@@ -458,7 +500,7 @@ func checkApplier(t *testing.T, s *apiServer, in Inputs) {
 	}
 	clock = clock.Add(31 * time.Second)
 	step(true, "same inputs after Resync")
-	if got := daemonSetImage(t, s); got != in.Images["kube-proxy"] {
+	if got := daemonSetImage(t, s); got != in.Images[vocab.ImageKubeProxy] {
 		t.Errorf("DaemonSet kube-proxy came back with image %q", got)
 	}
 
@@ -467,7 +509,7 @@ func checkApplier(t *testing.T, s *apiServer, in Inputs) {
 		t.Fatal(err)
 	}
 	in = validInputsCopy(in)
-	in.Images["kube-proxy"] = "registry.k8s.io/kube-proxy:v1.37.3"
+	in.Images[vocab.ImageKubeProxy] = "registry.k8s.io/kube-proxy:v1.37.3"
 	step(true, "changed image")
 	if got := daemonSetImage(t, s); got != "registry.k8s.io/kube-proxy:v1.37.3" {
 		t.Errorf("DaemonSet kube-proxy image %q after a change", got)
@@ -478,7 +520,7 @@ func checkApplier(t *testing.T, s *apiServer, in Inputs) {
 
 	// A failed apply is retried on the next call.
 	a.Reset()
-	down := rest.CopyConfig(s.admin)
+	down := rest.CopyConfig(s.addons)
 	down.Host = "https://127.0.0.1:1"
 	if _, err := a.Apply(ctx, down, in); err == nil {
 		t.Fatal("Apply through a closed port succeeded")

@@ -65,14 +65,36 @@ func (a *Applier) Apply(ctx context.Context, cfg *rest.Config, in Inputs) (appli
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	now := time.Now()
-	if a.now != nil {
-		now = a.now()
-	}
+	now := a.clock()
 	sum, err := inputsHash(cfg.Host, in, now)
 	if err != nil {
 		return false, err
 	}
+	return a.run(cfg, sum, now, func(cs kubernetes.Interface) error { return apply(ctx, cs, in, now) })
+}
+
+// ApplyRBAC is the package's ApplyRBAC, skipped when applied through the
+// same API server less than Resync ago; an Applier used for it is used
+// for nothing else.
+func (a *Applier) ApplyRBAC(ctx context.Context, cfg *rest.Config) (applied bool, err error) {
+	if cfg == nil {
+		return false, errors.New("addons: no rest.Config")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.run(cfg, rbacHash(cfg.Host), a.clock(), func(cs kubernetes.Interface) error { return applyRBAC(ctx, cs) })
+}
+
+func (a *Applier) clock() time.Time {
+	if a.now != nil {
+		return a.now()
+	}
+	return time.Now()
+}
+
+// run calls fn unless what sum digests was applied less than Resync ago
+// (a.mu held).
+func (a *Applier) run(cfg *rest.Config, sum [sha256.Size]byte, now time.Time, fn func(kubernetes.Interface) error) (bool, error) {
 	resync := a.Resync
 	if resync <= 0 {
 		resync = DefaultResync
@@ -85,7 +107,7 @@ func (a *Applier) Apply(ctx context.Context, cfg *rest.Config, in Inputs) (appli
 	if err != nil {
 		return false, err
 	}
-	if err := apply(ctx, cs, in, now); err != nil {
+	if err := fn(cs); err != nil {
 		return true, err
 	}
 	a.last, a.at = sum, now
@@ -193,6 +215,10 @@ func applyObject(ctx context.Context, cs kubernetes.Interface, o object, opts me
 		_, err = cs.RbacV1().ClusterRoles().Apply(ctx, o, opts)
 	case *rbacv1ac.ClusterRoleBindingApplyConfiguration:
 		_, err = cs.RbacV1().ClusterRoleBindings().Apply(ctx, o, opts)
+	case *rbacv1ac.RoleApplyConfiguration:
+		_, err = cs.RbacV1().Roles(*o.Namespace).Apply(ctx, o, opts)
+	case *rbacv1ac.RoleBindingApplyConfiguration:
+		_, err = cs.RbacV1().RoleBindings(*o.Namespace).Apply(ctx, o, opts)
 	case *appsv1ac.DaemonSetApplyConfiguration:
 		_, err = cs.AppsV1().DaemonSets(*o.Namespace).Apply(ctx, o, opts)
 	case *appsv1ac.DeploymentApplyConfiguration:

@@ -1,8 +1,15 @@
 // Package addons keeps the in-cluster objects a worker node join needs:
 // the bootstrap token Secrets the workers' kubelets authenticate with, the
-// RBAC of TLS bootstrapping, kube-proxy and CoreDNS. The public
-// hypervisor's agent, which runs the cluster's ingress, calls it on every
-// sync with the cluster's admin credentials.
+// RBAC of TLS bootstrapping, kube-proxy and CoreDNS.
+//
+// Two identities apply them. The public hypervisor's agent, which runs
+// the cluster's ingress, calls Apply on every sync with the add-ons'
+// identity (vocab.AddonsUser), which is in no group: it may only write the
+// objects Apply sends, in kube-system and the kubernetes EndpointSlice in
+// default. Its RBAC, and all the others' (everything with "ClusterRole" or
+// "Role" in its kind), is applied by each control-plane replica's agent
+// with ApplyRBAC, as a cluster admin whose certificate it makes itself
+// (rbac.go). No public hypervisor holds system:masters.
 //
 // # Rendering
 //
@@ -15,13 +22,14 @@
 //     system:bootstrappers. A token whose expiry has passed is not
 //     rendered: the API server refuses it and the token cleaner would
 //     delete it again. A zero Expires means no expiry.
-//   - the ClusterRoleBindings of TLS bootstrapping, the same as kubeadm's:
+//   - (ApplyRBAC) the ClusterRoleBindings of TLS bootstrapping, the same
+//     as kubeadm's:
 //     system:bootstrappers may create CSRs (system:node-bootstrapper), their
 //     first node client CSR is approved automatically (nodeclient), and so
 //     are the renewals of system:nodes (selfnodeclient). The
 //     controller-manager runs the CSR approver and signer, the
 //     bootstrapsigner and the tokencleaner. One more binding lets the API
-//     server's kubelet client (pki.APIServerKubeletClientUser) use the
+//     server's kubelet client (vocab.APIServerKubeletClientUser) use the
 //     kubelet API (system:kubelet-api-admin), so that kubectl logs and exec
 //     work against kubelets that authorize through the API server.
 //   - kube-proxy: a ServiceAccount bound to system:node-proxier, a

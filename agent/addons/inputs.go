@@ -12,13 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	"k8s.io/apimachinery/pkg/util/validation"
-)
-
-// Image keys of Inputs.Images.
-const (
-	ImageKubeProxy = "kube-proxy"
-	ImageCoreDNS   = "coredns"
 )
 
 // Inputs is what the cluster's add-ons are rendered from.
@@ -112,7 +107,7 @@ func (in Inputs) Validate() error {
 	} else if msgs := validation.IsDNS1123Subdomain(in.DNSDomain); len(msgs) > 0 {
 		bad("DNSDomain", "%q: %s", in.DNSDomain, strings.Join(msgs, "; "))
 	}
-	for _, key := range []string{ImageKubeProxy, ImageCoreDNS} {
+	for _, key := range []string{vocab.ImageKubeProxy, vocab.ImageCoreDNS} {
 		if strings.TrimSpace(in.Images[key]) == "" {
 			bad(fmt.Sprintf("Images[%q]", key), "required")
 		}

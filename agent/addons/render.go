@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -16,11 +17,8 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	discoveryv1ac "k8s.io/client-go/applyconfigurations/discovery/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
-	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	clientcmdv1 "k8s.io/client-go/tools/clientcmd/api/v1"
 	"sigs.k8s.io/yaml"
-
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 )
 
 // Labels and names shared with the callers.
@@ -47,6 +45,7 @@ const (
 	componentTLS        = "tls-bootstrap"
 	componentKubeProxy  = "kube-proxy"
 	componentCoreDNS    = "coredns"
+	componentAddons     = "addons"
 	kubeProxyConfigDir  = "/var/lib/kube-proxy"
 	kubeProxyConfigFile = "config.conf"
 	kubeProxyKubeconfig = "kubeconfig.conf"
@@ -92,7 +91,6 @@ func render(in Inputs, now time.Time) ([]object, error) {
 		}
 		objs = append(objs, tokenSecretObject(t))
 	}
-	objs = append(objs, tlsBootstrapRBAC()...)
 	proxy, err := kubeProxy(in)
 	if err != nil {
 		return nil, err
@@ -151,41 +149,6 @@ func tokenSecretObject(t BootstrapToken) *corev1ac.SecretApplyConfiguration {
 		WithLabels(labels(ComponentBootstrapToken)).
 		WithType(corev1.SecretTypeBootstrapToken).
 		WithData(data)
-}
-
-func clusterRoleBinding(name, component, role string, subjects ...*rbacv1ac.SubjectApplyConfiguration) *rbacv1ac.ClusterRoleBindingApplyConfiguration {
-	return rbacv1ac.ClusterRoleBinding(name).
-		WithLabels(labels(component)).
-		WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup("rbac.authorization.k8s.io").WithKind("ClusterRole").WithName(role)).
-		WithSubjects(subjects...)
-}
-
-func group(name string) *rbacv1ac.SubjectApplyConfiguration {
-	return rbacv1ac.Subject().WithKind("Group").WithAPIGroup("rbac.authorization.k8s.io").WithName(name)
-}
-
-func user(name string) *rbacv1ac.SubjectApplyConfiguration {
-	return rbacv1ac.Subject().WithKind("User").WithAPIGroup("rbac.authorization.k8s.io").WithName(name)
-}
-
-func serviceAccount(name string) *rbacv1ac.SubjectApplyConfiguration {
-	return rbacv1ac.Subject().WithKind("ServiceAccount").WithNamespace(systemNamespace).WithName(name)
-}
-
-// tlsBootstrapRBAC lets bootstrap tokens ask for node client certificates,
-// approves them and their renewals, and lets the API server use the
-// kubelets' API.
-func tlsBootstrapRBAC() []object {
-	return []object{
-		clusterRoleBinding("oneinfra:kubelet-bootstrap", componentTLS,
-			"system:node-bootstrapper", group(bootstrappersGroup)),
-		clusterRoleBinding("oneinfra:node-autoapprove-bootstrap", componentTLS,
-			"system:certificates.k8s.io:certificatesigningrequests:nodeclient", group(bootstrappersGroup)),
-		clusterRoleBinding("oneinfra:node-autoapprove-certificate-rotation", componentTLS,
-			"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", group(nodesGroup)),
-		clusterRoleBinding("oneinfra:apiserver-kubelet-client", componentTLS,
-			"system:kubelet-api-admin", user(pki.APIServerKubeletClientUser)),
-	}
 }
 
 // kubeProxyKubeconfigYAML is the kubeconfig kube-proxy reads: the API
@@ -255,7 +218,7 @@ func kubeProxy(in Inputs) ([]object, error) {
 	lib := labels(componentKubeProxy)
 	container := corev1ac.Container().
 		WithName("kube-proxy").
-		WithImage(in.Images[ImageKubeProxy]).
+		WithImage(in.Images[vocab.ImageKubeProxy]).
 		WithImagePullPolicy(corev1.PullIfNotPresent).
 		WithCommand("/usr/local/bin/kube-proxy",
 			"--config="+kubeProxyConfigDir+"/"+kubeProxyConfigFile,
@@ -285,7 +248,6 @@ func kubeProxy(in Inputs) ([]object, error) {
 		)
 	return []object{
 		corev1ac.ServiceAccount("kube-proxy", systemNamespace).WithLabels(lib),
-		clusterRoleBinding("oneinfra:node-proxier", componentKubeProxy, "system:node-proxier", serviceAccount("kube-proxy")),
 		corev1ac.ConfigMap("kube-proxy", systemNamespace).WithLabels(lib).WithData(data),
 		appsv1ac.DaemonSet("kube-proxy", systemNamespace).
 			WithLabels(labels(componentKubeProxy, "k8s-app", "kube-proxy")).
@@ -334,7 +296,7 @@ func coreDNS(in Inputs) []object {
 	}
 	container := corev1ac.Container().
 		WithName("coredns").
-		WithImage(in.Images[ImageCoreDNS]).
+		WithImage(in.Images[vocab.ImageCoreDNS]).
 		WithImagePullPolicy(corev1.PullIfNotPresent).
 		WithArgs("-conf", coreDNSConfigDir+"/Corefile").
 		WithPorts(port("dns", 53, corev1.ProtocolUDP), port("dns-tcp", 53, corev1.ProtocolTCP), port("metrics", 9153, corev1.ProtocolTCP)).
@@ -363,11 +325,6 @@ func coreDNS(in Inputs) []object {
 	}
 	return []object{
 		corev1ac.ServiceAccount("coredns", systemNamespace).WithLabels(lib),
-		rbacv1ac.ClusterRole("system:coredns").WithLabels(lib).WithRules(
-			rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("endpoints", "services", "pods", "namespaces").WithVerbs("list", "watch"),
-			rbacv1ac.PolicyRule().WithAPIGroups("discovery.k8s.io").WithResources("endpointslices").WithVerbs("list", "watch"),
-		),
-		clusterRoleBinding("system:coredns", componentCoreDNS, "system:coredns", serviceAccount("coredns")),
 		corev1ac.ConfigMap("coredns", systemNamespace).WithLabels(lib).WithData(map[string]string{"Corefile": corefile(in.DNSDomain)}),
 		corev1ac.Service("kube-dns", systemNamespace).
 			WithLabels(labels(componentCoreDNS, "k8s-app", "kube-dns", "kubernetes.io/name", "CoreDNS")).

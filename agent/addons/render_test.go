@@ -126,7 +126,7 @@ func keys[V any](m map[string]V) []string {
 }
 
 func TestTLSBootstrapRBAC(t *testing.T) {
-	objs := mustRender(t, validInputs(t))
+	objs := rbacObjects()
 	for _, c := range []struct{ name, role, kind, subject string }{
 		{"oneinfra:kubelet-bootstrap", "system:node-bootstrapper", "Group", "system:bootstrappers"},
 		{"oneinfra:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", "Group", "system:bootstrappers"},
@@ -272,7 +272,7 @@ func TestCoreDNS(t *testing.T) {
 		t.Errorf("selector %v does not match the template's labels %v", d.Spec.Selector.MatchLabels, d.Spec.Template.Labels)
 	}
 
-	role := find[*rbacv1ac.ClusterRoleApplyConfiguration](t, objs, "ClusterRole", "system:coredns")
+	role := find[*rbacv1ac.ClusterRoleApplyConfiguration](t, rbacObjects(), "ClusterRole", "system:coredns")
 	var rules []string
 	for _, r := range role.Rules {
 		rules = append(rules, fmt.Sprintf("%v %v %v", r.APIGroups, r.Resources, r.Verbs))
@@ -285,9 +285,20 @@ func TestCoreDNS(t *testing.T) {
 
 func TestEverythingLabelled(t *testing.T) {
 	objs := mustRender(t, validInputs(t))
-	if len(objs) != 17 { // 2 tokens, 4 TLS bootstrap bindings, 4 kube-proxy, 6 CoreDNS objects, the kubernetes endpoints
-		t.Fatalf("%d objects rendered, want 17", len(objs))
+	if len(objs) != 10 { // 2 tokens, 3 kube-proxy, 4 CoreDNS objects, the kubernetes endpoints
+		t.Fatalf("%d objects rendered, want 10", len(objs))
 	}
+	for _, o := range objs {
+		switch o.(type) {
+		case *rbacv1ac.ClusterRoleApplyConfiguration, *rbacv1ac.ClusterRoleBindingApplyConfiguration, *rbacv1ac.RoleApplyConfiguration, *rbacv1ac.RoleBindingApplyConfiguration:
+			t.Errorf("%s rendered with the add-ons: RBAC is applied apart, by the control plane", describe(o))
+		}
+	}
+	rbac := rbacObjects()
+	if len(rbac) != 11 { // 4 TLS bootstrap bindings, kube-proxy's binding, CoreDNS's role and binding, the add-ons' 2 roles and bindings
+		t.Fatalf("%d RBAC objects, want 11", len(rbac))
+	}
+	objs = append(objs, rbac...)
 	type labelled interface{ GetLabels() map[string]string }
 	seen := map[string]bool{}
 	for _, o := range objs {
@@ -308,6 +319,10 @@ func TestEverythingLabelled(t *testing.T) {
 		case *rbacv1ac.ClusterRoleApplyConfiguration:
 			l = o.Labels
 		case *rbacv1ac.ClusterRoleBindingApplyConfiguration:
+			l = o.Labels
+		case *rbacv1ac.RoleApplyConfiguration:
+			l = o.Labels
+		case *rbacv1ac.RoleBindingApplyConfiguration:
 			l = o.Labels
 		case *appsv1ac.DaemonSetApplyConfiguration:
 			l = o.Labels

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
@@ -24,18 +24,18 @@ func APIServerReady(ctx context.Context, as *pb.Assignment) error {
 	if err != nil {
 		return err
 	}
-	pool, err := tlsutil.CertPool(as.CaCerts[pki.ClusterCA])
+	pool, err := tlsutil.CertPool(as.CaCerts[vocab.ClusterCA])
 	if err != nil {
 		return fmt.Errorf("cluster CA: %w", err)
 	}
 	client := &http.Client{
 		Timeout: 3 * time.Second,
 		Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "kubernetes", MinVersion: tls.VersionTLS12},
+			TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: vocab.APIServerName, MinVersion: tls.VersionTLS12},
 			DisableKeepAlives: true,
 		},
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url(m.address, m.ports[portAPIServer])+"/readyz", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url(m.address, m.ports[vocab.PortAPIServer])+"/readyz", nil)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/testutil/cluster"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -74,7 +75,7 @@ func TestRender(t *testing.T) {
 		t.Error("kube-apiserver sets --anonymous-auth next to its authentication config")
 	}
 	for file, user := range map[string]string{fileControllerKubecf: "system:kube-controller-manager", fileSchedulerKubecf: "system:kube-scheduler"} {
-		kp := as[0].Certs[map[string]string{fileControllerKubecf: pki.ControllerManagerCert, fileSchedulerKubecf: pki.SchedulerCert}[file]]
+		kp := as[0].Certs[map[string]string{fileControllerKubecf: vocab.ControllerManagerCert, fileSchedulerKubecf: vocab.SchedulerCert}[file]]
 		cert, _ := tlsutil.ParseCertPEM(kp.CertPem)
 		if cert.Subject.CommonName != user || len(cert.Subject.Organization) != 0 || !bytes.Contains(files[file].Data, []byte("127.0.0.1")) {
 			t.Errorf("%s: identity %v", file, cert.Subject)
@@ -136,7 +137,7 @@ func startPlan(t *testing.T, bin string, as *pb.Assignment, paths host.Paths, bo
 }
 
 func httpsClient(t *testing.T, as *pb.Assignment, client *pb.KeyPair) *http.Client {
-	pool, _ := tlsutil.CertPool(as.CaCerts[pki.ClusterCA])
+	pool, _ := tlsutil.CertPool(as.CaCerts[vocab.ClusterCA])
 	conf := &tls.Config{RootCAs: pool}
 	if client != nil {
 		cert, err := tls.X509KeyPair(client.CertPem, client.KeyPem)
@@ -161,7 +162,7 @@ func TestControlPlaneBinaries(t *testing.T) {
 	}
 	began := time.Now()
 	startPlan(t, bin, as[0], paths, boot, true)
-	api := url("127.0.0.1", as[0].Component.Spec.Ports[portAPIServer])
+	api := url("127.0.0.1", as[0].Component.Spec.Ports[vocab.PortAPIServer])
 	anon := httpsClient(t, as[0], nil)
 	get := func(c *http.Client, path string) (int, string) {
 		resp, err := c.Get(api + path)
@@ -303,8 +304,8 @@ func without(as *pb.Assignment, name string) *pb.Assignment {
 // replica on that hypervisor.
 func onPeerPortOf(as, prev *pb.Assignment) *pb.Assignment {
 	c := proto.Clone(as).(*pb.Assignment)
-	port := prev.Component.Spec.Ports[portEtcdPeer]
-	c.Component.Spec.Ports[portEtcdPeer] = port
+	port := prev.Component.Spec.Ports[vocab.PortEtcdPeer]
+	c.Component.Spec.Ports[vocab.PortEtcdPeer] = port
 	for _, p := range c.EtcdPeers {
 		if p.Name == c.Component.Metadata.Name {
 			p.Port = port
@@ -333,7 +334,7 @@ func viewed(as *pb.Assignment, all []*pb.Assignment, floor int, members ...strin
 	for _, o := range all {
 		if slices.Contains(members, o.Component.Metadata.Name) {
 			addr := o.EtcdPeers[0].Address // the tests' members share one address
-			c.EtcdMembers = append(c.EtcdMembers, &pb.Endpoint{Name: o.Component.Metadata.Name, Address: addr, Port: o.Component.Spec.Ports[portEtcdPeer]})
+			c.EtcdMembers = append(c.EtcdMembers, &pb.Endpoint{Name: o.Component.Metadata.Name, Address: addr, Port: o.Component.Spec.Ports[vocab.PortEtcdPeer]})
 		}
 	}
 	return c

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/agent/host"
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -33,15 +33,15 @@ var errNoMemberAnswers = errors.New("no etcd member answers")
 // etcdClient connects to the given members with the API server's etcd
 // client certificate.
 func etcdClient(as *pb.Assignment, endpoints []string) (*clientv3.Client, error) {
-	kp := as.Certs[pki.APIServerEtcdClientCert]
+	kp := as.Certs[vocab.APIServerEtcdClientCert]
 	if kp == nil {
-		return nil, fmt.Errorf("assignment lacks the %s certificate", pki.APIServerEtcdClientCert)
+		return nil, fmt.Errorf("assignment lacks the %s certificate", vocab.APIServerEtcdClientCert)
 	}
 	cert, err := tls.X509KeyPair(kp.CertPem, kp.KeyPem)
 	if err != nil {
 		return nil, err
 	}
-	pool, err := tlsutil.CertPool(as.CaCerts[pki.EtcdServerCA])
+	pool, err := tlsutil.CertPool(as.CaCerts[vocab.EtcdServerCA])
 	if err != nil {
 		return nil, err
 	}

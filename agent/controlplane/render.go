@@ -19,22 +19,11 @@ import (
 
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/agent/host"
-	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/kubeconfig"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"sigs.k8s.io/yaml"
-)
-
-// signerCA names the controller-manager's signing CA in an assignment.
-const signerCA = "signer-ca"
-
-// Host ports of a control-plane component.
-const (
-	portAPIServer         = "apiserver"
-	portEtcdClient        = "etcd-client"
-	portEtcdPeer          = "etcd-peer"
-	portControllerManager = "controller-manager"
-	portScheduler         = "scheduler"
 )
 
 // EtcdBootstrap is how this member's etcd starts the first time; the agent
@@ -73,7 +62,7 @@ func self(as *pb.Assignment) (member, error) {
 	if m.address == "" {
 		return m, fmt.Errorf("component %s: not among its own etcd peers", m.name)
 	}
-	for _, name := range []string{portAPIServer, portEtcdClient, portEtcdPeer, portControllerManager, portScheduler} {
+	for _, name := range []string{vocab.PortAPIServer, vocab.PortEtcdClient, vocab.PortEtcdPeer, vocab.PortControllerManager, vocab.PortScheduler} {
 		if m.ports[name] == 0 {
 			return m, fmt.Errorf("component %s: no %s port assigned", m.name, name)
 		}
@@ -85,8 +74,8 @@ func url(address string, port uint32) string {
 	return "https://" + net.JoinHostPort(address, strconv.Itoa(int(port)))
 }
 
-func (m member) peerURL() string   { return url(m.address, m.ports[portEtcdPeer]) }
-func (m member) clientURL() string { return url(m.address, m.ports[portEtcdClient]) }
+func (m member) peerURL() string   { return url(m.address, m.ports[vocab.PortEtcdPeer]) }
+func (m member) clientURL() string { return url(m.address, m.ports[vocab.PortEtcdClient]) }
 
 // Render makes the replica's plan: its files and its two pods.
 func Render(as *pb.Assignment, paths host.Paths, boot EtcdBootstrap) (*host.Plan, error) {
@@ -130,21 +119,21 @@ func renderFiles(as *pb.Assignment, paths host.Paths, m member) ([]host.File, er
 	secret := func(name string, data []byte) {
 		files = append(files, host.File{Path: paths.Config(name), Data: data, Mode: 0o600})
 	}
-	for _, n := range []string{pki.ClusterCA, pki.EtcdServerCA, pki.EtcdPeerCA, pki.FrontProxyCA, pki.ClientCA, pki.SignerCA, pki.EtcdClientCA} {
+	for _, n := range []string{vocab.ClusterCA, vocab.EtcdServerCA, vocab.EtcdPeerCA, vocab.FrontProxyCA, vocab.ClientCA, vocab.SignerCA, vocab.EtcdClientCA} {
 		if len(ca(n)) == 0 {
 			return nil, fmt.Errorf("assignment lacks the %s CA", n)
 		}
 	}
-	public(fileClusterCA, ca(pki.ClusterCA))
-	public(fileClientCABundle, append(append([]byte{}, ca(pki.ClientCA)...), ca(pki.SignerCA)...))
-	public(fileEtcdServerCA, ca(pki.EtcdServerCA))
+	public(fileClusterCA, ca(vocab.ClusterCA))
+	public(fileClientCABundle, append(append([]byte{}, ca(vocab.ClientCA)...), ca(vocab.SignerCA)...))
+	public(fileEtcdServerCA, ca(vocab.EtcdServerCA))
 	// etcd trusts its clients' CA, and its own server CA for the gateway
 	// that calls back into it with the server certificate.
-	public(fileEtcdTrustedCA, append(append([]byte{}, ca(pki.EtcdClientCA)...), ca(pki.EtcdServerCA)...))
-	public(fileEtcdPeerCA, ca(pki.EtcdPeerCA))
-	public(fileFrontProxyCA, ca(pki.FrontProxyCA))
-	for _, n := range []string{pki.APIServerCert, pki.APIServerKubeletClientCert, pki.APIServerEtcdClientCert, pki.EtcdServerCert,
-		pki.EtcdPeerCert, pki.FrontProxyClientCert, pki.ControllerManagerCert, pki.SchedulerCert, signerCA} {
+	public(fileEtcdTrustedCA, append(append([]byte{}, ca(vocab.EtcdClientCA)...), ca(vocab.EtcdServerCA)...))
+	public(fileEtcdPeerCA, ca(vocab.EtcdPeerCA))
+	public(fileFrontProxyCA, ca(vocab.FrontProxyCA))
+	for _, n := range []string{vocab.APIServerCert, vocab.APIServerKubeletClientCert, vocab.APIServerEtcdClientCert, vocab.EtcdServerCert,
+		vocab.EtcdPeerCert, vocab.FrontProxyClientCert, vocab.ControllerManagerCert, vocab.SchedulerCert, vocab.SignerCACert} {
 		kp := as.Certs[n]
 		if kp == nil {
 			return nil, fmt.Errorf("assignment lacks the %s certificate", n)
@@ -175,12 +164,12 @@ func renderFiles(as *pb.Assignment, paths host.Paths, m member) ([]host.File, er
 		return nil, err
 	}
 	public(fileAuthentication, auth)
-	local := url("127.0.0.1", m.ports[portAPIServer])
+	local := url("127.0.0.1", m.ports[vocab.PortAPIServer])
 	for _, kc := range []struct{ file, cert, user string }{
-		{fileControllerKubecf, pki.ControllerManagerCert, "system:kube-controller-manager"},
-		{fileSchedulerKubecf, pki.SchedulerCert, "system:kube-scheduler"},
+		{fileControllerKubecf, vocab.ControllerManagerCert, "system:kube-controller-manager"},
+		{fileSchedulerKubecf, vocab.SchedulerCert, "system:kube-scheduler"},
 	} {
-		b, err := pki.Kubeconfig(paths.Cluster, local, ca(pki.ClusterCA), as.Certs[kc.cert], kc.user)
+		b, err := kubeconfig.WithCert(paths.Cluster, local, ca(vocab.ClusterCA), as.Certs[kc.cert], kc.user)
 		if err != nil {
 			return nil, err
 		}
@@ -230,7 +219,7 @@ func mounts(paths host.Paths, data bool) []cri.Mount {
 func etcdArgs(paths host.Paths, m member, boot EtcdBootstrap) []string {
 	listen := []string{m.clientURL()}
 	if m.address != "127.0.0.1" {
-		listen = append(listen, url("127.0.0.1", m.ports[portEtcdClient]))
+		listen = append(listen, url("127.0.0.1", m.ports[vocab.PortEtcdClient]))
 	}
 	c := paths.Config
 	return []string{
@@ -243,12 +232,12 @@ func etcdArgs(paths host.Paths, m member, boot EtcdBootstrap) []string {
 		"--initial-cluster=" + boot.InitialCluster,
 		"--initial-cluster-state=" + boot.State,
 		"--initial-cluster-token=" + paths.Cluster,
-		"--cert-file=" + c(pki.EtcdServerCert+".crt"),
-		"--key-file=" + c(pki.EtcdServerCert+".key"),
+		"--cert-file=" + c(vocab.EtcdServerCert+".crt"),
+		"--key-file=" + c(vocab.EtcdServerCert+".key"),
 		"--client-cert-auth=true",
 		"--trusted-ca-file=" + c(fileEtcdTrustedCA),
-		"--peer-cert-file=" + c(pki.EtcdPeerCert+".crt"),
-		"--peer-key-file=" + c(pki.EtcdPeerCert+".key"),
+		"--peer-cert-file=" + c(vocab.EtcdPeerCert+".crt"),
+		"--peer-key-file=" + c(vocab.EtcdPeerCert+".key"),
 		"--peer-client-cert-auth=true",
 		"--peer-trusted-ca-file=" + c(fileEtcdPeerCA),
 		"--snapshot-count=10000",
@@ -257,7 +246,7 @@ func etcdArgs(paths host.Paths, m member, boot EtcdBootstrap) []string {
 
 func etcdPod(as *pb.Assignment, paths host.Paths, m member, boot EtcdBootstrap) cri.Pod {
 	pod := cri.Pod{Component: paths.Component, Name: EtcdPod, Containers: []cri.Container{{
-		Name: "etcd", Image: as.Images["etcd"], Command: append([]string{"etcd"}, etcdArgs(paths, m, boot)...),
+		Name: "etcd", Image: as.Images[vocab.ImageEtcd], Command: append([]string{"etcd"}, etcdArgs(paths, m, boot)...),
 		Mounts: mounts(paths, true),
 	}}}
 	if boot.Attempt > 0 {
@@ -270,7 +259,7 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 	c := paths.Config
 	issuer := as.ApiServerEndpoint
 	if issuer == "" {
-		issuer = url(m.address, m.ports[portAPIServer])
+		issuer = url(m.address, m.ports[vocab.PortAPIServer])
 	}
 	// Pods run only on worker nodes, which reach the API through the VPN
 	// and the ingress, not at the API servers' own addresses: the
@@ -283,13 +272,19 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 	return []string{
 		"--advertise-address=" + m.address,
 		"--endpoint-reconciler-type=" + reconciler,
-		"--secure-port=" + strconv.Itoa(int(m.ports[portAPIServer])),
-		"--etcd-servers=" + url("127.0.0.1", m.ports[portEtcdClient]),
+		"--secure-port=" + strconv.Itoa(int(m.ports[vocab.PortAPIServer])),
+		"--etcd-servers=" + url("127.0.0.1", m.ports[vocab.PortEtcdClient]),
 		"--etcd-cafile=" + c(fileEtcdServerCA),
-		"--etcd-certfile=" + c(pki.APIServerEtcdClientCert+".crt"),
-		"--etcd-keyfile=" + c(pki.APIServerEtcdClientCert+".key"),
-		"--tls-cert-file=" + c(pki.APIServerCert+".crt"),
-		"--tls-private-key-file=" + c(pki.APIServerCert+".key"),
+		"--etcd-certfile=" + c(vocab.APIServerEtcdClientCert+".crt"),
+		"--etcd-keyfile=" + c(vocab.APIServerEtcdClientCert+".key"),
+		// A hypervisor runs many control planes: an etcd slowed by its
+		// neighbours (or by a member joining) is not a failed one.
+		// kube-apiserver's 2s would make /readyz fail and the ingress drop
+		// a serving API server; 4s stays under haproxy's check timeout.
+		"--etcd-healthcheck-timeout=4s",
+		"--etcd-readycheck-timeout=4s",
+		"--tls-cert-file=" + c(vocab.APIServerCert+".crt"),
+		"--tls-private-key-file=" + c(vocab.APIServerCert+".key"),
 		"--client-ca-file=" + c(fileClientCABundle),
 		"--authorization-mode=Node,RBAC",
 		"--authentication-config=" + c(fileAuthentication),
@@ -301,16 +296,16 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 		"--service-account-key-file=" + c(fileSAPub),
 		"--service-account-signing-key-file=" + c(fileSAKey),
 		"--service-cluster-ip-range=" + as.GetClusterSpec().GetNetworking().GetServiceCidr(),
-		"--kubelet-client-certificate=" + c(pki.APIServerKubeletClientCert+".crt"),
-		"--kubelet-client-key=" + c(pki.APIServerKubeletClientCert+".key"),
+		"--kubelet-client-certificate=" + c(vocab.APIServerKubeletClientCert+".crt"),
+		"--kubelet-client-key=" + c(vocab.APIServerKubeletClientCert+".key"),
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		"--requestheader-client-ca-file=" + c(fileFrontProxyCA),
-		"--requestheader-allowed-names=" + pki.FrontProxyClientUser,
+		"--requestheader-allowed-names=" + vocab.FrontProxyClientUser,
 		"--requestheader-username-headers=X-Remote-User",
 		"--requestheader-group-headers=X-Remote-Group",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
-		"--proxy-client-cert-file=" + c(pki.FrontProxyClientCert+".crt"),
-		"--proxy-client-key-file=" + c(pki.FrontProxyClientCert+".key"),
+		"--proxy-client-cert-file=" + c(vocab.FrontProxyClientCert+".crt"),
+		"--proxy-client-key-file=" + c(vocab.FrontProxyClientCert+".key"),
 		"--profiling=false",
 	}
 }
@@ -323,10 +318,10 @@ func controllerManagerArgs(as *pb.Assignment, paths host.Paths, m member) []stri
 		"--authentication-kubeconfig=" + kubeconfig,
 		"--authorization-kubeconfig=" + kubeconfig,
 		"--bind-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(int(m.ports[portControllerManager])),
+		"--secure-port=" + strconv.Itoa(int(m.ports[vocab.PortControllerManager])),
 		"--cluster-name=" + paths.Cluster,
-		"--cluster-signing-cert-file=" + c(signerCA+".crt"),
-		"--cluster-signing-key-file=" + c(signerCA+".key"),
+		"--cluster-signing-cert-file=" + c(vocab.SignerCACert+".crt"),
+		"--cluster-signing-key-file=" + c(vocab.SignerCACert+".key"),
 		"--root-ca-file=" + c(fileClusterCA),
 		"--client-ca-file=" + c(fileClientCABundle),
 		"--requestheader-client-ca-file=" + c(fileFrontProxyCA),
@@ -349,7 +344,7 @@ func schedulerArgs(paths host.Paths, m member) []string {
 		"--authentication-kubeconfig=" + kubeconfig,
 		"--authorization-kubeconfig=" + kubeconfig,
 		"--bind-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(int(m.ports[portScheduler])),
+		"--secure-port=" + strconv.Itoa(int(m.ports[vocab.PortScheduler])),
 		"--leader-elect=true",
 		"--profiling=false",
 	}

@@ -53,7 +53,7 @@
 //
 // Each API server is checked with GET /readyz over TLS (check-ssl), status
 // 200 expected. The server's certificate must chain to the cluster CA
-// (pki.ClusterCA, which signs API server serving certificates only) and be
+// (vocab.ClusterCA, which signs API server serving certificates only) and be
 // valid for the name "kubernetes" (check-sni and verifyhost). haproxy 2.6
 // cannot verify a certificate by IP address: its host name check compares
 // DNS names (and the CN) only, never IP SANs, so verifying by the backend's
@@ -61,7 +61,7 @@
 // check fail. "kubernetes" is a DNS SAN of every API server certificate of
 // the cluster, and the CA proves that the peer is one of the cluster's API
 // servers. The checks present the ingress-health client certificate
-// (pki.IngressHealthCert): /readyz works for it even where anonymous
+// (vocab.IngressHealthCert): /readyz works for it even where anonymous
 // requests are refused.
 //
 // Checks run every 2s (500ms while a server's state is changing): an API

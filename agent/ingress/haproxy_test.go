@@ -25,13 +25,13 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // haproxyBinary finds Debian's haproxy, or fails the test saying how to
@@ -73,12 +73,12 @@ func startAPIServer(t *testing.T, p *pb.ClusterPKI, name, host string) *apiServe
 	if err != nil {
 		t.Fatal(err)
 	}
-	kp := certs.Certs[pki.APIServerCert]
+	kp := certs.Certs[vocab.APIServerCert]
 	cert, err := tls.X509KeyPair(kp.CertPem, kp.KeyPem)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients, err := tlsutil.CertPool(p.Cas[pki.ClientCA].CertPem)
+	clients, err := tlsutil.CertPool(p.Cas[vocab.ClientCA].CertPem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ type client struct {
 }
 
 func newClient(t *testing.T, p *pb.ClusterPKI, port uint32) *client {
-	cfg, err := tlsutil.ClientConfig(nil, p.Cas[pki.ClusterCA].CertPem, "")
+	cfg, err := tlsutil.ClientConfig(nil, p.Cas[vocab.ClusterCA].CertPem, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,8 +401,8 @@ func TestHAProxy(t *testing.T) {
 		}
 		for _, s := range []*apiServer{a, b} {
 			got := s.checks()
-			if got[pki.IngressHealthUser] == 0 || got[""] > 0 {
-				t.Errorf("%s: /readyz requests by client CN %v, want all from %s", s.name, got, pki.IngressHealthUser)
+			if got[vocab.IngressHealthUser] == 0 || got[""] > 0 {
+				t.Errorf("%s: /readyz requests by client CN %v, want all from %s", s.name, got, vocab.IngressHealthUser)
 			}
 		}
 	})
@@ -419,7 +419,7 @@ func TestHAProxy(t *testing.T) {
 			t.Fatal(err)
 		}
 		wrong := proto.Clone(as).(*pb.Assignment)
-		wrong.CaCerts[pki.ClusterCA] = other.Cas[pki.ClusterCA].CertPem
+		wrong.CaCerts[vocab.ClusterCA] = other.Cas[vocab.ClusterCA].CertPem
 		err := Probe(ctx, wrong, "127.0.0.1")
 		var unknown x509.UnknownAuthorityError
 		if err == nil || !errors.As(err, &unknown) {

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
@@ -27,15 +27,15 @@ const DefaultProbeTimeout = 10 * time.Second
 // presents the ingress-health client certificate when the assignment has
 // it. It returns nil when the answer is 200 "ok".
 func Probe(ctx context.Context, as *pb.Assignment, address string) error {
-	caPEM := as.GetCaCerts()[pki.ClusterCA]
+	caPEM := as.GetCaCerts()[vocab.ClusterCA]
 	if len(caPEM) == 0 {
-		return fmt.Errorf("probing the API through the ingress: no %s CA certificate in the assignment", pki.ClusterCA)
+		return fmt.Errorf("probing the API through the ingress: no %s CA certificate in the assignment", vocab.ClusterCA)
 	}
-	port := as.GetComponent().GetSpec().GetPorts()[PortAPIServer]
+	port := as.GetComponent().GetSpec().GetPorts()[vocab.PortAPIServer]
 	if port == 0 {
-		return fmt.Errorf("probing the API through the ingress: no %s port in the assignment", PortAPIServer)
+		return fmt.Errorf("probing the API through the ingress: no %s port in the assignment", vocab.PortAPIServer)
 	}
-	tlsCfg, err := tlsutil.ClientConfig(as.GetCerts()[pki.IngressHealthCert], caPEM, "")
+	tlsCfg, err := tlsutil.ClientConfig(as.GetCerts()[vocab.IngressHealthCert], caPEM, "")
 	if err != nil {
 		return fmt.Errorf("probing the API through the ingress: %w", err)
 	}

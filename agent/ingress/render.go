@@ -13,9 +13,9 @@ import (
 
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/agent/host"
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
@@ -40,17 +40,13 @@ const (
 const (
 	// PodName is the name of the ingress's pod within its component.
 	PodName = "ingress"
-	// ContainerName is haproxy's container, and the key of its image in
-	// Assignment.Images.
-	ContainerName = "haproxy"
+	// ContainerName is haproxy's container, named as its image's key.
+	ContainerName = vocab.ImageHAProxy
 	// DefaultImage is used when the assignment names no haproxy image.
 	DefaultImage = "docker.io/library/haproxy:2.6"
-	// PortAPIServer is the key of the frontend's port in the component's
-	// ports.
-	PortAPIServer = "apiserver"
 	// CheckHost is the name API server certificates are verified for in
 	// the health checks (a DNS SAN of every API server certificate).
-	CheckHost = "kubernetes"
+	CheckHost = vocab.APIServerName
 	// HardStopAfter bounds how long a worker replaced by a reload keeps
 	// serving its established connections. The API server itself ends
 	// watch requests within --min-request-timeout (30 to 60 minutes).
@@ -110,21 +106,21 @@ func Render(as *pb.Assignment, paths host.Paths) (*host.Plan, error) {
 	if paths.Root == "" || paths.Root[0] != '/' {
 		return fail("root dir %q is not absolute", paths.Root)
 	}
-	port := comp.GetSpec().GetPorts()[PortAPIServer]
+	port := comp.GetSpec().GetPorts()[vocab.PortAPIServer]
 	if port == 0 || port > 65535 {
-		return fail("no valid %s port (%d)", PortAPIServer, port)
+		return fail("no valid %s port (%d)", vocab.PortAPIServer, port)
 	}
-	caPEM := as.GetCaCerts()[pki.ClusterCA]
+	caPEM := as.GetCaCerts()[vocab.ClusterCA]
 	if len(caPEM) == 0 {
-		return fail("no %s CA certificate", pki.ClusterCA)
+		return fail("no %s CA certificate", vocab.ClusterCA)
 	}
 	if _, err := tlsutil.ParseCertsPEM(caPEM); err != nil {
-		return fail("%s CA certificate: %v", pki.ClusterCA, err)
+		return fail("%s CA certificate: %v", vocab.ClusterCA, err)
 	}
 	var healthPEM []byte
-	if kp := as.GetCerts()[pki.IngressHealthCert]; kp != nil {
+	if kp := as.GetCerts()[vocab.IngressHealthCert]; kp != nil {
 		if _, err := tls.X509KeyPair(kp.GetCertPem(), kp.GetKeyPem()); err != nil {
-			return fail("%s certificate: %v", pki.IngressHealthCert, err)
+			return fail("%s certificate: %v", vocab.IngressHealthCert, err)
 		}
 		healthPEM = append(healthPEM, kp.GetCertPem()...)
 		if !bytes.HasSuffix(healthPEM, []byte("\n")) {

@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // newPKI makes a cluster PKI and the ingress's certificates.
@@ -121,8 +121,8 @@ func TestRenderConfig(t *testing.T) {
 
 	// Files and modes.
 	ca := file(t, plan, dir+"/cluster-ca.crt")
-	if ca.Mode != 0o644 || !bytes.Equal(ca.Data, p.Cas[pki.ClusterCA].CertPem) {
-		t.Errorf("cluster-ca.crt: mode %o, is the cluster CA: %v", ca.Mode, bytes.Equal(ca.Data, p.Cas[pki.ClusterCA].CertPem))
+	if ca.Mode != 0o644 || !bytes.Equal(ca.Data, p.Cas[vocab.ClusterCA].CertPem) {
+		t.Errorf("cluster-ca.crt: mode %o, is the cluster CA: %v", ca.Mode, bytes.Equal(ca.Data, p.Cas[vocab.ClusterCA].CertPem))
 	}
 	if f := file(t, plan, dir+"/haproxy.cfg"); f.Mode != 0o644 {
 		t.Errorf("haproxy.cfg mode %o, want 644", f.Mode)
@@ -131,7 +131,7 @@ func TestRenderConfig(t *testing.T) {
 	if health.Mode != 0o600 {
 		t.Errorf("ingress-health.pem mode %o, want 600", health.Mode)
 	}
-	kp := certs.Certs[pki.IngressHealthCert]
+	kp := certs.Certs[vocab.IngressHealthCert]
 	if _, err := tls.X509KeyPair(health.Data, health.Data); err != nil {
 		t.Errorf("ingress-health.pem is not a certificate followed by its key: %v", err)
 	}
@@ -240,8 +240,8 @@ func TestRenderRefuses(t *testing.T) {
 	other, _ := newPKI(t, "other")
 	cases := map[string]func(*pb.Assignment){
 		"no port":           func(as *pb.Assignment) { delete(as.Component.Spec.Ports, "apiserver") },
-		"no cluster CA":     func(as *pb.Assignment) { delete(as.CaCerts, pki.ClusterCA) },
-		"bad cluster CA":    func(as *pb.Assignment) { as.CaCerts[pki.ClusterCA] = []byte("not a certificate") },
+		"no cluster CA":     func(as *pb.Assignment) { delete(as.CaCerts, vocab.ClusterCA) },
+		"bad cluster CA":    func(as *pb.Assignment) { as.CaCerts[vocab.ClusterCA] = []byte("not a certificate") },
 		"control-plane":     func(as *pb.Assignment) { as.Component.Spec.Role = resources.RoleControlPlane },
 		"no name":           func(as *pb.Assignment) { as.Component.Metadata.Name = "" },
 		"duplicate server":  func(as *pb.Assignment) { as.ApiServers = append(as.ApiServers, ep("a", "10.0.0.3", 1)) },
@@ -250,7 +250,7 @@ func TestRenderRefuses(t *testing.T) {
 		"address":           func(as *pb.Assignment) { as.ApiServers[0].Address = "10.0.0.1 check disabled" },
 		"server port":       func(as *pb.Assignment) { as.ApiServers[0].Port = 0 },
 		"mismatched key": func(as *pb.Assignment) {
-			as.Certs = map[string]*pb.KeyPair{pki.IngressHealthCert: {CertPem: as.Certs[pki.IngressHealthCert].CertPem, KeyPem: other.ServiceAccountKeyPem}}
+			as.Certs = map[string]*pb.KeyPair{vocab.IngressHealthCert: {CertPem: as.Certs[vocab.IngressHealthCert].CertPem, KeyPem: other.ServiceAccountKeyPem}}
 		},
 	}
 	for what, change := range cases {

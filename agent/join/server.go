@@ -21,8 +21,8 @@ import (
 	"strings"
 
 	"github.com/oneinfra/oneinfra/internal/connlimit"
-	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -80,11 +80,11 @@ func worker(ctx context.Context) (*pb.GetWorkerConfigRequest, error) {
 // Identity reads the cluster and node a worker certificate was issued for.
 func Identity(cert *x509.Certificate) (cluster, name string, err error) {
 	orgs := cert.Subject.Organization
-	if !slices.Contains(orgs, resources.WorkerOrg) {
+	if !slices.Contains(orgs, vocab.RoleWorker) {
 		return "", "", status.Errorf(codes.PermissionDenied, "certificate %q is not a worker's", cert.Subject.CommonName)
 	}
 	for _, o := range orgs {
-		if c, ok := strings.CutPrefix(o, resources.WorkerClusterOrgPrefix); ok {
+		if c, ok := strings.CutPrefix(o, vocab.ClusterOrgPrefix); ok {
 			return c, cert.Subject.CommonName, nil
 		}
 	}

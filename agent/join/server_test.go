@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/connlimit"
-	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -67,7 +67,7 @@ func endpoint(t *testing.T, coord *coordinator) (addr string, caPEM []byte, work
 		t.Fatal(err)
 	}
 	worker, err = tlsutil.Issue(ca, tlsutil.CertOptions{CommonName: "worker-1",
-		Organizations: []string{resources.WorkerOrg, resources.WorkerClusterOrgPrefix + "demo"},
+		Organizations: []string{vocab.RoleWorker, vocab.ClusterOrgPrefix + "demo"},
 		Usages:        []tlsutil.Usage{tlsutil.UsageClient}, Validity: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)

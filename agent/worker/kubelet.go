@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/kubeconfig"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"sigs.k8s.io/yaml"
@@ -134,7 +134,7 @@ func renderBootstrapKubeconfig(wc *pb.WorkerConfig) ([]byte, error) {
 	if cluster == "" {
 		cluster = "oneinfra"
 	}
-	return pki.KubeconfigWithToken(cluster, wc.GetApiServer(), wc.GetClusterCaPem(), BootstrapUser, wc.GetBootstrapToken())
+	return kubeconfig.WithToken(cluster, wc.GetApiServer(), wc.GetClusterCaPem(), BootstrapUser, wc.GetBootstrapToken())
 }
 
 // writeKubeletFiles writes the kubelet's files that differ from what is

@@ -13,6 +13,7 @@ import (
 
 	"github.com/oneinfra/oneinfra/coordinator"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/spf13/cobra"
 )
@@ -153,7 +154,7 @@ func clusterStep(c *pb.Cluster, comps []*pb.Component) step {
 	case len(ingresses) == 0:
 		waiting = "waiting for the ingress to be placed"
 	default:
-		api := resources.FindCondition(ingresses[0].GetStatus().GetConditions(), coordinator.CondAPIReachable)
+		api := resources.FindCondition(ingresses[0].GetStatus().GetConditions(), vocab.CondAPIReachable)
 		readyCond := resources.FindCondition(conds, coordinator.CondReady)
 		switch {
 		case api == nil:
@@ -236,12 +237,12 @@ func componentWaits(comp *pb.Component, withConditions bool) string {
 	switch {
 	case s.GetState() == "":
 		return "no report from its agent yet"
-	case s.GetState() != coordinator.StateRunning:
+	case s.GetState() != vocab.StateRunning:
 		why := summarize(s.GetMessage())
 		switch {
 		case why == "":
 			return strings.ToLower(s.GetState())
-		case s.GetState() == coordinator.StateFailed && !strings.HasPrefix(s.GetMessage(), "pod "):
+		case s.GetState() == vocab.StateFailed && !strings.HasPrefix(s.GetMessage(), "pod "):
 			return "failed: " + why
 		}
 		return why

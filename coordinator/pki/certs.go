@@ -4,61 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
-
-// Names of the leaf certificates in pb.ComponentCerts.Certs.
-const (
-	// APIServerCert is the API server serving certificate (ClusterCA).
-	APIServerCert = "apiserver"
-	// APIServerKubeletClientCert is the API server's client certificate
-	// towards kubelets (KubeletClientCA).
-	APIServerKubeletClientCert = "apiserver-kubelet-client"
-	// APIServerEtcdClientCert is the API server's client certificate
-	// towards etcd (EtcdClientCA).
-	APIServerEtcdClientCert = "apiserver-etcd-client"
-	// EtcdServerCert is etcd's serving certificate (EtcdServerCA).
-	EtcdServerCert = "etcd-server"
-	// EtcdPeerCert is etcd's peer certificate (EtcdPeerCA).
-	EtcdPeerCert = "etcd-peer"
-	// FrontProxyClientCert is the API server's aggregation-layer client
-	// certificate (FrontProxyCA).
-	FrontProxyClientCert = "front-proxy-client"
-	// ControllerManagerCert is the controller-manager's client certificate
-	// (ClientCA).
-	ControllerManagerCert = "controller-manager"
-	// SchedulerCert is the scheduler's client certificate (ClientCA).
-	SchedulerCert = "scheduler"
-	// IngressHealthCert is the client certificate haproxy uses to check the
-	// API servers' /readyz (ClientCA).
-	IngressHealthCert = "ingress-health"
-	// AddonsCert is the client certificate the ingress's agent applies the
-	// cluster's add-ons with (ClientCA, in system:masters: it creates RBAC).
-	AddonsCert = "addons"
-)
-
-// Identities (certificate CN and O) of the leaf certificates.
-const (
-	APIServerUser              = "kube-apiserver"
-	APIServerKubeletClientUser = "kube-apiserver-kubelet-client"
-	APIServerEtcdClientUser    = "kube-apiserver-etcd-client"
-	FrontProxyClientUser       = "front-proxy-client"
-	ControllerManagerUser      = "system:kube-controller-manager"
-	SchedulerUser              = "system:kube-scheduler"
-	IngressHealthUser          = "oneinfra:ingress-health"
-	AddonsUser                 = "oneinfra:addons"
-	AdminUser                  = "oneinfra-admin"
-	MastersGroup               = "system:masters"
-)
-
-// DefaultDNSDomain is the cluster DNS domain used when none is given.
-const DefaultDNSDomain = "cluster.local"
 
 // ControlPlaneIdentity is what the certificates of one control-plane
 // component (API server, etcd, controller-manager and scheduler of one
@@ -81,61 +35,28 @@ type ControlPlaneIdentity struct {
 	// ServiceCIDR is the cluster's service network; its first address is
 	// the kubernetes service IP. Required.
 	ServiceCIDR string
-	// DNSDomain is the cluster DNS domain; DefaultDNSDomain when empty.
+	// DNSDomain is the cluster DNS domain; vocab.DefaultDNSDomain when empty.
 	DNSDomain string
-}
-
-// ServiceIP returns the first address of a service CIDR: the cluster IP of
-// the kubernetes service.
-func ServiceIP(serviceCIDR string) (net.IP, error) {
-	prefix, err := netip.ParsePrefix(strings.TrimSpace(serviceCIDR))
-	if err != nil {
-		return nil, fmt.Errorf("service CIDR %q: %w", serviceCIDR, err)
-	}
-	prefix = prefix.Masked()
-	first := prefix.Addr().Next()
-	if !first.IsValid() || !prefix.Contains(first) {
-		return nil, fmt.Errorf("service CIDR %q has no room for the kubernetes service", serviceCIDR)
-	}
-	return net.IP(first.AsSlice()), nil
-}
-
-// DNSServiceIP returns the tenth address of a service CIDR: the cluster IP
-// of the kube-dns service, as kubeadm chooses it.
-func DNSServiceIP(serviceCIDR string) (net.IP, error) {
-	first, err := ServiceIP(serviceCIDR)
-	if err != nil {
-		return nil, err
-	}
-	a, _ := netip.AddrFromSlice(first)
-	prefix := netip.MustParsePrefix(strings.TrimSpace(serviceCIDR)).Masked()
-	for range 9 {
-		a = a.Next()
-	}
-	if !prefix.Contains(a) {
-		return nil, fmt.Errorf("service CIDR %q has no room for the DNS service", serviceCIDR)
-	}
-	return net.IP(a.AsSlice()), nil
 }
 
 // ControlPlaneCerts issues every leaf certificate of one control-plane
 // component, valid for LeafValidity from now:
 //
-//   - APIServerCert: serving, CN kube-apiserver, names kubernetes,
+//   - vocab.APIServerCert: serving, CN kube-apiserver, names kubernetes,
 //     kubernetes.default, kubernetes.default.svc,
 //     kubernetes.default.svc.DOMAIN, localhost, 127.0.0.1, the kubernetes
 //     service IP, the hypervisor and ingress addresses, the API server
 //     endpoint host and the extra SANs.
-//   - APIServerKubeletClientCert: client, CN kube-apiserver-kubelet-client.
-//   - APIServerEtcdClientCert: client, CN kube-apiserver-etcd-client.
-//   - EtcdServerCert: server and client (etcd's gRPC gateway dials etcd
+//   - vocab.APIServerKubeletClientCert: client, CN kube-apiserver-kubelet-client.
+//   - vocab.APIServerEtcdClientCert: client, CN kube-apiserver-etcd-client.
+//   - vocab.EtcdServerCert: server and client (etcd's gRPC gateway dials etcd
 //     itself with it), CN the component, names the hypervisor addresses,
 //     localhost and 127.0.0.1.
-//   - EtcdPeerCert: server and client, CN the component, names the
+//   - vocab.EtcdPeerCert: server and client, CN the component, names the
 //     hypervisor addresses.
-//   - FrontProxyClientCert: client, CN front-proxy-client.
-//   - ControllerManagerCert: client, CN system:kube-controller-manager.
-//   - SchedulerCert: client, CN system:kube-scheduler.
+//   - vocab.FrontProxyClientCert: client, CN front-proxy-client.
+//   - vocab.ControllerManagerCert: client, CN system:kube-controller-manager.
+//   - vocab.SchedulerCert: client, CN system:kube-scheduler.
 //
 // None of them is in a group.
 func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time) (*pb.ComponentCerts, error) {
@@ -148,17 +69,17 @@ func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time)
 	if len(id.HypervisorAddresses) == 0 {
 		return fail(errors.New("a hypervisor address is required"))
 	}
-	serviceIP, err := ServiceIP(id.ServiceCIDR)
+	serviceIP, err := resources.ServiceIP(id.ServiceCIDR)
 	if err != nil {
 		return fail(err)
 	}
 	domain := id.DNSDomain
 	if domain == "" {
-		domain = DefaultDNSDomain
+		domain = vocab.DefaultDNSDomain
 	}
 
 	api := &sanSet{}
-	api.add("kubernetes", "kubernetes.default", "kubernetes.default.svc",
+	api.add(vocab.APIServerName, "kubernetes.default", "kubernetes.default.svc",
 		"kubernetes.default.svc."+domain, "localhost", "127.0.0.1")
 	api.addIP(serviceIP)
 	api.add(id.HypervisorAddresses...)
@@ -185,14 +106,14 @@ func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time)
 	client := []tlsutil.Usage{tlsutil.UsageClient}
 	both := []tlsutil.Usage{tlsutil.UsageServer, tlsutil.UsageClient}
 	specs := []leafSpec{
-		{APIServerCert, ClusterCA, tlsutil.CertOptions{CommonName: APIServerUser, DNSNames: api.dns, IPs: api.ips, Usages: server}},
-		{APIServerKubeletClientCert, KubeletClientCA, tlsutil.CertOptions{CommonName: APIServerKubeletClientUser, Usages: client}},
-		{APIServerEtcdClientCert, EtcdClientCA, tlsutil.CertOptions{CommonName: APIServerEtcdClientUser, Usages: client}},
-		{EtcdServerCert, EtcdServerCA, tlsutil.CertOptions{CommonName: id.Component, DNSNames: etcdServer.dns, IPs: etcdServer.ips, Usages: both}},
-		{EtcdPeerCert, EtcdPeerCA, tlsutil.CertOptions{CommonName: id.Component, DNSNames: etcdPeer.dns, IPs: etcdPeer.ips, Usages: both}},
-		{FrontProxyClientCert, FrontProxyCA, tlsutil.CertOptions{CommonName: FrontProxyClientUser, Usages: client}},
-		{ControllerManagerCert, ClientCA, tlsutil.CertOptions{CommonName: ControllerManagerUser, Usages: client}},
-		{SchedulerCert, ClientCA, tlsutil.CertOptions{CommonName: SchedulerUser, Usages: client}},
+		{vocab.APIServerCert, vocab.ClusterCA, tlsutil.CertOptions{CommonName: vocab.APIServerUser, DNSNames: api.dns, IPs: api.ips, Usages: server}},
+		{vocab.APIServerKubeletClientCert, vocab.KubeletClientCA, tlsutil.CertOptions{CommonName: vocab.APIServerKubeletClientUser, Usages: client}},
+		{vocab.APIServerEtcdClientCert, vocab.EtcdClientCA, tlsutil.CertOptions{CommonName: vocab.APIServerEtcdClientUser, Usages: client}},
+		{vocab.EtcdServerCert, vocab.EtcdServerCA, tlsutil.CertOptions{CommonName: id.Component, DNSNames: etcdServer.dns, IPs: etcdServer.ips, Usages: both}},
+		{vocab.EtcdPeerCert, vocab.EtcdPeerCA, tlsutil.CertOptions{CommonName: id.Component, DNSNames: etcdPeer.dns, IPs: etcdPeer.ips, Usages: both}},
+		{vocab.FrontProxyClientCert, vocab.FrontProxyCA, tlsutil.CertOptions{CommonName: vocab.FrontProxyClientUser, Usages: client}},
+		{vocab.ControllerManagerCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.ControllerManagerUser, Usages: client}},
+		{vocab.SchedulerCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.SchedulerUser, Usages: client}},
 	}
 	certs, err := issueAll(p, specs, now)
 	if err != nil {
@@ -202,21 +123,22 @@ func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time)
 }
 
 // IngressCerts issues the certificates of a cluster's ingress component:
-// IngressHealthCert, a client certificate from ClientCA with CN
+// vocab.IngressHealthCert, a client certificate from vocab.ClientCA with CN
 // oneinfra:ingress-health and no group, which haproxy presents when it
 // checks the API servers' /readyz (readable by any authenticated user). To
 // verify the API servers, haproxy needs only the public certificate of
-// ClusterCA (CACertPEM). And AddonsCert (CN oneinfra:addons, O
-// system:masters), with which the agent applies the objects worker nodes
-// need (bootstrap tokens, RBAC, kube-proxy, CoreDNS).
+// vocab.ClusterCA (CACertPEM). And vocab.AddonsCert (CN oneinfra:addons,
+// no group), with which the agent applies the objects worker nodes need
+// (bootstrap tokens, kube-proxy, CoreDNS): a control-plane replica grants
+// it exactly the rights that takes (agent/addons), never system:masters.
 func IngressCerts(p *pb.ClusterPKI, component string, now time.Time) (*pb.ComponentCerts, error) {
 	if component == "" {
 		return nil, errors.New("component name is required")
 	}
 	client := []tlsutil.Usage{tlsutil.UsageClient}
 	certs, err := issueAll(p, []leafSpec{
-		{IngressHealthCert, ClientCA, tlsutil.CertOptions{CommonName: IngressHealthUser, Usages: client}},
-		{AddonsCert, ClientCA, tlsutil.CertOptions{CommonName: AddonsUser, Organizations: []string{MastersGroup}, Usages: client}},
+		{vocab.IngressHealthCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.IngressHealthUser, Usages: client}},
+		{vocab.AddonsCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.AddonsUser, Usages: client}},
 	}, now)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), component, err)
@@ -225,17 +147,17 @@ func IngressCerts(p *pb.ClusterPKI, component string, now time.Time) (*pb.Compon
 }
 
 // AdminKubeconfigCert issues the cluster-admin client certificate (CN
-// oneinfra-admin, O system:masters, from ClientCA) that `cluster
-// kubeconfig` embeds, valid for validity. Only it and AddonsCert are in
-// system:masters.
+// oneinfra-admin, O system:masters, from vocab.ClientCA) that `cluster
+// kubeconfig` embeds, valid for validity: the only certificate the
+// coordinator issues in system:masters.
 func AdminKubeconfigCert(p *pb.ClusterPKI, validity time.Duration, now time.Time) (*pb.KeyPair, error) {
-	ca, err := CA(p, ClientCA)
+	ca, err := CA(p, vocab.ClientCA)
 	if err != nil {
 		return nil, err
 	}
 	kp, err := tlsutil.Issue(ca, tlsutil.CertOptions{
-		CommonName:    AdminUser,
-		Organizations: []string{MastersGroup},
+		CommonName:    vocab.AdminUser,
+		Organizations: []string{vocab.MastersGroup},
 		Usages:        []tlsutil.Usage{tlsutil.UsageClient},
 		Validity:      validity,
 	}, now)

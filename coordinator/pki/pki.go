@@ -14,19 +14,19 @@
 // Each cluster has one CA per trust relationship, so that a certificate
 // can be used only where it is meant to be:
 //
-//   - ClusterCA signs the API server serving certificates. It is the CA in
+//   - vocab.ClusterCA signs the API server serving certificates. It is the CA in
 //     kubeconfigs and the one haproxy verifies API servers against.
-//   - ClientCA signs the client certificates of the admin, the
+//   - vocab.ClientCA signs the client certificates of the admin, the
 //     controller-manager, the scheduler and the ingress health check.
-//   - SignerCA is the controller-manager's --cluster-signing-cert-file and
+//   - vocab.SignerCA is the controller-manager's --cluster-signing-cert-file and
 //     key: node client certificates (Kubernetes TLS bootstrap) come from
 //     it. The API server's --client-ca-file is therefore the bundle of
-//     ClientCA and SignerCA (APIServerClientCABundle).
-//   - KubeletClientCA signs the API server's kubelet client certificate;
+//     vocab.ClientCA and vocab.SignerCA (APIServerClientCABundle).
+//   - vocab.KubeletClientCA signs the API server's kubelet client certificate;
 //     kubelets trust it with their --client-ca-file.
-//   - EtcdServerCA, EtcdPeerCA and EtcdClientCA sign etcd's serving,
+//   - vocab.EtcdServerCA, vocab.EtcdPeerCA and vocab.EtcdClientCA sign etcd's serving,
 //     peer and client (API server) certificates.
-//   - FrontProxyCA signs the API server's front-proxy (aggregation layer)
+//   - vocab.FrontProxyCA signs the API server's front-proxy (aggregation layer)
 //     client certificate; it is --requestheader-client-ca-file.
 //
 // Only the admin kubeconfig certificate (AdminKubeconfigCert) is in the
@@ -42,19 +42,8 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
-)
-
-// Names of the certificate authorities in pb.ClusterPKI.Cas.
-const (
-	ClusterCA       = "cluster"
-	ClientCA        = "client"
-	SignerCA        = "signer"
-	KubeletClientCA = "kubelet-client"
-	EtcdServerCA    = "etcd-server"
-	EtcdPeerCA      = "etcd-peer"
-	EtcdClientCA    = "etcd-client"
-	FrontProxyCA    = "front-proxy"
 )
 
 // Validities of the certificates made here.
@@ -73,8 +62,8 @@ var ErrMissingCA = errors.New("certificate authority missing from cluster PKI")
 // CANames returns the names of every CA of a cluster, in a fixed order.
 func CANames() []string {
 	return []string{
-		ClusterCA, ClientCA, SignerCA, KubeletClientCA,
-		EtcdServerCA, EtcdPeerCA, EtcdClientCA, FrontProxyCA,
+		vocab.ClusterCA, vocab.ClientCA, vocab.SignerCA, vocab.KubeletClientCA,
+		vocab.EtcdServerCA, vocab.EtcdPeerCA, vocab.EtcdClientCA, vocab.FrontProxyCA,
 	}
 }
 
@@ -124,11 +113,11 @@ func CACertPEM(p *pb.ClusterPKI, name string) ([]byte, error) {
 }
 
 // APIServerClientCABundle returns the API server's --client-ca-file: the
-// certificates of ClientCA and SignerCA, so that both control-plane
+// certificates of vocab.ClientCA and vocab.SignerCA, so that both control-plane
 // clients and bootstrapped nodes are trusted.
 func APIServerClientCABundle(p *pb.ClusterPKI) ([]byte, error) {
 	var bundle []byte
-	for _, name := range []string{ClientCA, SignerCA} {
+	for _, name := range []string{vocab.ClientCA, vocab.SignerCA} {
 		pem, err := CACertPEM(p, name)
 		if err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
@@ -277,7 +278,7 @@ func TestNewControlPlaneComponents(t *testing.T) {
 		if len(c.GetSpec().GetPorts()) != len(ControlPlanePorts) {
 			t.Errorf("component %d ports %v", i, c.GetSpec().GetPorts())
 		}
-		if got := c.GetSpec().GetPorts()[PortAPIServer]; got != wantAPI[i] {
+		if got := c.GetSpec().GetPorts()[vocab.PortAPIServer]; got != wantAPI[i] {
 			t.Errorf("component %d apiserver port %d, want %d", i, got, wantAPI[i])
 		}
 	}
@@ -313,7 +314,7 @@ func TestNewIngressComponent(t *testing.T) {
 		t.Fatalf("component %v", c)
 	}
 	ports := c.GetSpec().GetPorts()
-	if ports[PortAPIServer] != 40001 || ports[PortWireGuard] != 40003 || len(ports) != 2 {
+	if ports[vocab.PortAPIServer] != 40001 || ports[vocab.PortWireGuard] != 40003 || len(ports) != 2 {
 		t.Fatalf("ports %v", ports)
 	}
 	if _, err := NewIngressComponent("demo", hvs(hv("a")), nil); !errors.Is(err, ErrNoPublicHypervisor) {

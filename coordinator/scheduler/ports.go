@@ -4,24 +4,15 @@ import (
 	"fmt"
 
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
-// Host port names, the keys of ComponentSpec.Ports.
-const (
-	PortAPIServer         = "apiserver"
-	PortEtcdClient        = "etcd-client"
-	PortEtcdPeer          = "etcd-peer"
-	PortControllerManager = "controller-manager"
-	PortScheduler         = "scheduler"
-	PortWireGuard         = "wireguard"
-)
-
 // ControlPlanePorts are the host ports a control-plane component needs.
-var ControlPlanePorts = []string{PortAPIServer, PortEtcdClient, PortEtcdPeer, PortControllerManager, PortScheduler}
+var ControlPlanePorts = []string{vocab.PortAPIServer, vocab.PortEtcdClient, vocab.PortEtcdPeer, vocab.PortControllerManager, vocab.PortScheduler}
 
 // IngressPorts are the host ports an ingress component needs.
-var IngressPorts = []string{PortAPIServer, PortWireGuard}
+var IngressPorts = []string{vocab.PortAPIServer, vocab.PortWireGuard}
 
 // portRange is a hypervisor's port range; an invalid one wraps
 // ErrInvalidPortRange.

@@ -3,6 +3,7 @@ package resources
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -116,4 +117,37 @@ func CheckPortRange(s string) error {
 		return fmt.Errorf("invalid port range %q: must hold at least %d ports, got %d", s, MinPortsInRange, hi-lo+1)
 	}
 	return nil
+}
+
+// ServiceIP returns the first address of a service CIDR: the cluster IP of
+// the kubernetes service.
+func ServiceIP(serviceCIDR string) (net.IP, error) {
+	prefix, err := netip.ParsePrefix(strings.TrimSpace(serviceCIDR))
+	if err != nil {
+		return nil, fmt.Errorf("service CIDR %q: %w", serviceCIDR, err)
+	}
+	prefix = prefix.Masked()
+	first := prefix.Addr().Next()
+	if !first.IsValid() || !prefix.Contains(first) {
+		return nil, fmt.Errorf("service CIDR %q has no room for the kubernetes service", serviceCIDR)
+	}
+	return net.IP(first.AsSlice()), nil
+}
+
+// DNSServiceIP returns the tenth address of a service CIDR: the cluster IP
+// of the kube-dns service, as kubeadm chooses it.
+func DNSServiceIP(serviceCIDR string) (net.IP, error) {
+	first, err := ServiceIP(serviceCIDR)
+	if err != nil {
+		return nil, err
+	}
+	a, _ := netip.AddrFromSlice(first)
+	prefix := netip.MustParsePrefix(strings.TrimSpace(serviceCIDR)).Masked()
+	for range 9 {
+		a = a.Next()
+	}
+	if !prefix.Contains(a) {
+		return nil, fmt.Errorf("service CIDR %q has no room for the DNS service", serviceCIDR)
+	}
+	return net.IP(a.AsSlice()), nil
 }

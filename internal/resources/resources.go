@@ -138,14 +138,6 @@ func DefaultHypervisor(h *pb.Hypervisor) {
 	}
 }
 
-// Worker identities: the client certificate a worker gets when it joins
-// has CN = the node name and these organizations, so a join endpoint knows
-// whom a Config call comes from.
-const (
-	WorkerOrg              = "oneinfra:worker"
-	WorkerClusterOrgPrefix = "oneinfra:cluster:"
-)
-
 // TunnelAPIPort is where nodes reach their cluster's API through the VPN,
 // at the endpoint's VPN address: the endpoint redirects it to the
 // ingress's port, so the address stays when the ingress moves.

@@ -1,16 +1,15 @@
 package resources
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/version"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
-
-	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
-
-	"github.com/oneinfra/oneinfra/internal/version"
 )
 
 func i32(v int32) *int32 { return &v }
@@ -286,5 +285,38 @@ func TestSetCondition(t *testing.T) {
 	}
 	if len(conds) != 2 || FindCondition(conds, "Missing") != nil {
 		t.Errorf("unexpected conditions %v", conds)
+	}
+}
+
+func TestServiceIP(t *testing.T) {
+	for cidr, want := range map[string]string{
+		"10.96.0.0/12":     "10.96.0.1",
+		"10.96.5.7/12":     "10.96.0.1",
+		"172.20.0.0/16":    "172.20.0.1",
+		"10.0.0.0/31":      "10.0.0.1",
+		"fd00:10:96::/108": "fd00:10:96::1",
+	} {
+		got, err := ServiceIP(cidr)
+		if err != nil || !got.Equal(net.ParseIP(want)) {
+			t.Errorf("ServiceIP(%s) = %v, %v; want %s", cidr, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "10.96.0.1", "10.96.0.0/32", "x/12"} {
+		if _, err := ServiceIP(bad); err == nil {
+			t.Errorf("ServiceIP(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestDNSServiceIP(t *testing.T) {
+	for cidr, want := range map[string]string{"10.96.0.0/12": "10.96.0.10", "172.20.0.0/28": "172.20.0.10"} {
+		if got, err := DNSServiceIP(cidr); err != nil || !got.Equal(net.ParseIP(want)) {
+			t.Errorf("DNSServiceIP(%s) = %v, %v; want %s", cidr, got, err, want)
+		}
+	}
+	for _, bad := range []string{"10.0.0.0/29", "x"} {
+		if _, err := DNSServiceIP(bad); err == nil {
+			t.Errorf("DNSServiceIP(%q) succeeded", bad)
+		}
 	}
 }

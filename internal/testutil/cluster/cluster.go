@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
@@ -62,7 +63,7 @@ func Assignments(t testing.TB, n int, ip string) (*pb.ClusterPKI, []*pb.Assignme
 		if err != nil {
 			t.Fatal(err)
 		}
-		certs.Certs["signer-ca"] = p.Cas[pki.SignerCA]
+		certs.Certs["signer-ca"] = p.Cas[vocab.SignerCA]
 		as := &pb.Assignment{
 			Component:            c,
 			ClusterSpec:          &pb.ClusterSpec{Networking: &pb.NetworkingSpec{PodCidr: "10.244.0.0/16", ServiceCidr: "10.96.0.0/12"}},

@@ -1,4 +1,7 @@
-package pki
+// Package kubeconfig writes the one-cluster, one-user kubeconfig files
+// oneinfra hands out (cluster kubeconfig) and writes on hosts (the
+// controller-manager's, the scheduler's, a kubelet's bootstrap one).
+package kubeconfig
 
 import (
 	"errors"
@@ -53,12 +56,12 @@ type contextInfo struct {
 	User    string `json:"user"`
 }
 
-// Kubeconfig returns a kubeconfig YAML with one cluster (clusterName,
+// WithCert returns a kubeconfig YAML with one cluster (clusterName,
 // reached at server, an https URL, and verified against caPEM), one user
 // authenticated by the client certificate and key of client, and a
 // context "USER@CLUSTER" joining them that is the current one. The
 // certificates and key are embedded (the *-data fields).
-func Kubeconfig(clusterName, server string, caPEM []byte, client *pb.KeyPair, user string) ([]byte, error) {
+func WithCert(clusterName, server string, caPEM []byte, client *pb.KeyPair, user string) ([]byte, error) {
 	if client == nil || len(client.GetCertPem()) == 0 || len(client.GetKeyPem()) == 0 {
 		return nil, errors.New("kubeconfig: a client certificate and key are required")
 	}
@@ -68,9 +71,9 @@ func Kubeconfig(clusterName, server string, caPEM []byte, client *pb.KeyPair, us
 	})
 }
 
-// KubeconfigWithToken is Kubeconfig for a user authenticated by a bearer
+// WithToken is WithCert for a user authenticated by a bearer
 // token, such as the kubelet's bootstrap token.
-func KubeconfigWithToken(clusterName, server string, caPEM []byte, user, token string) ([]byte, error) {
+func WithToken(clusterName, server string, caPEM []byte, user, token string) ([]byte, error) {
 	if token == "" {
 		return nil, errors.New("kubeconfig: a token is required")
 	}
