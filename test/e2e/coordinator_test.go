@@ -120,6 +120,7 @@ func onlyServer(t *testing.T, conf, api string) string {
 		t.Fatal(err)
 	}
 	one := regexp.MustCompile(`(?s)servers:\n(- \S+\n)+`).ReplaceAllString(string(b), "servers:\n- "+api+"\n")
+	one = regexp.MustCompile(`serverIDs:\n(  .*\n)*`).ReplaceAllString(one, "") // the members it learned
 	path := filepath.Join(t.TempDir(), "only-"+strings.ReplaceAll(api, ":", "-")+".conf")
 	if err := os.WriteFile(path, []byte(one), 0o600); err != nil {
 		t.Fatal(err)
@@ -204,12 +205,21 @@ func TestOperatorFailover(t *testing.T) {
 		t.Fatalf("a refused apply wrote something:\n%s", out)
 	}
 
-	// kill -9 the leader; the others answer and take writes.
+	// kill -9 the leader; the others answer and take writes, also through
+	// credentials that knew only the dead server and ran only `members`
+	// since: every call teaches the credentials file the members.
 	dead := leader(conf)
+	onlyDeadBefore := onlyServer(t, conf, servers[dead].api)
+	if strings.Contains(readFile(t, onlyDeadBefore), "serverIDs") {
+		t.Fatalf("the copy already knows the members:\n%s", readFile(t, onlyDeadBefore))
+	}
+	if _, err := cli(onlyDeadBefore, "", "members"); err != nil {
+		t.Fatal(err)
+	}
 	servers[dead].kill9(t)
 	killed := time.Now()
 	testutil.Eventually(t, 30*time.Second, "a write after the leader died", func() error {
-		_, err := cli(conf, fmt.Sprintf(demoCluster, "after"), "apply", "-f", "-")
+		_, err := cli(onlyDeadBefore, fmt.Sprintf(demoCluster, "after"), "apply", "-f", "-")
 		return err
 	})
 	t.Logf("first write accepted %.1fs after kill -9 of the leader %s", time.Since(killed).Seconds(), dead)
