@@ -54,18 +54,10 @@ func (a *operatorAPI) CreateAdmin(ctx context.Context, req *pb.CreateAdminReques
 	if req.TtlSeconds > 0 {
 		validity = min(validity, time.Duration(req.TtlSeconds)*time.Second)
 	}
-	ca, err := a.s.signingCA()
-	if err != nil {
-		return nil, err
-	}
-	cert, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
+	cert, rec, ca, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName: req.Name, Organizations: []string{vocab.RoleOperator},
 		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: validity,
-	}, now)
-	if err != nil {
-		return nil, invalid("certificate request: %v", err)
-	}
-	rec, err := issuedRecord(cert, vocab.RoleOperator, req.Name, "", issuer(ctx))
+	}, "", issuer(ctx), now)
 	if err != nil {
 		return nil, err
 	}

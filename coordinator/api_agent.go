@@ -333,18 +333,10 @@ func (a *agentAPI) IssueJoinCertificate(ctx context.Context, req *pb.IssueJoinCe
 			ips = append(ips, ip)
 		}
 	}
-	ca, err := a.s.signingCA()
-	if err != nil {
-		return nil, err
-	}
-	cert, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
+	cert, rec, ca, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName: req.Hypervisor, Organizations: []string{vocab.RoleJoinEndpoint}, IPs: ips,
 		Usages: []tlsutil.Usage{tlsutil.UsageServer}, Validity: a.s.cfg.certValidity(),
-	}, time.Now())
-	if err != nil {
-		return nil, invalid("certificate request: %v", err)
-	}
-	rec, err := issuedRecord(cert, vocab.RoleJoinEndpoint, req.Hypervisor, "", issuer(ctx))
+	}, "", issuer(ctx), time.Now())
 	if err != nil {
 		return nil, err
 	}

@@ -53,17 +53,9 @@ func (a *bootstrapAPI) JoinServer(ctx context.Context, req *pb.JoinServerRequest
 			return nil, invalid("--id: server %q is already a member at %s", req.Id, srv.RaftAddress)
 		}
 	}
-	ca, err := a.s.signingCA()
-	if err != nil {
-		return nil, err
-	}
-	cert, err := tlsutil.SignCSR(ca, req.CsrPem, serverCertOptions(req.Id, host, a.s.cfg.certValidity()), time.Now())
-	if err != nil {
-		return nil, invalid("certificate request: %v", err)
-	}
 	// Recorded with the token's use: the certificate counts as a server's
 	// only once its holder is a member (see Trust).
-	rec, err := issuedRecord(cert, vocab.RoleServer, req.Id, "", "token/"+tok.Id)
+	cert, rec, ca, err := a.s.signRecorded(req.CsrPem, serverCertOptions(req.Id, host, a.s.cfg.certValidity()), "", "token/"+tok.Id, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -104,20 +96,12 @@ func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterH
 	if err := resources.ValidateHypervisor(h); err != nil {
 		return nil, invalid("hypervisor %q: %v", req.Name, err)
 	}
-	ca, err := a.s.signingCA()
-	if err != nil {
-		return nil, err
-	}
 	// A client certificate only: it serves nothing (a public hypervisor's
 	// join endpoint has a certificate of its own, IssueJoinCertificate).
-	cert, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
+	cert, rec, ca, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName: req.Name, Organizations: []string{vocab.RoleHypervisor},
 		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: a.s.cfg.certValidity(),
-	}, now)
-	if err != nil {
-		return nil, invalid("certificate request: %v", err)
-	}
-	rec, err := issuedRecord(cert, vocab.RoleHypervisor, req.Name, "", "token/"+tok.Id)
+	}, "", "token/"+tok.Id, now)
 	if err != nil {
 		return nil, err
 	}

@@ -128,19 +128,11 @@ func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*
 			return nil, err
 		}
 	}
-	ca, err := a.s.signingCA()
-	if err != nil {
-		return nil, err
-	}
-	certPEM, err := tlsutil.SignCSR(ca, req.CsrPem, tlsutil.CertOptions{
+	certPEM, rec, _, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName:    req.Name,
 		Organizations: []string{vocab.RoleWorker, vocab.ClusterOrgPrefix + tok.Cluster},
 		Usages:        []tlsutil.Usage{tlsutil.UsageClient}, Validity: a.s.cfg.certValidity(),
-	}, now)
-	if err != nil {
-		return nil, invalid("certificate request: %v", err)
-	}
-	rec, err := issuedRecord(certPEM, vocab.RoleWorker, req.Name, tok.Cluster, "token/"+tok.Id)
+	}, tok.Cluster, "token/"+tok.Id, now)
 	if err != nil {
 		return nil, err
 	}

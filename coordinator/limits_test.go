@@ -24,7 +24,6 @@ import (
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -356,7 +355,7 @@ func TestFloodAttacker(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		if connected(conn) {
+		if testutil.Connected(conn) {
 			conns = append(conns, conn)
 		}
 	}
@@ -422,17 +421,4 @@ func TestFloodAttacker(t *testing.T) {
 	for _, cancel := range held {
 		cancel()
 	}
-}
-
-// connected waits for conn to connect, and tells whether it did.
-func connected(conn *grpc.ClientConn) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn.Connect()
-	for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
-		if s == connectivity.TransientFailure || !conn.WaitForStateChange(ctx, s) {
-			return false
-		}
-	}
-	return true
 }

@@ -74,6 +74,26 @@ func issuedRecord(certPEM []byte, role, name, cluster, issuedBy string) (*pb.Iss
 	}, nil
 }
 
+// signRecorded signs a certificate request with the coordinator CA for
+// its role (opts.Organizations[0]) and holder (opts.CommonName; a worker
+// also names its cluster), and returns the certificate, its record and the
+// CA. The caller commits the record, with whatever else its entry holds.
+func (s *Server) signRecorded(csrPEM []byte, opts tlsutil.CertOptions, cluster, issuedBy string, now time.Time) ([]byte, *pb.IssuedCert, *pb.KeyPair, error) {
+	ca, err := s.signingCA()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cert, err := tlsutil.SignCSR(ca, csrPEM, opts, now)
+	if err != nil {
+		return nil, nil, nil, invalid("certificate request: %v", err)
+	}
+	rec, err := issuedRecord(cert, opts.Organizations[0], opts.CommonName, cluster, issuedBy)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cert, rec, ca, nil
+}
+
 // admit checks that a caller's certificate is neither revoked nor
 // replaced (see Trust).
 func admit(st *state.Store, id identity) error {

@@ -21,7 +21,6 @@ import (
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
@@ -105,19 +104,6 @@ func dial(t *testing.T, addr, from string, caPEM []byte, cert *pb.KeyPair) (pb.J
 	return pb.NewJoinClient(conn), conn
 }
 
-// ready waits until conn is connected, and tells whether it could be.
-func ready(conn *grpc.ClientConn) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn.Connect()
-	for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
-		if s == connectivity.TransientFailure || !conn.WaitForStateChange(ctx, s) {
-			return false
-		}
-	}
-	return true
-}
-
 func join(c pb.JoinClient) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -189,7 +175,7 @@ func TestSourceLimits(t *testing.T) {
 	tries, refused := limits.Conns+20, 0
 	for range tries {
 		_, conn := dial(t, addr, "127.0.0.1", caPEM, nil)
-		if ready(conn) {
+		if testutil.Connected(conn) {
 			conns = append(conns, conn)
 		} else {
 			refused++
