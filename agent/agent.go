@@ -27,9 +27,11 @@ import (
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/gossip"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
-	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -80,7 +82,8 @@ type Agent struct {
 	logger  *slog.Logger
 	store   *store
 	id      *identity
-	conn    *grpc.ClientConn
+	conn    *client.Swappable // dialed again when the certificate is renewed
+	members *client.Members
 	api     pb.AgentClient
 	runtime *cri.Runtime
 	drivers map[string]driver
@@ -97,6 +100,11 @@ type Agent struct {
 	metrics        *agentMetrics
 	// events wait for the next report (only sync touches them).
 	events []*pb.AgentEvent
+	// joinCert is the join endpoint's serving certificate, once it has one.
+	joinCert atomic.Pointer[tlsutil.Identity]
+	// identityErr says why the agent can no longer call the coordinator
+	// (its certificate expired), for readiness; nil while it can.
+	identityErr atomic.Pointer[error]
 }
 
 // maxPendingEvents bounds the events kept for the next report; the oldest
@@ -164,10 +172,13 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		a.store.close()
 		return nil, err
 	}
-	if a.conn, err = client.DialMembers(a.members(), conf, client.PreferServing()); err != nil {
+	a.members = a.knownMembers()
+	conn, err := client.DialMembers(a.members, conf, client.PreferServing())
+	if err != nil {
 		a.store.close()
 		return nil, err
 	}
+	a.conn = client.NewSwappable(conn)
 	a.api = pb.NewAgentClient(a.conn)
 	a.runtime, err = cri.Connect(ctx, cfg.CRIEndpoint, cri.Options{
 		LogDir: filepath.Join(cfg.RootDir, "var/log/oneinfra/pods"), Logger: a.logger,
@@ -221,10 +232,10 @@ func (a *Agent) ensureIdentity(ctx context.Context) error {
 	return nil
 }
 
-// members are the coordinator servers the agent knows, with their IDs
-// once a member listed them; every call teaches it the members again, and
-// they are kept for the next start.
-func (a *Agent) members() *client.Members {
+// knownMembers are the coordinator servers the agent knows, with their
+// IDs once a member listed them; every call teaches it the members again,
+// and they are kept for the next start.
+func (a *Agent) knownMembers() *client.Members {
 	var ids map[string]string
 	_ = json.Unmarshal([]byte(a.store.meta(metaServerIDs)), &ids)
 	m := client.NewMembers(a.servers(), ids)
@@ -265,6 +276,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	gossipDone := make(chan struct{})
 	go func() { defer close(gossipDone); a.runGossip(ctx) }()
 	defer func() { <-gossipDone }()
+	renewDone := make(chan struct{})
+	go func() { defer close(renewDone); a.renewLoop(ctx) }()
+	defer func() { <-renewDone }()
 	watched := make(chan *pb.WatchAssignmentsResponse)
 	go a.watch(ctx, watched)
 	ticker := time.NewTicker(a.cfg.Resync)
@@ -304,6 +318,14 @@ func (a *Agent) watch(ctx context.Context, out chan<- *pb.WatchAssignmentsRespon
 		resp, err := a.api.WatchAssignments(cctx, &pb.WatchAssignmentsRequest{Hypervisor: a.cfg.Name, MinIndex: index, WaitMs: 60000})
 		cancel()
 		if err != nil {
+			if status.Code(err) == codes.Unauthenticated {
+				// Revoked, replaced or expired: no retry mends that.
+				refused := fmt.Errorf("the coordinator refuses the agent's certificate: %s", status.Convert(err).Message())
+				if prev := a.identityErr.Load(); prev == nil || (*prev).Error() != refused.Error() {
+					a.logger.Error("the agent cannot call the coordinator; running what is cached", "err", refused)
+				}
+				a.identityErr.Store(&refused)
+			}
 			if ctx.Err() == nil {
 				a.metrics.watchErrors.Inc()
 				a.logger.Warn("watching assignments; running what is cached", "err", err, "retry", backoff)
@@ -313,6 +335,7 @@ func (a *Agent) watch(ctx context.Context, out chan<- *pb.WatchAssignmentsRespon
 			continue
 		}
 		backoff = time.Second
+		a.identityErr.Store(nil)
 		select {
 		case out <- resp:
 		case <-ctx.Done():

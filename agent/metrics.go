@@ -45,6 +45,9 @@ func (a *Agent) ServeMetrics() error {
 		return nil
 	}
 	ready := func() error {
+		if err := a.identityErr.Load(); err != nil {
+			return *err
+		}
 		if last := a.lastSync.Load(); last == nil || time.Since(*last) > 3*a.cfg.Resync {
 			return errors.New("no recent reconcile")
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/oneinfra/oneinfra/agent/addons"
 	"github.com/oneinfra/oneinfra/agent/join"
 	"github.com/oneinfra/oneinfra/agent/vpn"
+	"github.com/oneinfra/oneinfra/internal/renewal"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
@@ -114,6 +115,7 @@ func (a *Agent) serveJoin(ctx context.Context) error {
 		if err != nil {
 			return // ctx ended
 		}
+		a.joinCert.Store(cert)
 		a.logger.Info("worker join endpoint serving", "addr", lis.Addr().String())
 		if err := join.Serve(ctx, lis, cert, a.id.caPEM, srv); err != nil {
 			a.logger.Error("worker join endpoint stopped", "err", err)
@@ -122,16 +124,36 @@ func (a *Agent) serveJoin(ctx context.Context) error {
 	return nil
 }
 
-// joinCertificate returns the join endpoint's serving certificate, from
-// DATA-DIR/join-endpoint or, the first time, signed by the coordinator
-// for a key made here (retrying until ctx ends). It is not the agent's
-// own: a hypervisor's certificate serves nothing.
-func (a *Agent) joinCertificate(ctx context.Context) (*pb.KeyPair, error) {
+// joinCertFiles are the join endpoint's certificate and key.
+func (a *Agent) joinCertFiles() (certPath, keyPath string) {
 	dir := filepath.Join(a.cfg.DataDir, "join-endpoint")
-	certPath, keyPath := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if kp, err := loadKeyPair(certPath, keyPath); err == nil {
-		return kp, nil
+	return filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+}
+
+// joinCertificate returns the join endpoint's serving certificate, from
+// DATA-DIR/join-endpoint or, the first time (or once expired), signed by
+// the coordinator for a key made here, retrying until ctx ends. It is not
+// the agent's own: a hypervisor's certificate serves nothing.
+func (a *Agent) joinCertificate(ctx context.Context) (*tlsutil.Identity, error) {
+	if kp, err := loadKeyPair(a.joinCertFiles()); err == nil {
+		return tlsutil.NewIdentity(kp, a.id.caPEM)
 	}
+	for wait := time.Second; ; wait = min(2*wait, 15*time.Second) {
+		kp, err := a.issueJoinCertificate(ctx)
+		if err == nil {
+			return tlsutil.NewIdentity(kp, a.id.caPEM)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.logger.Warn("getting the join endpoint's certificate; workers cannot join through here yet", "err", err, "retry", wait)
+		sleep(ctx, wait)
+	}
+}
+
+// issueJoinCertificate has the coordinator sign the join endpoint's
+// certificate for a new key, and keeps both.
+func (a *Agent) issueJoinCertificate(ctx context.Context) (*pb.KeyPair, error) {
 	key, keyPEM, err := tlsutil.GenerateKey()
 	if err != nil {
 		return nil, err
@@ -140,26 +162,38 @@ func (a *Agent) joinCertificate(ctx context.Context) (*pb.KeyPair, error) {
 	if err != nil {
 		return nil, err
 	}
-	for wait := time.Second; ; wait = min(2*wait, 15*time.Second) {
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		resp, err := a.api.IssueJoinCertificate(cctx, &pb.IssueJoinCertificateRequest{Hypervisor: a.cfg.Name, CsrPem: csr})
-		cancel()
-		if err == nil {
-			kp := &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM}
-			if err := tlsutil.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
-				return nil, err
-			}
-			if err := tlsutil.WriteFileAtomic(certPath, resp.CertPem, 0o644); err != nil {
-				return nil, err
-			}
-			return kp, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		a.logger.Warn("getting the join endpoint's certificate; workers cannot join through here yet", "err", err, "retry", wait)
-		sleep(ctx, wait)
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	resp, err := a.api.IssueJoinCertificate(cctx, &pb.IssueJoinCertificateRequest{Hypervisor: a.cfg.Name, CsrPem: csr})
+	if err != nil {
+		return nil, err
 	}
+	certPath, keyPath := a.joinCertFiles()
+	if err := tlsutil.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := tlsutil.WriteFileAtomic(certPath, resp.CertPem, 0o644); err != nil {
+		return nil, err
+	}
+	return &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM}, nil
+}
+
+// renewJoinCertificate renews the join endpoint's certificate once it is
+// due; workers get the new one from their next handshake.
+func (a *Agent) renewJoinCertificate(ctx context.Context) {
+	cert := a.joinCert.Load()
+	if cert == nil || !renewal.Due(cert.Leaf(), time.Now()) {
+		return
+	}
+	kp, err := a.issueJoinCertificate(ctx)
+	if err == nil {
+		err = cert.Set(kp)
+	}
+	if err != nil {
+		a.logger.Warn("renewing the join endpoint's certificate; trying again", "expires", cert.Leaf().NotAfter, "err", err)
+		return
+	}
+	a.logger.Info("the join endpoint's certificate renewed", "expires", cert.Leaf().NotAfter)
 }
 
 // loadKeyPair reads a certificate and its key, and checks they match and

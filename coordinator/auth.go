@@ -26,9 +26,11 @@ import (
 )
 
 // identity is who a call comes from: a role, a name (the certificate CN)
-// and the certificate's serial.
+// and the certificate's serial and expiry (zero when forwarded: the
+// forwarding server checked it).
 type identity struct {
 	Role, Name, Serial string
+	NotAfter           time.Time
 }
 
 func (i identity) String() string { return i.Role + "/" + i.Name }
@@ -79,6 +81,10 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Operator/CreateAdmin":         true,
 	"/oneinfra.v1.Operator/RevokeAdmin":         true,
 	"/oneinfra.v1.Operator/RemoveMember":        true,
+	"/oneinfra.v1.Operator/RenewCredentials":    true,
+	"/oneinfra.v1.Agent/RenewCertificate":       true,
+	"/oneinfra.v1.Agent/RenewWorkerCertificate": true,
+	"/oneinfra.v1.Peer/RenewCertificate":        true,
 	"/oneinfra.v1.Agent/IssueJoinCertificate":   true,
 	"/oneinfra.v1.Peer/Join":                    true,
 }
@@ -180,7 +186,7 @@ func peerIdentity(ctx context.Context) identity {
 	if role == "" {
 		return identity{}
 	}
-	return identity{Role: role, Name: cert.Subject.CommonName, Serial: serialOf(cert)}
+	return identity{Role: role, Name: cert.Subject.CommonName, Serial: serialOf(cert), NotAfter: cert.NotAfter}
 }
 
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -380,6 +386,21 @@ func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {
 	}
 	p.conns[addr] = c
 	return c, nil
+}
+
+// renewed makes new calls dial afresh, presenting this server's renewed
+// certificate; the connections in use are closed once their calls are
+// done (a minute).
+func (p *peerPool) renewed() {
+	p.mu.Lock()
+	old := p.conns
+	p.conns = map[string]*grpc.ClientConn{}
+	p.mu.Unlock()
+	time.AfterFunc(time.Minute, func() {
+		for _, c := range old {
+			c.Close()
+		}
+	})
 }
 
 func (p *peerPool) close() {

@@ -29,11 +29,12 @@ const (
 	AdminConfFile  = "admin.conf"
 )
 
-// serverCreds is this server's TLS identity.
+// serverCreds is this server's TLS identity; a renewal replaces its
+// certificate while the API and Raft serve with it.
 type serverCreds struct {
 	dir   string
 	caPEM []byte
-	cert  *pb.KeyPair
+	cert  *tlsutil.Identity
 }
 
 func tlsDir(dataDir string) string { return filepath.Join(dataDir, "tls") }
@@ -57,12 +58,11 @@ func loadCreds(dataDir string) (*serverCreds, error) {
 }
 
 func newCreds(dir string, caPEM []byte, kp *pb.KeyPair) (*serverCreds, error) {
-	c := &serverCreds{dir: dir, caPEM: caPEM, cert: kp}
-	// Check the pair now rather than at the first connection.
-	if _, err := c.serverTLS(tls.VerifyClientCertIfGiven); err != nil {
+	cert, err := tlsutil.NewIdentity(kp, caPEM)
+	if err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	return c, nil
+	return &serverCreds{dir: dir, caPEM: caPEM, cert: cert}, nil
 }
 
 func (c *serverCreds) write(kp *pb.KeyPair) error {
@@ -75,7 +75,9 @@ func (c *serverCreds) write(kp *pb.KeyPair) error {
 	return tlsutil.WriteFileAtomic(filepath.Join(c.dir, serverCertFile), kp.CertPem, 0o644)
 }
 
-// serverCertOptions names a server for its peers, agents and the CLI.
+// serverCertOptions names a server for its peers, agents and the CLI: its
+// advertised host and loopback (not the machine's host name: the leader
+// signs joining and renewing servers' certificates, and would put its own).
 func serverCertOptions(id, host string, validity time.Duration) tlsutil.CertOptions {
 	opts := tlsutil.CertOptions{
 		CommonName:    id,
@@ -89,9 +91,6 @@ func serverCertOptions(id, host string, validity time.Duration) tlsutil.CertOpti
 		opts.IPs = append(opts.IPs, ip)
 	} else {
 		opts.DNSNames = append(opts.DNSNames, host)
-	}
-	if h, err := os.Hostname(); err == nil && h != host {
-		opts.DNSNames = append(opts.DNSNames, h)
 	}
 	return opts
 }
@@ -199,7 +198,11 @@ func joinCreds(ctx context.Context, cfg Config, host, apiAddr, raftAddr string) 
 // serverTLS presents this server's certificate with the CA (for clients
 // that pin it) and verifies client certificates as clientAuth says.
 func (c *serverCreds) serverTLS(clientAuth tls.ClientAuthType) (*tls.Config, error) {
-	return tlsutil.ServerConfig(c.cert, c.caPEM, clientAuth)
+	conf, err := tlsutil.ServerConfig(c.cert.KeyPair(), c.caPEM, clientAuth)
+	if err != nil {
+		return nil, err
+	}
+	return c.cert.Server(conf), nil
 }
 
 // apiTLS serves the gRPC API: a client certificate is verified when given;
@@ -220,10 +223,11 @@ func (c *serverCreds) raftServerTLS() (*tls.Config, error) {
 
 // clientTLS dials other servers, for Raft and forwarded calls.
 func (c *serverCreds) clientTLS() (*tls.Config, error) {
-	conf, err := tlsutil.ClientConfig(c.cert, c.caPEM, "")
+	conf, err := tlsutil.ClientConfig(nil, c.caPEM, "")
 	if err != nil {
 		return nil, err
 	}
+	c.cert.Client(conf)
 	conf.VerifyConnection = requireServerPeer
 	return conf, nil
 }

@@ -205,7 +205,7 @@ func (s *Server) establishLeadership() error {
 // bootstrapIssued records the certificates --bootstrap issued: this
 // server's, and the bootstrap operator's in DATA-DIR/admin.conf.
 func (s *Server) bootstrapIssued() ([]*pb.IssuedCert, error) {
-	own, err := issuedRecord(s.creds.cert.CertPem, vocab.RoleServer, s.cfg.ID, "", "bootstrap")
+	own, err := issuedRecord(s.creds.cert.KeyPair().CertPem, vocab.RoleServer, s.cfg.ID, "", "bootstrap")
 	if err != nil {
 		return nil, err
 	}

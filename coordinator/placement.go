@@ -134,7 +134,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 				errs = append(errs, err)
 			}
 		} else {
-			certs, err := pki.IngressCerts(clusterPKI, comp.Metadata.Name, now)
+			certs, err := pki.IngressCerts(clusterPKI, comp.Metadata.Name, s.cfg.certValidity(), now)
 			if err != nil {
 				return fmt.Errorf("issuing certificates of %s: %w", comp.Metadata.Name, err)
 			}
@@ -164,6 +164,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	issue := func(comp *pb.Component) (*pb.ComponentCerts, error) {
 		hv := hypervisorByName(hypervisors, comp.Spec.Hypervisor)
 		certs, err := pki.ControlPlaneCerts(clusterPKI, pki.ControlPlaneIdentity{
+			Validity:            s.cfg.certValidity(),
 			Component:           comp.Metadata.Name,
 			HypervisorAddresses: []string{hv.GetSpec().GetAddress()},
 			IngressAddresses:    tunnelHosts,

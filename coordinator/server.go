@@ -183,9 +183,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.Kill()
 		return nil, err
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.monitorLeadership()
 	go s.runGossip()
+	go s.renewLoop()
 	if !hasState && cfg.Join != "" {
 		if err := s.joinRaft(ctx); err != nil {
 			s.Kill()

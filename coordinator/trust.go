@@ -99,6 +99,9 @@ func (s *Server) signRecorded(csrPEM []byte, opts tlsutil.CertOptions, cluster, 
 func admit(st *state.Store, id identity) error {
 	rec := st.Issued(nil, id.Serial)
 	switch {
+	case !id.NotAfter.IsZero() && time.Now().After(id.NotAfter):
+		// A connection outlives its handshake's check.
+		return fmt.Errorf("the certificate %s of %s expired at %s: %w", id.Serial, id, id.NotAfter.UTC().Format(time.RFC3339), errRevoked)
 	case rec != nil && rec.Revoked:
 		return fmt.Errorf("the certificate %s of %s was revoked at %s (%s): %w",
 			id.Serial, id, rec.RevokedAt.AsTime().UTC().Format(time.RFC3339), rec.RevokedReason, errRevoked)

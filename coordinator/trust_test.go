@@ -312,7 +312,7 @@ func TestServerMembership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := client.Dial(client.NewMembers([]string{s1.APIAddr()}, nil), s1.CAPEM(), creds2.cert)
+	c2, err := client.Dial(client.NewMembers([]string{s1.APIAddr()}, nil), s1.CAPEM(), creds2.cert.KeyPair())
 	if err != nil {
 		t.Fatal(err)
 	}

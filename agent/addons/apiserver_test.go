@@ -120,7 +120,7 @@ func startAPIServer(t *testing.T) *apiServer {
 	if s.cs, err = kubernetes.NewForConfig(s.admin); err != nil {
 		t.Fatal(err)
 	}
-	ingress, err := pki.IngressCerts(p, "demo-ingress-0", time.Now())
+	ingress, err := pki.IngressCerts(p, "demo-ingress-0", pki.LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -362,7 +362,7 @@ func TestHAProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := pki.IngressCerts(p, cluster+"-ingress-0", time.Now())
+	certs, err := pki.IngressCerts(p, cluster+"-ingress-0", pki.LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func newPKI(t testing.TB, cluster string) (*pb.ClusterPKI, *pb.ComponentCerts) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := pki.IngressCerts(p, cluster+"-ingress-0", time.Now())
+	certs, err := pki.IngressCerts(p, cluster+"-ingress-0", pki.LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

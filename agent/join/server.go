@@ -58,6 +58,17 @@ func (s *Server) Config(ctx context.Context, _ *pb.GetWorkerConfigRequest) (*pb.
 	return s.Coordinator.GetWorkerConfig(ctx, req)
 }
 
+// RenewCertificate renews a joined worker's certificate, for the key of
+// its request: the current certificate is the proof, checked here and by
+// the coordinator.
+func (s *Server) RenewCertificate(ctx context.Context, req *pb.RenewCertificateRequest) (*pb.RenewCertificateResponse, error) {
+	w, err := worker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Coordinator.RenewWorkerCertificate(ctx, &pb.RenewWorkerCertificateRequest{Worker: w, CsrPem: req.CsrPem})
+}
+
 // worker reads who calls from its verified client certificate; the
 // coordinator checks its serial against the revocations.
 func worker(ctx context.Context) (*pb.GetWorkerConfigRequest, error) {
@@ -105,11 +116,12 @@ const maxRequest = 256 << 10
 // Serve serves the endpoint on lis with its join endpoint certificate
 // (from the coordinator CA, which also verifies workers' certificates)
 // until ctx ends.
-func Serve(ctx context.Context, lis net.Listener, cert *pb.KeyPair, caPEM []byte, srv *Server) error {
-	conf, err := tlsutil.ServerConfig(cert, caPEM, tls.VerifyClientCertIfGiven)
+func Serve(ctx context.Context, lis net.Listener, cert *tlsutil.Identity, caPEM []byte, srv *Server) error {
+	conf, err := tlsutil.ServerConfig(cert.KeyPair(), caPEM, tls.VerifyClientCertIfGiven)
 	if err != nil {
 		return fmt.Errorf("join endpoint TLS: %w", err)
 	}
+	cert.Server(conf) // a renewed certificate is served from the next handshake
 	g := grpc.NewServer(append(connlimit.ServerOptions(credentials.NewTLS(conf), connlimit.Default, nil),
 		grpc.MaxRecvMsgSize(maxRequest))...)
 	pb.RegisterJoinServer(g, srv)

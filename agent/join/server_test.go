@@ -75,11 +75,15 @@ func endpoint(t *testing.T, coord *coordinator) (addr string, caPEM []byte, work
 	if err != nil {
 		t.Fatal(err)
 	}
+	id, err := tlsutil.NewIdentity(cert, ca.CertPem)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = Serve(ctx, ln, cert, ca.CertPem, &Server{Coordinator: coord, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		_ = Serve(ctx, ln, id, ca.CertPem, &Server{Coordinator: coord, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return ln.Addr().String(), ca.CertPem, worker

@@ -37,6 +37,7 @@ type fakeJoin struct {
 	joined    []*pb.JoinWorkerRequest
 	configCNs []string
 	onJoin    func(*pb.JoinWorkerRequest)
+	renewals  int
 }
 
 func newTestCA(t *testing.T) (*pb.KeyPair, string) {
@@ -167,4 +168,23 @@ func testWorkerConfig(t *testing.T, ca *pb.KeyPair, endpointKey, endpoint string
 		KubeletClientCaPem: kubeletCA.CertPem,
 		BootstrapToken:     "07401b.f395accd246ae52d",
 	}
+}
+
+// RenewCertificate signs a new certificate, for callers with one from the
+// CA, valid as long as joinValidity says.
+func (f *fakeJoin) RenewCertificate(ctx context.Context, req *pb.RenewCertificateRequest) (*pb.RenewCertificateResponse, error) {
+	p, _ := peer.FromContext(ctx)
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 {
+		return nil, status.Error(codes.Unauthenticated, "a client certificate is required")
+	}
+	cert, err := tlsutil.SignCSR(f.ca, req.CsrPem, tlsutil.CertOptions{CommonName: info.State.VerifiedChains[0][0].Subject.CommonName,
+		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: time.Hour}, time.Now())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	f.mu.Lock()
+	f.renewals++
+	f.mu.Unlock()
+	return &pb.RenewCertificateResponse{CertPem: cert, CaPem: f.ca.CertPem}, nil
 }

@@ -205,3 +205,57 @@ func configOnce(ctx context.Context, endpoint string, conf *tls.Config) (*pb.Wor
 	defer cancel()
 	return pb.NewJoinClient(conn).Config(cctx, &pb.GetWorkerConfigRequest{})
 }
+
+// renewCertificate renews the worker's client certificate through the
+// join endpoint that just answered, for a key made here, and keeps it; a
+// failure is tried again at the next refresh.
+func (w *Worker) renewCertificate(ctx context.Context, endpoint string) {
+	next, err := renewed(ctx, w.cfg, w.state, endpoint)
+	if err == nil {
+		err = next.save(w.cfg)
+	}
+	if err != nil {
+		w.logger.Warn("renewing the worker's certificate; trying again at the next refresh", "err", err)
+		return
+	}
+	w.state = next
+	w.logger.Info("the worker's certificate renewed", "through", endpoint)
+}
+
+// renewed is st with a renewed certificate, for a new key.
+func renewed(ctx context.Context, c Config, st *state, endpoint string) (*state, error) {
+	key, keyPEM, err := tlsutil.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := tlsutil.CreateCSR(key, c.Name, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := renewOnce(ctx, endpoint, st, csr)
+	if err != nil {
+		return nil, err
+	}
+	next := *st
+	next.cert = &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM}
+	return &next, nil
+}
+
+func renewOnce(ctx context.Context, endpoint string, st *state, csr []byte) (*pb.RenewCertificateResponse, error) {
+	host, _, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	conf, err := tlsutil.ClientConfig(st.cert, st.caPEM, host)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := dial(endpoint, conf)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	return pb.NewJoinClient(conn).RenewCertificate(cctx, &pb.RenewCertificateRequest{CsrPem: csr})
+}

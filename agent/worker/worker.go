@@ -11,6 +11,7 @@ import (
 
 	"github.com/oneinfra/oneinfra/agent/wireguard"
 	"github.com/oneinfra/oneinfra/internal/observe"
+	"github.com/oneinfra/oneinfra/internal/renewal"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"google.golang.org/protobuf/proto"
@@ -223,6 +224,9 @@ func (w *Worker) refresh(ctx context.Context, down bool) (bool, error) {
 			_ = w.tun.apply(w.state.config)
 		}
 		return false, err
+	}
+	if renewal.DuePEM(w.state.cert.GetCertPem(), time.Now()) {
+		w.renewCertificate(ctx, from)
 	}
 	old := w.state.config
 	wc := merge(old, fresh)

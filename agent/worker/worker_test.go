@@ -666,3 +666,55 @@ func TestHealthEndpoints(t *testing.T) {
 		t.Errorf("/readyz with the tunnel up: %d", code)
 	}
 }
+
+// TestRenewCertificate: a worker whose certificate is past two thirds of
+// its life renews it through its join endpoint, for a key of its own, and
+// keeps it; the next call presents it.
+func TestRenewCertificate(t *testing.T) {
+	ca, hash := newTestCA(t)
+	f := startFakeJoin(t, ca, hash, "127.0.0.1:0", testWorkerConfig(t, ca, endpointKey(t), "192.0.2.1:51820"))
+	f.config.JoinEndpoints = []string{f.addr}
+	c := testConfig(t, f.addr)
+	c.Token, c.CAHash = testToken, hash
+	w, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := w.ensureJoined(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A certificate at the end of its life.
+	key, keyPEM, _ := tlsutil.GenerateKey()
+	csr, _ := tlsutil.CreateCSR(key, "w1", nil)
+	old, err := tlsutil.SignCSR(ca, csr, tlsutil.CertOptions{CommonName: "w1", Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: 3 * time.Second}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.state.cert = &pb.KeyPair{CertPem: old, KeyPem: keyPEM}
+	time.Sleep(2100 * time.Millisecond) // due at 2s, valid until 3s
+	if _, err := w.refresh(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	renewals := f.renewals
+	f.mu.Unlock()
+	if renewals != 1 || bytes.Equal(w.state.cert.CertPem, old) || bytes.Equal(w.state.cert.KeyPem, keyPEM) {
+		t.Fatalf("%d renewals; certificate changed %v, key changed %v", renewals, !bytes.Equal(w.state.cert.CertPem, old), !bytes.Equal(w.state.cert.KeyPem, keyPEM))
+	}
+	if b, _ := os.ReadFile(c.path(tlsCrtFile)); !bytes.Equal(b, w.state.cert.CertPem) {
+		t.Error("the renewed certificate is not kept")
+	}
+	if _, _, err := fetchConfig(ctx, w.cfg, w.state); err != nil {
+		t.Errorf("Config with the renewed certificate: %v", err)
+	}
+	// Not due: nothing more.
+	if _, err := w.refresh(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.renewals != 1 {
+		t.Errorf("renewed a fresh certificate: %d renewals", f.renewals)
+	}
+}

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator"
 	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/renewal"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -31,20 +35,64 @@ func (g *globals) connect() (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	members := conf.Members()
-	// Every successful call lists the members: the credentials file
-	// learns them, so that the next command reaches any of them when the
-	// one it knew is down. Failing to write it is no error for the
-	// command.
-	members.OnChange(func(addrs []string, ids map[string]string) {
-		conf.Servers, conf.ServerIDs = addrs, ids
-		_ = conf.Write(path)
-	})
-	conn, err := client.Dial(members, []byte(conf.CertificateAuthority), conf.KeyPair())
-	if err != nil {
+	s := &session{path: path, conf: conf, stale: g.stale}
+	if err := s.dial(); err != nil {
 		return nil, err
 	}
-	return &session{conn: conn, op: pb.NewOperatorClient(conn), path: path, conf: conf, stale: g.stale}, nil
+	if renewal.DuePEM([]byte(conf.ClientCertificate), time.Now()) {
+		if err := s.renewCredentials(); err != nil {
+			fmt.Fprintf(os.Stderr, "warning: renewing the credentials in %s: %v\n", path, err)
+		}
+	}
+	return s, nil
+}
+
+// dial connects with the credentials file's certificate. Every successful
+// call lists the members: the file learns them, so that the next command
+// reaches any of them when the one it knew is down. Failing to write it
+// is no error for the command.
+func (s *session) dial() error {
+	members := s.conf.Members()
+	members.OnChange(func(addrs []string, ids map[string]string) {
+		s.conf.Servers, s.conf.ServerIDs = addrs, ids
+		_ = s.conf.Write(s.path)
+	})
+	conn, err := client.Dial(members, []byte(s.conf.CertificateAuthority), s.conf.KeyPair())
+	if err != nil {
+		return err
+	}
+	s.conn, s.op = conn, pb.NewOperatorClient(conn)
+	return nil
+}
+
+// renewCredentials renews the credentials file's certificate, past two
+// thirds of its life, for a key made here; the command then goes on with
+// the new one.
+func (s *session) renewCredentials() error {
+	cert, err := tlsutil.ParseCertPEM([]byte(s.conf.ClientCertificate))
+	if err != nil {
+		return err
+	}
+	key, keyPEM, err := tlsutil.GenerateKey()
+	if err != nil {
+		return err
+	}
+	csr, err := tlsutil.CreateCSR(key, cert.Subject.CommonName, nil)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	resp, err := s.op.RenewCredentials(ctx, &pb.RenewCertificateRequest{CsrPem: csr})
+	if err != nil {
+		return err
+	}
+	s.conf.ClientCertificate, s.conf.ClientKey = string(resp.CertPem), string(keyPEM)
+	if err := s.conf.Write(s.path); err != nil {
+		return err
+	}
+	s.conn.Close()
+	return s.dial()
 }
 
 func (s *session) close() { s.conn.Close() }

@@ -37,10 +37,12 @@ type ControlPlaneIdentity struct {
 	ServiceCIDR string
 	// DNSDomain is the cluster DNS domain; vocab.DefaultDNSDomain when empty.
 	DNSDomain string
+	// Validity is how long the certificates live; LeafValidity when zero.
+	Validity time.Duration
 }
 
 // ControlPlaneCerts issues every leaf certificate of one control-plane
-// component, valid for LeafValidity from now:
+// component, valid for id.Validity (LeafValidity when zero) from now:
 //
 //   - vocab.APIServerCert: serving, CN kube-apiserver, names kubernetes,
 //     kubernetes.default, kubernetes.default.svc,
@@ -115,7 +117,7 @@ func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time)
 		{vocab.ControllerManagerCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.ControllerManagerUser, Usages: client}},
 		{vocab.SchedulerCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.SchedulerUser, Usages: client}},
 	}
-	certs, err := issueAll(p, specs, now)
+	certs, err := issueAll(p, specs, id.Validity, now)
 	if err != nil {
 		return fail(err)
 	}
@@ -131,7 +133,7 @@ func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time)
 // no group), with which the agent applies the objects worker nodes need
 // (bootstrap tokens, kube-proxy, CoreDNS): a control-plane replica grants
 // it exactly the rights that takes (agent/addons), never system:masters.
-func IngressCerts(p *pb.ClusterPKI, component string, now time.Time) (*pb.ComponentCerts, error) {
+func IngressCerts(p *pb.ClusterPKI, component string, validity time.Duration, now time.Time) (*pb.ComponentCerts, error) {
 	if component == "" {
 		return nil, errors.New("component name is required")
 	}
@@ -139,7 +141,7 @@ func IngressCerts(p *pb.ClusterPKI, component string, now time.Time) (*pb.Compon
 	certs, err := issueAll(p, []leafSpec{
 		{vocab.IngressHealthCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.IngressHealthUser, Usages: client}},
 		{vocab.AddonsCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.AddonsUser, Usages: client}},
-	}, now)
+	}, validity, now)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), component, err)
 	}
@@ -174,15 +176,19 @@ type leafSpec struct {
 	opts tlsutil.CertOptions
 }
 
-// issueAll issues every spec with LeafValidity.
-func issueAll(p *pb.ClusterPKI, specs []leafSpec, now time.Time) (map[string]*pb.KeyPair, error) {
+// issueAll issues every spec, valid for validity (LeafValidity when
+// zero).
+func issueAll(p *pb.ClusterPKI, specs []leafSpec, validity time.Duration, now time.Time) (map[string]*pb.KeyPair, error) {
+	if validity <= 0 {
+		validity = LeafValidity
+	}
 	out := make(map[string]*pb.KeyPair, len(specs))
 	for _, s := range specs {
 		ca, err := CA(p, s.ca)
 		if err != nil {
 			return nil, err
 		}
-		s.opts.Validity = LeafValidity
+		s.opts.Validity = validity
 		kp, err := tlsutil.Issue(ca, s.opts, now)
 		if err != nil {
 			return nil, fmt.Errorf("%s certificate: %w", s.name, err)

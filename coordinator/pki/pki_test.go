@@ -312,7 +312,7 @@ func TestControlPlaneCertsRefusesBadIdentity(t *testing.T) {
 
 func TestIngressCerts(t *testing.T) {
 	p := sharedPKI(t)
-	ic, err := IngressCerts(p, "demo-ingress", time.Now())
+	ic, err := IngressCerts(p, "demo-ingress", LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestIngressCerts(t *testing.T) {
 	}
 	checkLeaf(t, p, vocab.IngressHealthCert, ic.Certs[vocab.IngressHealthCert], leafWant{vocab.ClientCA, clientUsage, "oneinfra:ingress-health", nil})
 	checkLeaf(t, p, vocab.AddonsCert, ic.Certs[vocab.AddonsCert], leafWant{vocab.ClientCA, clientUsage, "oneinfra:addons", nil})
-	if _, err := IngressCerts(p, "", time.Now()); err == nil {
+	if _, err := IngressCerts(p, "", LeafValidity, time.Now()); err == nil {
 		t.Error("IngressCerts accepted an empty component")
 	}
 }
@@ -334,7 +334,7 @@ func TestOnlyAdminIsMaster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ic, err := IngressCerts(p, "demo-ingress", time.Now())
+	ic, err := IngressCerts(p, "demo-ingress", LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4130,6 +4130,154 @@ func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
 	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
 }
 
+type RenewCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CsrPem        []byte                 `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"` // a new key's, with the holder's name as CN
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateRequest) Reset() {
+	*x = RenewCertificateRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateRequest) ProtoMessage() {}
+
+func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *RenewCertificateRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type RenewCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaPem         []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateResponse) Reset() {
+	*x = RenewCertificateResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateResponse) ProtoMessage() {}
+
+func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *RenewCertificateResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *RenewCertificateResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+type RenewWorkerCertificateRequest struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Worker        *GetWorkerConfigRequest `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"` // from the worker's verified certificate
+	CsrPem        []byte                  `protobuf:"bytes,2,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewWorkerCertificateRequest) Reset() {
+	*x = RenewWorkerCertificateRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewWorkerCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewWorkerCertificateRequest) ProtoMessage() {}
+
+func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewWorkerCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RenewWorkerCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *RenewWorkerCertificateRequest) GetWorker() *GetWorkerConfigRequest {
+	if x != nil {
+		return x.Worker
+	}
+	return nil
+}
+
+func (x *RenewWorkerCertificateRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
 var File_oneinfra_v1_api_proto protoreflect.FileDescriptor
 
 const file_oneinfra_v1_api_proto_rawDesc = "" +
@@ -4452,7 +4600,15 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\"%\n" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
-	"\x14RemoveMemberResponse2\xc0\v\n" +
+	"\x14RemoveMemberResponse\"2\n" +
+	"\x17RenewCertificateRequest\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"L\n" +
+	"\x18RenewCertificateResponse\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\"u\n" +
+	"\x1dRenewWorkerCertificateRequest\x12;\n" +
+	"\x06worker\x18\x01 \x01(\v2#.oneinfra.v1.GetWorkerConfigRequestR\x06worker\x12\x17\n" +
+	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem2\xa1\f\n" +
 	"\bOperator\x12>\n" +
 	"\x05Apply\x12\x19.oneinfra.v1.ApplyRequest\x1a\x1a.oneinfra.v1.ApplyResponse\x128\n" +
 	"\x03Get\x12\x17.oneinfra.v1.GetRequest\x1a\x18.oneinfra.v1.GetResponse\x12A\n" +
@@ -4476,11 +4632,12 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"ListAdmins\x12\x1e.oneinfra.v1.ListAdminsRequest\x1a\x1f.oneinfra.v1.ListAdminsResponse\x12P\n" +
 	"\vRevokeAdmin\x12\x1f.oneinfra.v1.RevokeAdminRequest\x1a .oneinfra.v1.RevokeAdminResponse\x12S\n" +
-	"\fRemoveMember\x12 .oneinfra.v1.RemoveMemberRequest\x1a!.oneinfra.v1.RemoveMemberResponse2\xc1\x01\n" +
+	"\fRemoveMember\x12 .oneinfra.v1.RemoveMemberRequest\x1a!.oneinfra.v1.RemoveMemberResponse\x12_\n" +
+	"\x10RenewCredentials\x12$.oneinfra.v1.RenewCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponse2\xc1\x01\n" +
 	"\tBootstrap\x12M\n" +
 	"\n" +
 	"JoinServer\x12\x1e.oneinfra.v1.JoinServerRequest\x1a\x1f.oneinfra.v1.JoinServerResponse\x12e\n" +
-	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\xf4\x04\n" +
+	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\xc2\x06\n" +
 	"\x05Agent\x12_\n" +
 	"\x10WatchAssignments\x12$.oneinfra.v1.WatchAssignmentsRequest\x1a%.oneinfra.v1.WatchAssignmentsResponse\x12Y\n" +
 	"\x0eGetAssignments\x12\".oneinfra.v1.GetAssignmentsRequest\x1a#.oneinfra.v1.GetAssignmentsResponse\x12S\n" +
@@ -4489,14 +4646,18 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"JoinWorker\x12\x1e.oneinfra.v1.JoinWorkerRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12Q\n" +
 	"\x0fGetWorkerConfig\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12Q\n" +
 	"\x0fGetGossipConfig\x12#.oneinfra.v1.GetGossipConfigRequest\x1a\x19.oneinfra.v1.GossipConfig\x12k\n" +
-	"\x14IssueJoinCertificate\x12(.oneinfra.v1.IssueJoinCertificateRequest\x1a).oneinfra.v1.IssueJoinCertificateResponse2\x93\x01\n" +
+	"\x14IssueJoinCertificate\x12(.oneinfra.v1.IssueJoinCertificateRequest\x1a).oneinfra.v1.IssueJoinCertificateResponse\x12_\n" +
+	"\x10RenewCertificate\x12$.oneinfra.v1.RenewCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponse\x12k\n" +
+	"\x16RenewWorkerCertificate\x12*.oneinfra.v1.RenewWorkerCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponse2\xf4\x01\n" +
 	"\x04Join\x12A\n" +
 	"\x04Join\x12\x1e.oneinfra.v1.JoinWorkerRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12H\n" +
-	"\x06Config\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig2\xe5\x01\n" +
+	"\x06Config\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12_\n" +
+	"\x10RenewCertificate\x12$.oneinfra.v1.RenewCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponse2\xc6\x02\n" +
 	"\x04Peer\x12I\n" +
 	"\x06Status\x12\x1e.oneinfra.v1.PeerStatusRequest\x1a\x1f.oneinfra.v1.PeerStatusResponse\x12C\n" +
 	"\x04Join\x12\x1c.oneinfra.v1.PeerJoinRequest\x1a\x1d.oneinfra.v1.PeerJoinResponse\x12M\n" +
-	"\aRestore\x12\x1a.oneinfra.v1.SnapshotChunk\x1a$.oneinfra.v1.SnapshotRestoreResponse(\x01B;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
+	"\aRestore\x12\x1a.oneinfra.v1.SnapshotChunk\x1a$.oneinfra.v1.SnapshotRestoreResponse(\x01\x12_\n" +
+	"\x10RenewCertificate\x12$.oneinfra.v1.RenewCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponseB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
 
 var (
 	file_oneinfra_v1_api_proto_rawDescOnce sync.Once
@@ -4510,207 +4671,221 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_oneinfra_v1_api_proto_goTypes = []any{
-	(*ReadMeta)(nil),                     // 0: oneinfra.v1.ReadMeta
-	(*Resource)(nil),                     // 1: oneinfra.v1.Resource
-	(*ApplyRequest)(nil),                 // 2: oneinfra.v1.ApplyRequest
-	(*ApplyResult)(nil),                  // 3: oneinfra.v1.ApplyResult
-	(*ApplyResponse)(nil),                // 4: oneinfra.v1.ApplyResponse
-	(*GetRequest)(nil),                   // 5: oneinfra.v1.GetRequest
-	(*GetResponse)(nil),                  // 6: oneinfra.v1.GetResponse
-	(*DeleteRequest)(nil),                // 7: oneinfra.v1.DeleteRequest
-	(*DeleteResponse)(nil),               // 8: oneinfra.v1.DeleteResponse
-	(*DescribeRequest)(nil),              // 9: oneinfra.v1.DescribeRequest
-	(*DescribeResponse)(nil),             // 10: oneinfra.v1.DescribeResponse
-	(*KubeconfigRequest)(nil),            // 11: oneinfra.v1.KubeconfigRequest
-	(*KubeconfigResponse)(nil),           // 12: oneinfra.v1.KubeconfigResponse
-	(*CreateTokenRequest)(nil),           // 13: oneinfra.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),          // 14: oneinfra.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),            // 15: oneinfra.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),           // 16: oneinfra.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),           // 17: oneinfra.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),          // 18: oneinfra.v1.RevokeTokenResponse
-	(*MembersRequest)(nil),               // 19: oneinfra.v1.MembersRequest
-	(*Member)(nil),                       // 20: oneinfra.v1.Member
-	(*MembersResponse)(nil),              // 21: oneinfra.v1.MembersResponse
-	(*SnapshotSaveRequest)(nil),          // 22: oneinfra.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),                // 23: oneinfra.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),      // 24: oneinfra.v1.SnapshotRestoreResponse
-	(*VersionRequest)(nil),               // 25: oneinfra.v1.VersionRequest
-	(*VersionResponse)(nil),              // 26: oneinfra.v1.VersionResponse
-	(*JoinServerRequest)(nil),            // 27: oneinfra.v1.JoinServerRequest
-	(*JoinServerResponse)(nil),           // 28: oneinfra.v1.JoinServerResponse
-	(*RegisterHypervisorRequest)(nil),    // 29: oneinfra.v1.RegisterHypervisorRequest
-	(*RegisterHypervisorResponse)(nil),   // 30: oneinfra.v1.RegisterHypervisorResponse
-	(*GetGossipConfigRequest)(nil),       // 31: oneinfra.v1.GetGossipConfigRequest
-	(*GossipConfig)(nil),                 // 32: oneinfra.v1.GossipConfig
-	(*WatchAssignmentsRequest)(nil),      // 33: oneinfra.v1.WatchAssignmentsRequest
-	(*AssignmentRef)(nil),                // 34: oneinfra.v1.AssignmentRef
-	(*WatchAssignmentsResponse)(nil),     // 35: oneinfra.v1.WatchAssignmentsResponse
-	(*GetAssignmentsRequest)(nil),        // 36: oneinfra.v1.GetAssignmentsRequest
-	(*Endpoint)(nil),                     // 37: oneinfra.v1.Endpoint
-	(*Assignment)(nil),                   // 38: oneinfra.v1.Assignment
-	(*VPNAssignment)(nil),                // 39: oneinfra.v1.VPNAssignment
-	(*GetAssignmentsResponse)(nil),       // 40: oneinfra.v1.GetAssignmentsResponse
-	(*ComponentReport)(nil),              // 41: oneinfra.v1.ComponentReport
-	(*ReportStatusRequest)(nil),          // 42: oneinfra.v1.ReportStatusRequest
-	(*AgentEvent)(nil),                   // 43: oneinfra.v1.AgentEvent
-	(*ReportStatusResponse)(nil),         // 44: oneinfra.v1.ReportStatusResponse
-	(*PeerStatusRequest)(nil),            // 45: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),           // 46: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),              // 47: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),             // 48: oneinfra.v1.PeerJoinResponse
-	(*ListPeersRequest)(nil),             // 49: oneinfra.v1.ListPeersRequest
-	(*PeerInfo)(nil),                     // 50: oneinfra.v1.PeerInfo
-	(*ListPeersResponse)(nil),            // 51: oneinfra.v1.ListPeersResponse
-	(*RemovePeerRequest)(nil),            // 52: oneinfra.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),           // 53: oneinfra.v1.RemovePeerResponse
-	(*SetSchedulingRequest)(nil),         // 54: oneinfra.v1.SetSchedulingRequest
-	(*SetSchedulingResponse)(nil),        // 55: oneinfra.v1.SetSchedulingResponse
-	(*JoinWorkerRequest)(nil),            // 56: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),       // 57: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),                 // 58: oneinfra.v1.WorkerConfig
-	(*CreateAdminRequest)(nil),           // 59: oneinfra.v1.CreateAdminRequest
-	(*CreateAdminResponse)(nil),          // 60: oneinfra.v1.CreateAdminResponse
-	(*ListAdminsRequest)(nil),            // 61: oneinfra.v1.ListAdminsRequest
-	(*ListAdminsResponse)(nil),           // 62: oneinfra.v1.ListAdminsResponse
-	(*RevokeAdminRequest)(nil),           // 63: oneinfra.v1.RevokeAdminRequest
-	(*RevokeAdminResponse)(nil),          // 64: oneinfra.v1.RevokeAdminResponse
-	(*IssueJoinCertificateRequest)(nil),  // 65: oneinfra.v1.IssueJoinCertificateRequest
-	(*IssueJoinCertificateResponse)(nil), // 66: oneinfra.v1.IssueJoinCertificateResponse
-	(*RemoveMemberRequest)(nil),          // 67: oneinfra.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),         // 68: oneinfra.v1.RemoveMemberResponse
-	nil,                                  // 69: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                  // 70: oneinfra.v1.Assignment.CertsEntry
-	nil,                                  // 71: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                      // 72: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                   // 73: oneinfra.v1.Hypervisor
-	(*Component)(nil),                    // 74: oneinfra.v1.Component
-	(*Event)(nil),                        // 75: oneinfra.v1.Event
-	(*Token)(nil),                        // 76: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),               // 77: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                  // 78: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                      // 79: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),              // 80: oneinfra.v1.ComponentStatus
-	(*timestamppb.Timestamp)(nil),        // 81: google.protobuf.Timestamp
-	(*IssuedCert)(nil),                   // 82: oneinfra.v1.IssuedCert
-	(*KeyPair)(nil),                      // 83: oneinfra.v1.KeyPair
+	(*ReadMeta)(nil),                      // 0: oneinfra.v1.ReadMeta
+	(*Resource)(nil),                      // 1: oneinfra.v1.Resource
+	(*ApplyRequest)(nil),                  // 2: oneinfra.v1.ApplyRequest
+	(*ApplyResult)(nil),                   // 3: oneinfra.v1.ApplyResult
+	(*ApplyResponse)(nil),                 // 4: oneinfra.v1.ApplyResponse
+	(*GetRequest)(nil),                    // 5: oneinfra.v1.GetRequest
+	(*GetResponse)(nil),                   // 6: oneinfra.v1.GetResponse
+	(*DeleteRequest)(nil),                 // 7: oneinfra.v1.DeleteRequest
+	(*DeleteResponse)(nil),                // 8: oneinfra.v1.DeleteResponse
+	(*DescribeRequest)(nil),               // 9: oneinfra.v1.DescribeRequest
+	(*DescribeResponse)(nil),              // 10: oneinfra.v1.DescribeResponse
+	(*KubeconfigRequest)(nil),             // 11: oneinfra.v1.KubeconfigRequest
+	(*KubeconfigResponse)(nil),            // 12: oneinfra.v1.KubeconfigResponse
+	(*CreateTokenRequest)(nil),            // 13: oneinfra.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),           // 14: oneinfra.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),             // 15: oneinfra.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),            // 16: oneinfra.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),            // 17: oneinfra.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),           // 18: oneinfra.v1.RevokeTokenResponse
+	(*MembersRequest)(nil),                // 19: oneinfra.v1.MembersRequest
+	(*Member)(nil),                        // 20: oneinfra.v1.Member
+	(*MembersResponse)(nil),               // 21: oneinfra.v1.MembersResponse
+	(*SnapshotSaveRequest)(nil),           // 22: oneinfra.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),                 // 23: oneinfra.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),       // 24: oneinfra.v1.SnapshotRestoreResponse
+	(*VersionRequest)(nil),                // 25: oneinfra.v1.VersionRequest
+	(*VersionResponse)(nil),               // 26: oneinfra.v1.VersionResponse
+	(*JoinServerRequest)(nil),             // 27: oneinfra.v1.JoinServerRequest
+	(*JoinServerResponse)(nil),            // 28: oneinfra.v1.JoinServerResponse
+	(*RegisterHypervisorRequest)(nil),     // 29: oneinfra.v1.RegisterHypervisorRequest
+	(*RegisterHypervisorResponse)(nil),    // 30: oneinfra.v1.RegisterHypervisorResponse
+	(*GetGossipConfigRequest)(nil),        // 31: oneinfra.v1.GetGossipConfigRequest
+	(*GossipConfig)(nil),                  // 32: oneinfra.v1.GossipConfig
+	(*WatchAssignmentsRequest)(nil),       // 33: oneinfra.v1.WatchAssignmentsRequest
+	(*AssignmentRef)(nil),                 // 34: oneinfra.v1.AssignmentRef
+	(*WatchAssignmentsResponse)(nil),      // 35: oneinfra.v1.WatchAssignmentsResponse
+	(*GetAssignmentsRequest)(nil),         // 36: oneinfra.v1.GetAssignmentsRequest
+	(*Endpoint)(nil),                      // 37: oneinfra.v1.Endpoint
+	(*Assignment)(nil),                    // 38: oneinfra.v1.Assignment
+	(*VPNAssignment)(nil),                 // 39: oneinfra.v1.VPNAssignment
+	(*GetAssignmentsResponse)(nil),        // 40: oneinfra.v1.GetAssignmentsResponse
+	(*ComponentReport)(nil),               // 41: oneinfra.v1.ComponentReport
+	(*ReportStatusRequest)(nil),           // 42: oneinfra.v1.ReportStatusRequest
+	(*AgentEvent)(nil),                    // 43: oneinfra.v1.AgentEvent
+	(*ReportStatusResponse)(nil),          // 44: oneinfra.v1.ReportStatusResponse
+	(*PeerStatusRequest)(nil),             // 45: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),            // 46: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),               // 47: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),              // 48: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),              // 49: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                      // 50: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),             // 51: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),             // 52: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),            // 53: oneinfra.v1.RemovePeerResponse
+	(*SetSchedulingRequest)(nil),          // 54: oneinfra.v1.SetSchedulingRequest
+	(*SetSchedulingResponse)(nil),         // 55: oneinfra.v1.SetSchedulingResponse
+	(*JoinWorkerRequest)(nil),             // 56: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),        // 57: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),                  // 58: oneinfra.v1.WorkerConfig
+	(*CreateAdminRequest)(nil),            // 59: oneinfra.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),           // 60: oneinfra.v1.CreateAdminResponse
+	(*ListAdminsRequest)(nil),             // 61: oneinfra.v1.ListAdminsRequest
+	(*ListAdminsResponse)(nil),            // 62: oneinfra.v1.ListAdminsResponse
+	(*RevokeAdminRequest)(nil),            // 63: oneinfra.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),           // 64: oneinfra.v1.RevokeAdminResponse
+	(*IssueJoinCertificateRequest)(nil),   // 65: oneinfra.v1.IssueJoinCertificateRequest
+	(*IssueJoinCertificateResponse)(nil),  // 66: oneinfra.v1.IssueJoinCertificateResponse
+	(*RemoveMemberRequest)(nil),           // 67: oneinfra.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),          // 68: oneinfra.v1.RemoveMemberResponse
+	(*RenewCertificateRequest)(nil),       // 69: oneinfra.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),      // 70: oneinfra.v1.RenewCertificateResponse
+	(*RenewWorkerCertificateRequest)(nil), // 71: oneinfra.v1.RenewWorkerCertificateRequest
+	nil,                                   // 72: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                   // 73: oneinfra.v1.Assignment.CertsEntry
+	nil,                                   // 74: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                       // 75: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                    // 76: oneinfra.v1.Hypervisor
+	(*Component)(nil),                     // 77: oneinfra.v1.Component
+	(*Event)(nil),                         // 78: oneinfra.v1.Event
+	(*Token)(nil),                         // 79: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),                // 80: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                   // 81: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                       // 82: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),               // 83: oneinfra.v1.ComponentStatus
+	(*timestamppb.Timestamp)(nil),         // 84: google.protobuf.Timestamp
+	(*IssuedCert)(nil),                    // 85: oneinfra.v1.IssuedCert
+	(*KeyPair)(nil),                       // 86: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	72, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	73, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	75, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	76, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	72, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	73, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	74, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	75, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	76, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	77, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	72, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	74, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	75, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	75, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	77, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	78, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	73, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	76, // 13: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	76, // 14: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	76, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	79, // 13: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	79, // 14: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,  // 15: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	20, // 16: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	77, // 17: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	80, // 17: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
 	34, // 18: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	74, // 19: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	78, // 20: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	69, // 21: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	70, // 22: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	77, // 19: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	81, // 20: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	72, // 21: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	73, // 22: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
 	37, // 23: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
 	37, // 24: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	71, // 25: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	74, // 25: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
 	37, // 26: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
 	39, // 27: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
 	37, // 28: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
-	79, // 29: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	82, // 29: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
 	38, // 30: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	80, // 31: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	83, // 31: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
 	41, // 32: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	81, // 33: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	84, // 33: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
 	43, // 34: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
-	81, // 35: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	81, // 36: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	84, // 35: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	84, // 36: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
 	50, // 37: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
 	0,  // 38: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	73, // 39: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	82, // 40: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
-	83, // 41: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 42: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 43: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 44: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 45: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	11, // 46: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	13, // 47: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	15, // 48: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	17, // 49: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	19, // 50: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	22, // 51: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	23, // 52: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	25, // 53: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	49, // 54: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	52, // 55: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	54, // 56: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	59, // 57: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
-	61, // 58: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
-	63, // 59: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
-	67, // 60: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
-	27, // 61: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	29, // 62: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	33, // 63: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	36, // 64: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	42, // 65: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	56, // 66: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	57, // 67: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	31, // 68: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	65, // 69: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
-	56, // 70: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	57, // 71: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	45, // 72: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	47, // 73: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	23, // 74: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	4,  // 75: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 76: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 77: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 78: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	12, // 79: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	14, // 80: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	16, // 81: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	18, // 82: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	21, // 83: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	23, // 84: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	24, // 85: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	26, // 86: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	51, // 87: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	53, // 88: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	55, // 89: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	60, // 90: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
-	62, // 91: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
-	64, // 92: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
-	68, // 93: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
-	28, // 94: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	30, // 95: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	35, // 96: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	40, // 97: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	44, // 98: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	58, // 99: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	58, // 100: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	32, // 101: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	66, // 102: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
-	58, // 103: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	58, // 104: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	46, // 105: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	48, // 106: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	24, // 107: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	75, // [75:108] is the sub-list for method output_type
-	42, // [42:75] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	76, // 39: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	85, // 40: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
+	57, // 41: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
+	86, // 42: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,  // 43: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,  // 44: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,  // 45: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,  // 46: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	11, // 47: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	13, // 48: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	15, // 49: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	17, // 50: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	19, // 51: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	22, // 52: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	23, // 53: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	25, // 54: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	49, // 55: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	52, // 56: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	54, // 57: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	59, // 58: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
+	61, // 59: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
+	63, // 60: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
+	67, // 61: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
+	69, // 62: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
+	27, // 63: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	29, // 64: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	33, // 65: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	36, // 66: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	42, // 67: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	56, // 68: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	57, // 69: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	31, // 70: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	65, // 71: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
+	69, // 72: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	71, // 73: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
+	56, // 74: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	57, // 75: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	69, // 76: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	45, // 77: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	47, // 78: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	23, // 79: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	69, // 80: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	4,  // 81: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 82: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 83: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 84: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	12, // 85: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	14, // 86: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	16, // 87: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	18, // 88: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	21, // 89: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	23, // 90: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	24, // 91: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	26, // 92: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	51, // 93: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	53, // 94: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	55, // 95: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	60, // 96: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
+	62, // 97: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
+	64, // 98: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
+	68, // 99: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
+	70, // 100: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
+	28, // 101: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	30, // 102: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	35, // 103: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	40, // 104: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	44, // 105: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	58, // 106: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	58, // 107: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	32, // 108: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	66, // 109: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
+	70, // 110: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	70, // 111: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	58, // 112: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	58, // 113: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	70, // 114: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	46, // 115: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	48, // 116: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	24, // 117: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	70, // 118: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	81, // [81:119] is the sub-list for method output_type
+	43, // [43:81] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -4729,7 +4904,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   72,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -23,25 +23,26 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Operator_Apply_FullMethodName           = "/oneinfra.v1.Operator/Apply"
-	Operator_Get_FullMethodName             = "/oneinfra.v1.Operator/Get"
-	Operator_Delete_FullMethodName          = "/oneinfra.v1.Operator/Delete"
-	Operator_Describe_FullMethodName        = "/oneinfra.v1.Operator/Describe"
-	Operator_Kubeconfig_FullMethodName      = "/oneinfra.v1.Operator/Kubeconfig"
-	Operator_CreateToken_FullMethodName     = "/oneinfra.v1.Operator/CreateToken"
-	Operator_ListTokens_FullMethodName      = "/oneinfra.v1.Operator/ListTokens"
-	Operator_RevokeToken_FullMethodName     = "/oneinfra.v1.Operator/RevokeToken"
-	Operator_Members_FullMethodName         = "/oneinfra.v1.Operator/Members"
-	Operator_SnapshotSave_FullMethodName    = "/oneinfra.v1.Operator/SnapshotSave"
-	Operator_SnapshotRestore_FullMethodName = "/oneinfra.v1.Operator/SnapshotRestore"
-	Operator_Version_FullMethodName         = "/oneinfra.v1.Operator/Version"
-	Operator_ListPeers_FullMethodName       = "/oneinfra.v1.Operator/ListPeers"
-	Operator_RemovePeer_FullMethodName      = "/oneinfra.v1.Operator/RemovePeer"
-	Operator_SetScheduling_FullMethodName   = "/oneinfra.v1.Operator/SetScheduling"
-	Operator_CreateAdmin_FullMethodName     = "/oneinfra.v1.Operator/CreateAdmin"
-	Operator_ListAdmins_FullMethodName      = "/oneinfra.v1.Operator/ListAdmins"
-	Operator_RevokeAdmin_FullMethodName     = "/oneinfra.v1.Operator/RevokeAdmin"
-	Operator_RemoveMember_FullMethodName    = "/oneinfra.v1.Operator/RemoveMember"
+	Operator_Apply_FullMethodName            = "/oneinfra.v1.Operator/Apply"
+	Operator_Get_FullMethodName              = "/oneinfra.v1.Operator/Get"
+	Operator_Delete_FullMethodName           = "/oneinfra.v1.Operator/Delete"
+	Operator_Describe_FullMethodName         = "/oneinfra.v1.Operator/Describe"
+	Operator_Kubeconfig_FullMethodName       = "/oneinfra.v1.Operator/Kubeconfig"
+	Operator_CreateToken_FullMethodName      = "/oneinfra.v1.Operator/CreateToken"
+	Operator_ListTokens_FullMethodName       = "/oneinfra.v1.Operator/ListTokens"
+	Operator_RevokeToken_FullMethodName      = "/oneinfra.v1.Operator/RevokeToken"
+	Operator_Members_FullMethodName          = "/oneinfra.v1.Operator/Members"
+	Operator_SnapshotSave_FullMethodName     = "/oneinfra.v1.Operator/SnapshotSave"
+	Operator_SnapshotRestore_FullMethodName  = "/oneinfra.v1.Operator/SnapshotRestore"
+	Operator_Version_FullMethodName          = "/oneinfra.v1.Operator/Version"
+	Operator_ListPeers_FullMethodName        = "/oneinfra.v1.Operator/ListPeers"
+	Operator_RemovePeer_FullMethodName       = "/oneinfra.v1.Operator/RemovePeer"
+	Operator_SetScheduling_FullMethodName    = "/oneinfra.v1.Operator/SetScheduling"
+	Operator_CreateAdmin_FullMethodName      = "/oneinfra.v1.Operator/CreateAdmin"
+	Operator_ListAdmins_FullMethodName       = "/oneinfra.v1.Operator/ListAdmins"
+	Operator_RevokeAdmin_FullMethodName      = "/oneinfra.v1.Operator/RevokeAdmin"
+	Operator_RemoveMember_FullMethodName     = "/oneinfra.v1.Operator/RemoveMember"
+	Operator_RenewCredentials_FullMethodName = "/oneinfra.v1.Operator/RenewCredentials"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -73,6 +74,10 @@ type OperatorClient interface {
 	// RemoveMember takes a server out of the coordinator; its certificate
 	// stops working.
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
+	// RenewCredentials signs a new certificate for the calling operator,
+	// for a key it made (the CLI does it once its credentials are past two
+	// thirds of their life).
+	RenewCredentials(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 }
 
 type operatorClient struct {
@@ -285,6 +290,16 @@ func (c *operatorClient) RemoveMember(ctx context.Context, in *RemoveMemberReque
 	return out, nil
 }
 
+func (c *operatorClient) RenewCredentials(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewCertificateResponse)
+	err := c.cc.Invoke(ctx, Operator_RenewCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -314,6 +329,10 @@ type OperatorServer interface {
 	// RemoveMember takes a server out of the coordinator; its certificate
 	// stops working.
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
+	// RenewCredentials signs a new certificate for the calling operator,
+	// for a key it made (the CLI does it once its credentials are past two
+	// thirds of their life).
+	RenewCredentials(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -380,6 +399,9 @@ func (UnimplementedOperatorServer) RevokeAdmin(context.Context, *RevokeAdminRequ
 }
 func (UnimplementedOperatorServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
+func (UnimplementedOperatorServer) RenewCredentials(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCredentials not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -726,6 +748,24 @@ func _Operator_RemoveMember_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_RenewCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).RenewCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_RenewCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).RenewCredentials(ctx, req.(*RenewCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -800,6 +840,10 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveMember",
 			Handler:    _Operator_RemoveMember_Handler,
+		},
+		{
+			MethodName: "RenewCredentials",
+			Handler:    _Operator_RenewCredentials_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -964,13 +1008,15 @@ var Bootstrap_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Agent_WatchAssignments_FullMethodName     = "/oneinfra.v1.Agent/WatchAssignments"
-	Agent_GetAssignments_FullMethodName       = "/oneinfra.v1.Agent/GetAssignments"
-	Agent_ReportStatus_FullMethodName         = "/oneinfra.v1.Agent/ReportStatus"
-	Agent_JoinWorker_FullMethodName           = "/oneinfra.v1.Agent/JoinWorker"
-	Agent_GetWorkerConfig_FullMethodName      = "/oneinfra.v1.Agent/GetWorkerConfig"
-	Agent_GetGossipConfig_FullMethodName      = "/oneinfra.v1.Agent/GetGossipConfig"
-	Agent_IssueJoinCertificate_FullMethodName = "/oneinfra.v1.Agent/IssueJoinCertificate"
+	Agent_WatchAssignments_FullMethodName       = "/oneinfra.v1.Agent/WatchAssignments"
+	Agent_GetAssignments_FullMethodName         = "/oneinfra.v1.Agent/GetAssignments"
+	Agent_ReportStatus_FullMethodName           = "/oneinfra.v1.Agent/ReportStatus"
+	Agent_JoinWorker_FullMethodName             = "/oneinfra.v1.Agent/JoinWorker"
+	Agent_GetWorkerConfig_FullMethodName        = "/oneinfra.v1.Agent/GetWorkerConfig"
+	Agent_GetGossipConfig_FullMethodName        = "/oneinfra.v1.Agent/GetGossipConfig"
+	Agent_IssueJoinCertificate_FullMethodName   = "/oneinfra.v1.Agent/IssueJoinCertificate"
+	Agent_RenewCertificate_FullMethodName       = "/oneinfra.v1.Agent/RenewCertificate"
+	Agent_RenewWorkerCertificate_FullMethodName = "/oneinfra.v1.Agent/RenewWorkerCertificate"
 )
 
 // AgentClient is the client API for Agent service.
@@ -995,6 +1041,12 @@ type AgentClient interface {
 	// hypervisor's join endpoint (its own key, server use only, the
 	// hypervisor's addresses as the coordinator has them).
 	IssueJoinCertificate(ctx context.Context, in *IssueJoinCertificateRequest, opts ...grpc.CallOption) (*IssueJoinCertificateResponse, error)
+	// RenewCertificate signs a new certificate for the calling hypervisor's
+	// agent, for a key it made.
+	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
+	// RenewWorkerCertificate is what a join endpoint forwards for a worker
+	// renewing its certificate (the endpoint verified the current one).
+	RenewWorkerCertificate(ctx context.Context, in *RenewWorkerCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 }
 
 type agentClient struct {
@@ -1075,6 +1127,26 @@ func (c *agentClient) IssueJoinCertificate(ctx context.Context, in *IssueJoinCer
 	return out, nil
 }
 
+func (c *agentClient) RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewCertificateResponse)
+	err := c.cc.Invoke(ctx, Agent_RenewCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) RenewWorkerCertificate(ctx context.Context, in *RenewWorkerCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewCertificateResponse)
+	err := c.cc.Invoke(ctx, Agent_RenewWorkerCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -1097,6 +1169,12 @@ type AgentServer interface {
 	// hypervisor's join endpoint (its own key, server use only, the
 	// hypervisor's addresses as the coordinator has them).
 	IssueJoinCertificate(context.Context, *IssueJoinCertificateRequest) (*IssueJoinCertificateResponse, error)
+	// RenewCertificate signs a new certificate for the calling hypervisor's
+	// agent, for a key it made.
+	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
+	// RenewWorkerCertificate is what a join endpoint forwards for a worker
+	// renewing its certificate (the endpoint verified the current one).
+	RenewWorkerCertificate(context.Context, *RenewWorkerCertificateRequest) (*RenewCertificateResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -1127,6 +1205,12 @@ func (UnimplementedAgentServer) GetGossipConfig(context.Context, *GetGossipConfi
 }
 func (UnimplementedAgentServer) IssueJoinCertificate(context.Context, *IssueJoinCertificateRequest) (*IssueJoinCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueJoinCertificate not implemented")
+}
+func (UnimplementedAgentServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
+}
+func (UnimplementedAgentServer) RenewWorkerCertificate(context.Context, *RenewWorkerCertificateRequest) (*RenewCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewWorkerCertificate not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -1275,6 +1359,42 @@ func _Agent_IssueJoinCertificate_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).RenewCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_RenewCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).RenewCertificate(ctx, req.(*RenewCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_RenewWorkerCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewWorkerCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).RenewWorkerCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_RenewWorkerCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).RenewWorkerCertificate(ctx, req.(*RenewWorkerCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1310,14 +1430,23 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "IssueJoinCertificate",
 			Handler:    _Agent_IssueJoinCertificate_Handler,
 		},
+		{
+			MethodName: "RenewCertificate",
+			Handler:    _Agent_RenewCertificate_Handler,
+		},
+		{
+			MethodName: "RenewWorkerCertificate",
+			Handler:    _Agent_RenewWorkerCertificate_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "oneinfra/v1/api.proto",
 }
 
 const (
-	Join_Join_FullMethodName   = "/oneinfra.v1.Join/Join"
-	Join_Config_FullMethodName = "/oneinfra.v1.Join/Config"
+	Join_Join_FullMethodName             = "/oneinfra.v1.Join/Join"
+	Join_Config_FullMethodName           = "/oneinfra.v1.Join/Config"
+	Join_RenewCertificate_FullMethodName = "/oneinfra.v1.Join/RenewCertificate"
 )
 
 // JoinClient is the client API for Join service.
@@ -1331,6 +1460,9 @@ const (
 type JoinClient interface {
 	Join(ctx context.Context, in *JoinWorkerRequest, opts ...grpc.CallOption) (*WorkerConfig, error)
 	Config(ctx context.Context, in *GetWorkerConfigRequest, opts ...grpc.CallOption) (*WorkerConfig, error)
+	// RenewCertificate renews the calling worker's certificate, for a key
+	// it made; it needs the current one.
+	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 }
 
 type joinClient struct {
@@ -1361,6 +1493,16 @@ func (c *joinClient) Config(ctx context.Context, in *GetWorkerConfigRequest, opt
 	return out, nil
 }
 
+func (c *joinClient) RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewCertificateResponse)
+	err := c.cc.Invoke(ctx, Join_RenewCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JoinServer is the server API for Join service.
 // All implementations must embed UnimplementedJoinServer
 // for forward compatibility.
@@ -1372,6 +1514,9 @@ func (c *joinClient) Config(ctx context.Context, in *GetWorkerConfigRequest, opt
 type JoinServer interface {
 	Join(context.Context, *JoinWorkerRequest) (*WorkerConfig, error)
 	Config(context.Context, *GetWorkerConfigRequest) (*WorkerConfig, error)
+	// RenewCertificate renews the calling worker's certificate, for a key
+	// it made; it needs the current one.
+	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	mustEmbedUnimplementedJoinServer()
 }
 
@@ -1387,6 +1532,9 @@ func (UnimplementedJoinServer) Join(context.Context, *JoinWorkerRequest) (*Worke
 }
 func (UnimplementedJoinServer) Config(context.Context, *GetWorkerConfigRequest) (*WorkerConfig, error) {
 	return nil, status.Error(codes.Unimplemented, "method Config not implemented")
+}
+func (UnimplementedJoinServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
 }
 func (UnimplementedJoinServer) mustEmbedUnimplementedJoinServer() {}
 func (UnimplementedJoinServer) testEmbeddedByValue()              {}
@@ -1445,6 +1593,24 @@ func _Join_Config_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Join_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JoinServer).RenewCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Join_RenewCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JoinServer).RenewCertificate(ctx, req.(*RenewCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Join_ServiceDesc is the grpc.ServiceDesc for Join service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1460,15 +1626,20 @@ var Join_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Config",
 			Handler:    _Join_Config_Handler,
 		},
+		{
+			MethodName: "RenewCertificate",
+			Handler:    _Join_RenewCertificate_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "oneinfra/v1/api.proto",
 }
 
 const (
-	Peer_Status_FullMethodName  = "/oneinfra.v1.Peer/Status"
-	Peer_Join_FullMethodName    = "/oneinfra.v1.Peer/Join"
-	Peer_Restore_FullMethodName = "/oneinfra.v1.Peer/Restore"
+	Peer_Status_FullMethodName           = "/oneinfra.v1.Peer/Status"
+	Peer_Join_FullMethodName             = "/oneinfra.v1.Peer/Join"
+	Peer_Restore_FullMethodName          = "/oneinfra.v1.Peer/Restore"
+	Peer_RenewCertificate_FullMethodName = "/oneinfra.v1.Peer/RenewCertificate"
 )
 
 // PeerClient is the client API for Peer service.
@@ -1483,6 +1654,9 @@ type PeerClient interface {
 	// Bootstrap.JoinServer and has started Raft, as a voter.
 	Join(ctx context.Context, in *PeerJoinRequest, opts ...grpc.CallOption) (*PeerJoinResponse, error)
 	Restore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse], error)
+	// RenewCertificate signs a new certificate for the calling server, for
+	// a key it made; it runs on the leader.
+	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 }
 
 type peerClient struct {
@@ -1526,6 +1700,16 @@ func (c *peerClient) Restore(ctx context.Context, opts ...grpc.CallOption) (grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_RestoreClient = grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse]
 
+func (c *peerClient) RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewCertificateResponse)
+	err := c.cc.Invoke(ctx, Peer_RenewCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -1538,6 +1722,9 @@ type PeerServer interface {
 	// Bootstrap.JoinServer and has started Raft, as a voter.
 	Join(context.Context, *PeerJoinRequest) (*PeerJoinResponse, error)
 	Restore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error
+	// RenewCertificate signs a new certificate for the calling server, for
+	// a key it made; it runs on the leader.
+	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -1556,6 +1743,9 @@ func (UnimplementedPeerServer) Join(context.Context, *PeerJoinRequest) (*PeerJoi
 }
 func (UnimplementedPeerServer) Restore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error {
 	return status.Error(codes.Unimplemented, "method Restore not implemented")
+}
+func (UnimplementedPeerServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -1621,6 +1811,24 @@ func _Peer_Restore_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_RestoreServer = grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]
 
+func _Peer_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).RenewCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_RenewCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).RenewCertificate(ctx, req.(*RenewCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1635,6 +1843,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Join",
 			Handler:    _Peer_Join_Handler,
+		},
+		{
+			MethodName: "RenewCertificate",
+			Handler:    _Peer_RenewCertificate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
