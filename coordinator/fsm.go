@@ -366,12 +366,12 @@ func (f *FSM) applyRevokeCerts(txn *state.Txn, m proto.Message) error {
 	return nil
 }
 
-// applyPrune forgets tokens expired or used up and certificates expired:
-// a revoked certificate stays listed until it expires.
+// applyPrune forgets tokens and certificates expired: a revoked
+// certificate stays listed until it expires.
 func (f *FSM) applyPrune(txn *state.Txn, m proto.Message) error {
 	now := m.(*pb.PruneCommand).Time.AsTime()
 	for _, tok := range txn.Tokens() {
-		if tokenDone(tok, now) {
+		if tokenExpired(tok, now) {
 			txn.DeleteToken(tok)
 		}
 	}

@@ -146,11 +146,11 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	}
 }
 
-// prune forgets, in one entry, the tokens expired or used up and the
+// prune forgets, in one entry, the tokens and the
 // certificate records expired, when there are any.
 func (s *Server) prune(now time.Time) error {
 	st := s.State()
-	due := slices.ContainsFunc(st.Tokens(nil), func(t *pb.Token) bool { return tokenDone(t, now) }) || slices.ContainsFunc(st.AllIssued(nil), func(c *pb.IssuedCert) bool { return !now.Before(c.NotAfter.AsTime()) })
+	due := slices.ContainsFunc(st.Tokens(nil), func(t *pb.Token) bool { return tokenExpired(t, now) }) || slices.ContainsFunc(st.AllIssued(nil), func(c *pb.IssuedCert) bool { return !now.Before(c.NotAfter.AsTime()) })
 	if !due {
 		return nil
 	}

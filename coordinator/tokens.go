@@ -106,8 +106,9 @@ func checkToken(lookup func(id string) *pb.Token, presented, kind string, now ti
 	return tok, nil
 }
 
-// tokenDone reports whether a token can no longer be used at now:
-// expired or used up. Such tokens are pruned.
-func tokenDone(t *pb.Token, now time.Time) bool {
-	return !now.Before(t.Expires.AsTime()) || (t.MaxUses > 0 && t.Uses >= t.MaxUses)
+// tokenExpired reports whether a token has expired at now; such tokens
+// are pruned. One used up stays until then, so that using it again is
+// refused as used up rather than unknown.
+func tokenExpired(t *pb.Token, now time.Time) bool {
+	return !now.Before(t.Expires.AsTime())
 }
