@@ -226,8 +226,9 @@ func newPeer(st *state.Store, cluster *pb.Cluster, req *pb.JoinWorkerRequest, to
 // GetWorkerConfig returns a joined node's current configuration (the
 // endpoint may have moved since it joined).
 func (a *agentAPI) GetWorkerConfig(ctx context.Context, req *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
-	st := a.s.State()
-	if err := admit(st, identity{Role: vocab.RoleWorker, Name: req.Name, Serial: req.Serial}); err != nil {
+	id := identity{Role: vocab.RoleWorker, Name: req.Name, Serial: req.Serial}
+	st := a.s.stateWithRecord(ctx, id)
+	if err := admit(st, id); err != nil {
 		return nil, err
 	}
 	if rec := st.Issued(nil, req.Serial); rec == nil || rec.Cluster != req.Cluster {

@@ -131,7 +131,7 @@ func (s *Server) authorize(ctx context.Context, method string) (identity, error)
 		}
 		return id, status.Error(codes.Unauthenticated, "a client certificate of a oneinfra role, signed by the coordinator CA, is required")
 	}
-	st := s.State()
+	st := s.stateWithRecord(ctx, id)
 	if err := admitCaller(st, id, method); err != nil {
 		return id, err
 	}

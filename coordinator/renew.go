@@ -66,8 +66,8 @@ func (a *agentAPI) RenewCertificate(ctx context.Context, req *pb.RenewCertificat
 // endpoint of its cluster's VPN, which verified the current one.
 func (a *agentAPI) RenewWorkerCertificate(ctx context.Context, req *pb.RenewWorkerCertificateRequest) (*pb.RenewCertificateResponse, error) {
 	w := req.GetWorker()
-	st := a.s.State()
 	id := identity{Role: vocab.RoleWorker, Name: w.GetName(), Serial: w.GetSerial()}
+	st := a.s.stateWithRecord(ctx, id)
 	if err := admit(st, id); err != nil {
 		return nil, err
 	}

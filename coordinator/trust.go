@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
@@ -111,6 +112,33 @@ func admit(st *state.Store, id identity) error {
 		return fmt.Errorf("the certificate %s is not the one %s holds now (it was replaced or revoked): %w", id.Serial, id, errRevoked)
 	}
 	return nil
+}
+
+// recordWait bounds how long a call waits for the record of its
+// caller's certificate (see stateWithRecord).
+const recordWait = 3 * time.Second
+
+// stateWithRecord is the state to admit id in: the current one, or, when
+// it has no record of id's certificate but records of its holder, the
+// first within recordWait that has it. A holder may use a certificate the
+// leader just issued (a renewal) before this server applied the entry
+// that records it; a replaced certificate keeps its record, so it never
+// waits.
+func (s *Server) stateWithRecord(ctx context.Context, id identity) *state.Store {
+	ctx, cancel := context.WithTimeout(ctx, recordWait)
+	defer cancel()
+	for {
+		st := s.State()
+		ws := memdb.NewWatchSet()
+		ws.Add(st.AbandonCh())
+		expired := !id.NotAfter.IsZero() && time.Now().After(id.NotAfter)
+		if id.Serial == "" || expired || st.Issued(ws, id.Serial) != nil || len(st.IssuedTo(nil, id.Role, id.Name)) == 0 {
+			return st
+		}
+		if ws.WatchCtx(ctx) != nil {
+			return s.State()
+		}
+	}
 }
 
 // isMember reports whether a coordinator server is a member.

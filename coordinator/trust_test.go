@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 )
 
 // register trades a token for a hypervisor certificate as an agent
@@ -440,4 +441,40 @@ func TestOperators(t *testing.T) {
 	if _, err := spare.GetAssignments(ctx, &pb.GetAssignmentsRequest{Hypervisor: "spare"}); code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("a deleted hypervisor's agent: %v", err)
 	}
+}
+
+// A call with a certificate whose record this server has not applied yet
+// (the leader just issued it) waits for the record rather than refusing
+// it; one whose holder has no records, or that was recorded, never waits.
+func TestStateWithRecord(t *testing.T) {
+	s, _ := bootstrapOne(t, t.TempDir())
+	held := s.State().IssuedTo(nil, vocab.RoleOperator, "admin")
+	if len(held) == 0 {
+		t.Fatal("the bootstrap operator has no certificate record")
+	}
+	began := time.Now()
+	if st := s.stateWithRecord(context.Background(), identity{Role: vocab.RoleOperator, Name: "admin", Serial: held[0].Serial}); st.Issued(nil, held[0].Serial) == nil {
+		t.Error("a recorded certificate's record is missing")
+	}
+	s.stateWithRecord(context.Background(), identity{Role: vocab.RoleOperator, Name: "nobody", Serial: "abc"})
+	if d := time.Since(began); d > time.Second {
+		t.Errorf("calls that need no record waited %s", d)
+	}
+	late := proto.Clone(held[0]).(*pb.IssuedCert)
+	late.Serial = "feedbeef"
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		if _, err := s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{late}}); err != nil {
+			t.Error(err)
+		}
+	}()
+	began = time.Now()
+	st := s.stateWithRecord(context.Background(), identity{Role: vocab.RoleOperator, Name: "admin", Serial: late.Serial})
+	if st.Issued(nil, late.Serial) == nil {
+		t.Fatalf("no record after %s", time.Since(began))
+	}
+	if err := admit(st, identity{Role: vocab.RoleOperator, Name: "admin", Serial: late.Serial}); err != nil {
+		t.Errorf("admitting the late-recorded certificate: %v", err)
+	}
+	t.Logf("the late record arrived after %s", time.Since(began).Round(time.Millisecond))
 }
