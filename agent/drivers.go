@@ -18,7 +18,7 @@ import (
 
 func newDrivers(a *Agent) map[string]driver {
 	return map[string]driver{
-		resources.RoleControlPlane: &controlPlaneDriver{a: a, leaving: map[string]time.Time{}, rbac: map[string]*addonsRBAC{}},
+		resources.RoleControlPlane: &controlPlaneDriver{a: a, leaving: map[string]time.Time{}, apis: map[string]*replicaAPI{}},
 		resources.RoleIngress:      &ingressDriver{a: a, backends: map[string][]string{}},
 	}
 }
@@ -38,9 +38,9 @@ type controlPlaneDriver struct {
 	a *Agent
 	// leaving: when each replica being removed was first seen so.
 	leaving map[string]time.Time
-	// rbac applies each VPN cluster's add-ons RBAC, with the credentials
-	// the replica made for it (by component).
-	rbac map[string]*addonsRBAC
+	// apis are what each replica of a VPN cluster keeps to act in its
+	// cluster's API (by component).
+	apis map[string]*replicaAPI
 }
 
 // ingressWaitMax bounds how long a replica being removed keeps its etcd
@@ -94,6 +94,9 @@ func (d *controlPlaneDriver) setDecision(name string, dec etcdDecision) error {
 }
 
 func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, _ bool, pods []cri.PodStatus, status *pb.ComponentStatus) {
+	// The pods were reconciled with the assignment's certificates: once
+	// the replica is Running again, it runs them.
+	status.CertGeneration = as.CertGeneration
 	if v := as.GetVpn(); v.GetGateway() != "" {
 		err := vpn.RouteThrough(v.Gateway, v.Cidr)
 		status.Conditions = append(status.Conditions, condition(vocab.CondVPNRoute, err, "the VPN is routed through "+v.Gateway))
@@ -112,7 +115,7 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 		ready := controlplane.APIServerReady(ctx, as)
 		status.Conditions = append(status.Conditions, condition(vocab.CondAPIServerReady, ready, "kube-apiserver answers /readyz"))
 		if ready == nil && as.GetVpn() != nil {
-			d.applyAddonsRBAC(ctx, as)
+			d.actInClusterAPI(ctx, as)
 		}
 		// Members the coordinator removed for good that are still listed
 		// (moved off a dead hypervisor, whose agent cannot take them out)
@@ -189,7 +192,7 @@ func (d *controlPlaneDriver) removing(ctx context.Context, as *pb.Assignment, pa
 		return err
 	}
 	delete(d.leaving, name)
-	delete(d.rbac, name)
+	delete(d.apis, name)
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -209,16 +210,21 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		as.ServiceAccountKeyPem = p.ServiceAccountKeyPem
 		as.EncryptionKey = p.EncryptionKey
 	}
-	if certs := st.ComponentCerts(ws, comp.Metadata.Name); certs != nil {
-		as.Certs = certs.Certs
-	}
+	peers := st.ComponentsOfCluster(ws, comp.Spec.Cluster)
+	hvs := slices.Collect(maps.Values(hypervisors))
+	certs := st.ComponentCerts(ws, comp.Metadata.Name)
+	as.Certs = certs.GetCerts()
 	if comp.Spec.Role == resources.RoleControlPlane {
+		released := ingressReleased(liveIngresses(peers, comp.Spec.Cluster, hvs), comp.Metadata.Name)
+		certs, generation := runningCerts(certs, released)
+		as.Certs = maps.Clone(certs)
 		if as.Certs == nil {
 			as.Certs = map[string]*pb.KeyPair{}
 		}
 		as.Certs[vocab.SignerCACert] = p.Cas[vocab.SignerCA]
+		as.CertGeneration = generation
+		as.CertValidity = durationpb.New(s.cfg.certValidity())
 	}
-	peers := st.ComponentsOfCluster(ws, comp.Spec.Cluster)
 	for _, peer := range peers {
 		h := hypervisors[peer.Spec.Hypervisor]
 		if peer.Spec.Role != resources.RoleControlPlane || h == nil {
@@ -230,7 +236,9 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 			as.EtcdPeers = append(as.EtcdPeers, etcdPeer)
 			as.EtcdClients = append(as.EtcdClients, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["etcd-client"]})
 		}
-		if peer.Metadata.DeletionTimestamp == nil {
+		// The ingress sends no connections to a replica that is about to
+		// restart with renewed certificates.
+		if peer.Metadata.DeletionTimestamp == nil && !(comp.Spec.Role == resources.RoleIngress && renewing(st.ComponentCerts(ws, peer.Metadata.Name))) {
 			as.ApiServers = append(as.ApiServers, &pb.Endpoint{Name: peer.Metadata.Name, Address: addr, Port: peer.Spec.Ports["apiserver"]})
 		}
 		if comp.Spec.Role == resources.RoleControlPlane && !(peer.Metadata.DeletionTimestamp != nil && h.GetStatus().GetHealth() == resources.HealthDead) {
@@ -241,8 +249,7 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		as.ReplicaFloor = max(cluster.GetStatus().GetNextReplicaIndex(), uint32(scheduler.NextIndex(cluster.Metadata.Name, resources.RoleControlPlane, peers)))
 	}
 	if as.Deleting && comp.Spec.Role == resources.RoleControlPlane {
-		hvs := slices.Collect(maps.Values(hypervisors))
-		as.IngressReleased = ingressReleased(liveIngresses(st.ComponentsOfCluster(ws, comp.Spec.Cluster), comp.Spec.Cluster, hvs), comp.Metadata.Name)
+		as.IngressReleased = ingressReleased(liveIngresses(peers, comp.Spec.Cluster, hvs), comp.Metadata.Name)
 	}
 	if cluster.Spec.GetVpn().GetEnabled() && cluster.Spec.Vpn.Cidr != "" {
 		as.Vpn = vpnAssignment(st, ws, cluster, comp, hypervisors)
@@ -265,6 +272,11 @@ func vpnAssignment(st *state.Store, ws memdb.WatchSet, cluster *pb.Cluster, comp
 		if peer.Spec.Role == resources.RoleIngress && peer.Metadata.DeletionTimestamp == nil {
 			v.Gateway = hypervisors[peer.Spec.Hypervisor].GetSpec().GetAddress()
 		}
+	}
+	// The nodes, whose kubelets' serving certificates the replica approves
+	// for their VPN addresses only.
+	for _, p := range st.VPNPeers(ws, cluster.Metadata.Name) {
+		v.Peers = append(v.Peers, &pb.VPNPeer{Cluster: p.Cluster, Name: p.Name, Address: p.Address})
 	}
 	return v
 }

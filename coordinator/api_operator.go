@@ -353,11 +353,12 @@ func (a *operatorAPI) Describe(ctx context.Context, req *pb.DescribeRequest) (*p
 		}
 	}
 	return &pb.DescribeResponse{
-		Cluster:     c,
-		Components:  comps,
-		Hypervisors: hypervisors,
-		Events:      st.Events(nil, req.Name),
-		Meta:        a.s.readMeta(),
+		Cluster:      c,
+		Components:   comps,
+		Hypervisors:  hypervisors,
+		Events:       st.Events(nil, req.Name),
+		Meta:         a.s.readMeta(),
+		Certificates: certificateSummaries(st, c, comps, time.Now()),
 	}, nil
 }
 
@@ -388,7 +389,8 @@ func describeHypervisor(st *state.Store, name string, meta *pb.ReadMeta) (*pb.De
 }
 
 // defaultKubeconfigTTL is how long a cluster kubeconfig's certificate
-// lives unless --ttl says otherwise.
+// lives unless --ttl says otherwise (or the certificate validity is
+// shorter).
 const defaultKubeconfigTTL = 24 * time.Hour
 
 // roleKubeconfig records a cluster admin kubeconfig issued to an
@@ -414,7 +416,7 @@ func (a *operatorAPI) Kubeconfig(ctx context.Context, req *pb.KubeconfigRequest)
 	if p == nil {
 		return nil, fmt.Errorf("cluster %q has no PKI: %w", req.Name, state.ErrNotFound)
 	}
-	ttl := defaultKubeconfigTTL
+	ttl := min(defaultKubeconfigTTL, a.s.cfg.certValidity())
 	if req.TtlSeconds > 0 {
 		ttl = time.Duration(req.TtlSeconds) * time.Second
 	}

@@ -45,24 +45,21 @@ func moveReason(hypervisors []*pb.Hypervisor, comp *pb.Component) string {
 	return ""
 }
 
-func onDraining(hypervisors []*pb.Hypervisor, comp *pb.Component) bool {
-	return moveReason(hypervisors, comp) == "draining"
-}
-
-// drainSurge returns the control-plane replica to move off a draining
-// hypervisor now, or nil: one is moved when the cluster has the replicas
-// it wants, all Running, and none being removed.
-func drainSurge(c *pb.Cluster, have []*pb.Component, hypervisors []*pb.Hypervisor, all []*pb.Component) *pb.Component {
+// drainSurge returns the control-plane replica to move now, or nil: one
+// that is leaving (leaving says why, "" for one that stays) and not dead.
+// One is moved when the cluster has the replicas it wants, all Running,
+// and none being removed.
+func drainSurge(c *pb.Cluster, have []*pb.Component, leaving func(*pb.Component) string, all []*pb.Component) *pb.Component {
 	if len(have) != int(c.Spec.ControlPlane.GetReplicas()) {
 		return nil
 	}
-	var draining []*pb.Component
+	var moving []*pb.Component
 	for _, comp := range have {
 		if comp.GetStatus().GetState() != vocab.StateRunning {
 			return nil
 		}
-		if onDraining(hypervisors, comp) {
-			draining = append(draining, comp)
+		if why := leaving(comp); why != "" && why != "dead" {
+			moving = append(moving, comp)
 		}
 	}
 	for _, comp := range all {
@@ -70,11 +67,11 @@ func drainSurge(c *pb.Cluster, have []*pb.Component, hypervisors []*pb.Hyperviso
 			return nil
 		}
 	}
-	if len(draining) == 0 {
+	if len(moving) == 0 {
 		return nil
 	}
-	sort.Slice(draining, func(i, j int) bool { return draining[i].Metadata.Name < draining[j].Metadata.Name })
-	return draining[0]
+	sort.Slice(moving, func(i, j int) bool { return moving[i].Metadata.Name < moving[j].Metadata.Name })
+	return moving[0]
 }
 
 // liveIngresses are the ingresses of cluster among components that are not
@@ -120,16 +117,17 @@ func servingAll(comps, ingresses []*pb.Component) bool {
 }
 
 // removalOrder sorts the replicas a scale down picks from: those on dead
-// hypervisors first, then those on draining ones, then the newest.
-func removalOrder(have []*pb.Component, hypervisors []*pb.Hypervisor) {
+// hypervisors first, then those leaving for another reason (a drain, due
+// certificates), then the newest.
+func removalOrder(have []*pb.Component, leaving func(*pb.Component) string) {
 	rank := func(comp *pb.Component) int {
-		switch moveReason(hypervisors, comp) {
+		switch leaving(comp) {
 		case "dead":
 			return 0
-		case "draining":
-			return 1
+		case "":
+			return 2
 		}
-		return 2
+		return 1
 	}
 	sort.Slice(have, func(i, j int) bool {
 		if a, b := rank(have[i]), rank(have[j]); a != b {

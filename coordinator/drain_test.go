@@ -105,7 +105,7 @@ func TestDrainHypervisor(t *testing.T) {
 	for _, want := range [][2]string{
 		{"Draining", "hypervisor hv-b is draining"},
 		{"Replacing", fmt.Sprintf("replacing control-plane %s on hypervisor hv-b (draining) with %s on hypervisor hv-d", old.Metadata.Name, repl.Metadata.Name)},
-		{"Removing", fmt.Sprintf("removing %s from hv-b (hypervisor draining, its replacement runs)", old.Metadata.Name)},
+		{"Removing", fmt.Sprintf("removing %s from hv-b (draining, its replacement runs)", old.Metadata.Name)},
 	} {
 		if !hasEvent(d.Events, want[0], want[1]) {
 			t.Errorf("no %s event %q: %v", want[0], want[1], d.Events)

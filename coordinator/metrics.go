@@ -73,13 +73,15 @@ var (
 		"Hypervisors by health and visibility.", []string{"health", "public"}, nil)
 	descComponents = prometheus.NewDesc("oneinfra_coordinator_components",
 		"Components by role and reported state.", []string{"role", "state"}, nil)
+	descCertExpiry = prometheus.NewDesc("oneinfra_certificate_expiry_timestamp_seconds",
+		"When each certificate the coordinator tracks expires, in Unix seconds, by holder and certificate.", []string{"owner", "certificate"}, nil)
 )
 
 // stateCollector reads Raft and the state store at scrape time.
 type stateCollector struct{ s *Server }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRaftState, descRaftIndex, descLastContact, descClusters, descHypervisors, descComponents} {
+	for _, d := range []*prometheus.Desc{descRaftState, descRaftIndex, descLastContact, descClusters, descHypervisors, descComponents, descCertExpiry} {
 		ch <- d
 	}
 }
@@ -122,6 +124,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range comps {
 		ch <- prometheus.MustNewConstMetric(descComponents, prometheus.GaugeValue, n, k.role, k.state)
+	}
+	for _, c := range trackedCerts(store) {
+		ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(c.notAfter.Unix()), c.owner, c.name)
 	}
 }
 

@@ -46,6 +46,10 @@ func TestMetricsEndpoints(t *testing.T) {
 		`oneinfra_coordinator_assignment_watchers 0`,
 		`oneinfra_coordinator_clusters{phase=`,
 		`oneinfra_coordinator_grpc_requests_total{code="OK",method="/oneinfra.v1.Operator/Apply"} 1`,
+		`oneinfra_certificate_expiry_timestamp_seconds{certificate="ca",owner="coordinator"}`,
+		`oneinfra_certificate_expiry_timestamp_seconds{certificate="cluster",owner="cluster/demo"}`,
+		`oneinfra_certificate_expiry_timestamp_seconds{certificate="server",owner="server/s1"}`,
+		`oneinfra_certificate_expiry_timestamp_seconds{certificate="admin",owner="admin/admin"}`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -189,30 +189,61 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		errs = append(errs, err)
 	}
 	// An API server placed before its ingress (or before the ingress
-	// moved) lacks the ingress address in its certificate: issue it again.
+	// moved) lacks the ingress address in its certificate: issue it again
+	// in place (the API server reads its serving certificate again by
+	// itself), a renewed set not yet in use too.
 	for _, comp := range have {
-		certs := st.ComponentCerts(nil, comp.Metadata.Name)
-		stale := endpointHost != "" && !certNames(certs, vocab.APIServerCert, endpointHost)
+		old := st.ComponentCerts(nil, comp.Metadata.Name)
+		stale := endpointHost != "" && !certNames(old, vocab.APIServerCert, endpointHost)
 		for _, h := range tunnelHosts {
-			stale = stale || !certNames(certs, vocab.APIServerCert, h)
+			stale = stale || !certNames(old, vocab.APIServerCert, h)
 		}
-		if stale {
-			certs, err := issue(comp)
+		if !stale {
+			continue
+		}
+		certs, err := issue(comp)
+		if err != nil {
+			return err
+		}
+		certs.Generation = old.GetGeneration()
+		if renewing(old) {
+			again, err := issue(comp)
 			if err != nil {
 				return err
 			}
-			cmd.Certs = append(cmd.Certs, certs)
+			certs.Renewed = again.Certs
 		}
+		cmd.Certs = append(cmd.Certs, certs)
+	}
+	ingresses := liveIngresses(all, name, hypervisors)
+	if err := renewIngressCerts(st, clusterPKI, ingresses, s.cfg.certValidity(), cmd, now); err != nil {
+		return err
+	}
+	// A replica leaves its hypervisor when that is dead or draining, and a
+	// single replica when its certificates are due.
+	leaving := func(comp *pb.Component) string {
+		if why := moveReason(hypervisors, comp); why != "" {
+			return why
+		}
+		return certsDueMove(st, c, comp, now)
 	}
 	if replacement != nil {
 		all = append(all, replacement)
 		have = append(have, replacement)
 	}
-	// A replica on a draining hypervisor is moved make-before-break: one
-	// more is placed now, the old one removed below once that one runs.
+	// A leaving replica is moved make-before-break: one more is placed
+	// now, the old one removed below once that one runs.
 	var drained *pb.Component
 	if replacement == nil {
-		drained = drainSurge(c, have, hypervisors, all)
+		drained = drainSurge(c, have, leaving, all)
+	}
+	steady := replacement == nil && drained == nil && len(have) == want && servingAll(have, ingresses) &&
+		!slices.ContainsFunc(have, func(comp *pb.Component) bool { return leaving(comp) != "" }) &&
+		!slices.ContainsFunc(all, func(comp *pb.Component) bool {
+			return comp.Spec.Cluster == name && comp.Spec.Role == resources.RoleControlPlane && comp.Metadata.DeletionTimestamp != nil
+		})
+	if err := rollCerts(st, c, have, steady, issue, cmd, now); err != nil {
+		return err
 	}
 	switch {
 	case len(have) < want || drained != nil:
@@ -223,7 +254,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		comps, err := scheduler.NewControlPlaneComponents(name, n, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
 		if err != nil {
 			if drained != nil {
-				drainBlocked(st, name, fmt.Sprintf("not moving %s off draining hypervisor %s: %v", drained.Metadata.Name, drained.Spec.Hypervisor, err), cmd, now)
+				drainBlocked(st, name, fmt.Sprintf("not moving %s (%s) off hypervisor %s: %v", drained.Metadata.Name, leaving(drained), drained.Spec.Hypervisor, err), cmd, now)
 			} else {
 				errs = append(errs, err)
 			}
@@ -236,7 +267,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			cmd.Components = append(cmd.Components, comp)
 			cmd.Certs = append(cmd.Certs, certs)
 			if drained != nil {
-				cmd.Events = append(cmd.Events, replacingEvent(drained, comp, "draining", now))
+				cmd.Events = append(cmd.Events, replacingEvent(drained, comp, leaving(drained), now))
 			} else {
 				cmd.Events = append(cmd.Events, placedEvent(comp, now))
 			}
@@ -244,16 +275,15 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	case len(have) > want:
 		// Scale down: replicas on dead hypervisors go first, then those on
 		// draining ones (once the others all run), then the newest.
-		removalOrder(have, hypervisors)
+		removalOrder(have, leaving)
 		stay := have[len(have)-want:]
-		ingresses := liveIngresses(all, name, hypervisors)
 		for _, comp := range have[:len(have)-want] {
 			why := "scale down"
-			if onDraining(hypervisors, comp) {
+			if reason := leaving(comp); reason != "" && reason != "dead" {
 				if !servingAll(stay, ingresses) {
 					continue // its replacement does not take connections yet
 				}
-				why = "hypervisor draining, its replacement runs"
+				why = reason + ", its replacement runs"
 			}
 			cmd.Remove = append(cmd.Remove, comp.Metadata.Name)
 			cmd.Events = append(cmd.Events, state.Event(name, "Normal", "Removing",

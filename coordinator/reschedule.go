@@ -48,9 +48,9 @@ func onDead(hypervisors []*pb.Hypervisor, comp *pb.Component) bool {
 // replacingEvent tells that old, on a hypervisor that is dead or draining
 // (why), is replaced.
 func replacingEvent(old, replacement *pb.Component, why string, now time.Time) *pb.Event {
-	typ := "Warning"
-	if why == "draining" {
-		typ = "Normal"
+	typ := "Normal"
+	if why == "dead" {
+		typ = "Warning"
 	}
 	return state.Event(old.Spec.Cluster, typ, "Replacing",
 		fmt.Sprintf("replacing %s %s on hypervisor %s (%s) with %s on hypervisor %s",

@@ -22,8 +22,8 @@ import (
 )
 
 // fakeAgent stands for a hypervisor's agent: it reads its assignments and
-// reports them Running (Pending while held; an ingress with every assigned
-// API server up), and removed once deleting (a control-plane replica once
+// reports them Running with their certificates (Pending while held; an
+// ingress with every assigned API server up), and removed once deleting (a control-plane replica once
 // the ingress has released it). It fails the test when an assignment's
 // etcd view calls gone a replica that still exists.
 type fakeAgent struct {
@@ -74,7 +74,7 @@ func (f *fakeAgent) report(ctx context.Context, agent pb.AgentClient) error {
 		case f.held.Load():
 			req.Components = append(req.Components, &pb.ComponentReport{Component: name, Status: &pb.ComponentStatus{State: vocab.StatePending, Message: "held"}})
 		default:
-			st := &pb.ComponentStatus{State: vocab.StateRunning}
+			st := &pb.ComponentStatus{State: vocab.StateRunning, CertGeneration: as.CertGeneration}
 			if as.Component.Spec.Role == resources.RoleIngress {
 				st.Conditions = []*pb.Condition{{Type: vocab.CondAPIReachable, Status: "True", Message: "the API answers"}}
 				for _, api := range as.ApiServers {

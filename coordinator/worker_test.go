@@ -157,9 +157,21 @@ func TestWorkerJoin(t *testing.T) {
 			t.Errorf("ingress VPN assignment: %v", v)
 		}
 	}
+	// The control plane gets the nodes' names and addresses (it approves
+	// their kubelets' serving certificates), nothing secret.
 	for _, as := range assignmentsOf(t, s, "hv-a") {
-		if v := as.Vpn; as.Component.Spec.Cluster == "edge" && (v == nil || v.Gateway != "10.0.0.3" || v.Cidr != "10.200.7.0/29" || len(v.Peers) != 0) {
+		v := as.Vpn
+		if as.Component.Spec.Cluster != "edge" {
+			continue
+		}
+		if v == nil || v.Gateway != "10.0.0.3" || v.Cidr != "10.200.7.0/29" || len(v.Peers) != 2 {
 			t.Errorf("control-plane VPN assignment: %v", v)
+			continue
+		}
+		for _, p := range v.Peers {
+			if p.Address == "" || p.BootstrapTokenSecret != "" || p.BootstrapTokenId != "" || p.PublicKey != "" || p.TokenId != "" {
+				t.Errorf("control-plane VPN peer %v: want its name and address only", p)
+			}
 		}
 	}
 

@@ -20,6 +20,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/testutil/cluster"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
 	"github.com/oneinfra/oneinfra/internal/vocab"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
@@ -40,6 +41,9 @@ type apiServer struct {
 	// what ApplyRBAC grants, and nothing more.
 	addons *rest.Config
 	cs     kubernetes.Interface
+	// signer is the cluster's signing CA, which the API server trusts for
+	// clients (the control-plane agent makes its own credentials with it).
+	signer *pb.KeyPair
 }
 
 // startAPIServer starts etcd and kube-apiserver by hand (no containers)
@@ -109,8 +113,9 @@ func startAPIServer(t *testing.T) *apiServer {
 		t.Fatal(err)
 	}
 	s := &apiServer{
-		url:   fmt.Sprintf("https://127.0.0.1:%d", as[0].Component.Spec.Ports["apiserver"]),
-		caPEM: p.Cas[vocab.ClusterCA].CertPem,
+		url:    fmt.Sprintf("https://127.0.0.1:%d", as[0].Component.Spec.Ports["apiserver"]),
+		caPEM:  p.Cas[vocab.ClusterCA].CertPem,
+		signer: p.Cas[vocab.SignerCA],
 	}
 	s.admin = &rest.Config{
 		Host:            s.url,
@@ -233,6 +238,7 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 	})
 	t.Run("rbac", func(t *testing.T) { checkRBAC(t, s) })
+	t.Run("kubelet serving CSRs", func(t *testing.T) { checkServingCSRs(t, s) })
 
 	t.Run("stale token deleted", func(t *testing.T) {
 		less := validInputsCopy(in)

@@ -21,7 +21,7 @@ import (
 
 // rbacVersion changes whenever rbacObjects does, so that an RBAC applier
 // applies the new rules at once.
-const rbacVersion = "2"
+const rbacVersion = "3"
 
 // rbacObjects are every ClusterRole, Role and binding of the add-ons, in
 // the order they are applied.
@@ -35,6 +35,7 @@ func rbacObjects() []object {
 		),
 		clusterRoleBinding("system:coredns", componentCoreDNS, "system:coredns", serviceAccount("coredns")),
 	)
+	objs = append(objs, servingApproverRBAC()...)
 	return append(objs, addonsRoles()...)
 }
 

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 )
 
 var testNow = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -133,6 +134,7 @@ func TestTLSBootstrapRBAC(t *testing.T) {
 		{"oneinfra:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "Group", "system:nodes"},
 		{"oneinfra:node-proxier", "system:node-proxier", "ServiceAccount", "kube-proxy"},
 		{"system:coredns", "system:coredns", "ServiceAccount", "coredns"},
+		{vocab.KubeletServingApproverUser, vocab.KubeletServingApproverUser, "User", vocab.KubeletServingApproverUser},
 	} {
 		b := find[*rbacv1ac.ClusterRoleBindingApplyConfiguration](t, objs, "ClusterRoleBinding", c.name)
 		if deref(b.RoleRef.Kind) != "ClusterRole" || deref(b.RoleRef.Name) != c.role {
@@ -295,8 +297,8 @@ func TestEverythingLabelled(t *testing.T) {
 		}
 	}
 	rbac := rbacObjects()
-	if len(rbac) != 11 { // 4 TLS bootstrap bindings, kube-proxy's binding, CoreDNS's role and binding, the add-ons' 2 roles and bindings
-		t.Fatalf("%d RBAC objects, want 11", len(rbac))
+	if len(rbac) != 13 { // 4 TLS bootstrap bindings, kube-proxy's binding, CoreDNS's role and binding, the serving approver's, the add-ons' 2 roles and bindings
+		t.Fatalf("%d RBAC objects, want 13", len(rbac))
 	}
 	objs = append(objs, rbac...)
 	type labelled interface{ GetLabels() map[string]string }

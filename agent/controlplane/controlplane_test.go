@@ -47,6 +47,18 @@ func TestRender(t *testing.T) {
 			t.Error("rendering twice gives another pod")
 		}
 	}
+	// A new generation of certificates restarts the Kubernetes pod, not
+	// etcd's (etcd reads its certificates on every connection).
+	as[0].CertGeneration++
+	renewed, err := Render(as[0], paths, boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cri.SpecHash(renewed.Pods[0]) != cri.SpecHash(plan.Pods[0]) || cri.SpecHash(renewed.Pods[1]) == cri.SpecHash(plan.Pods[1]) {
+		t.Errorf("a new certificate generation changes pods %v, want only the control-plane one", [2]bool{
+			cri.SpecHash(renewed.Pods[0]) != cri.SpecHash(plan.Pods[0]), cri.SpecHash(renewed.Pods[1]) != cri.SpecHash(plan.Pods[1])})
+	}
+	as[0].CertGeneration--
 	files := map[string]host.File{}
 	for _, f := range plan.Files {
 		files[filepath.Base(f.Path)] = f

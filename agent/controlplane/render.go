@@ -16,6 +16,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/agent/host"
@@ -45,6 +46,10 @@ const EtcdPod = "etcd"
 // labelEtcdAttempt labels an etcd pod whose bootstrap decision was made
 // again (EtcdBootstrap.Attempt).
 const labelEtcdAttempt = "oneinfra.io/etcd-attempt"
+
+// labelCertGeneration labels the Kubernetes pod with the generation of the
+// certificates it runs (Assignment.cert_generation), from the first renewal.
+const labelCertGeneration = "oneinfra.io/cert-generation"
 
 // member is what Render and the etcd calls need to know of this replica.
 type member struct {
@@ -299,6 +304,9 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 		"--kubelet-client-certificate=" + c(vocab.APIServerKubeletClientCert+".crt"),
 		"--kubelet-client-key=" + c(vocab.APIServerKubeletClientCert+".key"),
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		// Kubelets serve with certificates the signing CA signed for their
+		// node (agent/addons approves the CSRs): logs and exec check them.
+		"--kubelet-certificate-authority=" + c(vocab.SignerCACert+".crt"),
 		"--requestheader-client-ca-file=" + c(fileFrontProxyCA),
 		"--requestheader-allowed-names=" + vocab.FrontProxyClientUser,
 		"--requestheader-username-headers=X-Remote-User",
@@ -322,6 +330,9 @@ func controllerManagerArgs(as *pb.Assignment, paths host.Paths, m member) []stri
 		"--cluster-name=" + paths.Cluster,
 		"--cluster-signing-cert-file=" + c(vocab.SignerCACert+".crt"),
 		"--cluster-signing-key-file=" + c(vocab.SignerCACert+".key"),
+		// Kubelets' certificates live as long as oneinfra's, and are
+		// rotated by the kubelets themselves.
+		"--cluster-signing-duration=" + signingDuration(as).String(),
 		"--root-ca-file=" + c(fileClusterCA),
 		"--client-ca-file=" + c(fileClientCABundle),
 		"--requestheader-client-ca-file=" + c(fileFrontProxyCA),
@@ -337,6 +348,16 @@ func controllerManagerArgs(as *pb.Assignment, paths host.Paths, m member) []stri
 	}
 }
 
+// signingDuration is how long the certificates the controller-manager
+// signs live: oneinfra's certificate validity, a year when the assignment
+// has none.
+func signingDuration(as *pb.Assignment) time.Duration {
+	if d := as.GetCertValidity().AsDuration(); d > 0 {
+		return d
+	}
+	return 8760 * time.Hour
+}
+
 func schedulerArgs(paths host.Paths, m member) []string {
 	kubeconfig := paths.Config(fileSchedulerKubecf)
 	return []string{
@@ -350,13 +371,20 @@ func schedulerArgs(paths host.Paths, m member) []string {
 	}
 }
 
+// controlPlanePod runs the Kubernetes control plane. A new generation of
+// certificates labels it anew, so that it restarts with them (the
+// coordinator has the ingress drop the replica first).
 func controlPlanePod(as *pb.Assignment, paths host.Paths, m member) cri.Pod {
 	container := func(name string, args []string) cri.Container {
 		return cri.Container{Name: name, Image: as.Images[name], Command: append([]string{name}, args...), Mounts: mounts(paths, false)}
 	}
-	return cri.Pod{Component: paths.Component, Name: "control-plane", Containers: []cri.Container{
+	pod := cri.Pod{Component: paths.Component, Name: "control-plane", Containers: []cri.Container{
 		container("kube-apiserver", apiServerArgs(as, paths, m)),
 		container("kube-controller-manager", controllerManagerArgs(as, paths, m)),
 		container("kube-scheduler", schedulerArgs(paths, m)),
 	}}
+	if as.CertGeneration > 0 {
+		pod.Labels = map[string]string{labelCertGeneration: strconv.FormatUint(as.CertGeneration, 10)}
+	}
+	return pod
 }

@@ -32,7 +32,8 @@
 //	kubelet/kubeconfig       written by the kubelet (rotated client cert)
 //	kubelet/config.yaml      KubeletConfiguration
 //	kubelet/client-ca.crt    CA of the API server's kubelet client cert
-//	kubelet/pki/             the kubelet's --cert-dir
+//	kubelet/pki/             the kubelet's --cert-dir: its client and serving
+//	                         certificates, which it rotates through CSRs
 //	cni-ipam/                host-local IPAM allocations
 //	kubelet.log              the supervised kubelet's output
 //

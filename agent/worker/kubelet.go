@@ -58,6 +58,7 @@ type kubeletConfiguration struct {
 	ClusterDomain            string            `json:"clusterDomain"`
 	FailSwapOn               bool              `json:"failSwapOn"`
 	RotateCertificates       bool              `json:"rotateCertificates"`
+	ServerTLSBootstrap       bool              `json:"serverTLSBootstrap"`
 	ContainerRuntimeEndpoint string            `json:"containerRuntimeEndpoint"`
 	PodLogsDir               string            `json:"podLogsDir"`
 	EvictionHard             map[string]string `json:"evictionHard"`
@@ -89,6 +90,7 @@ func renderKubeletConfig(c Config, wc *pb.WorkerConfig) ([]byte, error) {
 		ClusterDomain:            ClusterDomain,
 		FailSwapOn:               false,
 		RotateCertificates:       true,
+		ServerTLSBootstrap:       true,
 		ContainerRuntimeEndpoint: c.CRIEndpoint,
 		PodLogsDir:               filepath.Join(c.KubeletRootDir, "pod-logs"),
 		EvictionHard:             EvictionHard,

@@ -115,8 +115,14 @@ func newClusterKubeconfigCommand(g *globals) *cobra.Command {
 			if ttl <= 0 {
 				return fmt.Errorf("--ttl: must be positive, got %s", ttl)
 			}
+			// Unset, the coordinator picks 24h, or its --cert-validity
+			// when that is shorter.
+			seconds := uint32(ttl.Seconds())
+			if !cmd.Flags().Changed("ttl") {
+				seconds = 0
+			}
 			return g.call(cmd, func(ctx context.Context, s *session) error {
-				resp, err := s.op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: args[0], TtlSeconds: uint32(ttl.Seconds())})
+				resp, err := s.op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: args[0], TtlSeconds: seconds})
 				if err != nil {
 					return err
 				}
@@ -125,6 +131,6 @@ func newClusterKubeconfigCommand(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the kubeconfig's certificate lives")
+	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the kubeconfig's certificate lives (unset: 24h, or the coordinator's --cert-validity when shorter)")
 	return cmd
 }

@@ -6,11 +6,13 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator/health"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 func newDescribeCommand(g *globals) *cobra.Command {
@@ -71,6 +73,7 @@ func printDescribe(w io.Writer, d *pb.DescribeResponse) {
 	printConditions(w, c.GetStatus().GetConditions())
 
 	printComponents(w, d.Components)
+	printCertificates(w, d.Certificates)
 	if len(d.Hypervisors) > 0 {
 		fmt.Fprintln(w, "\nHypervisors:")
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -145,6 +148,47 @@ func printComponents(w io.Writer, comps []*pb.Component) {
 			state, ports(comp.Spec.Ports), dash(msg))
 	}
 	tw.Flush()
+}
+
+// printCertificates shows, per component, the certificate that expires
+// first, when it is due for renewal and any renewal under way; the
+// cluster's soonest expiry comes first.
+func printCertificates(w io.Writer, sums []*pb.CertificateSummary) {
+	if len(sums) == 0 {
+		return
+	}
+	var first *pb.CertificateSummary
+	for _, c := range sums {
+		if c.SoonestExpiry != nil && (first == nil || c.SoonestExpiry.AsTime().Before(first.SoonestExpiry.AsTime())) {
+			first = c
+		}
+	}
+	fmt.Fprintln(w, "\nCertificates:")
+	if first != nil {
+		fmt.Fprintf(w, "  soonest expiry %s (%s of %s, %s)\n", stamp(first.SoonestExpiry), first.Soonest, first.Component, until(first.SoonestExpiry))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  COMPONENT\tGENERATION\tEXPIRES\tRENEWS\tRENEWAL")
+	for _, c := range sums {
+		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\n", c.Component, c.Generation, stamp(c.SoonestExpiry), stamp(c.RenewAt), dash(c.Renewal))
+	}
+	tw.Flush()
+}
+
+// stamp prints a time in UTC to the second, or "-".
+func stamp(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "-"
+	}
+	return t.AsTime().UTC().Format(time.RFC3339)
+}
+
+// until prints how long until t: "in 5d", or "expired".
+func until(t *timestamppb.Timestamp) string {
+	if d := time.Until(t.AsTime()); d > 0 {
+		return "in " + roughly(d)
+	}
+	return "expired"
 }
 
 func printEvents(w io.Writer, events []*pb.Event) {

@@ -138,10 +138,12 @@ func age(t *timestamppb.Timestamp) string {
 	if t == nil {
 		return "-"
 	}
-	d := time.Since(t.AsTime())
+	return roughly(max(time.Since(t.AsTime()), 0))
+}
+
+// roughly prints a duration in its largest sensible unit: 90s, 5m, 3h, 12d.
+func roughly(d time.Duration) string {
 	switch {
-	case d < 0:
-		return "0s"
 	case d < 2*time.Minute:
 		return fmt.Sprintf("%ds", int(d.Seconds()))
 	case d < 2*time.Hour:

@@ -32,6 +32,7 @@ func Serve(addr string, metrics http.Handler, ready func() error, logger *slog.L
 		fmt.Fprintln(w, "ok")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	logger.Info("serving /metrics, /healthz and /readyz", "addr", ln.Addr().String())
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("metrics and health server stopped", "err", err)

@@ -39,7 +39,8 @@ const (
 	// API servers' /readyz (ClientCA).
 	IngressHealthCert = "ingress-health"
 	// AddonsCert is the client certificate the ingress's agent applies the
-	// cluster's add-ons with (ClientCA, in system:masters: it creates RBAC).
+	// cluster's add-ons with (ClientCA, in no group: the add-ons' RBAC
+	// grants it what it applies).
 	AddonsCert = "addons"
 	// SignerCACert is the signing CA with its key, in a control-plane
 	// assignment: the controller-manager signs node certificates.
@@ -57,6 +58,14 @@ const (
 	IngressHealthUser          = "oneinfra:ingress-health"
 	AddonsUser                 = "oneinfra:addons"
 	AdminUser                  = "oneinfra-admin"
+	// ControlPlaneUser, in MastersGroup, is what a control-plane replica's
+	// agent applies the add-ons' RBAC as, with a certificate it makes
+	// itself from the signing CA.
+	ControlPlaneUser = "oneinfra:control-plane"
+	// KubeletServingApproverUser is what a control-plane replica's agent
+	// approves kubelets' serving certificates as (the same way, in no
+	// group).
+	KubeletServingApproverUser = "oneinfra:kubelet-serving-approver"
 	MastersGroup               = "system:masters"
 )
 

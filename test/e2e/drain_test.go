@@ -20,13 +20,23 @@ import (
 // stopped, logging each failure.
 type prober struct {
 	done   chan struct{}
+	once   sync.Once
 	wg     sync.WaitGroup
 	n      int
 	failed []string
 }
 
 func probe(t *testing.T, cluster, kubeconfig string) *prober {
+	return probeWith(t, cluster, func() error {
+		_, err := kubectl(kubeconfig, "get", "--raw", "/readyz")
+		return err
+	})
+}
+
+// probeWith probes with check every 0.5s until stopped, or the test ends.
+func probeWith(t *testing.T, cluster string, check func() error) *prober {
 	p := &prober{done: make(chan struct{})}
+	t.Cleanup(func() { p.stop() })
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -37,7 +47,7 @@ func probe(t *testing.T, cluster, kubeconfig string) *prober {
 			case <-time.After(500 * time.Millisecond):
 			}
 			p.n++
-			if _, err := kubectl(kubeconfig, "get", "--raw", "/readyz"); err != nil {
+			if err := check(); err != nil {
 				at := time.Now().UTC().Format("15:04:05.000")
 				p.failed = append(p.failed, at)
 				t.Logf("the API of %s through its ingress failed at %s: %v", cluster, at, err)
@@ -50,7 +60,7 @@ func probe(t *testing.T, cluster, kubeconfig string) *prober {
 // stop ends the probes and returns how many ran and the times of those
 // that failed.
 func (p *prober) stop() (int, []string) {
-	close(p.done)
+	p.once.Do(func() { close(p.done) })
 	p.wg.Wait()
 	return p.n, p.failed
 }

@@ -2,10 +2,11 @@ package e2e
 
 import (
 	"fmt"
-	"os"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,19 +25,11 @@ func TestWorkersJoinBehindNAT(t *testing.T) {
 	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}, {Name: "worker-1", Worker: true}, {Name: "worker-2", Worker: true}}
 	s := startSystem(t, hosts, 1)
 	pub := s.lab.Hosts["pub-1"]
-	root := s.lab.Spec.RepoRoot
 	if out, err := cli(s.config, "", "cluster", "create", "edge", "--vpn", "--wait", "--timeout", "5m"); err != nil {
 		d, _ := cli(s.config, "", "describe", "cluster", "edge")
 		t.Fatalf("cluster create: %v\n%s\n%s", err, out, d)
 	}
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	out, err := cli(s.config, "", "cluster", "kubeconfig", "edge")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(kc, []byte(out), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kc := writeKubeconfig(t, s, "edge")
 	token, hash := workerToken(t, s, "edge")
 	join := pub.PublicIP + ":7445"
 
@@ -53,71 +46,8 @@ func TestWorkersJoinBehindNAT(t *testing.T) {
 		t.Errorf("joining with a revoked token: %v\n%s", err, out)
 	}
 
-	// Both workers join; the time from start to node Ready is measured.
-	started := map[string]time.Time{}
-	for i, name := range []string{"worker-1", "worker-2"} {
-		h := s.lab.Hosts[name]
-		node := fmt.Sprintf("w-%d", i+1)
-		args := []string{filepath.Join(binDir, "oneinfra-agent"), "worker", "--join", join, "--token", token, "--ca-hash", hash,
-			"--name", node, "--cri-endpoint", h.CRIEndpoint, "--data-dir", filepath.Join(h.Dir, "worker"),
-			"--kubelet-command", filepath.Join(root, "_output/bin/kubelet"), "--kubelet-root-dir", h.KubeletDir,
-			"--cgroup-root", "/oie2e-" + node, "--cni-conf-dir", h.CNIConfDir, "--interface", "oi-" + node}
-		started[node] = time.Now()
-		if _, err := s.lab.Start(name, args, filepath.Join(h.Dir, "worker.log")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, node := range []string{"w-1", "w-2"} {
-		testutil.Eventually(t, 5*time.Minute, node+" Ready", func() error {
-			out, err := kubectl(kc, "get", "node", node, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.addresses[?(@.type=="InternalIP")].address}`)
-			if err != nil {
-				return err
-			}
-			if !strings.HasPrefix(out, "True 10.200.") {
-				return fmt.Errorf("node %s: %q", node, out)
-			}
-			return nil
-		})
-		t.Logf("oneinfra-agent worker start → node %s Ready (behind two NATs): %.1fs", node, time.Since(started[node]).Seconds())
-	}
-
-	// A pod on each node, reached through the tunnel for logs and exec.
-	for i, node := range []string{"w-1", "w-2"} {
-		pod := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: app-%d}
-spec:
-  nodeName: %s
-  containers:
-  - name: app
-    image: test.oneinfra.io/testapp:v1
-    imagePullPolicy: Never
-    args: ["-print", "hello from %s", "-http", ":8080"]
-`, i+1, node, node)
-		cmd := exec.Command(filepath.Join(root, "_output/bin/kubectl"), "--kubeconfig", kc, "apply", "-f", "-")
-		cmd.Stdin = strings.NewReader(pod)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("creating a pod on %s: %v\n%s", node, err, out)
-		}
-	}
-	if out, err := kubectl(kc, "wait", "--for=condition=Ready", "pod/app-1", "pod/app-2", "--timeout=180s"); err != nil {
-		pods, _ := kubectl(kc, "get", "pods", "-A", "-o", "wide")
-		desc, _ := kubectl(kc, "describe", "pods")
-		t.Fatalf("pods not Ready: %v\n%s\n%s\n%s", err, out, pods, desc)
-	}
-	ips := map[string]string{}
-	for i, node := range []string{"w-1", "w-2"} {
-		pod := fmt.Sprintf("app-%d", i+1)
-		logs, err := kubectl(kc, "logs", pod)
-		if err != nil || !strings.Contains(logs, "hello from "+node) {
-			t.Errorf("kubectl logs %s: %q %v", pod, logs, err)
-		}
-		got, err := kubectl(kc, "exec", pod, "--", "testapp", "-print", "exec on "+node, "-exit", "0")
-		if err != nil || !strings.Contains(got, "exec on "+node) {
-			t.Errorf("kubectl exec %s: %q %v", pod, got, err)
-		}
-		ips[pod], _ = kubectl(kc, "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
-	}
+	ips := joinWorkers(t, s, "edge", kc, token, hash)
+	checkLogsExec(t, kc)
 	// Pod to pod, across the two NATs, by pod IP.
 	for from, to := range map[string]string{"app-1": "app-2", "app-2": "app-1"} {
 		got, err := kubectl(kc, "exec", from, "--", "testapp", "-get", "http://"+ips[to]+":8080/")
@@ -125,25 +55,7 @@ spec:
 			t.Errorf("%s → %s (%s): %q %v", from, to, ips[to], got, err)
 		}
 	}
-	// kube-proxy runs on both nodes (the add-ons were applied).
-	testutil.Eventually(t, 2*time.Minute, "kube-proxy on both nodes", func() error {
-		out, err := kubectl(kc, "-n", "kube-system", "get", "daemonset", "kube-proxy", "-o", "jsonpath={.status.numberReady}")
-		if err != nil || out != "2" {
-			return fmt.Errorf("kube-proxy ready on %q nodes: %v", out, err)
-		}
-		return nil
-	})
-
-	// CoreDNS answers: it reaches the API through the kubernetes service,
-	// whose endpoint is the ingress through the tunnel.
-	testutil.Eventually(t, 3*time.Minute, "CoreDNS ready", func() error {
-		out, err := kubectl(kc, "-n", "kube-system", "get", "deployment", "coredns", "-o", "jsonpath={.status.readyReplicas}")
-		if err != nil || out != "1" {
-			pods, _ := kubectl(kc, "-n", "kube-system", "get", "pods", "-o", "wide")
-			return fmt.Errorf("coredns ready replicas %q: %v\n%s", out, err, pods)
-		}
-		return nil
-	})
+	addonsReady(t, kc)
 
 	// The operator sees both peers with a handshake, then removes one.
 	testutil.Eventually(t, 60*time.Second, "both peers listed with a handshake", func() error {
@@ -188,4 +100,112 @@ func workerToken(t *testing.T, s *system, cluster string) (token, hash string) {
 		t.Fatal(err)
 	}
 	return regexp.MustCompile(`token: (\S+)`).FindStringSubmatch(out)[1], regexp.MustCompile(`ca-hash: (\S+)`).FindStringSubmatch(out)[1]
+}
+
+// workerNodes are the nodes joinWorkers makes, by lab host.
+var workerNodes = map[string]string{"worker-1": "w-1", "worker-2": "w-2"}
+
+// joinWorkers starts a worker agent on worker-1 and worker-2 that joins
+// cluster through pub-1's join endpoint, waits for nodes w-1 and w-2 to be
+// Ready (timing each), and runs a pod app-N on node w-N; it returns the
+// pods' IPs.
+func joinWorkers(t *testing.T, s *system, cluster, kc, token, hash string) map[string]string {
+	t.Helper()
+	root := s.lab.Spec.RepoRoot
+	join := s.lab.Hosts["pub-1"].PublicIP + ":7445"
+	started := map[string]time.Time{}
+	for _, name := range slices.Sorted(maps.Keys(workerNodes)) {
+		h, node := s.lab.Hosts[name], workerNodes[name]
+		args := []string{filepath.Join(binDir, "oneinfra-agent"), "worker", "--join", join, "--token", token, "--ca-hash", hash,
+			"--name", node, "--cri-endpoint", h.CRIEndpoint, "--data-dir", filepath.Join(h.Dir, "worker"),
+			"--kubelet-command", filepath.Join(root, "_output/bin/kubelet"), "--kubelet-root-dir", h.KubeletDir,
+			"--cgroup-root", "/oie2e-" + node, "--cni-conf-dir", h.CNIConfDir, "--interface", "oi-" + node}
+		started[node] = time.Now()
+		if _, err := s.lab.Start(name, args, filepath.Join(h.Dir, "worker.log")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, node := range []string{"w-1", "w-2"} {
+		testutil.Eventually(t, 5*time.Minute, node+" Ready", func() error { return nodeReady(kc, node) })
+		t.Logf("oneinfra-agent worker start → node %s Ready (behind two NATs): %.1fs", node, time.Since(started[node]).Seconds())
+	}
+	for i, node := range []string{"w-1", "w-2"} {
+		pod := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: app-%d}
+spec:
+  nodeName: %s
+  containers:
+  - name: app
+    image: test.oneinfra.io/testapp:v1
+    imagePullPolicy: Never
+    args: ["-print", "hello from %s", "-http", ":8080"]
+`, i+1, node, node)
+		cmd := exec.Command(filepath.Join(root, "_output/bin/kubectl"), "--kubeconfig", kc, "apply", "-f", "-")
+		cmd.Stdin = strings.NewReader(pod)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("creating a pod on %s: %v\n%s", node, err, out)
+		}
+	}
+	if out, err := kubectl(kc, "wait", "--for=condition=Ready", "pod/app-1", "pod/app-2", "--timeout=180s"); err != nil {
+		pods, _ := kubectl(kc, "get", "pods", "-A", "-o", "wide")
+		desc, _ := kubectl(kc, "describe", "pods")
+		t.Fatalf("pods not Ready: %v\n%s\n%s\n%s", err, out, pods, desc)
+	}
+	ips := map[string]string{}
+	for _, pod := range []string{"app-1", "app-2"} {
+		ips[pod], _ = kubectl(kc, "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
+	}
+	return ips
+}
+
+// nodeReady says why a node is not Ready with its VPN address, or nil.
+func nodeReady(kc, node string) error {
+	out, err := kubectl(kc, "get", "node", node, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.addresses[?(@.type=="InternalIP")].address}`)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(out, "True 10.200.") {
+		return fmt.Errorf("node %s: %q", node, out)
+	}
+	return nil
+}
+
+// checkLogsExec reads the logs of app-1 and app-2 and runs a command in
+// each, through the API and the tunnel to their kubelets.
+func checkLogsExec(t *testing.T, kc string) {
+	t.Helper()
+	for i, node := range []string{"w-1", "w-2"} {
+		pod := fmt.Sprintf("app-%d", i+1)
+		logs, err := kubectl(kc, "logs", pod)
+		if err != nil || !strings.Contains(logs, "hello from "+node) {
+			t.Errorf("kubectl logs %s: %q %v", pod, logs, err)
+		}
+		got, err := kubectl(kc, "exec", pod, "--", "testapp", "-print", "exec on "+node, "-exit", "0")
+		if err != nil || !strings.Contains(got, "exec on "+node) {
+			t.Errorf("kubectl exec %s: %q %v", pod, got, err)
+		}
+	}
+}
+
+// addonsReady waits for kube-proxy on both nodes and for CoreDNS, which
+// reaches the API through the kubernetes service, whose endpoint is the
+// ingress through the tunnel.
+func addonsReady(t *testing.T, kc string) {
+	t.Helper()
+	testutil.Eventually(t, 2*time.Minute, "kube-proxy on both nodes", func() error {
+		out, err := kubectl(kc, "-n", "kube-system", "get", "daemonset", "kube-proxy", "-o", "jsonpath={.status.numberReady}")
+		if err != nil || out != "2" {
+			return fmt.Errorf("kube-proxy ready on %q nodes: %v", out, err)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 3*time.Minute, "CoreDNS ready", func() error {
+		out, err := kubectl(kc, "-n", "kube-system", "get", "deployment", "coredns", "-o", "jsonpath={.status.readyReplicas}")
+		if err != nil || out != "1" {
+			pods, _ := kubectl(kc, "-n", "kube-system", "get", "pods", "-o", "wide")
+			return fmt.Errorf("coredns ready replicas %q: %v\n%s", out, err, pods)
+		}
+		return nil
+	})
 }

@@ -13,6 +13,7 @@ package oneinfrav1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -653,12 +654,14 @@ func (x *DescribeRequest) GetKind() string {
 // are on and its events; or a hypervisor with its components and the
 // events that name it.
 type DescribeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       *Cluster               `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Components    []*Component           `protobuf:"bytes,2,rep,name=components,proto3" json:"components,omitempty"`
-	Events        []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
-	Meta          *ReadMeta              `protobuf:"bytes,4,opt,name=meta,proto3" json:"meta,omitempty"`
-	Hypervisors   []*Hypervisor          `protobuf:"bytes,5,rep,name=hypervisors,proto3" json:"hypervisors,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Cluster     *Cluster               `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Components  []*Component           `protobuf:"bytes,2,rep,name=components,proto3" json:"components,omitempty"`
+	Events      []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	Meta        *ReadMeta              `protobuf:"bytes,4,opt,name=meta,proto3" json:"meta,omitempty"`
+	Hypervisors []*Hypervisor          `protobuf:"bytes,5,rep,name=hypervisors,proto3" json:"hypervisors,omitempty"`
+	// Clusters: the certificates of each component.
+	Certificates  []*CertificateSummary `protobuf:"bytes,6,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -728,6 +731,103 @@ func (x *DescribeResponse) GetHypervisors() []*Hypervisor {
 	return nil
 }
 
+func (x *DescribeResponse) GetCertificates() []*CertificateSummary {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+// CertificateSummary is what describe shows of one component's
+// certificates.
+type CertificateSummary struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Component string                 `protobuf:"bytes,1,opt,name=component,proto3" json:"component,omitempty"`
+	// The generation in use (control plane; see ComponentCerts).
+	Generation uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	// The certificate that expires first, and when.
+	Soonest       string                 `protobuf:"bytes,3,opt,name=soonest,proto3" json:"soonest,omitempty"`
+	SoonestExpiry *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=soonest_expiry,json=soonestExpiry,proto3" json:"soonest_expiry,omitempty"`
+	// When it is due for renewal (2/3 of its lifetime).
+	RenewAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=renew_at,json=renewAt,proto3" json:"renew_at,omitempty"`
+	// The renewal under way, "" when none.
+	Renewal       string `protobuf:"bytes,6,opt,name=renewal,proto3" json:"renewal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateSummary) Reset() {
+	*x = CertificateSummary{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateSummary) ProtoMessage() {}
+
+func (x *CertificateSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateSummary.ProtoReflect.Descriptor instead.
+func (*CertificateSummary) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CertificateSummary) GetComponent() string {
+	if x != nil {
+		return x.Component
+	}
+	return ""
+}
+
+func (x *CertificateSummary) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *CertificateSummary) GetSoonest() string {
+	if x != nil {
+		return x.Soonest
+	}
+	return ""
+}
+
+func (x *CertificateSummary) GetSoonestExpiry() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SoonestExpiry
+	}
+	return nil
+}
+
+func (x *CertificateSummary) GetRenewAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RenewAt
+	}
+	return nil
+}
+
+func (x *CertificateSummary) GetRenewal() string {
+	if x != nil {
+		return x.Renewal
+	}
+	return ""
+}
+
 type KubeconfigRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -739,7 +839,7 @@ type KubeconfigRequest struct {
 
 func (x *KubeconfigRequest) Reset() {
 	*x = KubeconfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[11]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +851,7 @@ func (x *KubeconfigRequest) String() string {
 func (*KubeconfigRequest) ProtoMessage() {}
 
 func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[11]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +864,7 @@ func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*KubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{11}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KubeconfigRequest) GetName() string {
@@ -790,7 +890,7 @@ type KubeconfigResponse struct {
 
 func (x *KubeconfigResponse) Reset() {
 	*x = KubeconfigResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[12]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +902,7 @@ func (x *KubeconfigResponse) String() string {
 func (*KubeconfigResponse) ProtoMessage() {}
 
 func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[12]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +915,7 @@ func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*KubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{12}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KubeconfigResponse) GetKubeconfig() []byte {
@@ -842,7 +942,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[13]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +954,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[13]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +967,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{13}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateTokenRequest) GetKind() string {
@@ -916,7 +1016,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[14]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1028,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[14]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1041,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{14}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -973,7 +1073,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1085,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1098,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{15}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{16}
 }
 
 type ListTokensResponse struct {
@@ -1011,7 +1111,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1123,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1136,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{16}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -1062,7 +1162,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1174,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1187,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{17}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -1105,7 +1205,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1217,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1230,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{18}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{19}
 }
 
 type MembersRequest struct {
@@ -1141,7 +1241,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1253,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1266,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{19}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{20}
 }
 
 type Member struct {
@@ -1188,7 +1288,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1300,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1313,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Member) GetId() string {
@@ -1302,7 +1402,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1414,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1427,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1345,7 +1445,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1457,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1470,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{23}
 }
 
 type SnapshotChunk struct {
@@ -1382,7 +1482,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1494,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1507,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -1426,7 +1526,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1538,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1551,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -1469,7 +1569,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1581,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1594,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 type VersionResponse struct {
@@ -1507,7 +1607,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1619,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1632,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{26}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -1563,7 +1663,7 @@ type JoinServerRequest struct {
 
 func (x *JoinServerRequest) Reset() {
 	*x = JoinServerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1675,7 @@ func (x *JoinServerRequest) String() string {
 func (*JoinServerRequest) ProtoMessage() {}
 
 func (x *JoinServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1688,7 @@ func (x *JoinServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinServerRequest.ProtoReflect.Descriptor instead.
 func (*JoinServerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{27}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *JoinServerRequest) GetToken() string {
@@ -1636,7 +1736,7 @@ type JoinServerResponse struct {
 
 func (x *JoinServerResponse) Reset() {
 	*x = JoinServerResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1748,7 @@ func (x *JoinServerResponse) String() string {
 func (*JoinServerResponse) ProtoMessage() {}
 
 func (x *JoinServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1761,7 @@ func (x *JoinServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinServerResponse.ProtoReflect.Descriptor instead.
 func (*JoinServerResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{28}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinServerResponse) GetCertPem() []byte {
@@ -1690,7 +1790,7 @@ type RegisterHypervisorRequest struct {
 
 func (x *RegisterHypervisorRequest) Reset() {
 	*x = RegisterHypervisorRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[29]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1802,7 @@ func (x *RegisterHypervisorRequest) String() string {
 func (*RegisterHypervisorRequest) ProtoMessage() {}
 
 func (x *RegisterHypervisorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[29]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1815,7 @@ func (x *RegisterHypervisorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHypervisorRequest.ProtoReflect.Descriptor instead.
 func (*RegisterHypervisorRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RegisterHypervisorRequest) GetToken() string {
@@ -1759,7 +1859,7 @@ type RegisterHypervisorResponse struct {
 
 func (x *RegisterHypervisorResponse) Reset() {
 	*x = RegisterHypervisorResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[30]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1871,7 @@ func (x *RegisterHypervisorResponse) String() string {
 func (*RegisterHypervisorResponse) ProtoMessage() {}
 
 func (x *RegisterHypervisorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[30]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1884,7 @@ func (x *RegisterHypervisorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHypervisorResponse.ProtoReflect.Descriptor instead.
 func (*RegisterHypervisorResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{30}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegisterHypervisorResponse) GetCertPem() []byte {
@@ -1824,7 +1924,7 @@ type GetGossipConfigRequest struct {
 
 func (x *GetGossipConfigRequest) Reset() {
 	*x = GetGossipConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +1936,7 @@ func (x *GetGossipConfigRequest) String() string {
 func (*GetGossipConfigRequest) ProtoMessage() {}
 
 func (x *GetGossipConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +1949,7 @@ func (x *GetGossipConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGossipConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetGossipConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{31}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetGossipConfigRequest) GetHypervisor() string {
@@ -1869,7 +1969,7 @@ type GossipConfig struct {
 
 func (x *GossipConfig) Reset() {
 	*x = GossipConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +1981,7 @@ func (x *GossipConfig) String() string {
 func (*GossipConfig) ProtoMessage() {}
 
 func (x *GossipConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +1994,7 @@ func (x *GossipConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipConfig.ProtoReflect.Descriptor instead.
 func (*GossipConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{32}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GossipConfig) GetKey() []byte {
@@ -1915,7 +2015,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2027,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2040,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{33}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchAssignmentsRequest) GetHypervisor() string {
@@ -1976,7 +2076,7 @@ type AssignmentRef struct {
 
 func (x *AssignmentRef) Reset() {
 	*x = AssignmentRef{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2088,7 @@ func (x *AssignmentRef) String() string {
 func (*AssignmentRef) ProtoMessage() {}
 
 func (x *AssignmentRef) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2101,7 @@ func (x *AssignmentRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentRef.ProtoReflect.Descriptor instead.
 func (*AssignmentRef) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{34}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AssignmentRef) GetComponent() string {
@@ -2028,7 +2128,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2140,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2153,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{35}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchAssignmentsResponse) GetIndex() uint64 {
@@ -2080,7 +2180,7 @@ type GetAssignmentsRequest struct {
 
 func (x *GetAssignmentsRequest) Reset() {
 	*x = GetAssignmentsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2092,7 +2192,7 @@ func (x *GetAssignmentsRequest) String() string {
 func (*GetAssignmentsRequest) ProtoMessage() {}
 
 func (x *GetAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2105,7 +2205,7 @@ func (x *GetAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*GetAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{36}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetAssignmentsRequest) GetHypervisor() string {
@@ -2134,7 +2234,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2246,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2259,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{37}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Endpoint) GetName() string {
@@ -2222,15 +2322,21 @@ type Assignment struct {
 	// and not among etcd_members is gone for good, and only such a member is
 	// ever removed by another; a member at or above the floor is newer than
 	// this view and left alone.
-	EtcdMembers   []*Endpoint `protobuf:"bytes,16,rep,name=etcd_members,json=etcdMembers,proto3" json:"etcd_members,omitempty"`
-	ReplicaFloor  uint32      `protobuf:"varint,17,opt,name=replica_floor,json=replicaFloor,proto3" json:"replica_floor,omitempty"`
+	EtcdMembers  []*Endpoint `protobuf:"bytes,16,rep,name=etcd_members,json=etcdMembers,proto3" json:"etcd_members,omitempty"`
+	ReplicaFloor uint32      `protobuf:"varint,17,opt,name=replica_floor,json=replicaFloor,proto3" json:"replica_floor,omitempty"`
+	// Control plane: the generation of certs (ComponentCerts.generation); the
+	// Kubernetes pod restarts when it changes.
+	CertGeneration uint64 `protobuf:"varint,18,opt,name=cert_generation,json=certGeneration,proto3" json:"cert_generation,omitempty"`
+	// How long the certificates oneinfra issues live (serve
+	// --cert-validity); the controller-manager signs kubelets' for as long.
+	CertValidity  *durationpb.Duration `protobuf:"bytes,19,opt,name=cert_validity,json=certValidity,proto3" json:"cert_validity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2348,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2361,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Assignment) GetComponent() *Component {
@@ -2377,6 +2483,20 @@ func (x *Assignment) GetReplicaFloor() uint32 {
 	return 0
 }
 
+func (x *Assignment) GetCertGeneration() uint64 {
+	if x != nil {
+		return x.CertGeneration
+	}
+	return 0
+}
+
+func (x *Assignment) GetCertValidity() *durationpb.Duration {
+	if x != nil {
+		return x.CertValidity
+	}
+	return nil
+}
+
 // VPNAssignment is a component's share of its cluster's VPN. The ingress
 // runs the endpoint (device, peers, forwarding); control-plane components
 // route the VPN's networks through the ingress's hypervisor.
@@ -2389,15 +2509,18 @@ type VPNAssignment struct {
 	Routes []string `protobuf:"bytes,3,rep,name=routes,proto3" json:"routes,omitempty"`
 	// The private address of the ingress's hypervisor, which control-plane
 	// hosts route the VPN CIDR through (control plane only).
-	Gateway       string     `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
-	Peers         []*VPNPeer `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty"` // ingress only
+	Gateway string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// The joined nodes: every field for the ingress, names and addresses
+	// only for the control plane (which approves their kubelets' serving
+	// certificates).
+	Peers         []*VPNPeer `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VPNAssignment) Reset() {
 	*x = VPNAssignment{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2532,7 @@ func (x *VPNAssignment) String() string {
 func (*VPNAssignment) ProtoMessage() {}
 
 func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2545,7 @@ func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VPNAssignment.ProtoReflect.Descriptor instead.
 func (*VPNAssignment) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *VPNAssignment) GetCidr() string {
@@ -2470,7 +2593,7 @@ type GetAssignmentsResponse struct {
 
 func (x *GetAssignmentsResponse) Reset() {
 	*x = GetAssignmentsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2482,7 +2605,7 @@ func (x *GetAssignmentsResponse) String() string {
 func (*GetAssignmentsResponse) ProtoMessage() {}
 
 func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2495,7 +2618,7 @@ func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*GetAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetAssignmentsResponse) GetIndex() uint64 {
@@ -2522,7 +2645,7 @@ type ComponentReport struct {
 
 func (x *ComponentReport) Reset() {
 	*x = ComponentReport{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2657,7 @@ func (x *ComponentReport) String() string {
 func (*ComponentReport) ProtoMessage() {}
 
 func (x *ComponentReport) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2670,7 @@ func (x *ComponentReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentReport.ProtoReflect.Descriptor instead.
 func (*ComponentReport) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ComponentReport) GetComponent() string {
@@ -2580,7 +2703,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2715,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2728,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReportStatusRequest) GetHypervisor() string {
@@ -2656,7 +2779,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2668,7 +2791,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2681,7 +2804,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AgentEvent) GetComponent() string {
@@ -2720,7 +2843,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2855,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2868,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 type PeerStatusRequest struct {
@@ -2756,7 +2879,7 @@ type PeerStatusRequest struct {
 
 func (x *PeerStatusRequest) Reset() {
 	*x = PeerStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2768,7 +2891,7 @@ func (x *PeerStatusRequest) String() string {
 func (*PeerStatusRequest) ProtoMessage() {}
 
 func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2781,7 +2904,7 @@ func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 type PeerStatusResponse struct {
@@ -2797,7 +2920,7 @@ type PeerStatusResponse struct {
 
 func (x *PeerStatusResponse) Reset() {
 	*x = PeerStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2809,7 +2932,7 @@ func (x *PeerStatusResponse) String() string {
 func (*PeerStatusResponse) ProtoMessage() {}
 
 func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2822,7 +2945,7 @@ func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusResponse.ProtoReflect.Descriptor instead.
 func (*PeerStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PeerStatusResponse) GetId() string {
@@ -2871,7 +2994,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3006,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3019,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PeerJoinRequest) GetId() string {
@@ -2928,7 +3051,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3063,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3076,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
 }
 
 type ListPeersRequest struct {
@@ -2965,7 +3088,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3100,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3113,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListPeersRequest) GetCluster() string {
@@ -3016,7 +3139,7 @@ type PeerInfo struct {
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3151,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3164,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PeerInfo) GetName() string {
@@ -3104,7 +3227,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3239,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3252,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListPeersResponse) GetPeers() []*PeerInfo {
@@ -3163,7 +3286,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3175,7 +3298,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3188,7 +3311,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RemovePeerRequest) GetCluster() string {
@@ -3213,7 +3336,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3225,7 +3348,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3238,7 +3361,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
 }
 
 // SetSchedulingRequest cordons (unschedulable), drains (unschedulable and
@@ -3254,7 +3377,7 @@ type SetSchedulingRequest struct {
 
 func (x *SetSchedulingRequest) Reset() {
 	*x = SetSchedulingRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3389,7 @@ func (x *SetSchedulingRequest) String() string {
 func (*SetSchedulingRequest) ProtoMessage() {}
 
 func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3402,7 @@ func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingRequest.ProtoReflect.Descriptor instead.
 func (*SetSchedulingRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetSchedulingRequest) GetName() string {
@@ -3313,7 +3436,7 @@ type SetSchedulingResponse struct {
 
 func (x *SetSchedulingResponse) Reset() {
 	*x = SetSchedulingResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3325,7 +3448,7 @@ func (x *SetSchedulingResponse) String() string {
 func (*SetSchedulingResponse) ProtoMessage() {}
 
 func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3338,7 +3461,7 @@ func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingResponse.ProtoReflect.Descriptor instead.
 func (*SetSchedulingResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SetSchedulingResponse) GetHypervisor() *Hypervisor {
@@ -3367,7 +3490,7 @@ type JoinWorkerRequest struct {
 
 func (x *JoinWorkerRequest) Reset() {
 	*x = JoinWorkerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3379,7 +3502,7 @@ func (x *JoinWorkerRequest) String() string {
 func (*JoinWorkerRequest) ProtoMessage() {}
 
 func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3392,7 +3515,7 @@ func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWorkerRequest.ProtoReflect.Descriptor instead.
 func (*JoinWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *JoinWorkerRequest) GetToken() string {
@@ -3435,7 +3558,7 @@ type GetWorkerConfigRequest struct {
 
 func (x *GetWorkerConfigRequest) Reset() {
 	*x = GetWorkerConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3570,7 @@ func (x *GetWorkerConfigRequest) String() string {
 func (*GetWorkerConfigRequest) ProtoMessage() {}
 
 func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3583,7 @@ func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetWorkerConfigRequest) GetCluster() string {
@@ -3511,7 +3634,7 @@ type WorkerConfig struct {
 
 func (x *WorkerConfig) Reset() {
 	*x = WorkerConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3523,7 +3646,7 @@ func (x *WorkerConfig) String() string {
 func (*WorkerConfig) ProtoMessage() {}
 
 func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3536,7 +3659,7 @@ func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerConfig.ProtoReflect.Descriptor instead.
 func (*WorkerConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *WorkerConfig) GetCluster() string {
@@ -3669,7 +3792,7 @@ type CreateAdminRequest struct {
 
 func (x *CreateAdminRequest) Reset() {
 	*x = CreateAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +3804,7 @@ func (x *CreateAdminRequest) String() string {
 func (*CreateAdminRequest) ProtoMessage() {}
 
 func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +3817,7 @@ func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CreateAdminRequest) GetName() string {
@@ -3729,7 +3852,7 @@ type CreateAdminResponse struct {
 
 func (x *CreateAdminResponse) Reset() {
 	*x = CreateAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3741,7 +3864,7 @@ func (x *CreateAdminResponse) String() string {
 func (*CreateAdminResponse) ProtoMessage() {}
 
 func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3754,7 +3877,7 @@ func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreateAdminResponse) GetCertPem() []byte {
@@ -3786,7 +3909,7 @@ type ListAdminsRequest struct {
 
 func (x *ListAdminsRequest) Reset() {
 	*x = ListAdminsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3798,7 +3921,7 @@ func (x *ListAdminsRequest) String() string {
 func (*ListAdminsRequest) ProtoMessage() {}
 
 func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3811,7 +3934,7 @@ func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
 }
 
 type ListAdminsResponse struct {
@@ -3823,7 +3946,7 @@ type ListAdminsResponse struct {
 
 func (x *ListAdminsResponse) Reset() {
 	*x = ListAdminsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3835,7 +3958,7 @@ func (x *ListAdminsResponse) String() string {
 func (*ListAdminsResponse) ProtoMessage() {}
 
 func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3848,7 +3971,7 @@ func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListAdminsResponse) GetCertificates() []*IssuedCert {
@@ -3867,7 +3990,7 @@ type RevokeAdminRequest struct {
 
 func (x *RevokeAdminRequest) Reset() {
 	*x = RevokeAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3879,7 +4002,7 @@ func (x *RevokeAdminRequest) String() string {
 func (*RevokeAdminRequest) ProtoMessage() {}
 
 func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3892,7 +4015,7 @@ func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RevokeAdminRequest) GetName() string {
@@ -3911,7 +4034,7 @@ type RevokeAdminResponse struct {
 
 func (x *RevokeAdminResponse) Reset() {
 	*x = RevokeAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3923,7 +4046,7 @@ func (x *RevokeAdminResponse) String() string {
 func (*RevokeAdminResponse) ProtoMessage() {}
 
 func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3936,7 +4059,7 @@ func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RevokeAdminResponse) GetRevoked() uint32 {
@@ -3956,7 +4079,7 @@ type IssueJoinCertificateRequest struct {
 
 func (x *IssueJoinCertificateRequest) Reset() {
 	*x = IssueJoinCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3968,7 +4091,7 @@ func (x *IssueJoinCertificateRequest) String() string {
 func (*IssueJoinCertificateRequest) ProtoMessage() {}
 
 func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3981,7 +4104,7 @@ func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *IssueJoinCertificateRequest) GetHypervisor() string {
@@ -4008,7 +4131,7 @@ type IssueJoinCertificateResponse struct {
 
 func (x *IssueJoinCertificateResponse) Reset() {
 	*x = IssueJoinCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4020,7 +4143,7 @@ func (x *IssueJoinCertificateResponse) String() string {
 func (*IssueJoinCertificateResponse) ProtoMessage() {}
 
 func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4033,7 +4156,7 @@ func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *IssueJoinCertificateResponse) GetCertPem() []byte {
@@ -4059,7 +4182,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4071,7 +4194,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4084,7 +4207,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -4102,7 +4225,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4114,7 +4237,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4127,7 +4250,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
 }
 
 type RenewCertificateRequest struct {
@@ -4139,7 +4262,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4151,7 +4274,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4164,7 +4287,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RenewCertificateRequest) GetCsrPem() []byte {
@@ -4184,7 +4307,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4196,7 +4319,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4209,7 +4332,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -4236,7 +4359,7 @@ type RenewWorkerCertificateRequest struct {
 
 func (x *RenewWorkerCertificateRequest) Reset() {
 	*x = RenewWorkerCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4248,7 +4371,7 @@ func (x *RenewWorkerCertificateRequest) String() string {
 func (*RenewWorkerCertificateRequest) ProtoMessage() {}
 
 func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4261,7 +4384,7 @@ func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewWorkerCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewWorkerCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RenewWorkerCertificateRequest) GetWorker() *GetWorkerConfigRequest {
@@ -4282,7 +4405,7 @@ var File_oneinfra_v1_api_proto protoreflect.FileDescriptor
 
 const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x15oneinfra/v1/api.proto\x12\voneinfra.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1boneinfra/v1/resources.proto\"\xaf\x01\n" +
+	"\x15oneinfra/v1/api.proto\x12\voneinfra.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1boneinfra/v1/resources.proto\"\xaf\x01\n" +
 	"\bReadMeta\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x1b\n" +
@@ -4327,7 +4450,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"9\n" +
 	"\x0fDescribeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04kind\x18\x02 \x01(\tR\x04kind\"\x8c\x02\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\"\xd1\x02\n" +
 	"\x10DescribeResponse\x12.\n" +
 	"\acluster\x18\x01 \x01(\v2\x14.oneinfra.v1.ClusterR\acluster\x126\n" +
 	"\n" +
@@ -4335,7 +4458,17 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"components\x12*\n" +
 	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12)\n" +
 	"\x04meta\x18\x04 \x01(\v2\x15.oneinfra.v1.ReadMetaR\x04meta\x129\n" +
-	"\vhypervisors\x18\x05 \x03(\v2\x17.oneinfra.v1.HypervisorR\vhypervisors\"H\n" +
+	"\vhypervisors\x18\x05 \x03(\v2\x17.oneinfra.v1.HypervisorR\vhypervisors\x12C\n" +
+	"\fcertificates\x18\x06 \x03(\v2\x1f.oneinfra.v1.CertificateSummaryR\fcertificates\"\x80\x02\n" +
+	"\x12CertificateSummary\x12\x1c\n" +
+	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x18\n" +
+	"\asoonest\x18\x03 \x01(\tR\asoonest\x12A\n" +
+	"\x0esoonest_expiry\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rsoonestExpiry\x125\n" +
+	"\brenew_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\arenewAt\x12\x18\n" +
+	"\arenewal\x18\x06 \x01(\tR\arenewal\"H\n" +
 	"\x11KubeconfigRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\rR\n" +
@@ -4438,7 +4571,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\x9c\b\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\x85\t\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -4460,7 +4593,9 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x03vpn\x18\x0e \x01(\v2\x1a.oneinfra.v1.VPNAssignmentR\x03vpn\x12)\n" +
 	"\x10ingress_released\x18\x0f \x01(\bR\x0fingressReleased\x128\n" +
 	"\fetcd_members\x18\x10 \x03(\v2\x15.oneinfra.v1.EndpointR\vetcdMembers\x12#\n" +
-	"\rreplica_floor\x18\x11 \x01(\rR\freplicaFloor\x1a:\n" +
+	"\rreplica_floor\x18\x11 \x01(\rR\freplicaFloor\x12'\n" +
+	"\x0fcert_generation\x18\x12 \x01(\x04R\x0ecertGeneration\x12>\n" +
+	"\rcert_validity\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\fcertValidity\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +
@@ -4671,7 +4806,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                      // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                      // 1: oneinfra.v1.Resource
@@ -4684,208 +4819,214 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*DeleteResponse)(nil),                // 8: oneinfra.v1.DeleteResponse
 	(*DescribeRequest)(nil),               // 9: oneinfra.v1.DescribeRequest
 	(*DescribeResponse)(nil),              // 10: oneinfra.v1.DescribeResponse
-	(*KubeconfigRequest)(nil),             // 11: oneinfra.v1.KubeconfigRequest
-	(*KubeconfigResponse)(nil),            // 12: oneinfra.v1.KubeconfigResponse
-	(*CreateTokenRequest)(nil),            // 13: oneinfra.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),           // 14: oneinfra.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),             // 15: oneinfra.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),            // 16: oneinfra.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),            // 17: oneinfra.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),           // 18: oneinfra.v1.RevokeTokenResponse
-	(*MembersRequest)(nil),                // 19: oneinfra.v1.MembersRequest
-	(*Member)(nil),                        // 20: oneinfra.v1.Member
-	(*MembersResponse)(nil),               // 21: oneinfra.v1.MembersResponse
-	(*SnapshotSaveRequest)(nil),           // 22: oneinfra.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),                 // 23: oneinfra.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),       // 24: oneinfra.v1.SnapshotRestoreResponse
-	(*VersionRequest)(nil),                // 25: oneinfra.v1.VersionRequest
-	(*VersionResponse)(nil),               // 26: oneinfra.v1.VersionResponse
-	(*JoinServerRequest)(nil),             // 27: oneinfra.v1.JoinServerRequest
-	(*JoinServerResponse)(nil),            // 28: oneinfra.v1.JoinServerResponse
-	(*RegisterHypervisorRequest)(nil),     // 29: oneinfra.v1.RegisterHypervisorRequest
-	(*RegisterHypervisorResponse)(nil),    // 30: oneinfra.v1.RegisterHypervisorResponse
-	(*GetGossipConfigRequest)(nil),        // 31: oneinfra.v1.GetGossipConfigRequest
-	(*GossipConfig)(nil),                  // 32: oneinfra.v1.GossipConfig
-	(*WatchAssignmentsRequest)(nil),       // 33: oneinfra.v1.WatchAssignmentsRequest
-	(*AssignmentRef)(nil),                 // 34: oneinfra.v1.AssignmentRef
-	(*WatchAssignmentsResponse)(nil),      // 35: oneinfra.v1.WatchAssignmentsResponse
-	(*GetAssignmentsRequest)(nil),         // 36: oneinfra.v1.GetAssignmentsRequest
-	(*Endpoint)(nil),                      // 37: oneinfra.v1.Endpoint
-	(*Assignment)(nil),                    // 38: oneinfra.v1.Assignment
-	(*VPNAssignment)(nil),                 // 39: oneinfra.v1.VPNAssignment
-	(*GetAssignmentsResponse)(nil),        // 40: oneinfra.v1.GetAssignmentsResponse
-	(*ComponentReport)(nil),               // 41: oneinfra.v1.ComponentReport
-	(*ReportStatusRequest)(nil),           // 42: oneinfra.v1.ReportStatusRequest
-	(*AgentEvent)(nil),                    // 43: oneinfra.v1.AgentEvent
-	(*ReportStatusResponse)(nil),          // 44: oneinfra.v1.ReportStatusResponse
-	(*PeerStatusRequest)(nil),             // 45: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),            // 46: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),               // 47: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),              // 48: oneinfra.v1.PeerJoinResponse
-	(*ListPeersRequest)(nil),              // 49: oneinfra.v1.ListPeersRequest
-	(*PeerInfo)(nil),                      // 50: oneinfra.v1.PeerInfo
-	(*ListPeersResponse)(nil),             // 51: oneinfra.v1.ListPeersResponse
-	(*RemovePeerRequest)(nil),             // 52: oneinfra.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),            // 53: oneinfra.v1.RemovePeerResponse
-	(*SetSchedulingRequest)(nil),          // 54: oneinfra.v1.SetSchedulingRequest
-	(*SetSchedulingResponse)(nil),         // 55: oneinfra.v1.SetSchedulingResponse
-	(*JoinWorkerRequest)(nil),             // 56: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),        // 57: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),                  // 58: oneinfra.v1.WorkerConfig
-	(*CreateAdminRequest)(nil),            // 59: oneinfra.v1.CreateAdminRequest
-	(*CreateAdminResponse)(nil),           // 60: oneinfra.v1.CreateAdminResponse
-	(*ListAdminsRequest)(nil),             // 61: oneinfra.v1.ListAdminsRequest
-	(*ListAdminsResponse)(nil),            // 62: oneinfra.v1.ListAdminsResponse
-	(*RevokeAdminRequest)(nil),            // 63: oneinfra.v1.RevokeAdminRequest
-	(*RevokeAdminResponse)(nil),           // 64: oneinfra.v1.RevokeAdminResponse
-	(*IssueJoinCertificateRequest)(nil),   // 65: oneinfra.v1.IssueJoinCertificateRequest
-	(*IssueJoinCertificateResponse)(nil),  // 66: oneinfra.v1.IssueJoinCertificateResponse
-	(*RemoveMemberRequest)(nil),           // 67: oneinfra.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),          // 68: oneinfra.v1.RemoveMemberResponse
-	(*RenewCertificateRequest)(nil),       // 69: oneinfra.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),      // 70: oneinfra.v1.RenewCertificateResponse
-	(*RenewWorkerCertificateRequest)(nil), // 71: oneinfra.v1.RenewWorkerCertificateRequest
-	nil,                                   // 72: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                   // 73: oneinfra.v1.Assignment.CertsEntry
-	nil,                                   // 74: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                       // 75: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                    // 76: oneinfra.v1.Hypervisor
-	(*Component)(nil),                     // 77: oneinfra.v1.Component
-	(*Event)(nil),                         // 78: oneinfra.v1.Event
-	(*Token)(nil),                         // 79: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),                // 80: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                   // 81: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                       // 82: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),               // 83: oneinfra.v1.ComponentStatus
-	(*timestamppb.Timestamp)(nil),         // 84: google.protobuf.Timestamp
-	(*IssuedCert)(nil),                    // 85: oneinfra.v1.IssuedCert
-	(*KeyPair)(nil),                       // 86: oneinfra.v1.KeyPair
+	(*CertificateSummary)(nil),            // 11: oneinfra.v1.CertificateSummary
+	(*KubeconfigRequest)(nil),             // 12: oneinfra.v1.KubeconfigRequest
+	(*KubeconfigResponse)(nil),            // 13: oneinfra.v1.KubeconfigResponse
+	(*CreateTokenRequest)(nil),            // 14: oneinfra.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),           // 15: oneinfra.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),             // 16: oneinfra.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),            // 17: oneinfra.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),            // 18: oneinfra.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),           // 19: oneinfra.v1.RevokeTokenResponse
+	(*MembersRequest)(nil),                // 20: oneinfra.v1.MembersRequest
+	(*Member)(nil),                        // 21: oneinfra.v1.Member
+	(*MembersResponse)(nil),               // 22: oneinfra.v1.MembersResponse
+	(*SnapshotSaveRequest)(nil),           // 23: oneinfra.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),                 // 24: oneinfra.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),       // 25: oneinfra.v1.SnapshotRestoreResponse
+	(*VersionRequest)(nil),                // 26: oneinfra.v1.VersionRequest
+	(*VersionResponse)(nil),               // 27: oneinfra.v1.VersionResponse
+	(*JoinServerRequest)(nil),             // 28: oneinfra.v1.JoinServerRequest
+	(*JoinServerResponse)(nil),            // 29: oneinfra.v1.JoinServerResponse
+	(*RegisterHypervisorRequest)(nil),     // 30: oneinfra.v1.RegisterHypervisorRequest
+	(*RegisterHypervisorResponse)(nil),    // 31: oneinfra.v1.RegisterHypervisorResponse
+	(*GetGossipConfigRequest)(nil),        // 32: oneinfra.v1.GetGossipConfigRequest
+	(*GossipConfig)(nil),                  // 33: oneinfra.v1.GossipConfig
+	(*WatchAssignmentsRequest)(nil),       // 34: oneinfra.v1.WatchAssignmentsRequest
+	(*AssignmentRef)(nil),                 // 35: oneinfra.v1.AssignmentRef
+	(*WatchAssignmentsResponse)(nil),      // 36: oneinfra.v1.WatchAssignmentsResponse
+	(*GetAssignmentsRequest)(nil),         // 37: oneinfra.v1.GetAssignmentsRequest
+	(*Endpoint)(nil),                      // 38: oneinfra.v1.Endpoint
+	(*Assignment)(nil),                    // 39: oneinfra.v1.Assignment
+	(*VPNAssignment)(nil),                 // 40: oneinfra.v1.VPNAssignment
+	(*GetAssignmentsResponse)(nil),        // 41: oneinfra.v1.GetAssignmentsResponse
+	(*ComponentReport)(nil),               // 42: oneinfra.v1.ComponentReport
+	(*ReportStatusRequest)(nil),           // 43: oneinfra.v1.ReportStatusRequest
+	(*AgentEvent)(nil),                    // 44: oneinfra.v1.AgentEvent
+	(*ReportStatusResponse)(nil),          // 45: oneinfra.v1.ReportStatusResponse
+	(*PeerStatusRequest)(nil),             // 46: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),            // 47: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),               // 48: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),              // 49: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),              // 50: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                      // 51: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),             // 52: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),             // 53: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),            // 54: oneinfra.v1.RemovePeerResponse
+	(*SetSchedulingRequest)(nil),          // 55: oneinfra.v1.SetSchedulingRequest
+	(*SetSchedulingResponse)(nil),         // 56: oneinfra.v1.SetSchedulingResponse
+	(*JoinWorkerRequest)(nil),             // 57: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),        // 58: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),                  // 59: oneinfra.v1.WorkerConfig
+	(*CreateAdminRequest)(nil),            // 60: oneinfra.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),           // 61: oneinfra.v1.CreateAdminResponse
+	(*ListAdminsRequest)(nil),             // 62: oneinfra.v1.ListAdminsRequest
+	(*ListAdminsResponse)(nil),            // 63: oneinfra.v1.ListAdminsResponse
+	(*RevokeAdminRequest)(nil),            // 64: oneinfra.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),           // 65: oneinfra.v1.RevokeAdminResponse
+	(*IssueJoinCertificateRequest)(nil),   // 66: oneinfra.v1.IssueJoinCertificateRequest
+	(*IssueJoinCertificateResponse)(nil),  // 67: oneinfra.v1.IssueJoinCertificateResponse
+	(*RemoveMemberRequest)(nil),           // 68: oneinfra.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),          // 69: oneinfra.v1.RemoveMemberResponse
+	(*RenewCertificateRequest)(nil),       // 70: oneinfra.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),      // 71: oneinfra.v1.RenewCertificateResponse
+	(*RenewWorkerCertificateRequest)(nil), // 72: oneinfra.v1.RenewWorkerCertificateRequest
+	nil,                                   // 73: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                   // 74: oneinfra.v1.Assignment.CertsEntry
+	nil,                                   // 75: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                       // 76: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                    // 77: oneinfra.v1.Hypervisor
+	(*Component)(nil),                     // 78: oneinfra.v1.Component
+	(*Event)(nil),                         // 79: oneinfra.v1.Event
+	(*timestamppb.Timestamp)(nil),         // 80: google.protobuf.Timestamp
+	(*Token)(nil),                         // 81: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),                // 82: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                   // 83: oneinfra.v1.ClusterSpec
+	(*durationpb.Duration)(nil),           // 84: google.protobuf.Duration
+	(*VPNPeer)(nil),                       // 85: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),               // 86: oneinfra.v1.ComponentStatus
+	(*IssuedCert)(nil),                    // 87: oneinfra.v1.IssuedCert
+	(*KeyPair)(nil),                       // 88: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	75, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	76, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	76, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	77, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	75, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	76, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	77, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	76, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	77, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	78, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	75, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	77, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	78, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	76, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	78, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	79, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	76, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	79, // 13: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	79, // 14: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
-	0,  // 15: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	20, // 16: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	80, // 17: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
-	34, // 18: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	77, // 19: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	81, // 20: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	72, // 21: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	73, // 22: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
-	37, // 23: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
-	37, // 24: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	74, // 25: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
-	37, // 26: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
-	39, // 27: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
-	37, // 28: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
-	82, // 29: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
-	38, // 30: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	83, // 31: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	41, // 32: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	84, // 33: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	43, // 34: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
-	84, // 35: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	84, // 36: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
-	50, // 37: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
-	0,  // 38: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	76, // 39: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	85, // 40: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
-	57, // 41: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
-	86, // 42: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 43: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 44: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 45: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 46: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	11, // 47: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	13, // 48: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	15, // 49: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	17, // 50: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	19, // 51: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	22, // 52: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	23, // 53: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	25, // 54: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	49, // 55: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	52, // 56: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	54, // 57: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	59, // 58: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
-	61, // 59: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
-	63, // 60: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
-	67, // 61: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
-	69, // 62: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
-	27, // 63: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	29, // 64: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	33, // 65: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	36, // 66: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	42, // 67: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	56, // 68: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	57, // 69: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	31, // 70: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	65, // 71: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
-	69, // 72: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	71, // 73: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
-	56, // 74: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	57, // 75: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	69, // 76: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	45, // 77: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	47, // 78: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	23, // 79: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	69, // 80: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	4,  // 81: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 82: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 83: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 84: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	12, // 85: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	14, // 86: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	16, // 87: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	18, // 88: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	21, // 89: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	23, // 90: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	24, // 91: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	26, // 92: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	51, // 93: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	53, // 94: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	55, // 95: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	60, // 96: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
-	62, // 97: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
-	64, // 98: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
-	68, // 99: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
-	70, // 100: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
-	28, // 101: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	30, // 102: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	35, // 103: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	40, // 104: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	44, // 105: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	58, // 106: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	58, // 107: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	32, // 108: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	66, // 109: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
-	70, // 110: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	70, // 111: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	58, // 112: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	58, // 113: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	70, // 114: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	46, // 115: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	48, // 116: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	24, // 117: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	70, // 118: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	81, // [81:119] is the sub-list for method output_type
-	43, // [43:81] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	77, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	11, // 13: oneinfra.v1.DescribeResponse.certificates:type_name -> oneinfra.v1.CertificateSummary
+	80, // 14: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
+	80, // 15: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
+	81, // 16: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	81, // 17: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	0,  // 18: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	21, // 19: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
+	82, // 20: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	35, // 21: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
+	78, // 22: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	83, // 23: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	73, // 24: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	74, // 25: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	38, // 26: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
+	38, // 27: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
+	75, // 28: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	38, // 29: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
+	40, // 30: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
+	38, // 31: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
+	84, // 32: oneinfra.v1.Assignment.cert_validity:type_name -> google.protobuf.Duration
+	85, // 33: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	39, // 34: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	86, // 35: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	42, // 36: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	80, // 37: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	44, // 38: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
+	80, // 39: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	80, // 40: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	51, // 41: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	0,  // 42: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	77, // 43: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	87, // 44: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
+	58, // 45: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
+	88, // 46: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,  // 47: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,  // 48: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,  // 49: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,  // 50: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	12, // 51: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	14, // 52: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	16, // 53: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	18, // 54: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	20, // 55: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	23, // 56: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	24, // 57: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	26, // 58: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	50, // 59: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	53, // 60: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	55, // 61: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	60, // 62: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
+	62, // 63: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
+	64, // 64: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
+	68, // 65: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
+	70, // 66: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
+	28, // 67: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	30, // 68: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	34, // 69: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	37, // 70: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	43, // 71: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	57, // 72: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	58, // 73: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	32, // 74: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	66, // 75: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
+	70, // 76: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	72, // 77: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
+	57, // 78: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	58, // 79: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	70, // 80: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	46, // 81: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	48, // 82: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	24, // 83: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	70, // 84: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	4,  // 85: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 86: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 87: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 88: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	13, // 89: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	15, // 90: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	17, // 91: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	19, // 92: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	22, // 93: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	24, // 94: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	25, // 95: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	27, // 96: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	52, // 97: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	54, // 98: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	56, // 99: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	61, // 100: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
+	63, // 101: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
+	65, // 102: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
+	69, // 103: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
+	71, // 104: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
+	29, // 105: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	31, // 106: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	36, // 107: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	41, // 108: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	45, // 109: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	59, // 110: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	59, // 111: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	33, // 112: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	67, // 113: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
+	71, // 114: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	71, // 115: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	59, // 116: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	59, // 117: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	71, // 118: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	47, // 119: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	49, // 120: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	25, // 121: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	71, // 122: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	85, // [85:123] is the sub-list for method output_type
+	47, // [47:85] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -4904,7 +5045,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   75,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

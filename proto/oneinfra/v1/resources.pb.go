@@ -1019,9 +1019,12 @@ type ComponentStatus struct {
 	VpnPeers           []*PeerStatus `protobuf:"bytes,6,rep,name=vpn_peers,json=vpnPeers,proto3" json:"vpn_peers,omitempty"`
 	// Ingress components: the API servers (control-plane component names)
 	// the running haproxy sends new connections to.
-	Backends      []string `protobuf:"bytes,7,rep,name=backends,proto3" json:"backends,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Backends []string `protobuf:"bytes,7,rep,name=backends,proto3" json:"backends,omitempty"`
+	// Control plane: the generation of the certificates the replica runs
+	// (Assignment.cert_generation), as of this report.
+	CertGeneration uint64 `protobuf:"varint,8,opt,name=cert_generation,json=certGeneration,proto3" json:"cert_generation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ComponentStatus) Reset() {
@@ -1101,6 +1104,13 @@ func (x *ComponentStatus) GetBackends() []string {
 		return x.Backends
 	}
 	return nil
+}
+
+func (x *ComponentStatus) GetCertGeneration() uint64 {
+	if x != nil {
+		return x.CertGeneration
+	}
+	return 0
 }
 
 // PeerStatus is what a VPN endpoint's WireGuard device says about one peer.
@@ -1816,9 +1826,16 @@ func (x *ClusterPKI) GetEncryptionKey() []byte {
 
 // ComponentCerts holds the leaf certificates issued to one component.
 type ComponentCerts struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Component     string                 `protobuf:"bytes,1,opt,name=component,proto3" json:"component,omitempty"`
-	Certs         map[string]*KeyPair    `protobuf:"bytes,2,rep,name=certs,proto3" json:"certs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Component string                 `protobuf:"bytes,1,opt,name=component,proto3" json:"component,omitempty"`
+	Certs     map[string]*KeyPair    `protobuf:"bytes,2,rep,name=certs,proto3" json:"certs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Control plane: which set certs is, counting from 0, so that a replica
+	// restarts once with each new one.
+	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Control plane: a renewed set (generation + 1) issued and not yet in
+	// use. The ingress stops sending the replica connections, then the
+	// replica restarts with it; once it runs again it becomes certs.
+	Renewed       map[string]*KeyPair `protobuf:"bytes,4,rep,name=renewed,proto3" json:"renewed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1863,6 +1880,20 @@ func (x *ComponentCerts) GetComponent() string {
 func (x *ComponentCerts) GetCerts() map[string]*KeyPair {
 	if x != nil {
 		return x.Certs
+	}
+	return nil
+}
+
+func (x *ComponentCerts) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ComponentCerts) GetRenewed() map[string]*KeyPair {
+	if x != nil {
+		return x.Renewed
 	}
 	return nil
 }
@@ -2041,7 +2072,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xba\x02\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xe3\x02\n" +
 	"\x0fComponentStatus\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x126\n" +
@@ -2052,7 +2083,8 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"lastReport\x120\n" +
 	"\x14wireguard_public_key\x18\x05 \x01(\tR\x12wireguardPublicKey\x124\n" +
 	"\tvpn_peers\x18\x06 \x03(\v2\x17.oneinfra.v1.PeerStatusR\bvpnPeers\x12\x1a\n" +
-	"\bbackends\x18\a \x03(\tR\bbackends\"\xc0\x01\n" +
+	"\bbackends\x18\a \x03(\tR\bbackends\x12'\n" +
+	"\x0fcert_generation\x18\b \x01(\x04R\x0ecertGeneration\"\xc0\x01\n" +
 	"\n" +
 	"PeerStatus\x12\x1d\n" +
 	"\n" +
@@ -2126,12 +2158,19 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x0eencryption_key\x18\x04 \x01(\fR\rencryptionKey\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\xbc\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\xf2\x02\n" +
 	"\x0eComponentCerts\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12<\n" +
-	"\x05certs\x18\x02 \x03(\v2&.oneinfra.v1.ComponentCerts.CertsEntryR\x05certs\x1aN\n" +
+	"\x05certs\x18\x02 \x03(\v2&.oneinfra.v1.ComponentCerts.CertsEntryR\x05certs\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12B\n" +
+	"\arenewed\x18\x04 \x03(\v2(.oneinfra.v1.ComponentCerts.RenewedEntryR\arenewed\x1aN\n" +
 	"\n" +
 	"CertsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\x1aP\n" +
+	"\fRenewedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\x92\x01\n" +
 	"\x11CoordinatorConfig\x12$\n" +
@@ -2154,7 +2193,7 @@ func file_oneinfra_v1_resources_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_resources_proto_rawDescData
 }
 
-var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: oneinfra.v1.ObjectMeta
 	(*Condition)(nil),             // 1: oneinfra.v1.Condition
@@ -2185,13 +2224,14 @@ var file_oneinfra_v1_resources_proto_goTypes = []any{
 	nil,                           // 26: oneinfra.v1.ComponentSpec.PortsEntry
 	nil,                           // 27: oneinfra.v1.ClusterPKI.CasEntry
 	nil,                           // 28: oneinfra.v1.ComponentCerts.CertsEntry
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	nil,                           // 29: oneinfra.v1.ComponentCerts.RenewedEntry
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	25, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
-	29, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	29, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	29, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	30, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	30, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	30, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: oneinfra.v1.Cluster.metadata:type_name -> oneinfra.v1.ObjectMeta
 	3,  // 5: oneinfra.v1.Cluster.spec:type_name -> oneinfra.v1.ClusterSpec
 	8,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
@@ -2203,34 +2243,36 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	0,  // 12: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
 	10, // 13: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
 	11, // 14: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	29, // 15: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	30, // 15: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 16: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
 	0,  // 17: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
 	13, // 18: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
 	14, // 19: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
 	26, // 20: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
 	1,  // 21: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	29, // 22: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	30, // 22: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
 	15, // 23: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
-	29, // 24: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	29, // 25: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
-	29, // 26: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
-	29, // 27: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	29, // 28: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	29, // 29: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
-	29, // 30: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
-	29, // 31: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
-	29, // 32: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	30, // 24: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	30, // 25: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	30, // 26: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	30, // 27: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	30, // 28: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	30, // 29: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
+	30, // 30: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
+	30, // 31: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
+	30, // 32: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
 	27, // 33: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
 	28, // 34: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
-	21, // 35: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	21, // 36: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	21, // 37: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	29, // 35: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
+	21, // 36: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	21, // 37: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	21, // 38: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	21, // 39: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
@@ -2245,7 +2287,7 @@ func file_oneinfra_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_resources_proto_rawDesc), len(file_oneinfra_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
