@@ -26,7 +26,7 @@ test: deps lint images unit fuzz
 # The end-to-end tests run verbose: they print what they measure.
 unit:
 	$(GO) test -race -count=1 -timeout 40m $$($(GO) list ./... | grep -v /test/e2e)
-	$(GO) test -race -count=1 -timeout 40m -v ./test/e2e/
+	$(GO) test -race -count=1 -timeout 70m -v ./test/e2e/
 
 # 20 drains in a row of hosts shared by a one- and a three-replica
 # cluster, with both cores kept busy, probing both APIs (make test runs 6).

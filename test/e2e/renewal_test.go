@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// certValidity is the --cert-validity of TestCertificatesRenew:
+// certValidity is the --cert-validity of TestWorkersBehindNATThroughRenewals:
 // $ONEINFRA_CERT_VALIDITY, or 6m. A third of it must hold a rolling
 // renewal of three replicas whose certificates fall due together (about
 // 85s here).
@@ -33,15 +33,20 @@ func certValidity(t *testing.T) time.Duration {
 	return 6 * time.Minute
 }
 
-// TestCertificatesRenew runs a coordinator of three servers with
-// certificates of a few minutes, and a three-replica VPN cluster with two
-// workers behind NAT, for two lifetimes: everything renews (the cluster's
-// replicas twice, one at a time), the API answers /readyz through the
-// ingress every 0.5s with no failure, the API servers' serving
-// certificates change, the agents stay alive and the nodes Ready, kubectl
-// logs and exec work at the end, the CLI keeps working with the file it
-// started with (renewing it), and /metrics shows the new expiries.
-func TestCertificatesRenew(t *testing.T) {
+// TestWorkersBehindNATThroughRenewals: two workers, each behind two NAT
+// routers that nothing can dial through, join a three-replica VPN cluster
+// with real kubelets (a revoked token is refused); both nodes are Ready,
+// run a pod each, answer kubectl logs and exec through the tunnel, and
+// their pods reach each other by pod IP. The coordinator (three servers)
+// issues certificates of a few minutes, and all this runs for two of their
+// lifetimes: everything renews (the cluster's replicas twice, one at a
+// time), the API answers /readyz through the ingress every 0.5s with no
+// failure, the API servers' serving certificates change, the agents stay
+// alive and the nodes Ready, logs, exec and pod-to-pod still work at the
+// end, the CLI keeps working with the file it started with (renewing it),
+// and /metrics shows the new expiries. Last, removing a node removes its
+// peer.
+func TestWorkersBehindNATThroughRenewals(t *testing.T) {
 	validity := certValidity(t)
 	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "hv-3"}, {Name: "pub-1", Public: true},
 		{Name: "worker-1", Worker: true}, {Name: "worker-2", Worker: true}}
@@ -54,7 +59,10 @@ func TestCertificatesRenew(t *testing.T) {
 	created := time.Now()
 	kc := writeKubeconfig(t, s, "renew")
 	token, hash := workerToken(t, s, "renew")
-	joinWorkers(t, s, "renew", kc, token, hash)
+	refusedRevokedToken(t, s, "renew", hash)
+	ips := joinWorkers(t, s, "renew", kc, token, hash)
+	checkLogsExec(t, kc)
+	checkPodToPod(t, kc, ips)
 	addonsReady(t, kc)
 	before := servingSerials(t, kc)
 
@@ -124,6 +132,7 @@ func TestCertificatesRenew(t *testing.T) {
 	}
 	kc = writeKubeconfig(t, s, "renew")
 	checkLogsExec(t, kc)
+	checkPodToPod(t, kc, ips)
 
 	// The CLI renewed the file it started with, and it still works.
 	if readFile(t, s.config) == startedConfig {
@@ -143,6 +152,7 @@ func TestCertificatesRenew(t *testing.T) {
 			t.Errorf("/metrics: %s's certificate expires %s, before the first ones did (%s): not renewed", owner, exp, firstExpiry)
 		}
 	}
+	removeNode(t, s, "renew")
 }
 
 // probeAnonymously probes GET /readyz through the ingress every 0.5s,

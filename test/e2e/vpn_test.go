@@ -12,60 +12,50 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/testutil"
-	"github.com/oneinfra/oneinfra/test/lab"
 	"golang.zx2c4.com/wireguard/wgctrl"
 )
 
-// TestWorkersJoinBehindNAT: two workers, each behind two NAT routers that
-// nothing can dial through, join a VPN cluster with real kubelets; both
-// nodes are Ready, run a pod each, answer kubectl logs and exec through
-// the tunnel, and their pods reach each other by pod IP. A revoked token
-// is refused; removing a node removes its peer.
-func TestWorkersJoinBehindNAT(t *testing.T) {
-	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}, {Name: "worker-1", Worker: true}, {Name: "worker-2", Worker: true}}
-	s := startSystem(t, hosts, 1)
-	pub := s.lab.Hosts["pub-1"]
-	if out, err := cli(s.config, "", "cluster", "create", "edge", "--vpn", "--wait", "--timeout", "5m"); err != nil {
-		d, _ := cli(s.config, "", "describe", "cluster", "edge")
-		t.Fatalf("cluster create: %v\n%s\n%s", err, out, d)
-	}
-	kc := writeKubeconfig(t, s, "edge")
-	token, hash := workerToken(t, s, "edge")
-	join := pub.PublicIP + ":7445"
-
-	// A revoked token is refused, with the reason, and nothing is kept.
-	revoked, _ := workerToken(t, s, "edge")
+// refusedRevokedToken checks that a worker joining with a revoked token is
+// refused, with the reason, and keeps nothing.
+func refusedRevokedToken(t *testing.T, s *system, cluster, hash string) {
+	t.Helper()
+	revoked, _ := workerToken(t, s, cluster)
 	if _, err := cli(s.config, "", "token", "revoke", strings.SplitN(revoked, ".", 2)[0]); err != nil {
 		t.Fatal(err)
 	}
 	w1 := s.lab.Hosts["worker-1"]
-	badArgs := append(append([]string{"60"}, w1.Enter()...), filepath.Join(binDir, "oneinfra-agent"), "worker", "--join", join,
+	badArgs := append(append([]string{"60"}, w1.Enter()...), filepath.Join(binDir, "oneinfra-agent"), "worker", "--join", s.lab.Hosts["pub-1"].PublicIP+":7445",
 		"--token", revoked, "--ca-hash", hash, "--name", "w-bad", "--data-dir", filepath.Join(w1.Dir, "bad"), "--interface", "oi-bad")
 	bad := exec.Command("timeout", badArgs...)
 	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), "revoked") {
 		t.Errorf("joining with a revoked token: %v\n%s", err, out)
 	}
+}
 
-	ips := joinWorkers(t, s, "edge", kc, token, hash)
-	checkLogsExec(t, kc)
-	// Pod to pod, across the two NATs, by pod IP.
+// checkPodToPod has each app pod reach the other by pod IP, across the
+// two NATs.
+func checkPodToPod(t *testing.T, kc string, ips map[string]string) {
+	t.Helper()
 	for from, to := range map[string]string{"app-1": "app-2", "app-2": "app-1"} {
 		got, err := kubectl(kc, "exec", from, "--", "testapp", "-get", "http://"+ips[to]+":8080/")
 		if err != nil || !strings.Contains(got, "ok") {
 			t.Errorf("%s → %s (%s): %q %v", from, to, ips[to], got, err)
 		}
 	}
-	addonsReady(t, kc)
+}
 
-	// The operator sees both peers with a handshake, then removes one.
+// removeNode lists both peers with a handshake, then removes w-2: its
+// peer leaves the endpoint's device and the list.
+func removeNode(t *testing.T, s *system, cluster string) {
+	t.Helper()
 	testutil.Eventually(t, 60*time.Second, "both peers listed with a handshake", func() error {
-		out, err := cli(s.config, "", "cluster", "peers", "edge")
+		out, err := cli(s.config, "", "cluster", "peers", cluster)
 		if err != nil || !strings.Contains(out, "w-1") || !strings.Contains(out, "w-2") || strings.Contains(out, "never") {
 			return fmt.Errorf("cluster peers: %v\n%s", err, out)
 		}
 		return nil
 	})
-	if _, err := cli(s.config, "", "cluster", "remove-node", "edge", "w-2"); err != nil {
+	if _, err := cli(s.config, "", "cluster", "remove-node", cluster, "w-2"); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 60*time.Second, "w-2's peer removed from the endpoint", func() error {
@@ -75,8 +65,8 @@ func TestWorkersJoinBehindNAT(t *testing.T) {
 		}
 		defer wg.Close()
 		var peers int
-		err = pub.InNetNS(func() error {
-			dev, err := wg.Device(publicPrefix("pub-1") + "edge")
+		err = s.lab.Hosts["pub-1"].InNetNS(func() error {
+			dev, err := wg.Device(publicPrefix("pub-1") + cluster)
 			if err == nil {
 				peers = len(dev.Peers)
 			}
@@ -87,7 +77,7 @@ func TestWorkersJoinBehindNAT(t *testing.T) {
 		}
 		return nil
 	})
-	if out, _ := cli(s.config, "", "cluster", "peers", "edge"); strings.Contains(out, "w-2") {
+	if out, _ := cli(s.config, "", "cluster", "peers", cluster); strings.Contains(out, "w-2") {
 		t.Errorf("w-2 still listed:\n%s", out)
 	}
 }
