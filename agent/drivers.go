@@ -19,7 +19,7 @@ import (
 func newDrivers(a *Agent) map[string]driver {
 	return map[string]driver{
 		resources.RoleControlPlane: &controlPlaneDriver{a: a, leaving: map[string]time.Time{}, apis: map[string]*replicaAPI{}},
-		resources.RoleIngress:      &ingressDriver{a: a, backends: map[string][]string{}},
+		resources.RoleIngress:      &ingressDriver{a: a, backends: map[string][]string{}, unloaded: map[string]bool{}},
 	}
 }
 
@@ -202,6 +202,9 @@ type ingressDriver struct {
 	// backends: the API servers each ingress's running haproxy last said
 	// it has up (kept when haproxy does not answer).
 	backends map[string][]string
+	// unloaded: ingresses whose haproxy has not loaded their files since
+	// they changed (a reload failed): tried again at every sync.
+	unloaded map[string]bool
 }
 
 func (d *ingressDriver) plan(_ context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error) {
@@ -221,9 +224,12 @@ func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths hos
 			return
 		}
 	}
-	if filesChanged {
+	if filesChanged || d.unloaded[name] {
 		if err := ingress.Reload(ctx, paths); err != nil {
-			d.a.logger.Warn("reloading haproxy", "component", name, "err", err)
+			d.unloaded[name] = true
+			d.a.logger.Warn("reloading haproxy; trying again at the next sync", "component", name, "err", err)
+		} else {
+			delete(d.unloaded, name)
 		}
 	}
 	if up, err := upServers(ctx, paths); err == nil {
@@ -246,6 +252,7 @@ func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths hos
 
 func (d *ingressDriver) removing(_ context.Context, as *pb.Assignment, _ host.Paths) error {
 	delete(d.backends, as.Component.Metadata.Name)
+	delete(d.unloaded, as.Component.Metadata.Name)
 	if d.a.hub != nil {
 		d.a.hub.Remove(as.Component.Spec.Cluster)
 	}

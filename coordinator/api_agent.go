@@ -20,7 +20,6 @@ import (
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -63,7 +62,7 @@ func (a *agentAPI) WatchAssignments(ctx context.Context, req *pb.WatchAssignment
 	a.s.metrics.watchers.Inc()
 	defer a.s.metrics.watchers.Dec()
 	for {
-		st := a.s.State()
+		st := a.s.State().View()
 		ws := memdb.NewWatchSet()
 		ws.Add(st.AbandonCh())
 		index := st.Index(assignmentTables...)
@@ -88,7 +87,7 @@ func (a *agentAPI) GetAssignments(ctx context.Context, req *pb.GetAssignmentsReq
 	if err := checkSelf(ctx, req.Hypervisor); err != nil {
 		return nil, err
 	}
-	st := a.s.State()
+	st := a.s.State().View()
 	index := st.Index(assignmentTables...)
 	as, err := a.s.assignments(st, nil, req.Hypervisor, req.Components)
 	if err != nil {
@@ -215,15 +214,13 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 	certs := st.ComponentCerts(ws, comp.Metadata.Name)
 	as.Certs = certs.GetCerts()
 	if comp.Spec.Role == resources.RoleControlPlane {
-		released := ingressReleased(liveIngresses(peers, comp.Spec.Cluster, hvs), comp.Metadata.Name)
-		certs, generation := runningCerts(certs, released)
+		certs, generation := runningCerts(certs)
 		as.Certs = maps.Clone(certs)
 		if as.Certs == nil {
 			as.Certs = map[string]*pb.KeyPair{}
 		}
 		as.Certs[vocab.SignerCACert] = p.Cas[vocab.SignerCA]
 		as.CertGeneration = generation
-		as.CertValidity = durationpb.New(s.cfg.certValidity())
 	}
 	for _, peer := range peers {
 		h := hypervisors[peer.Spec.Hypervisor]
@@ -273,10 +270,11 @@ func vpnAssignment(st *state.Store, ws memdb.WatchSet, cluster *pb.Cluster, comp
 			v.Gateway = hypervisors[peer.Spec.Hypervisor].GetSpec().GetAddress()
 		}
 	}
-	// The nodes, whose kubelets' serving certificates the replica approves
-	// for their VPN addresses only.
+	// The nodes, whose kubelets' certificates the replica approves: the
+	// first for the bootstrap token handed to the node only, serving ones
+	// for its VPN address only. Never a token's secret.
 	for _, p := range st.VPNPeers(ws, cluster.Metadata.Name) {
-		v.Peers = append(v.Peers, &pb.VPNPeer{Cluster: p.Cluster, Name: p.Name, Address: p.Address})
+		v.Peers = append(v.Peers, &pb.VPNPeer{Cluster: p.Cluster, Name: p.Name, Address: p.Address, BootstrapTokenId: p.BootstrapTokenId})
 	}
 	return v
 }

@@ -336,7 +336,7 @@ func (a *operatorAPI) Describe(ctx context.Context, req *pb.DescribeRequest) (*p
 			return nil, invalid("describe: clusters or hypervisors can be described, got %q", req.Kind)
 		}
 	}
-	st := a.s.State()
+	st := a.s.State().View()
 	if kind == resources.Hypervisors {
 		return describeHypervisor(st, req.Name, a.s.readMeta())
 	}

@@ -138,7 +138,7 @@ func (s *Server) authorize(ctx context.Context, method string) (identity, error)
 	if id.Role == vocab.RoleServer && isMember(st, id.Name) {
 		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedFor)) == 1 {
 			id = parseForwarded(md.Get(forwardedFor)[0])
-			if err := admitCaller(st, id, method); err != nil {
+			if err := admitCaller(s.stateWithRecord(ctx, id), id, method); err != nil {
 				return id, err
 			}
 		}

@@ -80,7 +80,7 @@ func maxTime(a, b time.Time) time.Time {
 // certificateSummaries says, for describe, when each component's
 // certificates expire first and what renewal is under way.
 func certificateSummaries(st *state.Store, c *pb.Cluster, comps []*pb.Component, now time.Time) []*pb.CertificateSummary {
-	ingresses := liveIngresses(comps, c.Metadata.Name, st.Hypervisors(nil))
+	d := newDueCheck(st.ClusterPKI(nil, c.Metadata.Name), now)
 	var out []*pb.CertificateSummary
 	for _, comp := range comps {
 		certs := st.ComponentCerts(nil, comp.Metadata.Name)
@@ -89,7 +89,7 @@ func certificateSummaries(st *state.Store, c *pb.Cluster, comps []*pb.Component,
 		for _, name := range slices.Sorted(maps.Keys(certs.GetCerts())) {
 			cert, err := tlsutil.ParseCertPEM(certs.Certs[name].CertPem)
 			if err != nil {
-				continue // certsSoonest calls it due
+				continue // dueCheck calls it due
 			}
 			if soonest.IsZero() || cert.NotAfter.Before(soonest) {
 				soonest, sum.Soonest = cert.NotAfter, name
@@ -97,14 +97,16 @@ func certificateSummaries(st *state.Store, c *pb.Cluster, comps []*pb.Component,
 				sum.RenewAt = timestamppb.New(renewal.At(cert.NotBefore, cert.NotAfter))
 			}
 		}
-		_, due := certsSoonest(certs.GetCerts(), now)
+		_, due := d.soonest(certs.GetCerts())
 		controlPlane := comp.Spec.Role == resources.RoleControlPlane
 		switch {
 		case comp.Metadata.DeletionTimestamp != nil:
-		case renewing(certs) && !ingressReleased(ingresses, comp.Metadata.Name):
+		case renewing(certs) && !certs.Released:
 			sum.Renewal = "new certificates issued; waiting for the ingress to stop sending it connections"
 		case renewing(certs):
 			sum.Renewal = fmt.Sprintf("restarting with generation %d", certs.Generation+1)
+		case due && certs.GetRenewalGivenUp() != nil && now.Sub(certs.RenewalGivenUp.AsTime()) < time.Hour:
+			sum.Renewal = "due: the last renewal was given up at " + certs.RenewalGivenUp.AsTime().UTC().Format(time.RFC3339) + " (see the events); tried again"
 		case due && controlPlane && c.Spec.ControlPlane.GetReplicas() == 1:
 			sum.Renewal = "due: a new replica takes over once it runs"
 		case due && controlPlane:

@@ -29,9 +29,14 @@ const vpnPrefixLen = 24
 func (s *Server) reconcileClusters(now time.Time) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	st := s.State()
 	var errs []error
-	for _, c := range st.Clusters(nil) {
+	for _, c := range s.State().Clusters(nil) {
+		// Each cluster is planned on one consistent view, which includes
+		// what the clusters planned before it wrote.
+		st := s.State().View()
+		if c = st.Cluster(nil, c.Metadata.Name); c == nil {
+			continue
+		}
 		cmd, err := s.planCluster(st, c, now)
 		if err == nil && cmd != nil {
 			_, err = s.raftApply(PlaceType, cmd)
@@ -189,9 +194,9 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		errs = append(errs, err)
 	}
 	// An API server placed before its ingress (or before the ingress
-	// moved) lacks the ingress address in its certificate: issue it again
-	// in place (the API server reads its serving certificate again by
-	// itself), a renewed set not yet in use too.
+	// moved) lacks the ingress address in its serving certificate: that
+	// one is issued again in place (the API server reads it again by
+	// itself); the others, which its pod holds in memory, stay.
 	for _, comp := range have {
 		old := st.ComponentCerts(nil, comp.Metadata.Name)
 		stale := endpointHost != "" && !certNames(old, vocab.APIServerCert, endpointHost)
@@ -201,22 +206,19 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		if !stale {
 			continue
 		}
-		certs, err := issue(comp)
+		fresh, err := issue(comp)
 		if err != nil {
 			return err
 		}
-		certs.Generation = old.GetGeneration()
-		if renewing(old) {
-			again, err := issue(comp)
-			if err != nil {
-				return err
-			}
-			certs.Renewed = again.Certs
+		if old == nil {
+			cmd.Certs = append(cmd.Certs, fresh)
+			continue
 		}
-		cmd.Certs = append(cmd.Certs, certs)
+		cmd.Certs = append(cmd.Certs, withServing(old, fresh.Certs[vocab.APIServerCert]))
 	}
+	due := newDueCheck(clusterPKI, now)
 	ingresses := liveIngresses(all, name, hypervisors)
-	if err := renewIngressCerts(st, clusterPKI, ingresses, s.cfg.certValidity(), cmd, now); err != nil {
+	if err := renewIngressCerts(st, clusterPKI, due, ingresses, s.cfg.certValidity(), cmd); err != nil {
 		return err
 	}
 	// A replica leaves its hypervisor when that is dead or draining, and a
@@ -225,7 +227,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		if why := moveReason(hypervisors, comp); why != "" {
 			return why
 		}
-		return certsDueMove(st, c, comp, now)
+		return certsDueMove(st, c, due, comp)
 	}
 	if replacement != nil {
 		all = append(all, replacement)
@@ -237,12 +239,29 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	if replacement == nil {
 		drained = drainSurge(c, have, leaving, all)
 	}
+	// Certificates renew one replica at a time, starting only while the
+	// cluster is steady (see rolling.go): every live ingress, whatever its
+	// state, has every replica up.
+	servesAll := func(in *pb.Component) bool {
+		return in.Metadata.DeletionTimestamp != nil || !slices.ContainsFunc(have, func(comp *pb.Component) bool {
+			return !slices.Contains(in.GetStatus().GetBackends(), comp.Metadata.Name)
+		})
+	}
 	steady := replacement == nil && drained == nil && len(have) == want && servingAll(have, ingresses) &&
+		!slices.ContainsFunc(ingresses, func(in *pb.Component) bool { return !servesAll(in) }) &&
 		!slices.ContainsFunc(have, func(comp *pb.Component) bool { return leaving(comp) != "" }) &&
 		!slices.ContainsFunc(all, func(comp *pb.Component) bool {
 			return comp.Spec.Cluster == name && comp.Spec.Role == resources.RoleControlPlane && comp.Metadata.DeletionTimestamp != nil
 		})
-	if err := rollCerts(st, c, have, steady, issue, cmd, now); err != nil {
+	var allIngresses []*pb.Component
+	for _, comp := range all {
+		if comp.Spec.Cluster == name && comp.Spec.Role == resources.RoleIngress {
+			allIngresses = append(allIngresses, comp)
+		}
+	}
+	r := &roller{st: st, cluster: c, due: due, deadline: renewalDeadline(s.cfg.certValidity()),
+		ingresses: allIngresses, hypervisors: hypervisors, issue: issue, cmd: cmd}
+	if err := r.roll(have, steady); err != nil {
 		return err
 	}
 	switch {

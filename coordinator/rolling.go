@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"crypto/x509"
 	"fmt"
 	"slices"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Cluster certificates renew themselves once due (internal/renewal), so
@@ -19,30 +22,64 @@ import (
 //
 //   - Control-plane replicas renew one at a time, in place. A replica is
 //     chosen when one of its certificates is due and its cluster is
-//     steady: the replicas it wants, all Running and up in every running
-//     ingress, none being removed, replaced or drained. A new set is issued
-//     beside the one in use (ComponentCerts.renewed); the ingress's
-//     assignment leaves the replica out, and once every live ingress says
-//     it sends the replica no new connections the replica's assignment
-//     carries the new set with the next generation. Its agent writes the
-//     files and restarts the Kubernetes pod (the generation labels it); etcd
-//     reads its certificates again on every connection and keeps running.
-//     When the replica reports Running with that generation, the new set is
-//     the one in use and the ingress takes the replica back; the next
-//     replica goes once the ingress has it up.
+//     steady: the replicas it wants, all Running and up in every live
+//     ingress (which must be Running), none being removed, replaced or
+//     drained. A new set is issued beside the one in use
+//     (ComponentCerts.renewed); the ingress's assignment leaves the replica
+//     out, and once every ingress of the cluster (a dead one too: it may
+//     still serve) has reported since, without it among its backends, the
+//     release is recorded and the replica's assignment carries the new set
+//     with the next generation. Its agent writes the files and restarts the
+//     Kubernetes pod (the generation labels it); etcd reads its
+//     certificates again on every connection and keeps running. When the
+//     replica reports Running with that generation, the new set is the one
+//     in use and the ingress takes the replica back; the next replica goes
+//     once the ingress has it up. A renewal not done within
+//     renewalDeadline is given up (Warning RenewalGivenUp: the replica
+//     keeps its certificates and goes back to the ingress) and tried again
+//     as long after. A due replica that cannot start while a sixth of its
+//     certificate's life is left gets a Warning RenewalBlocked.
 //   - A cluster of one replica has no other API server to serve while its
 //     own restarts: its replica is moved as in a drain instead (one placed
 //     with new certificates, then the old one removed).
 //   - Ingress certificates are issued again in place: the agent writes the
 //     files and reloads haproxy, which drops no connection.
+//
+// A certificate that ends with the CA that issued it cannot be extended
+// by a renewal (only a new CA can): it is never due, so that nothing
+// renews in a loop.
 
 // reasonCertsDue is why a replica leaves: its certificates are due.
 const reasonCertsDue = "certificates due"
 
-// certsSoonest is the soonest expiry among certs, and whether any of them
-// is due for renewal at now (one that cannot be read is).
-func certsSoonest(certs map[string]*pb.KeyPair, now time.Time) (time.Time, bool) {
-	var soonest time.Time
+// renewalDeadline is how long a replica's renewal may take before it is
+// given up: a twelfth of the certificates' life, between 1 and 15 minutes.
+func renewalDeadline(validity time.Duration) time.Duration {
+	return min(max(validity/12, time.Minute), 15*time.Minute)
+}
+
+// dueCheck decides at now which certificates of a cluster are due.
+type dueCheck struct {
+	now time.Time
+	// caEnd is when the cluster's first CA expires: a certificate that
+	// ends then cannot be extended.
+	caEnd time.Time
+}
+
+func newDueCheck(p *pb.ClusterPKI, now time.Time) dueCheck {
+	d := dueCheck{now: now}
+	for _, ca := range p.GetCas() {
+		if cert, err := tlsutil.ParseCertPEM(ca.GetCertPem()); err == nil && (d.caEnd.IsZero() || cert.NotAfter.Before(d.caEnd)) {
+			d.caEnd = cert.NotAfter
+		}
+	}
+	return d
+}
+
+// soonest is the certificate of certs that expires first (nil if none can
+// be read), and whether any of them is due (one that cannot be read is).
+func (d dueCheck) soonest(certs map[string]*pb.KeyPair) (*x509.Certificate, bool) {
+	var first *x509.Certificate
 	due := false
 	for _, kp := range certs {
 		cert, err := tlsutil.ParseCertPEM(kp.GetCertPem())
@@ -50,12 +87,21 @@ func certsSoonest(certs map[string]*pb.KeyPair, now time.Time) (time.Time, bool)
 			due = true
 			continue
 		}
-		if soonest.IsZero() || cert.NotAfter.Before(soonest) {
-			soonest = cert.NotAfter
+		if first == nil || cert.NotAfter.Before(first.NotAfter) {
+			first = cert
 		}
-		due = due || renewal.Due(cert, now)
+		extendable := d.caEnd.IsZero() || cert.NotAfter.Before(d.caEnd.Add(-time.Minute))
+		due = due || (extendable && renewal.Due(cert, d.now))
 	}
-	return soonest, due
+	return first, due
+}
+
+// expiry is when cert expires, in events.
+func expiry(cert *x509.Certificate) string {
+	if cert == nil {
+		return "never (unreadable)"
+	}
+	return cert.NotAfter.UTC().Format(time.RFC3339)
 }
 
 // renewing reports whether a replica has a new set of certificates it
@@ -63,95 +109,179 @@ func certsSoonest(certs map[string]*pb.KeyPair, now time.Time) (time.Time, bool)
 func renewing(certs *pb.ComponentCerts) bool { return len(certs.GetRenewed()) > 0 }
 
 // runningCerts is the set of certificates a replica's assignment carries,
-// and its generation: the renewed set once no ingress sends the replica
-// connections, the one in use until then.
-func runningCerts(certs *pb.ComponentCerts, released bool) (map[string]*pb.KeyPair, uint64) {
-	if renewing(certs) && released {
+// and its generation: the renewed set once its release from the ingress
+// is recorded, the one in use until then.
+func runningCerts(certs *pb.ComponentCerts) (map[string]*pb.KeyPair, uint64) {
+	if renewing(certs) && certs.Released {
 		return certs.Renewed, certs.Generation + 1
 	}
 	return certs.GetCerts(), certs.GetGeneration()
 }
 
+// releasedBy reports whether every ingress of ingresses has reported
+// (its hypervisor seen) since a renewal began at since, and says that its
+// haproxy does not send the replica name new connections.
+func releasedBy(ingresses []*pb.Component, hypervisors []*pb.Hypervisor, name string, since time.Time) bool {
+	for _, in := range ingresses {
+		seen := hypervisorByName(hypervisors, in.Spec.Hypervisor).GetStatus().GetLastSeen()
+		if seen == nil || !seen.AsTime().After(since) || slices.Contains(in.GetStatus().GetBackends(), name) {
+			return false
+		}
+	}
+	return true
+}
+
+// withServing is certs with serving as the API server's serving
+// certificate, in the set in use and in a renewed one.
+func withServing(certs *pb.ComponentCerts, serving *pb.KeyPair) *pb.ComponentCerts {
+	out := proto.Clone(certs).(*pb.ComponentCerts)
+	out.Certs[vocab.APIServerCert] = serving
+	if renewing(out) {
+		out.Renewed[vocab.APIServerCert] = serving
+	}
+	return out
+}
+
 // certsDueMove is the leaving reason of a single replica whose
 // certificates are due (it is moved rather than restarted), or "".
-func certsDueMove(st *state.Store, c *pb.Cluster, comp *pb.Component, now time.Time) string {
+func certsDueMove(st *state.Store, c *pb.Cluster, d dueCheck, comp *pb.Component) string {
 	if c.Spec.ControlPlane.GetReplicas() != 1 {
 		return ""
 	}
-	if _, due := certsSoonest(st.ComponentCerts(nil, comp.Metadata.Name).GetCerts(), now); due {
+	if _, due := d.soonest(st.ComponentCerts(nil, comp.Metadata.Name).GetCerts()); due {
 		return reasonCertsDue
 	}
 	return ""
 }
 
-// rollCerts takes the rolling renewal of a cluster's control-plane
-// certificates one step, adding to cmd: a replica that runs its renewed
-// set makes it the one in use; with none renewing, the steady cluster's
-// replica due first gets a new set. have are the live replicas, steady
-// whether the cluster may start one; replicas whose certificates cmd
-// already holds are left alone.
-func rollCerts(st *state.Store, c *pb.Cluster, have []*pb.Component, steady bool, issue func(*pb.Component) (*pb.ComponentCerts, error), cmd *pb.PlaceCommand, now time.Time) error {
+// roller takes the rolling renewal of one cluster's control-plane
+// certificates a step.
+type roller struct {
+	st       *state.Store
+	cluster  *pb.Cluster
+	due      dueCheck
+	deadline time.Duration
+	// ingresses are all of the cluster's, on dead hypervisors too.
+	ingresses   []*pb.Component
+	hypervisors []*pb.Hypervisor
+	issue       func(*pb.Component) (*pb.ComponentCerts, error)
+	cmd         *pb.PlaceCommand
+}
+
+// event adds an event of the cluster to the command.
+func (r *roller) event(typ, reason, msg string) {
+	r.cmd.Events = append(r.cmd.Events, state.Event(r.cluster.Metadata.Name, typ, reason, msg, r.due.now))
+}
+
+// roll advances the renewal under way, if any (release recorded, renewed
+// set in use, or given up past its deadline); with none under way and
+// the cluster steady, it starts one for the replica due first. have are
+// the live replicas; those whose certificates cmd already holds are left
+// for the next round.
+func (r *roller) roll(have []*pb.Component, steady bool) error {
 	issued := func(name string) bool {
-		return slices.ContainsFunc(cmd.Certs, func(cc *pb.ComponentCerts) bool { return cc.Component == name })
+		return slices.ContainsFunc(r.cmd.Certs, func(cc *pb.ComponentCerts) bool { return cc.Component == name })
 	}
+	now := r.due.now
 	inFlight := false
 	for _, comp := range have {
-		certs := st.ComponentCerts(nil, comp.Metadata.Name)
-		if !renewing(certs) || issued(comp.Metadata.Name) {
+		name := comp.Metadata.Name
+		certs := r.st.ComponentCerts(nil, name)
+		if !renewing(certs) {
 			continue
 		}
 		inFlight = true
-		if s := comp.GetStatus(); s.GetState() != vocab.StateRunning || s.GetCertGeneration() != certs.Generation+1 {
+		if issued(name) {
 			continue
 		}
-		cmd.Certs = append(cmd.Certs, &pb.ComponentCerts{Component: comp.Metadata.Name, Certs: certs.Renewed, Generation: certs.Generation + 1})
-		soonest, _ := certsSoonest(certs.Renewed, now)
-		cmd.Events = append(cmd.Events, state.Event(c.Metadata.Name, "Normal", "CertificatesRenewed",
-			fmt.Sprintf("%s runs its renewed certificates (valid until %s)", comp.Metadata.Name, soonest.UTC().Format(time.RFC3339)), now))
+		next := proto.Clone(certs).(*pb.ComponentCerts)
+		s := comp.GetStatus()
+		switch {
+		case certs.Released && s.GetState() == vocab.StateRunning && s.GetCertGeneration() == certs.Generation+1:
+			first, _ := r.due.soonest(certs.Renewed)
+			r.cmd.Certs = append(r.cmd.Certs, &pb.ComponentCerts{Component: name, Certs: certs.Renewed, Generation: certs.Generation + 1})
+			r.event("Normal", "CertificatesRenewed", fmt.Sprintf("%s runs its renewed certificates (valid until %s)", name, expiry(first)))
+		case now.Sub(certs.GetRenewingSince().AsTime()) > r.deadline:
+			why := "the ingress did not stop sending it connections"
+			if certs.Released {
+				why = fmt.Sprintf("it did not come back Running with generation %d", certs.Generation+1)
+			}
+			next.Renewed, next.Released, next.RenewingSince, next.RenewalGivenUp = nil, false, nil, timestamppb.New(now)
+			r.cmd.Certs = append(r.cmd.Certs, next)
+			r.event("Warning", "RenewalGivenUp", fmt.Sprintf("renewing the certificates of %s took over %s (%s): it keeps its certificates and goes back to the ingress; tried again in %s", name, r.deadline, why, r.deadline))
+		case !certs.Released && releasedBy(r.ingresses, r.hypervisors, name, certs.GetRenewingSince().AsTime()):
+			next.Released = true
+			r.cmd.Certs = append(r.cmd.Certs, next)
+		}
 	}
-	if inFlight || !steady || c.Spec.ControlPlane.GetReplicas() == 1 {
+	if inFlight || r.cluster.Spec.ControlPlane.GetReplicas() == 1 {
 		return nil
 	}
 	var next *pb.Component
-	var nextExpiry time.Time
+	var nextFirst *x509.Certificate
 	for _, comp := range have {
-		soonest, due := certsSoonest(st.ComponentCerts(nil, comp.Metadata.Name).GetCerts(), now)
-		if due && !issued(comp.Metadata.Name) && (next == nil || soonest.Before(nextExpiry)) {
-			next, nextExpiry = comp, soonest
+		certs := r.st.ComponentCerts(nil, comp.Metadata.Name)
+		first, due := r.due.soonest(certs.GetCerts())
+		if !due || issued(comp.Metadata.Name) || (certs.GetRenewalGivenUp() != nil && now.Sub(certs.RenewalGivenUp.AsTime()) < r.deadline) {
+			continue
+		}
+		if next == nil || (first != nil && (nextFirst == nil || first.NotAfter.Before(nextFirst.NotAfter))) {
+			next, nextFirst = comp, first
 		}
 	}
 	if next == nil {
 		return nil
 	}
-	fresh, err := issue(next)
+	if !steady {
+		r.warnBlocked(next, nextFirst)
+		return nil
+	}
+	fresh, err := r.issue(next)
 	if err != nil {
 		return err
 	}
-	old := st.ComponentCerts(nil, next.Metadata.Name)
-	cmd.Certs = append(cmd.Certs, &pb.ComponentCerts{Component: next.Metadata.Name, Certs: old.GetCerts(), Generation: old.GetGeneration(), Renewed: fresh.Certs})
-	cmd.Events = append(cmd.Events, state.Event(c.Metadata.Name, "Normal", "RenewingCertificates",
-		fmt.Sprintf("renewing the certificates of %s (the soonest expires %s): the ingress stops sending it connections, then it restarts with new ones", next.Metadata.Name, nextExpiry.UTC().Format(time.RFC3339)), now))
+	old := r.st.ComponentCerts(nil, next.Metadata.Name)
+	r.cmd.Certs = append(r.cmd.Certs, &pb.ComponentCerts{Component: next.Metadata.Name, Certs: old.GetCerts(), Generation: old.GetGeneration(),
+		Renewed: fresh.Certs, RenewingSince: timestamppb.New(now)})
+	r.event("Normal", "RenewingCertificates", fmt.Sprintf("renewing the certificates of %s (the soonest expires %s): the ingress stops sending it connections, then it restarts with new ones", next.Metadata.Name, expiry(nextFirst)))
 	return nil
+}
+
+// warnBlocked adds, once per expiry, a Warning when a due replica cannot
+// start renewing and less than a sixth of its soonest certificate's life
+// is left.
+func (r *roller) warnBlocked(comp *pb.Component, first *x509.Certificate) {
+	if first == nil {
+		return
+	}
+	life := first.NotAfter.Sub(renewal.Issued(first.NotBefore, first.NotAfter))
+	if first.NotAfter.Sub(r.due.now) > life/6 {
+		return
+	}
+	msg := fmt.Sprintf("the certificates of %s expire at %s and cannot renew until the cluster is steady: every replica Running and up in the ingress, none being removed, replaced or drained", comp.Metadata.Name, expiry(first))
+	if !hasEventMessage(r.st.Events(nil, r.cluster.Metadata.Name), "RenewalBlocked", msg) {
+		r.event("Warning", "RenewalBlocked", msg)
+	}
 }
 
 // renewIngressCerts issues the certificates of a cluster's ingress again
 // when one is due; haproxy reloads them without dropping a connection.
-func renewIngressCerts(st *state.Store, p *pb.ClusterPKI, ingresses []*pb.Component, validity time.Duration, cmd *pb.PlaceCommand, now time.Time) error {
+func renewIngressCerts(st *state.Store, p *pb.ClusterPKI, d dueCheck, ingresses []*pb.Component, validity time.Duration, cmd *pb.PlaceCommand) error {
 	for _, comp := range ingresses {
 		if comp.Metadata.DeletionTimestamp != nil {
 			continue
 		}
-		if _, due := certsSoonest(st.ComponentCerts(nil, comp.Metadata.Name).GetCerts(), now); !due {
+		if _, due := d.soonest(st.ComponentCerts(nil, comp.Metadata.Name).GetCerts()); !due {
 			continue
 		}
-		certs, err := pki.IngressCerts(p, comp.Metadata.Name, validity, now)
+		certs, err := pki.IngressCerts(p, comp.Metadata.Name, validity, d.now)
 		if err != nil {
 			return fmt.Errorf("renewing the certificates of %s: %w", comp.Metadata.Name, err)
 		}
 		cmd.Certs = append(cmd.Certs, certs)
-		soonest, _ := certsSoonest(certs.Certs, now)
+		first, _ := d.soonest(certs.Certs)
 		cmd.Events = append(cmd.Events, state.Event(comp.Spec.Cluster, "Normal", "CertificatesRenewed",
-			fmt.Sprintf("%s %s has new certificates (valid until %s)", resources.RoleIngress, comp.Metadata.Name, soonest.UTC().Format(time.RFC3339)), now))
+			fmt.Sprintf("%s %s has new certificates (valid until %s)", resources.RoleIngress, comp.Metadata.Name, expiry(first)), d.now))
 	}
 	return nil
 }

@@ -158,7 +158,7 @@ func checkRolling(s *Server, st *state.Store) error {
 	}
 	for _, sum := range certificateSummaries(st, st.Cluster(nil, "demo"), st.ComponentsOfCluster(nil, "demo"), time.Now()) {
 		if slices.Contains(renewingNow, sum.Component) && sum.Renewal == "" {
-			return fmt.Errorf("describe shows no renewal of %s", sum.Component)
+			return fmt.Errorf("describe shows no renewal of %s: %v (certs generation %d, renewed %d, released %v)", sum.Component, sum, st.ComponentCerts(nil, sum.Component).GetGeneration(), len(st.ComponentCerts(nil, sum.Component).GetRenewed()), st.ComponentCerts(nil, sum.Component).GetReleased())
 		}
 	}
 	for _, comp := range cps {
@@ -179,7 +179,7 @@ func watchRolling(t *testing.T, s *Server) func() int {
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			if err := checkRolling(s, s.State()); err != nil {
+			if err := checkRolling(s, s.State().View()); err != nil {
 				t.Error(err)
 				return
 			}
@@ -301,7 +301,7 @@ func TestSingleReplicaRenewsByMoving(t *testing.T) {
 	})
 	live, _ := componentsOf(s, "demo", resources.RoleControlPlane)
 	for _, comp := range live {
-		if _, due := certsSoonest(s.State().ComponentCerts(nil, comp.Metadata.Name).GetCerts(), time.Now()); due {
+		if _, due := newDueCheck(s.State().ClusterPKI(nil, "demo"), time.Now()).soonest(s.State().ComponentCerts(nil, comp.Metadata.Name).GetCerts()); due {
 			t.Errorf("replacement %s has certificates due", comp.Metadata.Name)
 		}
 	}

@@ -462,9 +462,14 @@ func TestStateWithRecord(t *testing.T) {
 	}
 	late := proto.Clone(held[0]).(*pb.IssuedCert)
 	late.Serial = "feedbeef"
+	applied := make(chan error, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		if _, err := s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{late}}); err != nil {
+		_, err := s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{late}})
+		applied <- err
+	}()
+	defer func() {
+		if err := <-applied; err != nil {
 			t.Error(err)
 		}
 	}()

@@ -157,8 +157,8 @@ func TestWorkerJoin(t *testing.T) {
 			t.Errorf("ingress VPN assignment: %v", v)
 		}
 	}
-	// The control plane gets the nodes' names and addresses (it approves
-	// their kubelets' serving certificates), nothing secret.
+	// The control plane gets the nodes' names, addresses and bootstrap
+	// token IDs (it approves their kubelets' certificates), nothing secret.
 	for _, as := range assignmentsOf(t, s, "hv-a") {
 		v := as.Vpn
 		if as.Component.Spec.Cluster != "edge" {
@@ -169,8 +169,8 @@ func TestWorkerJoin(t *testing.T) {
 			continue
 		}
 		for _, p := range v.Peers {
-			if p.Address == "" || p.BootstrapTokenSecret != "" || p.BootstrapTokenId != "" || p.PublicKey != "" || p.TokenId != "" {
-				t.Errorf("control-plane VPN peer %v: want its name and address only", p)
+			if p.Address == "" || p.BootstrapTokenId == "" || p.BootstrapTokenSecret != "" || p.PublicKey != "" || p.TokenId != "" {
+				t.Errorf("control-plane VPN peer %v: want its name, address and bootstrap token ID only", p)
 			}
 		}
 	}

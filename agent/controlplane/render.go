@@ -21,6 +21,7 @@ import (
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/internal/kubeconfig"
+	"github.com/oneinfra/oneinfra/internal/renewal"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -349,13 +350,15 @@ func controllerManagerArgs(as *pb.Assignment, paths host.Paths, m member) []stri
 }
 
 // signingDuration is how long the certificates the controller-manager
-// signs live: oneinfra's certificate validity, a year when the assignment
-// has none.
+// signs live: as long as the replica's own (its controller-manager's
+// certificate, which changes only with a new generation, as this pod
+// does), to the minute; a year when that cannot be read.
 func signingDuration(as *pb.Assignment) time.Duration {
-	if d := as.GetCertValidity().AsDuration(); d > 0 {
-		return d
+	cert, err := tlsutil.ParseCertPEM(as.Certs[vocab.ControllerManagerCert].GetCertPem())
+	if err != nil {
+		return 8760 * time.Hour
 	}
-	return 8760 * time.Hour
+	return max(cert.NotAfter.Sub(renewal.Issued(cert.NotBefore, cert.NotAfter)).Round(time.Minute), time.Minute)
 }
 
 func schedulerArgs(paths host.Paths, m member) []string {

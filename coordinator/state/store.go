@@ -35,6 +35,11 @@ func New() *Store {
 	return &Store{db: db, abandonCh: make(chan struct{})}
 }
 
+// View is a read-only view of the store as it is now: all its reads see
+// one state, where reads of the store itself each see the latest. Its
+// watch channels fire on later changes as the store's do.
+func (s *Store) View() *Store { return &Store{db: s.db.Snapshot(), abandonCh: s.abandonCh} }
+
 // AbandonCh is closed when this store is replaced by a restored one.
 func (s *Store) AbandonCh() <-chan struct{} { return s.abandonCh }
 

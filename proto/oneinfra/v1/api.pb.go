@@ -13,7 +13,6 @@ package oneinfrav1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -2327,11 +2326,8 @@ type Assignment struct {
 	// Control plane: the generation of certs (ComponentCerts.generation); the
 	// Kubernetes pod restarts when it changes.
 	CertGeneration uint64 `protobuf:"varint,18,opt,name=cert_generation,json=certGeneration,proto3" json:"cert_generation,omitempty"`
-	// How long the certificates oneinfra issues live (serve
-	// --cert-validity); the controller-manager signs kubelets' for as long.
-	CertValidity  *durationpb.Duration `protobuf:"bytes,19,opt,name=cert_validity,json=certValidity,proto3" json:"cert_validity,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -2490,13 +2486,6 @@ func (x *Assignment) GetCertGeneration() uint64 {
 	return 0
 }
 
-func (x *Assignment) GetCertValidity() *durationpb.Duration {
-	if x != nil {
-		return x.CertValidity
-	}
-	return nil
-}
-
 // VPNAssignment is a component's share of its cluster's VPN. The ingress
 // runs the endpoint (device, peers, forwarding); control-plane components
 // route the VPN's networks through the ingress's hypervisor.
@@ -2510,9 +2499,9 @@ type VPNAssignment struct {
 	// The private address of the ingress's hypervisor, which control-plane
 	// hosts route the VPN CIDR through (control plane only).
 	Gateway string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
-	// The joined nodes: every field for the ingress, names and addresses
-	// only for the control plane (which approves their kubelets' serving
-	// certificates).
+	// The joined nodes: every field for the ingress; names, addresses and
+	// bootstrap token IDs only for the control plane (which approves their
+	// kubelets' certificates).
 	Peers         []*VPNPeer `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4405,7 +4394,7 @@ var File_oneinfra_v1_api_proto protoreflect.FileDescriptor
 
 const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x15oneinfra/v1/api.proto\x12\voneinfra.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1boneinfra/v1/resources.proto\"\xaf\x01\n" +
+	"\x15oneinfra/v1/api.proto\x12\voneinfra.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1boneinfra/v1/resources.proto\"\xaf\x01\n" +
 	"\bReadMeta\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x1b\n" +
@@ -4571,7 +4560,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\x85\t\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\xc5\b\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -4594,8 +4583,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x10ingress_released\x18\x0f \x01(\bR\x0fingressReleased\x128\n" +
 	"\fetcd_members\x18\x10 \x03(\v2\x15.oneinfra.v1.EndpointR\vetcdMembers\x12#\n" +
 	"\rreplica_floor\x18\x11 \x01(\rR\freplicaFloor\x12'\n" +
-	"\x0fcert_generation\x18\x12 \x01(\x04R\x0ecertGeneration\x12>\n" +
-	"\rcert_validity\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\fcertValidity\x1a:\n" +
+	"\x0fcert_generation\x18\x12 \x01(\x04R\x0ecertGeneration\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +
@@ -4892,11 +4880,10 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*Token)(nil),                         // 81: oneinfra.v1.Token
 	(*HypervisorSpec)(nil),                // 82: oneinfra.v1.HypervisorSpec
 	(*ClusterSpec)(nil),                   // 83: oneinfra.v1.ClusterSpec
-	(*durationpb.Duration)(nil),           // 84: google.protobuf.Duration
-	(*VPNPeer)(nil),                       // 85: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),               // 86: oneinfra.v1.ComponentStatus
-	(*IssuedCert)(nil),                    // 87: oneinfra.v1.IssuedCert
-	(*KeyPair)(nil),                       // 88: oneinfra.v1.KeyPair
+	(*VPNPeer)(nil),                       // 84: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),               // 85: oneinfra.v1.ComponentStatus
+	(*IssuedCert)(nil),                    // 86: oneinfra.v1.IssuedCert
+	(*KeyPair)(nil),                       // 87: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
 	76, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
@@ -4931,102 +4918,101 @@ var file_oneinfra_v1_api_proto_depIdxs = []int32{
 	38, // 29: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
 	40, // 30: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
 	38, // 31: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
-	84, // 32: oneinfra.v1.Assignment.cert_validity:type_name -> google.protobuf.Duration
-	85, // 33: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
-	39, // 34: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	86, // 35: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	42, // 36: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	80, // 37: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	44, // 38: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
-	80, // 39: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	80, // 40: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
-	51, // 41: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
-	0,  // 42: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	77, // 43: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	87, // 44: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
-	58, // 45: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
-	88, // 46: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 47: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 48: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 49: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 50: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	12, // 51: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	14, // 52: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	16, // 53: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	18, // 54: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	20, // 55: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	23, // 56: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	24, // 57: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	26, // 58: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	50, // 59: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	53, // 60: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	55, // 61: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	60, // 62: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
-	62, // 63: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
-	64, // 64: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
-	68, // 65: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
-	70, // 66: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
-	28, // 67: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	30, // 68: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	34, // 69: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	37, // 70: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	43, // 71: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	57, // 72: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	58, // 73: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	32, // 74: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	66, // 75: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
-	70, // 76: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	72, // 77: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
-	57, // 78: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	58, // 79: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	70, // 80: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	46, // 81: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	48, // 82: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	24, // 83: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	70, // 84: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	4,  // 85: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 86: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 87: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 88: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	13, // 89: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	15, // 90: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	17, // 91: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	19, // 92: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	22, // 93: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	24, // 94: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	25, // 95: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	27, // 96: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	52, // 97: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	54, // 98: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	56, // 99: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	61, // 100: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
-	63, // 101: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
-	65, // 102: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
-	69, // 103: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
-	71, // 104: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
-	29, // 105: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	31, // 106: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	36, // 107: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	41, // 108: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	45, // 109: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	59, // 110: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	59, // 111: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	33, // 112: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	67, // 113: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
-	71, // 114: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	71, // 115: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	59, // 116: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	59, // 117: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	71, // 118: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	47, // 119: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	49, // 120: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	25, // 121: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	71, // 122: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	85, // [85:123] is the sub-list for method output_type
-	47, // [47:85] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	84, // 32: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	39, // 33: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	85, // 34: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	42, // 35: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	80, // 36: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	44, // 37: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
+	80, // 38: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	80, // 39: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	51, // 40: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	0,  // 41: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	77, // 42: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	86, // 43: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
+	58, // 44: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
+	87, // 45: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,  // 46: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,  // 47: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,  // 48: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,  // 49: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	12, // 50: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	14, // 51: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	16, // 52: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	18, // 53: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	20, // 54: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	23, // 55: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	24, // 56: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	26, // 57: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	50, // 58: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	53, // 59: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	55, // 60: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	60, // 61: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
+	62, // 62: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
+	64, // 63: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
+	68, // 64: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
+	70, // 65: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
+	28, // 66: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	30, // 67: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	34, // 68: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	37, // 69: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	43, // 70: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	57, // 71: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	58, // 72: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	32, // 73: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	66, // 74: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
+	70, // 75: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	72, // 76: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
+	57, // 77: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	58, // 78: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	70, // 79: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	46, // 80: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	48, // 81: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	24, // 82: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	70, // 83: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	4,  // 84: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 85: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 86: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 87: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	13, // 88: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	15, // 89: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	17, // 90: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	19, // 91: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	22, // 92: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	24, // 93: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	25, // 94: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	27, // 95: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	52, // 96: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	54, // 97: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	56, // 98: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	61, // 99: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
+	63, // 100: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
+	65, // 101: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
+	69, // 102: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
+	71, // 103: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
+	29, // 104: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	31, // 105: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	36, // 106: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	41, // 107: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	45, // 108: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	59, // 109: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	59, // 110: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	33, // 111: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	67, // 112: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
+	71, // 113: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	71, // 114: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	59, // 115: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	59, // 116: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	71, // 117: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	47, // 118: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	49, // 119: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	25, // 120: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	71, // 121: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	84, // [84:122] is the sub-list for method output_type
+	46, // [46:84] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }

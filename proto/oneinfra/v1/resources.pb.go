@@ -1835,9 +1835,17 @@ type ComponentCerts struct {
 	// Control plane: a renewed set (generation + 1) issued and not yet in
 	// use. The ingress stops sending the replica connections, then the
 	// replica restarts with it; once it runs again it becomes certs.
-	Renewed       map[string]*KeyPair `protobuf:"bytes,4,rep,name=renewed,proto3" json:"renewed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Renewed map[string]*KeyPair `protobuf:"bytes,4,rep,name=renewed,proto3" json:"renewed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When renewed was issued; a renewal not done within a deadline is
+	// given up (the replica keeps certs) and tried again after as long.
+	RenewingSince *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=renewing_since,json=renewingSince,proto3" json:"renewing_since,omitempty"`
+	// Every ingress said, after renewing_since, that it sends the replica
+	// no connections: from then on its assignment carries renewed.
+	Released bool `protobuf:"varint,6,opt,name=released,proto3" json:"released,omitempty"`
+	// When a renewal was last given up.
+	RenewalGivenUp *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=renewal_given_up,json=renewalGivenUp,proto3" json:"renewal_given_up,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ComponentCerts) Reset() {
@@ -1894,6 +1902,27 @@ func (x *ComponentCerts) GetGeneration() uint64 {
 func (x *ComponentCerts) GetRenewed() map[string]*KeyPair {
 	if x != nil {
 		return x.Renewed
+	}
+	return nil
+}
+
+func (x *ComponentCerts) GetRenewingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RenewingSince
+	}
+	return nil
+}
+
+func (x *ComponentCerts) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
+func (x *ComponentCerts) GetRenewalGivenUp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RenewalGivenUp
 	}
 	return nil
 }
@@ -2158,14 +2187,17 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x0eencryption_key\x18\x04 \x01(\fR\rencryptionKey\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\xf2\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\x97\x04\n" +
 	"\x0eComponentCerts\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12<\n" +
 	"\x05certs\x18\x02 \x03(\v2&.oneinfra.v1.ComponentCerts.CertsEntryR\x05certs\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12B\n" +
-	"\arenewed\x18\x04 \x03(\v2(.oneinfra.v1.ComponentCerts.RenewedEntryR\arenewed\x1aN\n" +
+	"\arenewed\x18\x04 \x03(\v2(.oneinfra.v1.ComponentCerts.RenewedEntryR\arenewed\x12A\n" +
+	"\x0erenewing_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rrenewingSince\x12\x1a\n" +
+	"\breleased\x18\x06 \x01(\bR\breleased\x12D\n" +
+	"\x10renewal_given_up\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0erenewalGivenUp\x1aN\n" +
 	"\n" +
 	"CertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
@@ -2264,15 +2296,17 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	27, // 33: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
 	28, // 34: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
 	29, // 35: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
-	21, // 36: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	21, // 37: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	21, // 38: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	21, // 39: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	30, // 36: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
+	30, // 37: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
+	21, // 38: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	21, // 39: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	21, // 40: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	21, // 41: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
