@@ -23,8 +23,8 @@ import (
 //     vocab.ControlPlaneUser, a cluster admin: no other host holds
 //     system:masters, and the public hypervisor applying the add-ons has
 //     only the rights granted there;
-//   - it reviews the kubelets' serving certificate requests
-//     (addons.ReviewServingCSRs) as vocab.KubeletServingApproverUser,
+//   - it reviews the kubelets' first client and serving certificate
+//     requests (addons.ReviewNodeCSRs) as vocab.KubeletServingApproverUser,
 //     which may do nothing else, against the nodes the coordinator joined.
 
 // ownCertValidity is the lifetime of a replica's own certificates; a new
@@ -113,26 +113,25 @@ func (d *controlPlaneDriver) actInClusterAPI(ctx context.Context, as *pb.Assignm
 		d.a.logger.Warn("reviewing kubelet serving CSRs: making credentials", "component", name, "err", err)
 		return
 	}
-	decided, err := addons.ReviewServingCSRs(ctx, cfg, vpnNodes(as))
+	decided, err := addons.ReviewNodeCSRs(ctx, cfg, vpnNodes(as))
 	for csr, why := range decided {
 		if why == "" {
-			d.a.logger.Info("approved a kubelet serving CSR", "component", name, "csr", csr)
+			d.a.logger.Info("approved a kubelet CSR", "component", name, "csr", csr)
 		} else {
-			d.a.logger.Warn("denied a kubelet serving CSR", "component", name, "csr", csr, "why", why)
+			d.a.logger.Warn("denied a kubelet CSR", "component", name, "csr", csr, "why", why)
 		}
 	}
 	if err != nil {
-		d.a.logger.Warn("reviewing kubelet serving CSRs", "component", name, "err", err)
+		d.a.logger.Warn("reviewing kubelet CSRs", "component", name, "err", err)
 	}
 }
 
-// vpnNodes are the nodes joined to the assignment's cluster, with their
-// VPN addresses.
-func vpnNodes(as *pb.Assignment) map[string]netip.Addr {
-	nodes := map[string]netip.Addr{}
+// vpnNodes are the nodes joined to the assignment's cluster.
+func vpnNodes(as *pb.Assignment) map[string]addons.Node {
+	nodes := map[string]addons.Node{}
 	for _, p := range as.GetVpn().GetPeers() {
 		if addr, err := netip.ParseAddr(p.Address); err == nil {
-			nodes[p.Name] = addr
+			nodes[p.Name] = addons.Node{Address: addr, BootstrapTokenID: p.BootstrapTokenId}
 		}
 	}
 	return nodes

@@ -25,6 +25,7 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -205,9 +206,21 @@ func TestAgainstAPIServer(t *testing.T) {
 	if err := Apply(ctx, s.addons, in); err == nil || !apierrors.IsForbidden(errors.Unwrap(firstError(err))) && !strings.Contains(err.Error(), "forbidden") {
 		t.Fatalf("Apply before the RBAC: %v, want forbidden", err)
 	}
+	// A binding an older oneinfra applied and no longer wants is deleted.
+	old := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: droppedBindings[0]},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:certificates.k8s.io:certificatesigningrequests:nodeclient"},
+		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: bootstrappersGroup}},
+	}
+	if _, err := s.cs.RbacV1().ClusterRoleBindings().Create(ctx, old, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	began := time.Now()
 	if err := ApplyRBAC(ctx, s.admin); err != nil {
 		t.Fatalf("ApplyRBAC: %v", err)
+	}
+	if _, err := s.cs.RbacV1().ClusterRoleBindings().Get(ctx, droppedBindings[0], metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ClusterRoleBinding %s after ApplyRBAC: %v, want not found", droppedBindings[0], err)
 	}
 	t.Logf("ApplyRBAC took %s", time.Since(began).Round(time.Millisecond))
 	began = time.Now()
@@ -341,7 +354,6 @@ func checkObjects(t *testing.T, s *apiServer, in Inputs) {
 
 	for name, role := range map[string]string{
 		"oneinfra:kubelet-bootstrap":                     "system:node-bootstrapper",
-		"oneinfra:node-autoapprove-bootstrap":            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
 		"oneinfra:node-autoapprove-certificate-rotation": "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
 		"oneinfra:node-proxier":                          "system:node-proxier",
 		"system:coredns":                                 "system:coredns",
@@ -440,7 +452,7 @@ func checkRBAC(t *testing.T, s *apiServer) {
 		namespace   string
 	}{
 		{"system:bootstrap:abcdef", bootstrapper, "create", "certificates.k8s.io", "certificatesigningrequests", "", true, ""},
-		{"system:bootstrap:abcdef", bootstrapper, "create", "certificates.k8s.io", "certificatesigningrequests", "nodeclient", true, ""},
+		{"system:bootstrap:abcdef", bootstrapper, "create", "certificates.k8s.io", "certificatesigningrequests", "nodeclient", false, ""},
 		{"system:bootstrap:abcdef", bootstrapper, "list", "", "secrets", "", false, ""},
 		{"system:node:w1", []string{"system:nodes", "system:authenticated"}, "create", "certificates.k8s.io", "certificatesigningrequests", "selfnodeclient", true, ""},
 		{"system:serviceaccount:kube-system:kube-proxy", []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}, "watch", "discovery.k8s.io", "endpointslices", "", true, ""},

@@ -24,9 +24,10 @@
 //     delete it again. A zero Expires means no expiry.
 //   - (ApplyRBAC) the ClusterRoleBindings of TLS bootstrapping, the same
 //     as kubeadm's:
-//     system:bootstrappers may create CSRs (system:node-bootstrapper), their
-//     first node client CSR is approved automatically (nodeclient), and so
-//     are the renewals of system:nodes (selfnodeclient). The
+//     system:bootstrappers may create CSRs (system:node-bootstrapper), the
+//     renewals of system:nodes are approved automatically (selfnodeclient);
+//     a token's first node client CSR is approved by the control plane only
+//     for the node the token was handed to (csr.go). The
 //     controller-manager runs the CSR approver and signer, the
 //     bootstrapsigner and the tokencleaner. One more binding lets the API
 //     server's kubelet client (vocab.APIServerKubeletClientUser) use the

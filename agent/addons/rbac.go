@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/oneinfra/oneinfra/internal/vocab"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	"k8s.io/client-go/kubernetes"
@@ -21,7 +22,7 @@ import (
 
 // rbacVersion changes whenever rbacObjects does, so that an RBAC applier
 // applies the new rules at once.
-const rbacVersion = "3"
+const rbacVersion = "4"
 
 // rbacObjects are every ClusterRole, Role and binding of the add-ons, in
 // the order they are applied.
@@ -69,15 +70,13 @@ func addonsRoles() []object {
 // addonsRole names the add-ons identity's Roles and their bindings.
 const addonsRole = "oneinfra:addons"
 
-// tlsBootstrapRBAC lets bootstrap tokens ask for node client certificates,
-// approves them and their renewals, and lets the API server use the
-// kubelets' API.
+// tlsBootstrapRBAC lets bootstrap tokens ask for node client certificates
+// (which the control plane approves: csr.go), approves their renewals, and
+// lets the API server use the kubelets' API.
 func tlsBootstrapRBAC() []object {
 	return []object{
 		clusterRoleBinding("oneinfra:kubelet-bootstrap", componentTLS,
 			"system:node-bootstrapper", group(bootstrappersGroup)),
-		clusterRoleBinding("oneinfra:node-autoapprove-bootstrap", componentTLS,
-			"system:certificates.k8s.io:certificatesigningrequests:nodeclient", group(bootstrappersGroup)),
 		clusterRoleBinding("oneinfra:node-autoapprove-certificate-rotation", componentTLS,
 			"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", group(nodesGroup)),
 		clusterRoleBinding("oneinfra:apiserver-kubelet-client", componentTLS,
@@ -114,9 +113,22 @@ func ApplyRBAC(ctx context.Context, cfg *rest.Config) error {
 	return applyRBAC(ctx, cs)
 }
 
+// droppedBindings are bindings oneinfra applied once and no longer wants:
+// deleted where found. The controller-manager approved every bootstrap
+// token's node client CSR through the first, for any node name.
+var droppedBindings = []string{"oneinfra:node-autoapprove-bootstrap"}
+
 func applyRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 	var errs []error
+	for _, name := range droppedBindings {
+		if err := cs.RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting ClusterRoleBinding %s: %w", name, err))
+			if !isStatus(err) {
+				return errors.Join(errs...)
+			}
+		}
+	}
 	for _, o := range rbacObjects() {
 		if err := applyObject(ctx, cs, o, opts); err != nil {
 			errs = append(errs, fmt.Errorf("applying %s: %w", describe(o), err))

@@ -130,7 +130,6 @@ func TestTLSBootstrapRBAC(t *testing.T) {
 	objs := rbacObjects()
 	for _, c := range []struct{ name, role, kind, subject string }{
 		{"oneinfra:kubelet-bootstrap", "system:node-bootstrapper", "Group", "system:bootstrappers"},
-		{"oneinfra:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", "Group", "system:bootstrappers"},
 		{"oneinfra:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "Group", "system:nodes"},
 		{"oneinfra:node-proxier", "system:node-proxier", "ServiceAccount", "kube-proxy"},
 		{"system:coredns", "system:coredns", "ServiceAccount", "coredns"},
@@ -297,8 +296,8 @@ func TestEverythingLabelled(t *testing.T) {
 		}
 	}
 	rbac := rbacObjects()
-	if len(rbac) != 13 { // 4 TLS bootstrap bindings, kube-proxy's binding, CoreDNS's role and binding, the serving approver's, the add-ons' 2 roles and bindings
-		t.Fatalf("%d RBAC objects, want 13", len(rbac))
+	if len(rbac) != 12 { // 3 TLS bootstrap bindings, kube-proxy's binding, CoreDNS's role and binding, the CSR approver's, the add-ons' 2 roles and bindings
+		t.Fatalf("%d RBAC objects, want 12", len(rbac))
 	}
 	objs = append(objs, rbac...)
 	type labelled interface{ GetLabels() map[string]string }
