@@ -63,7 +63,7 @@ func (a *bootstrapAPI) JoinServer(ctx context.Context, req *pb.JoinServerRequest
 		return nil, err
 	}
 	a.s.logger.Info("server certificate issued", "id", req.Id, "token", tok.Id)
-	return &pb.JoinServerResponse{CertPem: cert, CaPem: ca.CertPem}, nil
+	return &pb.JoinServerResponse{CertPem: cert, CaPem: ca.CertPem, Keyring: a.s.keys.Marshal()}, nil
 }
 
 // RegisterHypervisor records a hypervisor and signs its agent's

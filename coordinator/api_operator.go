@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/oneinfra/oneinfra/coordinator/keyring"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/kubeconfig"
@@ -556,21 +558,21 @@ func (s *Server) askPeerStatus(ctx context.Context, addr string) (*pb.PeerStatus
 // SnapshotSave streams a consistent copy of this server's state.
 func (a *operatorAPI) SnapshotSave(req *pb.SnapshotSaveRequest, stream pb.Operator_SnapshotSaveServer) error {
 	var buf bytes.Buffer
-	if err := EncodeSnapshot(&buf, a.s.State().Snapshot()); err != nil {
+	if err := EncodeSnapshot(&buf, a.s.State().Snapshot(), a.s.keys); err != nil {
 		return err
 	}
-	return SendChunks(buf.Bytes(), stream.Send)
+	return SendChunks(buf.Bytes(), false, stream.Send)
 }
 
 // SnapshotRestore replaces the resources of the state with a saved
 // snapshot's, through the leader.
 func (a *operatorAPI) SnapshotRestore(stream pb.Operator_SnapshotRestoreServer) error {
-	data, err := receiveChunks(stream)
+	data, force, err := receiveChunks(stream)
 	if err != nil {
 		return err
 	}
 	if a.s.IsLeader() {
-		index, err := a.s.restore(data)
+		index, err := a.s.restore(data, force)
 		if err != nil {
 			return err
 		}
@@ -588,7 +590,7 @@ func (a *operatorAPI) SnapshotRestore(stream pb.Operator_SnapshotRestoreServer) 
 	if err != nil {
 		return err
 	}
-	if err := SendChunks(data, out.Send); err != nil {
+	if err := SendChunks(data, force, out.Send); err != nil {
 		return err
 	}
 	resp, err := out.CloseAndRecv()
@@ -601,15 +603,21 @@ func (a *operatorAPI) SnapshotRestore(stream pb.Operator_SnapshotRestoreServer) 
 // restore installs a saved snapshot through Raft on the leader. The
 // coordinator's own configuration (its CA) and its servers are kept: a
 // snapshot restores resources, not the identity of the servers restoring
-// it.
-func (s *Server) restore(data []byte) (uint64, error) {
-	snap, err := DecodeSnapshot(bytes.NewReader(data))
+// it. A snapshot of another coordinator is refused unless force.
+func (s *Server) restore(data []byte, force bool) (uint64, error) {
+	snap, err := DecodeSnapshot(bytes.NewReader(data), s.keys)
+	if errors.Is(err, keyring.ErrOtherKey) {
+		return 0, invalid("the snapshot is of another coordinator, sealed with its keyring: %v; restore it on servers started (--bootstrap) with that coordinator's DATA-DIR/%s", err, keyring.FileName)
+	}
 	if err != nil {
 		return 0, invalid("%v", err)
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	st := s.State()
+	if theirs, ours := snap.GetConfig().GetClusterId(), st.Config(nil).GetClusterId(); theirs != ours && !force {
+		return 0, invalid("the snapshot is of another coordinator (ID %s; this one is %s): restore it with --force to replace this coordinator's clusters, hypervisors and tokens with its", theirs, ours)
+	}
 	snap.Config = st.Config(nil)
 	snap.Servers = st.Servers(nil)
 	// Everything restored counts as changed now, so that blocking queries
@@ -619,7 +627,7 @@ func (s *Server) restore(data []byte) (uint64, error) {
 		snap.TableIndexes[table] = next
 	}
 	var buf bytes.Buffer
-	if err := EncodeSnapshot(&buf, snap); err != nil {
+	if err := EncodeSnapshot(&buf, snap, s.keys); err != nil {
 		return 0, err
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(buf.Len())}

@@ -42,11 +42,11 @@ func (a *peerAPI) Join(ctx context.Context, req *pb.PeerJoinRequest) (*pb.PeerJo
 // Restore installs a snapshot another server received; it runs on the
 // leader.
 func (a *peerAPI) Restore(stream pb.Peer_RestoreServer) error {
-	data, err := receiveChunks(stream)
+	data, force, err := receiveChunks(stream)
 	if err != nil {
 		return err
 	}
-	index, err := a.s.restore(data)
+	index, err := a.s.restore(data, force)
 	if err != nil {
 		return err
 	}

@@ -415,18 +415,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if err := createCluster(ctx, op, "kept"); err != nil {
 		t.Fatal(err)
 	}
-	stream, err := op.SnapshotSave(ctx, &pb.SnapshotSaveRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var saved []byte
-	for {
-		c, err := stream.Recv()
-		if err != nil {
-			break
-		}
-		saved = append(saved, c.Data...)
-	}
+	saved := saveSnapshot(t, op)
 	if err := createCluster(ctx, op, "later"); err != nil {
 		t.Fatal(err)
 	}
@@ -442,14 +431,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		woke <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
-	up, err := op.SnapshotRestore(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := up.Send(&pb.SnapshotChunk{Data: saved}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := up.CloseAndRecv(); err != nil {
+	if err := restoreSnapshot(op, saved, false); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

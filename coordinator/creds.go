@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/oneinfra/oneinfra/coordinator/keyring"
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
@@ -160,7 +161,7 @@ func joinCreds(ctx context.Context, cfg Config, host, apiAddr, raftAddr string) 
 		return nil, fmt.Errorf("--ca-hash: %w", err)
 	}
 	if existing, err := loadCreds(cfg.DataDir); err == nil {
-		return existing, nil // a previous join got its certificate already
+		return existing, nil // a previous join got its certificate and keyring already
 	}
 	key, keyPEM, err := tlsutil.GenerateKey()
 	if err != nil {
@@ -187,12 +188,40 @@ func joinCreds(ctx context.Context, cfg Config, host, apiAddr, raftAddr string) 
 	if hash, err := tlsutil.CAHash(resp.CaPem); err != nil || hash != cfg.CAHash {
 		return nil, fmt.Errorf("joining through %s: the CA sent does not match --ca-hash", cfg.Join)
 	}
+	keys, err := keyring.Parse(resp.Keyring)
+	if err != nil {
+		return nil, fmt.Errorf("joining through %s: the keyring sent: %w", cfg.Join, err)
+	}
 	kp := &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM}
 	creds, err := newCreds(tlsDir(cfg.DataDir), resp.CaPem, kp)
 	if err != nil {
 		return nil, err
 	}
+	// The keyring first: credentials on disk mean the join is done.
+	if err := keys.Write(filepath.Join(cfg.DataDir, keyring.FileName)); err != nil {
+		return nil, err
+	}
 	return creds, creds.write(kp)
+}
+
+// serverKeyring loads DATA-DIR/keyring. --bootstrap makes it unless one is
+// there already: an operator who lost every server starts a new one with
+// the old keyring to restore the old state's snapshots.
+func serverKeyring(dataDir string, bootstrap bool) (*keyring.Keyring, error) {
+	path := filepath.Join(dataDir, keyring.FileName)
+	keys, err := keyring.Load(path)
+	switch {
+	case err == nil:
+		return keys, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	case !bootstrap:
+		return nil, fmt.Errorf("%s is missing: the coordinator state is sealed with it; copy it from another server of this coordinator (mode 0600)", path)
+	}
+	if keys, err = keyring.New(); err != nil {
+		return nil, err
+	}
+	return keys, keys.Write(path)
 }
 
 // serverTLS presents this server's certificate with the CA (for clients

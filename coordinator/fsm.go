@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/oneinfra/oneinfra/coordinator/keyring"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/vocab"
@@ -43,6 +44,14 @@ const (
 	PruneType
 )
 
+// sealedType marks a log entry sealed with the keyring: what follows it is
+// a sealed entry of one of the types above. Entries of servers older than
+// the keyring are not sealed, and still apply.
+const sealedType MessageType = 0xff
+
+// sealedUse is the keyring use of log entries.
+const sealedUse = "raft-log"
+
 // Errors an Apply can return; they reach the caller of raftApply.
 var (
 	ErrHypervisorInUse = errors.New("hypervisor still has components")
@@ -57,12 +66,14 @@ var (
 type FSM struct {
 	mu     sync.RWMutex
 	store  *state.Store
+	keys   *keyring.Keyring // seals entries and snapshots
 	logger *slog.Logger
 }
 
-// NewFSM returns an FSM over an empty store.
-func NewFSM(logger *slog.Logger) *FSM {
-	return &FSM{store: state.New(), logger: logger}
+// NewFSM returns an FSM over an empty store whose entries and snapshots
+// keys seals.
+func NewFSM(keys *keyring.Keyring, logger *slog.Logger) *FSM {
+	return &FSM{store: state.New(), keys: keys, logger: logger}
 }
 
 // State returns the current store. After a restore it is a new one; the
@@ -73,13 +84,13 @@ func (f *FSM) State() *state.Store {
 	return f.store
 }
 
-// encode makes a log entry.
-func encode(t MessageType, msg proto.Message) ([]byte, error) {
+// encode makes a sealed log entry.
+func (f *FSM) encode(t MessageType, msg proto.Message) ([]byte, error) {
 	b, err := proto.Marshal(msg)
 	if err != nil {
 		return nil, fmt.Errorf("encoding command %d: %w", t, err)
 	}
-	return append([]byte{byte(t)}, b...), nil
+	return append([]byte{byte(sealedType)}, f.keys.Seal(append([]byte{byte(t)}, b...), sealedUse)...), nil
 }
 
 // commands maps each type to a constructor of its payload and its apply.
@@ -132,14 +143,23 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand || len(l.Data) == 0 {
 		return nil
 	}
-	t := MessageType(l.Data[0])
+	data := l.Data
+	if MessageType(data[0]) == sealedType {
+		var err error
+		if data, err = f.keys.Open(data[1:], sealedUse); err != nil || len(data) == 0 {
+			// Every server applies every entry: one it cannot read would
+			// make it diverge from the others.
+			panic(fmt.Sprintf("fsm: unsealing the entry at index %d: %v (is DATA-DIR/%s this coordinator's?)", l.Index, err, keyring.FileName))
+		}
+	}
+	t := MessageType(data[0])
 	msg, apply := f.handler(t)
 	if msg == nil {
 		// An unknown type means this server is older than the log: going on
 		// would diverge from the other servers.
 		panic(fmt.Sprintf("fsm: unknown command type %d at index %d", t, l.Index))
 	}
-	if err := proto.Unmarshal(l.Data[1:], msg); err != nil {
+	if err := proto.Unmarshal(data[1:], msg); err != nil {
 		panic(fmt.Sprintf("fsm: decoding command %d at index %d: %v", t, l.Index, err))
 	}
 	txn := f.State().Write(l.Index)
@@ -491,14 +511,14 @@ func (f *FSM) applyClusterStatus(txn *state.Txn, m proto.Message) error {
 
 // Snapshot implements raft.FSM.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	return &fsmSnapshot{snap: f.State().Snapshot()}, nil
+	return &fsmSnapshot{snap: f.State().Snapshot(), keys: f.keys}, nil
 }
 
 // Restore implements raft.FSM: the snapshot becomes a new store, swapped in;
 // the old one is abandoned so its watchers wake.
 func (f *FSM) Restore(r io.ReadCloser) error {
 	defer r.Close()
-	snap, err := DecodeSnapshot(r)
+	snap, err := DecodeSnapshot(r, f.keys)
 	if err != nil {
 		return err
 	}
@@ -510,10 +530,13 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	return nil
 }
 
-type fsmSnapshot struct{ snap *pb.Snapshot }
+type fsmSnapshot struct {
+	snap *pb.Snapshot
+	keys *keyring.Keyring
+}
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := EncodeSnapshot(sink, s.snap); err != nil {
+	if err := EncodeSnapshot(sink, s.snap, s.keys); err != nil {
 		sink.Cancel()
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 
 	memdb "github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
+	"github.com/oneinfra/oneinfra/coordinator/keyring"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
@@ -20,18 +21,20 @@ import (
 
 // fsmApplier feeds commands to an FSM as Raft would, at growing indexes.
 type fsmApplier struct {
-	t     testing.TB
-	fsm   *FSM
-	index uint64
+	t      testing.TB
+	fsm    *FSM
+	index  uint64
+	logged [][]byte // the entries applied, as Raft would store them
 }
 
 func (a *fsmApplier) apply(typ MessageType, msg proto.Message) error {
 	a.t.Helper()
-	data, err := encode(typ, msg)
+	data, err := a.fsm.encode(typ, msg)
 	if err != nil {
 		a.t.Fatal(err)
 	}
 	a.index++
+	a.logged = append(a.logged, data)
 	if resp := a.fsm.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: data}); resp != nil {
 		return resp.(error)
 	}
@@ -45,8 +48,18 @@ func (a *fsmApplier) mustApply(typ MessageType, msg proto.Message) {
 	}
 }
 
+// testKeys seals the test FSMs' entries and snapshots: one keyring, as
+// the servers of one coordinator share.
+var testKeys = func() *keyring.Keyring {
+	k, err := keyring.New()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 func newTestFSM(t testing.TB) *fsmApplier {
-	return &fsmApplier{t: t, fsm: NewFSM(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	return &fsmApplier{t: t, fsm: NewFSM(testKeys, slog.New(slog.NewTextHandler(io.Discard, nil)))}
 }
 
 var testNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
@@ -221,4 +234,59 @@ func TestEventsBounded(t *testing.T) {
 	if n := len(a.fsm.State().Events(nil, "demo")); n != state.MaxEventsPerCluster {
 		t.Errorf("%d events kept, want %d", n, state.MaxEventsPerCluster)
 	}
+}
+
+// TestSealedAtRest: no log entry and no snapshot holds a private key in
+// plain text; entries of servers older than the keyring still apply, and
+// one sealed by another coordinator's keyring stops the server rather
+// than diverge.
+func TestSealedAtRest(t *testing.T) {
+	a := newTestFSM(t)
+	populate(a)
+	secret := []byte("PRIVATE KEY")
+	if !bytes.Contains(mustMarshal(t, a.fsm.State().Snapshot()), secret) {
+		t.Fatal("the test state holds no private key to look for")
+	}
+	for i, e := range a.logged {
+		if bytes.Contains(e, secret) || MessageType(e[0]) != sealedType {
+			t.Errorf("log entry %d is not sealed", i+1)
+		}
+	}
+	snap, _ := a.fsm.Snapshot()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sink.Bytes(), secret) {
+		t.Error("the Raft snapshot holds a private key in plain text")
+	}
+
+	plain, err := proto.Marshal(&pb.ClusterStatusCommand{Cluster: "demo", Status: &pb.ClusterStatus{Phase: resources.PhaseReady}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.index++
+	if resp := a.fsm.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: append([]byte{byte(ClusterStatusType)}, plain...)}); resp != nil {
+		t.Fatalf("a plain entry of an older server: %v", resp)
+	}
+	if got := a.fsm.State().Cluster(nil, "demo").Status.Phase; got != resources.PhaseReady {
+		t.Errorf("a plain entry of an older server did not apply: phase %s", got)
+	}
+
+	other, _ := keyring.New()
+	foreign := append([]byte{byte(sealedType)}, other.Seal(append([]byte{byte(ClusterStatusType)}, plain...), sealedUse)...)
+	defer func() {
+		if recover() == nil {
+			t.Error("an entry of another keyring applied")
+		}
+	}()
+	a.fsm.Apply(&raft.Log{Index: a.index + 1, Type: raft.LogCommand, Data: foreign})
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -43,7 +43,7 @@ func (s *Server) await(f raft.Future) error {
 // raftApply writes one command through Raft and returns the index it got.
 // Only the leader calls it: writes reach the leader through the interceptor.
 func (s *Server) raftApply(t MessageType, msg proto.Message) (uint64, error) {
-	data, err := encode(t, msg)
+	data, err := s.fsm.encode(t, msg)
 	if err != nil {
 		return 0, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -68,7 +69,60 @@ func openRaftStores(dir string, logOut io.Writer) (*raftboltdb.BoltStore, raft.S
 		store.Close()
 		return nil, nil, fmt.Errorf("opening snapshot store: %w", err)
 	}
-	return store, snaps, nil
+	private := privateSnapshots{FileSnapshotStore: snaps, dir: filepath.Join(dir, "snapshots")}
+	if err := private.restrict(); err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	return store, private, nil
+}
+
+// privateSnapshots keeps Raft's snapshot files to this server's user
+// (directories 0700, files 0600), as raft.db is: Raft makes them with the
+// umask's modes.
+type privateSnapshots struct {
+	*raft.FileSnapshotStore
+	dir string
+}
+
+func (p privateSnapshots) Create(version raft.SnapshotVersion, index, term uint64, conf raft.Configuration, confIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
+	sink, err := p.FileSnapshotStore.Create(version, index, term, conf, confIndex, trans)
+	if err != nil {
+		return nil, err
+	}
+	return privateSink{SnapshotSink: sink, store: p}, nil
+}
+
+// restrict sets the modes of everything under the snapshot directory.
+func (p privateSnapshots) restrict() error {
+	return filepath.WalkDir(p.dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // reaped meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		mode := fs.FileMode(0o600)
+		if d.IsDir() {
+			mode = 0o700
+		}
+		if err := os.Chmod(path, mode); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("restricting raft snapshots: %w", err)
+		}
+		return nil
+	})
+}
+
+type privateSink struct {
+	raft.SnapshotSink
+	store privateSnapshots
+}
+
+func (s privateSink) Close() error {
+	if err := s.SnapshotSink.Close(); err != nil {
+		return err
+	}
+	return s.store.restrict()
 }
 
 // startRaft opens the stores in dir and starts Raft on the TLS stream

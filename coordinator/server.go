@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/oneinfra/oneinfra/coordinator/health"
+	"github.com/oneinfra/oneinfra/coordinator/keyring"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/connlimit"
 	"github.com/oneinfra/oneinfra/internal/gossip"
@@ -77,6 +78,7 @@ type Server struct {
 	cfg     Config
 	logger  *slog.Logger
 	fsm     *FSM
+	keys    *keyring.Keyring // seals the replicated state at rest
 	raft    *raftNode
 	creds   *serverCreds
 	grpc    *grpc.Server
@@ -152,9 +154,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.keys, err = serverKeyring(cfg.DataDir, bootstrap); err != nil {
+		return nil, err
+	}
 
 	s.metrics = newMetrics(s)
-	s.fsm = NewFSM(s.logger)
+	s.fsm = NewFSM(s.keys, s.logger)
 	clientTLS, err := s.creds.clientTLS()
 	if err != nil {
 		return nil, err

@@ -6,15 +6,22 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/oneinfra/oneinfra/coordinator/keyring"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 )
 
-// snapshotMagic starts every snapshot file, Raft's and `snapshot save`'s.
-const snapshotMagic = "oneinfra-snapshot-v1\n"
+// Every snapshot file, Raft's and `snapshot save`'s, starts with one of
+// these: v2 seals the state with the keyring; v1, of servers older than
+// the keyring, is plain.
+const (
+	snapshotMagicV1 = "oneinfra-snapshot-v1\n"
+	snapshotMagic   = "oneinfra-snapshot-v2\n"
+	snapshotUse     = "snapshot" // its keyring use
+)
 
-// EncodeSnapshot writes a snapshot in the on-disk format.
-func EncodeSnapshot(w io.Writer, snap *pb.Snapshot) error {
+// EncodeSnapshot writes a snapshot in the on-disk format, sealed with keys.
+func EncodeSnapshot(w io.Writer, snap *pb.Snapshot, keys *keyring.Keyring) error {
 	b, err := proto.Marshal(snap)
 	if err != nil {
 		return fmt.Errorf("encoding snapshot: %w", err)
@@ -22,22 +29,27 @@ func EncodeSnapshot(w io.Writer, snap *pb.Snapshot) error {
 	if _, err := io.WriteString(w, snapshotMagic); err != nil {
 		return fmt.Errorf("writing snapshot: %w", err)
 	}
-	if _, err := w.Write(b); err != nil {
+	if _, err := w.Write(keys.Seal(b, snapshotUse)); err != nil {
 		return fmt.Errorf("writing snapshot: %w", err)
 	}
 	return nil
 }
 
-// DecodeSnapshot reads a snapshot written by EncodeSnapshot.
-func DecodeSnapshot(r io.Reader) (*pb.Snapshot, error) {
+// DecodeSnapshot reads a snapshot written by EncodeSnapshot with keys.
+func DecodeSnapshot(r io.Reader, keys *keyring.Keyring) (*pb.Snapshot, error) {
 	br := bufio.NewReader(r)
 	magic := make([]byte, len(snapshotMagic))
-	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapshotMagic {
+	if _, err := io.ReadFull(br, magic); err != nil || (string(magic) != snapshotMagic && string(magic) != snapshotMagicV1) {
 		return nil, fmt.Errorf("not a oneinfra snapshot")
 	}
 	b, err := io.ReadAll(br)
 	if err != nil {
 		return nil, fmt.Errorf("reading snapshot: %w", err)
+	}
+	if string(magic) == snapshotMagic {
+		if b, err = keys.Open(b, snapshotUse); err != nil {
+			return nil, fmt.Errorf("unsealing snapshot: %w", err)
+		}
 	}
 	snap := &pb.Snapshot{}
 	if err := proto.Unmarshal(b, snap); err != nil {
@@ -49,11 +61,12 @@ func DecodeSnapshot(r io.Reader) (*pb.Snapshot, error) {
 // SnapshotChunkSize is the size of the pieces a snapshot is streamed in.
 const SnapshotChunkSize = 1 << 20
 
-// SendChunks streams data in pieces of SnapshotChunkSize.
-func SendChunks(data []byte, send func(*pb.SnapshotChunk) error) error {
-	for len(data) > 0 {
+// SendChunks streams data in pieces of SnapshotChunkSize; force is set on
+// the first (see SnapshotChunk.force).
+func SendChunks(data []byte, force bool, send func(*pb.SnapshotChunk) error) error {
+	for first := true; len(data) > 0; first = false {
 		n := min(len(data), SnapshotChunkSize)
-		if err := send(&pb.SnapshotChunk{Data: data[:n]}); err != nil {
+		if err := send(&pb.SnapshotChunk{Data: data[:n], Force: force && first}); err != nil {
 			return err
 		}
 		data = data[n:]
@@ -66,16 +79,21 @@ type chunkReceiver interface {
 	Recv() (*pb.SnapshotChunk, error)
 }
 
-// receiveChunks reads a streamed snapshot to its end.
-func receiveChunks(r chunkReceiver) ([]byte, error) {
+// receiveChunks reads a streamed snapshot to its end, and the first
+// chunk's force.
+func receiveChunks(r chunkReceiver) ([]byte, bool, error) {
 	var buf bytes.Buffer
-	for {
+	force := false
+	for first := true; ; first = false {
 		c, err := r.Recv()
 		if err == io.EOF {
-			return buf.Bytes(), nil
+			return buf.Bytes(), force, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
+		}
+		if first {
+			force = c.Force
 		}
 		buf.Write(c.Data)
 	}

@@ -16,7 +16,7 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "snapshot", Short: "Save and restore the coordinator state (disaster recovery)"}
 	save := &cobra.Command{
 		Use:   "save FILE",
-		Short: "Save a consistent copy of the coordinator state to FILE (mode 0600: it holds keys)",
+		Short: "Save a consistent copy of the coordinator state to FILE, sealed with the coordinator's keyring (mode 0600)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.call(cmd, func(ctx context.Context, s *session) error {
@@ -43,10 +43,14 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 			})
 		},
 	}
+	var force bool
 	restore := &cobra.Command{
-		Use:   "restore FILE",
+		Use:   "restore FILE [--force]",
 		Short: "Replace the coordinator's clusters, hypervisors, components and tokens with FILE's",
-		Args:  cobra.ExactArgs(1),
+		Long: "Replace the coordinator's clusters, hypervisors, components and tokens with FILE's.\n" +
+			"A snapshot of another coordinator is refused unless --force; it opens only on servers\n" +
+			"holding that coordinator's keyring (DATA-DIR/keyring).",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			data, err := os.ReadFile(args[0])
 			if err != nil {
@@ -57,7 +61,7 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if err := coordinator.SendChunks(data, stream.Send); err != nil {
+				if err := coordinator.SendChunks(data, force, stream.Send); err != nil {
 					return err
 				}
 				resp, err := stream.CloseAndRecv()
@@ -69,6 +73,7 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 			})
 		},
 	}
+	restore.Flags().BoolVar(&force, "force", false, "restore a snapshot of another coordinator")
 	cmd.AddCommand(save, restore)
 	return cmd
 }

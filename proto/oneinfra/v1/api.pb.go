@@ -1473,8 +1473,11 @@ func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
 }
 
 type SnapshotChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// force, on a restore's first chunk, restores a snapshot of another
+	// coordinator.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1514,6 +1517,13 @@ func (x *SnapshotChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *SnapshotChunk) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type SnapshotRestoreResponse struct {
@@ -1726,9 +1736,12 @@ func (x *JoinServerRequest) GetCsrPem() []byte {
 }
 
 type JoinServerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	CaPem         []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	CertPem []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaPem   []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// keyring is the coordinator's keyring (DATA-DIR/keyring), which seals
+	// the replicated state.
+	Keyring       []byte `protobuf:"bytes,3,opt,name=keyring,proto3" json:"keyring,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1773,6 +1786,13 @@ func (x *JoinServerResponse) GetCertPem() []byte {
 func (x *JoinServerResponse) GetCaPem() []byte {
 	if x != nil {
 		return x.CaPem
+	}
+	return nil
+}
+
+func (x *JoinServerResponse) GetKeyring() []byte {
+	if x != nil {
+		return x.Keyring
 	}
 	return nil
 }
@@ -4502,9 +4522,10 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x05error\x18\v \x01(\tR\x05error\"@\n" +
 	"\x0fMembersResponse\x12-\n" +
 	"\amembers\x18\x01 \x03(\v2\x13.oneinfra.v1.MemberR\amembers\"\x15\n" +
-	"\x13SnapshotSaveRequest\"#\n" +
+	"\x13SnapshotSaveRequest\"9\n" +
 	"\rSnapshotChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"/\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"/\n" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x10\n" +
 	"\x0eVersionRequest\"\\\n" +
@@ -4517,10 +4538,11 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x04 \x01(\tR\n" +
 	"apiAddress\x12\x17\n" +
-	"\acsr_pem\x18\x05 \x01(\fR\x06csrPem\"F\n" +
+	"\acsr_pem\x18\x05 \x01(\fR\x06csrPem\"`\n" +
 	"\x12JoinServerResponse\x12\x19\n" +
 	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x15\n" +
-	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\"\x8f\x01\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12\x18\n" +
+	"\akeyring\x18\x03 \x01(\fR\akeyring\"\x8f\x01\n" +
 	"\x19RegisterHypervisorRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12/\n" +
