@@ -167,14 +167,20 @@ func checkLogsExec(t *testing.T, kc string) {
 	t.Helper()
 	for i, node := range []string{"w-1", "w-2"} {
 		pod := fmt.Sprintf("app-%d", i+1)
-		logs, err := kubectl(kc, "logs", pod)
-		if err != nil || !strings.Contains(logs, "hello from "+node) {
-			t.Errorf("kubectl logs %s: %q %v", pod, logs, err)
-		}
-		got, err := kubectl(kc, "exec", pod, "--", "testapp", "-print", "exec on "+node, "-exit", "0")
-		if err != nil || !strings.Contains(got, "exec on "+node) {
-			t.Errorf("kubectl exec %s: %q %v", pod, got, err)
-		}
+		// A node answers through its serving certificate, which its
+		// kubelet asks for once it has joined (serverTLSBootstrap) and a
+		// control-plane agent approves within its resync.
+		testutil.Eventually(t, time.Minute, "kubectl logs and exec on "+node, func() error {
+			logs, err := kubectl(kc, "logs", pod)
+			if err != nil || !strings.Contains(logs, "hello from "+node) {
+				return fmt.Errorf("kubectl logs %s: %q %v", pod, logs, err)
+			}
+			got, err := kubectl(kc, "exec", pod, "--", "testapp", "-print", "exec on "+node, "-exit", "0")
+			if err != nil || !strings.Contains(got, "exec on "+node) {
+				return fmt.Errorf("kubectl exec %s: %q %v", pod, got, err)
+			}
+			return nil
+		})
 	}
 }
 
