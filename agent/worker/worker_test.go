@@ -687,12 +687,13 @@ func TestRenewCertificate(t *testing.T) {
 	// A certificate at the end of its life.
 	key, keyPEM, _ := tlsutil.GenerateKey()
 	csr, _ := tlsutil.CreateCSR(key, "w1", nil)
-	old, err := tlsutil.SignCSR(ca, csr, tlsutil.CertOptions{CommonName: "w1", Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: 3 * time.Second}, time.Now())
+	old, err := tlsutil.SignCSR(ca, csr, tlsutil.CertOptions{CommonName: "w1", Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: 9 * time.Second}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.state.cert = &pb.KeyPair{CertPem: old, KeyPem: keyPEM}
-	time.Sleep(2100 * time.Millisecond) // due at 2s, valid until 3s
+	// Due at 6s, valid until 9s: room for a busy machine's handshake.
+	time.Sleep(6100 * time.Millisecond)
 	if _, err := w.refresh(ctx, false); err != nil {
 		t.Fatal(err)
 	}
