@@ -411,9 +411,12 @@ func (a *Agent) sync(ctx context.Context) bool {
 	}
 	a.removeStrayClusters(ctx, byCluster)
 	if a.hub != nil {
+		// An orphaned ingress keeps no VPN device.
 		keep := map[string]bool{}
-		for c := range byCluster {
-			keep[c] = true
+		for _, as := range assignments {
+			if !as.Orphaned {
+				keep[as.Component.Spec.Cluster] = true
+			}
 		}
 		a.hub.RemoveExcept(keep)
 	}
@@ -464,6 +467,10 @@ func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assi
 		}
 		if e.drv = a.drivers[as.Component.Spec.Role]; e.drv == nil {
 			e.err = fmt.Errorf("unknown role %q", as.Component.Spec.Role)
+			continue
+		}
+		if as.Orphaned {
+			// No pods: it stops, its files stay (until it is deleted).
 			continue
 		}
 		if as.Deleting {
@@ -519,7 +526,7 @@ func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assi
 			}
 		}
 		status := componentStatus(e.as, e.pods, e.err)
-		if e.err == nil && !e.as.Deleting {
+		if e.err == nil && !e.as.Deleting && !e.as.Orphaned {
 			e.drv.synced(ctx, e.as, e.paths, e.changed, e.pods, status)
 			// Running pods are not enough: a false condition (an etcd
 			// learner not promoted, the API not answering through the
@@ -543,6 +550,10 @@ func componentStatus(as *pb.Assignment, pods []cri.PodStatus, err error) *pb.Com
 			msg = "removing: " + err.Error()
 		}
 		return &pb.ComponentStatus{State: vocab.StateRemoving, Message: msg}
+	}
+	if as.Orphaned {
+		return &pb.ComponentStatus{State: vocab.StateOrphaned,
+			Message: "stopped: the coordinator's state (restored from a snapshot) does not have it; its files are kept until it is deleted"}
 	}
 	if errors.Is(err, host.ErrWaiting) {
 		return &pb.ComponentStatus{State: vocab.StatePending, Message: err.Error()}

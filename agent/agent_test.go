@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/oneinfra/oneinfra/test/images"
 	"google.golang.org/grpc"
@@ -190,6 +192,61 @@ func TestAgentAgainstCoordinatorAndContainerd(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, d)); !os.IsNotExist(err) {
 			t.Errorf("%s left after deletion (%v)", d, err)
 		}
+	}
+
+	// A snapshot restored from before a cluster existed orphans its
+	// components: their pods stop, their files (etcd data) stay, until
+	// each is deleted.
+	saved, err := client.SaveSnapshot(ctx, op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Apply(ctx, &pb.ApplyRequest{Resources: []*pb.Resource{{Kind: &pb.Resource_Cluster{Cluster: &pb.Cluster{
+		Metadata: &pb.ObjectMeta{Name: "later"}, Spec: &pb.ClusterSpec{}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 60*time.Second, "later's pods", func() error {
+		if got := sandboxes(); len(got) != 2 {
+			return fmt.Errorf("pods %v", got)
+		}
+		return nil
+	})
+	if _, err := client.RestoreSnapshot(ctx, op, saved, nil); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "hv-1-root/var/lib/oneinfra/clusters/later/later-cp-0")
+	testutil.Eventually(t, 30*time.Second, "orphans stopped", func() error {
+		if left := sandboxes(); len(left) != 0 {
+			return fmt.Errorf("pods left: %v", left)
+		}
+		resp, err := op.Get(ctx, &pb.GetRequest{Kind: "components"})
+		if err != nil {
+			return err
+		}
+		for _, c := range resp.Components {
+			if !c.Spec.Orphaned || c.Status.GetState() != vocab.StateOrphaned || !strings.Contains(c.Status.GetMessage(), "stopped") {
+				return fmt.Errorf("%s: %v", c.Metadata.Name, c.Status)
+			}
+		}
+		return nil
+	})
+	if _, err := os.Stat(data); err != nil {
+		t.Fatalf("an orphan's data dir is gone: %v", err)
+	}
+	for _, name := range []string{"later-cp-0", "later-ingress-0"} {
+		if _, err := op.Delete(ctx, &pb.DeleteRequest{Kind: "components", Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 30*time.Second, "orphans deleted", func() error {
+		resp, err := op.Get(ctx, &pb.GetRequest{Kind: "components"})
+		if err != nil || len(resp.Components) > 0 {
+			return fmt.Errorf("components left: %v %v", resp.GetComponents(), err)
+		}
+		return nil
+	})
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Errorf("a deleted orphan's data dir is still there (%v)", err)
 	}
 	stopPrivate()
 }

@@ -189,6 +189,12 @@ func (s *Server) assignments(st *state.Store, ws memdb.WatchSet, hypervisor stri
 
 // assignment is everything the agent needs to run one component.
 func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Component, hypervisors map[string]*pb.Hypervisor) (*pb.Assignment, error) {
+	if comp.Spec.Orphaned {
+		// Stopped, its files kept: nothing of a cluster is needed.
+		as := &pb.Assignment{Component: comp, Orphaned: true, Deleting: comp.Metadata.DeletionTimestamp != nil}
+		as.Hash = assignmentHash(as)
+		return as, nil
+	}
 	cluster := st.Cluster(ws, comp.Spec.Cluster)
 	p := st.ClusterPKI(ws, comp.Spec.Cluster)
 	if cluster == nil || p == nil {

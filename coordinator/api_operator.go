@@ -5,17 +5,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"sort"
 	"time"
 
-	"github.com/hashicorp/raft"
-	"github.com/oneinfra/oneinfra/coordinator/keyring"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/kubeconfig"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
@@ -315,14 +313,21 @@ func (a *operatorAPI) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.De
 	case "hypervisors":
 		index, err = a.s.raftApply(DeleteHypervisorType, &pb.DeleteHypervisorCommand{Name: req.Name, Time: timestamppb.Now()})
 	default:
-		return nil, invalid("components cannot be deleted: they follow their cluster")
+		// Only orphaned components: the others follow their cluster.
+		if comp := a.s.State().Component(nil, req.Name); comp != nil && !comp.Spec.Orphaned {
+			return nil, invalid("component %q belongs to cluster %s: delete the cluster, or change its replicas; only orphaned components are deleted alone", req.Name, comp.Spec.Cluster)
+		}
+		index, err = a.s.raftApply(DeleteComponentType, &pb.DeleteComponentCommand{Name: req.Name, Time: timestamppb.Now()})
 	}
 	if err != nil {
 		return nil, err
 	}
 	deleted := true
-	if kind == "clusters" {
+	switch kind {
+	case "clusters":
 		deleted = a.s.State().Cluster(nil, req.Name) == nil
+	case "components":
+		deleted = a.s.State().Component(nil, req.Name) == nil
 	}
 	return &pb.DeleteResponse{Deleted: deleted, Index: index}, nil
 }
@@ -561,22 +566,22 @@ func (a *operatorAPI) SnapshotSave(req *pb.SnapshotSaveRequest, stream pb.Operat
 	if err := EncodeSnapshot(&buf, a.s.State().Snapshot(), a.s.keys); err != nil {
 		return err
 	}
-	return SendChunks(buf.Bytes(), false, stream.Send)
+	return client.SendChunks(buf.Bytes(), nil, stream.Send)
 }
 
 // SnapshotRestore replaces the resources of the state with a saved
 // snapshot's, through the leader.
 func (a *operatorAPI) SnapshotRestore(stream pb.Operator_SnapshotRestoreServer) error {
-	data, force, err := receiveChunks(stream)
+	data, opts, err := receiveChunks(stream)
 	if err != nil {
 		return err
 	}
 	if a.s.IsLeader() {
-		index, err := a.s.restore(data, force)
+		resp, err := a.s.restore(data, opts.Force, opts.DryRun)
 		if err != nil {
 			return err
 		}
-		return stream.SendAndClose(&pb.SnapshotRestoreResponse{Index: index})
+		return stream.SendAndClose(resp)
 	}
 	addr, err := a.s.leaderAPI()
 	if err != nil {
@@ -590,7 +595,7 @@ func (a *operatorAPI) SnapshotRestore(stream pb.Operator_SnapshotRestoreServer) 
 	if err != nil {
 		return err
 	}
-	if err := SendChunks(data, force, out.Send); err != nil {
+	if err := client.SendChunks(data, opts, out.Send); err != nil {
 		return err
 	}
 	resp, err := out.CloseAndRecv()
@@ -598,43 +603,6 @@ func (a *operatorAPI) SnapshotRestore(stream pb.Operator_SnapshotRestoreServer) 
 		return err
 	}
 	return stream.SendAndClose(resp)
-}
-
-// restore installs a saved snapshot through Raft on the leader. The
-// coordinator's own configuration (its CA) and its servers are kept: a
-// snapshot restores resources, not the identity of the servers restoring
-// it. A snapshot of another coordinator is refused unless force.
-func (s *Server) restore(data []byte, force bool) (uint64, error) {
-	snap, err := DecodeSnapshot(bytes.NewReader(data), s.keys)
-	if errors.Is(err, keyring.ErrOtherKey) {
-		return 0, invalid("the snapshot is of another coordinator, sealed with its keyring: %v; restore it on servers started (--bootstrap) with that coordinator's DATA-DIR/%s", err, keyring.FileName)
-	}
-	if err != nil {
-		return 0, invalid("%v", err)
-	}
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	st := s.State()
-	if theirs, ours := snap.GetConfig().GetClusterId(), st.Config(nil).GetClusterId(); theirs != ours && !force {
-		return 0, invalid("the snapshot is of another coordinator (ID %s; this one is %s): restore it with --force to replace this coordinator's clusters, hypervisors and tokens with its", theirs, ours)
-	}
-	snap.Config = st.Config(nil)
-	snap.Servers = st.Servers(nil)
-	// Everything restored counts as changed now, so that blocking queries
-	// with an index from before the restore wake and read it.
-	next := s.raft.LastIndex() + 1
-	for table := range snap.TableIndexes {
-		snap.TableIndexes[table] = next
-	}
-	var buf bytes.Buffer
-	if err := EncodeSnapshot(&buf, snap, s.keys); err != nil {
-		return 0, err
-	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(buf.Len())}
-	if err := s.raft.Restore(meta, &buf, time.Minute); err != nil {
-		return 0, fmt.Errorf("restoring snapshot: %w", err)
-	}
-	return s.raft.AppliedIndex(), nil
 }
 
 // Version reports the build and the Kubernetes versions it supports.

@@ -42,13 +42,13 @@ func (a *peerAPI) Join(ctx context.Context, req *pb.PeerJoinRequest) (*pb.PeerJo
 // Restore installs a snapshot another server received; it runs on the
 // leader.
 func (a *peerAPI) Restore(stream pb.Peer_RestoreServer) error {
-	data, force, err := receiveChunks(stream)
+	data, opts, err := receiveChunks(stream)
 	if err != nil {
 		return err
 	}
-	index, err := a.s.restore(data, force)
+	resp, err := a.s.restore(data, opts.Force, opts.DryRun)
 	if err != nil {
 		return err
 	}
-	return stream.SendAndClose(&pb.SnapshotRestoreResponse{Index: index})
+	return stream.SendAndClose(resp)
 }

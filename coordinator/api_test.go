@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -408,6 +409,11 @@ func TestTokens(t *testing.T) {
 	}
 }
 
+// TestSnapshotSaveRestore: a restore brings back the snapshot's clusters
+// and wakes blocked watches; the hypervisor registered since stays, and
+// the component placed since of a cluster the snapshot lacks is orphaned:
+// its agent is told to stop it and keep its files, and only it may be
+// deleted alone.
 func TestSnapshotSaveRestore(t *testing.T) {
 	ctx := context.Background()
 	s, cfg := bootstrapOne(t, t.TempDir())
@@ -420,6 +426,12 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent := registerHypervisor(t, s, op, "hv-1", false)
+	testutil.Eventually(t, 10*time.Second, "later placed", func() error {
+		if s.State().Component(nil, "later-cp-0") == nil {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 	w, err := agent.WatchAssignments(ctx, &pb.WatchAssignmentsRequest{Hypervisor: "hv-1", WaitMs: 10})
 	if err != nil {
 		t.Fatal(err)
@@ -436,11 +448,9 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	}
 	start := time.Now()
 	select {
-	case <-woke:
-		// The hypervisor is not in the snapshot, so its watch may now be
-		// refused or answered; either way it returned promptly.
-		if time.Since(start) > 10*time.Second {
-			t.Error("watch woke late")
+	case err := <-woke:
+		if err != nil || time.Since(start) > 10*time.Second {
+			t.Errorf("watch woke after %s: %v", time.Since(start), err)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("restore did not wake a blocked watch")
@@ -455,6 +465,50 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if err := createCluster(ctx, op, "after-restore"); err != nil {
 		t.Errorf("writing after a restore: %v", err)
 	}
+
+	orphan := getAssignment(t, agent, "hv-1", "later-cp-0")
+	if orphan == nil || !orphan.Orphaned || orphan.ClusterSpec != nil || len(orphan.Certs) > 0 {
+		t.Fatalf("the component of a cluster the snapshot lacks: %v, want an orphaned assignment without its cluster", orphan)
+	}
+	if comp := s.State().Component(nil, "later-cp-0"); comp.Status.GetState() != vocab.StateOrphaned {
+		t.Errorf("get components shows it %q, want %s", comp.Status.GetState(), vocab.StateOrphaned)
+	}
+	testutil.Eventually(t, 10*time.Second, "kept placed again", func() error {
+		for _, comp := range s.State().ComponentsOfCluster(nil, "kept") {
+			if _, err := op.Delete(ctx, &pb.DeleteRequest{Kind: "components", Name: comp.Metadata.Name}); code(err) != codes.InvalidArgument {
+				t.Fatalf("deleting %s of a cluster alone: %v, want InvalidArgument", comp.Metadata.Name, err)
+			}
+			return nil
+		}
+		return errors.New("no component yet")
+	})
+	if _, err := op.Delete(ctx, &pb.DeleteRequest{Kind: "components", Name: "later-cp-0"}); err != nil {
+		t.Fatalf("deleting the orphaned component: %v", err)
+	}
+	if as := getAssignment(t, agent, "hv-1", "later-cp-0"); as == nil || !as.Deleting {
+		t.Fatalf("the deleted orphan's assignment: %v, want it deleting", as)
+	}
+	if _, err := agent.ReportStatus(ctx, &pb.ReportStatusRequest{Hypervisor: "hv-1", Removed: []string{"later-cp-0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.State().Component(nil, "later-cp-0") != nil {
+		t.Error("the orphan its agent removed is still listed")
+	}
+}
+
+// getAssignment is the hypervisor's assignment of component, or nil.
+func getAssignment(t *testing.T, agent pb.AgentClient, hypervisor, component string) *pb.Assignment {
+	t.Helper()
+	resp, err := agent.GetAssignments(context.Background(), &pb.GetAssignmentsRequest{Hypervisor: hypervisor, Components: []string{component}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, as := range resp.Assignments {
+		if as.Component.Metadata.Name == component {
+			return as
+		}
+	}
+	return nil
 }
 
 // TestCertsFollowIngress checks that API servers placed before any public

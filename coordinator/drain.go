@@ -63,7 +63,7 @@ func drainSurge(c *pb.Cluster, have []*pb.Component, leaving func(*pb.Component)
 		}
 	}
 	for _, comp := range all {
-		if comp.Spec.Cluster == c.Metadata.Name && comp.Spec.Role == resources.RoleControlPlane && comp.Metadata.DeletionTimestamp != nil {
+		if memberOf(comp, c.Metadata.Name, resources.RoleControlPlane) && comp.Metadata.DeletionTimestamp != nil {
 			return nil
 		}
 	}
@@ -79,7 +79,7 @@ func drainSurge(c *pb.Cluster, have []*pb.Component, leaving func(*pb.Component)
 func liveIngresses(components []*pb.Component, cluster string, hypervisors []*pb.Hypervisor) []*pb.Component {
 	var out []*pb.Component
 	for _, c := range components {
-		if c.Spec.Cluster == cluster && c.Spec.Role == resources.RoleIngress && moveReason(hypervisors, c) != "dead" {
+		if memberOf(c, cluster, resources.RoleIngress) && moveReason(hypervisors, c) != "dead" {
 			out = append(out, c)
 		}
 	}

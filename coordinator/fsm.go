@@ -42,6 +42,7 @@ const (
 	IssueCertsType
 	RevokeCertsType
 	PruneType
+	DeleteComponentType
 )
 
 // sealedType marks a log entry sealed with the keyring: what follows it is
@@ -134,6 +135,8 @@ func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Mess
 		return &pb.RevokeCertsCommand{}, f.applyRevokeCerts
 	case PruneType:
 		return &pb.PruneCommand{}, f.applyPrune
+	case DeleteComponentType:
+		return &pb.DeleteComponentCommand{}, f.applyDeleteComponent
 	}
 	return nil, nil
 }
@@ -400,6 +403,31 @@ func (f *FSM) applyPrune(txn *state.Txn, m proto.Message) error {
 			txn.DeleteIssued(c)
 		}
 	}
+	return nil
+}
+
+// applyDeleteComponent marks an orphaned component for removal: the
+// others belong to their clusters.
+func (f *FSM) applyDeleteComponent(txn *state.Txn, m proto.Message) error {
+	cmd := m.(*pb.DeleteComponentCommand)
+	comp := txn.Component(cmd.Name)
+	switch {
+	case comp == nil:
+		return fmt.Errorf("component %q: %w", cmd.Name, state.ErrNotFound)
+	case !comp.Spec.Orphaned:
+		return fmt.Errorf("component %q belongs to cluster %s: delete the cluster, or change its replicas: %w", cmd.Name, comp.Spec.Cluster, errInvalid)
+	case txn.Hypervisor(comp.Spec.Hypervisor).GetStatus().GetHealth() == resources.HealthDead:
+		// Its agent cannot remove it: forgotten, with whatever its
+		// hypervisor holds if it comes back (the agent removes the files
+		// of components not assigned to it).
+		txn.DeleteComponent(cmd.Name)
+		return nil
+	case comp.Metadata.DeletionTimestamp != nil:
+		return nil
+	}
+	comp = proto.Clone(comp).(*pb.Component)
+	comp.Metadata.DeletionTimestamp = cmd.Time
+	txn.UpsertComponent(comp)
 	return nil
 }
 

@@ -18,7 +18,7 @@ import (
 const (
 	// maxRequest bounds every request (gRPC's default, made explicit): an
 	// operator's Apply of a big manifest fits, and snapshots are streamed
-	// in chunks of SnapshotChunkSize.
+	// in chunks of client.SnapshotChunkSize.
 	maxRequest = 4 << 20
 	// maxAgentRequest bounds a request to the Agent service (all its
 	// methods are unary): whatever an agent reports is written to Raft.

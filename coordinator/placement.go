@@ -48,6 +48,13 @@ func (s *Server) reconcileClusters(now time.Time) error {
 	return errors.Join(errs...)
 }
 
+// memberOf reports whether comp is a component of cluster in role: not an
+// orphaned one (ComponentSpec.orphaned), which belongs to no cluster but
+// keeps its name and ports among all components.
+func memberOf(comp *pb.Component, cluster, role string) bool {
+	return comp.Spec.Cluster == cluster && comp.Spec.Role == role && !comp.Spec.Orphaned
+}
+
 // planCluster decides what a cluster needs now: new components, components
 // to remove, a VPN block, a new status. It returns nil when nothing changes.
 func (s *Server) planCluster(st *state.Store, c *pb.Cluster, now time.Time) (*pb.PlaceCommand, error) {
@@ -97,7 +104,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	}
 	live := map[string][]*pb.Component{}
 	for _, comp := range all {
-		if comp.Spec.Cluster == name && comp.Metadata.DeletionTimestamp == nil {
+		if memberOf(comp, name, comp.Spec.Role) && comp.Metadata.DeletionTimestamp == nil {
 			live[comp.Spec.Role] = append(live[comp.Spec.Role], comp)
 		}
 	}
@@ -251,11 +258,11 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		!slices.ContainsFunc(ingresses, func(in *pb.Component) bool { return !servesAll(in) }) &&
 		!slices.ContainsFunc(have, func(comp *pb.Component) bool { return leaving(comp) != "" }) &&
 		!slices.ContainsFunc(all, func(comp *pb.Component) bool {
-			return comp.Spec.Cluster == name && comp.Spec.Role == resources.RoleControlPlane && comp.Metadata.DeletionTimestamp != nil
+			return memberOf(comp, name, resources.RoleControlPlane) && comp.Metadata.DeletionTimestamp != nil
 		})
 	var allIngresses []*pb.Component
 	for _, comp := range all {
-		if comp.Spec.Cluster == name && comp.Spec.Role == resources.RoleIngress {
+		if memberOf(comp, name, resources.RoleIngress) {
 			allIngresses = append(allIngresses, comp)
 		}
 	}

@@ -84,7 +84,7 @@ func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.C
 		return have, nil, nil
 	}
 	for _, comp := range all {
-		if comp.Spec.Cluster == name && comp.Spec.Role == resources.RoleControlPlane &&
+		if memberOf(comp, name, resources.RoleControlPlane) &&
 			comp.Metadata.DeletionTimestamp != nil && !onDead(hypervisors, comp) {
 			return have, nil, nil // a replica is leaving etcd by itself
 		}

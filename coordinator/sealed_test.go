@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator/keyring"
+	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc/codes"
@@ -21,33 +21,16 @@ import (
 // saveSnapshot is `snapshot save` through op.
 func saveSnapshot(t *testing.T, op pb.OperatorClient) []byte {
 	t.Helper()
-	stream, err := op.SnapshotSave(context.Background(), &pb.SnapshotSaveRequest{})
+	data, err := client.SaveSnapshot(context.Background(), op)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var saved []byte
-	for {
-		c, err := stream.Recv()
-		if err == io.EOF {
-			return saved
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		saved = append(saved, c.Data...)
-	}
+	return data
 }
 
 // restoreSnapshot is `snapshot restore [--force]` through op.
 func restoreSnapshot(op pb.OperatorClient, data []byte, force bool) error {
-	up, err := op.SnapshotRestore(context.Background())
-	if err != nil {
-		return err
-	}
-	if err := SendChunks(data, force, up.Send); err != nil {
-		return err
-	}
-	_, err = up.CloseAndRecv()
+	_, err := client.RestoreSnapshot(context.Background(), op, data, &pb.SnapshotChunk{Force: force})
 	return err
 }
 

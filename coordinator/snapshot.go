@@ -58,42 +58,26 @@ func DecodeSnapshot(r io.Reader, keys *keyring.Keyring) (*pb.Snapshot, error) {
 	return snap, nil
 }
 
-// SnapshotChunkSize is the size of the pieces a snapshot is streamed in.
-const SnapshotChunkSize = 1 << 20
-
-// SendChunks streams data in pieces of SnapshotChunkSize; force is set on
-// the first (see SnapshotChunk.force).
-func SendChunks(data []byte, force bool, send func(*pb.SnapshotChunk) error) error {
-	for first := true; len(data) > 0; first = false {
-		n := min(len(data), SnapshotChunkSize)
-		if err := send(&pb.SnapshotChunk{Data: data[:n], Force: force && first}); err != nil {
-			return err
-		}
-		data = data[n:]
-	}
-	return nil
-}
-
 // chunkReceiver is the receiving side of a snapshot stream.
 type chunkReceiver interface {
 	Recv() (*pb.SnapshotChunk, error)
 }
 
 // receiveChunks reads a streamed snapshot to its end, and the first
-// chunk's force.
-func receiveChunks(r chunkReceiver) ([]byte, bool, error) {
+// chunk's options (without its data).
+func receiveChunks(r chunkReceiver) ([]byte, *pb.SnapshotChunk, error) {
 	var buf bytes.Buffer
-	force := false
+	opts := &pb.SnapshotChunk{}
 	for first := true; ; first = false {
 		c, err := r.Recv()
 		if err == io.EOF {
-			return buf.Bytes(), force, nil
+			return buf.Bytes(), opts, nil
 		}
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 		if first {
-			force = c.Force
+			opts.Force, opts.DryRun = c.Force, c.DryRun
 		}
 		buf.Write(c.Data)
 	}

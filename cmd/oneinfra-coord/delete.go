@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -16,7 +17,7 @@ func newDeleteCommand(g *globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME [--wait]",
-		Short: "Delete a cluster (its components are removed from their hypervisors) or an empty hypervisor",
+		Short: "Delete a cluster (its components are removed from their hypervisors), an empty hypervisor, or an orphaned component (with its data)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := resources.NormalizeKind(args[0])
@@ -40,7 +41,11 @@ func newDeleteCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(out, "%s deleted\n", label)
 				return nil
 			}
-			fmt.Fprintf(out, "%s deleting: its components are being removed from their hypervisors\n", label)
+			if kind == resources.Components {
+				fmt.Fprintf(out, "%s deleting: its agent removes it with its files\n", label)
+			} else {
+				fmt.Fprintf(out, "%s deleting: its components are being removed from their hypervisors\n", label)
+			}
 			if !wait {
 				return nil
 			}
@@ -48,7 +53,7 @@ func newDeleteCommand(g *globals) *cobra.Command {
 			last := ""
 			for {
 				ctx, cancel := s.ctx(cmd.Context())
-				d, err := s.op.Describe(ctx, &pb.DescribeRequest{Name: args[1]})
+				left, err := componentsLeft(ctx, s.op, kind, args[1])
 				cancel()
 				if status.Code(err) == codes.NotFound {
 					fmt.Fprintf(out, "%s deleted\n", label)
@@ -57,20 +62,31 @@ func newDeleteCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if p := fmt.Sprintf("%d component(s) left", len(d.Components)); p != last {
+				if p := fmt.Sprintf("%d component(s) left", left); p != last {
 					fmt.Fprintf(out, "  %s\n", p)
 					last = p
 				}
 				if time.Now().After(deadline) {
-					return fmt.Errorf("%s still deleting after %s: %d component(s) not yet removed by their agents", label, timeout, len(d.Components))
+					return fmt.Errorf("%s still deleting after %s: %d component(s) not yet removed by their agents", label, timeout, left)
 				}
 				time.Sleep(time.Second)
 			}
 		},
 	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the cluster is gone")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the cluster or component is gone")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long --wait waits")
 	return cmd
+}
+
+// componentsLeft counts the components of a cluster, or the component,
+// being deleted; NotFound once it is gone.
+func componentsLeft(ctx context.Context, op pb.OperatorClient, kind, name string) (int, error) {
+	if kind == resources.Components {
+		resp, err := op.Get(ctx, &pb.GetRequest{Kind: kind, Name: name})
+		return len(resp.GetComponents()), err
+	}
+	d, err := op.Describe(ctx, &pb.DescribeRequest{Name: name})
+	return len(d.GetComponents()), err
 }
 
 func singular(kind string) string { return kind[:len(kind)-1] }

@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 
-	"github.com/oneinfra/oneinfra/coordinator"
+	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/spf13/cobra"
@@ -20,20 +19,9 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.call(cmd, func(ctx context.Context, s *session) error {
-				stream, err := s.op.SnapshotSave(ctx, &pb.SnapshotSaveRequest{})
+				data, err := client.SaveSnapshot(ctx, s.op)
 				if err != nil {
 					return err
-				}
-				var data []byte
-				for {
-					chunk, err := stream.Recv()
-					if err == io.EOF {
-						break
-					}
-					if err != nil {
-						return err
-					}
-					data = append(data, chunk.Data...)
 				}
 				if err := tlsutil.WriteFileAtomic(args[0], data, 0o600); err != nil {
 					return err
@@ -47,7 +35,10 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 	restore := &cobra.Command{
 		Use:   "restore FILE [--force]",
 		Short: "Replace the coordinator's clusters, hypervisors, components and tokens with FILE's",
-		Long: "Replace the coordinator's clusters, hypervisors, components and tokens with FILE's.\n" +
+		Long: "Replace the coordinator's clusters, hypervisors, components and tokens with FILE's,\n" +
+			"saying first what changes. What the snapshot cannot know of stays: the hypervisors\n" +
+			"registered now, revocations, and tenant data: a component the snapshot lacks is stopped\n" +
+			"with its data kept (Orphaned in `get components`) until `delete component NAME`.\n" +
 			"A snapshot of another coordinator is refused unless --force; it opens only on servers\n" +
 			"holding that coordinator's keyring (DATA-DIR/keyring).",
 		Args: cobra.ExactArgs(1),
@@ -57,18 +48,21 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 				return err
 			}
 			return g.call(cmd, func(ctx context.Context, s *session) error {
-				stream, err := s.op.SnapshotRestore(ctx)
+				// What it changes first, then the restore.
+				plan, err := client.RestoreSnapshot(ctx, s.op, data, &pb.SnapshotChunk{Force: force, DryRun: true})
 				if err != nil {
 					return err
 				}
-				if err := coordinator.SendChunks(data, force, stream.Send); err != nil {
-					return err
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "restoring %s:\n", args[0])
+				for _, c := range plan.Changes {
+					fmt.Fprintf(out, "  - %s\n", c)
 				}
-				resp, err := stream.CloseAndRecv()
+				resp, err := client.RestoreSnapshot(ctx, s.op, data, &pb.SnapshotChunk{Force: force})
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s restored at index %d\n", args[0], resp.Index)
+				fmt.Fprintf(out, "snapshot %s restored at index %d\n", args[0], resp.Index)
 				return nil
 			})
 		},

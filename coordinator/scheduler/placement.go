@@ -97,8 +97,8 @@ func candidates(cluster, role string, hypervisors []*pb.Hypervisor, components [
 			continue
 		}
 		cand.load++
-		if s.GetCluster() == cluster && s.GetRole() == role {
-			cand.mine++
+		if s.GetCluster() == cluster && s.GetRole() == role && !s.GetOrphaned() {
+			cand.mine++ // an orphaned one belongs to no cluster
 		}
 		for _, p := range s.GetPorts() {
 			cand.used = append(cand.used, p)

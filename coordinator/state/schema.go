@@ -72,8 +72,14 @@ func idIndex(fn stringIndex) map[string]*memdb.IndexSchema {
 
 func schema() *memdb.DBSchema {
 	components := idIndex(func(o any) string { return o.(*pb.Component).GetMetadata().GetName() })
+	// An orphaned component belongs to no cluster (ComponentSpec.orphaned).
 	components["cluster"] = &memdb.IndexSchema{Name: "cluster", AllowMissing: true,
-		Indexer: stringIndex(func(o any) string { return o.(*pb.Component).GetSpec().GetCluster() })}
+		Indexer: stringIndex(func(o any) string {
+			if spec := o.(*pb.Component).GetSpec(); !spec.GetOrphaned() {
+				return spec.GetCluster()
+			}
+			return ""
+		})}
 	components["hypervisor"] = &memdb.IndexSchema{Name: "hypervisor", AllowMissing: true,
 		Indexer: stringIndex(func(o any) string { return o.(*pb.Component).GetSpec().GetHypervisor() })}
 	peers := idIndex(func(o any) string { return PeerKey(o.(*pb.VPNPeer).GetCluster(), o.(*pb.VPNPeer).GetName()) })

@@ -16,6 +16,8 @@ const (
 	StatePending  = "Pending"
 	StateFailed   = "Failed"
 	StateRemoving = "Removing"
+	// StateOrphaned: stopped with its files kept (ComponentSpec.orphaned).
+	StateOrphaned = "Orphaned"
 )
 
 // Conditions agents report on components.

@@ -1477,7 +1477,10 @@ type SnapshotChunk struct {
 	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// force, on a restore's first chunk, restores a snapshot of another
 	// coordinator.
-	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// dry_run, on a restore's first chunk, only says what the restore would
+	// change.
+	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1526,9 +1529,19 @@ func (x *SnapshotChunk) GetForce() bool {
 	return false
 }
 
+func (x *SnapshotChunk) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type SnapshotRestoreResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// changes are what the restore changes (would change, on a dry run):
+	// clusters, hypervisors, tokens and components, one per line.
+	Changes       []string `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1568,6 +1581,13 @@ func (x *SnapshotRestoreResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetChanges() []string {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
 }
 
 type VersionRequest struct {
@@ -2346,8 +2366,11 @@ type Assignment struct {
 	// Control plane: the generation of certs (ComponentCerts.generation); the
 	// Kubernetes pod restarts when it changes.
 	CertGeneration uint64 `protobuf:"varint,18,opt,name=cert_generation,json=certGeneration,proto3" json:"cert_generation,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// orphaned: stop the component's pods and keep its files
+	// (ComponentSpec.orphaned); only component and deleting are set.
+	Orphaned      bool `protobuf:"varint,19,opt,name=orphaned,proto3" json:"orphaned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -2504,6 +2527,13 @@ func (x *Assignment) GetCertGeneration() uint64 {
 		return x.CertGeneration
 	}
 	return 0
+}
+
+func (x *Assignment) GetOrphaned() bool {
+	if x != nil {
+		return x.Orphaned
+	}
+	return false
 }
 
 // VPNAssignment is a component's share of its cluster's VPN. The ingress
@@ -4522,12 +4552,14 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x05error\x18\v \x01(\tR\x05error\"@\n" +
 	"\x0fMembersResponse\x12-\n" +
 	"\amembers\x18\x01 \x03(\v2\x13.oneinfra.v1.MemberR\amembers\"\x15\n" +
-	"\x13SnapshotSaveRequest\"9\n" +
+	"\x13SnapshotSaveRequest\"R\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"/\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"I\n" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\x10\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
+	"\achanges\x18\x02 \x03(\tR\achanges\"\x10\n" +
 	"\x0eVersionRequest\"\\\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12/\n" +
@@ -4582,7 +4614,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\xc5\b\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\xe1\b\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -4605,7 +4637,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x10ingress_released\x18\x0f \x01(\bR\x0fingressReleased\x128\n" +
 	"\fetcd_members\x18\x10 \x03(\v2\x15.oneinfra.v1.EndpointR\vetcdMembers\x12#\n" +
 	"\rreplica_floor\x18\x11 \x01(\rR\freplicaFloor\x12'\n" +
-	"\x0fcert_generation\x18\x12 \x01(\x04R\x0ecertGeneration\x1a:\n" +
+	"\x0fcert_generation\x18\x12 \x01(\x04R\x0ecertGeneration\x12\x1a\n" +
+	"\borphaned\x18\x13 \x01(\bR\borphaned\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +

@@ -1359,6 +1359,60 @@ func (x *PruneCommand) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// DeleteComponentCommand marks an orphaned component (ComponentSpec.orphaned)
+// for removal; its agent removes it with its files.
+type DeleteComponentCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteComponentCommand) Reset() {
+	*x = DeleteComponentCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteComponentCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteComponentCommand) ProtoMessage() {}
+
+func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteComponentCommand.ProtoReflect.Descriptor instead.
+func (*DeleteComponentCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DeleteComponentCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteComponentCommand) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_oneinfra_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_oneinfra_v1_fsm_proto_rawDesc = "" +
@@ -1472,7 +1526,10 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\">\n" +
 	"\fPruneCommand\x12.\n" +
-	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\\\n" +
+	"\x16DeleteComponentCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
 
 var (
 	file_oneinfra_v1_fsm_proto_rawDescOnce sync.Once
@@ -1486,7 +1543,7 @@ func file_oneinfra_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_fsm_proto_rawDescData
 }
 
-var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*InitCommand)(nil),               // 0: oneinfra.v1.InitCommand
 	(*UpsertServerCommand)(nil),       // 1: oneinfra.v1.UpsertServerCommand
@@ -1508,76 +1565,78 @@ var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*IssueCertsCommand)(nil),         // 17: oneinfra.v1.IssueCertsCommand
 	(*RevokeCertsCommand)(nil),        // 18: oneinfra.v1.RevokeCertsCommand
 	(*PruneCommand)(nil),              // 19: oneinfra.v1.PruneCommand
-	nil,                               // 20: oneinfra.v1.Snapshot.TableIndexesEntry
-	(*CoordinatorConfig)(nil),         // 21: oneinfra.v1.CoordinatorConfig
-	(*Server)(nil),                    // 22: oneinfra.v1.Server
-	(*IssuedCert)(nil),                // 23: oneinfra.v1.IssuedCert
-	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
-	(*Cluster)(nil),                   // 25: oneinfra.v1.Cluster
-	(*ClusterPKI)(nil),                // 26: oneinfra.v1.ClusterPKI
-	(*Hypervisor)(nil),                // 27: oneinfra.v1.Hypervisor
-	(*Event)(nil),                     // 28: oneinfra.v1.Event
-	(*Token)(nil),                     // 29: oneinfra.v1.Token
-	(*Component)(nil),                 // 30: oneinfra.v1.Component
-	(*ComponentCerts)(nil),            // 31: oneinfra.v1.ComponentCerts
-	(*ClusterStatus)(nil),             // 32: oneinfra.v1.ClusterStatus
-	(*VPNPeer)(nil),                   // 33: oneinfra.v1.VPNPeer
-	(*Condition)(nil),                 // 34: oneinfra.v1.Condition
+	(*DeleteComponentCommand)(nil),    // 20: oneinfra.v1.DeleteComponentCommand
+	nil,                               // 21: oneinfra.v1.Snapshot.TableIndexesEntry
+	(*CoordinatorConfig)(nil),         // 22: oneinfra.v1.CoordinatorConfig
+	(*Server)(nil),                    // 23: oneinfra.v1.Server
+	(*IssuedCert)(nil),                // 24: oneinfra.v1.IssuedCert
+	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
+	(*Cluster)(nil),                   // 26: oneinfra.v1.Cluster
+	(*ClusterPKI)(nil),                // 27: oneinfra.v1.ClusterPKI
+	(*Hypervisor)(nil),                // 28: oneinfra.v1.Hypervisor
+	(*Event)(nil),                     // 29: oneinfra.v1.Event
+	(*Token)(nil),                     // 30: oneinfra.v1.Token
+	(*Component)(nil),                 // 31: oneinfra.v1.Component
+	(*ComponentCerts)(nil),            // 32: oneinfra.v1.ComponentCerts
+	(*ClusterStatus)(nil),             // 33: oneinfra.v1.ClusterStatus
+	(*VPNPeer)(nil),                   // 34: oneinfra.v1.VPNPeer
+	(*Condition)(nil),                 // 35: oneinfra.v1.Condition
 }
 var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
-	21, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
-	22, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
-	23, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
-	22, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
-	24, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
-	25, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
-	26, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	27, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	28, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
-	24, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
-	24, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	29, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
-	27, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	23, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	24, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	30, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
-	31, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
-	32, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	28, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	24, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
-	30, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	24, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	28, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
-	32, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	28, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	21, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	22, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	25, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	26, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	27, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	30, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	31, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	29, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	28, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	20, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	33, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
-	23, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
-	33, // 37: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
-	28, // 38: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
-	23, // 39: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	28, // 40: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
-	24, // 41: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
-	34, // 42: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
-	28, // 43: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
-	24, // 44: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
-	23, // 45: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
-	24, // 46: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
-	24, // 47: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	22, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
+	23, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
+	24, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
+	23, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
+	25, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
+	26, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
+	27, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	28, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	29, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
+	25, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
+	25, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	30, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
+	28, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	24, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	25, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	31, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
+	32, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
+	33, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	29, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
+	25, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	31, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	25, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	29, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
+	33, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	29, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	22, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	23, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	26, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	27, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	28, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	31, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	32, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	30, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	29, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	21, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	34, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	24, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
+	34, // 37: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	29, // 38: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	24, // 39: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	29, // 40: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	25, // 41: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
+	35, // 42: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
+	29, // 43: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
+	25, // 44: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
+	24, // 45: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
+	25, // 46: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
+	25, // 47: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
+	25, // 48: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
@@ -1592,7 +1651,7 @@ func file_oneinfra_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_fsm_proto_rawDesc), len(file_oneinfra_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

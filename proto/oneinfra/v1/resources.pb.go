@@ -943,7 +943,11 @@ type ComponentSpec struct {
 	Role       string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"` // control-plane or ingress
 	Hypervisor string                 `protobuf:"bytes,3,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
 	// Host ports by use, e.g. apiserver, etcd-client, etcd-peer.
-	Ports         map[string]uint32 `protobuf:"bytes,4,rep,name=ports,proto3" json:"ports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Ports map[string]uint32 `protobuf:"bytes,4,rep,name=ports,proto3" json:"ports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// orphaned: a snapshot restore brought a state that does not have this
+	// component; it is stopped with its files (etcd data) kept, and belongs
+	// to no cluster, until an operator deletes it.
+	Orphaned      bool `protobuf:"varint,5,opt,name=orphaned,proto3" json:"orphaned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1006,9 +1010,16 @@ func (x *ComponentSpec) GetPorts() map[string]uint32 {
 	return nil
 }
 
+func (x *ComponentSpec) GetOrphaned() bool {
+	if x != nil {
+		return x.Orphaned
+	}
+	return false
+}
+
 type ComponentStatus struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
-	State      string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"` // Pending, Running, Failed, Removing
+	State      string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"` // Pending, Running, Failed, Removing, Orphaned
 	Message    string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	Conditions []*Condition           `protobuf:"bytes,3,rep,name=conditions,proto3" json:"conditions,omitempty"`
 	LastReport *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_report,json=lastReport,proto3" json:"last_report,omitempty"`
@@ -2090,14 +2101,15 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x123\n" +
 	"\bmetadata\x18\x03 \x01(\v2\x17.oneinfra.v1.ObjectMetaR\bmetadata\x12.\n" +
 	"\x04spec\x18\x04 \x01(\v2\x1a.oneinfra.v1.ComponentSpecR\x04spec\x124\n" +
-	"\x06status\x18\x05 \x01(\v2\x1c.oneinfra.v1.ComponentStatusR\x06status\"\xd4\x01\n" +
+	"\x06status\x18\x05 \x01(\v2\x1c.oneinfra.v1.ComponentStatusR\x06status\"\xf0\x01\n" +
 	"\rComponentSpec\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x03 \x01(\tR\n" +
 	"hypervisor\x12;\n" +
-	"\x05ports\x18\x04 \x03(\v2%.oneinfra.v1.ComponentSpec.PortsEntryR\x05ports\x1a8\n" +
+	"\x05ports\x18\x04 \x03(\v2%.oneinfra.v1.ComponentSpec.PortsEntryR\x05ports\x12\x1a\n" +
+	"\borphaned\x18\x05 \x01(\bR\borphaned\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
