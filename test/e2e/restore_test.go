@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/testutil"
+	"github.com/oneinfra/oneinfra/test/lab"
+)
+
+// TestSnapshotRestoreKeepsTenantData: no file of the coordinator's data
+// dir, nor a `snapshot save` file, holds a private key in plain text. A
+// snapshot from before a cluster existed, restored, says what it changes,
+// leaves the older cluster Ready and the newer one's components orphaned:
+// stopped, with their etcd data on their hypervisor, until each is
+// deleted, which removes that data.
+func TestSnapshotRestoreKeepsTenantData(t *testing.T) {
+	s := startSystem(t, []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}}, 1)
+	if out, err := cli(s.config, "", "cluster", "create", "older", "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("cluster create: %v\n%s", err, out)
+	}
+	running := len(containers(t, s))
+	snap := filepath.Join(s.dir, "coord.snap")
+	if out, err := cli(s.config, "", "snapshot", "save", snap); err != nil {
+		t.Fatalf("snapshot save: %v\n%s", err, out)
+	}
+	if out, err := cli(s.config, "", "cluster", "create", "newer", "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("cluster create: %v\n%s", err, out)
+	}
+	noPlainKeys(t, filepath.Join(s.dir, "coordinator", "c1"), snap)
+
+	out, err := cli(s.config, "", "snapshot", "restore", snap)
+	if err != nil {
+		t.Fatalf("snapshot restore: %v\n%s", err, out)
+	}
+	for _, want := range []string{"cluster newer: not in the snapshot", "component newer-cp-0 (cluster newer) on hv-1", "restored at index"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("snapshot restore says nothing of %q:\n%s", want, out)
+		}
+	}
+	etcdData := filepath.Join(s.lab.Hosts["hv-1"].RootDir, "var/lib/oneinfra/clusters/newer/newer-cp-0")
+	testutil.Eventually(t, 90*time.Second, "newer's components orphaned and stopped", func() error {
+		out, err := cli(s.config, "", "get", "components")
+		if err != nil {
+			return err
+		}
+		if n := strings.Count(out, "Orphaned"); n != 2 {
+			return fmt.Errorf("%d orphaned:\n%s", n, out)
+		}
+		if n := len(containers(t, s)); n != running {
+			return fmt.Errorf("%d containers run, %d before the newer cluster", n, running)
+		}
+		return nil
+	})
+	if !holdsFile(etcdData, "db") {
+		t.Fatalf("the orphaned replica's etcd data (%s) is gone", etcdData)
+	}
+	kc := writeKubeconfig(t, s, "older")
+	if _, err := kubectl(kc, "get", "--raw", "/readyz"); err != nil {
+		t.Errorf("the older cluster after the restore: %v", err)
+	}
+	if out, err := cli(s.config, "", "delete", "component", "older-cp-0"); err == nil {
+		t.Errorf("deleting a cluster's component alone was accepted:\n%s", out)
+	}
+	for _, comp := range []string{"newer-cp-0", "newer-ingress-0"} {
+		if out, err := cli(s.config, "", "delete", "component", comp, "--wait", "--timeout", "2m"); err != nil {
+			t.Fatalf("delete component %s: %v\n%s", comp, err, out)
+		}
+	}
+	if _, err := os.Stat(etcdData); !os.IsNotExist(err) {
+		t.Errorf("a deleted orphan's data is still there (%v)", err)
+	}
+}
+
+// noPlainKeys fails the test if a file under dataDir, but for the
+// server's own TLS key and the bootstrap operator's admin.conf, or one of
+// files, holds a PEM private key.
+func noPlainKeys(t *testing.T, dataDir string, files ...string) {
+	t.Helper()
+	secret := []byte("PRIVATE KEY")
+	err := filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if rel, _ := filepath.Rel(dataDir, path); rel != "tls/server.key" && rel != "admin.conf" {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, secret) {
+			t.Errorf("%s holds a private key in plain text", f)
+		}
+	}
+	t.Logf("%d coordinator files checked: no private key in plain text", len(files))
+}
+
+// holdsFile reports whether a file named name is somewhere under dir.
+func holdsFile(dir, name string) bool {
+	found := false
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() == name {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
