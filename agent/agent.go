@@ -382,8 +382,9 @@ func (a *Agent) fetch(ctx context.Context, w *pb.WatchAssignmentsResponse) error
 }
 
 // sync reconciles every assigned component and reports; it returns
-// whether a component is still Pending or being removed, or an ingress
-// has an API server not up (a drain waits for it to say so).
+// whether a component is still Pending or being removed, an ingress has
+// an API server not up (a drain waits for it to say so), or a backup is
+// being taken.
 func (a *Agent) sync(ctx context.Context) bool {
 	start := time.Now()
 	defer func() {
@@ -424,7 +425,9 @@ func (a *Agent) sync(ctx context.Context) bool {
 	pending := false
 	for _, r := range report.Components {
 		a.metrics.components.WithLabelValues(assignments[r.Component].GetComponent().GetSpec().GetRole(), r.Status.State).Inc()
-		pending = pending || r.Status.State == vocab.StatePending || r.Status.State == vocab.StateRemoving || settling(assignments[r.Component], r.Status)
+		// A backup asked and not yet reported is looked at soon too.
+		pending = pending || r.Status.State == vocab.StatePending || r.Status.State == vocab.StateRemoving || settling(assignments[r.Component], r.Status) ||
+			len(r.Status.Backups) < len(assignments[r.Component].GetBackups())
 	}
 	a.report(ctx, report)
 	return pending

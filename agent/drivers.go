@@ -41,6 +41,8 @@ type controlPlaneDriver struct {
 	// apis are what each replica of a VPN cluster keeps to act in its
 	// cluster's API (by component).
 	apis map[string]*replicaAPI
+	// backups takes the etcd backups asked of the replicas.
+	backups backupRunner
 }
 
 // ingressWaitMax bounds how long a replica being removed keeps its etcd
@@ -112,6 +114,7 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 	err := controlplane.PromoteLearners(ctx, as, paths)
 	status.Conditions = append(status.Conditions, condition(vocab.CondEtcdMember, err, "voting etcd member"))
 	if err == nil {
+		status.Backups = d.backups.report(ctx, d, as)
 		ready := controlplane.APIServerReady(ctx, as)
 		status.Conditions = append(status.Conditions, condition(vocab.CondAPIServerReady, ready, "kube-apiserver answers /readyz"))
 		if ready == nil && as.GetVpn() != nil {

@@ -30,7 +30,7 @@ const (
 )
 
 // assignmentTables are the tables an assignment is made from.
-var assignmentTables = []string{state.TableClusters, state.TablePKI, state.TableHypervisors, state.TableComponents, state.TableComponentCerts, state.TableVPNPeers}
+var assignmentTables = []string{state.TableClusters, state.TablePKI, state.TableHypervisors, state.TableComponents, state.TableComponentCerts, state.TableVPNPeers, state.TableBackups}
 
 // agentAPI serves hypervisor agents, each only about itself.
 type agentAPI struct {
@@ -227,6 +227,7 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		}
 		as.Certs[vocab.SignerCACert] = p.Cas[vocab.SignerCA]
 		as.CertGeneration = generation
+		as.Backups = s.backupTasks(st, ws, comp, p)
 	}
 	for _, peer := range peers {
 		h := hypervisors[peer.Spec.Hypervisor]

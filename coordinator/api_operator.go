@@ -67,7 +67,7 @@ func (a *operatorAPI) Apply(ctx context.Context, req *pb.ApplyRequest) (*pb.Appl
 		var err error
 		switch {
 		case r.GetCluster() != nil:
-			result, err = applyCluster(st, r.GetCluster(), req.CreateOnly, cmd, now)
+			result, err = applyCluster(st, r.GetCluster(), req.CreateOnly, s.cfg.BackupTarget != "", cmd, now)
 		case r.GetHypervisor() != nil:
 			result, err = applyHypervisor(st, r.GetHypervisor(), cmd)
 		default:
@@ -123,17 +123,21 @@ func prefixed(source string, err error) error {
 
 // applyCluster validates a cluster against the stored one and adds what
 // to write to cmd.
-func applyCluster(st *state.Store, in *pb.Cluster, createOnly bool, cmd *pb.ApplyResourcesCommand, now time.Time) (*pb.ApplyResult, error) {
+func applyCluster(st *state.Store, in *pb.Cluster, createOnly, backups bool, cmd *pb.ApplyResourcesCommand, now time.Time) (*pb.ApplyResult, error) {
 	c := proto.Clone(in).(*pb.Cluster)
 	if c.Metadata == nil {
 		c.Metadata = &pb.ObjectMeta{}
 	}
+
 	name := c.Metadata.Name
 	old := st.Cluster(nil, name)
 	if old != nil && old.Spec.GetVpn().GetEnabled() && c.Spec.GetVpn().GetEnabled() && c.Spec.Vpn.Cidr == "" {
 		c.Spec.Vpn.Cidr = old.Spec.Vpn.Cidr // keep the block the pool gave
 	}
 	resources.DefaultCluster(c)
+	if backups && c.Spec.Backup == nil {
+		c.Spec.Backup = resources.DefaultBackupSpec()
+	}
 	if err := resources.ValidateCluster(c); err != nil {
 		return nil, invalid("Cluster %q: %v", name, err)
 	}
@@ -288,6 +292,12 @@ func (a *operatorAPI) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetRespo
 	}
 	for _, c := range resp.Clusters {
 		c.ApiVersion, c.Kind = resources.APIVersion, resources.KindCluster
+		if b := newestTaken(st.Backups(nil, c.Metadata.Name)); b != nil {
+			if c.Status == nil {
+				c.Status = &pb.ClusterStatus{}
+			}
+			c.Status.Backups = []*pb.BackupStatus{{Id: b.Id, Time: b.Finished, Revision: b.Revision}}
+		}
 	}
 	for _, h := range resp.Hypervisors {
 		h.ApiVersion, h.Kind = resources.APIVersion, resources.KindHypervisor
@@ -366,6 +376,7 @@ func (a *operatorAPI) Describe(ctx context.Context, req *pb.DescribeRequest) (*p
 		Events:       st.Events(nil, req.Name),
 		Meta:         a.s.readMeta(),
 		Certificates: certificateSummaries(st, c, comps, time.Now()),
+		Backups:      newestFirst(st.Backups(nil, req.Name)),
 	}, nil
 }
 

@@ -87,6 +87,7 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Peer/RenewCertificate":        true,
 	"/oneinfra.v1.Agent/IssueJoinCertificate":   true,
 	"/oneinfra.v1.Peer/Join":                    true,
+	"/oneinfra.v1.Operator/BackupCluster":       true,
 }
 
 // peerJoin is the one call of a server that is not a member yet.
@@ -96,11 +97,12 @@ const peerJoin = "/oneinfra.v1.Peer/Join"
 // what they just wrote; with the stale header any server answers from its
 // own copy, as its ReadMeta says.
 var leaderReads = map[string]bool{
-	"/oneinfra.v1.Operator/Get":        true,
-	"/oneinfra.v1.Operator/Describe":   true,
-	"/oneinfra.v1.Operator/ListTokens": true,
-	"/oneinfra.v1.Operator/ListPeers":  true,
-	"/oneinfra.v1.Operator/ListAdmins": true,
+	"/oneinfra.v1.Operator/Get":         true,
+	"/oneinfra.v1.Operator/Describe":    true,
+	"/oneinfra.v1.Operator/ListBackups": true,
+	"/oneinfra.v1.Operator/ListTokens":  true,
+	"/oneinfra.v1.Operator/ListPeers":   true,
+	"/oneinfra.v1.Operator/ListAdmins":  true,
 }
 
 // StaleHeader, set to "true" on a read, lets any server answer it.

@@ -43,6 +43,7 @@ const (
 	RevokeCertsType
 	PruneType
 	DeleteComponentType
+	BackupType
 )
 
 // sealedType marks a log entry sealed with the keyring: what follows it is
@@ -137,6 +138,8 @@ func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Mess
 		return &pb.PruneCommand{}, f.applyPrune
 	case DeleteComponentType:
 		return &pb.DeleteComponentCommand{}, f.applyDeleteComponent
+	case BackupType:
+		return &pb.BackupCommand{}, f.applyBackup
 	}
 	return nil, nil
 }
@@ -511,6 +514,7 @@ func (f *FSM) applyReportStatus(txn *state.Txn, m proto.Message) error {
 		comp = proto.Clone(comp).(*pb.Component)
 		comp.Status = report.Status
 		txn.UpsertComponent(comp)
+		recordBackups(txn, comp, report.Status.GetBackups(), cmd.Time)
 	}
 	for _, name := range cmd.Removed {
 		comp := txn.Component(name)

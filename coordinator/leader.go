@@ -140,6 +140,9 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		if err := s.prune(time.Now()); err != nil {
 			s.logger.Warn("pruning used and expired tokens and certificates", "err", err)
 		}
+		if err := s.scheduleBackups(time.Now()); err != nil {
+			s.logger.Warn("scheduling backups", "err", err)
+		}
 		wctx, cancel := context.WithTimeout(ctx, resyncInterval)
 		_ = ws.WatchCtx(wctx)
 		cancel()

@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -65,6 +66,7 @@ func (s *Server) restore(data []byte, force, dryRun bool) (*pb.SnapshotRestoreRe
 //   - the hypervisors registered now (machines do not go back in time);
 //   - revocations: a token or certificate revoked now stays revoked, one
 //     made since stays, one forgotten since (expired) does not come back;
+//   - the records of backups taken since (they are in the target);
 //   - tenant data: a component placed now that the snapshot does not have
 //     stays on its hypervisor, orphaned (stopped, its files kept) until an
 //     operator deletes it.
@@ -129,21 +131,12 @@ func mergeRestore(cur, snap *pb.Snapshot, now time.Time) []string {
 		snap.Components = append(snap.Components, comp)
 	}
 
-	peers := map[string]*pb.VPNPeer{}
-	for _, list := range [][]*pb.VPNPeer{snap.VpnPeers, cur.VpnPeers} {
-		for _, p := range list {
-			if clusters[p.Cluster] {
-				peers[p.Cluster+"/"+p.Name] = p
-			}
-		}
-	}
-	snap.VpnPeers = snap.VpnPeers[:0]
-	for _, p := range peers {
-		snap.VpnPeers = append(snap.VpnPeers, p)
-	}
-	sort.Slice(snap.VpnPeers, func(i, j int) bool {
-		return snap.VpnPeers[i].Cluster+"/"+snap.VpnPeers[i].Name < snap.VpnPeers[j].Cluster+"/"+snap.VpnPeers[j].Name
-	})
+	// The peers of the snapshot's clusters, as they are now if joined
+	// since; the records of backups taken since (they are in the target).
+	snap.VpnPeers = unionByKey(snap.VpnPeers, cur.VpnPeers,
+		func(p *pb.VPNPeer) string { return p.Cluster + "/" + p.Name }, func(p *pb.VPNPeer) bool { return clusters[p.Cluster] })
+	snap.Backups = unionByKey(snap.Backups, cur.Backups,
+		func(b *pb.Backup) string { return b.Cluster + "/" + b.Id }, func(b *pb.Backup) bool { return clusters[b.Cluster] })
 	if len(changes) == 0 {
 		change("nothing: the snapshot is the current state")
 	}
@@ -178,6 +171,25 @@ func mergeRevocable[T proto.Message](now, then []T, key func(T) string, merge fu
 		if !kept[key(x)] {
 			out = append(out, x)
 		}
+	}
+	return out
+}
+
+// unionByKey is then's and now's objects that keep keeps, now's winning
+// for one key, sorted by key.
+func unionByKey[T any](then, now []T, key func(T) string, keep func(T) bool) []T {
+	byKey := map[string]T{}
+	for _, list := range [][]T{then, now} {
+		for _, x := range list {
+			if keep(x) {
+				byKey[key(x)] = x
+			}
+		}
+	}
+	keys := slices.Sorted(maps.Keys(byKey))
+	out := make([]T, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, byKey[k])
 	}
 	return out
 }

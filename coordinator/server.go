@@ -20,6 +20,7 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/health"
 	"github.com/oneinfra/oneinfra/coordinator/keyring"
 	"github.com/oneinfra/oneinfra/coordinator/state"
+	"github.com/oneinfra/oneinfra/internal/backup"
 	"github.com/oneinfra/oneinfra/internal/connlimit"
 	"github.com/oneinfra/oneinfra/internal/gossip"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -44,6 +45,9 @@ type Config struct {
 
 	ImageRepository string
 	VPNPool         string
+	// BackupTarget is where agents store etcd backups (--backup-target);
+	// empty: none are taken.
+	BackupTarget string
 	// CertValidity is the lifetime of every leaf certificate issued;
 	// DefaultCertValidity when zero.
 	CertValidity time.Duration
@@ -118,6 +122,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("--data-dir: required")
+	}
+	if cfg.BackupTarget != "" {
+		if _, err := backup.ParseTarget(cfg.BackupTarget); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--data-dir: %w", err)

@@ -64,6 +64,7 @@ func printDescribe(w io.Writer, d *pb.DescribeResponse) {
 	if sans := c.Spec.GetApiServer().GetExtraSans(); len(sans) > 0 {
 		field("Extra SANs", strings.Join(sans, ", "))
 	}
+	field("Backups", backupSummary(c.Spec.GetBackup(), d.Backups))
 	field("API endpoint", dash(c.GetStatus().GetApiServerEndpoint()))
 	if c.Spec.GetVpn().GetEnabled() {
 		field("VPN endpoint", dash(c.GetStatus().GetVpnEndpoint()))

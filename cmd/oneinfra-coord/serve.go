@@ -59,6 +59,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Join, "join", "", "join the coordinator cluster through this server (HOST:PORT)")
 	f.StringVar(&cfg.Token, "token", "", "server token for --join (token create --kind server)")
 	f.StringVar(&tokenFile, "token-file", "", "read --token from this file (mode 0600), so that it never shows in the process list")
+	f.StringVar(&cfg.BackupTarget, "backup-target", "", "where agents store the clusters' etcd backups, sealed: file:///PATH, a directory every hypervisor has (such as an NFS mount)")
 	f.DurationVar(&cfg.CertValidity, "cert-validity", coordinator.DefaultCertValidity, "lifetime of every leaf certificate issued (CAs live 10 years)")
 	f.StringVar(&cfg.CAHash, "ca-hash", "", "sha256:HEX of the coordinator CA, for --join")
 	f.StringVar(&cfg.ImageRepository, "image-repository", "", "repository prefix of every image, for mirrors and air gaps (default: upstream registries)")

@@ -41,6 +41,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/backup"
+
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -91,6 +93,9 @@ func NewClusterPKI(cluster string, now time.Time) (*pb.ClusterPKI, error) {
 	if _, err := rand.Read(p.EncryptionKey); err != nil {
 		return nil, fmt.Errorf("cluster %s: encryption key: %w", cluster, err)
 	}
+	if p.BackupKey, err = NewBackupKey(); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", cluster, err)
+	}
 	return p, nil
 }
 
@@ -135,4 +140,13 @@ func ServiceAccountPublicKeyPEM(p *pb.ClusterPKI) ([]byte, error) {
 		return nil, fmt.Errorf("cluster %s: service-account key: %w", p.GetCluster(), err)
 	}
 	return tlsutil.EncodePublicKey(key.Public())
+}
+
+// NewBackupKey makes a key that seals a cluster's etcd backups.
+func NewBackupKey() ([]byte, error) {
+	key := make([]byte, backup.KeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("backup key: %w", err)
+	}
+	return key, nil
 }

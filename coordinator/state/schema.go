@@ -27,6 +27,7 @@ const (
 	TableEvents         = "events"
 	TableVPNPeers       = "vpn_peers"
 	TableIssued         = "issued"
+	TableBackups        = "backups"
 	TableIndex          = "index"
 )
 
@@ -88,6 +89,9 @@ func schema() *memdb.DBSchema {
 	issued := idIndex(func(o any) string { return o.(*pb.IssuedCert).GetSerial() })
 	issued["holder"] = &memdb.IndexSchema{Name: "holder",
 		Indexer: stringIndex(func(o any) string { return HolderKey(o.(*pb.IssuedCert).GetRole(), o.(*pb.IssuedCert).GetName()) })}
+	backups := idIndex(func(o any) string { return BackupKey(o.(*pb.Backup).GetCluster(), o.(*pb.Backup).GetId()) })
+	backups["cluster"] = &memdb.IndexSchema{Name: "cluster",
+		Indexer: stringIndex(func(o any) string { return o.(*pb.Backup).GetCluster() })}
 	events := idIndex(func(o any) string { return o.(*storedEvent).Key })
 	events["cluster"] = &memdb.IndexSchema{Name: "cluster",
 		Indexer: stringIndex(func(o any) string { return o.(*storedEvent).Event.GetCluster() })}
@@ -103,12 +107,16 @@ func schema() *memdb.DBSchema {
 		TableEvents:         {Name: TableEvents, Indexes: events},
 		TableVPNPeers:       {Name: TableVPNPeers, Indexes: peers},
 		TableIssued:         {Name: TableIssued, Indexes: issued},
+		TableBackups:        {Name: TableBackups, Indexes: backups},
 		TableIndex:          {Name: TableIndex, Indexes: idIndex(func(o any) string { return o.(*indexEntry).Table })},
 	}}
 }
 
 // HolderKey indexes issued certificates by their holder: role and name.
 func HolderKey(role, name string) string { return role + "/" + name }
+
+// BackupKey is the id of a backup: its cluster and ID.
+func BackupKey(cluster, id string) string { return cluster + "/" + id }
 
 // PeerKey is the id of a VPN peer: its cluster and node name.
 func PeerKey(cluster, name string) string { return cluster + "/" + name }

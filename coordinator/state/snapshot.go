@@ -29,6 +29,7 @@ func (s *Store) Snapshot() *pb.Snapshot {
 	each(TableTokens, func(o any) { snap.Tokens = append(snap.Tokens, clone(o.(*pb.Token))) })
 	each(TableVPNPeers, func(o any) { snap.VpnPeers = append(snap.VpnPeers, clone(o.(*pb.VPNPeer))) })
 	each(TableIssued, func(o any) { snap.Issued = append(snap.Issued, clone(o.(*pb.IssuedCert))) })
+	each(TableBackups, func(o any) { snap.Backups = append(snap.Backups, clone(o.(*pb.Backup))) })
 	each(TableEvents, func(o any) { snap.Events = append(snap.Events, clone(o.(*storedEvent).Event)) })
 	each(TableIndex, func(o any) {
 		e := o.(*indexEntry)
@@ -76,6 +77,9 @@ func Restore(snap *pb.Snapshot) *Store {
 	}
 	for _, o := range snap.GetIssued() {
 		put(TableIssued, clone(o))
+	}
+	for _, o := range snap.GetBackups() {
+		put(TableBackups, clone(o))
 	}
 	pos := map[string]int{}
 	for _, e := range snap.GetEvents() {

@@ -239,3 +239,8 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Backups returns copies of a cluster's backups, by ID.
+func (s *Store) Backups(ws memdb.WatchSet, cluster string) []*pb.Backup {
+	return list[*pb.Backup](s, ws, TableBackups, "cluster", cluster)
+}

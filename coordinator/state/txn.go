@@ -102,10 +102,14 @@ func (t *Txn) UpsertCluster(c *pb.Cluster) {
 	t.insert(TableClusters, c)
 }
 
-// DeleteCluster removes a cluster with its PKI, VPN peers and events.
+// DeleteCluster removes a cluster with its PKI, VPN peers, events and
+// backup records (not the backups in the target).
 func (t *Txn) DeleteCluster(name string) {
 	if c := t.Cluster(name); c != nil {
 		t.delete(TableClusters, c)
+	}
+	for _, b := range t.Backups(name) {
+		t.delete(TableBackups, b)
 	}
 	for _, p := range t.VPNPeers(name) {
 		t.delete(TableVPNPeers, p)
@@ -117,6 +121,15 @@ func (t *Txn) DeleteCluster(name string) {
 		panic(fmt.Sprintf("state: deleting events: %v", err))
 	}
 	t.touch(TableEvents)
+}
+
+// SetBackupKey gives a cluster made before backups its backup key, once.
+func (t *Txn) SetBackupKey(cluster string, key []byte) {
+	if o := t.get(TablePKI, cluster); o != nil && len(o.(*pb.ClusterPKI).BackupKey) == 0 {
+		p := clone(o.(*pb.ClusterPKI))
+		p.BackupKey = key
+		t.insert(TablePKI, p)
+	}
 }
 
 // InsertPKI stores a cluster's PKI unless it already has one: a cluster's
@@ -306,5 +319,28 @@ func (t *Txn) UpsertVPNPeer(p *pb.VPNPeer) { t.insert(TableVPNPeers, p) }
 func (t *Txn) DeleteVPNPeer(cluster, name string) {
 	if p := t.VPNPeer(cluster, name); p != nil {
 		t.delete(TableVPNPeers, p)
+	}
+}
+
+// Backups returns a cluster's backups (not copies), by ID.
+func (t *Txn) Backups(cluster string) []*pb.Backup {
+	return all[*pb.Backup](t, TableBackups, "cluster", cluster)
+}
+
+// Backup returns a cluster's backup (not a copy), or nil.
+func (t *Txn) Backup(cluster, id string) *pb.Backup {
+	if o := t.get(TableBackups, BackupKey(cluster, id)); o != nil {
+		return o.(*pb.Backup)
+	}
+	return nil
+}
+
+// UpsertBackup stores a backup record.
+func (t *Txn) UpsertBackup(b *pb.Backup) { t.insert(TableBackups, b) }
+
+// DeleteBackup forgets a backup record; a missing one is no error.
+func (t *Txn) DeleteBackup(cluster, id string) {
+	if b := t.Backup(cluster, id); b != nil {
+		t.delete(TableBackups, b)
 	}
 }

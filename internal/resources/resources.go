@@ -7,6 +7,7 @@ package resources
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 
@@ -82,6 +83,20 @@ func NormalizeKind(s string) (string, error) {
 	return "", fmt.Errorf("unknown resource kind %q: want clusters (cluster, cl), hypervisors (hypervisor, hv) or components (component, comp)", s)
 }
 
+// Backups: spec.backup's defaults (the coordinator enables them when it
+// has a backup target) and bounds.
+const (
+	DefaultBackupSchedule = "6h"
+	DefaultBackupRetain   = 8
+	MinBackupSchedule     = time.Minute
+	MaxBackupRetain       = 1000
+)
+
+// DefaultBackupSpec is spec.backup on a coordinator with a backup target.
+func DefaultBackupSpec() *pb.BackupSpec {
+	return &pb.BackupSpec{Enabled: true, Schedule: DefaultBackupSchedule, Retain: DefaultBackupRetain}
+}
+
 // DefaultCluster fills in the defaults of a cluster: apiVersion and kind,
 // the newest supported Kubernetes version, one control-plane replica and the
 // default pod and service CIDRs. It leaves spec.vpn.cidr alone: the
@@ -109,6 +124,14 @@ func DefaultCluster(c *pb.Cluster) {
 	if s.ControlPlane.Replicas == nil {
 		r := int32(DefaultReplicas)
 		s.ControlPlane.Replicas = &r
+	}
+	if b := s.Backup; b != nil {
+		if b.Schedule == "" {
+			b.Schedule = DefaultBackupSchedule
+		}
+		if b.Retain == 0 {
+			b.Retain = DefaultBackupRetain
+		}
 	}
 	if s.Networking == nil {
 		s.Networking = &pb.NetworkingSpec{}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 
@@ -54,6 +55,14 @@ func ValidateCluster(c *pb.Cluster) error {
 	}
 	if r := s.GetControlPlane(); r != nil && r.Replicas != nil && (*r.Replicas < MinReplicas || *r.Replicas > MaxReplicas) {
 		errs.add("spec.controlPlane.replicas", "must be between %d and %d, got %d", MinReplicas, MaxReplicas, *r.Replicas)
+	}
+	if b := s.GetBackup(); b != nil {
+		if d, err := time.ParseDuration(b.Schedule); err != nil || d < MinBackupSchedule {
+			errs.add("spec.backup.schedule", "must be an interval of %s or more, such as 6h, got %q", MinBackupSchedule, b.Schedule)
+		}
+		if b.Retain < 1 || b.Retain > MaxBackupRetain {
+			errs.add("spec.backup.retain", "must be between 1 and %d, got %d", MaxBackupRetain, b.Retain)
+		}
 	}
 	var vpn netip.Prefix
 	if cidr := s.GetVpn().GetCidr(); cidr != "" {

@@ -21,11 +21,13 @@ import (
 // stopped, with their etcd data on their hypervisor, until each is
 // deleted, which removes that data.
 func TestSnapshotRestoreKeepsTenantData(t *testing.T) {
-	s := startSystem(t, []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}}, 1)
+	backups := t.TempDir() // every lab host sees the machine's files
+	s := startSystem(t, []lab.HostSpec{{Name: "hv-1"}, {Name: "pub-1", Public: true}}, 1, "--backup-target", "file://"+backups)
 	if out, err := cli(s.config, "", "cluster", "create", "older", "--wait", "--timeout", "5m"); err != nil {
 		t.Fatalf("cluster create: %v\n%s", err, out)
 	}
 	running := len(containers(t, s))
+	checkBackups(t, s, "older", backups)
 	snap := filepath.Join(s.dir, "coord.snap")
 	if out, err := cli(s.config, "", "snapshot", "save", snap); err != nil {
 		t.Fatalf("snapshot save: %v\n%s", err, out)
@@ -75,6 +77,60 @@ func TestSnapshotRestoreKeepsTenantData(t *testing.T) {
 	}
 	if _, err := os.Stat(etcdData); !os.IsNotExist(err) {
 		t.Errorf("a deleted orphan's data is still there (%v)", err)
+	}
+}
+
+// checkBackups: the cluster's first scheduled backup is taken once it is
+// Ready; a Secret and a ConfigMap written (the API server encrypts only
+// the Secret), `cluster backup --wait` takes another; no stored backup
+// holds their value or a key in plain text.
+func checkBackups(t *testing.T, s *system, cluster, dir string) {
+	t.Helper()
+	testutil.Eventually(t, 2*time.Minute, "the scheduled backup", func() error {
+		out, err := cli(s.config, "", "cluster", "backups", cluster)
+		if err != nil || !strings.Contains(out, "Done") || !strings.Contains(out, cluster+"-cp-0") {
+			return fmt.Errorf("backups: %v\n%s", err, out)
+		}
+		return nil
+	})
+	kc := writeKubeconfig(t, s, cluster)
+	for _, kind := range []string{"secret generic", "configmap"} {
+		args := append(strings.Fields("create "+kind), "backed-up", "--from-literal=k=plain-text-value")
+		if _, err := kubectl(kc, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	started := time.Now()
+	out, err := cli(s.config, "", "cluster", "backup", cluster, "--wait", "--timeout", "2m")
+	if err != nil || !strings.Contains(out, "taken") {
+		t.Fatalf("cluster backup --wait: %v\n%s", err, out)
+	}
+	t.Logf("cluster backup --wait: %s in %s", strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), time.Since(started).Round(100*time.Millisecond))
+	list, _ := cli(s.config, "", "cluster", "backups", cluster)
+	if strings.Count(list, "Done") < 2 {
+		t.Errorf("cluster backups: want the scheduled and the asked one:\n%s", list)
+	}
+	d, _ := cli(s.config, "", "describe", "cluster", cluster)
+	if !strings.Contains(d, "newest ") {
+		t.Errorf("describe says nothing of the newest backup:\n%s", d)
+	}
+	objects := 0
+	_ = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		objects++
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte("plain-text-value")) || bytes.Contains(b, []byte("PRIVATE KEY")) {
+			t.Errorf("backup %s holds plaintext", path)
+		}
+		return nil
+	})
+	if objects < 2 {
+		t.Errorf("%d backups stored in %s, want 2 or more", objects, dir)
 	}
 }
 

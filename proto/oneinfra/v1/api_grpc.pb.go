@@ -43,6 +43,8 @@ const (
 	Operator_RevokeAdmin_FullMethodName      = "/oneinfra.v1.Operator/RevokeAdmin"
 	Operator_RemoveMember_FullMethodName     = "/oneinfra.v1.Operator/RemoveMember"
 	Operator_RenewCredentials_FullMethodName = "/oneinfra.v1.Operator/RenewCredentials"
+	Operator_BackupCluster_FullMethodName    = "/oneinfra.v1.Operator/BackupCluster"
+	Operator_ListBackups_FullMethodName      = "/oneinfra.v1.Operator/ListBackups"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -78,6 +80,10 @@ type OperatorClient interface {
 	// for a key it made (the CLI does it once its credentials are past two
 	// thirds of their life).
 	RenewCredentials(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
+	// BackupCluster asks for an etcd backup of a cluster now.
+	BackupCluster(ctx context.Context, in *BackupClusterRequest, opts ...grpc.CallOption) (*BackupClusterResponse, error)
+	// ListBackups lists a cluster's backups, newest first.
+	ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error)
 }
 
 type operatorClient struct {
@@ -300,6 +306,26 @@ func (c *operatorClient) RenewCredentials(ctx context.Context, in *RenewCertific
 	return out, nil
 }
 
+func (c *operatorClient) BackupCluster(ctx context.Context, in *BackupClusterRequest, opts ...grpc.CallOption) (*BackupClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BackupClusterResponse)
+	err := c.cc.Invoke(ctx, Operator_BackupCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBackupsResponse)
+	err := c.cc.Invoke(ctx, Operator_ListBackups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -333,6 +359,10 @@ type OperatorServer interface {
 	// for a key it made (the CLI does it once its credentials are past two
 	// thirds of their life).
 	RenewCredentials(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
+	// BackupCluster asks for an etcd backup of a cluster now.
+	BackupCluster(context.Context, *BackupClusterRequest) (*BackupClusterResponse, error)
+	// ListBackups lists a cluster's backups, newest first.
+	ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -402,6 +432,12 @@ func (UnimplementedOperatorServer) RemoveMember(context.Context, *RemoveMemberRe
 }
 func (UnimplementedOperatorServer) RenewCredentials(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewCredentials not implemented")
+}
+func (UnimplementedOperatorServer) BackupCluster(context.Context, *BackupClusterRequest) (*BackupClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BackupCluster not implemented")
+}
+func (UnimplementedOperatorServer) ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBackups not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -766,6 +802,42 @@ func _Operator_RenewCredentials_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_BackupCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BackupClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).BackupCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_BackupCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).BackupCluster(ctx, req.(*BackupClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_ListBackups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBackupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).ListBackups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_ListBackups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).ListBackups(ctx, req.(*ListBackupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -844,6 +916,14 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewCredentials",
 			Handler:    _Operator_RenewCredentials_Handler,
+		},
+		{
+			MethodName: "BackupCluster",
+			Handler:    _Operator_BackupCluster_Handler,
+		},
+		{
+			MethodName: "ListBackups",
+			Handler:    _Operator_ListBackups_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

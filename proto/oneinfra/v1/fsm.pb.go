@@ -792,6 +792,7 @@ type Snapshot struct {
 	TableIndexes   map[string]uint64      `protobuf:"bytes,11,rep,name=table_indexes,json=tableIndexes,proto3" json:"table_indexes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	VpnPeers       []*VPNPeer             `protobuf:"bytes,12,rep,name=vpn_peers,json=vpnPeers,proto3" json:"vpn_peers,omitempty"`
 	Issued         []*IssuedCert          `protobuf:"bytes,13,rep,name=issued,proto3" json:"issued,omitempty"`
+	Backups        []*Backup              `protobuf:"bytes,14,rep,name=backups,proto3" json:"backups,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -913,6 +914,13 @@ func (x *Snapshot) GetVpnPeers() []*VPNPeer {
 func (x *Snapshot) GetIssued() []*IssuedCert {
 	if x != nil {
 		return x.Issued
+	}
+	return nil
+}
+
+func (x *Snapshot) GetBackups() []*Backup {
+	if x != nil {
+		return x.Backups
 	}
 	return nil
 }
@@ -1359,6 +1367,68 @@ func (x *PruneCommand) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// BackupCommand records a backup asked for (Pending) or one the leader
+// gave up on (Failed); with backup_key it gives the cluster its key first.
+type BackupCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        *Backup                `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	BackupKey     []byte                 `protobuf:"bytes,2,opt,name=backup_key,json=backupKey,proto3" json:"backup_key,omitempty"`
+	Event         *Event                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupCommand) Reset() {
+	*x = BackupCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupCommand) ProtoMessage() {}
+
+func (x *BackupCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupCommand.ProtoReflect.Descriptor instead.
+func (*BackupCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BackupCommand) GetBackup() *Backup {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+func (x *BackupCommand) GetBackupKey() []byte {
+	if x != nil {
+		return x.BackupKey
+	}
+	return nil
+}
+
+func (x *BackupCommand) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 // DeleteComponentCommand marks an orphaned component (ComponentSpec.orphaned)
 // for removal; its agent removes it with its files.
 type DeleteComponentCommand struct {
@@ -1371,7 +1441,7 @@ type DeleteComponentCommand struct {
 
 func (x *DeleteComponentCommand) Reset() {
 	*x = DeleteComponentCommand{}
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1453,7 @@ func (x *DeleteComponentCommand) String() string {
 func (*DeleteComponentCommand) ProtoMessage() {}
 
 func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1466,7 @@ func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteComponentCommand.ProtoReflect.Descriptor instead.
 func (*DeleteComponentCommand) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{20}
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteComponentCommand) GetName() string {
@@ -1475,7 +1545,7 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x14ClusterStatusCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x122\n" +
 	"\x06status\x18\x02 \x01(\v2\x1a.oneinfra.v1.ClusterStatusR\x06status\x12*\n" +
-	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"\xe8\x05\n" +
+	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"\x97\x06\n" +
 	"\bSnapshot\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x126\n" +
 	"\x06config\x18\x02 \x01(\v2\x1e.oneinfra.v1.CoordinatorConfigR\x06config\x12-\n" +
@@ -1492,7 +1562,8 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	" \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12L\n" +
 	"\rtable_indexes\x18\v \x03(\v2'.oneinfra.v1.Snapshot.TableIndexesEntryR\ftableIndexes\x121\n" +
 	"\tvpn_peers\x18\f \x03(\v2\x14.oneinfra.v1.VPNPeerR\bvpnPeers\x12/\n" +
-	"\x06issued\x18\r \x03(\v2\x17.oneinfra.v1.IssuedCertR\x06issued\x1a?\n" +
+	"\x06issued\x18\r \x03(\v2\x17.oneinfra.v1.IssuedCertR\x06issued\x12-\n" +
+	"\abackups\x18\x0e \x03(\v2\x13.oneinfra.v1.BackupR\abackups\x1a?\n" +
 	"\x11TableIndexesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x94\x01\n" +
@@ -1526,7 +1597,12 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12.\n" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\">\n" +
 	"\fPruneCommand\x12.\n" +
-	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\\\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x85\x01\n" +
+	"\rBackupCommand\x12+\n" +
+	"\x06backup\x18\x01 \x01(\v2\x13.oneinfra.v1.BackupR\x06backup\x12\x1d\n" +
+	"\n" +
+	"backup_key\x18\x02 \x01(\fR\tbackupKey\x12(\n" +
+	"\x05event\x18\x03 \x01(\v2\x12.oneinfra.v1.EventR\x05event\"\\\n" +
 	"\x16DeleteComponentCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
@@ -1543,7 +1619,7 @@ func file_oneinfra_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_fsm_proto_rawDescData
 }
 
-var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*InitCommand)(nil),               // 0: oneinfra.v1.InitCommand
 	(*UpsertServerCommand)(nil),       // 1: oneinfra.v1.UpsertServerCommand
@@ -1565,78 +1641,83 @@ var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*IssueCertsCommand)(nil),         // 17: oneinfra.v1.IssueCertsCommand
 	(*RevokeCertsCommand)(nil),        // 18: oneinfra.v1.RevokeCertsCommand
 	(*PruneCommand)(nil),              // 19: oneinfra.v1.PruneCommand
-	(*DeleteComponentCommand)(nil),    // 20: oneinfra.v1.DeleteComponentCommand
-	nil,                               // 21: oneinfra.v1.Snapshot.TableIndexesEntry
-	(*CoordinatorConfig)(nil),         // 22: oneinfra.v1.CoordinatorConfig
-	(*Server)(nil),                    // 23: oneinfra.v1.Server
-	(*IssuedCert)(nil),                // 24: oneinfra.v1.IssuedCert
-	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
-	(*Cluster)(nil),                   // 26: oneinfra.v1.Cluster
-	(*ClusterPKI)(nil),                // 27: oneinfra.v1.ClusterPKI
-	(*Hypervisor)(nil),                // 28: oneinfra.v1.Hypervisor
-	(*Event)(nil),                     // 29: oneinfra.v1.Event
-	(*Token)(nil),                     // 30: oneinfra.v1.Token
-	(*Component)(nil),                 // 31: oneinfra.v1.Component
-	(*ComponentCerts)(nil),            // 32: oneinfra.v1.ComponentCerts
-	(*ClusterStatus)(nil),             // 33: oneinfra.v1.ClusterStatus
-	(*VPNPeer)(nil),                   // 34: oneinfra.v1.VPNPeer
-	(*Condition)(nil),                 // 35: oneinfra.v1.Condition
+	(*BackupCommand)(nil),             // 20: oneinfra.v1.BackupCommand
+	(*DeleteComponentCommand)(nil),    // 21: oneinfra.v1.DeleteComponentCommand
+	nil,                               // 22: oneinfra.v1.Snapshot.TableIndexesEntry
+	(*CoordinatorConfig)(nil),         // 23: oneinfra.v1.CoordinatorConfig
+	(*Server)(nil),                    // 24: oneinfra.v1.Server
+	(*IssuedCert)(nil),                // 25: oneinfra.v1.IssuedCert
+	(*timestamppb.Timestamp)(nil),     // 26: google.protobuf.Timestamp
+	(*Cluster)(nil),                   // 27: oneinfra.v1.Cluster
+	(*ClusterPKI)(nil),                // 28: oneinfra.v1.ClusterPKI
+	(*Hypervisor)(nil),                // 29: oneinfra.v1.Hypervisor
+	(*Event)(nil),                     // 30: oneinfra.v1.Event
+	(*Token)(nil),                     // 31: oneinfra.v1.Token
+	(*Component)(nil),                 // 32: oneinfra.v1.Component
+	(*ComponentCerts)(nil),            // 33: oneinfra.v1.ComponentCerts
+	(*ClusterStatus)(nil),             // 34: oneinfra.v1.ClusterStatus
+	(*VPNPeer)(nil),                   // 35: oneinfra.v1.VPNPeer
+	(*Backup)(nil),                    // 36: oneinfra.v1.Backup
+	(*Condition)(nil),                 // 37: oneinfra.v1.Condition
 }
 var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
-	22, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
-	23, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
-	24, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
-	23, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
-	25, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
-	26, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
-	27, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	28, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	29, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
-	25, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
-	25, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	30, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
-	28, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	24, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	25, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	31, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
-	32, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
-	33, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	29, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	25, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
-	31, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	25, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	29, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
-	33, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	29, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	22, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	23, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	26, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	27, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	28, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	31, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	32, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	30, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	29, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	21, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	34, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
-	24, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
-	34, // 37: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
-	29, // 38: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
-	24, // 39: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	29, // 40: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
-	25, // 41: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
-	35, // 42: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
-	29, // 43: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
-	25, // 44: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
-	24, // 45: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
-	25, // 46: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
-	25, // 47: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
-	25, // 48: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	23, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
+	24, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
+	25, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
+	24, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
+	26, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
+	27, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
+	28, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	29, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	30, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
+	26, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
+	26, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	31, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
+	29, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	25, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	26, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	32, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
+	33, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
+	34, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	30, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
+	26, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	32, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	26, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	30, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
+	34, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	30, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	23, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	24, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	27, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	28, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	29, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	32, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	33, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	31, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	30, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	22, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	35, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	25, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
+	36, // 37: oneinfra.v1.Snapshot.backups:type_name -> oneinfra.v1.Backup
+	35, // 38: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	30, // 39: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	25, // 40: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	30, // 41: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	26, // 42: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
+	37, // 43: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
+	30, // 44: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
+	26, // 45: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
+	25, // 46: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
+	26, // 47: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
+	26, // 48: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
+	36, // 49: oneinfra.v1.BackupCommand.backup:type_name -> oneinfra.v1.Backup
+	30, // 50: oneinfra.v1.BackupCommand.event:type_name -> oneinfra.v1.Event
+	26, // 51: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
@@ -1651,7 +1732,7 @@ func file_oneinfra_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_fsm_proto_rawDesc), len(file_oneinfra_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

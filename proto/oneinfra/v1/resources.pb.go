@@ -282,6 +282,7 @@ type ClusterSpec struct {
 	Vpn               *VPNSpec               `protobuf:"bytes,3,opt,name=vpn,proto3" json:"vpn,omitempty"`
 	ApiServer         *APIServerSpec         `protobuf:"bytes,4,opt,name=api_server,json=apiServer,proto3" json:"api_server,omitempty"`
 	Networking        *NetworkingSpec        `protobuf:"bytes,5,opt,name=networking,proto3" json:"networking,omitempty"`
+	Backup            *BackupSpec            `protobuf:"bytes,6,opt,name=backup,proto3" json:"backup,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -351,6 +352,75 @@ func (x *ClusterSpec) GetNetworking() *NetworkingSpec {
 	return nil
 }
 
+func (x *ClusterSpec) GetBackup() *BackupSpec {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+// BackupSpec: etcd backups to the coordinator's backup target; on by
+// default when it has one.
+type BackupSpec struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enabled       bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	Schedule      string                 `protobuf:"bytes,2,opt,name=schedule,proto3" json:"schedule,omitempty"` // an interval, e.g. 6h
+	Retain        uint32                 `protobuf:"varint,3,opt,name=retain,proto3" json:"retain,omitempty"`    // how many are kept
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupSpec) Reset() {
+	*x = BackupSpec{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupSpec) ProtoMessage() {}
+
+func (x *BackupSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupSpec.ProtoReflect.Descriptor instead.
+func (*BackupSpec) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BackupSpec) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *BackupSpec) GetSchedule() string {
+	if x != nil {
+		return x.Schedule
+	}
+	return ""
+}
+
+func (x *BackupSpec) GetRetain() uint32 {
+	if x != nil {
+		return x.Retain
+	}
+	return 0
+}
+
 type ControlPlaneSpec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Replicas      *int32                 `protobuf:"varint,1,opt,name=replicas,proto3,oneof" json:"replicas,omitempty"`
@@ -360,7 +430,7 @@ type ControlPlaneSpec struct {
 
 func (x *ControlPlaneSpec) Reset() {
 	*x = ControlPlaneSpec{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[4]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +442,7 @@ func (x *ControlPlaneSpec) String() string {
 func (*ControlPlaneSpec) ProtoMessage() {}
 
 func (x *ControlPlaneSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[4]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +455,7 @@ func (x *ControlPlaneSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlPlaneSpec.ProtoReflect.Descriptor instead.
 func (*ControlPlaneSpec) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{4}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ControlPlaneSpec) GetReplicas() int32 {
@@ -405,7 +475,7 @@ type VPNSpec struct {
 
 func (x *VPNSpec) Reset() {
 	*x = VPNSpec{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[5]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +487,7 @@ func (x *VPNSpec) String() string {
 func (*VPNSpec) ProtoMessage() {}
 
 func (x *VPNSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[5]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +500,7 @@ func (x *VPNSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VPNSpec.ProtoReflect.Descriptor instead.
 func (*VPNSpec) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{5}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *VPNSpec) GetEnabled() bool {
@@ -456,7 +526,7 @@ type APIServerSpec struct {
 
 func (x *APIServerSpec) Reset() {
 	*x = APIServerSpec{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[6]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +538,7 @@ func (x *APIServerSpec) String() string {
 func (*APIServerSpec) ProtoMessage() {}
 
 func (x *APIServerSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[6]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +551,7 @@ func (x *APIServerSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIServerSpec.ProtoReflect.Descriptor instead.
 func (*APIServerSpec) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{6}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *APIServerSpec) GetExtraSans() []string {
@@ -501,7 +571,7 @@ type NetworkingSpec struct {
 
 func (x *NetworkingSpec) Reset() {
 	*x = NetworkingSpec{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[7]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +583,7 @@ func (x *NetworkingSpec) String() string {
 func (*NetworkingSpec) ProtoMessage() {}
 
 func (x *NetworkingSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[7]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +596,7 @@ func (x *NetworkingSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkingSpec.ProtoReflect.Descriptor instead.
 func (*NetworkingSpec) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{7}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NetworkingSpec) GetPodCidr() string {
@@ -553,13 +623,16 @@ type ClusterStatus struct {
 	// never used twice in a cluster, so a new replica never meets the files
 	// of a removed one on the same host.
 	NextReplicaIndex uint32 `protobuf:"varint,5,opt,name=next_replica_index,json=nextReplicaIndex,proto3" json:"next_replica_index,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// backups: the newest backup taken (ID, time, etcd revision), filled in
+	// when read, never stored.
+	Backups       []*BackupStatus `protobuf:"bytes,6,rep,name=backups,proto3" json:"backups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[8]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +644,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[8]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +657,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{8}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClusterStatus) GetPhase() string {
@@ -622,6 +695,73 @@ func (x *ClusterStatus) GetNextReplicaIndex() uint32 {
 	return 0
 }
 
+func (x *ClusterStatus) GetBackups() []*BackupStatus {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
+type BackupStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Revision      int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupStatus) Reset() {
+	*x = BackupStatus{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupStatus) ProtoMessage() {}
+
+func (x *BackupStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupStatus.ProtoReflect.Descriptor instead.
+func (*BackupStatus) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BackupStatus) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BackupStatus) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *BackupStatus) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type Hypervisor struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ApiVersion    string                 `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
@@ -635,7 +775,7 @@ type Hypervisor struct {
 
 func (x *Hypervisor) Reset() {
 	*x = Hypervisor{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[9]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +787,7 @@ func (x *Hypervisor) String() string {
 func (*Hypervisor) ProtoMessage() {}
 
 func (x *Hypervisor) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[9]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +800,7 @@ func (x *Hypervisor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hypervisor.ProtoReflect.Descriptor instead.
 func (*Hypervisor) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{9}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Hypervisor) GetApiVersion() string {
@@ -711,7 +851,7 @@ type HypervisorSpec struct {
 
 func (x *HypervisorSpec) Reset() {
 	*x = HypervisorSpec{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[10]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +863,7 @@ func (x *HypervisorSpec) String() string {
 func (*HypervisorSpec) ProtoMessage() {}
 
 func (x *HypervisorSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[10]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +876,7 @@ func (x *HypervisorSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HypervisorSpec.ProtoReflect.Descriptor instead.
 func (*HypervisorSpec) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HypervisorSpec) GetPublic() bool {
@@ -790,7 +930,7 @@ type HypervisorStatus struct {
 
 func (x *HypervisorStatus) Reset() {
 	*x = HypervisorStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[11]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +942,7 @@ func (x *HypervisorStatus) String() string {
 func (*HypervisorStatus) ProtoMessage() {}
 
 func (x *HypervisorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[11]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +955,7 @@ func (x *HypervisorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HypervisorStatus.ProtoReflect.Descriptor instead.
 func (*HypervisorStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HypervisorStatus) GetHealth() string {
@@ -874,7 +1014,7 @@ type Component struct {
 
 func (x *Component) Reset() {
 	*x = Component{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[12]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1026,7 @@ func (x *Component) String() string {
 func (*Component) ProtoMessage() {}
 
 func (x *Component) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[12]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1039,7 @@ func (x *Component) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Component.ProtoReflect.Descriptor instead.
 func (*Component) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Component) GetApiVersion() string {
@@ -954,7 +1094,7 @@ type ComponentSpec struct {
 
 func (x *ComponentSpec) Reset() {
 	*x = ComponentSpec{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[13]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1106,7 @@ func (x *ComponentSpec) String() string {
 func (*ComponentSpec) ProtoMessage() {}
 
 func (x *ComponentSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[13]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1119,7 @@ func (x *ComponentSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentSpec.ProtoReflect.Descriptor instead.
 func (*ComponentSpec) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ComponentSpec) GetCluster() string {
@@ -1034,13 +1174,15 @@ type ComponentStatus struct {
 	// Control plane: the generation of the certificates the replica runs
 	// (Assignment.cert_generation), as of this report.
 	CertGeneration uint64 `protobuf:"varint,8,opt,name=cert_generation,json=certGeneration,proto3" json:"cert_generation,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Control plane: the backups of its assignment taken or failed.
+	Backups       []*BackupResult `protobuf:"bytes,9,rep,name=backups,proto3" json:"backups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ComponentStatus) Reset() {
 	*x = ComponentStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[14]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1194,7 @@ func (x *ComponentStatus) String() string {
 func (*ComponentStatus) ProtoMessage() {}
 
 func (x *ComponentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[14]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1207,7 @@ func (x *ComponentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentStatus.ProtoReflect.Descriptor instead.
 func (*ComponentStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{14}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ComponentStatus) GetState() string {
@@ -1124,6 +1266,13 @@ func (x *ComponentStatus) GetCertGeneration() uint64 {
 	return 0
 }
 
+func (x *ComponentStatus) GetBackups() []*BackupResult {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
 // PeerStatus is what a VPN endpoint's WireGuard device says about one peer.
 type PeerStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1138,7 +1287,7 @@ type PeerStatus struct {
 
 func (x *PeerStatus) Reset() {
 	*x = PeerStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1299,7 @@ func (x *PeerStatus) String() string {
 func (*PeerStatus) ProtoMessage() {}
 
 func (x *PeerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1312,7 @@ func (x *PeerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatus.ProtoReflect.Descriptor instead.
 func (*PeerStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{15}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PeerStatus) GetPublicKey() string {
@@ -1223,7 +1372,7 @@ type VPNPeer struct {
 
 func (x *VPNPeer) Reset() {
 	*x = VPNPeer{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1384,7 @@ func (x *VPNPeer) String() string {
 func (*VPNPeer) ProtoMessage() {}
 
 func (x *VPNPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1397,7 @@ func (x *VPNPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VPNPeer.ProtoReflect.Descriptor instead.
 func (*VPNPeer) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{16}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VPNPeer) GetCluster() string {
@@ -1340,7 +1489,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1501,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1514,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Token) GetId() string {
@@ -1460,7 +1609,7 @@ type IssuedCert struct {
 
 func (x *IssuedCert) Reset() {
 	*x = IssuedCert{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1621,7 @@ func (x *IssuedCert) String() string {
 func (*IssuedCert) ProtoMessage() {}
 
 func (x *IssuedCert) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1634,7 @@ func (x *IssuedCert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssuedCert.ProtoReflect.Descriptor instead.
 func (*IssuedCert) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IssuedCert) GetSerial() string {
@@ -1580,7 +1729,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1741,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1754,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Event) GetCluster() string {
@@ -1662,7 +1811,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +1823,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +1836,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Server) GetId() string {
@@ -1722,7 +1871,7 @@ type KeyPair struct {
 
 func (x *KeyPair) Reset() {
 	*x = KeyPair{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1883,7 @@ func (x *KeyPair) String() string {
 func (*KeyPair) ProtoMessage() {}
 
 func (x *KeyPair) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1896,7 @@ func (x *KeyPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPair.ProtoReflect.Descriptor instead.
 func (*KeyPair) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeyPair) GetCertPem() []byte {
@@ -1773,13 +1922,15 @@ type ClusterPKI struct {
 	Cas                  map[string]*KeyPair    `protobuf:"bytes,2,rep,name=cas,proto3" json:"cas,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	ServiceAccountKeyPem []byte                 `protobuf:"bytes,3,opt,name=service_account_key_pem,json=serviceAccountKeyPem,proto3" json:"service_account_key_pem,omitempty"`
 	EncryptionKey        []byte                 `protobuf:"bytes,4,opt,name=encryption_key,json=encryptionKey,proto3" json:"encryption_key,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// backup_key seals the cluster's etcd backups (never in the store).
+	BackupKey     []byte `protobuf:"bytes,5,opt,name=backup_key,json=backupKey,proto3" json:"backup_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterPKI) Reset() {
 	*x = ClusterPKI{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1942,7 @@ func (x *ClusterPKI) String() string {
 func (*ClusterPKI) ProtoMessage() {}
 
 func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +1955,7 @@ func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPKI.ProtoReflect.Descriptor instead.
 func (*ClusterPKI) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{22}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterPKI) GetCluster() string {
@@ -1835,6 +1986,218 @@ func (x *ClusterPKI) GetEncryptionKey() []byte {
 	return nil
 }
 
+func (x *ClusterPKI) GetBackupKey() []byte {
+	if x != nil {
+		return x.BackupKey
+	}
+	return nil
+}
+
+// Backup is one etcd backup of a cluster: asked of the agent of one of
+// its replicas, then taken (Done) or not (Failed).
+type Backup struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Cluster   string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Id        string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Component string                 `protobuf:"bytes,3,opt,name=component,proto3" json:"component,omitempty"` // the replica whose agent takes it
+	State     string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`         // Pending, Done, Failed
+	Reason    string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`       // scheduled or requested
+	Requested *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=requested,proto3" json:"requested,omitempty"`
+	Finished  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finished,proto3" json:"finished,omitempty"`
+	Revision  int64                  `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"` // etcd's, when taken
+	Size      int64                  `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"`         // bytes stored, sealed
+	Message   string                 `protobuf:"bytes,10,opt,name=message,proto3" json:"message,omitempty"`   // why it failed
+	// prune: the IDs of the older backups deleted once this one is taken
+	// (retention).
+	Prune         []string `protobuf:"bytes,11,rep,name=prune,proto3" json:"prune,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Backup) Reset() {
+	*x = Backup{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Backup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Backup) ProtoMessage() {}
+
+func (x *Backup) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Backup.ProtoReflect.Descriptor instead.
+func (*Backup) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Backup) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *Backup) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Backup) GetComponent() string {
+	if x != nil {
+		return x.Component
+	}
+	return ""
+}
+
+func (x *Backup) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Backup) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Backup) GetRequested() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Requested
+	}
+	return nil
+}
+
+func (x *Backup) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *Backup) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Backup) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Backup) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Backup) GetPrune() []string {
+	if x != nil {
+		return x.Prune
+	}
+	return nil
+}
+
+// BackupResult is what an agent reports of a backup it was asked for.
+type BackupResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ok            bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Revision      int64                  `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	Size          int64                  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResult) Reset() {
+	*x = BackupResult{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResult) ProtoMessage() {}
+
+func (x *BackupResult) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
+func (*BackupResult) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BackupResult) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BackupResult) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *BackupResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *BackupResult) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *BackupResult) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 // ComponentCerts holds the leaf certificates issued to one component.
 type ComponentCerts struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1861,7 +2224,7 @@ type ComponentCerts struct {
 
 func (x *ComponentCerts) Reset() {
 	*x = ComponentCerts{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2236,7 @@ func (x *ComponentCerts) String() string {
 func (*ComponentCerts) ProtoMessage() {}
 
 func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2249,7 @@ func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentCerts.ProtoReflect.Descriptor instead.
 func (*ComponentCerts) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{23}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ComponentCerts) GetComponent() string {
@@ -1954,7 +2317,7 @@ type CoordinatorConfig struct {
 
 func (x *CoordinatorConfig) Reset() {
 	*x = CoordinatorConfig{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2329,7 @@ func (x *CoordinatorConfig) String() string {
 func (*CoordinatorConfig) ProtoMessage() {}
 
 func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2342,7 @@ func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorConfig.ProtoReflect.Descriptor instead.
 func (*CoordinatorConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{24}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CoordinatorConfig) GetCa() *KeyPair {
@@ -2039,7 +2402,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x123\n" +
 	"\bmetadata\x18\x03 \x01(\v2\x17.oneinfra.v1.ObjectMetaR\bmetadata\x12,\n" +
 	"\x04spec\x18\x04 \x01(\v2\x18.oneinfra.v1.ClusterSpecR\x04spec\x122\n" +
-	"\x06status\x18\x05 \x01(\v2\x1a.oneinfra.v1.ClusterStatusR\x06status\"\xa0\x02\n" +
+	"\x06status\x18\x05 \x01(\v2\x1a.oneinfra.v1.ClusterStatusR\x06status\"\xd1\x02\n" +
 	"\vClusterSpec\x12-\n" +
 	"\x12kubernetes_version\x18\x01 \x01(\tR\x11kubernetesVersion\x12B\n" +
 	"\rcontrol_plane\x18\x02 \x01(\v2\x1d.oneinfra.v1.ControlPlaneSpecR\fcontrolPlane\x12&\n" +
@@ -2048,7 +2411,13 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"api_server\x18\x04 \x01(\v2\x1a.oneinfra.v1.APIServerSpecR\tapiServer\x12;\n" +
 	"\n" +
 	"networking\x18\x05 \x01(\v2\x1b.oneinfra.v1.NetworkingSpecR\n" +
-	"networking\"@\n" +
+	"networking\x12/\n" +
+	"\x06backup\x18\x06 \x01(\v2\x17.oneinfra.v1.BackupSpecR\x06backup\"Z\n" +
+	"\n" +
+	"BackupSpec\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1a\n" +
+	"\bschedule\x18\x02 \x01(\tR\bschedule\x12\x16\n" +
+	"\x06retain\x18\x03 \x01(\rR\x06retain\"@\n" +
 	"\x10ControlPlaneSpec\x12\x1f\n" +
 	"\breplicas\x18\x01 \x01(\x05H\x00R\breplicas\x88\x01\x01B\v\n" +
 	"\t_replicas\"7\n" +
@@ -2060,7 +2429,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"extra_sans\x18\x01 \x03(\tR\textraSANs\"N\n" +
 	"\x0eNetworkingSpec\x12\x19\n" +
 	"\bpod_cidr\x18\x01 \x01(\tR\apodCIDR\x12!\n" +
-	"\fservice_cidr\x18\x02 \x01(\tR\vserviceCIDR\"\xde\x01\n" +
+	"\fservice_cidr\x18\x02 \x01(\tR\vserviceCIDR\"\x93\x02\n" +
 	"\rClusterStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12.\n" +
 	"\x13api_server_endpoint\x18\x02 \x01(\tR\x11apiServerEndpoint\x12!\n" +
@@ -2068,7 +2437,12 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"conditions\x18\x04 \x03(\v2\x16.oneinfra.v1.ConditionR\n" +
 	"conditions\x12,\n" +
-	"\x12next_replica_index\x18\x05 \x01(\rR\x10nextReplicaIndex\"\xde\x01\n" +
+	"\x12next_replica_index\x18\x05 \x01(\rR\x10nextReplicaIndex\x123\n" +
+	"\abackups\x18\x06 \x03(\v2\x19.oneinfra.v1.BackupStatusR\abackups\"j\n" +
+	"\fBackupStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\xde\x01\n" +
 	"\n" +
 	"Hypervisor\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
@@ -2113,7 +2487,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xe3\x02\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x98\x03\n" +
 	"\x0fComponentStatus\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x126\n" +
@@ -2125,7 +2499,8 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x14wireguard_public_key\x18\x05 \x01(\tR\x12wireguardPublicKey\x124\n" +
 	"\tvpn_peers\x18\x06 \x03(\v2\x17.oneinfra.v1.PeerStatusR\bvpnPeers\x12\x1a\n" +
 	"\bbackends\x18\a \x03(\tR\bbackends\x12'\n" +
-	"\x0fcert_generation\x18\b \x01(\x04R\x0ecertGeneration\"\xc0\x01\n" +
+	"\x0fcert_generation\x18\b \x01(\x04R\x0ecertGeneration\x123\n" +
+	"\abackups\x18\t \x03(\v2\x19.oneinfra.v1.BackupResultR\abackups\"\xc0\x01\n" +
 	"\n" +
 	"PeerStatus\x12\x1d\n" +
 	"\n" +
@@ -2190,16 +2565,37 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"apiAddress\"=\n" +
 	"\aKeyPair\x12\x19\n" +
 	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x17\n" +
-	"\akey_pem\x18\x02 \x01(\fR\x06keyPem\"\x86\x02\n" +
+	"\akey_pem\x18\x02 \x01(\fR\x06keyPem\"\xa5\x02\n" +
 	"\n" +
 	"ClusterPKI\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x122\n" +
 	"\x03cas\x18\x02 \x03(\v2 .oneinfra.v1.ClusterPKI.CasEntryR\x03cas\x125\n" +
 	"\x17service_account_key_pem\x18\x03 \x01(\fR\x14serviceAccountKeyPem\x12%\n" +
-	"\x0eencryption_key\x18\x04 \x01(\fR\rencryptionKey\x1aL\n" +
+	"\x0eencryption_key\x18\x04 \x01(\fR\rencryptionKey\x12\x1d\n" +
+	"\n" +
+	"backup_key\x18\x05 \x01(\fR\tbackupKey\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\x97\x04\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\xd0\x02\n" +
+	"\x06Backup\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1c\n" +
+	"\tcomponent\x18\x03 \x01(\tR\tcomponent\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x128\n" +
+	"\trequested\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trequested\x126\n" +
+	"\bfinished\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x1a\n" +
+	"\brevision\x18\b \x01(\x03R\brevision\x12\x12\n" +
+	"\x04size\x18\t \x01(\x03R\x04size\x12\x18\n" +
+	"\amessage\x18\n" +
+	" \x01(\tR\amessage\x12\x14\n" +
+	"\x05prune\x18\v \x03(\tR\x05prune\"x\n" +
+	"\fBackupResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\x97\x04\n" +
 	"\x0eComponentCerts\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12<\n" +
 	"\x05certs\x18\x02 \x03(\v2&.oneinfra.v1.ComponentCerts.CertsEntryR\x05certs\x12\x1e\n" +
@@ -2237,88 +2633,98 @@ func file_oneinfra_v1_resources_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_resources_proto_rawDescData
 }
 
-var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: oneinfra.v1.ObjectMeta
 	(*Condition)(nil),             // 1: oneinfra.v1.Condition
 	(*Cluster)(nil),               // 2: oneinfra.v1.Cluster
 	(*ClusterSpec)(nil),           // 3: oneinfra.v1.ClusterSpec
-	(*ControlPlaneSpec)(nil),      // 4: oneinfra.v1.ControlPlaneSpec
-	(*VPNSpec)(nil),               // 5: oneinfra.v1.VPNSpec
-	(*APIServerSpec)(nil),         // 6: oneinfra.v1.APIServerSpec
-	(*NetworkingSpec)(nil),        // 7: oneinfra.v1.NetworkingSpec
-	(*ClusterStatus)(nil),         // 8: oneinfra.v1.ClusterStatus
-	(*Hypervisor)(nil),            // 9: oneinfra.v1.Hypervisor
-	(*HypervisorSpec)(nil),        // 10: oneinfra.v1.HypervisorSpec
-	(*HypervisorStatus)(nil),      // 11: oneinfra.v1.HypervisorStatus
-	(*Component)(nil),             // 12: oneinfra.v1.Component
-	(*ComponentSpec)(nil),         // 13: oneinfra.v1.ComponentSpec
-	(*ComponentStatus)(nil),       // 14: oneinfra.v1.ComponentStatus
-	(*PeerStatus)(nil),            // 15: oneinfra.v1.PeerStatus
-	(*VPNPeer)(nil),               // 16: oneinfra.v1.VPNPeer
-	(*Token)(nil),                 // 17: oneinfra.v1.Token
-	(*IssuedCert)(nil),            // 18: oneinfra.v1.IssuedCert
-	(*Event)(nil),                 // 19: oneinfra.v1.Event
-	(*Server)(nil),                // 20: oneinfra.v1.Server
-	(*KeyPair)(nil),               // 21: oneinfra.v1.KeyPair
-	(*ClusterPKI)(nil),            // 22: oneinfra.v1.ClusterPKI
-	(*ComponentCerts)(nil),        // 23: oneinfra.v1.ComponentCerts
-	(*CoordinatorConfig)(nil),     // 24: oneinfra.v1.CoordinatorConfig
-	nil,                           // 25: oneinfra.v1.ObjectMeta.LabelsEntry
-	nil,                           // 26: oneinfra.v1.ComponentSpec.PortsEntry
-	nil,                           // 27: oneinfra.v1.ClusterPKI.CasEntry
-	nil,                           // 28: oneinfra.v1.ComponentCerts.CertsEntry
-	nil,                           // 29: oneinfra.v1.ComponentCerts.RenewedEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*BackupSpec)(nil),            // 4: oneinfra.v1.BackupSpec
+	(*ControlPlaneSpec)(nil),      // 5: oneinfra.v1.ControlPlaneSpec
+	(*VPNSpec)(nil),               // 6: oneinfra.v1.VPNSpec
+	(*APIServerSpec)(nil),         // 7: oneinfra.v1.APIServerSpec
+	(*NetworkingSpec)(nil),        // 8: oneinfra.v1.NetworkingSpec
+	(*ClusterStatus)(nil),         // 9: oneinfra.v1.ClusterStatus
+	(*BackupStatus)(nil),          // 10: oneinfra.v1.BackupStatus
+	(*Hypervisor)(nil),            // 11: oneinfra.v1.Hypervisor
+	(*HypervisorSpec)(nil),        // 12: oneinfra.v1.HypervisorSpec
+	(*HypervisorStatus)(nil),      // 13: oneinfra.v1.HypervisorStatus
+	(*Component)(nil),             // 14: oneinfra.v1.Component
+	(*ComponentSpec)(nil),         // 15: oneinfra.v1.ComponentSpec
+	(*ComponentStatus)(nil),       // 16: oneinfra.v1.ComponentStatus
+	(*PeerStatus)(nil),            // 17: oneinfra.v1.PeerStatus
+	(*VPNPeer)(nil),               // 18: oneinfra.v1.VPNPeer
+	(*Token)(nil),                 // 19: oneinfra.v1.Token
+	(*IssuedCert)(nil),            // 20: oneinfra.v1.IssuedCert
+	(*Event)(nil),                 // 21: oneinfra.v1.Event
+	(*Server)(nil),                // 22: oneinfra.v1.Server
+	(*KeyPair)(nil),               // 23: oneinfra.v1.KeyPair
+	(*ClusterPKI)(nil),            // 24: oneinfra.v1.ClusterPKI
+	(*Backup)(nil),                // 25: oneinfra.v1.Backup
+	(*BackupResult)(nil),          // 26: oneinfra.v1.BackupResult
+	(*ComponentCerts)(nil),        // 27: oneinfra.v1.ComponentCerts
+	(*CoordinatorConfig)(nil),     // 28: oneinfra.v1.CoordinatorConfig
+	nil,                           // 29: oneinfra.v1.ObjectMeta.LabelsEntry
+	nil,                           // 30: oneinfra.v1.ComponentSpec.PortsEntry
+	nil,                           // 31: oneinfra.v1.ClusterPKI.CasEntry
+	nil,                           // 32: oneinfra.v1.ComponentCerts.CertsEntry
+	nil,                           // 33: oneinfra.v1.ComponentCerts.RenewedEntry
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_oneinfra_v1_resources_proto_depIdxs = []int32{
-	25, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
-	30, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	30, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	30, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	29, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
+	34, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	34, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	34, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: oneinfra.v1.Cluster.metadata:type_name -> oneinfra.v1.ObjectMeta
 	3,  // 5: oneinfra.v1.Cluster.spec:type_name -> oneinfra.v1.ClusterSpec
-	8,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
-	4,  // 7: oneinfra.v1.ClusterSpec.control_plane:type_name -> oneinfra.v1.ControlPlaneSpec
-	5,  // 8: oneinfra.v1.ClusterSpec.vpn:type_name -> oneinfra.v1.VPNSpec
-	6,  // 9: oneinfra.v1.ClusterSpec.api_server:type_name -> oneinfra.v1.APIServerSpec
-	7,  // 10: oneinfra.v1.ClusterSpec.networking:type_name -> oneinfra.v1.NetworkingSpec
-	1,  // 11: oneinfra.v1.ClusterStatus.conditions:type_name -> oneinfra.v1.Condition
-	0,  // 12: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
-	10, // 13: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
-	11, // 14: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	30, // 15: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 16: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
-	0,  // 17: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
-	13, // 18: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
-	14, // 19: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
-	26, // 20: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
-	1,  // 21: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	30, // 22: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
-	15, // 23: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
-	30, // 24: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	30, // 25: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
-	30, // 26: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
-	30, // 27: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	30, // 28: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	30, // 29: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
-	30, // 30: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
-	30, // 31: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
-	30, // 32: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
-	27, // 33: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
-	28, // 34: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
-	29, // 35: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
-	30, // 36: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
-	30, // 37: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
-	21, // 38: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	21, // 39: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	21, // 40: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	21, // 41: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	9,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
+	5,  // 7: oneinfra.v1.ClusterSpec.control_plane:type_name -> oneinfra.v1.ControlPlaneSpec
+	6,  // 8: oneinfra.v1.ClusterSpec.vpn:type_name -> oneinfra.v1.VPNSpec
+	7,  // 9: oneinfra.v1.ClusterSpec.api_server:type_name -> oneinfra.v1.APIServerSpec
+	8,  // 10: oneinfra.v1.ClusterSpec.networking:type_name -> oneinfra.v1.NetworkingSpec
+	4,  // 11: oneinfra.v1.ClusterSpec.backup:type_name -> oneinfra.v1.BackupSpec
+	1,  // 12: oneinfra.v1.ClusterStatus.conditions:type_name -> oneinfra.v1.Condition
+	10, // 13: oneinfra.v1.ClusterStatus.backups:type_name -> oneinfra.v1.BackupStatus
+	34, // 14: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
+	0,  // 15: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
+	12, // 16: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
+	13, // 17: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
+	34, // 18: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 19: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
+	0,  // 20: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
+	15, // 21: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
+	16, // 22: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
+	30, // 23: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
+	1,  // 24: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
+	34, // 25: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	17, // 26: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
+	26, // 27: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
+	34, // 28: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	34, // 29: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	34, // 30: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	34, // 31: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	34, // 32: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	34, // 33: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
+	34, // 34: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
+	34, // 35: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
+	34, // 36: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	31, // 37: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
+	34, // 38: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
+	34, // 39: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
+	32, // 40: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
+	33, // 41: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
+	34, // 42: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
+	34, // 43: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
+	23, // 44: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	23, // 45: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	23, // 46: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	23, // 47: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
@@ -2326,14 +2732,14 @@ func file_oneinfra_v1_resources_proto_init() {
 	if File_oneinfra_v1_resources_proto != nil {
 		return
 	}
-	file_oneinfra_v1_resources_proto_msgTypes[4].OneofWrappers = []any{}
+	file_oneinfra_v1_resources_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_resources_proto_rawDesc), len(file_oneinfra_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

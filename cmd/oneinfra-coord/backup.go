@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/oneinfra/oneinfra/coordinator"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"github.com/spf13/cobra"
+)
+
+func newClusterBackupCommand(g *globals) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "backup NAME [--wait] [--timeout D]",
+		Short: "Take an etcd backup of a cluster now, to the coordinator's --backup-target",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			ctx, cancel := s.ctx(cmd.Context())
+			resp, err := s.op.BackupCluster(ctx, &pb.BackupClusterRequest{Cluster: args[0]})
+			cancel()
+			if err != nil {
+				return err
+			}
+			b := resp.Backup
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "backup %s of cluster %s asked of %s\n", b.Id, b.Cluster, b.Component)
+			if !wait {
+				return nil
+			}
+			deadline := time.Now().Add(timeout)
+			for {
+				ctx, cancel := s.ctx(cmd.Context())
+				list, err := s.op.ListBackups(ctx, &pb.ListBackupsRequest{Cluster: args[0]})
+				cancel()
+				if err != nil {
+					return err
+				}
+				for _, got := range list.Backups {
+					if got.Id != b.Id {
+						continue
+					}
+					switch got.State {
+					case coordinator.BackupDone:
+						fmt.Fprintf(out, "backup %s taken: etcd revision %d, %s stored\n", got.Id, got.Revision, bytesString(got.Size))
+						return nil
+					case coordinator.BackupFailed:
+						return fmt.Errorf("backup %s failed: %s", got.Id, got.Message)
+					}
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("backup %s not taken after %s (still pending on %s)", b.Id, timeout, b.Component)
+				}
+				time.Sleep(time.Second)
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the backup is taken and checked")
+	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Minute, "how long --wait waits")
+	return cmd
+}
+
+func newClusterBackupsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "backups NAME",
+		Short: "List a cluster's etcd backups, newest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.call(cmd, func(ctx context.Context, s *session) error {
+				list, err := s.op.ListBackups(ctx, &pb.ListBackupsRequest{Cluster: args[0]})
+				if err != nil {
+					return err
+				}
+				printBackups(cmd.OutOrStdout(), list.Backups)
+				return nil
+			})
+		},
+	}
+}
+
+// printBackups is the table of `cluster backups`.
+func printBackups(w io.Writer, list []*pb.Backup) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tSTATE\tREVISION\tSIZE\tBY\tMESSAGE")
+	for _, b := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", b.Id, b.Requested.AsTime().UTC().Format(time.RFC3339), b.State,
+			b.Revision, bytesString(b.Size), b.Component, b.Message)
+	}
+	tw.Flush()
+}
+
+// bytesString is a size for people.
+func bytesString(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// backupSummary tells, for describe, the backup schedule and the newest
+// backup taken (its age is what a rebuild from it would lose), and a
+// failure since.
+func backupSummary(spec *pb.BackupSpec, list []*pb.Backup) string {
+	if !spec.GetEnabled() {
+		return "disabled"
+	}
+	out := fmt.Sprintf("every %s, %d kept", spec.Schedule, spec.Retain)
+	for _, b := range list {
+		switch b.State {
+		case coordinator.BackupFailed:
+			out += fmt.Sprintf("; %s failed %s ago: %s", b.Id, age(b.Requested), b.Message)
+			continue
+		case coordinator.BackupPending:
+			out += fmt.Sprintf("; %s being taken by %s", b.Id, b.Component)
+			continue
+		}
+		return out + fmt.Sprintf("; newest %s, %s old, etcd revision %d", b.Id, age(b.Finished), b.Revision)
+	}
+	return out + "; none taken yet"
+}

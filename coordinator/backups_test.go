@@ -1,0 +1,150 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/oneinfra/oneinfra/internal/testutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func testBackup(id, state string, ago time.Duration) *pb.Backup {
+	return &pb.Backup{Id: id, State: state, Requested: timestamppb.New(testNow.Add(-ago))}
+}
+
+func TestBackupSchedule(t *testing.T) {
+	spec := &pb.BackupSpec{Enabled: true, Schedule: "6h", Retain: 3}
+	for _, c := range []struct {
+		what     string
+		spec     *pb.BackupSpec
+		records  []*pb.Backup
+		due      bool
+		timedOut string
+	}{
+		{"none yet", spec, nil, true, ""},
+		{"disabled", &pb.BackupSpec{Schedule: "6h", Retain: 3}, nil, false, ""},
+		{"newest within the schedule", spec, []*pb.Backup{testBackup("a", BackupDone, 7*time.Hour), testBackup("b", BackupDone, 5*time.Hour)}, false, ""},
+		{"newest past the schedule", spec, []*pb.Backup{testBackup("a", BackupDone, 7*time.Hour)}, true, ""},
+		{"one pending", spec, []*pb.Backup{testBackup("a", BackupDone, 7*time.Hour), testBackup("p", BackupPending, time.Minute)}, false, ""},
+		{"pending too long", spec, []*pb.Backup{testBackup("p", BackupPending, backupTimeout+time.Second)}, false, "p"},
+		{"failed, retried soon", spec, []*pb.Backup{testBackup("f", BackupFailed, backupRetry+time.Second)}, true, ""},
+		{"failed just now", spec, []*pb.Backup{testBackup("f", BackupFailed, time.Minute)}, false, ""},
+	} {
+		due, timedOut := backupDue(c.spec, c.records, testNow)
+		if due != c.due || timedOut.GetId() != c.timedOut {
+			t.Errorf("%s: due %v, timed out %q; want %v, %q", c.what, due, timedOut.GetId(), c.due, c.timedOut)
+		}
+	}
+}
+
+func TestBackupRetention(t *testing.T) {
+	records := []*pb.Backup{
+		testBackup("d1", BackupDone, 5*time.Hour), testBackup("d2", BackupDone, 4*time.Hour), testBackup("f1", BackupFailed, 3*time.Hour),
+		testBackup("d3", BackupDone, 2*time.Hour), testBackup("f2", BackupFailed, time.Hour), testBackup("p", BackupPending, 0),
+	}
+	// With the new one, retain 3: d3 and d2 stay, and the newest failure.
+	got := backupPrune(records, 3)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"d1", "f1"}) {
+		t.Errorf("pruned %v, want d1 and f1", got)
+	}
+	if got := backupPrune(records, 1); len(got) != 4 {
+		t.Errorf("retain 1 pruned %v, want every finished backup but the newest failure", got)
+	}
+}
+
+// TestBackupFlow: `cluster backup` asks a Running replica's agent, whose
+// assignment carries the task (target, object, the cluster's key); its
+// report records the backup, with an event; another is refused a
+// component that is not the one asked.
+func TestBackupFlow(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "s1", t.TempDir())
+	cfg.Bootstrap, cfg.BackupTarget = true, "file://"+t.TempDir()
+	s := startServer(t, cfg)
+	testutil.Eventually(t, 20*time.Second, "bootstrap", func() error { return s.ready() })
+	op := pb.NewOperatorClient(adminConn(t, cfg.DataDir, s.APIAddr()))
+	agent := registerHypervisor(t, s, op, "hv-1", false)
+	if err := createCluster(ctx, op, "demo"); err != nil {
+		t.Fatal(err)
+	}
+	if c := s.State().Cluster(nil, "demo"); c.Spec.GetBackup().GetSchedule() != "6h" || !c.Spec.Backup.Enabled {
+		t.Fatalf("spec.backup on a coordinator with a target: %v", c.Spec.GetBackup())
+	}
+	if _, err := op.BackupCluster(ctx, &pb.BackupClusterRequest{Cluster: "demo"}); code(err) != codes.FailedPrecondition {
+		t.Fatalf("a backup with no Running replica: %v", err)
+	}
+	testutil.Eventually(t, 10*time.Second, "placed", func() error {
+		if s.State().Component(nil, "demo-cp-0") == nil {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	running := &pb.ComponentReport{Component: "demo-cp-0", Status: &pb.ComponentStatus{State: vocab.StateRunning}}
+	if _, err := agent.ReportStatus(ctx, &pb.ReportStatusRequest{Hypervisor: "hv-1", Components: []*pb.ComponentReport{running}}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := agent.WatchAssignments(ctx, &pb.WatchAssignmentsRequest{Hypervisor: "hv-1", WaitMs: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := op.BackupCluster(ctx, &pb.BackupClusterRequest{Cluster: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := resp.Backup
+	// The agent's watch wakes for it.
+	start := time.Now()
+	if w, err := agent.WatchAssignments(ctx, &pb.WatchAssignmentsRequest{Hypervisor: "hv-1", MinIndex: before.Index, WaitMs: 5000}); err != nil || w.Index <= before.Index || time.Since(start) > 2*time.Second {
+		t.Fatalf("the watch after a backup was asked: %v %v after %s", w, err, time.Since(start))
+	}
+	if b.Component != "demo-cp-0" || b.State != BackupPending {
+		t.Fatalf("backup asked: %v", b)
+	}
+	as := getAssignment(t, agent, "hv-1", "demo-cp-0")
+	if len(as.GetBackups()) != 1 || as.Backups[0].Id != b.Id || as.Backups[0].Target != cfg.BackupTarget ||
+		len(as.Backups[0].Key) != 32 || as.Backups[0].Object != "demo/"+b.Id+".etcd.sealed" {
+		t.Fatalf("the replica's backup tasks: %v", as.GetBackups())
+	}
+	if again, err := op.BackupCluster(ctx, &pb.BackupClusterRequest{Cluster: "demo"}); err != nil || again.Backup.Id != b.Id {
+		t.Errorf("asking again while one is pending: %v %v", again, err)
+	}
+	running.Status.Backups = []*pb.BackupResult{{Id: b.Id, Ok: true, Revision: 42, Size: 1000}}
+	if _, err := agent.ReportStatus(ctx, &pb.ReportStatusRequest{Hypervisor: "hv-1", Components: []*pb.ComponentReport{running}}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := op.ListBackups(ctx, &pb.ListBackupsRequest{Cluster: "demo"})
+	if err != nil || len(list.Backups) != 1 || list.Backups[0].State != BackupDone || list.Backups[0].Revision != 42 {
+		t.Fatalf("backups after the report: %v %v", list, err)
+	}
+	got, err := op.Get(ctx, &pb.GetRequest{Kind: "clusters", Name: "demo"})
+	if err != nil || len(got.Clusters[0].Status.GetBackups()) != 1 || got.Clusters[0].Status.Backups[0].Revision != 42 {
+		t.Errorf("status.backups: %v %v", got.GetClusters(), err)
+	}
+	if as := getAssignment(t, agent, "hv-1", "demo-cp-0"); len(as.Backups) != 0 {
+		t.Errorf("a backup taken is still asked for: %v", as.Backups)
+	}
+	events := s.State().Events(nil, "demo")
+	if !slices.ContainsFunc(events, func(e *pb.Event) bool { return e.Reason == "BackedUp" }) {
+		t.Error("no BackedUp event")
+	}
+	// A failed one is an event too.
+	resp, err = op.BackupCluster(ctx, &pb.BackupClusterRequest{Cluster: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running.Status.Backups = []*pb.BackupResult{{Id: resp.Backup.Id, Message: "disk full"}}
+	if _, err := agent.ReportStatus(ctx, &pb.ReportStatusRequest{Hypervisor: "hv-1", Components: []*pb.ComponentReport{running}}); err != nil {
+		t.Fatal(err)
+	}
+	events = s.State().Events(nil, "demo")
+	if !slices.ContainsFunc(events, func(e *pb.Event) bool { return e.Reason == "BackupFailed" && e.Type == "Warning" }) {
+		t.Error("no BackupFailed warning")
+	}
+}
