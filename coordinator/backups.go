@@ -114,6 +114,26 @@ func newestTaken(list []*pb.Backup) *pb.Backup {
 	return nil
 }
 
+// setBackupCondition sets the BackedUp condition from the newest
+// finished backup, when backups are on and one has finished.
+func setBackupCondition(st *pb.ClusterStatus, spec *pb.BackupSpec, list []*pb.Backup, now time.Time) {
+	if !spec.GetEnabled() {
+		return
+	}
+	for _, b := range newestFirst(list) {
+		cond := &pb.Condition{Type: CondBackedUp, Status: "True", Reason: "BackedUp", LastTransitionTime: timestamppb.New(now),
+			Message: fmt.Sprintf("backup %s taken at %s, etcd revision %d", b.Id, b.GetFinished().AsTime().UTC().Format(time.RFC3339), b.Revision)}
+		switch b.State {
+		case BackupPending:
+			continue
+		case BackupFailed:
+			cond.Status, cond.Reason, cond.Message = "False", "BackupFailed", "backup "+b.Id+" failed: "+b.Message
+		}
+		st.Conditions = resources.SetCondition(st.Conditions, cond)
+		return
+	}
+}
+
 // backupReplica is the Running replica the backup is asked of, or nil.
 func backupReplica(st *state.Store, cluster string) *pb.Component {
 	alive := map[string]bool{}

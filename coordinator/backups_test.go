@@ -3,10 +3,13 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -134,7 +137,14 @@ func TestBackupFlow(t *testing.T) {
 	if !slices.ContainsFunc(events, func(e *pb.Event) bool { return e.Reason == "BackedUp" }) {
 		t.Error("no BackedUp event")
 	}
-	// A failed one is an event too.
+	testutil.Eventually(t, 15*time.Second, "BackedUp condition", func() error {
+		cond := resources.FindCondition(s.State().Cluster(nil, "demo").GetStatus().GetConditions(), CondBackedUp)
+		if cond.GetStatus() != "True" || !strings.Contains(cond.GetMessage(), "etcd revision 42") {
+			return fmt.Errorf("condition %v", cond)
+		}
+		return nil
+	})
+	// A failed one is an event and a condition too.
 	resp, err = op.BackupCluster(ctx, &pb.BackupClusterRequest{Cluster: "demo"})
 	if err != nil {
 		t.Fatal(err)
@@ -147,4 +157,11 @@ func TestBackupFlow(t *testing.T) {
 	if !slices.ContainsFunc(events, func(e *pb.Event) bool { return e.Reason == "BackupFailed" && e.Type == "Warning" }) {
 		t.Error("no BackupFailed warning")
 	}
+	testutil.Eventually(t, 15*time.Second, "BackedUp False", func() error {
+		cond := resources.FindCondition(s.State().Cluster(nil, "demo").GetStatus().GetConditions(), CondBackedUp)
+		if cond.GetStatus() != "False" || cond.GetReason() != "BackupFailed" || !strings.Contains(cond.GetMessage(), "disk full") {
+			return fmt.Errorf("condition %v", cond)
+		}
+		return nil
+	})
 }

@@ -19,6 +19,9 @@ const (
 	CondControlPlaneReady = "ControlPlaneReady"
 	CondIngressReady      = "IngressReady"
 	CondReady             = "Ready"
+	// CondBackedUp: the newest finished etcd backup was taken (False:
+	// it failed, saying why).
+	CondBackedUp = "BackedUp"
 )
 
 // clusterStatus derives a cluster's status from its placement and the
