@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/oneinfra/oneinfra/agent/controlplane"
@@ -63,6 +64,10 @@ type etcdDecision struct {
 // again.
 func (d *controlPlaneDriver) plan(ctx context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error) {
 	name := as.Component.Metadata.Name
+	if d.restoring(as) {
+		// No pods: once they are gone, synced restores the etcd data.
+		return &host.Plan{Dirs: []string{paths.DataDir()}}, nil
+	}
 	var saved *etcdDecision
 	if b := d.a.store.decision(name); b != nil {
 		saved = &etcdDecision{}
@@ -95,7 +100,48 @@ func (d *controlPlaneDriver) setDecision(name string, dec etcdDecision) error {
 	return d.a.store.setDecision(name, b)
 }
 
+// restoring reports whether the replica's etcd data is older than the
+// restore its assignment asks for.
+func (d *controlPlaneDriver) restoring(as *pb.Assignment) bool {
+	r := as.GetRestore()
+	return r != nil && d.restoredGeneration(as.Component.Metadata.Name) < r.Generation
+}
+
+func (d *controlPlaneDriver) restoredGeneration(name string) uint64 {
+	n, _ := strconv.ParseUint(d.a.store.meta("restored/"+name), 10, 64)
+	return n
+}
+
+// restore restores the replica's etcd data from the backup its
+// assignment names, its pods stopped, and records the generation done;
+// the next plan starts its pods again on that data.
+func (d *controlPlaneDriver) restore(as *pb.Assignment, paths host.Paths, pods []cri.PodStatus, status *pb.ComponentStatus) {
+	name, r := as.Component.Metadata.Name, as.GetRestore()
+	status.State = vocab.StatePending
+	if len(pods) > 0 {
+		status.Message = fmt.Sprintf("restoring backup %s: stopping the pods", r.Backup.GetId())
+		return
+	}
+	start := time.Now()
+	err := controlplane.Restore(as, paths, r)
+	if err == nil {
+		err = d.a.store.setMeta("restored/"+name, strconv.FormatUint(r.Generation, 10))
+	}
+	if err != nil {
+		status.Message = fmt.Sprintf("restoring backup %s: %v", r.Backup.GetId(), err)
+		d.a.logger.Warn("restoring etcd data from a backup", "component", name, "backup", r.Backup.GetId(), "err", err)
+		return
+	}
+	status.Message = fmt.Sprintf("restored backup %s: starting", r.Backup.GetId())
+	d.a.logger.Info("etcd data restored from a backup", "component", name, "backup", r.Backup.GetId(), "generation", r.Generation, "took", time.Since(start).Round(time.Millisecond))
+}
+
 func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, _ bool, pods []cri.PodStatus, status *pb.ComponentStatus) {
+	if d.restoring(as) {
+		d.restore(as, paths, pods, status)
+		return
+	}
+	status.RestoreGeneration = d.restoredGeneration(as.Component.Metadata.Name)
 	// The pods were reconciled with the assignment's certificates: once
 	// the replica is Running again, it runs them.
 	status.CertGeneration = as.CertGeneration

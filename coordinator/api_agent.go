@@ -228,6 +228,7 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		as.Certs[vocab.SignerCACert] = p.Cas[vocab.SignerCA]
 		as.CertGeneration = generation
 		as.Backups = s.backupTasks(st, ws, comp, p)
+		as.Restore = s.restoreTask(st, cluster, p, peers, hypervisors)
 	}
 	for _, peer := range peers {
 		h := hypervisors[peer.Spec.Hypervisor]

@@ -88,6 +88,7 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Agent/IssueJoinCertificate":   true,
 	"/oneinfra.v1.Peer/Join":                    true,
 	"/oneinfra.v1.Operator/BackupCluster":       true,
+	"/oneinfra.v1.Operator/RestoreCluster":      true,
 }
 
 // peerJoin is the one call of a server that is not a member yet.

@@ -144,6 +144,9 @@ func TestBackupFlow(t *testing.T) {
 		}
 		return nil
 	})
+	checkRestoreFlow(t, s, op, agent, running, b.Id)
+	running.Status.RestoreGeneration = 0
+
 	// A failed one is an event and a condition too.
 	resp, err = op.BackupCluster(ctx, &pb.BackupClusterRequest{Cluster: "demo"})
 	if err != nil {
@@ -164,4 +167,47 @@ func TestBackupFlow(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// checkRestoreFlow: `cluster restore` of backup id asks every replica for
+// it, with the member set and the cluster's key; the replica reporting
+// its data of that generation, Running, finishes it, with an event. A
+// backup not taken, or a second restore meanwhile, is refused.
+func checkRestoreFlow(t *testing.T, s *Server, op pb.OperatorClient, agent pb.AgentClient, running *pb.ComponentReport, id string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := op.RestoreCluster(ctx, &pb.RestoreClusterRequest{Cluster: "demo", Backup: "nope"}); code(err) != codes.NotFound {
+		t.Errorf("restoring a backup that does not exist: %v", err)
+	}
+	resp, err := op.RestoreCluster(ctx, &pb.RestoreClusterRequest{Cluster: "demo", Backup: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.Restore; r.Generation != 1 || r.State != RestoreRestoring || r.Revision != 42 {
+		t.Fatalf("restore: %v", r)
+	}
+	if _, err := op.RestoreCluster(ctx, &pb.RestoreClusterRequest{Cluster: "demo", Backup: id}); code(err) != codes.FailedPrecondition {
+		t.Errorf("a second restore meanwhile: %v", err)
+	}
+	task := getAssignment(t, agent, "hv-1", "demo-cp-0").GetRestore()
+	if task.GetGeneration() != 1 || task.Backup.GetId() != id || len(task.Backup.GetKey()) != 32 ||
+		!strings.HasPrefix(task.InitialCluster, "demo-cp-0=https://") || task.Token != "demo-restore-1" {
+		t.Fatalf("the replica's restore task: %v", task)
+	}
+	running.Status.Backups, running.Status.RestoreGeneration = nil, 1
+	if _, err := agent.ReportStatus(ctx, &pb.ReportStatusRequest{Hypervisor: "hv-1", Components: []*pb.ComponentReport{running}}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "restore done", func() error {
+		if r := s.State().Cluster(nil, "demo").GetStatus().GetRestore(); r.GetState() != RestoreDone {
+			return fmt.Errorf("restore %v", r)
+		}
+		return nil
+	})
+	if !slices.ContainsFunc(s.State().Events(nil, "demo"), func(e *pb.Event) bool { return e.Reason == "Restored" }) {
+		t.Error("no Restored event")
+	}
+	if task := getAssignment(t, agent, "hv-1", "demo-cp-0").GetRestore(); task != nil {
+		t.Errorf("a restore done is still asked for: %v", task)
+	}
 }

@@ -44,6 +44,7 @@ const (
 	PruneType
 	DeleteComponentType
 	BackupType
+	RestoreType
 )
 
 // sealedType marks a log entry sealed with the keyring: what follows it is
@@ -140,6 +141,8 @@ func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Mess
 		return &pb.DeleteComponentCommand{}, f.applyDeleteComponent
 	case BackupType:
 		return &pb.BackupCommand{}, f.applyBackup
+	case RestoreType:
+		return &pb.RestoreCommand{}, f.applyRestore
 	}
 	return nil, nil
 }

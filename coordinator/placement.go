@@ -79,6 +79,15 @@ func (s *Server) planCluster(st *state.Store, c *pb.Cluster, now time.Time) (*pb
 	mine = append(mine, cmd.Components...)
 	status := clusterStatus(c, mine, hypervisors, schedErr, now)
 	setBackupCondition(status, c.Spec.GetBackup(), st.Backups(nil, name), now)
+	var cp []*pb.Component
+	for _, comp := range mine {
+		if comp.Spec.Role == resources.RoleControlPlane && comp.Metadata.DeletionTimestamp == nil {
+			cp = append(cp, comp)
+		}
+	}
+	if e := finishRestore(status, name, cp, now); e != nil {
+		cmd.Events = append(cmd.Events, e)
+	}
 	if len(cmd.Components) == 0 && len(cmd.Certs) == 0 && len(cmd.Remove) == 0 && len(cmd.Forget) == 0 &&
 		len(cmd.Events) == 0 && cmd.VpnCidr == "" && sameStatus(c.Status, status) {
 		return nil, nil

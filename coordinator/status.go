@@ -61,6 +61,7 @@ func clusterStatus(c *pb.Cluster, comps []*pb.Component, hypervisors []*pb.Hyper
 		}
 	}
 
+	st.Restore = old.GetRestore()
 	// Names are never used twice: the next replica's index only grows.
 	st.NextReplicaIndex = max(old.GetNextReplicaIndex(), uint32(scheduler.NextIndex(c.Metadata.Name, resources.RoleControlPlane, comps)))
 

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator"
+	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/spf13/cobra"
 )
@@ -131,4 +133,75 @@ func backupSummary(spec *pb.BackupSpec, list []*pb.Backup) string {
 		return out + fmt.Sprintf("; newest %s, %s old, etcd revision %d", b.Id, age(b.Finished), b.Revision)
 	}
 	return out + "; none taken yet"
+}
+
+func newClusterRestoreCommand(g *globals) *cobra.Command {
+	var id string
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "restore NAME --backup ID [--wait] [--timeout D]",
+		Short: "Replace a cluster's etcd data, on every replica, with one of its backups",
+		Long: "Replace a cluster's etcd data, on every replica, with one of its backups (`cluster backups NAME`).\n" +
+			"Each replica stops, keeps its etcd data aside (etcd.before-restore-N in its data dir), starts\n" +
+			"again on the backup's, and the cluster is Ready again with the state of that time; its CAs\n" +
+			"and keys stay. The API is down while the replicas restart.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if id == "" {
+				return fmt.Errorf("--backup: required (see `cluster backups %s`)", args[0])
+			}
+			s, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			ctx, cancel := s.ctx(cmd.Context())
+			resp, err := s.op.RestoreCluster(ctx, &pb.RestoreClusterRequest{Cluster: args[0], Backup: id})
+			cancel()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			r := resp.Restore
+			fmt.Fprintf(out, "cluster/%s restoring from backup %s (etcd revision %d)\n", args[0], r.Backup, r.Revision)
+			if !wait {
+				return nil
+			}
+			deadline := time.Now().Add(timeout)
+			last := ""
+			for {
+				ctx, cancel := s.ctx(cmd.Context())
+				d, err := s.op.Describe(ctx, &pb.DescribeRequest{Name: args[0]})
+				cancel()
+				if err != nil {
+					return err
+				}
+				cur := d.Cluster.GetStatus().GetRestore()
+				if cur.GetGeneration() == r.Generation && cur.GetState() == coordinator.RestoreDone && d.Cluster.Status.Phase == resources.PhaseReady {
+					fmt.Fprintf(out, "cluster/%s restored from backup %s in %s, Ready\n", args[0], r.Backup, time.Since(r.Requested.AsTime()).Round(time.Second))
+					return nil
+				}
+				// Each replica's step, as its agent reports it.
+				var steps []string
+				for _, c := range d.Components {
+					if c.Spec.Role == resources.RoleControlPlane {
+						steps = append(steps, fmt.Sprintf("%s: %s %s", c.Metadata.Name, c.GetStatus().GetState(), c.GetStatus().GetMessage()))
+					}
+				}
+				if p := strings.Join(steps, "\n  "); p != last {
+					fmt.Fprintf(out, "  %s\n", p)
+					last = p
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("cluster/%s not restored after %s:\n  %s", args[0], timeout, last)
+				}
+				time.Sleep(time.Second)
+			}
+		},
+	}
+	cmd.Flags().StringVar(&id, "backup", "", "the backup's ID")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every replica runs on the backup's data and the cluster is Ready")
+	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Minute, "how long --wait waits")
+	return cmd
 }

@@ -65,6 +65,9 @@ func printDescribe(w io.Writer, d *pb.DescribeResponse) {
 		field("Extra SANs", strings.Join(sans, ", "))
 	}
 	field("Backups", backupSummary(c.Spec.GetBackup(), d.Backups))
+	if r := c.GetStatus().GetRestore(); r != nil {
+		field("Restore", fmt.Sprintf("%s from backup %s (etcd revision %d), asked %s ago", r.State, r.Backup, r.Revision, age(r.Requested)))
+	}
 	field("API endpoint", dash(c.GetStatus().GetApiServerEndpoint()))
 	if c.Spec.GetVpn().GetEnabled() {
 		field("VPN endpoint", dash(c.GetStatus().GetVpnEndpoint()))

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,8 @@ func checkBackups(t *testing.T, s *system, cluster, dir string) {
 		t.Fatalf("cluster backup --wait: %v\n%s", err, out)
 	}
 	t.Logf("cluster backup --wait: %s in %s", strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), time.Since(started).Round(100*time.Millisecond))
+	id := regexp.MustCompile(`backup (\S+) taken`).FindStringSubmatch(out)[1]
+	defer checkRestore(t, s, cluster, kc, id)
 	list, _ := cli(s.config, "", "cluster", "backups", cluster)
 	if strings.Count(list, "Done") < 2 {
 		t.Errorf("cluster backups: want the scheduled and the asked one:\n%s", list)
@@ -132,6 +135,32 @@ func checkBackups(t *testing.T, s *system, cluster, dir string) {
 	if objects < 2 {
 		t.Errorf("%d backups stored in %s, want 2 or more", objects, dir)
 	}
+}
+
+// checkRestore: a Secret written after the backup id; the cluster
+// restored from it is Ready with the Secrets of that time: the first is
+// there, the one written after is not.
+func checkRestore(t *testing.T, s *system, cluster, kc, id string) {
+	t.Helper()
+	if _, err := kubectl(kc, "create", "secret", "generic", "after-backup", "--from-literal=k=v"); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	out, err := cli(s.config, "", "cluster", "restore", cluster, "--backup", id, "--wait", "--timeout", "5m")
+	if err != nil {
+		d, _ := cli(s.config, "", "describe", "cluster", cluster)
+		t.Fatalf("cluster restore: %v\n%s\n%s", err, out, d)
+	}
+	t.Logf("cluster restore --wait: Ready again %s after the call", time.Since(started).Round(100*time.Millisecond))
+	testutil.Eventually(t, time.Minute, "the Secrets of the backup's time", func() error {
+		if _, err := kubectl(kc, "get", "secret", "backed-up"); err != nil {
+			return fmt.Errorf("the Secret backed up: %v", err)
+		}
+		if out, err := kubectl(kc, "get", "secret", "after-backup"); err == nil || !strings.Contains(out, "NotFound") {
+			return fmt.Errorf("the Secret written after the backup: %q %v", out, err)
+		}
+		return nil
+	})
 }
 
 // noPlainKeys fails the test if a file under dataDir, but for the

@@ -2379,7 +2379,9 @@ type Assignment struct {
 	// (ComponentSpec.orphaned); only component and deleting are set.
 	Orphaned bool `protobuf:"varint,19,opt,name=orphaned,proto3" json:"orphaned,omitempty"`
 	// Control plane: etcd backups to take, the pending ones asked of it.
-	Backups       []*BackupTask `protobuf:"bytes,20,rep,name=backups,proto3" json:"backups,omitempty"`
+	Backups []*BackupTask `protobuf:"bytes,20,rep,name=backups,proto3" json:"backups,omitempty"`
+	// Control plane: the restore its etcd data must be of (see RestoreTask).
+	Restore       *RestoreTask `protobuf:"bytes,21,opt,name=restore,proto3" json:"restore,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2554,6 +2556,13 @@ func (x *Assignment) GetBackups() []*BackupTask {
 	return nil
 }
 
+func (x *Assignment) GetRestore() *RestoreTask {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
+}
+
 // VPNAssignment is a component's share of its cluster's VPN. The ingress
 // runs the endpoint (device, peers, forwarding); control-plane components
 // route the VPN's networks through the ingress's hypervisor.
@@ -2636,6 +2645,77 @@ func (x *BackupTask) GetPrune() []string {
 	return nil
 }
 
+// RestoreTask asks a replica's agent, once per generation, to stop its
+// pods, keep its etcd data aside and start again from the backup (backup:
+// where it is and its key), as a member of initial_cluster.
+type RestoreTask struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Generation     uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Backup         *BackupTask            `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	InitialCluster string                 `protobuf:"bytes,3,opt,name=initial_cluster,json=initialCluster,proto3" json:"initial_cluster,omitempty"` // NAME=PEER-URL,...
+	Token          string                 `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`                                         // --initial-cluster-token of the new set
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RestoreTask) Reset() {
+	*x = RestoreTask{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreTask) ProtoMessage() {}
+
+func (x *RestoreTask) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreTask.ProtoReflect.Descriptor instead.
+func (*RestoreTask) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RestoreTask) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RestoreTask) GetBackup() *BackupTask {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+func (x *RestoreTask) GetInitialCluster() string {
+	if x != nil {
+		return x.InitialCluster
+	}
+	return ""
+}
+
+func (x *RestoreTask) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 type VPNAssignment struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Cidr            string                 `protobuf:"bytes,1,opt,name=cidr,proto3" json:"cidr,omitempty"`
@@ -2656,7 +2736,7 @@ type VPNAssignment struct {
 
 func (x *VPNAssignment) Reset() {
 	*x = VPNAssignment{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2668,7 +2748,7 @@ func (x *VPNAssignment) String() string {
 func (*VPNAssignment) ProtoMessage() {}
 
 func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2681,7 +2761,7 @@ func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VPNAssignment.ProtoReflect.Descriptor instead.
 func (*VPNAssignment) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *VPNAssignment) GetCidr() string {
@@ -2729,7 +2809,7 @@ type GetAssignmentsResponse struct {
 
 func (x *GetAssignmentsResponse) Reset() {
 	*x = GetAssignmentsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2821,7 @@ func (x *GetAssignmentsResponse) String() string {
 func (*GetAssignmentsResponse) ProtoMessage() {}
 
 func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2834,7 @@ func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*GetAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetAssignmentsResponse) GetIndex() uint64 {
@@ -2781,7 +2861,7 @@ type ComponentReport struct {
 
 func (x *ComponentReport) Reset() {
 	*x = ComponentReport{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +2873,7 @@ func (x *ComponentReport) String() string {
 func (*ComponentReport) ProtoMessage() {}
 
 func (x *ComponentReport) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +2886,7 @@ func (x *ComponentReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentReport.ProtoReflect.Descriptor instead.
 func (*ComponentReport) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ComponentReport) GetComponent() string {
@@ -2839,7 +2919,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2851,7 +2931,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2864,7 +2944,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReportStatusRequest) GetHypervisor() string {
@@ -2915,7 +2995,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2927,7 +3007,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2940,7 +3020,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AgentEvent) GetComponent() string {
@@ -2979,7 +3059,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3071,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3084,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
 }
 
 type PeerStatusRequest struct {
@@ -3015,7 +3095,7 @@ type PeerStatusRequest struct {
 
 func (x *PeerStatusRequest) Reset() {
 	*x = PeerStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3107,7 @@ func (x *PeerStatusRequest) String() string {
 func (*PeerStatusRequest) ProtoMessage() {}
 
 func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3120,7 @@ func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
 type PeerStatusResponse struct {
@@ -3056,7 +3136,7 @@ type PeerStatusResponse struct {
 
 func (x *PeerStatusResponse) Reset() {
 	*x = PeerStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3068,7 +3148,7 @@ func (x *PeerStatusResponse) String() string {
 func (*PeerStatusResponse) ProtoMessage() {}
 
 func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3081,7 +3161,7 @@ func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusResponse.ProtoReflect.Descriptor instead.
 func (*PeerStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PeerStatusResponse) GetId() string {
@@ -3130,7 +3210,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3142,7 +3222,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3155,7 +3235,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PeerJoinRequest) GetId() string {
@@ -3187,7 +3267,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3199,7 +3279,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3212,7 +3292,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
 }
 
 type ListPeersRequest struct {
@@ -3224,7 +3304,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3236,7 +3316,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3249,7 +3329,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListPeersRequest) GetCluster() string {
@@ -3275,7 +3355,7 @@ type PeerInfo struct {
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3287,7 +3367,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3300,7 +3380,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PeerInfo) GetName() string {
@@ -3363,7 +3443,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3375,7 +3455,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3388,7 +3468,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListPeersResponse) GetPeers() []*PeerInfo {
@@ -3422,7 +3502,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3434,7 +3514,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3447,7 +3527,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RemovePeerRequest) GetCluster() string {
@@ -3472,7 +3552,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3484,7 +3564,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3497,7 +3577,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
 }
 
 // SetSchedulingRequest cordons (unschedulable), drains (unschedulable and
@@ -3513,7 +3593,7 @@ type SetSchedulingRequest struct {
 
 func (x *SetSchedulingRequest) Reset() {
 	*x = SetSchedulingRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3525,7 +3605,7 @@ func (x *SetSchedulingRequest) String() string {
 func (*SetSchedulingRequest) ProtoMessage() {}
 
 func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3538,7 +3618,7 @@ func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingRequest.ProtoReflect.Descriptor instead.
 func (*SetSchedulingRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SetSchedulingRequest) GetName() string {
@@ -3572,7 +3652,7 @@ type SetSchedulingResponse struct {
 
 func (x *SetSchedulingResponse) Reset() {
 	*x = SetSchedulingResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3584,7 +3664,7 @@ func (x *SetSchedulingResponse) String() string {
 func (*SetSchedulingResponse) ProtoMessage() {}
 
 func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3597,7 +3677,7 @@ func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingResponse.ProtoReflect.Descriptor instead.
 func (*SetSchedulingResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SetSchedulingResponse) GetHypervisor() *Hypervisor {
@@ -3626,7 +3706,7 @@ type JoinWorkerRequest struct {
 
 func (x *JoinWorkerRequest) Reset() {
 	*x = JoinWorkerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3638,7 +3718,7 @@ func (x *JoinWorkerRequest) String() string {
 func (*JoinWorkerRequest) ProtoMessage() {}
 
 func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3651,7 +3731,7 @@ func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWorkerRequest.ProtoReflect.Descriptor instead.
 func (*JoinWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *JoinWorkerRequest) GetToken() string {
@@ -3694,7 +3774,7 @@ type GetWorkerConfigRequest struct {
 
 func (x *GetWorkerConfigRequest) Reset() {
 	*x = GetWorkerConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3706,7 +3786,7 @@ func (x *GetWorkerConfigRequest) String() string {
 func (*GetWorkerConfigRequest) ProtoMessage() {}
 
 func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3719,7 +3799,7 @@ func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetWorkerConfigRequest) GetCluster() string {
@@ -3770,7 +3850,7 @@ type WorkerConfig struct {
 
 func (x *WorkerConfig) Reset() {
 	*x = WorkerConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3782,7 +3862,7 @@ func (x *WorkerConfig) String() string {
 func (*WorkerConfig) ProtoMessage() {}
 
 func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3795,7 +3875,7 @@ func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerConfig.ProtoReflect.Descriptor instead.
 func (*WorkerConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *WorkerConfig) GetCluster() string {
@@ -3928,7 +4008,7 @@ type CreateAdminRequest struct {
 
 func (x *CreateAdminRequest) Reset() {
 	*x = CreateAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3940,7 +4020,7 @@ func (x *CreateAdminRequest) String() string {
 func (*CreateAdminRequest) ProtoMessage() {}
 
 func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3953,7 +4033,7 @@ func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CreateAdminRequest) GetName() string {
@@ -3988,7 +4068,7 @@ type CreateAdminResponse struct {
 
 func (x *CreateAdminResponse) Reset() {
 	*x = CreateAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4000,7 +4080,7 @@ func (x *CreateAdminResponse) String() string {
 func (*CreateAdminResponse) ProtoMessage() {}
 
 func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4013,7 +4093,7 @@ func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CreateAdminResponse) GetCertPem() []byte {
@@ -4045,7 +4125,7 @@ type ListAdminsRequest struct {
 
 func (x *ListAdminsRequest) Reset() {
 	*x = ListAdminsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4057,7 +4137,7 @@ func (x *ListAdminsRequest) String() string {
 func (*ListAdminsRequest) ProtoMessage() {}
 
 func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4070,7 +4150,7 @@ func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
 }
 
 type ListAdminsResponse struct {
@@ -4082,7 +4162,7 @@ type ListAdminsResponse struct {
 
 func (x *ListAdminsResponse) Reset() {
 	*x = ListAdminsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4094,7 +4174,7 @@ func (x *ListAdminsResponse) String() string {
 func (*ListAdminsResponse) ProtoMessage() {}
 
 func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4107,7 +4187,7 @@ func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListAdminsResponse) GetCertificates() []*IssuedCert {
@@ -4126,7 +4206,7 @@ type RevokeAdminRequest struct {
 
 func (x *RevokeAdminRequest) Reset() {
 	*x = RevokeAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4138,7 +4218,7 @@ func (x *RevokeAdminRequest) String() string {
 func (*RevokeAdminRequest) ProtoMessage() {}
 
 func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4151,7 +4231,7 @@ func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RevokeAdminRequest) GetName() string {
@@ -4170,7 +4250,7 @@ type RevokeAdminResponse struct {
 
 func (x *RevokeAdminResponse) Reset() {
 	*x = RevokeAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4182,7 +4262,7 @@ func (x *RevokeAdminResponse) String() string {
 func (*RevokeAdminResponse) ProtoMessage() {}
 
 func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4195,7 +4275,7 @@ func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RevokeAdminResponse) GetRevoked() uint32 {
@@ -4215,7 +4295,7 @@ type IssueJoinCertificateRequest struct {
 
 func (x *IssueJoinCertificateRequest) Reset() {
 	*x = IssueJoinCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4227,7 +4307,7 @@ func (x *IssueJoinCertificateRequest) String() string {
 func (*IssueJoinCertificateRequest) ProtoMessage() {}
 
 func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4240,7 +4320,7 @@ func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *IssueJoinCertificateRequest) GetHypervisor() string {
@@ -4267,7 +4347,7 @@ type IssueJoinCertificateResponse struct {
 
 func (x *IssueJoinCertificateResponse) Reset() {
 	*x = IssueJoinCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4279,7 +4359,7 @@ func (x *IssueJoinCertificateResponse) String() string {
 func (*IssueJoinCertificateResponse) ProtoMessage() {}
 
 func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4292,7 +4372,7 @@ func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *IssueJoinCertificateResponse) GetCertPem() []byte {
@@ -4318,7 +4398,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4330,7 +4410,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4343,7 +4423,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -4361,7 +4441,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4373,7 +4453,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4386,7 +4466,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
 }
 
 type RenewCertificateRequest struct {
@@ -4398,7 +4478,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4410,7 +4490,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4423,7 +4503,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RenewCertificateRequest) GetCsrPem() []byte {
@@ -4443,7 +4523,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4455,7 +4535,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4468,7 +4548,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -4495,7 +4575,7 @@ type RenewWorkerCertificateRequest struct {
 
 func (x *RenewWorkerCertificateRequest) Reset() {
 	*x = RenewWorkerCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4507,7 +4587,7 @@ func (x *RenewWorkerCertificateRequest) String() string {
 func (*RenewWorkerCertificateRequest) ProtoMessage() {}
 
 func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4520,7 +4600,7 @@ func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewWorkerCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewWorkerCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RenewWorkerCertificateRequest) GetWorker() *GetWorkerConfigRequest {
@@ -4546,7 +4626,7 @@ type BackupClusterRequest struct {
 
 func (x *BackupClusterRequest) Reset() {
 	*x = BackupClusterRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4558,7 +4638,7 @@ func (x *BackupClusterRequest) String() string {
 func (*BackupClusterRequest) ProtoMessage() {}
 
 func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4571,7 +4651,7 @@ func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterRequest.ProtoReflect.Descriptor instead.
 func (*BackupClusterRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *BackupClusterRequest) GetCluster() string {
@@ -4590,7 +4670,7 @@ type BackupClusterResponse struct {
 
 func (x *BackupClusterResponse) Reset() {
 	*x = BackupClusterResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4602,7 +4682,7 @@ func (x *BackupClusterResponse) String() string {
 func (*BackupClusterResponse) ProtoMessage() {}
 
 func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4615,7 +4695,7 @@ func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterResponse.ProtoReflect.Descriptor instead.
 func (*BackupClusterResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *BackupClusterResponse) GetBackup() *Backup {
@@ -4634,7 +4714,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4646,7 +4726,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4659,7 +4739,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ListBackupsRequest) GetCluster() string {
@@ -4678,7 +4758,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4690,7 +4770,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4703,12 +4783,108 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
 	if x != nil {
 		return x.Backups
+	}
+	return nil
+}
+
+type RestoreClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreClusterRequest) Reset() {
+	*x = RestoreClusterRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreClusterRequest) ProtoMessage() {}
+
+func (x *RestoreClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreClusterRequest.ProtoReflect.Descriptor instead.
+func (*RestoreClusterRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *RestoreClusterRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RestoreClusterRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+type RestoreClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Restore       *ClusterRestore        `protobuf:"bytes,1,opt,name=restore,proto3" json:"restore,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreClusterResponse) Reset() {
+	*x = RestoreClusterResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreClusterResponse) ProtoMessage() {}
+
+func (x *RestoreClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreClusterResponse.ProtoReflect.Descriptor instead.
+func (*RestoreClusterResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *RestoreClusterResponse) GetRestore() *ClusterRestore {
+	if x != nil {
+		return x.Restore
 	}
 	return nil
 }
@@ -4888,7 +5064,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\x94\t\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\xc8\t\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -4913,7 +5089,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\rreplica_floor\x18\x11 \x01(\rR\freplicaFloor\x12'\n" +
 	"\x0fcert_generation\x18\x12 \x01(\x04R\x0ecertGeneration\x12\x1a\n" +
 	"\borphaned\x18\x13 \x01(\bR\borphaned\x121\n" +
-	"\abackups\x18\x14 \x03(\v2\x17.oneinfra.v1.BackupTaskR\abackups\x1a:\n" +
+	"\abackups\x18\x14 \x03(\v2\x17.oneinfra.v1.BackupTaskR\abackups\x122\n" +
+	"\arestore\x18\x15 \x01(\v2\x18.oneinfra.v1.RestoreTaskR\arestore\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +
@@ -4930,7 +5107,14 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
 	"\x06object\x18\x03 \x01(\tR\x06object\x12\x10\n" +
 	"\x03key\x18\x04 \x01(\fR\x03key\x12\x14\n" +
-	"\x05prune\x18\x05 \x03(\tR\x05prune\"\xac\x01\n" +
+	"\x05prune\x18\x05 \x03(\tR\x05prune\"\x9d\x01\n" +
+	"\vRestoreTask\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12/\n" +
+	"\x06backup\x18\x02 \x01(\v2\x17.oneinfra.v1.BackupTaskR\x06backup\x12'\n" +
+	"\x0finitial_cluster\x18\x03 \x01(\tR\x0einitialCluster\x12\x14\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\"\xac\x01\n" +
 	"\rVPNAssignment\x12\x12\n" +
 	"\x04cidr\x18\x01 \x01(\tR\x04cidr\x12)\n" +
 	"\x10endpoint_address\x18\x02 \x01(\tR\x0fendpointAddress\x12\x16\n" +
@@ -5076,7 +5260,12 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x12ListBackupsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"D\n" +
 	"\x13ListBackupsResponse\x12-\n" +
-	"\abackups\x18\x01 \x03(\v2\x13.oneinfra.v1.BackupR\abackups2\xcb\r\n" +
+	"\abackups\x18\x01 \x03(\v2\x13.oneinfra.v1.BackupR\abackups\"I\n" +
+	"\x15RestoreClusterRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\"O\n" +
+	"\x16RestoreClusterResponse\x125\n" +
+	"\arestore\x18\x01 \x01(\v2\x1b.oneinfra.v1.ClusterRestoreR\arestore2\xa6\x0e\n" +
 	"\bOperator\x12>\n" +
 	"\x05Apply\x12\x19.oneinfra.v1.ApplyRequest\x1a\x1a.oneinfra.v1.ApplyResponse\x128\n" +
 	"\x03Get\x12\x17.oneinfra.v1.GetRequest\x1a\x18.oneinfra.v1.GetResponse\x12A\n" +
@@ -5103,7 +5292,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\fRemoveMember\x12 .oneinfra.v1.RemoveMemberRequest\x1a!.oneinfra.v1.RemoveMemberResponse\x12_\n" +
 	"\x10RenewCredentials\x12$.oneinfra.v1.RenewCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponse\x12V\n" +
 	"\rBackupCluster\x12!.oneinfra.v1.BackupClusterRequest\x1a\".oneinfra.v1.BackupClusterResponse\x12P\n" +
-	"\vListBackups\x12\x1f.oneinfra.v1.ListBackupsRequest\x1a .oneinfra.v1.ListBackupsResponse2\xc1\x01\n" +
+	"\vListBackups\x12\x1f.oneinfra.v1.ListBackupsRequest\x1a .oneinfra.v1.ListBackupsResponse\x12Y\n" +
+	"\x0eRestoreCluster\x12\".oneinfra.v1.RestoreClusterRequest\x1a#.oneinfra.v1.RestoreClusterResponse2\xc1\x01\n" +
 	"\tBootstrap\x12M\n" +
 	"\n" +
 	"JoinServer\x12\x1e.oneinfra.v1.JoinServerRequest\x1a\x1f.oneinfra.v1.JoinServerResponse\x12e\n" +
@@ -5141,7 +5331,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                      // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                      // 1: oneinfra.v1.Resource
@@ -5184,196 +5374,205 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*Endpoint)(nil),                      // 38: oneinfra.v1.Endpoint
 	(*Assignment)(nil),                    // 39: oneinfra.v1.Assignment
 	(*BackupTask)(nil),                    // 40: oneinfra.v1.BackupTask
-	(*VPNAssignment)(nil),                 // 41: oneinfra.v1.VPNAssignment
-	(*GetAssignmentsResponse)(nil),        // 42: oneinfra.v1.GetAssignmentsResponse
-	(*ComponentReport)(nil),               // 43: oneinfra.v1.ComponentReport
-	(*ReportStatusRequest)(nil),           // 44: oneinfra.v1.ReportStatusRequest
-	(*AgentEvent)(nil),                    // 45: oneinfra.v1.AgentEvent
-	(*ReportStatusResponse)(nil),          // 46: oneinfra.v1.ReportStatusResponse
-	(*PeerStatusRequest)(nil),             // 47: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),            // 48: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),               // 49: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),              // 50: oneinfra.v1.PeerJoinResponse
-	(*ListPeersRequest)(nil),              // 51: oneinfra.v1.ListPeersRequest
-	(*PeerInfo)(nil),                      // 52: oneinfra.v1.PeerInfo
-	(*ListPeersResponse)(nil),             // 53: oneinfra.v1.ListPeersResponse
-	(*RemovePeerRequest)(nil),             // 54: oneinfra.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),            // 55: oneinfra.v1.RemovePeerResponse
-	(*SetSchedulingRequest)(nil),          // 56: oneinfra.v1.SetSchedulingRequest
-	(*SetSchedulingResponse)(nil),         // 57: oneinfra.v1.SetSchedulingResponse
-	(*JoinWorkerRequest)(nil),             // 58: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),        // 59: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),                  // 60: oneinfra.v1.WorkerConfig
-	(*CreateAdminRequest)(nil),            // 61: oneinfra.v1.CreateAdminRequest
-	(*CreateAdminResponse)(nil),           // 62: oneinfra.v1.CreateAdminResponse
-	(*ListAdminsRequest)(nil),             // 63: oneinfra.v1.ListAdminsRequest
-	(*ListAdminsResponse)(nil),            // 64: oneinfra.v1.ListAdminsResponse
-	(*RevokeAdminRequest)(nil),            // 65: oneinfra.v1.RevokeAdminRequest
-	(*RevokeAdminResponse)(nil),           // 66: oneinfra.v1.RevokeAdminResponse
-	(*IssueJoinCertificateRequest)(nil),   // 67: oneinfra.v1.IssueJoinCertificateRequest
-	(*IssueJoinCertificateResponse)(nil),  // 68: oneinfra.v1.IssueJoinCertificateResponse
-	(*RemoveMemberRequest)(nil),           // 69: oneinfra.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),          // 70: oneinfra.v1.RemoveMemberResponse
-	(*RenewCertificateRequest)(nil),       // 71: oneinfra.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),      // 72: oneinfra.v1.RenewCertificateResponse
-	(*RenewWorkerCertificateRequest)(nil), // 73: oneinfra.v1.RenewWorkerCertificateRequest
-	(*BackupClusterRequest)(nil),          // 74: oneinfra.v1.BackupClusterRequest
-	(*BackupClusterResponse)(nil),         // 75: oneinfra.v1.BackupClusterResponse
-	(*ListBackupsRequest)(nil),            // 76: oneinfra.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),           // 77: oneinfra.v1.ListBackupsResponse
-	nil,                                   // 78: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                   // 79: oneinfra.v1.Assignment.CertsEntry
-	nil,                                   // 80: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                       // 81: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                    // 82: oneinfra.v1.Hypervisor
-	(*Component)(nil),                     // 83: oneinfra.v1.Component
-	(*Event)(nil),                         // 84: oneinfra.v1.Event
-	(*Backup)(nil),                        // 85: oneinfra.v1.Backup
-	(*timestamppb.Timestamp)(nil),         // 86: google.protobuf.Timestamp
-	(*Token)(nil),                         // 87: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),                // 88: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                   // 89: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                       // 90: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),               // 91: oneinfra.v1.ComponentStatus
-	(*IssuedCert)(nil),                    // 92: oneinfra.v1.IssuedCert
-	(*KeyPair)(nil),                       // 93: oneinfra.v1.KeyPair
+	(*RestoreTask)(nil),                   // 41: oneinfra.v1.RestoreTask
+	(*VPNAssignment)(nil),                 // 42: oneinfra.v1.VPNAssignment
+	(*GetAssignmentsResponse)(nil),        // 43: oneinfra.v1.GetAssignmentsResponse
+	(*ComponentReport)(nil),               // 44: oneinfra.v1.ComponentReport
+	(*ReportStatusRequest)(nil),           // 45: oneinfra.v1.ReportStatusRequest
+	(*AgentEvent)(nil),                    // 46: oneinfra.v1.AgentEvent
+	(*ReportStatusResponse)(nil),          // 47: oneinfra.v1.ReportStatusResponse
+	(*PeerStatusRequest)(nil),             // 48: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),            // 49: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),               // 50: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),              // 51: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),              // 52: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                      // 53: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),             // 54: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),             // 55: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),            // 56: oneinfra.v1.RemovePeerResponse
+	(*SetSchedulingRequest)(nil),          // 57: oneinfra.v1.SetSchedulingRequest
+	(*SetSchedulingResponse)(nil),         // 58: oneinfra.v1.SetSchedulingResponse
+	(*JoinWorkerRequest)(nil),             // 59: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),        // 60: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),                  // 61: oneinfra.v1.WorkerConfig
+	(*CreateAdminRequest)(nil),            // 62: oneinfra.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),           // 63: oneinfra.v1.CreateAdminResponse
+	(*ListAdminsRequest)(nil),             // 64: oneinfra.v1.ListAdminsRequest
+	(*ListAdminsResponse)(nil),            // 65: oneinfra.v1.ListAdminsResponse
+	(*RevokeAdminRequest)(nil),            // 66: oneinfra.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),           // 67: oneinfra.v1.RevokeAdminResponse
+	(*IssueJoinCertificateRequest)(nil),   // 68: oneinfra.v1.IssueJoinCertificateRequest
+	(*IssueJoinCertificateResponse)(nil),  // 69: oneinfra.v1.IssueJoinCertificateResponse
+	(*RemoveMemberRequest)(nil),           // 70: oneinfra.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),          // 71: oneinfra.v1.RemoveMemberResponse
+	(*RenewCertificateRequest)(nil),       // 72: oneinfra.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),      // 73: oneinfra.v1.RenewCertificateResponse
+	(*RenewWorkerCertificateRequest)(nil), // 74: oneinfra.v1.RenewWorkerCertificateRequest
+	(*BackupClusterRequest)(nil),          // 75: oneinfra.v1.BackupClusterRequest
+	(*BackupClusterResponse)(nil),         // 76: oneinfra.v1.BackupClusterResponse
+	(*ListBackupsRequest)(nil),            // 77: oneinfra.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),           // 78: oneinfra.v1.ListBackupsResponse
+	(*RestoreClusterRequest)(nil),         // 79: oneinfra.v1.RestoreClusterRequest
+	(*RestoreClusterResponse)(nil),        // 80: oneinfra.v1.RestoreClusterResponse
+	nil,                                   // 81: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                   // 82: oneinfra.v1.Assignment.CertsEntry
+	nil,                                   // 83: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                       // 84: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                    // 85: oneinfra.v1.Hypervisor
+	(*Component)(nil),                     // 86: oneinfra.v1.Component
+	(*Event)(nil),                         // 87: oneinfra.v1.Event
+	(*Backup)(nil),                        // 88: oneinfra.v1.Backup
+	(*timestamppb.Timestamp)(nil),         // 89: google.protobuf.Timestamp
+	(*Token)(nil),                         // 90: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),                // 91: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                   // 92: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                       // 93: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),               // 94: oneinfra.v1.ComponentStatus
+	(*IssuedCert)(nil),                    // 95: oneinfra.v1.IssuedCert
+	(*ClusterRestore)(nil),                // 96: oneinfra.v1.ClusterRestore
+	(*KeyPair)(nil),                       // 97: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	81, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	82, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	84, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	85, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	81, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	82, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	83, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	84, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	85, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	86, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	81, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	83, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	84, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	84, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	86, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	87, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	82, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	85, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
 	11, // 13: oneinfra.v1.DescribeResponse.certificates:type_name -> oneinfra.v1.CertificateSummary
-	85, // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
-	86, // 15: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
-	86, // 16: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
-	87, // 17: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	87, // 18: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	88, // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
+	89, // 15: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
+	89, // 16: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
+	90, // 17: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	90, // 18: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,  // 19: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	21, // 20: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	88, // 21: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	91, // 21: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
 	35, // 22: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	83, // 23: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	89, // 24: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	78, // 25: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	79, // 26: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	86, // 23: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	92, // 24: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	81, // 25: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	82, // 26: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
 	38, // 27: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
 	38, // 28: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	80, // 29: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	83, // 29: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
 	38, // 30: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
-	41, // 31: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
+	42, // 31: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
 	38, // 32: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
 	40, // 33: oneinfra.v1.Assignment.backups:type_name -> oneinfra.v1.BackupTask
-	90, // 34: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
-	39, // 35: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	91, // 36: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	43, // 37: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	86, // 38: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	45, // 39: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
-	86, // 40: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	86, // 41: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
-	52, // 42: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
-	0,  // 43: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	82, // 44: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	92, // 45: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
-	59, // 46: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
-	85, // 47: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
-	85, // 48: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
-	93, // 49: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 50: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 51: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 52: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 53: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	12, // 54: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	14, // 55: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	16, // 56: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	18, // 57: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	20, // 58: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	23, // 59: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	24, // 60: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	26, // 61: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	51, // 62: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	54, // 63: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	56, // 64: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	61, // 65: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
-	63, // 66: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
-	65, // 67: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
-	69, // 68: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
-	71, // 69: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
-	74, // 70: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
-	76, // 71: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
-	28, // 72: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	30, // 73: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	34, // 74: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	37, // 75: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	44, // 76: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	58, // 77: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	59, // 78: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	32, // 79: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	67, // 80: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
-	71, // 81: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	73, // 82: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
-	58, // 83: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	59, // 84: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	71, // 85: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	47, // 86: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	49, // 87: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	24, // 88: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	71, // 89: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	4,  // 90: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 91: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 92: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 93: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	13, // 94: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	15, // 95: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	17, // 96: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	19, // 97: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	22, // 98: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	24, // 99: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	25, // 100: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	27, // 101: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	53, // 102: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	55, // 103: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	57, // 104: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	62, // 105: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
-	64, // 106: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
-	66, // 107: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
-	70, // 108: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
-	72, // 109: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
-	75, // 110: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
-	77, // 111: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
-	29, // 112: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	31, // 113: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	36, // 114: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	42, // 115: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	46, // 116: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	60, // 117: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	60, // 118: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	33, // 119: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	68, // 120: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
-	72, // 121: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	72, // 122: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	60, // 123: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	60, // 124: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	72, // 125: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	48, // 126: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	50, // 127: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	25, // 128: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	72, // 129: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	90, // [90:130] is the sub-list for method output_type
-	50, // [50:90] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	41, // 34: oneinfra.v1.Assignment.restore:type_name -> oneinfra.v1.RestoreTask
+	40, // 35: oneinfra.v1.RestoreTask.backup:type_name -> oneinfra.v1.BackupTask
+	93, // 36: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	39, // 37: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	94, // 38: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	44, // 39: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	89, // 40: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	46, // 41: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
+	89, // 42: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	89, // 43: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	53, // 44: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	0,  // 45: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	85, // 46: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	95, // 47: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
+	60, // 48: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
+	88, // 49: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
+	88, // 50: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
+	96, // 51: oneinfra.v1.RestoreClusterResponse.restore:type_name -> oneinfra.v1.ClusterRestore
+	97, // 52: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,  // 53: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,  // 54: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,  // 55: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,  // 56: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	12, // 57: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	14, // 58: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	16, // 59: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	18, // 60: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	20, // 61: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	23, // 62: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	24, // 63: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	26, // 64: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	52, // 65: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	55, // 66: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	57, // 67: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	62, // 68: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
+	64, // 69: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
+	66, // 70: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
+	70, // 71: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
+	72, // 72: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
+	75, // 73: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
+	77, // 74: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
+	79, // 75: oneinfra.v1.Operator.RestoreCluster:input_type -> oneinfra.v1.RestoreClusterRequest
+	28, // 76: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	30, // 77: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	34, // 78: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	37, // 79: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	45, // 80: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	59, // 81: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	60, // 82: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	32, // 83: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	68, // 84: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
+	72, // 85: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	74, // 86: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
+	59, // 87: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	60, // 88: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	72, // 89: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	48, // 90: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	50, // 91: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	24, // 92: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	72, // 93: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	4,  // 94: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,  // 95: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,  // 96: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10, // 97: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	13, // 98: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	15, // 99: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	17, // 100: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	19, // 101: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	22, // 102: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	24, // 103: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	25, // 104: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	27, // 105: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	54, // 106: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	56, // 107: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	58, // 108: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	63, // 109: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
+	65, // 110: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
+	67, // 111: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
+	71, // 112: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
+	73, // 113: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
+	76, // 114: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
+	78, // 115: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
+	80, // 116: oneinfra.v1.Operator.RestoreCluster:output_type -> oneinfra.v1.RestoreClusterResponse
+	29, // 117: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	31, // 118: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	36, // 119: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	43, // 120: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	47, // 121: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	61, // 122: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	61, // 123: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	33, // 124: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	69, // 125: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
+	73, // 126: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	73, // 127: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	61, // 128: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	61, // 129: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	73, // 130: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	49, // 131: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	51, // 132: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	25, // 133: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	73, // 134: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	94, // [94:135] is the sub-list for method output_type
+	53, // [53:94] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -5392,7 +5591,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   81,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

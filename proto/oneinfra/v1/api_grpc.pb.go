@@ -45,6 +45,7 @@ const (
 	Operator_RenewCredentials_FullMethodName = "/oneinfra.v1.Operator/RenewCredentials"
 	Operator_BackupCluster_FullMethodName    = "/oneinfra.v1.Operator/BackupCluster"
 	Operator_ListBackups_FullMethodName      = "/oneinfra.v1.Operator/ListBackups"
+	Operator_RestoreCluster_FullMethodName   = "/oneinfra.v1.Operator/RestoreCluster"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -84,6 +85,8 @@ type OperatorClient interface {
 	BackupCluster(ctx context.Context, in *BackupClusterRequest, opts ...grpc.CallOption) (*BackupClusterResponse, error)
 	// ListBackups lists a cluster's backups, newest first.
 	ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error)
+	// RestoreCluster replaces a cluster's etcd data with a backup's.
+	RestoreCluster(ctx context.Context, in *RestoreClusterRequest, opts ...grpc.CallOption) (*RestoreClusterResponse, error)
 }
 
 type operatorClient struct {
@@ -326,6 +329,16 @@ func (c *operatorClient) ListBackups(ctx context.Context, in *ListBackupsRequest
 	return out, nil
 }
 
+func (c *operatorClient) RestoreCluster(ctx context.Context, in *RestoreClusterRequest, opts ...grpc.CallOption) (*RestoreClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestoreClusterResponse)
+	err := c.cc.Invoke(ctx, Operator_RestoreCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -363,6 +376,8 @@ type OperatorServer interface {
 	BackupCluster(context.Context, *BackupClusterRequest) (*BackupClusterResponse, error)
 	// ListBackups lists a cluster's backups, newest first.
 	ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error)
+	// RestoreCluster replaces a cluster's etcd data with a backup's.
+	RestoreCluster(context.Context, *RestoreClusterRequest) (*RestoreClusterResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -438,6 +453,9 @@ func (UnimplementedOperatorServer) BackupCluster(context.Context, *BackupCluster
 }
 func (UnimplementedOperatorServer) ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListBackups not implemented")
+}
+func (UnimplementedOperatorServer) RestoreCluster(context.Context, *RestoreClusterRequest) (*RestoreClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreCluster not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -838,6 +856,24 @@ func _Operator_ListBackups_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_RestoreCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).RestoreCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_RestoreCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).RestoreCluster(ctx, req.(*RestoreClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -924,6 +960,10 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListBackups",
 			Handler:    _Operator_ListBackups_Handler,
+		},
+		{
+			MethodName: "RestoreCluster",
+			Handler:    _Operator_RestoreCluster_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

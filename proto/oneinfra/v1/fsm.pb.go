@@ -1429,6 +1429,67 @@ func (x *BackupCommand) GetEvent() *Event {
 	return nil
 }
 
+// RestoreCommand starts a restore of a cluster from one of its backups.
+type RestoreCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreCommand) Reset() {
+	*x = RestoreCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreCommand) ProtoMessage() {}
+
+func (x *RestoreCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreCommand.ProtoReflect.Descriptor instead.
+func (*RestoreCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RestoreCommand) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RestoreCommand) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *RestoreCommand) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // DeleteComponentCommand marks an orphaned component (ComponentSpec.orphaned)
 // for removal; its agent removes it with its files.
 type DeleteComponentCommand struct {
@@ -1441,7 +1502,7 @@ type DeleteComponentCommand struct {
 
 func (x *DeleteComponentCommand) Reset() {
 	*x = DeleteComponentCommand{}
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1514,7 @@ func (x *DeleteComponentCommand) String() string {
 func (*DeleteComponentCommand) ProtoMessage() {}
 
 func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1527,7 @@ func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteComponentCommand.ProtoReflect.Descriptor instead.
 func (*DeleteComponentCommand) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{21}
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteComponentCommand) GetName() string {
@@ -1602,7 +1663,11 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06backup\x18\x01 \x01(\v2\x13.oneinfra.v1.BackupR\x06backup\x12\x1d\n" +
 	"\n" +
 	"backup_key\x18\x02 \x01(\fR\tbackupKey\x12(\n" +
-	"\x05event\x18\x03 \x01(\v2\x12.oneinfra.v1.EventR\x05event\"\\\n" +
+	"\x05event\x18\x03 \x01(\v2\x12.oneinfra.v1.EventR\x05event\"r\n" +
+	"\x0eRestoreCommand\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\\\n" +
 	"\x16DeleteComponentCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
@@ -1619,7 +1684,7 @@ func file_oneinfra_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_fsm_proto_rawDescData
 }
 
-var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*InitCommand)(nil),               // 0: oneinfra.v1.InitCommand
 	(*UpsertServerCommand)(nil),       // 1: oneinfra.v1.UpsertServerCommand
@@ -1642,82 +1707,84 @@ var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*RevokeCertsCommand)(nil),        // 18: oneinfra.v1.RevokeCertsCommand
 	(*PruneCommand)(nil),              // 19: oneinfra.v1.PruneCommand
 	(*BackupCommand)(nil),             // 20: oneinfra.v1.BackupCommand
-	(*DeleteComponentCommand)(nil),    // 21: oneinfra.v1.DeleteComponentCommand
-	nil,                               // 22: oneinfra.v1.Snapshot.TableIndexesEntry
-	(*CoordinatorConfig)(nil),         // 23: oneinfra.v1.CoordinatorConfig
-	(*Server)(nil),                    // 24: oneinfra.v1.Server
-	(*IssuedCert)(nil),                // 25: oneinfra.v1.IssuedCert
-	(*timestamppb.Timestamp)(nil),     // 26: google.protobuf.Timestamp
-	(*Cluster)(nil),                   // 27: oneinfra.v1.Cluster
-	(*ClusterPKI)(nil),                // 28: oneinfra.v1.ClusterPKI
-	(*Hypervisor)(nil),                // 29: oneinfra.v1.Hypervisor
-	(*Event)(nil),                     // 30: oneinfra.v1.Event
-	(*Token)(nil),                     // 31: oneinfra.v1.Token
-	(*Component)(nil),                 // 32: oneinfra.v1.Component
-	(*ComponentCerts)(nil),            // 33: oneinfra.v1.ComponentCerts
-	(*ClusterStatus)(nil),             // 34: oneinfra.v1.ClusterStatus
-	(*VPNPeer)(nil),                   // 35: oneinfra.v1.VPNPeer
-	(*Backup)(nil),                    // 36: oneinfra.v1.Backup
-	(*Condition)(nil),                 // 37: oneinfra.v1.Condition
+	(*RestoreCommand)(nil),            // 21: oneinfra.v1.RestoreCommand
+	(*DeleteComponentCommand)(nil),    // 22: oneinfra.v1.DeleteComponentCommand
+	nil,                               // 23: oneinfra.v1.Snapshot.TableIndexesEntry
+	(*CoordinatorConfig)(nil),         // 24: oneinfra.v1.CoordinatorConfig
+	(*Server)(nil),                    // 25: oneinfra.v1.Server
+	(*IssuedCert)(nil),                // 26: oneinfra.v1.IssuedCert
+	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
+	(*Cluster)(nil),                   // 28: oneinfra.v1.Cluster
+	(*ClusterPKI)(nil),                // 29: oneinfra.v1.ClusterPKI
+	(*Hypervisor)(nil),                // 30: oneinfra.v1.Hypervisor
+	(*Event)(nil),                     // 31: oneinfra.v1.Event
+	(*Token)(nil),                     // 32: oneinfra.v1.Token
+	(*Component)(nil),                 // 33: oneinfra.v1.Component
+	(*ComponentCerts)(nil),            // 34: oneinfra.v1.ComponentCerts
+	(*ClusterStatus)(nil),             // 35: oneinfra.v1.ClusterStatus
+	(*VPNPeer)(nil),                   // 36: oneinfra.v1.VPNPeer
+	(*Backup)(nil),                    // 37: oneinfra.v1.Backup
+	(*Condition)(nil),                 // 38: oneinfra.v1.Condition
 }
 var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
-	23, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
-	24, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
-	25, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
-	24, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
-	26, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
-	27, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
-	28, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	29, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	30, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
-	26, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
-	26, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	31, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
-	29, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	25, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	26, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	32, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
-	33, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
-	34, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	30, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	26, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
-	32, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	26, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	30, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
-	34, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	30, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	23, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	24, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	27, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	28, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	29, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	32, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	33, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	31, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	30, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	22, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	35, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
-	25, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
-	36, // 37: oneinfra.v1.Snapshot.backups:type_name -> oneinfra.v1.Backup
-	35, // 38: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
-	30, // 39: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
-	25, // 40: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	30, // 41: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
-	26, // 42: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
-	37, // 43: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
-	30, // 44: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
-	26, // 45: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
-	25, // 46: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
-	26, // 47: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
-	26, // 48: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
-	36, // 49: oneinfra.v1.BackupCommand.backup:type_name -> oneinfra.v1.Backup
-	30, // 50: oneinfra.v1.BackupCommand.event:type_name -> oneinfra.v1.Event
-	26, // 51: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
-	52, // [52:52] is the sub-list for method output_type
-	52, // [52:52] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	24, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
+	25, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
+	26, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
+	25, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
+	27, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
+	28, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
+	29, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	30, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	31, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
+	27, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
+	27, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	32, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
+	30, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	26, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	27, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	33, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
+	34, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
+	35, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	31, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
+	27, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	33, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	27, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	31, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
+	35, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	31, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	24, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	25, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	28, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	29, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	30, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	33, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	34, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	32, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	31, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	23, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	36, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	26, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
+	37, // 37: oneinfra.v1.Snapshot.backups:type_name -> oneinfra.v1.Backup
+	36, // 38: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	31, // 39: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	26, // 40: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	31, // 41: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	27, // 42: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
+	38, // 43: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
+	31, // 44: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
+	27, // 45: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
+	26, // 46: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
+	27, // 47: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
+	27, // 48: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
+	37, // 49: oneinfra.v1.BackupCommand.backup:type_name -> oneinfra.v1.Backup
+	31, // 50: oneinfra.v1.BackupCommand.event:type_name -> oneinfra.v1.Event
+	27, // 51: oneinfra.v1.RestoreCommand.time:type_name -> google.protobuf.Timestamp
+	27, // 52: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
@@ -1732,7 +1799,7 @@ func file_oneinfra_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_fsm_proto_rawDesc), len(file_oneinfra_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -625,7 +625,9 @@ type ClusterStatus struct {
 	NextReplicaIndex uint32 `protobuf:"varint,5,opt,name=next_replica_index,json=nextReplicaIndex,proto3" json:"next_replica_index,omitempty"`
 	// backups: the newest backup taken (ID, time, etcd revision), filled in
 	// when read, never stored.
-	Backups       []*BackupStatus `protobuf:"bytes,6,rep,name=backups,proto3" json:"backups,omitempty"`
+	Backups []*BackupStatus `protobuf:"bytes,6,rep,name=backups,proto3" json:"backups,omitempty"`
+	// restore: the newest `cluster restore`, kept across status updates.
+	Restore       *ClusterRestore `protobuf:"bytes,7,opt,name=restore,proto3" json:"restore,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -702,6 +704,100 @@ func (x *ClusterStatus) GetBackups() []*BackupStatus {
 	return nil
 }
 
+func (x *ClusterStatus) GetRestore() *ClusterRestore {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
+}
+
+// ClusterRestore is a restore of a cluster's etcd from one of its backups:
+// every replica replaces its member's data (the old kept beside it) with
+// the backup's, as one new member set; generation counts the restores.
+type ClusterRestore struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        string                 `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // Restoring, Done
+	Requested     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=requested,proto3" json:"requested,omitempty"`
+	Finished      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=finished,proto3" json:"finished,omitempty"`
+	Revision      int64                  `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"` // the backup's etcd revision
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterRestore) Reset() {
+	*x = ClusterRestore{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterRestore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterRestore) ProtoMessage() {}
+
+func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterRestore.ProtoReflect.Descriptor instead.
+func (*ClusterRestore) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ClusterRestore) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *ClusterRestore) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ClusterRestore) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ClusterRestore) GetRequested() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Requested
+	}
+	return nil
+}
+
+func (x *ClusterRestore) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *ClusterRestore) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type BackupStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -713,7 +809,7 @@ type BackupStatus struct {
 
 func (x *BackupStatus) Reset() {
 	*x = BackupStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[10]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +821,7 @@ func (x *BackupStatus) String() string {
 func (*BackupStatus) ProtoMessage() {}
 
 func (x *BackupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[10]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +834,7 @@ func (x *BackupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupStatus.ProtoReflect.Descriptor instead.
 func (*BackupStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BackupStatus) GetId() string {
@@ -775,7 +871,7 @@ type Hypervisor struct {
 
 func (x *Hypervisor) Reset() {
 	*x = Hypervisor{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[11]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +883,7 @@ func (x *Hypervisor) String() string {
 func (*Hypervisor) ProtoMessage() {}
 
 func (x *Hypervisor) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[11]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +896,7 @@ func (x *Hypervisor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hypervisor.ProtoReflect.Descriptor instead.
 func (*Hypervisor) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Hypervisor) GetApiVersion() string {
@@ -851,7 +947,7 @@ type HypervisorSpec struct {
 
 func (x *HypervisorSpec) Reset() {
 	*x = HypervisorSpec{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[12]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +959,7 @@ func (x *HypervisorSpec) String() string {
 func (*HypervisorSpec) ProtoMessage() {}
 
 func (x *HypervisorSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[12]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +972,7 @@ func (x *HypervisorSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HypervisorSpec.ProtoReflect.Descriptor instead.
 func (*HypervisorSpec) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HypervisorSpec) GetPublic() bool {
@@ -930,7 +1026,7 @@ type HypervisorStatus struct {
 
 func (x *HypervisorStatus) Reset() {
 	*x = HypervisorStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[13]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1038,7 @@ func (x *HypervisorStatus) String() string {
 func (*HypervisorStatus) ProtoMessage() {}
 
 func (x *HypervisorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[13]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1051,7 @@ func (x *HypervisorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HypervisorStatus.ProtoReflect.Descriptor instead.
 func (*HypervisorStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HypervisorStatus) GetHealth() string {
@@ -1014,7 +1110,7 @@ type Component struct {
 
 func (x *Component) Reset() {
 	*x = Component{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[14]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1122,7 @@ func (x *Component) String() string {
 func (*Component) ProtoMessage() {}
 
 func (x *Component) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[14]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1135,7 @@ func (x *Component) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Component.ProtoReflect.Descriptor instead.
 func (*Component) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{14}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Component) GetApiVersion() string {
@@ -1094,7 +1190,7 @@ type ComponentSpec struct {
 
 func (x *ComponentSpec) Reset() {
 	*x = ComponentSpec{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1202,7 @@ func (x *ComponentSpec) String() string {
 func (*ComponentSpec) ProtoMessage() {}
 
 func (x *ComponentSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1215,7 @@ func (x *ComponentSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentSpec.ProtoReflect.Descriptor instead.
 func (*ComponentSpec) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{15}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ComponentSpec) GetCluster() string {
@@ -1175,14 +1271,16 @@ type ComponentStatus struct {
 	// (Assignment.cert_generation), as of this report.
 	CertGeneration uint64 `protobuf:"varint,8,opt,name=cert_generation,json=certGeneration,proto3" json:"cert_generation,omitempty"`
 	// Control plane: the backups of its assignment taken or failed.
-	Backups       []*BackupResult `protobuf:"bytes,9,rep,name=backups,proto3" json:"backups,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Backups []*BackupResult `protobuf:"bytes,9,rep,name=backups,proto3" json:"backups,omitempty"`
+	// Control plane: the restore generation its etcd data is of.
+	RestoreGeneration uint64 `protobuf:"varint,10,opt,name=restore_generation,json=restoreGeneration,proto3" json:"restore_generation,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ComponentStatus) Reset() {
 	*x = ComponentStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1292,7 @@ func (x *ComponentStatus) String() string {
 func (*ComponentStatus) ProtoMessage() {}
 
 func (x *ComponentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1305,7 @@ func (x *ComponentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentStatus.ProtoReflect.Descriptor instead.
 func (*ComponentStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{16}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ComponentStatus) GetState() string {
@@ -1273,6 +1371,13 @@ func (x *ComponentStatus) GetBackups() []*BackupResult {
 	return nil
 }
 
+func (x *ComponentStatus) GetRestoreGeneration() uint64 {
+	if x != nil {
+		return x.RestoreGeneration
+	}
+	return 0
+}
+
 // PeerStatus is what a VPN endpoint's WireGuard device says about one peer.
 type PeerStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1287,7 +1392,7 @@ type PeerStatus struct {
 
 func (x *PeerStatus) Reset() {
 	*x = PeerStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1404,7 @@ func (x *PeerStatus) String() string {
 func (*PeerStatus) ProtoMessage() {}
 
 func (x *PeerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1417,7 @@ func (x *PeerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatus.ProtoReflect.Descriptor instead.
 func (*PeerStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PeerStatus) GetPublicKey() string {
@@ -1372,7 +1477,7 @@ type VPNPeer struct {
 
 func (x *VPNPeer) Reset() {
 	*x = VPNPeer{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1489,7 @@ func (x *VPNPeer) String() string {
 func (*VPNPeer) ProtoMessage() {}
 
 func (x *VPNPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1502,7 @@ func (x *VPNPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VPNPeer.ProtoReflect.Descriptor instead.
 func (*VPNPeer) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *VPNPeer) GetCluster() string {
@@ -1489,7 +1594,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1606,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1619,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Token) GetId() string {
@@ -1609,7 +1714,7 @@ type IssuedCert struct {
 
 func (x *IssuedCert) Reset() {
 	*x = IssuedCert{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1726,7 @@ func (x *IssuedCert) String() string {
 func (*IssuedCert) ProtoMessage() {}
 
 func (x *IssuedCert) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1739,7 @@ func (x *IssuedCert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssuedCert.ProtoReflect.Descriptor instead.
 func (*IssuedCert) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *IssuedCert) GetSerial() string {
@@ -1729,7 +1834,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1846,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1859,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetCluster() string {
@@ -1811,7 +1916,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1928,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1941,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{22}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Server) GetId() string {
@@ -1871,7 +1976,7 @@ type KeyPair struct {
 
 func (x *KeyPair) Reset() {
 	*x = KeyPair{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1988,7 @@ func (x *KeyPair) String() string {
 func (*KeyPair) ProtoMessage() {}
 
 func (x *KeyPair) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +2001,7 @@ func (x *KeyPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPair.ProtoReflect.Descriptor instead.
 func (*KeyPair) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{23}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeyPair) GetCertPem() []byte {
@@ -1930,7 +2035,7 @@ type ClusterPKI struct {
 
 func (x *ClusterPKI) Reset() {
 	*x = ClusterPKI{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2047,7 @@ func (x *ClusterPKI) String() string {
 func (*ClusterPKI) ProtoMessage() {}
 
 func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2060,7 @@ func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPKI.ProtoReflect.Descriptor instead.
 func (*ClusterPKI) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{24}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterPKI) GetCluster() string {
@@ -2016,7 +2121,7 @@ type Backup struct {
 
 func (x *Backup) Reset() {
 	*x = Backup{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2133,7 @@ func (x *Backup) String() string {
 func (*Backup) ProtoMessage() {}
 
 func (x *Backup) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2146,7 @@ func (x *Backup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backup.ProtoReflect.Descriptor instead.
 func (*Backup) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{25}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Backup) GetCluster() string {
@@ -2135,7 +2240,7 @@ type BackupResult struct {
 
 func (x *BackupResult) Reset() {
 	*x = BackupResult{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2252,7 @@ func (x *BackupResult) String() string {
 func (*BackupResult) ProtoMessage() {}
 
 func (x *BackupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2265,7 @@ func (x *BackupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
 func (*BackupResult) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{26}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BackupResult) GetId() string {
@@ -2224,7 +2329,7 @@ type ComponentCerts struct {
 
 func (x *ComponentCerts) Reset() {
 	*x = ComponentCerts{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2341,7 @@ func (x *ComponentCerts) String() string {
 func (*ComponentCerts) ProtoMessage() {}
 
 func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2354,7 @@ func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentCerts.ProtoReflect.Descriptor instead.
 func (*ComponentCerts) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{27}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ComponentCerts) GetComponent() string {
@@ -2317,7 +2422,7 @@ type CoordinatorConfig struct {
 
 func (x *CoordinatorConfig) Reset() {
 	*x = CoordinatorConfig{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2434,7 @@ func (x *CoordinatorConfig) String() string {
 func (*CoordinatorConfig) ProtoMessage() {}
 
 func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2447,7 @@ func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorConfig.ProtoReflect.Descriptor instead.
 func (*CoordinatorConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{28}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CoordinatorConfig) GetCa() *KeyPair {
@@ -2429,7 +2534,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"extra_sans\x18\x01 \x03(\tR\textraSANs\"N\n" +
 	"\x0eNetworkingSpec\x12\x19\n" +
 	"\bpod_cidr\x18\x01 \x01(\tR\apodCIDR\x12!\n" +
-	"\fservice_cidr\x18\x02 \x01(\tR\vserviceCIDR\"\x93\x02\n" +
+	"\fservice_cidr\x18\x02 \x01(\tR\vserviceCIDR\"\xca\x02\n" +
 	"\rClusterStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12.\n" +
 	"\x13api_server_endpoint\x18\x02 \x01(\tR\x11apiServerEndpoint\x12!\n" +
@@ -2438,7 +2543,17 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"conditions\x18\x04 \x03(\v2\x16.oneinfra.v1.ConditionR\n" +
 	"conditions\x12,\n" +
 	"\x12next_replica_index\x18\x05 \x01(\rR\x10nextReplicaIndex\x123\n" +
-	"\abackups\x18\x06 \x03(\v2\x19.oneinfra.v1.BackupStatusR\abackups\"j\n" +
+	"\abackups\x18\x06 \x03(\v2\x19.oneinfra.v1.BackupStatusR\abackups\x125\n" +
+	"\arestore\x18\a \x01(\v2\x1b.oneinfra.v1.ClusterRestoreR\arestore\"\xec\x01\n" +
+	"\x0eClusterRestore\x12\x16\n" +
+	"\x06backup\x18\x01 \x01(\tR\x06backup\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x128\n" +
+	"\trequested\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trequested\x126\n" +
+	"\bfinished\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x1a\n" +
+	"\brevision\x18\x06 \x01(\x03R\brevision\"j\n" +
 	"\fBackupStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
@@ -2487,7 +2602,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x98\x03\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xc7\x03\n" +
 	"\x0fComponentStatus\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x126\n" +
@@ -2500,7 +2615,9 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\tvpn_peers\x18\x06 \x03(\v2\x17.oneinfra.v1.PeerStatusR\bvpnPeers\x12\x1a\n" +
 	"\bbackends\x18\a \x03(\tR\bbackends\x12'\n" +
 	"\x0fcert_generation\x18\b \x01(\x04R\x0ecertGeneration\x123\n" +
-	"\abackups\x18\t \x03(\v2\x19.oneinfra.v1.BackupResultR\abackups\"\xc0\x01\n" +
+	"\abackups\x18\t \x03(\v2\x19.oneinfra.v1.BackupResultR\abackups\x12-\n" +
+	"\x12restore_generation\x18\n" +
+	" \x01(\x04R\x11restoreGeneration\"\xc0\x01\n" +
 	"\n" +
 	"PeerStatus\x12\x1d\n" +
 	"\n" +
@@ -2633,7 +2750,7 @@ func file_oneinfra_v1_resources_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_resources_proto_rawDescData
 }
 
-var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: oneinfra.v1.ObjectMeta
 	(*Condition)(nil),             // 1: oneinfra.v1.Condition
@@ -2645,37 +2762,38 @@ var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*APIServerSpec)(nil),         // 7: oneinfra.v1.APIServerSpec
 	(*NetworkingSpec)(nil),        // 8: oneinfra.v1.NetworkingSpec
 	(*ClusterStatus)(nil),         // 9: oneinfra.v1.ClusterStatus
-	(*BackupStatus)(nil),          // 10: oneinfra.v1.BackupStatus
-	(*Hypervisor)(nil),            // 11: oneinfra.v1.Hypervisor
-	(*HypervisorSpec)(nil),        // 12: oneinfra.v1.HypervisorSpec
-	(*HypervisorStatus)(nil),      // 13: oneinfra.v1.HypervisorStatus
-	(*Component)(nil),             // 14: oneinfra.v1.Component
-	(*ComponentSpec)(nil),         // 15: oneinfra.v1.ComponentSpec
-	(*ComponentStatus)(nil),       // 16: oneinfra.v1.ComponentStatus
-	(*PeerStatus)(nil),            // 17: oneinfra.v1.PeerStatus
-	(*VPNPeer)(nil),               // 18: oneinfra.v1.VPNPeer
-	(*Token)(nil),                 // 19: oneinfra.v1.Token
-	(*IssuedCert)(nil),            // 20: oneinfra.v1.IssuedCert
-	(*Event)(nil),                 // 21: oneinfra.v1.Event
-	(*Server)(nil),                // 22: oneinfra.v1.Server
-	(*KeyPair)(nil),               // 23: oneinfra.v1.KeyPair
-	(*ClusterPKI)(nil),            // 24: oneinfra.v1.ClusterPKI
-	(*Backup)(nil),                // 25: oneinfra.v1.Backup
-	(*BackupResult)(nil),          // 26: oneinfra.v1.BackupResult
-	(*ComponentCerts)(nil),        // 27: oneinfra.v1.ComponentCerts
-	(*CoordinatorConfig)(nil),     // 28: oneinfra.v1.CoordinatorConfig
-	nil,                           // 29: oneinfra.v1.ObjectMeta.LabelsEntry
-	nil,                           // 30: oneinfra.v1.ComponentSpec.PortsEntry
-	nil,                           // 31: oneinfra.v1.ClusterPKI.CasEntry
-	nil,                           // 32: oneinfra.v1.ComponentCerts.CertsEntry
-	nil,                           // 33: oneinfra.v1.ComponentCerts.RenewedEntry
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*ClusterRestore)(nil),        // 10: oneinfra.v1.ClusterRestore
+	(*BackupStatus)(nil),          // 11: oneinfra.v1.BackupStatus
+	(*Hypervisor)(nil),            // 12: oneinfra.v1.Hypervisor
+	(*HypervisorSpec)(nil),        // 13: oneinfra.v1.HypervisorSpec
+	(*HypervisorStatus)(nil),      // 14: oneinfra.v1.HypervisorStatus
+	(*Component)(nil),             // 15: oneinfra.v1.Component
+	(*ComponentSpec)(nil),         // 16: oneinfra.v1.ComponentSpec
+	(*ComponentStatus)(nil),       // 17: oneinfra.v1.ComponentStatus
+	(*PeerStatus)(nil),            // 18: oneinfra.v1.PeerStatus
+	(*VPNPeer)(nil),               // 19: oneinfra.v1.VPNPeer
+	(*Token)(nil),                 // 20: oneinfra.v1.Token
+	(*IssuedCert)(nil),            // 21: oneinfra.v1.IssuedCert
+	(*Event)(nil),                 // 22: oneinfra.v1.Event
+	(*Server)(nil),                // 23: oneinfra.v1.Server
+	(*KeyPair)(nil),               // 24: oneinfra.v1.KeyPair
+	(*ClusterPKI)(nil),            // 25: oneinfra.v1.ClusterPKI
+	(*Backup)(nil),                // 26: oneinfra.v1.Backup
+	(*BackupResult)(nil),          // 27: oneinfra.v1.BackupResult
+	(*ComponentCerts)(nil),        // 28: oneinfra.v1.ComponentCerts
+	(*CoordinatorConfig)(nil),     // 29: oneinfra.v1.CoordinatorConfig
+	nil,                           // 30: oneinfra.v1.ObjectMeta.LabelsEntry
+	nil,                           // 31: oneinfra.v1.ComponentSpec.PortsEntry
+	nil,                           // 32: oneinfra.v1.ClusterPKI.CasEntry
+	nil,                           // 33: oneinfra.v1.ComponentCerts.CertsEntry
+	nil,                           // 34: oneinfra.v1.ComponentCerts.RenewedEntry
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
 }
 var file_oneinfra_v1_resources_proto_depIdxs = []int32{
-	29, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
-	34, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	34, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	34, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	30, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
+	35, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	35, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	35, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: oneinfra.v1.Cluster.metadata:type_name -> oneinfra.v1.ObjectMeta
 	3,  // 5: oneinfra.v1.Cluster.spec:type_name -> oneinfra.v1.ClusterSpec
 	9,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
@@ -2685,46 +2803,49 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	8,  // 10: oneinfra.v1.ClusterSpec.networking:type_name -> oneinfra.v1.NetworkingSpec
 	4,  // 11: oneinfra.v1.ClusterSpec.backup:type_name -> oneinfra.v1.BackupSpec
 	1,  // 12: oneinfra.v1.ClusterStatus.conditions:type_name -> oneinfra.v1.Condition
-	10, // 13: oneinfra.v1.ClusterStatus.backups:type_name -> oneinfra.v1.BackupStatus
-	34, // 14: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
-	0,  // 15: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
-	12, // 16: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
-	13, // 17: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	34, // 18: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 19: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
-	0,  // 20: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
-	15, // 21: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
-	16, // 22: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
-	30, // 23: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
-	1,  // 24: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	34, // 25: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
-	17, // 26: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
-	26, // 27: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
-	34, // 28: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	34, // 29: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
-	34, // 30: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
-	34, // 31: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	34, // 32: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	34, // 33: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
-	34, // 34: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
-	34, // 35: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
-	34, // 36: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
-	31, // 37: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
-	34, // 38: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
-	34, // 39: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
-	32, // 40: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
-	33, // 41: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
-	34, // 42: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
-	34, // 43: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
-	23, // 44: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	23, // 45: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	23, // 46: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	23, // 47: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	11, // 13: oneinfra.v1.ClusterStatus.backups:type_name -> oneinfra.v1.BackupStatus
+	10, // 14: oneinfra.v1.ClusterStatus.restore:type_name -> oneinfra.v1.ClusterRestore
+	35, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
+	35, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
+	35, // 17: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
+	0,  // 18: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
+	13, // 19: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
+	14, // 20: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
+	35, // 21: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 22: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
+	0,  // 23: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
+	16, // 24: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
+	17, // 25: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
+	31, // 26: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
+	1,  // 27: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
+	35, // 28: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	18, // 29: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
+	27, // 30: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
+	35, // 31: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	35, // 32: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	35, // 33: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	35, // 34: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	35, // 35: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	35, // 36: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
+	35, // 37: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
+	35, // 38: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
+	35, // 39: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	32, // 40: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
+	35, // 41: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
+	35, // 42: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
+	33, // 43: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
+	34, // 44: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
+	35, // 45: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
+	35, // 46: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
+	24, // 47: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	24, // 48: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 49: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 50: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
@@ -2739,7 +2860,7 @@ func file_oneinfra_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_resources_proto_rawDesc), len(file_oneinfra_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
