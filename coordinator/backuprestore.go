@@ -85,7 +85,7 @@ func (f *FSM) applyRestore(txn *state.Txn, m proto.Message) error {
 		c.Status = &pb.ClusterStatus{}
 	}
 	c.Status.Restore = &pb.ClusterRestore{Backup: b.Id, Generation: c.Status.GetRestore().GetGeneration() + 1, State: RestoreRestoring,
-		Requested: cmd.Time, Revision: b.Revision}
+		Requested: cmd.Time, Revision: b.Revision, Taken: b.Finished, Reason: "requested"}
 	txn.UpsertCluster(c)
 	txn.InsertEvents([]*pb.Event{state.Event(c.Metadata.Name, "Normal", "Restoring",
 		fmt.Sprintf("restoring etcd from backup %s (etcd revision %d, taken %s): every replica stops and starts again on its data",

@@ -281,7 +281,10 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	if err := r.roll(have, steady); err != nil {
 		return err
 	}
+	// While a restore runs, the member set stays the one it restores.
+	restoring := c.GetStatus().GetRestore().GetState() == RestoreRestoring
 	switch {
+	case restoring:
 	case len(have) < want || drained != nil:
 		n := want - len(have)
 		if drained != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Rescheduling: the components of a hypervisor whose committed health is
@@ -92,8 +93,15 @@ func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.C
 	sort.Slice(dead, func(i, j int) bool { return dead[i].Metadata.Name < dead[j].Metadata.Name })
 	old := dead[0]
 	if quorum := len(have)/2 + 1; running < quorum {
+		lost := len(dead) == len(have) // every hypervisor holding its data
+		if b := newestTaken(st.Backups(nil, name)); lost && b != nil && s.cfg.BackupTarget != "" {
+			return s.rebuild(c, dead, hypervisors, all, issue, b, cmd, now)
+		}
 		msg := fmt.Sprintf("not replacing %s on dead hypervisor %s: %d of %d control-plane replicas run outside dead hypervisors, etcd needs %d to replace a member",
 			old.Metadata.Name, old.Spec.Hypervisor, running, len(have), quorum)
+		if lost {
+			msg += ", and the cluster has no backup to rebuild from: waiting for the hypervisor"
+		}
 		if !hasEventMessage(st.Events(nil, name), "NotReplacing", msg) {
 			cmd.Events = append(cmd.Events, state.Event(name, "Warning", "NotReplacing", msg, now))
 		}
@@ -167,4 +175,40 @@ func hasEventMessage(events []*pb.Event, reason, msg string) bool {
 		}
 	}
 	return false
+}
+
+// rebuild brings back a cluster whose every replica's hypervisor is dead,
+// so that its etcd data cannot come back: one replica is placed on a live
+// hypervisor and restored from the newest backup b (a restore of the
+// next generation, see backuprestore.go), the dead ones removed; the
+// others are placed once it runs, and join it. What was written since
+// the backup is lost, and said so.
+func (s *Server) rebuild(c *pb.Cluster, dead []*pb.Component, hypervisors []*pb.Hypervisor, all []*pb.Component,
+	issue func(*pb.Component) (*pb.ComponentCerts, error), b *pb.Backup, cmd *pb.PlaceCommand, now time.Time) ([]*pb.Component, *pb.Component, error) {
+	name := c.Metadata.Name
+	comps, err := scheduler.NewControlPlaneComponents(name, 1, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
+	if len(comps) == 0 {
+		return nil, nil, fmt.Errorf("rebuilding from backup %s: %w", b.Id, err)
+	}
+	repl := comps[0]
+	certs, err := issue(repl)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.Components = append(cmd.Components, repl)
+	cmd.Certs = append(cmd.Certs, certs)
+	var gone []string
+	for _, old := range dead {
+		cmd.Remove = append(cmd.Remove, old.Metadata.Name)
+		gone = append(gone, old.Spec.Hypervisor)
+	}
+	if c.Status == nil {
+		c.Status = &pb.ClusterStatus{}
+	}
+	c.Status.Restore = &pb.ClusterRestore{Backup: b.Id, Generation: c.Status.GetRestore().GetGeneration() + 1, State: RestoreRestoring,
+		Requested: timestamppb.New(now), Revision: b.Revision, Taken: b.Finished, Reason: "rebuild"}
+	cmd.Events = append(cmd.Events, state.Event(name, "Warning", "Rebuilding", fmt.Sprintf(
+		"every control-plane replica's hypervisor is dead (%s): rebuilding on %s from backup %s, taken %s ago (etcd revision %d); what was written since is lost",
+		strings.Join(gone, ", "), repl.Spec.Hypervisor, b.Id, now.Sub(b.GetFinished().AsTime()).Round(time.Second), b.Revision), now))
+	return nil, repl, nil
 }

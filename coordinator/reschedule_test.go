@@ -311,57 +311,85 @@ func TestRescheduleOffDeadHypervisors(t *testing.T) {
 // without a quorum of Running replicas outside dead hypervisors, one at a
 // time, forgotten once all replacements run, and the FSM forgets only on a
 // hypervisor still dead.
-func TestReplaceRulesQuorumAndOneAtATime(t *testing.T) {
+// placementFixture drives a cluster's placement decisions through an FSM
+// as the leader would, with hypervisors that report and die on demand.
+type placementFixture struct {
+	t    *testing.T
+	a    *fsmApplier
+	st   *state.Store
+	s    *Server
+	now  time.Time
+	seen map[string]*timestamppb.Timestamp
+}
+
+// newPlacementFixture registers the private hypervisors and one public
+// one, and a cluster demo of replicas.
+func newPlacementFixture(t *testing.T, s *Server, replicas int32, private ...string) *placementFixture {
 	a := newTestFSM(t)
 	c, p := testCluster(t, "demo")
-	five := int32(5)
-	c.Spec.ControlPlane.Replicas = &five
+	c.Spec.ControlPlane.Replicas = &replicas
 	a.mustApply(InitType, &pb.InitCommand{Config: &pb.CoordinatorConfig{VpnPool: DefaultVPNPool, ClusterId: "x"}, Server: &pb.Server{Id: "s1"}})
 	a.mustApply(ApplyResourcesType, &pb.ApplyResourcesCommand{Clusters: []*pb.Cluster{c}, Pki: []*pb.ClusterPKI{p}})
-	for _, h := range []string{"hv-a", "hv-b", "hv-c", "hv-d", "hv-e", "hv-f", "hv-g"} {
+	for _, h := range private {
 		a.mustApply(RegisterHypervisorType, &pb.RegisterHypervisorCommand{Hypervisor: testHypervisor(h, false)})
 	}
 	a.mustApply(RegisterHypervisorType, &pb.RegisterHypervisorCommand{Hypervisor: testHypervisor("pub", true)})
-	st := a.fsm.State()
-	s := &Server{}
-	now := testNow
-	plan := func() *pb.PlaceCommand {
-		t.Helper()
-		now = now.Add(time.Second)
-		cmd, err := s.planCluster(st, st.Cluster(nil, "demo"), now)
-		if err != nil {
-			t.Fatal(err)
+	return &placementFixture{t: t, a: a, st: a.fsm.State(), s: s, now: testNow, seen: map[string]*timestamppb.Timestamp{}}
+}
+
+// plan decides and applies what the cluster needs now.
+func (f *placementFixture) plan() *pb.PlaceCommand {
+	f.t.Helper()
+	f.now = f.now.Add(time.Second)
+	cmd, err := f.s.planCluster(f.st, f.st.Cluster(nil, "demo"), f.now)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if cmd != nil {
+		f.a.mustApply(PlaceType, cmd)
+	}
+	return cmd
+}
+
+// report is a hypervisor's report: its components in state, with status
+// set by each if given.
+func (f *placementFixture) report(hv string, state string, each ...func(*pb.ComponentStatus)) {
+	f.now = f.now.Add(time.Second)
+	f.seen[hv] = timestamppb.New(f.now)
+	cmd := &pb.ReportStatusCommand{Hypervisor: hv, Time: f.seen[hv]}
+	for _, comp := range f.st.ComponentsOnHypervisor(nil, hv) {
+		st := &pb.ComponentStatus{State: state}
+		for _, fn := range each {
+			fn(st)
 		}
-		if cmd != nil {
-			a.mustApply(PlaceType, cmd)
-		}
-		return cmd
+		cmd.Components = append(cmd.Components, &pb.Component{Metadata: &pb.ObjectMeta{Name: comp.Metadata.Name}, Status: st})
 	}
-	seen := map[string]*timestamppb.Timestamp{}
-	report := func(hv string, state string) {
-		now = now.Add(time.Second)
-		seen[hv] = timestamppb.New(now)
-		cmd := &pb.ReportStatusCommand{Hypervisor: hv, Time: seen[hv]}
-		for _, comp := range st.ComponentsOnHypervisor(nil, hv) {
-			cmd.Components = append(cmd.Components, &pb.Component{Metadata: &pb.ObjectMeta{Name: comp.Metadata.Name}, Status: &pb.ComponentStatus{State: state}})
-		}
-		a.mustApply(ReportStatusType, cmd)
+	f.a.mustApply(ReportStatusType, cmd)
+}
+
+func (f *placementFixture) setHealth(hv, health string) {
+	f.a.mustApply(SetHealthType, &pb.SetHealthCommand{Hypervisor: hv, Health: health, LastSeen: f.seen[hv]})
+}
+
+func (f *placementFixture) cordon(hv string, on bool) {
+	h := proto.Clone(f.st.Hypervisor(nil, hv)).(*pb.Hypervisor)
+	h.Spec.Unschedulable = on
+	f.a.mustApply(ApplyResourcesType, &pb.ApplyResourcesCommand{Hypervisors: []*pb.Hypervisor{h}})
+}
+
+// expect checks the hypervisors of demo's live and deleting replicas.
+func (f *placementFixture) expect(step string, live, deleting []string) {
+	f.t.Helper()
+	l, d := componentsOfStore(f.st, resources.RoleControlPlane)
+	if !slices.Equal(l, live) || !slices.Equal(d, deleting) {
+		f.t.Fatalf("%s: live on %v, deleting on %v; want %v and %v", step, l, d, live, deleting)
 	}
-	setHealth := func(hv, health string) {
-		a.mustApply(SetHealthType, &pb.SetHealthCommand{Hypervisor: hv, Health: health, LastSeen: seen[hv]})
-	}
-	cordon := func(hv string, on bool) {
-		h := proto.Clone(st.Hypervisor(nil, hv)).(*pb.Hypervisor)
-		h.Spec.Unschedulable = on
-		a.mustApply(ApplyResourcesType, &pb.ApplyResourcesCommand{Hypervisors: []*pb.Hypervisor{h}})
-	}
-	expect := func(step string, live, deleting []string) {
-		t.Helper()
-		l, d := componentsOfStore(st, resources.RoleControlPlane)
-		if !slices.Equal(l, live) || !slices.Equal(d, deleting) {
-			t.Fatalf("%s: live on %v, deleting on %v; want %v and %v", step, l, d, live, deleting)
-		}
-	}
+}
+
+func TestReplaceRulesQuorumAndOneAtATime(t *testing.T) {
+	f := newPlacementFixture(t, &Server{}, 5, "hv-a", "hv-b", "hv-c", "hv-d", "hv-e", "hv-f", "hv-g")
+	a, st, plan, report, setHealth, cordon, expect := f.a, f.st, f.plan, f.report, f.setHealth, f.cordon, f.expect
+	now := &f.now
 	// hv-f and hv-g are the spares: cordoned for the first placement.
 	cordon("hv-f", true)
 	cordon("hv-g", true)
@@ -415,7 +443,7 @@ func TestReplaceRulesQuorumAndOneAtATime(t *testing.T) {
 	_, del := componentsByHost(st)
 	report("hv-c", vocab.StateRunning)
 	setHealth("hv-c", resources.HealthAlive)
-	a.mustApply(PlaceType, &pb.PlaceCommand{Cluster: "demo", Forget: []string{del["hv-c"]}, Time: timestamppb.New(now)})
+	a.mustApply(PlaceType, &pb.PlaceCommand{Cluster: "demo", Forget: []string{del["hv-c"]}, Time: timestamppb.New(*now)})
 	if st.Component(nil, del["hv-c"]) == nil {
 		t.Fatal("a component of an alive hypervisor was forgotten")
 	}
@@ -473,4 +501,58 @@ func componentsByHost(st interface {
 		}
 	}
 	return live, deleting
+}
+
+// TestRebuildFromBackup: every replica's hypervisor dead and no backup:
+// the cluster waits, saying so. With a backup: one replica is placed on a
+// live hypervisor and restored from the newest backup, the dead ones go,
+// nothing more is placed while it restores; once it runs on the backup's
+// data the restore is done and the others are placed, to join it.
+func TestRebuildFromBackup(t *testing.T) {
+	f := newPlacementFixture(t, &Server{cfg: Config{BackupTarget: "file:///backups"}}, 3, "hv-a", "hv-b", "hv-c", "hv-d", "hv-e")
+	f.cordon("hv-d", true)
+	f.cordon("hv-e", true)
+	f.plan()
+	for _, h := range []string{"hv-a", "hv-b", "hv-c", "pub"} {
+		f.report(h, vocab.StateRunning)
+	}
+	f.cordon("hv-d", false)
+	f.cordon("hv-e", false)
+	f.plan()
+	f.expect("placed", []string{"hv-a", "hv-b", "hv-c"}, nil)
+	for _, h := range []string{"hv-a", "hv-b", "hv-c"} {
+		f.setHealth(h, resources.HealthDead)
+	}
+	f.plan()
+	f.expect("no backup", []string{"hv-a", "hv-b", "hv-c"}, nil)
+	if !slices.ContainsFunc(f.st.Events(nil, "demo"), func(e *pb.Event) bool {
+		return e.Reason == "NotReplacing" && strings.Contains(e.Message, "no backup to rebuild from")
+	}) {
+		t.Error("the cluster does not say it has no backup to rebuild from")
+	}
+
+	taken := timestamppb.New(f.now.Add(-time.Hour))
+	f.a.mustApply(BackupType, &pb.BackupCommand{Backup: &pb.Backup{Cluster: "demo", Id: "b1", State: BackupDone, Requested: taken, Finished: taken, Revision: 7}})
+	f.plan()
+	f.expect("rebuilding", []string{"hv-d"}, []string{"hv-a", "hv-b", "hv-c"})
+	r := f.st.Cluster(nil, "demo").GetStatus().GetRestore()
+	if r.GetState() != RestoreRestoring || r.Backup != "b1" || r.Reason != "rebuild" || r.Generation != 1 {
+		t.Fatalf("restore: %v", r)
+	}
+	if !slices.ContainsFunc(f.st.Events(nil, "demo"), func(e *pb.Event) bool {
+		return e.Reason == "Rebuilding" && strings.Contains(e.Message, "from backup b1, taken 1h0m") && strings.Contains(e.Message, "lost")
+	}) {
+		t.Error("no Rebuilding event naming the backup, its age and what is lost")
+	}
+	f.report("hv-d", vocab.StatePending)
+	f.plan()
+	f.expect("nothing more while restoring", []string{"hv-d"}, []string{"hv-a", "hv-b", "hv-c"})
+
+	f.report("hv-d", vocab.StateRunning, func(st *pb.ComponentStatus) { st.RestoreGeneration = 1 })
+	f.plan()
+	if r := f.st.Cluster(nil, "demo").GetStatus().GetRestore(); r.GetState() != RestoreDone {
+		t.Fatalf("restore once the replica runs on its data: %v", r)
+	}
+	f.plan()
+	f.expect("the others join", []string{"hv-d", "hv-d", "hv-e"}, []string{"hv-a", "hv-b", "hv-c"})
 }

@@ -204,3 +204,74 @@ func holdsFile(dir, name string) bool {
 	})
 	return found
 }
+
+// TestRebuildFromBackup: a one-replica cluster's hypervisor is cut off for
+// good and its disk wiped; the cluster is rebuilt on the other hypervisor
+// from its newest backup and Ready again, with the Secret backed up and
+// without the one written after (what was lost), as describe says.
+func TestRebuildFromBackup(t *testing.T) {
+	backups := t.TempDir()
+	s := startSystem(t, []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "pub-1", Public: true}}, 1,
+		"--backup-target", "file://"+backups, "--suspect-after", "40s", "--dead-after", "60s")
+	if out, err := cli(s.config, "", "cluster", "create", "solo", "--wait", "--timeout", "5m"); err != nil {
+		t.Fatalf("cluster create: %v\n%s", err, out)
+	}
+	var lost string
+	for _, c := range components(t, s) {
+		if c.Spec.Role == "control-plane" {
+			lost = c.Spec.Hypervisor
+		}
+	}
+	kc := writeKubeconfig(t, s, "solo")
+	if _, err := kubectl(kc, "create", "secret", "generic", "kept", "--from-literal=k=v"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli(s.config, "", "cluster", "backup", "solo", "--wait", "--timeout", "2m"); err != nil {
+		t.Fatalf("cluster backup: %v\n%s", err, out)
+	}
+	backedUp := time.Now()
+	if _, err := kubectl(kc, "create", "secret", "generic", "written-after", "--from-literal=k=v"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The replica's hypervisor is lost, its disk with it.
+	if err := s.lab.Cut(lost); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	if err := os.RemoveAll(filepath.Join(s.lab.Hosts[lost].RootDir, "var/lib/oneinfra/clusters/solo")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 6*time.Minute, "solo Ready again elsewhere", func() error {
+		out, err := cli(s.config, "", "get", "clusters")
+		if err != nil || !strings.Contains(out, "Ready") {
+			return fmt.Errorf("%v\n%s", err, out)
+		}
+		d, err := cli(s.config, "", "describe", "cluster", "solo")
+		if err != nil || !strings.Contains(d, "Done (rebuild) from backup") {
+			return fmt.Errorf("%v\n%s", err, d)
+		}
+		return nil
+	})
+	t.Logf("rebuild: Ready again %s after the hypervisor was cut off (RTO, with --dead-after 60s); lost: what was written in the %s between the backup and the cut (RPO)", time.Since(cut).Round(time.Second), cut.Sub(backedUp).Round(100*time.Millisecond))
+	d, _ := cli(s.config, "", "describe", "cluster", "solo")
+	if !strings.Contains(d, "Rebuilding") || !strings.Contains(d, "what was written since is lost") {
+		t.Errorf("describe does not tell the rebuild and what was lost:\n%s", d)
+	}
+	elsewhere := false
+	for _, c := range components(t, s) {
+		elsewhere = elsewhere || (c.Spec.Role == "control-plane" && c.Spec.Hypervisor != lost)
+	}
+	if !elsewhere {
+		t.Errorf("no replica off the lost hypervisor %s", lost)
+	}
+	testutil.Eventually(t, time.Minute, "the Secrets of the backup's time", func() error {
+		if _, err := kubectl(kc, "get", "secret", "kept"); err != nil {
+			return fmt.Errorf("the Secret backed up: %v", err)
+		}
+		if out, err := kubectl(kc, "get", "secret", "written-after"); err == nil || !strings.Contains(out, "NotFound") {
+			return fmt.Errorf("the Secret written after the backup: %q %v", out, err)
+		}
+		return nil
+	})
+}

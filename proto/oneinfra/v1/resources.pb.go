@@ -722,6 +722,8 @@ type ClusterRestore struct {
 	Requested     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=requested,proto3" json:"requested,omitempty"`
 	Finished      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=finished,proto3" json:"finished,omitempty"`
 	Revision      int64                  `protobuf:"varint,6,opt,name=revision,proto3" json:"revision,omitempty"` // the backup's etcd revision
+	Taken         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=taken,proto3" json:"taken,omitempty"`        // when the backup was taken
+	Reason        string                 `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`      // requested, or rebuild (every replica's hypervisor dead)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -796,6 +798,20 @@ func (x *ClusterRestore) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ClusterRestore) GetTaken() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Taken
+	}
+	return nil
+}
+
+func (x *ClusterRestore) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 type BackupStatus struct {
@@ -2544,7 +2560,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"conditions\x12,\n" +
 	"\x12next_replica_index\x18\x05 \x01(\rR\x10nextReplicaIndex\x123\n" +
 	"\abackups\x18\x06 \x03(\v2\x19.oneinfra.v1.BackupStatusR\abackups\x125\n" +
-	"\arestore\x18\a \x01(\v2\x1b.oneinfra.v1.ClusterRestoreR\arestore\"\xec\x01\n" +
+	"\arestore\x18\a \x01(\v2\x1b.oneinfra.v1.ClusterRestoreR\arestore\"\xb6\x02\n" +
 	"\x0eClusterRestore\x12\x16\n" +
 	"\x06backup\x18\x01 \x01(\tR\x06backup\x12\x1e\n" +
 	"\n" +
@@ -2553,7 +2569,9 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x128\n" +
 	"\trequested\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trequested\x126\n" +
 	"\bfinished\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x1a\n" +
-	"\brevision\x18\x06 \x01(\x03R\brevision\"j\n" +
+	"\brevision\x18\x06 \x01(\x03R\brevision\x120\n" +
+	"\x05taken\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05taken\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"j\n" +
 	"\fBackupStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
@@ -2807,45 +2825,46 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	10, // 14: oneinfra.v1.ClusterStatus.restore:type_name -> oneinfra.v1.ClusterRestore
 	35, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
 	35, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
-	35, // 17: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
-	0,  // 18: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
-	13, // 19: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
-	14, // 20: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	35, // 21: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 22: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
-	0,  // 23: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
-	16, // 24: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
-	17, // 25: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
-	31, // 26: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
-	1,  // 27: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	35, // 28: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
-	18, // 29: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
-	27, // 30: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
-	35, // 31: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	35, // 32: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
-	35, // 33: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
-	35, // 34: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	35, // 35: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	35, // 36: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
-	35, // 37: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
-	35, // 38: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
-	35, // 39: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
-	32, // 40: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
-	35, // 41: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
-	35, // 42: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
-	33, // 43: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
-	34, // 44: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
-	35, // 45: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
-	35, // 46: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
-	24, // 47: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	24, // 48: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 49: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 50: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	35, // 17: oneinfra.v1.ClusterRestore.taken:type_name -> google.protobuf.Timestamp
+	35, // 18: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
+	0,  // 19: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
+	13, // 20: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
+	14, // 21: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
+	35, // 22: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 23: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
+	0,  // 24: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
+	16, // 25: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
+	17, // 26: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
+	31, // 27: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
+	1,  // 28: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
+	35, // 29: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	18, // 30: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
+	27, // 31: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
+	35, // 32: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	35, // 33: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	35, // 34: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	35, // 35: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	35, // 36: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	35, // 37: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
+	35, // 38: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
+	35, // 39: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
+	35, // 40: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	32, // 41: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
+	35, // 42: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
+	35, // 43: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
+	33, // 44: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
+	34, // 45: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
+	35, // 46: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
+	35, // 47: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
+	24, // 48: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	24, // 49: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 50: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 51: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
