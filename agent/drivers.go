@@ -115,7 +115,7 @@ func (d *controlPlaneDriver) restoredGeneration(name string) uint64 {
 // restore restores the replica's etcd data from the backup its
 // assignment names, its pods stopped, and records the generation done;
 // the next plan starts its pods again on that data.
-func (d *controlPlaneDriver) restore(as *pb.Assignment, paths host.Paths, pods []cri.PodStatus, status *pb.ComponentStatus) {
+func (d *controlPlaneDriver) restore(ctx context.Context, as *pb.Assignment, paths host.Paths, pods []cri.PodStatus, status *pb.ComponentStatus) {
 	name, r := as.Component.Metadata.Name, as.GetRestore()
 	status.State = vocab.StatePending
 	if len(pods) > 0 {
@@ -123,7 +123,7 @@ func (d *controlPlaneDriver) restore(as *pb.Assignment, paths host.Paths, pods [
 		return
 	}
 	start := time.Now()
-	err := controlplane.Restore(as, paths, r)
+	err := controlplane.Restore(ctx, as, paths, r)
 	if err == nil {
 		err = d.a.store.setMeta("restored/"+name, strconv.FormatUint(r.Generation, 10))
 	}
@@ -138,7 +138,7 @@ func (d *controlPlaneDriver) restore(as *pb.Assignment, paths host.Paths, pods [
 
 func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, paths host.Paths, _ bool, pods []cri.PodStatus, status *pb.ComponentStatus) {
 	if d.restoring(as) {
-		d.restore(as, paths, pods, status)
+		d.restore(ctx, as, paths, pods, status)
 		return
 	}
 	status.RestoreGeneration = d.restoredGeneration(as.Component.Metadata.Name)

@@ -109,7 +109,7 @@ func (s *Server) restoreTask(st *state.Store, c *pb.Cluster, p *pb.ClusterPKI, p
 	}
 	return &pb.RestoreTask{
 		Generation:     r.Generation,
-		Backup:         &pb.BackupTask{Id: r.Backup, Target: s.cfg.BackupTarget, Object: backupObject(c.Metadata.Name, r.Backup), Key: p.GetBackupKey()},
+		Backup:         s.backupTask(c.Metadata.Name, r.Backup, p),
 		InitialCluster: strings.Join(members, ","),
 		Token:          fmt.Sprintf("%s-restore-%d", c.Metadata.Name, r.Generation),
 	}

@@ -216,13 +216,20 @@ func (s *Server) backupTasks(st *state.Store, ws memdb.WatchSet, comp *pb.Compon
 		if b.State != BackupPending || b.Component != comp.Metadata.Name || s.cfg.BackupTarget == "" {
 			continue
 		}
-		t := &pb.BackupTask{Id: b.Id, Target: s.cfg.BackupTarget, Object: backupObject(b.Cluster, b.Id), Key: p.GetBackupKey()}
+		t := s.backupTask(b.Cluster, b.Id, p)
 		for _, id := range b.Prune {
 			t.Prune = append(t.Prune, backupObject(b.Cluster, id))
 		}
 		out = append(out, t)
 	}
 	return out
+}
+
+// backupTask names backup id of cluster in the target, with the key and
+// the target's credentials.
+func (s *Server) backupTask(cluster, id string, p *pb.ClusterPKI) *pb.BackupTask {
+	return &pb.BackupTask{Id: id, Target: s.cfg.BackupTarget, Object: backupObject(cluster, id), Key: p.GetBackupKey(),
+		AccessKeyId: s.backupCreds.AccessKeyID, SecretAccessKey: s.backupCreds.SecretAccessKey}
 }
 
 // backupObject is the name of a backup in the target.

@@ -46,8 +46,9 @@ type Config struct {
 	ImageRepository string
 	VPNPool         string
 	// BackupTarget is where agents store etcd backups (--backup-target);
-	// empty: none are taken.
-	BackupTarget string
+	// empty: none are taken. BackupCredentials is the file of an s3
+	// target's access keys (--backup-credentials).
+	BackupTarget, BackupCredentials string
 	// CertValidity is the lifetime of every leaf certificate issued;
 	// DefaultCertValidity when zero.
 	CertValidity time.Duration
@@ -79,19 +80,21 @@ func (c Config) certValidity() time.Duration {
 
 // Server is one running coordinator server.
 type Server struct {
-	cfg     Config
-	logger  *slog.Logger
-	fsm     *FSM
-	keys    *keyring.Keyring // seals the replicated state at rest
-	raft    *raftNode
-	creds   *serverCreds
-	grpc    *grpc.Server
-	health  *grpchealth.Server
-	apiLn   net.Listener
-	http    *http.Server
-	metrics *metrics
-	peers   *peerPool
-	gossip  atomic.Pointer[gossip.Member]
+	cfg    Config
+	logger *slog.Logger
+	fsm    *FSM
+	keys   *keyring.Keyring // seals the replicated state at rest
+	// backupCreds are the backup target's access keys, never replicated.
+	backupCreds backup.Credentials
+	raft        *raftNode
+	creds       *serverCreds
+	grpc        *grpc.Server
+	health      *grpchealth.Server
+	apiLn       net.Listener
+	http        *http.Server
+	metrics     *metrics
+	peers       *peerPool
+	gossip      atomic.Pointer[gossip.Member]
 	// started is raft once running, for the Raft transport's checks,
 	// which run from the start (raftPeer).
 	started atomic.Pointer[raftNode]
@@ -123,15 +126,22 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("--data-dir: required")
 	}
+	var creds backup.Credentials
+	if cfg.BackupCredentials != "" {
+		var err error
+		if creds, err = backup.LoadCredentials(cfg.BackupCredentials); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.BackupTarget != "" {
-		if _, err := backup.ParseTarget(cfg.BackupTarget); err != nil {
+		if _, err := backup.ParseTarget(cfg.BackupTarget, creds); err != nil {
 			return nil, err
 		}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--data-dir: %w", err)
 	}
-	s := &Server{cfg: cfg, logger: cfg.Logger.With("server", cfg.ID), stopCh: make(chan struct{})}
+	s := &Server{cfg: cfg, logger: cfg.Logger.With("server", cfg.ID), stopCh: make(chan struct{}), backupCreds: creds}
 	host, err := advertiseHost(cfg.Advertise, cfg.APIAddr)
 	if err != nil {
 		return nil, err

@@ -26,7 +26,7 @@ func TakeBackup(ctx context.Context, as *pb.Assignment, task *pb.BackupTask) *pb
 }
 
 func takeBackup(ctx context.Context, as *pb.Assignment, task *pb.BackupTask, res *pb.BackupResult) error {
-	target, err := backup.ParseTarget(task.Target)
+	target, err := taskTarget(task)
 	if err != nil {
 		return err
 	}
@@ -64,12 +64,12 @@ func takeBackup(ctx context.Context, as *pb.Assignment, task *pb.BackupTask, res
 		}
 		pw.CloseWithError(err)
 	}()
-	if res.Size, err = target.Put(task.Object, pr); err != nil {
+	if res.Size, err = target.Put(ctx, task.Object, pr); err != nil {
 		pr.CloseWithError(err)
 		return fmt.Errorf("storing backup %s: %w", task.Object, err)
 	}
 
-	stored, err := target.Get(task.Object)
+	stored, err := target.Get(ctx, task.Object)
 	if err != nil {
 		return fmt.Errorf("reading backup %s back: %w", task.Object, err)
 	}
@@ -86,9 +86,14 @@ func takeBackup(ctx context.Context, as *pb.Assignment, task *pb.BackupTask, res
 		return fmt.Errorf("checking backup %s: what was stored is not what etcd sent", task.Object)
 	}
 	for _, old := range task.Prune {
-		if err := target.Delete(old); err != nil {
+		if err := target.Delete(ctx, old); err != nil {
 			return fmt.Errorf("deleting backup %s (retention): %w", old, err)
 		}
 	}
 	return nil
+}
+
+// taskTarget is the target a task names, with its credentials.
+func taskTarget(task *pb.BackupTask) (backup.Target, error) {
+	return backup.ParseTarget(task.GetTarget(), backup.Credentials{AccessKeyID: task.GetAccessKeyId(), SecretAccessKey: task.GetSecretAccessKey()})
 }

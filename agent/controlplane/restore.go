@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -25,12 +26,12 @@ const restoreRevisionBump = 1_000_000_000
 // replaces the member's, whose old one is kept beside it
 // (etcd.before-restore-GENERATION). A restore cut short leaves the old
 // data in place and is done again.
-func Restore(as *pb.Assignment, paths host.Paths, r *pb.RestoreTask) error {
+func Restore(ctx context.Context, as *pb.Assignment, paths host.Paths, r *pb.RestoreTask) error {
 	m, err := self(as)
 	if err != nil {
 		return err
 	}
-	target, err := backup.ParseTarget(r.Backup.GetTarget())
+	target, err := taskTarget(r.Backup)
 	if err != nil {
 		return err
 	}
@@ -39,7 +40,7 @@ func Restore(as *pb.Assignment, paths host.Paths, r *pb.RestoreTask) error {
 	restored := filepath.Join(dir, fmt.Sprintf("etcd.restore-%d", r.Generation))
 	kept := filepath.Join(dir, fmt.Sprintf("etcd.before-restore-%d", r.Generation))
 	defer os.Remove(db)
-	if err := fetchBackup(target, r.Backup, db); err != nil {
+	if err := fetchBackup(ctx, target, r.Backup, db); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(restored); err != nil { // a restore cut short
@@ -68,8 +69,8 @@ func Restore(as *pb.Assignment, paths host.Paths, r *pb.RestoreTask) error {
 }
 
 // fetchBackup writes the opened backup to path.
-func fetchBackup(target backup.Target, task *pb.BackupTask, path string) error {
-	rc, err := target.Get(task.GetObject())
+func fetchBackup(ctx context.Context, target backup.Target, task *pb.BackupTask, path string) error {
+	rc, err := target.Get(ctx, task.GetObject())
 	if err != nil {
 		return fmt.Errorf("fetching backup %s: %w", task.GetId(), err)
 	}

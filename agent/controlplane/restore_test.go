@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// TestRestore: three real etcd members; a key written, backed up, another
+// TestRestore: three real etcd members; 10,000 objects and a key written,
+// backed up (the time and size are logged), another
 // written; every member stopped and restored from the backup as one new
 // member set: they start again as a cluster of three holding the first
 // key and not the second, at a revision bumped past every one seen; each
@@ -38,12 +40,34 @@ func TestRestore(t *testing.T) {
 	if _, err := cli.Put(ctx, "before", "kept"); err != nil {
 		t.Fatal(err)
 	}
+	// 10,000 objects of 1 KiB, as many Kubernetes objects would be.
+	value := strings.Repeat("x", 1024)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < 10000; i += 16 {
+				if _, err := cli.Put(ctx, fmt.Sprintf("/registry/objects/%05d", i), value); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
 	key := make([]byte, backup.KeySize)
 	rand.Read(key)
 	task := &pb.BackupTask{Id: "b1", Target: "file://" + t.TempDir(), Object: "demo/b1", Key: key}
-	if res := TakeBackup(ctx, as[1], task); !res.Ok {
+	began := time.Now()
+	res := TakeBackup(ctx, as[1], task)
+	if !res.Ok {
 		t.Fatalf("backup: %+v", res)
 	}
+	t.Logf("backup of 10,001 objects: %s, %d bytes sealed", time.Since(began).Round(time.Millisecond), res.Size)
 	if _, err := cli.Put(ctx, "after", "lost"); err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +86,11 @@ func TestRestore(t *testing.T) {
 	for i := range 3 {
 		procs[i].Kill()
 		procs[i].Wait()
-		if err := Restore(as[i], paths(i), r); err != nil {
+		began := time.Now()
+		if err := Restore(ctx, as[i], paths(i), r); err != nil {
 			t.Fatalf("member %d: %v", i, err)
 		}
+		t.Logf("member %d restored in %s", i, time.Since(began).Round(time.Millisecond))
 		if _, err := os.Stat(filepath.Join(paths(i).DataDir(), "etcd.before-restore-1", "member")); err != nil {
 			t.Errorf("member %d: its old data is not kept: %v", i, err)
 		}
@@ -85,6 +111,9 @@ func TestRestore(t *testing.T) {
 	})
 	if len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "kept" {
 		t.Errorf("restored %q: %v", "before", got.Kvs)
+	}
+	if n, err := cli.Get(ctx, "/registry/objects/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || n.Count != 10000 {
+		t.Errorf("restored objects: %v %v", n, err)
 	}
 	if got.Header.Revision <= seen.Header.Revision {
 		t.Errorf("revision %d after the restore, not past %d seen before it", got.Header.Revision, seen.Header.Revision)

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -80,20 +81,21 @@ func TestSealOpen(t *testing.T) {
 }
 
 func TestFileTarget(t *testing.T) {
+	ctx := context.Background()
 	dir := t.TempDir()
-	if _, err := ParseTarget("s3://bucket/prefix"); err == nil {
-		t.Error("an s3 target was accepted")
+	if _, err := ParseTarget("s3://bucket/prefix?endpoint=127.0.0.1:1", Credentials{}); err == nil {
+		t.Error("an s3 target without credentials was accepted")
 	}
 	for _, bad := range []string{"file://host/x", "file://relative", "/no/scheme", "file:///x?y=1"} {
-		if _, err := ParseTarget(bad); err == nil {
+		if _, err := ParseTarget(bad, Credentials{}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	target, err := ParseTarget("file://" + dir)
+	target, err := ParseTarget("file://"+dir, Credentials{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := target.Put("c1/b1", bytes.NewReader([]byte("data")))
+	n, err := target.Put(ctx, "c1/b1", bytes.NewReader([]byte("data")))
 	if err != nil || n != 4 {
 		t.Fatalf("Put: %d, %v", n, err)
 	}
@@ -101,7 +103,7 @@ func TestFileTarget(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("stored file: %v %v", fi, err)
 	}
-	r, err := target.Get("c1/b1")
+	r, err := target.Get(ctx, "c1/b1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,14 +113,14 @@ func TestFileTarget(t *testing.T) {
 		t.Errorf("Get: %q", b)
 	}
 	for _, name := range []string{"../x", "/etc/passwd", "c1/../../x", ""} {
-		if _, err := target.Put(name, bytes.NewReader(nil)); err == nil {
+		if _, err := target.Put(ctx, name, bytes.NewReader(nil)); err == nil {
 			t.Errorf("Put(%q) accepted", name)
 		}
 	}
-	if err := target.Delete("c1/b1"); err != nil {
+	if err := target.Delete(ctx, "c1/b1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := target.Delete("c1/b1"); err != nil {
+	if err := target.Delete(ctx, "c1/b1"); err != nil {
 		t.Errorf("deleting again: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,22 +15,26 @@ import (
 type Target interface {
 	// Put stores what r gives under name, whole or not at all, and
 	// returns its size.
-	Put(name string, r io.Reader) (int64, error)
-	Get(name string) (io.ReadCloser, error)
+	Put(ctx context.Context, name string, r io.Reader) (int64, error)
+	Get(ctx context.Context, name string) (io.ReadCloser, error)
 	// Delete removes name; one already gone is no error.
-	Delete(name string) error
+	Delete(ctx context.Context, name string) error
 }
 
 // ParseTarget validates a --backup-target URL: file:///PATH, a directory
-// every hypervisor has at that path (such as an NFS mount).
-func ParseTarget(raw string) (Target, error) {
+// every hypervisor has at that path (such as an NFS mount), or
+// s3://BUCKET/PREFIX?endpoint=HOST:PORT[&region=R][&insecure=true] with
+// creds.
+func ParseTarget(raw string, creds Credentials) (Target, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("--backup-target %q: %v", raw, err)
 	}
 	switch {
+	case u.Scheme == "s3":
+		return parseS3(raw, u, creds)
 	case u.Scheme != "file":
-		return nil, fmt.Errorf("--backup-target %q: want file:///PATH (an S3 target is not supported by this version)", raw)
+		return nil, fmt.Errorf("--backup-target %q: want file:///PATH or s3://BUCKET/PREFIX?endpoint=HOST:PORT", raw)
 	case u.Host != "" || !filepath.IsAbs(u.Path) || u.RawQuery != "":
 		return nil, fmt.Errorf("--backup-target %q: want file:///PATH with an absolute path and nothing else", raw)
 	}
@@ -49,7 +54,7 @@ func (d fileTarget) path(name string) (string, error) {
 	return filepath.Join(string(d), clean), nil
 }
 
-func (d fileTarget) Put(name string, r io.Reader) (size int64, err error) {
+func (d fileTarget) Put(_ context.Context, name string, r io.Reader) (size int64, err error) {
 	path, err := d.path(name)
 	if err != nil {
 		return 0, err
@@ -82,7 +87,7 @@ func (d fileTarget) Put(name string, r io.Reader) (size int64, err error) {
 	return size, os.Rename(tmp.Name(), path)
 }
 
-func (d fileTarget) Get(name string) (io.ReadCloser, error) {
+func (d fileTarget) Get(_ context.Context, name string) (io.ReadCloser, error) {
 	path, err := d.path(name)
 	if err != nil {
 		return nil, err
@@ -90,7 +95,7 @@ func (d fileTarget) Get(name string) (io.ReadCloser, error) {
 	return os.Open(path)
 }
 
-func (d fileTarget) Delete(name string) error {
+func (d fileTarget) Delete(_ context.Context, name string) error {
 	path, err := d.path(name)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/testutil"
+	"github.com/oneinfra/oneinfra/internal/testutil/s3server"
 	"github.com/oneinfra/oneinfra/test/lab"
 )
 
@@ -205,14 +206,17 @@ func holdsFile(dir, name string) bool {
 	return found
 }
 
-// TestRebuildFromBackup: a one-replica cluster's hypervisor is cut off for
-// good and its disk wiped; the cluster is rebuilt on the other hypervisor
-// from its newest backup and Ready again, with the Secret backed up and
-// without the one written after (what was lost), as describe says.
+// TestRebuildFromBackup: backups to a real S3 server (SeaweedFS); a
+// one-replica cluster's hypervisor is cut off for good and its disk wiped;
+// the cluster is rebuilt on the other hypervisor from its newest backup
+// and Ready again, with the Secret backed up and without the one written
+// after (what was lost), as describe says. No stored object holds the
+// Secret's value in plain text.
 func TestRebuildFromBackup(t *testing.T) {
-	backups := t.TempDir()
+	store := s3server.Start(t)
 	s := startSystem(t, []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "pub-1", Public: true}}, 1,
-		"--backup-target", "file://"+backups, "--suspect-after", "40s", "--dead-after", "60s")
+		"--backup-target", store.Target("tenants", lab.CoordinatorIP), "--backup-credentials", store.CredentialsFile(t, t.TempDir()),
+		"--suspect-after", "40s", "--dead-after", "60s")
 	if out, err := cli(s.config, "", "cluster", "create", "solo", "--wait", "--timeout", "5m"); err != nil {
 		t.Fatalf("cluster create: %v\n%s", err, out)
 	}
@@ -223,6 +227,9 @@ func TestRebuildFromBackup(t *testing.T) {
 		}
 	}
 	kc := writeKubeconfig(t, s, "solo")
+	if _, err := kubectl(kc, "create", "configmap", "kept", "--from-literal=k=plain-text-value"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := kubectl(kc, "create", "secret", "generic", "kept", "--from-literal=k=v"); err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +237,19 @@ func TestRebuildFromBackup(t *testing.T) {
 		t.Fatalf("cluster backup: %v\n%s", err, out)
 	}
 	backedUp := time.Now()
+	stored := 0
+	_ = filepath.WalkDir(store.Dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err == nil && bytes.Contains(b, []byte("plain-text-value")) {
+			t.Errorf("the S3 server's %s holds a value in plain text", path)
+		}
+		stored += len(b)
+		return nil
+	})
+	t.Logf("the S3 server holds %d bytes", stored)
 	if _, err := kubectl(kc, "create", "secret", "generic", "written-after", "--from-literal=k=v"); err != nil {
 		t.Fatal(err)
 	}

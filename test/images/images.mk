@@ -39,6 +39,7 @@ IMAGES_TARBALLS := $(foreach k,$(IMAGES_KEYS),$(IMAGES_DIR)/$(k).tar)
 KUBE_TOOLS := $(IMAGES_SRC)/tools/kube
 ETCD_TOOLS := $(IMAGES_SRC)/tools/etcd
 COREDNS_TOOLS := $(IMAGES_SRC)/tools/coredns
+WEED_TOOLS := $(IMAGES_SRC)/tools/seaweedfs
 KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" && $$2 ~ /^v/ {print $$2} $$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' $(KUBE_TOOLS)/go.mod | head -n 1)
 ETCD_VERSION := $(shell awk '$$1 == "go.etcd.io/etcd/server/v3" && $$2 ~ /^v/ {print $$2} $$1 == "require" && $$2 == "go.etcd.io/etcd/server/v3" {print $$3}' $(ETCD_TOOLS)/go.mod | head -n 1)
 COREDNS_VERSION := $(shell awk '$$1 == "github.com/coredns/coredns" && $$2 ~ /^v/ {print $$2} $$1 == "require" && $$2 == "github.com/coredns/coredns" {print $$3}' $(COREDNS_TOOLS)/go.mod | head -n 1)
@@ -63,24 +64,26 @@ KUBE_COMMANDS := kube-apiserver kube-controller-manager kube-scheduler kube-prox
 KUBE_BINS := $(addprefix $(IMAGES_BIN_DIR)/,$(KUBE_COMMANDS))
 ETCD_BINS := $(IMAGES_BIN_DIR)/etcd $(IMAGES_BIN_DIR)/etcdctl
 COREDNS_BIN := $(IMAGES_BIN_DIR)/coredns
+# SeaweedFS's weed: not an image, the real S3 server the backup tests run.
+WEED_BIN := $(IMAGES_BIN_DIR)/weed
 
 OCIMAGE := $(IMAGES_BUILD_DIR)/ocimage
 IMAGES_GO_VERSION := $(IMAGES_BUILD_DIR)/go-version.stamp
 
 .PHONY: images images-binaries images-clean images-list images-smoke
-images: $(IMAGES_TARBALLS)
+images: $(IMAGES_TARBALLS) $(WEED_BIN)
 
 # Runs every image in a private containerd (needs root, containerd, runc).
 images-smoke:
 	$(IMAGES_GO) test -tags images -count=1 -v -timeout 30m ./$(IMAGES_SRC)/
 
-images-binaries: $(KUBE_BINS) $(ETCD_BINS) $(COREDNS_BIN)
+images-binaries: $(KUBE_BINS) $(ETCD_BINS) $(COREDNS_BIN) $(WEED_BIN)
 
 images-list:
 	@$(foreach k,$(IMAGES_KEYS),echo "$(IMAGES_DIR)/$(k).tar $(IMAGE_REF_$(k))";)
 
 images-clean:
-	rm -rf $(IMAGES_DIR) $(IMAGES_BUILD_DIR) $(KUBE_BINS) $(ETCD_BINS) $(COREDNS_BIN)
+	rm -rf $(IMAGES_DIR) $(IMAGES_BUILD_DIR) $(KUBE_BINS) $(ETCD_BINS) $(COREDNS_BIN) $(WEED_BIN)
 
 # Rewritten only when `go version` changes, so a new toolchain rebuilds.
 $(IMAGES_GO_VERSION): images-force
@@ -113,6 +116,11 @@ $(ETCD_BINS) &: $(ETCD_TOOLS)/go.mod $(ETCD_TOOLS)/go.sum $(IMAGES_GO_VERSION)
 $(COREDNS_BIN): $(COREDNS_TOOLS)/go.mod $(COREDNS_TOOLS)/go.sum $(IMAGES_GO_VERSION)
 	@mkdir -p $(IMAGES_BIN_DIR)
 	cd $(COREDNS_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $(abspath $@) github.com/coredns/coredns
+	touch $@
+
+$(WEED_BIN): $(WEED_TOOLS)/go.mod $(WEED_TOOLS)/go.sum $(IMAGES_GO_VERSION)
+	@mkdir -p $(IMAGES_BIN_DIR)
+	cd $(WEED_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $(abspath $@) github.com/seaweedfs/seaweedfs/weed
 	touch $@
 
 # What goes into each image: IMAGE_DEPS_KEY (make prerequisites) and

@@ -2570,14 +2570,18 @@ func (x *Assignment) GetRestore() *RestoreTask {
 // member, sealed with key, stored as object in target, read back and
 // checked; then the objects of prune deleted.
 type BackupTask struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"` // the --backup-target URL
-	Object        string                 `protobuf:"bytes,3,opt,name=object,proto3" json:"object,omitempty"`
-	Key           []byte                 `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
-	Prune         []string               `protobuf:"bytes,5,rep,name=prune,proto3" json:"prune,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Target string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"` // the --backup-target URL
+	Object string                 `protobuf:"bytes,3,opt,name=object,proto3" json:"object,omitempty"`
+	Key    []byte                 `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	Prune  []string               `protobuf:"bytes,5,rep,name=prune,proto3" json:"prune,omitempty"`
+	// An s3 target's access keys (--backup-credentials), for this task's
+	// agent only.
+	AccessKeyId     string `protobuf:"bytes,6,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	SecretAccessKey string `protobuf:"bytes,7,opt,name=secret_access_key,json=secretAccessKey,proto3" json:"secret_access_key,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *BackupTask) Reset() {
@@ -2643,6 +2647,20 @@ func (x *BackupTask) GetPrune() []string {
 		return x.Prune
 	}
 	return nil
+}
+
+func (x *BackupTask) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *BackupTask) GetSecretAccessKey() string {
+	if x != nil {
+		return x.SecretAccessKey
+	}
+	return ""
 }
 
 // RestoreTask asks a replica's agent, once per generation, to stop its
@@ -5100,14 +5118,16 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\x1a9\n" +
 	"\vImagesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x01\n" +
 	"\n" +
 	"BackupTask\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
 	"\x06object\x18\x03 \x01(\tR\x06object\x12\x10\n" +
 	"\x03key\x18\x04 \x01(\fR\x03key\x12\x14\n" +
-	"\x05prune\x18\x05 \x03(\tR\x05prune\"\x9d\x01\n" +
+	"\x05prune\x18\x05 \x03(\tR\x05prune\x12\"\n" +
+	"\raccess_key_id\x18\x06 \x01(\tR\vaccessKeyId\x12*\n" +
+	"\x11secret_access_key\x18\a \x01(\tR\x0fsecretAccessKey\"\x9d\x01\n" +
 	"\vRestoreTask\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
