@@ -28,9 +28,10 @@ start() { # NAME LOG CMD...
   echo $! >"$DEMO/proc-$!.pid"
   disown
 }
-echo "== coordinator on 10.213.0.1:7443"
+echo "== coordinator on 10.213.0.1:7443, backing clusters up to $DEMO/backups"
+mkdir -p "$DEMO/backups"
 start coordinator "$DEMO/coordinator.log" "$BIN/oneinfra-coord" serve --id c1 --data-dir "$DEMO/coordinator" \
-  --api-addr 10.213.0.1:7443 --raft-addr 10.213.0.1:7444 --bootstrap
+  --api-addr 10.213.0.1:7443 --raft-addr 10.213.0.1:7444 --backup-target "file://$DEMO/backups" --bootstrap
 for _ in $(seq 100); do C members >/dev/null 2>&1 && break; sleep 0.3; done
 # One token for the six hypervisors, in a file (mode 0600) rather than on
 # the command lines, which every local user can read.
@@ -59,12 +60,18 @@ chmod 600 "$DEMO/demo.kubeconfig"
 echo "== a request through the ingress (kubectl get --raw /readyz, then namespaces)"
 "$PWD/_output/bin/kubectl" --kubeconfig "$DEMO/demo.kubeconfig" get --raw /readyz; echo
 "$PWD/_output/bin/kubectl" --kubeconfig "$DEMO/demo.kubeconfig" get namespaces
+echo "== oneinfra-coord cluster backup demo --wait (an etcd backup, sealed; one is taken every 6h too)"
+C cluster backup demo --wait
+C cluster backups demo
 cat <<MSG
 
 The demo runs under $DEMO (logs: coordinator.log, */agent.log). Use it:
   export ONEINFRA_CONFIG=$DEMO/coordinator/admin.conf
   bin/oneinfra-coord describe cluster demo
   _output/bin/kubectl --kubeconfig $DEMO/demo.kubeconfig get all -A
+Back it up and go back to a backup:
+  bin/oneinfra-coord cluster backup demo --wait
+  bin/oneinfra-coord cluster restore demo --backup ID --wait   # an ID of: cluster backups demo
 Join a worker (worker-1 or worker-2, each behind two NATs) to it:
   test/demo/join-worker.sh worker-1
 Stop and remove everything with: make demo-down

@@ -206,7 +206,8 @@ func holdsFile(dir, name string) bool {
 	return found
 }
 
-// TestRebuildFromBackup: backups to a real S3 server (SeaweedFS); a
+// TestRebuildFromBackup: backups to a real S3 server (SeaweedFS),
+// scheduled and asked for, and a restore from one (checkBackups); then a
 // one-replica cluster's hypervisor is cut off for good and its disk wiped;
 // the cluster is rebuilt on the other hypervisor from its newest backup
 // and Ready again, with the Secret backed up and without the one written
@@ -220,6 +221,7 @@ func TestRebuildFromBackup(t *testing.T) {
 	if out, err := cli(s.config, "", "cluster", "create", "solo", "--wait", "--timeout", "5m"); err != nil {
 		t.Fatalf("cluster create: %v\n%s", err, out)
 	}
+	checkBackups(t, s, "solo", store.Dir)
 	var lost string
 	for _, c := range components(t, s) {
 		if c.Spec.Role == "control-plane" {
