@@ -66,8 +66,8 @@ func printDescribe(w io.Writer, d *pb.DescribeResponse) {
 	}
 	field("Backups", backupSummary(c.Spec.GetBackup(), d.Backups))
 	if r := c.GetStatus().GetRestore(); r != nil {
-		field("Restore", fmt.Sprintf("%s (%s) from backup %s, taken %s before it was asked for %s ago (etcd revision %d)",
-			r.State, r.Reason, r.Backup, roughly(r.Requested.AsTime().Sub(r.Taken.AsTime())), age(r.Requested), r.Revision))
+		field("Restore", fmt.Sprintf("%s (%s, asked %s ago): back to backup %s, %s old then, etcd revision %d",
+			r.State, r.Reason, age(r.Requested), r.Backup, roughly(r.Requested.AsTime().Sub(r.Taken.AsTime())), r.Revision))
 	}
 	field("API endpoint", dash(c.GetStatus().GetApiServerEndpoint()))
 	if c.Spec.GetVpn().GetEnabled() {

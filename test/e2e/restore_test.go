@@ -270,7 +270,7 @@ func TestRebuildFromBackup(t *testing.T) {
 			return fmt.Errorf("%v\n%s", err, out)
 		}
 		d, err := cli(s.config, "", "describe", "cluster", "solo")
-		if err != nil || !strings.Contains(d, "Done (rebuild) from backup") {
+		if err != nil || !strings.Contains(d, "Done (rebuild, asked") {
 			return fmt.Errorf("%v\n%s", err, d)
 		}
 		return nil
