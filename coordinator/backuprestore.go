@@ -33,15 +33,12 @@ const (
 // RestoreCluster replaces a cluster's etcd data with a backup's.
 func (a *operatorAPI) RestoreCluster(ctx context.Context, req *pb.RestoreClusterRequest) (*pb.RestoreClusterResponse, error) {
 	s := a.s
-	if s.cfg.BackupTarget == "" {
-		return nil, status.Error(codes.FailedPrecondition, "the coordinator has no backup target: start its servers with --backup-target")
-	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	st := s.State().View()
-	c := st.Cluster(nil, req.Cluster)
-	if c == nil || c.Metadata.DeletionTimestamp != nil {
-		return nil, status.Errorf(codes.NotFound, "cluster %q not found", req.Cluster)
+	c, err := s.backedUpCluster(st, req.Cluster)
+	if err != nil {
+		return nil, err
 	}
 	if r := c.GetStatus().GetRestore(); r.GetState() == RestoreRestoring {
 		return nil, status.Errorf(codes.FailedPrecondition, "cluster %s is being restored from backup %s already", req.Cluster, r.Backup)

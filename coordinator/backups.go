@@ -235,19 +235,30 @@ func (s *Server) backupTask(cluster, id string, p *pb.ClusterPKI) *pb.BackupTask
 // backupObject is the name of a backup in the target.
 func backupObject(cluster, id string) string { return cluster + "/" + id + ".etcd.sealed" }
 
+// backedUpCluster is the cluster a backup or restore call names, as st
+// has it, or why there is none to back up or restore: no backup target,
+// no such cluster, or one being deleted.
+func (s *Server) backedUpCluster(st *state.Store, name string) (*pb.Cluster, error) {
+	if s.cfg.BackupTarget == "" {
+		return nil, status.Error(codes.FailedPrecondition, "the coordinator has no backup target: start its servers with --backup-target")
+	}
+	c := st.Cluster(nil, name)
+	if c == nil || c.Metadata.DeletionTimestamp != nil {
+		return nil, status.Errorf(codes.NotFound, "cluster %q not found", name)
+	}
+	return c, nil
+}
+
 // BackupCluster asks for a backup of a cluster now (or returns the one
 // pending).
 func (a *operatorAPI) BackupCluster(ctx context.Context, req *pb.BackupClusterRequest) (*pb.BackupClusterResponse, error) {
 	s := a.s
-	if s.cfg.BackupTarget == "" {
-		return nil, status.Error(codes.FailedPrecondition, "the coordinator has no backup target: start its servers with --backup-target")
-	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	st := s.State().View()
-	c := st.Cluster(nil, req.Cluster)
-	if c == nil || c.Metadata.DeletionTimestamp != nil {
-		return nil, status.Errorf(codes.NotFound, "cluster %q not found", req.Cluster)
+	c, err := s.backedUpCluster(st, req.Cluster)
+	if err != nil {
+		return nil, err
 	}
 	for _, b := range st.Backups(nil, req.Cluster) {
 		if b.State == BackupPending {

@@ -107,17 +107,10 @@ func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.C
 		}
 		return have, nil, nil
 	}
-	comps, err := scheduler.NewControlPlaneComponents(name, 1, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
-	if len(comps) == 0 {
+	repl, err := placeReplica(c, hypervisors, all, issue, cmd)
+	if repl == nil {
 		return have, nil, fmt.Errorf("replacing %s on dead hypervisor %s: %w", old.Metadata.Name, old.Spec.Hypervisor, err)
 	}
-	repl := comps[0]
-	certs, err := issue(repl)
-	if err != nil {
-		return have, nil, err
-	}
-	cmd.Components = append(cmd.Components, repl)
-	cmd.Certs = append(cmd.Certs, certs)
 	cmd.Remove = append(cmd.Remove, old.Metadata.Name)
 	cmd.Events = append(cmd.Events, replacingEvent(old, repl, "dead", now))
 	rest := make([]*pb.Component, 0, len(have)-1)
@@ -186,17 +179,10 @@ func hasEventMessage(events []*pb.Event, reason, msg string) bool {
 func (s *Server) rebuild(c *pb.Cluster, dead []*pb.Component, hypervisors []*pb.Hypervisor, all []*pb.Component,
 	issue func(*pb.Component) (*pb.ComponentCerts, error), b *pb.Backup, cmd *pb.PlaceCommand, now time.Time) ([]*pb.Component, *pb.Component, error) {
 	name := c.Metadata.Name
-	comps, err := scheduler.NewControlPlaneComponents(name, 1, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
-	if len(comps) == 0 {
+	repl, err := placeReplica(c, hypervisors, all, issue, cmd)
+	if repl == nil {
 		return nil, nil, fmt.Errorf("rebuilding from backup %s: %w", b.Id, err)
 	}
-	repl := comps[0]
-	certs, err := issue(repl)
-	if err != nil {
-		return nil, nil, err
-	}
-	cmd.Components = append(cmd.Components, repl)
-	cmd.Certs = append(cmd.Certs, certs)
 	var gone []string
 	for _, old := range dead {
 		cmd.Remove = append(cmd.Remove, old.Metadata.Name)
@@ -211,4 +197,22 @@ func (s *Server) rebuild(c *pb.Cluster, dead []*pb.Component, hypervisors []*pb.
 		"every control-plane replica's hypervisor is dead (%s): rebuilding on %s from backup %s, taken %s ago (etcd revision %d); what was written since is lost",
 		strings.Join(gone, ", "), repl.Spec.Hypervisor, b.Id, now.Sub(b.GetFinished().AsTime()).Round(time.Second), b.Revision), now))
 	return nil, repl, nil
+}
+
+// placeReplica places one more control-plane replica of c, with its
+// certificates, in cmd; nil and why (a scheduling error when nothing
+// fits) if it cannot.
+func placeReplica(c *pb.Cluster, hypervisors []*pb.Hypervisor, all []*pb.Component,
+	issue func(*pb.Component) (*pb.ComponentCerts, error), cmd *pb.PlaceCommand) (*pb.Component, error) {
+	comps, err := scheduler.NewControlPlaneComponents(c.Metadata.Name, 1, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
+	if len(comps) == 0 {
+		return nil, err
+	}
+	certs, err := issue(comps[0])
+	if err != nil {
+		return nil, err
+	}
+	cmd.Components = append(cmd.Components, comps[0])
+	cmd.Certs = append(cmd.Certs, certs)
+	return comps[0], nil
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/internal/backup"
-	"github.com/oneinfra/oneinfra/internal/testutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	bolt "go.etcd.io/bbolt"
 )
@@ -26,18 +25,10 @@ func TestTakeBackup(t *testing.T) {
 	_, as := testCluster(t, 1)
 	ctx := context.Background()
 	paths := host.Paths{Root: t.TempDir(), Cluster: "demo", Component: as[0].Component.Metadata.Name}
-	boot, err := DecideBootstrap(ctx, as[0], paths)
-	if err != nil {
-		t.Fatal(err)
-	}
-	startPlan(t, bin, as[0], paths, boot, false)
-	cli, err := etcdClient(as[0], clientEndpoints(as[0], "", false))
-	if err != nil {
-		t.Fatal(err)
-	}
+	startMember(t, bin, as[0], paths)
+	cli := etcdAll(t, as[0])
 	defer cli.Close()
-	testutil.Eventually(t, 30*time.Second, "etcd", func() error { _, err := cli.Put(ctx, "k-0", "plain-text-value"); return err })
-	for i := 1; i < 1000; i++ {
+	for i := range 1000 {
 		if _, err := cli.Put(ctx, fmt.Sprintf("k-%d", i), "plain-text-value"); err != nil {
 			t.Fatal(err)
 		}

@@ -115,19 +115,7 @@ func binDir(t *testing.T) string {
 // start runs one of the plan's containers directly on the host.
 func start(t *testing.T, bin string, c cri.Container) *exec.Cmd {
 	cmd := exec.Command(filepath.Join(bin, c.Command[0]), c.Command[1:]...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			out := logs.String()
-			t.Logf("%s log (tail):\n%s", c.Name, out[max(0, len(out)-200000):])
-		}
-	})
+	testutil.StartProcess(t, c.Name, cmd)
 	return cmd
 }
 
@@ -230,16 +218,22 @@ func TestControlPlaneBinaries(t *testing.T) {
 	})
 }
 
+// memberPaths are the paths of each member of as, under a directory of
+// its own.
+func memberPaths(t *testing.T, as []*pb.Assignment) func(int) host.Paths {
+	root := t.TempDir()
+	return func(i int) host.Paths {
+		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: as[i].Component.Metadata.Name}
+	}
+}
+
 // TestEtcdMembership grows a member to three (learners promoted) and
 // shrinks it back to two, keeping the data.
 func TestEtcdMembership(t *testing.T) {
 	bin := binDir(t)
 	_, as := testCluster(t, 3)
 	ctx := context.Background()
-	root := t.TempDir()
-	paths := func(i int) host.Paths {
-		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: as[i].Component.Metadata.Name}
-	}
+	paths := memberPaths(t, as)
 	if _, err := DecideBootstrap(ctx, as[1], paths(1)); err == nil {
 		t.Fatal("a member that is not the first started a cluster of its own")
 	}

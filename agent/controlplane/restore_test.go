@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/internal/backup"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -28,10 +27,7 @@ func TestRestore(t *testing.T) {
 	bin := binDir(t)
 	_, as := testCluster(t, 3)
 	ctx := context.Background()
-	root := t.TempDir()
-	paths := func(i int) host.Paths {
-		return host.Paths{Root: filepath.Join(root, fmt.Sprint(i)), Cluster: "demo", Component: as[i].Component.Metadata.Name}
-	}
+	paths := memberPaths(t, as)
 	var procs []*os.Process
 	for i := range 3 {
 		procs = append(procs, startMember(t, bin, as[i], paths(i)).Process)

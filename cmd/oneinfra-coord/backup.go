@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -22,48 +22,43 @@ func newClusterBackupCommand(g *globals) *cobra.Command {
 		Short: "Take an etcd backup of a cluster now, to the coordinator's --backup-target",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.connect()
+			var b *pb.Backup
+			err := g.call(cmd, func(ctx context.Context, s *session) error {
+				resp, err := s.op.BackupCluster(ctx, &pb.BackupClusterRequest{Cluster: args[0]})
+				b = resp.GetBackup()
+				return err
+			})
 			if err != nil {
 				return err
 			}
-			defer s.close()
-			ctx, cancel := s.ctx(cmd.Context())
-			resp, err := s.op.BackupCluster(ctx, &pb.BackupClusterRequest{Cluster: args[0]})
-			cancel()
-			if err != nil {
-				return err
-			}
-			b := resp.Backup
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "backup %s of cluster %s asked of %s\n", b.Id, b.Cluster, b.Component)
 			if !wait {
 				return nil
 			}
-			deadline := time.Now().Add(timeout)
-			for {
-				ctx, cancel := s.ctx(cmd.Context())
+			var got *pb.Backup
+			last, _, err := follow(cmd, g, timeout, func(ctx context.Context, s *session) (step, bool, error) {
 				list, err := s.op.ListBackups(ctx, &pb.ListBackupsRequest{Cluster: args[0]})
-				cancel()
 				if err != nil {
-					return err
+					return step{}, false, err
 				}
-				for _, got := range list.Backups {
-					if got.Id != b.Id {
-						continue
-					}
-					switch got.State {
-					case coordinator.BackupDone:
-						fmt.Fprintf(out, "backup %s taken: etcd revision %d, %s stored\n", got.Id, got.Revision, bytesString(got.Size))
-						return nil
-					case coordinator.BackupFailed:
-						return fmt.Errorf("backup %s failed: %s", got.Id, got.Message)
+				for _, x := range list.Backups {
+					if x.Id == b.Id {
+						got = x
 					}
 				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("backup %s not taken after %s (still pending on %s)", b.Id, timeout, b.Component)
-				}
-				time.Sleep(time.Second)
+				return step{state: "pending on " + b.Component}, got.GetState() == coordinator.BackupDone || got.GetState() == coordinator.BackupFailed, nil
+			})
+			switch {
+			case errors.Is(err, errNotYet):
+				return fmt.Errorf("backup %s not taken after %s (%s)", b.Id, timeout, last.blocking())
+			case err != nil:
+				return err
+			case got.State == coordinator.BackupFailed:
+				return fmt.Errorf("backup %s failed: %s", got.Id, got.Message)
 			}
+			fmt.Fprintf(out, "backup %s taken: etcd revision %d, %s stored\n", got.Id, got.Revision, bytesString(got.Size))
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the backup is taken and checked")
@@ -151,53 +146,39 @@ func newClusterRestoreCommand(g *globals) *cobra.Command {
 			if id == "" {
 				return fmt.Errorf("--backup: required (see `cluster backups %s`)", args[0])
 			}
-			s, err := g.connect()
-			if err != nil {
+			var r *pb.ClusterRestore
+			err := g.call(cmd, func(ctx context.Context, s *session) error {
+				resp, err := s.op.RestoreCluster(ctx, &pb.RestoreClusterRequest{Cluster: args[0], Backup: id})
+				r = resp.GetRestore()
 				return err
-			}
-			defer s.close()
-			ctx, cancel := s.ctx(cmd.Context())
-			resp, err := s.op.RestoreCluster(ctx, &pb.RestoreClusterRequest{Cluster: args[0], Backup: id})
-			cancel()
+			})
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			r := resp.Restore
 			fmt.Fprintf(out, "cluster/%s restoring from backup %s (etcd revision %d)\n", args[0], r.Backup, r.Revision)
 			if !wait {
 				return nil
 			}
-			deadline := time.Now().Add(timeout)
-			last := ""
-			for {
-				ctx, cancel := s.ctx(cmd.Context())
+			// Each step as the replicas' agents report it (describe has
+			// the detail).
+			last, took, err := follow(cmd, g, timeout, func(ctx context.Context, s *session) (step, bool, error) {
 				d, err := s.op.Describe(ctx, &pb.DescribeRequest{Name: args[0]})
-				cancel()
 				if err != nil {
-					return err
+					return step{}, false, err
 				}
 				cur := d.Cluster.GetStatus().GetRestore()
-				if cur.GetGeneration() == r.Generation && cur.GetState() == coordinator.RestoreDone && d.Cluster.Status.Phase == resources.PhaseReady {
-					fmt.Fprintf(out, "cluster/%s restored from backup %s in %s, Ready\n", args[0], r.Backup, time.Since(r.Requested.AsTime()).Round(time.Second))
-					return nil
-				}
-				// Each replica's step, as its agent reports it.
-				var steps []string
-				for _, c := range d.Components {
-					if c.Spec.Role == resources.RoleControlPlane {
-						steps = append(steps, fmt.Sprintf("%s: %s %s", c.Metadata.Name, c.GetStatus().GetState(), c.GetStatus().GetMessage()))
-					}
-				}
-				if p := strings.Join(steps, "\n  "); p != last {
-					fmt.Fprintf(out, "  %s\n", p)
-					last = p
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("cluster/%s not restored after %s:\n  %s", args[0], timeout, last)
-				}
-				time.Sleep(time.Second)
+				done := cur.GetGeneration() == r.Generation && cur.GetState() == coordinator.RestoreDone && d.Cluster.Status.Phase == resources.PhaseReady
+				return clusterStep(d.Cluster, d.Components), done, nil
+			})
+			if errors.Is(err, errNotYet) {
+				return errors.New(clip(fmt.Sprintf("cluster/%s not restored after %s: %s", args[0], timeout, last.blocking()), maxLine))
 			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "cluster/%s restored from backup %s in %s, Ready\n", args[0], r.Backup, took.Round(time.Second))
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&id, "backup", "", "the backup's ID")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,14 +25,11 @@ func newDeleteCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := g.connect()
-			if err != nil {
+			var resp *pb.DeleteResponse
+			err = g.call(cmd, func(ctx context.Context, s *session) (err error) {
+				resp, err = s.op.Delete(ctx, &pb.DeleteRequest{Kind: kind, Name: args[1]})
 				return err
-			}
-			defer s.close()
-			ctx, cancel := s.ctx(cmd.Context())
-			resp, err := s.op.Delete(ctx, &pb.DeleteRequest{Kind: kind, Name: args[1]})
-			cancel()
+			})
 			if err != nil {
 				return err
 			}
@@ -49,28 +47,21 @@ func newDeleteCommand(g *globals) *cobra.Command {
 			if !wait {
 				return nil
 			}
-			deadline := time.Now().Add(timeout)
-			last := ""
-			for {
-				ctx, cancel := s.ctx(cmd.Context())
+			last, _, err := follow(cmd, g, timeout, func(ctx context.Context, s *session) (step, bool, error) {
 				left, err := componentsLeft(ctx, s.op, kind, args[1])
-				cancel()
 				if status.Code(err) == codes.NotFound {
-					fmt.Fprintf(out, "%s deleted\n", label)
-					return nil
+					return step{}, true, nil
 				}
-				if err != nil {
-					return err
-				}
-				if p := fmt.Sprintf("%d component(s) left", left); p != last {
-					fmt.Fprintf(out, "  %s\n", p)
-					last = p
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("%s still deleting after %s: %d component(s) not yet removed by their agents", label, timeout, left)
-				}
-				time.Sleep(time.Second)
+				return step{state: fmt.Sprintf("%d component(s) left", left)}, false, err
+			})
+			if errors.Is(err, errNotYet) {
+				return fmt.Errorf("%s still deleting after %s: %s not yet removed by their agents", label, timeout, last.blocking())
 			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "%s deleted\n", label)
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the cluster or component is gone")

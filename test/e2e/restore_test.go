@@ -153,11 +153,18 @@ func checkRestore(t *testing.T, s *system, cluster, kc, id string) {
 		t.Fatalf("cluster restore: %v\n%s\n%s", err, out, d)
 	}
 	t.Logf("cluster restore --wait: Ready again %s after the call", time.Since(started).Round(100*time.Millisecond))
+	backupsTime(t, kc, "backed-up", "after-backup")
+}
+
+// backupsTime waits until the cluster of kc has the Secret kept, backed up,
+// and not the Secret lost, written after the backup.
+func backupsTime(t *testing.T, kc, kept, lost string) {
+	t.Helper()
 	testutil.Eventually(t, time.Minute, "the Secrets of the backup's time", func() error {
-		if _, err := kubectl(kc, "get", "secret", "backed-up"); err != nil {
+		if _, err := kubectl(kc, "get", "secret", kept); err != nil {
 			return fmt.Errorf("the Secret backed up: %v", err)
 		}
-		if out, err := kubectl(kc, "get", "secret", "after-backup"); err == nil || !strings.Contains(out, "NotFound") {
+		if out, err := kubectl(kc, "get", "secret", lost); err == nil || !strings.Contains(out, "NotFound") {
 			return fmt.Errorf("the Secret written after the backup: %q %v", out, err)
 		}
 		return nil
@@ -287,13 +294,5 @@ func TestRebuildFromBackup(t *testing.T) {
 	if !elsewhere {
 		t.Errorf("no replica off the lost hypervisor %s", lost)
 	}
-	testutil.Eventually(t, time.Minute, "the Secrets of the backup's time", func() error {
-		if _, err := kubectl(kc, "get", "secret", "kept"); err != nil {
-			return fmt.Errorf("the Secret backed up: %v", err)
-		}
-		if out, err := kubectl(kc, "get", "secret", "written-after"); err == nil || !strings.Contains(out, "NotFound") {
-			return fmt.Errorf("the Secret written after the backup: %q %v", out, err)
-		}
-		return nil
-	})
+	backupsTime(t, kc, "kept", "written-after")
 }

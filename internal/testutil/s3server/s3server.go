@@ -3,7 +3,6 @@
 package s3server
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -64,19 +63,7 @@ func Start(t *testing.T) *Server {
 	cmd := exec.Command(bin, "server", "-ip=127.0.0.1", "-ip.bind=0.0.0.0", "-dir="+data,
 		"-master.port="+strconv.Itoa(ports[0]), "-volume.port="+strconv.Itoa(ports[1]), "-filer.port="+strconv.Itoa(ports[2]),
 		"-s3", "-s3.port="+strconv.Itoa(ports[3]), "-s3.config="+conf, "-volume.max=8", "-master.volumeSizeLimitMB=64")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			out := logs.String()
-			t.Logf("weed log (tail):\n%s", out[max(0, len(out)-8000):])
-		}
-	})
+	testutil.StartProcess(t, "weed", cmd)
 	client, err := minio.New(s.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(s.AccessKeyID, s.SecretAccessKey, "")})
 	if err != nil {
 		t.Fatal(err)
