@@ -104,6 +104,9 @@ func (a *agentAPI) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest
 	// lastSeen is the leader's time, not the agent's: health compares it
 	// with the leader's clock.
 	cmd := &pb.ReportStatusCommand{Hypervisor: req.Hypervisor, Removed: req.Removed, Time: timestamppb.Now()}
+	if err := checkBackupResults(req.Components); err != nil {
+		return nil, err
+	}
 	for _, r := range req.Components {
 		cmd.Components = append(cmd.Components, &pb.Component{Metadata: &pb.ObjectMeta{Name: r.Component}, Status: r.Status})
 	}
@@ -151,6 +154,24 @@ func agentEvents(st *state.Store, hypervisor string, in []*pb.AgentEvent, now ti
 		out = append(out, state.Event(comp.Spec.Cluster, e.Type, e.Reason, e.Component+": "+e.Message, now))
 	}
 	return out, nil
+}
+
+// checkBackupResults refuses backup results that are not what an agent
+// sends: more than a few per component, or a message longer than an
+// event's (it becomes one).
+func checkBackupResults(reports []*pb.ComponentReport) error {
+	for _, r := range reports {
+		results := r.GetStatus().GetBackups()
+		if len(results) > maxAgentEvents {
+			return invalid("components[%s].backups: %d results, at most %d", r.Component, len(results), maxAgentEvents)
+		}
+		for i, b := range results {
+			if len(b.Message) > maxAgentEventMessage || !utf8.ValidString(b.Message) {
+				return invalid("components[%s].backups[%d].message: not UTF-8 or longer than %d bytes", r.Component, i, maxAgentEventMessage)
+			}
+		}
+	}
+	return nil
 }
 
 // GetGossipConfig gives the agent the gossip key (empty while the

@@ -152,6 +152,10 @@ func TestBackupFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	running.Status.Backups = []*pb.BackupResult{{Id: resp.Backup.Id, Message: strings.Repeat("x", maxAgentEventMessage+1)}}
+	if _, err := agent.ReportStatus(ctx, &pb.ReportStatusRequest{Hypervisor: "hv-1", Components: []*pb.ComponentReport{running}}); code(err) != codes.InvalidArgument {
+		t.Errorf("a backup result with an oversized message: %v", err)
+	}
 	running.Status.Backups = []*pb.BackupResult{{Id: resp.Backup.Id, Message: "disk full"}}
 	if _, err := agent.ReportStatus(ctx, &pb.ReportStatusRequest{Hypervisor: "hv-1", Components: []*pb.ComponentReport{running}}); err != nil {
 		t.Fatal(err)
