@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -46,24 +47,27 @@ type replicaAPI struct {
 type ownCert struct {
 	cert    *pb.KeyPair
 	expires time.Time
+	// signer is the certificate of the CA it is of: a CA rotation
+	// changes it, and the old one stops being trusted.
+	signer []byte
 }
 
 // config is a client of the replica's own API server as user (in groups),
-// with a certificate made now when the one it has runs out; fresh reports
-// whether it was.
+// with a certificate made now when the one it has runs out or is of
+// another signing CA; fresh reports whether it was.
 func (c *ownCert) config(as *pb.Assignment, user string, groups []string, now time.Time) (cfg *rest.Config, fresh bool, err error) {
-	if c.cert == nil || c.expires.Sub(now) < ownCertRenew {
-		signer := as.Certs[vocab.SignerCACert]
-		if signer == nil {
-			return nil, false, errNoSigner
-		}
+	signer := as.Certs[vocab.SignerCACert]
+	if signer == nil {
+		return nil, false, errNoSigner
+	}
+	if c.cert == nil || c.expires.Sub(now) < ownCertRenew || !bytes.Equal(c.signer, signer.CertPem) {
 		kp, err := tlsutil.Issue(signer, tlsutil.CertOptions{
 			CommonName: user, Organizations: groups, Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: ownCertValidity,
 		}, now)
 		if err != nil {
 			return nil, false, err
 		}
-		c.cert, c.expires, fresh = kp, now.Add(ownCertValidity), true
+		c.cert, c.expires, c.signer, fresh = kp, now.Add(ownCertValidity), signer.CertPem, true
 	}
 	return &rest.Config{
 		Host:    "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(int(as.Component.Spec.Ports[vocab.PortAPIServer]))),

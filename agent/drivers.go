@@ -145,6 +145,7 @@ func (d *controlPlaneDriver) synced(ctx context.Context, as *pb.Assignment, path
 	// The pods were reconciled with the assignment's certificates: once
 	// the replica is Running again, it runs them.
 	status.CertGeneration = as.CertGeneration
+	status.TrustGeneration = as.TrustGeneration
 	if v := as.GetVpn(); v.GetGateway() != "" {
 		err := vpn.RouteThrough(v.Gateway, v.Cidr)
 		status.Conditions = append(status.Conditions, condition(vocab.CondVPNRoute, err, "the VPN is routed through "+v.Gateway))
@@ -280,6 +281,10 @@ func (d *ingressDriver) synced(ctx context.Context, as *pb.Assignment, paths hos
 		} else {
 			delete(d.unloaded, name)
 		}
+	}
+	if !d.unloaded[name] {
+		// haproxy runs with the assignment's certificates and CAs.
+		status.TrustGeneration = as.TrustGeneration
 	}
 	if up, err := upServers(ctx, paths); err == nil {
 		d.backends[name] = up

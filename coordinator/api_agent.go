@@ -224,13 +224,9 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 	as := &pb.Assignment{
 		Component:         comp,
 		ClusterSpec:       cluster.Spec,
-		CaCerts:           map[string][]byte{},
 		ApiServerEndpoint: cluster.GetStatus().GetApiServerEndpoint(),
 		Images:            Images(s.cfg.ImageRepository, cluster.Spec.KubernetesVersion),
 		Deleting:          comp.Metadata.DeletionTimestamp != nil,
-	}
-	for name, ca := range p.Cas {
-		as.CaCerts[name] = ca.CertPem
 	}
 	if comp.Spec.Role == resources.RoleControlPlane {
 		as.ServiceAccountKeyPem = p.ServiceAccountKeyPem
@@ -239,15 +235,19 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 	peers := st.ComponentsOfCluster(ws, comp.Spec.Cluster)
 	hvs := slices.Collect(maps.Values(hypervisors))
 	certs := st.ComponentCerts(ws, comp.Metadata.Name)
-	as.Certs = certs.GetCerts()
 	if comp.Spec.Role == resources.RoleControlPlane {
-		certs, generation := runningCerts(certs)
-		as.Certs = maps.Clone(certs)
+		certs = runningCerts(certs)
+	}
+	as.Certs = certs.GetCerts()
+	as.CaCerts = trustOf(p, certs.GetTrust())
+	as.TrustGeneration = certs.GetTrustGeneration()
+	if comp.Spec.Role == resources.RoleControlPlane {
+		as.Certs = maps.Clone(as.Certs)
 		if as.Certs == nil {
 			as.Certs = map[string]*pb.KeyPair{}
 		}
 		as.Certs[vocab.SignerCACert] = p.Cas[vocab.SignerCA]
-		as.CertGeneration = generation
+		as.CertGeneration = certs.GetGeneration()
 		as.Backups = s.backupTasks(st, ws, comp, p)
 		as.Restore = s.restoreTask(st, cluster, p, peers, hypervisors)
 	}

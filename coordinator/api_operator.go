@@ -377,6 +377,7 @@ func (a *operatorAPI) Describe(ctx context.Context, req *pb.DescribeRequest) (*p
 		Meta:         a.s.readMeta(),
 		Certificates: certificateSummaries(st, c, comps, time.Now()),
 		Backups:      newestFirst(st.Backups(nil, req.Name)),
+		CaRotation:   rotationStatus(st, req.Name, st.ClusterPKI(nil, req.Name)),
 	}, nil
 }
 
@@ -452,7 +453,8 @@ func (a *operatorAPI) Kubeconfig(ctx context.Context, req *pb.KubeconfigRequest)
 	if _, err := a.s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{rec}}); err != nil {
 		return nil, err
 	}
-	kc, err := kubeconfig.WithCert(req.Name, c.Status.ApiServerEndpoint, p.Cas[vocab.ClusterCA].CertPem, admin, "admin")
+	// During a CA rotation it trusts the old and new cluster CAs.
+	kc, err := kubeconfig.WithCert(req.Name, c.Status.ApiServerEndpoint, pki.Trust(p)[vocab.ClusterCA], admin, "admin")
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/scheduler"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
@@ -220,6 +221,8 @@ func newPeer(st *state.Store, cluster *pb.Cluster, req *pb.JoinWorkerRequest, to
 		PublicKey: req.PublicKey, TokenId: tok.Id, Joined: timestamppb.New(now),
 		BootstrapTokenId: id, BootstrapTokenSecret: secret,
 		BootstrapTokenExpires: timestamppb.New(now.Add(bootstrapTokenTTL)),
+		// It starts with the bundles and signing CA of now.
+		TrustGeneration: st.ClusterPKI(nil, cluster.Metadata.Name).GetTrustGeneration(),
 	}, nil
 }
 
@@ -247,6 +250,12 @@ func (a *agentAPI) GetWorkerConfig(ctx context.Context, req *pb.GetWorkerConfigR
 		return nil, err
 	}
 	cfg.BootstrapToken = "" // only Join hands it out: the node kept it
+	if req.TrustGeneration > peer.TrustGeneration && req.TrustGeneration <= cfg.TrustGeneration {
+		cmd := &pb.WorkerTrustCommand{Cluster: req.Cluster, Name: req.Name, TrustGeneration: req.TrustGeneration}
+		if _, err := a.s.raftApply(WorkerTrustType, cmd); err != nil {
+			return nil, err
+		}
+	}
 	return cfg, nil
 }
 
@@ -290,6 +299,7 @@ func (s *Server) workerConfig(st *state.Store, cluster *pb.Cluster, peer *pb.VPN
 		return nil, err
 	}
 	p := st.ClusterPKI(nil, cluster.Metadata.Name)
+	trust := pki.Trust(p)
 	dns, err := resources.DNSServiceIP(cluster.Spec.Networking.GetServiceCidr())
 	if err != nil {
 		return nil, err
@@ -307,8 +317,10 @@ func (s *Server) workerConfig(st *state.Store, cluster *pb.Cluster, peer *pb.VPN
 		EndpointAddress:    hub,
 		AllowedIps:         vpnRoutes(cluster),
 		ApiServer:          "https://" + net.JoinHostPort(hub, strconv.Itoa(resources.TunnelAPIPort)),
-		ClusterCaPem:       p.GetCas()[vocab.ClusterCA].GetCertPem(),
-		KubeletClientCaPem: p.GetCas()[vocab.KubeletClientCA].GetCertPem(),
+		ClusterCaPem:       trust[vocab.ClusterCA],
+		KubeletClientCaPem: trust[vocab.KubeletClientCA],
+		SignerCaPem:        p.GetCas()[vocab.SignerCA].GetCertPem(),
+		TrustGeneration:    p.GetTrustGeneration(),
 		BootstrapToken:     peer.BootstrapTokenId + "." + peer.BootstrapTokenSecret,
 	}
 	for _, h := range st.Hypervisors(nil) {

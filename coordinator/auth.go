@@ -89,6 +89,10 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Peer/Join":                    true,
 	"/oneinfra.v1.Operator/BackupCluster":       true,
 	"/oneinfra.v1.Operator/RestoreCluster":      true,
+	"/oneinfra.v1.Operator/RotateClusterCA":     true,
+	// A node's configuration request records the trust generation it
+	// says it is at.
+	"/oneinfra.v1.Agent/GetWorkerConfig": true,
 }
 
 // peerJoin is the one call of a server that is not a member yet.

@@ -45,6 +45,8 @@ const (
 	DeleteComponentType
 	BackupType
 	RestoreType
+	SetPKIType
+	WorkerTrustType
 )
 
 // sealedType marks a log entry sealed with the keyring: what follows it is
@@ -143,6 +145,10 @@ func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Mess
 		return &pb.BackupCommand{}, f.applyBackup
 	case RestoreType:
 		return &pb.RestoreCommand{}, f.applyRestore
+	case SetPKIType:
+		return &pb.SetPKICommand{}, f.applySetPKI
+	case WorkerTrustType:
+		return &pb.WorkerTrustCommand{}, f.applyWorkerTrust
 	}
 	return nil, nil
 }

@@ -41,6 +41,9 @@ func (s *Server) reconcileClusters(now time.Time) error {
 		if err == nil && cmd != nil {
 			_, err = s.raftApply(PlaceType, cmd)
 		}
+		if err == nil {
+			err = s.advanceRotation(c.Metadata.Name, now)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("cluster %s: %w", c.Metadata.Name, err))
 		}
@@ -244,7 +247,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		if why := moveReason(hypervisors, comp); why != "" {
 			return why
 		}
-		return certsDueMove(st, c, due, comp)
+		return certsDueMove(st, c, clusterPKI, due, comp)
 	}
 	if replacement != nil {
 		all = append(all, replacement)
@@ -276,7 +279,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			allIngresses = append(allIngresses, comp)
 		}
 	}
-	r := &roller{st: st, cluster: c, due: due, deadline: renewalDeadline(s.cfg.certValidity()),
+	r := &roller{st: st, cluster: c, pki: clusterPKI, due: due, deadline: renewalDeadline(s.cfg.certValidity()),
 		ingresses: allIngresses, hypervisors: hypervisors, issue: issue, cmd: cmd}
 	if err := r.roll(have, steady); err != nil {
 		return err

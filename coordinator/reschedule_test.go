@@ -74,7 +74,7 @@ func (f *fakeAgent) report(ctx context.Context, agent pb.AgentClient) error {
 		case f.held.Load():
 			req.Components = append(req.Components, &pb.ComponentReport{Component: name, Status: &pb.ComponentStatus{State: vocab.StatePending, Message: "held"}})
 		default:
-			st := &pb.ComponentStatus{State: vocab.StateRunning, CertGeneration: as.CertGeneration}
+			st := &pb.ComponentStatus{State: vocab.StateRunning, CertGeneration: as.CertGeneration, TrustGeneration: as.TrustGeneration}
 			if as.Component.Spec.Role == resources.RoleIngress {
 				st.Conditions = []*pb.Condition{{Type: vocab.CondAPIReachable, Status: "True", Message: "the API answers"}}
 				for _, api := range as.ApiServers {

@@ -49,8 +49,12 @@ import (
 // by a renewal (only a new CA can): it is never due, so that nothing
 // renews in a loop.
 
-// reasonCertsDue is why a replica leaves: its certificates are due.
-const reasonCertsDue = "certificates due"
+// Why a single replica leaves for certificates: they are due, or a CA
+// rotation issues them again.
+const (
+	reasonCertsDue   = "certificates due"
+	reasonCARotation = "CA rotation"
+)
 
 // renewalDeadline is how long a replica's renewal may take before it is
 // given up: a twelfth of the certificates' life, between 1 and 15 minutes.
@@ -108,14 +112,36 @@ func expiry(cert *x509.Certificate) string {
 // does not run yet.
 func renewing(certs *pb.ComponentCerts) bool { return len(certs.GetRenewed()) > 0 }
 
-// runningCerts is the set of certificates a replica's assignment carries,
-// and its generation: the renewed set once its release from the ingress
-// is recorded, the one in use until then.
-func runningCerts(certs *pb.ComponentCerts) (map[string]*pb.KeyPair, uint64) {
+// runningCerts is the set of certificates a replica's assignment carries
+// (with what it trusts and their generations): the renewed set once its
+// release from the ingress is recorded, the one in use until then.
+func runningCerts(certs *pb.ComponentCerts) *pb.ComponentCerts {
 	if renewing(certs) && certs.Released {
-		return certs.Renewed, certs.Generation + 1
+		return &pb.ComponentCerts{Component: certs.Component, Certs: certs.Renewed, Generation: certs.Generation + 1,
+			Trust: certs.RenewedTrust, TrustGeneration: certs.RenewedTrustGeneration}
 	}
-	return certs.GetCerts(), certs.GetGeneration()
+	return certs
+}
+
+// trustOf is what a component trusts with a set of certificates: the
+// set's bundles, or the cluster's CAs for a set issued before CA rotation
+// (which is then at trust generation 0, and no rotation has begun).
+func trustOf(p *pb.ClusterPKI, trust map[string][]byte) map[string][]byte {
+	if len(trust) > 0 {
+		return trust
+	}
+	out := make(map[string][]byte, len(p.GetCas()))
+	for name, ca := range p.GetCas() {
+		out[name] = ca.GetCertPem()
+	}
+	return out
+}
+
+// trustStale reports whether a set of certificates was issued at an older
+// trust generation than the cluster's: a CA rotation has moved on since,
+// and the set is issued again.
+func trustStale(p *pb.ClusterPKI, certs *pb.ComponentCerts) bool {
+	return certs.GetTrustGeneration() < p.GetTrustGeneration()
 }
 
 // releasedBy reports whether every ingress of ingresses has reported
@@ -143,13 +169,18 @@ func withServing(certs *pb.ComponentCerts, serving *pb.KeyPair) *pb.ComponentCer
 }
 
 // certsDueMove is the leaving reason of a single replica whose
-// certificates are due (it is moved rather than restarted), or "".
-func certsDueMove(st *state.Store, c *pb.Cluster, d dueCheck, comp *pb.Component) string {
+// certificates are due or must be issued again for a CA rotation (it is
+// moved rather than restarted), or "".
+func certsDueMove(st *state.Store, c *pb.Cluster, p *pb.ClusterPKI, d dueCheck, comp *pb.Component) string {
 	if c.Spec.ControlPlane.GetReplicas() != 1 {
 		return ""
 	}
-	if _, due := d.soonest(st.ComponentCerts(nil, comp.Metadata.Name).GetCerts()); due {
+	certs := st.ComponentCerts(nil, comp.Metadata.Name)
+	if _, due := d.soonest(certs.GetCerts()); due {
 		return reasonCertsDue
+	}
+	if trustStale(p, certs) {
+		return reasonCARotation
 	}
 	return ""
 }
@@ -159,6 +190,7 @@ func certsDueMove(st *state.Store, c *pb.Cluster, d dueCheck, comp *pb.Component
 type roller struct {
 	st       *state.Store
 	cluster  *pb.Cluster
+	pki      *pb.ClusterPKI
 	due      dueCheck
 	deadline time.Duration
 	// ingresses are all of the cluster's, on dead hypervisors too.
@@ -199,14 +231,15 @@ func (r *roller) roll(have []*pb.Component, steady bool) error {
 		switch {
 		case certs.Released && s.GetState() == vocab.StateRunning && s.GetCertGeneration() == certs.Generation+1:
 			first, _ := r.due.soonest(certs.Renewed)
-			r.cmd.Certs = append(r.cmd.Certs, &pb.ComponentCerts{Component: name, Certs: certs.Renewed, Generation: certs.Generation + 1})
+			r.cmd.Certs = append(r.cmd.Certs, runningCerts(certs))
 			r.event("Normal", "CertificatesRenewed", fmt.Sprintf("%s runs its renewed certificates (valid until %s)", name, expiry(first)))
 		case now.Sub(certs.GetRenewingSince().AsTime()) > r.deadline:
 			why := "the ingress did not stop sending it connections"
 			if certs.Released {
 				why = fmt.Sprintf("it did not come back Running with generation %d", certs.Generation+1)
 			}
-			next.Renewed, next.Released, next.RenewingSince, next.RenewalGivenUp = nil, false, nil, timestamppb.New(now)
+			next.Renewed, next.RenewedTrust, next.RenewedTrustGeneration = nil, nil, 0
+			next.Released, next.RenewingSince, next.RenewalGivenUp = false, nil, timestamppb.New(now)
 			r.cmd.Certs = append(r.cmd.Certs, next)
 			r.event("Warning", "RenewalGivenUp", fmt.Sprintf("renewing the certificates of %s took over %s (%s): it keeps its certificates and goes back to the ingress; tried again in %s", name, r.deadline, why, r.deadline))
 		case !certs.Released && releasedBy(r.ingresses, r.hypervisors, name, certs.GetRenewingSince().AsTime()):
@@ -222,6 +255,7 @@ func (r *roller) roll(have []*pb.Component, steady bool) error {
 	for _, comp := range have {
 		certs := r.st.ComponentCerts(nil, comp.Metadata.Name)
 		first, due := r.due.soonest(certs.GetCerts())
+		due = due || trustStale(r.pki, certs)
 		if !due || issued(comp.Metadata.Name) || (certs.GetRenewalGivenUp() != nil && now.Sub(certs.RenewalGivenUp.AsTime()) < r.deadline) {
 			continue
 		}
@@ -242,8 +276,13 @@ func (r *roller) roll(have []*pb.Component, steady bool) error {
 	}
 	old := r.st.ComponentCerts(nil, next.Metadata.Name)
 	r.cmd.Certs = append(r.cmd.Certs, &pb.ComponentCerts{Component: next.Metadata.Name, Certs: old.GetCerts(), Generation: old.GetGeneration(),
-		Renewed: fresh.Certs, RenewingSince: timestamppb.New(now)})
-	r.event("Normal", "RenewingCertificates", fmt.Sprintf("renewing the certificates of %s (the soonest expires %s): the ingress stops sending it connections, then it restarts with new ones", next.Metadata.Name, expiry(nextFirst)))
+		Trust: old.GetTrust(), TrustGeneration: old.GetTrustGeneration(),
+		Renewed: fresh.Certs, RenewedTrust: fresh.Trust, RenewedTrustGeneration: fresh.TrustGeneration, RenewingSince: timestamppb.New(now)})
+	why := fmt.Sprintf("the soonest expires %s", expiry(nextFirst))
+	if trustStale(r.pki, old) {
+		why = "CA rotation: " + pki.StageName(r.pki.GetRotation().GetStage())
+	}
+	r.event("Normal", "RenewingCertificates", fmt.Sprintf("renewing the certificates of %s (%s): the ingress stops sending it connections, then it restarts with new ones", next.Metadata.Name, why))
 	return nil
 }
 
@@ -265,13 +304,15 @@ func (r *roller) warnBlocked(comp *pb.Component, first *x509.Certificate) {
 }
 
 // renewIngressCerts issues the certificates of a cluster's ingress again
-// when one is due; haproxy reloads them without dropping a connection.
+// when one is due or a CA rotation moved on; haproxy reloads them (and the
+// CAs it trusts) without dropping a connection.
 func renewIngressCerts(st *state.Store, p *pb.ClusterPKI, d dueCheck, ingresses []*pb.Component, validity time.Duration, cmd *pb.PlaceCommand) error {
 	for _, comp := range ingresses {
 		if comp.Metadata.DeletionTimestamp != nil {
 			continue
 		}
-		if _, due := d.soonest(st.ComponentCerts(nil, comp.Metadata.Name).GetCerts()); !due {
+		old := st.ComponentCerts(nil, comp.Metadata.Name)
+		if _, due := d.soonest(old.GetCerts()); !due && !trustStale(p, old) {
 			continue
 		}
 		certs, err := pki.IngressCerts(p, comp.Metadata.Name, validity, d.now)

@@ -342,6 +342,9 @@ func coreDNS(in Inputs) []object {
 					appsv1ac.RollingUpdateDeployment().WithMaxUnavailable(intstr.FromInt32(1)))).
 				WithTemplate(corev1ac.PodTemplateSpec().
 					WithLabels(labels(componentCoreDNS, "k8s-app", "kube-dns")).
+					// CoreDNS reads the cluster CA (kube-root-ca.crt) once:
+					// it starts again when a CA rotation changes it.
+					WithAnnotations(map[string]string{configHashKey: hashData(map[string]string{"ca": string(in.ClusterCAPEM)})}).
 					WithSpec(pod))),
 	}
 }

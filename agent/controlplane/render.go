@@ -108,6 +108,7 @@ const (
 	fileEtcdTrustedCA    = "etcd-trusted-ca.crt"
 	fileEtcdPeerCA       = "etcd-peer-ca.crt"
 	fileFrontProxyCA     = "front-proxy-ca.crt"
+	fileKubeletCA        = "kubelet-ca.crt"
 	fileSAKey            = "sa.key"
 	fileSAPub            = "sa.pub"
 	fileEncryption       = "encryption-config.yaml"
@@ -138,6 +139,9 @@ func renderFiles(as *pb.Assignment, paths host.Paths, m member) ([]host.File, er
 	public(fileEtcdTrustedCA, append(append([]byte{}, ca(vocab.EtcdClientCA)...), ca(vocab.EtcdServerCA)...))
 	public(fileEtcdPeerCA, ca(vocab.EtcdPeerCA))
 	public(fileFrontProxyCA, ca(vocab.FrontProxyCA))
+	// Kubelets serve with certificates of the signing CA: during a CA
+	// rotation, of the old one or the new one.
+	public(fileKubeletCA, ca(vocab.SignerCA))
 	for _, n := range []string{vocab.APIServerCert, vocab.APIServerKubeletClientCert, vocab.APIServerEtcdClientCert, vocab.EtcdServerCert,
 		vocab.EtcdPeerCert, vocab.FrontProxyClientCert, vocab.ControllerManagerCert, vocab.SchedulerCert, vocab.SignerCACert} {
 		kp := as.Certs[n]
@@ -307,7 +311,7 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		// Kubelets serve with certificates the signing CA signed for their
 		// node (agent/addons approves the CSRs): logs and exec check them.
-		"--kubelet-certificate-authority=" + c(vocab.SignerCACert+".crt"),
+		"--kubelet-certificate-authority=" + c(fileKubeletCA),
 		"--requestheader-client-ca-file=" + c(fileFrontProxyCA),
 		"--requestheader-allowed-names=" + vocab.FrontProxyClientUser,
 		"--requestheader-username-headers=X-Remote-User",

@@ -50,11 +50,13 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinWorkerRequest) (*pb.Worke
 }
 
 // Config returns a joined worker's current configuration.
-func (s *Server) Config(ctx context.Context, _ *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
+func (s *Server) Config(ctx context.Context, in *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
 	req, err := worker(ctx)
 	if err != nil {
 		return nil, err
 	}
+	// Who it is comes from its certificate; what it holds is its word.
+	req.TrustGeneration = in.GetTrustGeneration()
 	return s.Coordinator.GetWorkerConfig(ctx, req)
 }
 

@@ -19,7 +19,9 @@
 // While it runs it watches the peer's last handshake, asks the join
 // endpoints for a fresh configuration every minute and at once when the
 // tunnel looks dead, and reconfigures the device only when the endpoint,
-// its key or the allowed networks changed.
+// its key or the allowed networks changed. A cluster CA rotation reaches
+// the node the same way (trust.go): new CA bundles for the kubelet, and
+// new kubelet certificates once the signing CA changes.
 //
 // Files, under DATA-DIR (0700):
 //

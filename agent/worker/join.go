@@ -179,7 +179,7 @@ func fetchConfig(ctx context.Context, c Config, st *state) (*pb.WorkerConfig, st
 		if err != nil {
 			return nil, "", err
 		}
-		wc, err := configOnce(ctx, e, conf)
+		wc, err := configOnce(ctx, e, conf, st.trustAt)
 		if err == nil {
 			if err := checkConfig(wc); err != nil {
 				errs = append(errs, fmt.Errorf("%s answered an unusable configuration: %w", e, err))
@@ -195,7 +195,7 @@ func fetchConfig(ctx context.Context, c Config, st *state) (*pb.WorkerConfig, st
 	return nil, "", errors.Join(errs...)
 }
 
-func configOnce(ctx context.Context, endpoint string, conf *tls.Config) (*pb.WorkerConfig, error) {
+func configOnce(ctx context.Context, endpoint string, conf *tls.Config, trustAt uint64) (*pb.WorkerConfig, error) {
 	conn, err := dial(endpoint, conf)
 	if err != nil {
 		return nil, err
@@ -203,7 +203,7 @@ func configOnce(ctx context.Context, endpoint string, conf *tls.Config) (*pb.Wor
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	return pb.NewJoinClient(conn).Config(cctx, &pb.GetWorkerConfigRequest{})
+	return pb.NewJoinClient(conn).Config(cctx, &pb.GetWorkerConfigRequest{TrustGeneration: trustAt})
 }
 
 // renewCertificate renews the worker's client certificate through the

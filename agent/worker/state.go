@@ -18,6 +18,10 @@ type state struct {
 	config *pb.WorkerConfig
 	cert   *pb.KeyPair // the worker's client certificate, for Join.Config
 	caPEM  []byte      // the coordinator CA, learned at join through the pin
+	// trustAt is the cluster trust generation the kubelet holds (see
+	// syncTrust), told at each configuration request; trustTold the one
+	// last told.
+	trustAt, trustTold uint64
 }
 
 const (

@@ -179,6 +179,10 @@ func (w *Worker) keepUp(ctx context.Context) {
 		if state == "down" || !now.Before(nextRefresh) {
 			nextRefresh = now.Add(w.cfg.RefreshInterval)
 			reconfigured, err := w.refresh(ctx, state == "down")
+			if w.state.trustAt != w.state.trustTold {
+				// Said at once: a CA rotation waits for it.
+				nextRefresh = now
+			}
 			switch {
 			case err != nil && ctx.Err() == nil && err.Error() != lastErr:
 				w.logger.Warn("cannot refresh the worker configuration", "err", err)
@@ -225,33 +229,59 @@ func (w *Worker) refresh(ctx context.Context, down bool) (bool, error) {
 		}
 		return false, err
 	}
+	w.state.trustTold = w.state.trustAt
 	if renewal.DuePEM(w.state.cert.GetCertPem(), time.Now()) {
 		w.renewCertificate(ctx, from)
 	}
 	old := w.state.config
 	wc := merge(old, fresh)
-	if proto.Equal(old, wc) {
-		if down {
-			return false, w.tun.apply(wc)
-		}
-		return false, nil
-	}
 	reconfigured := false
-	if tunnelChanged(old, wc) {
-		w.logger.Info("tunnel configuration changed", "from", from, "endpoint", wc.GetEndpoint(), "address", wc.GetAddress())
-		if err := w.tun.apply(wc); err != nil {
-			return false, fmt.Errorf("tunnel: %w", err)
+	switch {
+	case proto.Equal(old, wc):
+		if down {
+			if err := w.tun.apply(wc); err != nil {
+				return false, err
+			}
 		}
-		reconfigured = true
+	default:
+		if tunnelChanged(old, wc) {
+			w.logger.Info("tunnel configuration changed", "from", from, "endpoint", wc.GetEndpoint(), "address", wc.GetAddress())
+			if err := w.tun.apply(wc); err != nil {
+				return false, fmt.Errorf("tunnel: %w", err)
+			}
+			reconfigured = true
+		}
+		if err := w.startKubelet(ctx, wc); err != nil {
+			return reconfigured, err
+		}
+		if err := saveConfig(w.cfg, wc); err != nil {
+			return reconfigured, err
+		}
+		w.state.config = wc
 	}
-	if err := w.startKubelet(ctx, wc); err != nil {
-		return reconfigured, err
+	return reconfigured, w.keepTrust(ctx, wc)
+}
+
+// keepTrust brings the kubelet to wc's trust generation (syncTrust),
+// restarting it when that changed its files, and notes the generation
+// once the kubelet holds it.
+func (w *Worker) keepTrust(ctx context.Context, wc *pb.WorkerConfig) error {
+	restart, holds, err := w.syncTrust(ctx, wc)
+	if restart {
+		args, aerr := kubeletFlags(w.cfg, wc)
+		if aerr == nil {
+			aerr = w.kubelet.Start(ctx, args, true)
+		}
+		err = errors.Join(err, aerr)
 	}
-	if err := saveConfig(w.cfg, wc); err != nil {
-		return reconfigured, err
+	if err != nil {
+		return fmt.Errorf("CA rotation: %w", err)
 	}
-	w.state.config = wc
-	return reconfigured, nil
+	if holds && w.state.trustAt != wc.GetTrustGeneration() {
+		w.state.trustAt = wc.GetTrustGeneration()
+		w.logger.Info("the kubelet holds the cluster's CAs", "trust_generation", w.state.trustAt, "restarted", restart)
+	}
+	return nil
 }
 
 // serveHealth serves /healthz (the agent runs) and /readyz (the tunnel

@@ -15,7 +15,8 @@ import (
 func newClusterCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Create clusters, get their kubeconfig, list and remove their worker nodes, back them up"}
 	cmd.AddCommand(newClusterCreateCommand(g), newClusterKubeconfigCommand(g), newClusterPeersCommand(g), newClusterRemoveNodeCommand(g),
-		newClusterBackupCommand(g), newClusterBackupsCommand(g), newClusterRestoreCommand(g))
+		newClusterBackupCommand(g), newClusterBackupsCommand(g), newClusterRestoreCommand(g),
+		newClusterRotateCACommand(g))
 	return cmd
 }
 

@@ -69,6 +69,9 @@ func printDescribe(w io.Writer, d *pb.DescribeResponse) {
 		field("Restore", fmt.Sprintf("%s (%s, asked %s ago): back to backup %s, %s old then, etcd revision %d",
 			r.State, r.Reason, age(r.Requested), r.Backup, roughly(r.Requested.AsTime().Sub(r.Taken.AsTime())), r.Revision))
 	}
+	if r := d.GetCaRotation(); r != nil {
+		field("CA rotation", fmt.Sprintf("%s (begun %s ago, this stage %s ago)", rotationStep(r), age(r.Started), age(r.StageSince)))
+	}
 	field("API endpoint", dash(c.GetStatus().GetApiServerEndpoint()))
 	if c.Spec.GetVpn().GetEnabled() {
 		field("VPN endpoint", dash(c.GetStatus().GetVpnEndpoint()))

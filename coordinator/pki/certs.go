@@ -121,7 +121,7 @@ func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time)
 	if err != nil {
 		return fail(err)
 	}
-	return &pb.ComponentCerts{Component: id.Component, Certs: certs}, nil
+	return withTrust(p, id.Component, certs), nil
 }
 
 // IngressCerts issues the certificates of a cluster's ingress component:
@@ -145,7 +145,7 @@ func IngressCerts(p *pb.ClusterPKI, component string, validity time.Duration, no
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), component, err)
 	}
-	return &pb.ComponentCerts{Component: component, Certs: certs}, nil
+	return withTrust(p, component, certs), nil
 }
 
 // AdminKubeconfigCert issues the cluster-admin client certificate (CN
@@ -167,6 +167,12 @@ func AdminKubeconfigCert(p *pb.ClusterPKI, validity time.Duration, now time.Time
 		return nil, fmt.Errorf("cluster %s: admin certificate: %w", p.GetCluster(), err)
 	}
 	return kp, nil
+}
+
+// withTrust is the set of a component's certificates with what it
+// trusts now (Trust) and the trust generation.
+func withTrust(p *pb.ClusterPKI, component string, certs map[string]*pb.KeyPair) *pb.ComponentCerts {
+	return &pb.ComponentCerts{Component: component, Certs: certs, Trust: Trust(p), TrustGeneration: p.GetTrustGeneration()}
 }
 
 // leafSpec is one leaf certificate to issue.

@@ -140,6 +140,18 @@ func (t *Txn) InsertPKI(p *pb.ClusterPKI) {
 	}
 }
 
+// ClusterPKI returns a cluster's PKI (not a copy), or nil.
+func (t *Txn) ClusterPKI(cluster string) *pb.ClusterPKI {
+	if o := t.get(TablePKI, cluster); o != nil {
+		return o.(*pb.ClusterPKI)
+	}
+	return nil
+}
+
+// ReplacePKI stores a cluster's PKI in place of the one it has (a CA
+// rotation's stage).
+func (t *Txn) ReplacePKI(p *pb.ClusterPKI) { t.insert(TablePKI, p) }
+
 // Hypervisor returns the named hypervisor (not a copy), or nil.
 func (t *Txn) Hypervisor(name string) *pb.Hypervisor {
 	if o := t.get(TableHypervisors, name); o != nil {

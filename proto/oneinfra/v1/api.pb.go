@@ -662,7 +662,9 @@ type DescribeResponse struct {
 	// Clusters: the certificates of each component.
 	Certificates []*CertificateSummary `protobuf:"bytes,6,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	// Clusters: the etcd backups, newest first.
-	Backups       []*Backup `protobuf:"bytes,7,rep,name=backups,proto3" json:"backups,omitempty"`
+	Backups []*Backup `protobuf:"bytes,7,rep,name=backups,proto3" json:"backups,omitempty"`
+	// Clusters: the CA rotation under way, if any.
+	CaRotation    *CARotationStatus `protobuf:"bytes,8,opt,name=ca_rotation,json=caRotation,proto3" json:"ca_rotation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -746,6 +748,83 @@ func (x *DescribeResponse) GetBackups() []*Backup {
 	return nil
 }
 
+func (x *DescribeResponse) GetCaRotation() *CARotationStatus {
+	if x != nil {
+		return x.CaRotation
+	}
+	return nil
+}
+
+// CARotationStatus is what describe shows of a CA rotation.
+type CARotationStatus struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Stage      uint32                 `protobuf:"varint,1,opt,name=stage,proto3" json:"stage,omitempty"` // see CARotation
+	Started    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started,proto3" json:"started,omitempty"`
+	StageSince *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=stage_since,json=stageSince,proto3" json:"stage_since,omitempty"`
+	// The components and nodes that do not hold this stage yet.
+	Waiting       []string `protobuf:"bytes,4,rep,name=waiting,proto3" json:"waiting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CARotationStatus) Reset() {
+	*x = CARotationStatus{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CARotationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CARotationStatus) ProtoMessage() {}
+
+func (x *CARotationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CARotationStatus.ProtoReflect.Descriptor instead.
+func (*CARotationStatus) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CARotationStatus) GetStage() uint32 {
+	if x != nil {
+		return x.Stage
+	}
+	return 0
+}
+
+func (x *CARotationStatus) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *CARotationStatus) GetStageSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StageSince
+	}
+	return nil
+}
+
+func (x *CARotationStatus) GetWaiting() []string {
+	if x != nil {
+		return x.Waiting
+	}
+	return nil
+}
+
 // CertificateSummary is what describe shows of one component's
 // certificates.
 type CertificateSummary struct {
@@ -766,7 +845,7 @@ type CertificateSummary struct {
 
 func (x *CertificateSummary) Reset() {
 	*x = CertificateSummary{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[11]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +857,7 @@ func (x *CertificateSummary) String() string {
 func (*CertificateSummary) ProtoMessage() {}
 
 func (x *CertificateSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[11]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +870,7 @@ func (x *CertificateSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateSummary.ProtoReflect.Descriptor instead.
 func (*CertificateSummary) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{11}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CertificateSummary) GetComponent() string {
@@ -847,7 +926,7 @@ type KubeconfigRequest struct {
 
 func (x *KubeconfigRequest) Reset() {
 	*x = KubeconfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[12]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +938,7 @@ func (x *KubeconfigRequest) String() string {
 func (*KubeconfigRequest) ProtoMessage() {}
 
 func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[12]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +951,7 @@ func (x *KubeconfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigRequest.ProtoReflect.Descriptor instead.
 func (*KubeconfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{12}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KubeconfigRequest) GetName() string {
@@ -898,7 +977,7 @@ type KubeconfigResponse struct {
 
 func (x *KubeconfigResponse) Reset() {
 	*x = KubeconfigResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[13]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +989,7 @@ func (x *KubeconfigResponse) String() string {
 func (*KubeconfigResponse) ProtoMessage() {}
 
 func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[13]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1002,7 @@ func (x *KubeconfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubeconfigResponse.ProtoReflect.Descriptor instead.
 func (*KubeconfigResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{13}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KubeconfigResponse) GetKubeconfig() []byte {
@@ -950,7 +1029,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[14]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1041,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[14]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1054,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{14}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateTokenRequest) GetKind() string {
@@ -1024,7 +1103,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1115,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[15]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1128,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{15}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -1081,7 +1160,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1172,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[16]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1185,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{16}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{17}
 }
 
 type ListTokensResponse struct {
@@ -1119,7 +1198,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1210,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1223,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{17}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -1170,7 +1249,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1261,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1274,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{18}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -1213,7 +1292,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1304,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1317,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{19}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{20}
 }
 
 type MembersRequest struct {
@@ -1249,7 +1328,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1340,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1353,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{21}
 }
 
 type Member struct {
@@ -1296,7 +1375,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1387,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1400,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Member) GetId() string {
@@ -1410,7 +1489,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1501,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1514,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1453,7 +1532,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1544,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1557,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 type SnapshotChunk struct {
@@ -1496,7 +1575,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1587,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1600,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -1557,7 +1636,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1648,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1661,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -1607,7 +1686,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1698,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1711,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{26}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 type VersionResponse struct {
@@ -1645,7 +1724,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1736,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1749,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{27}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -1701,7 +1780,7 @@ type JoinServerRequest struct {
 
 func (x *JoinServerRequest) Reset() {
 	*x = JoinServerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +1792,7 @@ func (x *JoinServerRequest) String() string {
 func (*JoinServerRequest) ProtoMessage() {}
 
 func (x *JoinServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +1805,7 @@ func (x *JoinServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinServerRequest.ProtoReflect.Descriptor instead.
 func (*JoinServerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{28}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinServerRequest) GetToken() string {
@@ -1777,7 +1856,7 @@ type JoinServerResponse struct {
 
 func (x *JoinServerResponse) Reset() {
 	*x = JoinServerResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[29]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1868,7 @@ func (x *JoinServerResponse) String() string {
 func (*JoinServerResponse) ProtoMessage() {}
 
 func (x *JoinServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[29]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1881,7 @@ func (x *JoinServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinServerResponse.ProtoReflect.Descriptor instead.
 func (*JoinServerResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinServerResponse) GetCertPem() []byte {
@@ -1838,7 +1917,7 @@ type RegisterHypervisorRequest struct {
 
 func (x *RegisterHypervisorRequest) Reset() {
 	*x = RegisterHypervisorRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[30]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1929,7 @@ func (x *RegisterHypervisorRequest) String() string {
 func (*RegisterHypervisorRequest) ProtoMessage() {}
 
 func (x *RegisterHypervisorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[30]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1942,7 @@ func (x *RegisterHypervisorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHypervisorRequest.ProtoReflect.Descriptor instead.
 func (*RegisterHypervisorRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{30}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegisterHypervisorRequest) GetToken() string {
@@ -1907,7 +1986,7 @@ type RegisterHypervisorResponse struct {
 
 func (x *RegisterHypervisorResponse) Reset() {
 	*x = RegisterHypervisorResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +1998,7 @@ func (x *RegisterHypervisorResponse) String() string {
 func (*RegisterHypervisorResponse) ProtoMessage() {}
 
 func (x *RegisterHypervisorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[31]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2011,7 @@ func (x *RegisterHypervisorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterHypervisorResponse.ProtoReflect.Descriptor instead.
 func (*RegisterHypervisorResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{31}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegisterHypervisorResponse) GetCertPem() []byte {
@@ -1972,7 +2051,7 @@ type GetGossipConfigRequest struct {
 
 func (x *GetGossipConfigRequest) Reset() {
 	*x = GetGossipConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2063,7 @@ func (x *GetGossipConfigRequest) String() string {
 func (*GetGossipConfigRequest) ProtoMessage() {}
 
 func (x *GetGossipConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[32]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2076,7 @@ func (x *GetGossipConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGossipConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetGossipConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{32}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetGossipConfigRequest) GetHypervisor() string {
@@ -2017,7 +2096,7 @@ type GossipConfig struct {
 
 func (x *GossipConfig) Reset() {
 	*x = GossipConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2108,7 @@ func (x *GossipConfig) String() string {
 func (*GossipConfig) ProtoMessage() {}
 
 func (x *GossipConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[33]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2121,7 @@ func (x *GossipConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipConfig.ProtoReflect.Descriptor instead.
 func (*GossipConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{33}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GossipConfig) GetKey() []byte {
@@ -2063,7 +2142,7 @@ type WatchAssignmentsRequest struct {
 
 func (x *WatchAssignmentsRequest) Reset() {
 	*x = WatchAssignmentsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2154,7 @@ func (x *WatchAssignmentsRequest) String() string {
 func (*WatchAssignmentsRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[34]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2167,7 @@ func (x *WatchAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{34}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchAssignmentsRequest) GetHypervisor() string {
@@ -2124,7 +2203,7 @@ type AssignmentRef struct {
 
 func (x *AssignmentRef) Reset() {
 	*x = AssignmentRef{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2215,7 @@ func (x *AssignmentRef) String() string {
 func (*AssignmentRef) ProtoMessage() {}
 
 func (x *AssignmentRef) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[35]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2228,7 @@ func (x *AssignmentRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentRef.ProtoReflect.Descriptor instead.
 func (*AssignmentRef) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{35}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AssignmentRef) GetComponent() string {
@@ -2176,7 +2255,7 @@ type WatchAssignmentsResponse struct {
 
 func (x *WatchAssignmentsResponse) Reset() {
 	*x = WatchAssignmentsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2267,7 @@ func (x *WatchAssignmentsResponse) String() string {
 func (*WatchAssignmentsResponse) ProtoMessage() {}
 
 func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[36]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2280,7 @@ func (x *WatchAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{36}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchAssignmentsResponse) GetIndex() uint64 {
@@ -2228,7 +2307,7 @@ type GetAssignmentsRequest struct {
 
 func (x *GetAssignmentsRequest) Reset() {
 	*x = GetAssignmentsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2319,7 @@ func (x *GetAssignmentsRequest) String() string {
 func (*GetAssignmentsRequest) ProtoMessage() {}
 
 func (x *GetAssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[37]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2332,7 @@ func (x *GetAssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*GetAssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{37}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetAssignmentsRequest) GetHypervisor() string {
@@ -2282,7 +2361,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2373,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[38]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2386,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{38}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Endpoint) GetName() string {
@@ -2381,14 +2460,17 @@ type Assignment struct {
 	// Control plane: etcd backups to take, the pending ones asked of it.
 	Backups []*BackupTask `protobuf:"bytes,20,rep,name=backups,proto3" json:"backups,omitempty"`
 	// Control plane: the restore its etcd data must be of (see RestoreTask).
-	Restore       *RestoreTask `protobuf:"bytes,21,opt,name=restore,proto3" json:"restore,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Restore *RestoreTask `protobuf:"bytes,21,opt,name=restore,proto3" json:"restore,omitempty"`
+	// The cluster trust generation (ClusterPKI) of ca_certs: the agent
+	// reports it once the component runs with them.
+	TrustGeneration uint64 `protobuf:"varint,22,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2482,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2495,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Assignment) GetComponent() *Component {
@@ -2563,6 +2645,13 @@ func (x *Assignment) GetRestore() *RestoreTask {
 	return nil
 }
 
+func (x *Assignment) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
 // VPNAssignment is a component's share of its cluster's VPN. The ingress
 // runs the endpoint (device, peers, forwarding); control-plane components
 // route the VPN's networks through the ingress's hypervisor.
@@ -2586,7 +2675,7 @@ type BackupTask struct {
 
 func (x *BackupTask) Reset() {
 	*x = BackupTask{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2687,7 @@ func (x *BackupTask) String() string {
 func (*BackupTask) ProtoMessage() {}
 
 func (x *BackupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2700,7 @@ func (x *BackupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupTask.ProtoReflect.Descriptor instead.
 func (*BackupTask) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *BackupTask) GetId() string {
@@ -2678,7 +2767,7 @@ type RestoreTask struct {
 
 func (x *RestoreTask) Reset() {
 	*x = RestoreTask{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2690,7 +2779,7 @@ func (x *RestoreTask) String() string {
 func (*RestoreTask) ProtoMessage() {}
 
 func (x *RestoreTask) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2703,7 +2792,7 @@ func (x *RestoreTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreTask.ProtoReflect.Descriptor instead.
 func (*RestoreTask) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RestoreTask) GetGeneration() uint64 {
@@ -2754,7 +2843,7 @@ type VPNAssignment struct {
 
 func (x *VPNAssignment) Reset() {
 	*x = VPNAssignment{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2855,7 @@ func (x *VPNAssignment) String() string {
 func (*VPNAssignment) ProtoMessage() {}
 
 func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2868,7 @@ func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VPNAssignment.ProtoReflect.Descriptor instead.
 func (*VPNAssignment) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VPNAssignment) GetCidr() string {
@@ -2827,7 +2916,7 @@ type GetAssignmentsResponse struct {
 
 func (x *GetAssignmentsResponse) Reset() {
 	*x = GetAssignmentsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +2928,7 @@ func (x *GetAssignmentsResponse) String() string {
 func (*GetAssignmentsResponse) ProtoMessage() {}
 
 func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +2941,7 @@ func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*GetAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetAssignmentsResponse) GetIndex() uint64 {
@@ -2879,7 +2968,7 @@ type ComponentReport struct {
 
 func (x *ComponentReport) Reset() {
 	*x = ComponentReport{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2891,7 +2980,7 @@ func (x *ComponentReport) String() string {
 func (*ComponentReport) ProtoMessage() {}
 
 func (x *ComponentReport) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2904,7 +2993,7 @@ func (x *ComponentReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentReport.ProtoReflect.Descriptor instead.
 func (*ComponentReport) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ComponentReport) GetComponent() string {
@@ -2937,7 +3026,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3038,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3051,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReportStatusRequest) GetHypervisor() string {
@@ -3013,7 +3102,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3114,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3127,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AgentEvent) GetComponent() string {
@@ -3077,7 +3166,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3089,7 +3178,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3102,7 +3191,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
 type PeerStatusRequest struct {
@@ -3113,7 +3202,7 @@ type PeerStatusRequest struct {
 
 func (x *PeerStatusRequest) Reset() {
 	*x = PeerStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3125,7 +3214,7 @@ func (x *PeerStatusRequest) String() string {
 func (*PeerStatusRequest) ProtoMessage() {}
 
 func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3138,7 +3227,7 @@ func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
 }
 
 type PeerStatusResponse struct {
@@ -3154,7 +3243,7 @@ type PeerStatusResponse struct {
 
 func (x *PeerStatusResponse) Reset() {
 	*x = PeerStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3166,7 +3255,7 @@ func (x *PeerStatusResponse) String() string {
 func (*PeerStatusResponse) ProtoMessage() {}
 
 func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3179,7 +3268,7 @@ func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusResponse.ProtoReflect.Descriptor instead.
 func (*PeerStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PeerStatusResponse) GetId() string {
@@ -3228,7 +3317,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3240,7 +3329,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3253,7 +3342,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PeerJoinRequest) GetId() string {
@@ -3285,7 +3374,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3297,7 +3386,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3310,7 +3399,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
 type ListPeersRequest struct {
@@ -3322,7 +3411,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3423,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3436,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListPeersRequest) GetCluster() string {
@@ -3373,7 +3462,7 @@ type PeerInfo struct {
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3385,7 +3474,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3398,7 +3487,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PeerInfo) GetName() string {
@@ -3461,7 +3550,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3473,7 +3562,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3486,7 +3575,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListPeersResponse) GetPeers() []*PeerInfo {
@@ -3520,7 +3609,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3532,7 +3621,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3545,7 +3634,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RemovePeerRequest) GetCluster() string {
@@ -3570,7 +3659,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3582,7 +3671,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3595,7 +3684,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
 }
 
 // SetSchedulingRequest cordons (unschedulable), drains (unschedulable and
@@ -3611,7 +3700,7 @@ type SetSchedulingRequest struct {
 
 func (x *SetSchedulingRequest) Reset() {
 	*x = SetSchedulingRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3623,7 +3712,7 @@ func (x *SetSchedulingRequest) String() string {
 func (*SetSchedulingRequest) ProtoMessage() {}
 
 func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3636,7 +3725,7 @@ func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingRequest.ProtoReflect.Descriptor instead.
 func (*SetSchedulingRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SetSchedulingRequest) GetName() string {
@@ -3670,7 +3759,7 @@ type SetSchedulingResponse struct {
 
 func (x *SetSchedulingResponse) Reset() {
 	*x = SetSchedulingResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3682,7 +3771,7 @@ func (x *SetSchedulingResponse) String() string {
 func (*SetSchedulingResponse) ProtoMessage() {}
 
 func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3695,7 +3784,7 @@ func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingResponse.ProtoReflect.Descriptor instead.
 func (*SetSchedulingResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SetSchedulingResponse) GetHypervisor() *Hypervisor {
@@ -3724,7 +3813,7 @@ type JoinWorkerRequest struct {
 
 func (x *JoinWorkerRequest) Reset() {
 	*x = JoinWorkerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3736,7 +3825,7 @@ func (x *JoinWorkerRequest) String() string {
 func (*JoinWorkerRequest) ProtoMessage() {}
 
 func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3749,7 +3838,7 @@ func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWorkerRequest.ProtoReflect.Descriptor instead.
 func (*JoinWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *JoinWorkerRequest) GetToken() string {
@@ -3783,16 +3872,19 @@ func (x *JoinWorkerRequest) GetCsrPem() []byte {
 type GetWorkerConfigRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Filled in by the join endpoint from the worker's verified certificate.
-	Cluster       string `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Serial        string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"` // the certificate's serial, hex
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cluster string `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Name    string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Serial  string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"` // the certificate's serial, hex
+	// The worker's: the cluster trust generation its kubelet is at (CA
+	// bundles written, certificates from the signing CA it was given).
+	TrustGeneration uint64 `protobuf:"varint,4,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetWorkerConfigRequest) Reset() {
 	*x = GetWorkerConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3804,7 +3896,7 @@ func (x *GetWorkerConfigRequest) String() string {
 func (*GetWorkerConfigRequest) ProtoMessage() {}
 
 func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3817,7 +3909,7 @@ func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetWorkerConfigRequest) GetCluster() string {
@@ -3841,6 +3933,13 @@ func (x *GetWorkerConfigRequest) GetSerial() string {
 	return ""
 }
 
+func (x *GetWorkerConfigRequest) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
 // WorkerConfig is everything a worker needs to bring its tunnel up and
 // start its kubelet.
 type WorkerConfig struct {
@@ -3862,13 +3961,18 @@ type WorkerConfig struct {
 	BootstrapToken     string                 `protobuf:"bytes,15,opt,name=bootstrap_token,json=bootstrapToken,proto3" json:"bootstrap_token,omitempty"`                 // ID.SECRET
 	CertPem            []byte                 `protobuf:"bytes,16,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`                                      // the worker's client certificate for Config (Join only)
 	JoinEndpoints      []string               `protobuf:"bytes,17,rep,name=join_endpoints,json=joinEndpoints,proto3" json:"join_endpoints,omitempty"`                    // every public hypervisor's join endpoint
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The cluster's trust generation (ClusterPKI): cluster_ca_pem and
+	// kubelet_client_ca_pem are its bundles, and the kubelet's certificates
+	// must come from signer_ca_pem (a node whose do not gets new ones).
+	TrustGeneration uint64 `protobuf:"varint,18,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	SignerCaPem     []byte `protobuf:"bytes,19,opt,name=signer_ca_pem,json=signerCaPem,proto3" json:"signer_ca_pem,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WorkerConfig) Reset() {
 	*x = WorkerConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3880,7 +3984,7 @@ func (x *WorkerConfig) String() string {
 func (*WorkerConfig) ProtoMessage() {}
 
 func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3893,7 +3997,7 @@ func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerConfig.ProtoReflect.Descriptor instead.
 func (*WorkerConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *WorkerConfig) GetCluster() string {
@@ -4015,6 +4119,20 @@ func (x *WorkerConfig) GetJoinEndpoints() []string {
 	return nil
 }
 
+func (x *WorkerConfig) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
+func (x *WorkerConfig) GetSignerCaPem() []byte {
+	if x != nil {
+		return x.SignerCaPem
+	}
+	return nil
+}
+
 type CreateAdminRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -4026,7 +4144,7 @@ type CreateAdminRequest struct {
 
 func (x *CreateAdminRequest) Reset() {
 	*x = CreateAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4038,7 +4156,7 @@ func (x *CreateAdminRequest) String() string {
 func (*CreateAdminRequest) ProtoMessage() {}
 
 func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4051,7 +4169,7 @@ func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CreateAdminRequest) GetName() string {
@@ -4086,7 +4204,7 @@ type CreateAdminResponse struct {
 
 func (x *CreateAdminResponse) Reset() {
 	*x = CreateAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +4216,7 @@ func (x *CreateAdminResponse) String() string {
 func (*CreateAdminResponse) ProtoMessage() {}
 
 func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +4229,7 @@ func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CreateAdminResponse) GetCertPem() []byte {
@@ -4143,7 +4261,7 @@ type ListAdminsRequest struct {
 
 func (x *ListAdminsRequest) Reset() {
 	*x = ListAdminsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4155,7 +4273,7 @@ func (x *ListAdminsRequest) String() string {
 func (*ListAdminsRequest) ProtoMessage() {}
 
 func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4168,7 +4286,7 @@ func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
 }
 
 type ListAdminsResponse struct {
@@ -4180,7 +4298,7 @@ type ListAdminsResponse struct {
 
 func (x *ListAdminsResponse) Reset() {
 	*x = ListAdminsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4192,7 +4310,7 @@ func (x *ListAdminsResponse) String() string {
 func (*ListAdminsResponse) ProtoMessage() {}
 
 func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4205,7 +4323,7 @@ func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListAdminsResponse) GetCertificates() []*IssuedCert {
@@ -4224,7 +4342,7 @@ type RevokeAdminRequest struct {
 
 func (x *RevokeAdminRequest) Reset() {
 	*x = RevokeAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4236,7 +4354,7 @@ func (x *RevokeAdminRequest) String() string {
 func (*RevokeAdminRequest) ProtoMessage() {}
 
 func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4249,7 +4367,7 @@ func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RevokeAdminRequest) GetName() string {
@@ -4268,7 +4386,7 @@ type RevokeAdminResponse struct {
 
 func (x *RevokeAdminResponse) Reset() {
 	*x = RevokeAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4280,7 +4398,7 @@ func (x *RevokeAdminResponse) String() string {
 func (*RevokeAdminResponse) ProtoMessage() {}
 
 func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4293,7 +4411,7 @@ func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *RevokeAdminResponse) GetRevoked() uint32 {
@@ -4313,7 +4431,7 @@ type IssueJoinCertificateRequest struct {
 
 func (x *IssueJoinCertificateRequest) Reset() {
 	*x = IssueJoinCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4325,7 +4443,7 @@ func (x *IssueJoinCertificateRequest) String() string {
 func (*IssueJoinCertificateRequest) ProtoMessage() {}
 
 func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4338,7 +4456,7 @@ func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *IssueJoinCertificateRequest) GetHypervisor() string {
@@ -4365,7 +4483,7 @@ type IssueJoinCertificateResponse struct {
 
 func (x *IssueJoinCertificateResponse) Reset() {
 	*x = IssueJoinCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4377,7 +4495,7 @@ func (x *IssueJoinCertificateResponse) String() string {
 func (*IssueJoinCertificateResponse) ProtoMessage() {}
 
 func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4390,7 +4508,7 @@ func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *IssueJoinCertificateResponse) GetCertPem() []byte {
@@ -4416,7 +4534,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4428,7 +4546,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4441,7 +4559,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -4459,7 +4577,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4471,7 +4589,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4484,7 +4602,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
 }
 
 type RenewCertificateRequest struct {
@@ -4496,7 +4614,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4508,7 +4626,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4521,7 +4639,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RenewCertificateRequest) GetCsrPem() []byte {
@@ -4541,7 +4659,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4553,7 +4671,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4566,7 +4684,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -4593,7 +4711,7 @@ type RenewWorkerCertificateRequest struct {
 
 func (x *RenewWorkerCertificateRequest) Reset() {
 	*x = RenewWorkerCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4605,7 +4723,7 @@ func (x *RenewWorkerCertificateRequest) String() string {
 func (*RenewWorkerCertificateRequest) ProtoMessage() {}
 
 func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4618,7 +4736,7 @@ func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewWorkerCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewWorkerCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RenewWorkerCertificateRequest) GetWorker() *GetWorkerConfigRequest {
@@ -4644,7 +4762,7 @@ type BackupClusterRequest struct {
 
 func (x *BackupClusterRequest) Reset() {
 	*x = BackupClusterRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4656,7 +4774,7 @@ func (x *BackupClusterRequest) String() string {
 func (*BackupClusterRequest) ProtoMessage() {}
 
 func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4669,7 +4787,7 @@ func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterRequest.ProtoReflect.Descriptor instead.
 func (*BackupClusterRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *BackupClusterRequest) GetCluster() string {
@@ -4688,7 +4806,7 @@ type BackupClusterResponse struct {
 
 func (x *BackupClusterResponse) Reset() {
 	*x = BackupClusterResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4700,7 +4818,7 @@ func (x *BackupClusterResponse) String() string {
 func (*BackupClusterResponse) ProtoMessage() {}
 
 func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4713,7 +4831,7 @@ func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterResponse.ProtoReflect.Descriptor instead.
 func (*BackupClusterResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *BackupClusterResponse) GetBackup() *Backup {
@@ -4732,7 +4850,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4744,7 +4862,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4757,7 +4875,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ListBackupsRequest) GetCluster() string {
@@ -4776,7 +4894,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4788,7 +4906,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4801,7 +4919,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{78}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -4821,7 +4939,7 @@ type RestoreClusterRequest struct {
 
 func (x *RestoreClusterRequest) Reset() {
 	*x = RestoreClusterRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4833,7 +4951,7 @@ func (x *RestoreClusterRequest) String() string {
 func (*RestoreClusterRequest) ProtoMessage() {}
 
 func (x *RestoreClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4846,7 +4964,7 @@ func (x *RestoreClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreClusterRequest.ProtoReflect.Descriptor instead.
 func (*RestoreClusterRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{79}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *RestoreClusterRequest) GetCluster() string {
@@ -4863,6 +4981,94 @@ func (x *RestoreClusterRequest) GetBackup() string {
 	return ""
 }
 
+type RotateClusterCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateClusterCARequest) Reset() {
+	*x = RotateClusterCARequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateClusterCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateClusterCARequest) ProtoMessage() {}
+
+func (x *RotateClusterCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateClusterCARequest.ProtoReflect.Descriptor instead.
+func (*RotateClusterCARequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *RotateClusterCARequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+type RotateClusterCAResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rotation      *CARotationStatus      `protobuf:"bytes,1,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateClusterCAResponse) Reset() {
+	*x = RotateClusterCAResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateClusterCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateClusterCAResponse) ProtoMessage() {}
+
+func (x *RotateClusterCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateClusterCAResponse.ProtoReflect.Descriptor instead.
+func (*RotateClusterCAResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *RotateClusterCAResponse) GetRotation() *CARotationStatus {
+	if x != nil {
+		return x.Rotation
+	}
+	return nil
+}
+
 type RestoreClusterResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Restore       *ClusterRestore        `protobuf:"bytes,1,opt,name=restore,proto3" json:"restore,omitempty"`
@@ -4872,7 +5078,7 @@ type RestoreClusterResponse struct {
 
 func (x *RestoreClusterResponse) Reset() {
 	*x = RestoreClusterResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4884,7 +5090,7 @@ func (x *RestoreClusterResponse) String() string {
 func (*RestoreClusterResponse) ProtoMessage() {}
 
 func (x *RestoreClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4897,7 +5103,7 @@ func (x *RestoreClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreClusterResponse.ProtoReflect.Descriptor instead.
 func (*RestoreClusterResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{80}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RestoreClusterResponse) GetRestore() *ClusterRestore {
@@ -4956,7 +5162,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"9\n" +
 	"\x0fDescribeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04kind\x18\x02 \x01(\tR\x04kind\"\x80\x03\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\"\xc0\x03\n" +
 	"\x10DescribeResponse\x12.\n" +
 	"\acluster\x18\x01 \x01(\v2\x14.oneinfra.v1.ClusterR\acluster\x126\n" +
 	"\n" +
@@ -4966,7 +5172,15 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x04meta\x18\x04 \x01(\v2\x15.oneinfra.v1.ReadMetaR\x04meta\x129\n" +
 	"\vhypervisors\x18\x05 \x03(\v2\x17.oneinfra.v1.HypervisorR\vhypervisors\x12C\n" +
 	"\fcertificates\x18\x06 \x03(\v2\x1f.oneinfra.v1.CertificateSummaryR\fcertificates\x12-\n" +
-	"\abackups\x18\a \x03(\v2\x13.oneinfra.v1.BackupR\abackups\"\x80\x02\n" +
+	"\abackups\x18\a \x03(\v2\x13.oneinfra.v1.BackupR\abackups\x12>\n" +
+	"\vca_rotation\x18\b \x01(\v2\x1d.oneinfra.v1.CARotationStatusR\n" +
+	"caRotation\"\xb5\x01\n" +
+	"\x10CARotationStatus\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\rR\x05stage\x124\n" +
+	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12;\n" +
+	"\vstage_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"stageSince\x12\x18\n" +
+	"\awaiting\x18\x04 \x03(\tR\awaiting\"\x80\x02\n" +
 	"\x12CertificateSummary\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x1e\n" +
 	"\n" +
@@ -5082,7 +5296,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\xc8\t\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\xf3\t\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -5108,7 +5322,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x0fcert_generation\x18\x12 \x01(\x04R\x0ecertGeneration\x12\x1a\n" +
 	"\borphaned\x18\x13 \x01(\bR\borphaned\x121\n" +
 	"\abackups\x18\x14 \x03(\v2\x17.oneinfra.v1.BackupTaskR\abackups\x122\n" +
-	"\arestore\x18\x15 \x01(\v2\x18.oneinfra.v1.RestoreTaskR\arestore\x1a:\n" +
+	"\arestore\x18\x15 \x01(\v2\x18.oneinfra.v1.RestoreTaskR\arestore\x12)\n" +
+	"\x10trust_generation\x18\x16 \x01(\x04R\x0ftrustGeneration\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +
@@ -5211,11 +5426,12 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x03 \x01(\tR\tpublicKey\x12\x17\n" +
-	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\"^\n" +
+	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\"\x89\x01\n" +
 	"\x16GetWorkerConfigRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
-	"\x06serial\x18\x03 \x01(\tR\x06serial\"\xda\x04\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\x12)\n" +
+	"\x10trust_generation\x18\x04 \x01(\x04R\x0ftrustGeneration\"\xa9\x05\n" +
 	"\fWorkerConfig\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -5237,7 +5453,9 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x15kubelet_client_ca_pem\x18\x0e \x01(\fR\x12kubeletClientCaPem\x12'\n" +
 	"\x0fbootstrap_token\x18\x0f \x01(\tR\x0ebootstrapToken\x12\x19\n" +
 	"\bcert_pem\x18\x10 \x01(\fR\acertPem\x12%\n" +
-	"\x0ejoin_endpoints\x18\x11 \x03(\tR\rjoinEndpoints\"b\n" +
+	"\x0ejoin_endpoints\x18\x11 \x03(\tR\rjoinEndpoints\x12)\n" +
+	"\x10trust_generation\x18\x12 \x01(\x04R\x0ftrustGeneration\x12\"\n" +
+	"\rsigner_ca_pem\x18\x13 \x01(\fR\vsignerCaPem\"b\n" +
 	"\x12CreateAdminRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem\x12\x1f\n" +
@@ -5283,9 +5501,13 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\abackups\x18\x01 \x03(\v2\x13.oneinfra.v1.BackupR\abackups\"I\n" +
 	"\x15RestoreClusterRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
-	"\x06backup\x18\x02 \x01(\tR\x06backup\"O\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\"2\n" +
+	"\x16RotateClusterCARequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"T\n" +
+	"\x17RotateClusterCAResponse\x129\n" +
+	"\brotation\x18\x01 \x01(\v2\x1d.oneinfra.v1.CARotationStatusR\brotation\"O\n" +
 	"\x16RestoreClusterResponse\x125\n" +
-	"\arestore\x18\x01 \x01(\v2\x1b.oneinfra.v1.ClusterRestoreR\arestore2\xa6\x0e\n" +
+	"\arestore\x18\x01 \x01(\v2\x1b.oneinfra.v1.ClusterRestoreR\arestore2\x84\x0f\n" +
 	"\bOperator\x12>\n" +
 	"\x05Apply\x12\x19.oneinfra.v1.ApplyRequest\x1a\x1a.oneinfra.v1.ApplyResponse\x128\n" +
 	"\x03Get\x12\x17.oneinfra.v1.GetRequest\x1a\x18.oneinfra.v1.GetResponse\x12A\n" +
@@ -5313,7 +5535,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x10RenewCredentials\x12$.oneinfra.v1.RenewCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponse\x12V\n" +
 	"\rBackupCluster\x12!.oneinfra.v1.BackupClusterRequest\x1a\".oneinfra.v1.BackupClusterResponse\x12P\n" +
 	"\vListBackups\x12\x1f.oneinfra.v1.ListBackupsRequest\x1a .oneinfra.v1.ListBackupsResponse\x12Y\n" +
-	"\x0eRestoreCluster\x12\".oneinfra.v1.RestoreClusterRequest\x1a#.oneinfra.v1.RestoreClusterResponse2\xc1\x01\n" +
+	"\x0eRestoreCluster\x12\".oneinfra.v1.RestoreClusterRequest\x1a#.oneinfra.v1.RestoreClusterResponse\x12\\\n" +
+	"\x0fRotateClusterCA\x12#.oneinfra.v1.RotateClusterCARequest\x1a$.oneinfra.v1.RotateClusterCAResponse2\xc1\x01\n" +
 	"\tBootstrap\x12M\n" +
 	"\n" +
 	"JoinServer\x12\x1e.oneinfra.v1.JoinServerRequest\x1a\x1f.oneinfra.v1.JoinServerResponse\x12e\n" +
@@ -5351,7 +5574,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                      // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                      // 1: oneinfra.v1.Resource
@@ -5364,235 +5587,244 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*DeleteResponse)(nil),                // 8: oneinfra.v1.DeleteResponse
 	(*DescribeRequest)(nil),               // 9: oneinfra.v1.DescribeRequest
 	(*DescribeResponse)(nil),              // 10: oneinfra.v1.DescribeResponse
-	(*CertificateSummary)(nil),            // 11: oneinfra.v1.CertificateSummary
-	(*KubeconfigRequest)(nil),             // 12: oneinfra.v1.KubeconfigRequest
-	(*KubeconfigResponse)(nil),            // 13: oneinfra.v1.KubeconfigResponse
-	(*CreateTokenRequest)(nil),            // 14: oneinfra.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),           // 15: oneinfra.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),             // 16: oneinfra.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),            // 17: oneinfra.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),            // 18: oneinfra.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),           // 19: oneinfra.v1.RevokeTokenResponse
-	(*MembersRequest)(nil),                // 20: oneinfra.v1.MembersRequest
-	(*Member)(nil),                        // 21: oneinfra.v1.Member
-	(*MembersResponse)(nil),               // 22: oneinfra.v1.MembersResponse
-	(*SnapshotSaveRequest)(nil),           // 23: oneinfra.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),                 // 24: oneinfra.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),       // 25: oneinfra.v1.SnapshotRestoreResponse
-	(*VersionRequest)(nil),                // 26: oneinfra.v1.VersionRequest
-	(*VersionResponse)(nil),               // 27: oneinfra.v1.VersionResponse
-	(*JoinServerRequest)(nil),             // 28: oneinfra.v1.JoinServerRequest
-	(*JoinServerResponse)(nil),            // 29: oneinfra.v1.JoinServerResponse
-	(*RegisterHypervisorRequest)(nil),     // 30: oneinfra.v1.RegisterHypervisorRequest
-	(*RegisterHypervisorResponse)(nil),    // 31: oneinfra.v1.RegisterHypervisorResponse
-	(*GetGossipConfigRequest)(nil),        // 32: oneinfra.v1.GetGossipConfigRequest
-	(*GossipConfig)(nil),                  // 33: oneinfra.v1.GossipConfig
-	(*WatchAssignmentsRequest)(nil),       // 34: oneinfra.v1.WatchAssignmentsRequest
-	(*AssignmentRef)(nil),                 // 35: oneinfra.v1.AssignmentRef
-	(*WatchAssignmentsResponse)(nil),      // 36: oneinfra.v1.WatchAssignmentsResponse
-	(*GetAssignmentsRequest)(nil),         // 37: oneinfra.v1.GetAssignmentsRequest
-	(*Endpoint)(nil),                      // 38: oneinfra.v1.Endpoint
-	(*Assignment)(nil),                    // 39: oneinfra.v1.Assignment
-	(*BackupTask)(nil),                    // 40: oneinfra.v1.BackupTask
-	(*RestoreTask)(nil),                   // 41: oneinfra.v1.RestoreTask
-	(*VPNAssignment)(nil),                 // 42: oneinfra.v1.VPNAssignment
-	(*GetAssignmentsResponse)(nil),        // 43: oneinfra.v1.GetAssignmentsResponse
-	(*ComponentReport)(nil),               // 44: oneinfra.v1.ComponentReport
-	(*ReportStatusRequest)(nil),           // 45: oneinfra.v1.ReportStatusRequest
-	(*AgentEvent)(nil),                    // 46: oneinfra.v1.AgentEvent
-	(*ReportStatusResponse)(nil),          // 47: oneinfra.v1.ReportStatusResponse
-	(*PeerStatusRequest)(nil),             // 48: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),            // 49: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),               // 50: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),              // 51: oneinfra.v1.PeerJoinResponse
-	(*ListPeersRequest)(nil),              // 52: oneinfra.v1.ListPeersRequest
-	(*PeerInfo)(nil),                      // 53: oneinfra.v1.PeerInfo
-	(*ListPeersResponse)(nil),             // 54: oneinfra.v1.ListPeersResponse
-	(*RemovePeerRequest)(nil),             // 55: oneinfra.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),            // 56: oneinfra.v1.RemovePeerResponse
-	(*SetSchedulingRequest)(nil),          // 57: oneinfra.v1.SetSchedulingRequest
-	(*SetSchedulingResponse)(nil),         // 58: oneinfra.v1.SetSchedulingResponse
-	(*JoinWorkerRequest)(nil),             // 59: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),        // 60: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),                  // 61: oneinfra.v1.WorkerConfig
-	(*CreateAdminRequest)(nil),            // 62: oneinfra.v1.CreateAdminRequest
-	(*CreateAdminResponse)(nil),           // 63: oneinfra.v1.CreateAdminResponse
-	(*ListAdminsRequest)(nil),             // 64: oneinfra.v1.ListAdminsRequest
-	(*ListAdminsResponse)(nil),            // 65: oneinfra.v1.ListAdminsResponse
-	(*RevokeAdminRequest)(nil),            // 66: oneinfra.v1.RevokeAdminRequest
-	(*RevokeAdminResponse)(nil),           // 67: oneinfra.v1.RevokeAdminResponse
-	(*IssueJoinCertificateRequest)(nil),   // 68: oneinfra.v1.IssueJoinCertificateRequest
-	(*IssueJoinCertificateResponse)(nil),  // 69: oneinfra.v1.IssueJoinCertificateResponse
-	(*RemoveMemberRequest)(nil),           // 70: oneinfra.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),          // 71: oneinfra.v1.RemoveMemberResponse
-	(*RenewCertificateRequest)(nil),       // 72: oneinfra.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),      // 73: oneinfra.v1.RenewCertificateResponse
-	(*RenewWorkerCertificateRequest)(nil), // 74: oneinfra.v1.RenewWorkerCertificateRequest
-	(*BackupClusterRequest)(nil),          // 75: oneinfra.v1.BackupClusterRequest
-	(*BackupClusterResponse)(nil),         // 76: oneinfra.v1.BackupClusterResponse
-	(*ListBackupsRequest)(nil),            // 77: oneinfra.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),           // 78: oneinfra.v1.ListBackupsResponse
-	(*RestoreClusterRequest)(nil),         // 79: oneinfra.v1.RestoreClusterRequest
-	(*RestoreClusterResponse)(nil),        // 80: oneinfra.v1.RestoreClusterResponse
-	nil,                                   // 81: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                   // 82: oneinfra.v1.Assignment.CertsEntry
-	nil,                                   // 83: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                       // 84: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                    // 85: oneinfra.v1.Hypervisor
-	(*Component)(nil),                     // 86: oneinfra.v1.Component
-	(*Event)(nil),                         // 87: oneinfra.v1.Event
-	(*Backup)(nil),                        // 88: oneinfra.v1.Backup
-	(*timestamppb.Timestamp)(nil),         // 89: google.protobuf.Timestamp
-	(*Token)(nil),                         // 90: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),                // 91: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                   // 92: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                       // 93: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),               // 94: oneinfra.v1.ComponentStatus
-	(*IssuedCert)(nil),                    // 95: oneinfra.v1.IssuedCert
-	(*ClusterRestore)(nil),                // 96: oneinfra.v1.ClusterRestore
-	(*KeyPair)(nil),                       // 97: oneinfra.v1.KeyPair
+	(*CARotationStatus)(nil),              // 11: oneinfra.v1.CARotationStatus
+	(*CertificateSummary)(nil),            // 12: oneinfra.v1.CertificateSummary
+	(*KubeconfigRequest)(nil),             // 13: oneinfra.v1.KubeconfigRequest
+	(*KubeconfigResponse)(nil),            // 14: oneinfra.v1.KubeconfigResponse
+	(*CreateTokenRequest)(nil),            // 15: oneinfra.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),           // 16: oneinfra.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),             // 17: oneinfra.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),            // 18: oneinfra.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),            // 19: oneinfra.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),           // 20: oneinfra.v1.RevokeTokenResponse
+	(*MembersRequest)(nil),                // 21: oneinfra.v1.MembersRequest
+	(*Member)(nil),                        // 22: oneinfra.v1.Member
+	(*MembersResponse)(nil),               // 23: oneinfra.v1.MembersResponse
+	(*SnapshotSaveRequest)(nil),           // 24: oneinfra.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),                 // 25: oneinfra.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),       // 26: oneinfra.v1.SnapshotRestoreResponse
+	(*VersionRequest)(nil),                // 27: oneinfra.v1.VersionRequest
+	(*VersionResponse)(nil),               // 28: oneinfra.v1.VersionResponse
+	(*JoinServerRequest)(nil),             // 29: oneinfra.v1.JoinServerRequest
+	(*JoinServerResponse)(nil),            // 30: oneinfra.v1.JoinServerResponse
+	(*RegisterHypervisorRequest)(nil),     // 31: oneinfra.v1.RegisterHypervisorRequest
+	(*RegisterHypervisorResponse)(nil),    // 32: oneinfra.v1.RegisterHypervisorResponse
+	(*GetGossipConfigRequest)(nil),        // 33: oneinfra.v1.GetGossipConfigRequest
+	(*GossipConfig)(nil),                  // 34: oneinfra.v1.GossipConfig
+	(*WatchAssignmentsRequest)(nil),       // 35: oneinfra.v1.WatchAssignmentsRequest
+	(*AssignmentRef)(nil),                 // 36: oneinfra.v1.AssignmentRef
+	(*WatchAssignmentsResponse)(nil),      // 37: oneinfra.v1.WatchAssignmentsResponse
+	(*GetAssignmentsRequest)(nil),         // 38: oneinfra.v1.GetAssignmentsRequest
+	(*Endpoint)(nil),                      // 39: oneinfra.v1.Endpoint
+	(*Assignment)(nil),                    // 40: oneinfra.v1.Assignment
+	(*BackupTask)(nil),                    // 41: oneinfra.v1.BackupTask
+	(*RestoreTask)(nil),                   // 42: oneinfra.v1.RestoreTask
+	(*VPNAssignment)(nil),                 // 43: oneinfra.v1.VPNAssignment
+	(*GetAssignmentsResponse)(nil),        // 44: oneinfra.v1.GetAssignmentsResponse
+	(*ComponentReport)(nil),               // 45: oneinfra.v1.ComponentReport
+	(*ReportStatusRequest)(nil),           // 46: oneinfra.v1.ReportStatusRequest
+	(*AgentEvent)(nil),                    // 47: oneinfra.v1.AgentEvent
+	(*ReportStatusResponse)(nil),          // 48: oneinfra.v1.ReportStatusResponse
+	(*PeerStatusRequest)(nil),             // 49: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),            // 50: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),               // 51: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),              // 52: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),              // 53: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                      // 54: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),             // 55: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),             // 56: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),            // 57: oneinfra.v1.RemovePeerResponse
+	(*SetSchedulingRequest)(nil),          // 58: oneinfra.v1.SetSchedulingRequest
+	(*SetSchedulingResponse)(nil),         // 59: oneinfra.v1.SetSchedulingResponse
+	(*JoinWorkerRequest)(nil),             // 60: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),        // 61: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),                  // 62: oneinfra.v1.WorkerConfig
+	(*CreateAdminRequest)(nil),            // 63: oneinfra.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),           // 64: oneinfra.v1.CreateAdminResponse
+	(*ListAdminsRequest)(nil),             // 65: oneinfra.v1.ListAdminsRequest
+	(*ListAdminsResponse)(nil),            // 66: oneinfra.v1.ListAdminsResponse
+	(*RevokeAdminRequest)(nil),            // 67: oneinfra.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),           // 68: oneinfra.v1.RevokeAdminResponse
+	(*IssueJoinCertificateRequest)(nil),   // 69: oneinfra.v1.IssueJoinCertificateRequest
+	(*IssueJoinCertificateResponse)(nil),  // 70: oneinfra.v1.IssueJoinCertificateResponse
+	(*RemoveMemberRequest)(nil),           // 71: oneinfra.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),          // 72: oneinfra.v1.RemoveMemberResponse
+	(*RenewCertificateRequest)(nil),       // 73: oneinfra.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),      // 74: oneinfra.v1.RenewCertificateResponse
+	(*RenewWorkerCertificateRequest)(nil), // 75: oneinfra.v1.RenewWorkerCertificateRequest
+	(*BackupClusterRequest)(nil),          // 76: oneinfra.v1.BackupClusterRequest
+	(*BackupClusterResponse)(nil),         // 77: oneinfra.v1.BackupClusterResponse
+	(*ListBackupsRequest)(nil),            // 78: oneinfra.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),           // 79: oneinfra.v1.ListBackupsResponse
+	(*RestoreClusterRequest)(nil),         // 80: oneinfra.v1.RestoreClusterRequest
+	(*RotateClusterCARequest)(nil),        // 81: oneinfra.v1.RotateClusterCARequest
+	(*RotateClusterCAResponse)(nil),       // 82: oneinfra.v1.RotateClusterCAResponse
+	(*RestoreClusterResponse)(nil),        // 83: oneinfra.v1.RestoreClusterResponse
+	nil,                                   // 84: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                   // 85: oneinfra.v1.Assignment.CertsEntry
+	nil,                                   // 86: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                       // 87: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                    // 88: oneinfra.v1.Hypervisor
+	(*Component)(nil),                     // 89: oneinfra.v1.Component
+	(*Event)(nil),                         // 90: oneinfra.v1.Event
+	(*Backup)(nil),                        // 91: oneinfra.v1.Backup
+	(*timestamppb.Timestamp)(nil),         // 92: google.protobuf.Timestamp
+	(*Token)(nil),                         // 93: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),                // 94: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                   // 95: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                       // 96: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),               // 97: oneinfra.v1.ComponentStatus
+	(*IssuedCert)(nil),                    // 98: oneinfra.v1.IssuedCert
+	(*ClusterRestore)(nil),                // 99: oneinfra.v1.ClusterRestore
+	(*KeyPair)(nil),                       // 100: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	84, // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	85, // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	1,  // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
-	3,  // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	84, // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	85, // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	86, // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
-	0,  // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	84, // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	86, // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	87, // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
-	0,  // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	85, // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	11, // 13: oneinfra.v1.DescribeResponse.certificates:type_name -> oneinfra.v1.CertificateSummary
-	88, // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
-	89, // 15: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
-	89, // 16: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
-	90, // 17: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	90, // 18: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
-	0,  // 19: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	21, // 20: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	91, // 21: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
-	35, // 22: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	86, // 23: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	92, // 24: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	81, // 25: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	82, // 26: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
-	38, // 27: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
-	38, // 28: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	83, // 29: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
-	38, // 30: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
-	42, // 31: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
-	38, // 32: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
-	40, // 33: oneinfra.v1.Assignment.backups:type_name -> oneinfra.v1.BackupTask
-	41, // 34: oneinfra.v1.Assignment.restore:type_name -> oneinfra.v1.RestoreTask
-	40, // 35: oneinfra.v1.RestoreTask.backup:type_name -> oneinfra.v1.BackupTask
-	93, // 36: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
-	39, // 37: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	94, // 38: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	44, // 39: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	89, // 40: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	46, // 41: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
-	89, // 42: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	89, // 43: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
-	53, // 44: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
-	0,  // 45: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	85, // 46: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	95, // 47: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
-	60, // 48: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
-	88, // 49: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
-	88, // 50: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
-	96, // 51: oneinfra.v1.RestoreClusterResponse.restore:type_name -> oneinfra.v1.ClusterRestore
-	97, // 52: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,  // 53: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,  // 54: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,  // 55: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,  // 56: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	12, // 57: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	14, // 58: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	16, // 59: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	18, // 60: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	20, // 61: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	23, // 62: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	24, // 63: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	26, // 64: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	52, // 65: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	55, // 66: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	57, // 67: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	62, // 68: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
-	64, // 69: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
-	66, // 70: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
-	70, // 71: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
-	72, // 72: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
-	75, // 73: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
-	77, // 74: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
-	79, // 75: oneinfra.v1.Operator.RestoreCluster:input_type -> oneinfra.v1.RestoreClusterRequest
-	28, // 76: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	30, // 77: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	34, // 78: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	37, // 79: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	45, // 80: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	59, // 81: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	60, // 82: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	32, // 83: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	68, // 84: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
-	72, // 85: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	74, // 86: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
-	59, // 87: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	60, // 88: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	72, // 89: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	48, // 90: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	50, // 91: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	24, // 92: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	72, // 93: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	4,  // 94: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,  // 95: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,  // 96: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10, // 97: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	13, // 98: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	15, // 99: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	17, // 100: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	19, // 101: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	22, // 102: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	24, // 103: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	25, // 104: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	27, // 105: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	54, // 106: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	56, // 107: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	58, // 108: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	63, // 109: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
-	65, // 110: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
-	67, // 111: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
-	71, // 112: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
-	73, // 113: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
-	76, // 114: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
-	78, // 115: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
-	80, // 116: oneinfra.v1.Operator.RestoreCluster:output_type -> oneinfra.v1.RestoreClusterResponse
-	29, // 117: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	31, // 118: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	36, // 119: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	43, // 120: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	47, // 121: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	61, // 122: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	61, // 123: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	33, // 124: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	69, // 125: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
-	73, // 126: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	73, // 127: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	61, // 128: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	61, // 129: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	73, // 130: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	49, // 131: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	51, // 132: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	25, // 133: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	73, // 134: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	94, // [94:135] is the sub-list for method output_type
-	53, // [53:94] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	87,  // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	88,  // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	1,   // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
+	3,   // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
+	87,  // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	88,  // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	89,  // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	0,   // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	87,  // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	89,  // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	90,  // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	0,   // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	88,  // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	12,  // 13: oneinfra.v1.DescribeResponse.certificates:type_name -> oneinfra.v1.CertificateSummary
+	91,  // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
+	11,  // 15: oneinfra.v1.DescribeResponse.ca_rotation:type_name -> oneinfra.v1.CARotationStatus
+	92,  // 16: oneinfra.v1.CARotationStatus.started:type_name -> google.protobuf.Timestamp
+	92,  // 17: oneinfra.v1.CARotationStatus.stage_since:type_name -> google.protobuf.Timestamp
+	92,  // 18: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
+	92,  // 19: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
+	93,  // 20: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	93,  // 21: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	0,   // 22: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	22,  // 23: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
+	94,  // 24: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	36,  // 25: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
+	89,  // 26: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	95,  // 27: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	84,  // 28: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	85,  // 29: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	39,  // 30: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
+	39,  // 31: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
+	86,  // 32: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	39,  // 33: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
+	43,  // 34: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
+	39,  // 35: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
+	41,  // 36: oneinfra.v1.Assignment.backups:type_name -> oneinfra.v1.BackupTask
+	42,  // 37: oneinfra.v1.Assignment.restore:type_name -> oneinfra.v1.RestoreTask
+	41,  // 38: oneinfra.v1.RestoreTask.backup:type_name -> oneinfra.v1.BackupTask
+	96,  // 39: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	40,  // 40: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	97,  // 41: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	45,  // 42: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	92,  // 43: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	47,  // 44: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
+	92,  // 45: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	92,  // 46: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	54,  // 47: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	0,   // 48: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	88,  // 49: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	98,  // 50: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
+	61,  // 51: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
+	91,  // 52: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
+	91,  // 53: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
+	11,  // 54: oneinfra.v1.RotateClusterCAResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
+	99,  // 55: oneinfra.v1.RestoreClusterResponse.restore:type_name -> oneinfra.v1.ClusterRestore
+	100, // 56: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,   // 57: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,   // 58: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,   // 59: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,   // 60: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	13,  // 61: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	15,  // 62: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	17,  // 63: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	19,  // 64: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	21,  // 65: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	24,  // 66: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	25,  // 67: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	27,  // 68: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	53,  // 69: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	56,  // 70: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	58,  // 71: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	63,  // 72: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
+	65,  // 73: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
+	67,  // 74: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
+	71,  // 75: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
+	73,  // 76: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
+	76,  // 77: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
+	78,  // 78: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
+	80,  // 79: oneinfra.v1.Operator.RestoreCluster:input_type -> oneinfra.v1.RestoreClusterRequest
+	81,  // 80: oneinfra.v1.Operator.RotateClusterCA:input_type -> oneinfra.v1.RotateClusterCARequest
+	29,  // 81: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	31,  // 82: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	35,  // 83: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	38,  // 84: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	46,  // 85: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	60,  // 86: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	61,  // 87: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	33,  // 88: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	69,  // 89: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
+	73,  // 90: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	75,  // 91: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
+	60,  // 92: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	61,  // 93: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	73,  // 94: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	49,  // 95: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	51,  // 96: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	25,  // 97: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	73,  // 98: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	4,   // 99: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,   // 100: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,   // 101: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10,  // 102: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	14,  // 103: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	16,  // 104: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	18,  // 105: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	20,  // 106: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	23,  // 107: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	25,  // 108: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	26,  // 109: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	28,  // 110: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	55,  // 111: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	57,  // 112: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	59,  // 113: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	64,  // 114: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
+	66,  // 115: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
+	68,  // 116: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
+	72,  // 117: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
+	74,  // 118: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
+	77,  // 119: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
+	79,  // 120: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
+	83,  // 121: oneinfra.v1.Operator.RestoreCluster:output_type -> oneinfra.v1.RestoreClusterResponse
+	82,  // 122: oneinfra.v1.Operator.RotateClusterCA:output_type -> oneinfra.v1.RotateClusterCAResponse
+	30,  // 123: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	32,  // 124: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	37,  // 125: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	44,  // 126: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	48,  // 127: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	62,  // 128: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	62,  // 129: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	34,  // 130: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	70,  // 131: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
+	74,  // 132: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	74,  // 133: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	62,  // 134: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	62,  // 135: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	74,  // 136: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	50,  // 137: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	52,  // 138: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	26,  // 139: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	74,  // 140: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	99,  // [99:141] is the sub-list for method output_type
+	57,  // [57:99] is the sub-list for method input_type
+	57,  // [57:57] is the sub-list for extension type_name
+	57,  // [57:57] is the sub-list for extension extendee
+	0,   // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -5611,7 +5843,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   84,
+			NumMessages:   87,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -46,6 +46,7 @@ const (
 	Operator_BackupCluster_FullMethodName    = "/oneinfra.v1.Operator/BackupCluster"
 	Operator_ListBackups_FullMethodName      = "/oneinfra.v1.Operator/ListBackups"
 	Operator_RestoreCluster_FullMethodName   = "/oneinfra.v1.Operator/RestoreCluster"
+	Operator_RotateClusterCA_FullMethodName  = "/oneinfra.v1.Operator/RotateClusterCA"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -87,6 +88,8 @@ type OperatorClient interface {
 	ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error)
 	// RestoreCluster replaces a cluster's etcd data with a backup's.
 	RestoreCluster(ctx context.Context, in *RestoreClusterRequest, opts ...grpc.CallOption) (*RestoreClusterResponse, error)
+	// RotateClusterCA starts replacing a cluster's CAs (see CARotation).
+	RotateClusterCA(ctx context.Context, in *RotateClusterCARequest, opts ...grpc.CallOption) (*RotateClusterCAResponse, error)
 }
 
 type operatorClient struct {
@@ -339,6 +342,16 @@ func (c *operatorClient) RestoreCluster(ctx context.Context, in *RestoreClusterR
 	return out, nil
 }
 
+func (c *operatorClient) RotateClusterCA(ctx context.Context, in *RotateClusterCARequest, opts ...grpc.CallOption) (*RotateClusterCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateClusterCAResponse)
+	err := c.cc.Invoke(ctx, Operator_RotateClusterCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -378,6 +391,8 @@ type OperatorServer interface {
 	ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error)
 	// RestoreCluster replaces a cluster's etcd data with a backup's.
 	RestoreCluster(context.Context, *RestoreClusterRequest) (*RestoreClusterResponse, error)
+	// RotateClusterCA starts replacing a cluster's CAs (see CARotation).
+	RotateClusterCA(context.Context, *RotateClusterCARequest) (*RotateClusterCAResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -456,6 +471,9 @@ func (UnimplementedOperatorServer) ListBackups(context.Context, *ListBackupsRequ
 }
 func (UnimplementedOperatorServer) RestoreCluster(context.Context, *RestoreClusterRequest) (*RestoreClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestoreCluster not implemented")
+}
+func (UnimplementedOperatorServer) RotateClusterCA(context.Context, *RotateClusterCARequest) (*RotateClusterCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateClusterCA not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -874,6 +892,24 @@ func _Operator_RestoreCluster_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_RotateClusterCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateClusterCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).RotateClusterCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_RotateClusterCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).RotateClusterCA(ctx, req.(*RotateClusterCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -964,6 +1000,10 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RestoreCluster",
 			Handler:    _Operator_RestoreCluster_Handler,
+		},
+		{
+			MethodName: "RotateClusterCA",
+			Handler:    _Operator_RotateClusterCA_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1490,6 +1490,131 @@ func (x *RestoreCommand) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// SetPKICommand writes a cluster's PKI: a CA rotation starts or moves to
+// its next stage. Applied only while the PKI's trust generation is still
+// expect_trust_generation.
+type SetPKICommand struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	Pki                   *ClusterPKI            `protobuf:"bytes,1,opt,name=pki,proto3" json:"pki,omitempty"`
+	ExpectTrustGeneration uint64                 `protobuf:"varint,2,opt,name=expect_trust_generation,json=expectTrustGeneration,proto3" json:"expect_trust_generation,omitempty"`
+	Events                []*Event               `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *SetPKICommand) Reset() {
+	*x = SetPKICommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPKICommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPKICommand) ProtoMessage() {}
+
+func (x *SetPKICommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPKICommand.ProtoReflect.Descriptor instead.
+func (*SetPKICommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SetPKICommand) GetPki() *ClusterPKI {
+	if x != nil {
+		return x.Pki
+	}
+	return nil
+}
+
+func (x *SetPKICommand) GetExpectTrustGeneration() uint64 {
+	if x != nil {
+		return x.ExpectTrustGeneration
+	}
+	return 0
+}
+
+func (x *SetPKICommand) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// WorkerTrustCommand records the trust generation a node says its
+// kubelet is at.
+type WorkerTrustCommand struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Cluster         string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Name            string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	TrustGeneration uint64                 `protobuf:"varint,3,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WorkerTrustCommand) Reset() {
+	*x = WorkerTrustCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerTrustCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerTrustCommand) ProtoMessage() {}
+
+func (x *WorkerTrustCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerTrustCommand.ProtoReflect.Descriptor instead.
+func (*WorkerTrustCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WorkerTrustCommand) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *WorkerTrustCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkerTrustCommand) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
 // DeleteComponentCommand marks an orphaned component (ComponentSpec.orphaned)
 // for removal; its agent removes it with its files.
 type DeleteComponentCommand struct {
@@ -1502,7 +1627,7 @@ type DeleteComponentCommand struct {
 
 func (x *DeleteComponentCommand) Reset() {
 	*x = DeleteComponentCommand{}
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1639,7 @@ func (x *DeleteComponentCommand) String() string {
 func (*DeleteComponentCommand) ProtoMessage() {}
 
 func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1652,7 @@ func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteComponentCommand.ProtoReflect.Descriptor instead.
 func (*DeleteComponentCommand) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{22}
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteComponentCommand) GetName() string {
@@ -1667,7 +1792,15 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x0eRestoreCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06backup\x18\x02 \x01(\tR\x06backup\x12.\n" +
-	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\\\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x9e\x01\n" +
+	"\rSetPKICommand\x12)\n" +
+	"\x03pki\x18\x01 \x01(\v2\x17.oneinfra.v1.ClusterPKIR\x03pki\x126\n" +
+	"\x17expect_trust_generation\x18\x02 \x01(\x04R\x15expectTrustGeneration\x12*\n" +
+	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"m\n" +
+	"\x12WorkerTrustCommand\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
+	"\x10trust_generation\x18\x03 \x01(\x04R\x0ftrustGeneration\"\\\n" +
 	"\x16DeleteComponentCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
@@ -1684,7 +1817,7 @@ func file_oneinfra_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_fsm_proto_rawDescData
 }
 
-var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*InitCommand)(nil),               // 0: oneinfra.v1.InitCommand
 	(*UpsertServerCommand)(nil),       // 1: oneinfra.v1.UpsertServerCommand
@@ -1708,83 +1841,87 @@ var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*PruneCommand)(nil),              // 19: oneinfra.v1.PruneCommand
 	(*BackupCommand)(nil),             // 20: oneinfra.v1.BackupCommand
 	(*RestoreCommand)(nil),            // 21: oneinfra.v1.RestoreCommand
-	(*DeleteComponentCommand)(nil),    // 22: oneinfra.v1.DeleteComponentCommand
-	nil,                               // 23: oneinfra.v1.Snapshot.TableIndexesEntry
-	(*CoordinatorConfig)(nil),         // 24: oneinfra.v1.CoordinatorConfig
-	(*Server)(nil),                    // 25: oneinfra.v1.Server
-	(*IssuedCert)(nil),                // 26: oneinfra.v1.IssuedCert
-	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
-	(*Cluster)(nil),                   // 28: oneinfra.v1.Cluster
-	(*ClusterPKI)(nil),                // 29: oneinfra.v1.ClusterPKI
-	(*Hypervisor)(nil),                // 30: oneinfra.v1.Hypervisor
-	(*Event)(nil),                     // 31: oneinfra.v1.Event
-	(*Token)(nil),                     // 32: oneinfra.v1.Token
-	(*Component)(nil),                 // 33: oneinfra.v1.Component
-	(*ComponentCerts)(nil),            // 34: oneinfra.v1.ComponentCerts
-	(*ClusterStatus)(nil),             // 35: oneinfra.v1.ClusterStatus
-	(*VPNPeer)(nil),                   // 36: oneinfra.v1.VPNPeer
-	(*Backup)(nil),                    // 37: oneinfra.v1.Backup
-	(*Condition)(nil),                 // 38: oneinfra.v1.Condition
+	(*SetPKICommand)(nil),             // 22: oneinfra.v1.SetPKICommand
+	(*WorkerTrustCommand)(nil),        // 23: oneinfra.v1.WorkerTrustCommand
+	(*DeleteComponentCommand)(nil),    // 24: oneinfra.v1.DeleteComponentCommand
+	nil,                               // 25: oneinfra.v1.Snapshot.TableIndexesEntry
+	(*CoordinatorConfig)(nil),         // 26: oneinfra.v1.CoordinatorConfig
+	(*Server)(nil),                    // 27: oneinfra.v1.Server
+	(*IssuedCert)(nil),                // 28: oneinfra.v1.IssuedCert
+	(*timestamppb.Timestamp)(nil),     // 29: google.protobuf.Timestamp
+	(*Cluster)(nil),                   // 30: oneinfra.v1.Cluster
+	(*ClusterPKI)(nil),                // 31: oneinfra.v1.ClusterPKI
+	(*Hypervisor)(nil),                // 32: oneinfra.v1.Hypervisor
+	(*Event)(nil),                     // 33: oneinfra.v1.Event
+	(*Token)(nil),                     // 34: oneinfra.v1.Token
+	(*Component)(nil),                 // 35: oneinfra.v1.Component
+	(*ComponentCerts)(nil),            // 36: oneinfra.v1.ComponentCerts
+	(*ClusterStatus)(nil),             // 37: oneinfra.v1.ClusterStatus
+	(*VPNPeer)(nil),                   // 38: oneinfra.v1.VPNPeer
+	(*Backup)(nil),                    // 39: oneinfra.v1.Backup
+	(*Condition)(nil),                 // 40: oneinfra.v1.Condition
 }
 var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
-	24, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
-	25, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
-	26, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
-	25, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
-	27, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
-	28, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
-	29, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	30, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	31, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
-	27, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
-	27, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	32, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
-	30, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	26, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	27, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	33, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
-	34, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
-	35, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	31, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	27, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
-	33, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	27, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	31, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
-	35, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	31, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	24, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	25, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	28, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	29, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	30, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	33, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	34, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	32, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	31, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	23, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	36, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
-	26, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
-	37, // 37: oneinfra.v1.Snapshot.backups:type_name -> oneinfra.v1.Backup
-	36, // 38: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
-	31, // 39: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
-	26, // 40: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	31, // 41: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
-	27, // 42: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
-	38, // 43: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
-	31, // 44: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
-	27, // 45: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
-	26, // 46: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
-	27, // 47: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
-	27, // 48: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
-	37, // 49: oneinfra.v1.BackupCommand.backup:type_name -> oneinfra.v1.Backup
-	31, // 50: oneinfra.v1.BackupCommand.event:type_name -> oneinfra.v1.Event
-	27, // 51: oneinfra.v1.RestoreCommand.time:type_name -> google.protobuf.Timestamp
-	27, // 52: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	26, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
+	27, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
+	28, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
+	27, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
+	29, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
+	30, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
+	31, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	32, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	33, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
+	29, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
+	29, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	34, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
+	32, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	28, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	29, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	35, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
+	36, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
+	37, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	33, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
+	29, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	35, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	29, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	33, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
+	37, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	33, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	26, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	27, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	30, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	31, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	32, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	35, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	36, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	34, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	33, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	25, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	38, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	28, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
+	39, // 37: oneinfra.v1.Snapshot.backups:type_name -> oneinfra.v1.Backup
+	38, // 38: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	33, // 39: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	28, // 40: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	33, // 41: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	29, // 42: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
+	40, // 43: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
+	33, // 44: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
+	29, // 45: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
+	28, // 46: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
+	29, // 47: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
+	29, // 48: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
+	39, // 49: oneinfra.v1.BackupCommand.backup:type_name -> oneinfra.v1.Backup
+	33, // 50: oneinfra.v1.BackupCommand.event:type_name -> oneinfra.v1.Event
+	29, // 51: oneinfra.v1.RestoreCommand.time:type_name -> google.protobuf.Timestamp
+	31, // 52: oneinfra.v1.SetPKICommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	33, // 53: oneinfra.v1.SetPKICommand.events:type_name -> oneinfra.v1.Event
+	29, // 54: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
@@ -1799,7 +1936,7 @@ func file_oneinfra_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_fsm_proto_rawDesc), len(file_oneinfra_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1290,8 +1290,11 @@ type ComponentStatus struct {
 	Backups []*BackupResult `protobuf:"bytes,9,rep,name=backups,proto3" json:"backups,omitempty"`
 	// Control plane: the restore generation its etcd data is of.
 	RestoreGeneration uint64 `protobuf:"varint,10,opt,name=restore_generation,json=restoreGeneration,proto3" json:"restore_generation,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The trust generation (Assignment.trust_generation) of the CAs it runs
+	// with, as of this report.
+	TrustGeneration uint64 `protobuf:"varint,11,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ComponentStatus) Reset() {
@@ -1394,6 +1397,13 @@ func (x *ComponentStatus) GetRestoreGeneration() uint64 {
 	return 0
 }
 
+func (x *ComponentStatus) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
 // PeerStatus is what a VPN endpoint's WireGuard device says about one peer.
 type PeerStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1487,8 +1497,11 @@ type VPNPeer struct {
 	BootstrapTokenId      string                 `protobuf:"bytes,8,opt,name=bootstrap_token_id,json=bootstrapTokenId,proto3" json:"bootstrap_token_id,omitempty"`
 	BootstrapTokenSecret  string                 `protobuf:"bytes,9,opt,name=bootstrap_token_secret,json=bootstrapTokenSecret,proto3" json:"bootstrap_token_secret,omitempty"`
 	BootstrapTokenExpires *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=bootstrap_token_expires,json=bootstrapTokenExpires,proto3" json:"bootstrap_token_expires,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The cluster trust generation (ClusterPKI) the node last said its
+	// kubelet's CA bundles and certificates are at.
+	TrustGeneration uint64 `protobuf:"varint,11,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *VPNPeer) Reset() {
@@ -1589,6 +1602,13 @@ func (x *VPNPeer) GetBootstrapTokenExpires() *timestamppb.Timestamp {
 		return x.BootstrapTokenExpires
 	}
 	return nil
+}
+
+func (x *VPNPeer) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
 }
 
 // Token is a join token. The secret is stored only as a hash.
@@ -2044,7 +2064,12 @@ type ClusterPKI struct {
 	ServiceAccountKeyPem []byte                 `protobuf:"bytes,3,opt,name=service_account_key_pem,json=serviceAccountKeyPem,proto3" json:"service_account_key_pem,omitempty"`
 	EncryptionKey        []byte                 `protobuf:"bytes,4,opt,name=encryption_key,json=encryptionKey,proto3" json:"encryption_key,omitempty"`
 	// backup_key seals the cluster's etcd backups (never in the store).
-	BackupKey     []byte `protobuf:"bytes,5,opt,name=backup_key,json=backupKey,proto3" json:"backup_key,omitempty"`
+	BackupKey []byte `protobuf:"bytes,5,opt,name=backup_key,json=backupKey,proto3" json:"backup_key,omitempty"`
+	// trust_generation counts the stages of CA rotations so far: a
+	// component's certificates issued at an older one are issued again.
+	TrustGeneration uint64 `protobuf:"varint,6,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	// The CA rotation under way (cluster rotate-ca), if any.
+	Rotation      *CARotation `protobuf:"bytes,7,opt,name=rotation,proto3" json:"rotation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2114,6 +2139,103 @@ func (x *ClusterPKI) GetBackupKey() []byte {
 	return nil
 }
 
+func (x *ClusterPKI) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
+func (x *ClusterPKI) GetRotation() *CARotation {
+	if x != nil {
+		return x.Rotation
+	}
+	return nil
+}
+
+// CARotation replaces a cluster's CAs in three stages, each done once
+// every component and node holds the cluster's trust_generation:
+//  1. the new CAs are trusted beside the old (leaves still from the old);
+//  2. every leaf is issued again from the new ones (the old still trusted);
+//  3. the old are dropped.
+type CARotation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Stage uint32                 `protobuf:"varint,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	// next: the new CAs, in stage 1 (cas are still the old ones then).
+	Next map[string]*KeyPair `protobuf:"bytes,2,rep,name=next,proto3" json:"next,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// previous: the old CAs' certificates, still trusted in stage 2.
+	Previous      map[string][]byte      `protobuf:"bytes,3,rep,name=previous,proto3" json:"previous,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Started       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started,proto3" json:"started,omitempty"`
+	StageSince    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=stage_since,json=stageSince,proto3" json:"stage_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CARotation) Reset() {
+	*x = CARotation{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CARotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CARotation) ProtoMessage() {}
+
+func (x *CARotation) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CARotation.ProtoReflect.Descriptor instead.
+func (*CARotation) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CARotation) GetStage() uint32 {
+	if x != nil {
+		return x.Stage
+	}
+	return 0
+}
+
+func (x *CARotation) GetNext() map[string]*KeyPair {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
+func (x *CARotation) GetPrevious() map[string][]byte {
+	if x != nil {
+		return x.Previous
+	}
+	return nil
+}
+
+func (x *CARotation) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *CARotation) GetStageSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StageSince
+	}
+	return nil
+}
+
 // Backup is one etcd backup of a cluster: asked of the agent of one of
 // its replicas, then taken (Done) or not (Failed).
 type Backup struct {
@@ -2137,7 +2259,7 @@ type Backup struct {
 
 func (x *Backup) Reset() {
 	*x = Backup{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2271,7 @@ func (x *Backup) String() string {
 func (*Backup) ProtoMessage() {}
 
 func (x *Backup) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2284,7 @@ func (x *Backup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backup.ProtoReflect.Descriptor instead.
 func (*Backup) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{26}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Backup) GetCluster() string {
@@ -2256,7 +2378,7 @@ type BackupResult struct {
 
 func (x *BackupResult) Reset() {
 	*x = BackupResult{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2390,7 @@ func (x *BackupResult) String() string {
 func (*BackupResult) ProtoMessage() {}
 
 func (x *BackupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2403,7 @@ func (x *BackupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
 func (*BackupResult) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{27}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BackupResult) GetId() string {
@@ -2339,13 +2461,21 @@ type ComponentCerts struct {
 	Released bool `protobuf:"varint,6,opt,name=released,proto3" json:"released,omitempty"`
 	// When a renewal was last given up.
 	RenewalGivenUp *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=renewal_given_up,json=renewalGivenUp,proto3" json:"renewal_given_up,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// trust: the CA certificates (a PEM bundle per CA name) the component
+	// trusts with certs, as of the cluster's trust_generation then;
+	// renewed_trust those of renewed. A set without them (issued before CA
+	// rotation) trusts the cluster's CAs.
+	Trust                  map[string][]byte `protobuf:"bytes,8,rep,name=trust,proto3" json:"trust,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TrustGeneration        uint64            `protobuf:"varint,9,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	RenewedTrust           map[string][]byte `protobuf:"bytes,10,rep,name=renewed_trust,json=renewedTrust,proto3" json:"renewed_trust,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RenewedTrustGeneration uint64            `protobuf:"varint,11,opt,name=renewed_trust_generation,json=renewedTrustGeneration,proto3" json:"renewed_trust_generation,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *ComponentCerts) Reset() {
 	*x = ComponentCerts{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2487,7 @@ func (x *ComponentCerts) String() string {
 func (*ComponentCerts) ProtoMessage() {}
 
 func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2500,7 @@ func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentCerts.ProtoReflect.Descriptor instead.
 func (*ComponentCerts) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{28}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ComponentCerts) GetComponent() string {
@@ -2422,6 +2552,34 @@ func (x *ComponentCerts) GetRenewalGivenUp() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ComponentCerts) GetTrust() map[string][]byte {
+	if x != nil {
+		return x.Trust
+	}
+	return nil
+}
+
+func (x *ComponentCerts) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
+func (x *ComponentCerts) GetRenewedTrust() map[string][]byte {
+	if x != nil {
+		return x.RenewedTrust
+	}
+	return nil
+}
+
+func (x *ComponentCerts) GetRenewedTrustGeneration() uint64 {
+	if x != nil {
+		return x.RenewedTrustGeneration
+	}
+	return 0
+}
+
 // CoordinatorConfig is the replicated configuration made at bootstrap.
 type CoordinatorConfig struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -2438,7 +2596,7 @@ type CoordinatorConfig struct {
 
 func (x *CoordinatorConfig) Reset() {
 	*x = CoordinatorConfig{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2450,7 +2608,7 @@ func (x *CoordinatorConfig) String() string {
 func (*CoordinatorConfig) ProtoMessage() {}
 
 func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2463,7 +2621,7 @@ func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorConfig.ProtoReflect.Descriptor instead.
 func (*CoordinatorConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{29}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CoordinatorConfig) GetCa() *KeyPair {
@@ -2620,7 +2778,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xc7\x03\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xf2\x03\n" +
 	"\x0fComponentStatus\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x126\n" +
@@ -2635,7 +2793,8 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x0fcert_generation\x18\b \x01(\x04R\x0ecertGeneration\x123\n" +
 	"\abackups\x18\t \x03(\v2\x19.oneinfra.v1.BackupResultR\abackups\x12-\n" +
 	"\x12restore_generation\x18\n" +
-	" \x01(\x04R\x11restoreGeneration\"\xc0\x01\n" +
+	" \x01(\x04R\x11restoreGeneration\x12)\n" +
+	"\x10trust_generation\x18\v \x01(\x04R\x0ftrustGeneration\"\xc0\x01\n" +
 	"\n" +
 	"PeerStatus\x12\x1d\n" +
 	"\n" +
@@ -2643,7 +2802,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x0elast_handshake\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHandshake\x12\x1a\n" +
 	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x19\n" +
 	"\brx_bytes\x18\x04 \x01(\x04R\arxBytes\x12\x19\n" +
-	"\btx_bytes\x18\x05 \x01(\x04R\atxBytes\"\x92\x03\n" +
+	"\btx_bytes\x18\x05 \x01(\x04R\atxBytes\"\xbd\x03\n" +
 	"\aVPNPeer\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -2656,7 +2815,8 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x12bootstrap_token_id\x18\b \x01(\tR\x10bootstrapTokenId\x124\n" +
 	"\x16bootstrap_token_secret\x18\t \x01(\tR\x14bootstrapTokenSecret\x12R\n" +
 	"\x17bootstrap_token_expires\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\x15bootstrapTokenExpires\"\xaf\x02\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x15bootstrapTokenExpires\x12)\n" +
+	"\x10trust_generation\x18\v \x01(\x04R\x0ftrustGeneration\"\xaf\x02\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -2700,7 +2860,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"apiAddress\"=\n" +
 	"\aKeyPair\x12\x19\n" +
 	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x17\n" +
-	"\akey_pem\x18\x02 \x01(\fR\x06keyPem\"\xa5\x02\n" +
+	"\akey_pem\x18\x02 \x01(\fR\x06keyPem\"\x85\x03\n" +
 	"\n" +
 	"ClusterPKI\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x122\n" +
@@ -2708,10 +2868,26 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x17service_account_key_pem\x18\x03 \x01(\fR\x14serviceAccountKeyPem\x12%\n" +
 	"\x0eencryption_key\x18\x04 \x01(\fR\rencryptionKey\x12\x1d\n" +
 	"\n" +
-	"backup_key\x18\x05 \x01(\fR\tbackupKey\x1aL\n" +
+	"backup_key\x18\x05 \x01(\fR\tbackupKey\x12)\n" +
+	"\x10trust_generation\x18\x06 \x01(\x04R\x0ftrustGeneration\x123\n" +
+	"\brotation\x18\a \x01(\v2\x17.oneinfra.v1.CARotationR\brotation\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\xd0\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\x9b\x03\n" +
+	"\n" +
+	"CARotation\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\rR\x05stage\x125\n" +
+	"\x04next\x18\x02 \x03(\v2!.oneinfra.v1.CARotation.NextEntryR\x04next\x12A\n" +
+	"\bprevious\x18\x03 \x03(\v2%.oneinfra.v1.CARotation.PreviousEntryR\bprevious\x124\n" +
+	"\astarted\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12;\n" +
+	"\vstage_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"stageSince\x1aM\n" +
+	"\tNextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\x1a;\n" +
+	"\rPreviousEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xd0\x02\n" +
 	"\x06Backup\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1c\n" +
@@ -2730,7 +2906,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x03R\x04size\"\x97\x04\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\x89\a\n" +
 	"\x0eComponentCerts\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12<\n" +
 	"\x05certs\x18\x02 \x03(\v2&.oneinfra.v1.ComponentCerts.CertsEntryR\x05certs\x12\x1e\n" +
@@ -2740,14 +2916,26 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\arenewed\x18\x04 \x03(\v2(.oneinfra.v1.ComponentCerts.RenewedEntryR\arenewed\x12A\n" +
 	"\x0erenewing_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rrenewingSince\x12\x1a\n" +
 	"\breleased\x18\x06 \x01(\bR\breleased\x12D\n" +
-	"\x10renewal_given_up\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0erenewalGivenUp\x1aN\n" +
+	"\x10renewal_given_up\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0erenewalGivenUp\x12<\n" +
+	"\x05trust\x18\b \x03(\v2&.oneinfra.v1.ComponentCerts.TrustEntryR\x05trust\x12)\n" +
+	"\x10trust_generation\x18\t \x01(\x04R\x0ftrustGeneration\x12R\n" +
+	"\rrenewed_trust\x18\n" +
+	" \x03(\v2-.oneinfra.v1.ComponentCerts.RenewedTrustEntryR\frenewedTrust\x128\n" +
+	"\x18renewed_trust_generation\x18\v \x01(\x04R\x16renewedTrustGeneration\x1aN\n" +
 	"\n" +
 	"CertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\x1aP\n" +
 	"\fRenewedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\"\x92\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x05value:\x028\x01\x1a8\n" +
+	"\n" +
+	"TrustEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a?\n" +
+	"\x11RenewedTrustEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x92\x01\n" +
 	"\x11CoordinatorConfig\x12$\n" +
 	"\x02ca\x18\x01 \x01(\v2\x14.oneinfra.v1.KeyPairR\x02ca\x12\x19\n" +
 	"\bvpn_pool\x18\x02 \x01(\tR\avpnPool\x12\x1d\n" +
@@ -2768,7 +2956,7 @@ func file_oneinfra_v1_resources_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_resources_proto_rawDescData
 }
 
-var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: oneinfra.v1.ObjectMeta
 	(*Condition)(nil),             // 1: oneinfra.v1.Condition
@@ -2796,22 +2984,27 @@ var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*Server)(nil),                // 23: oneinfra.v1.Server
 	(*KeyPair)(nil),               // 24: oneinfra.v1.KeyPair
 	(*ClusterPKI)(nil),            // 25: oneinfra.v1.ClusterPKI
-	(*Backup)(nil),                // 26: oneinfra.v1.Backup
-	(*BackupResult)(nil),          // 27: oneinfra.v1.BackupResult
-	(*ComponentCerts)(nil),        // 28: oneinfra.v1.ComponentCerts
-	(*CoordinatorConfig)(nil),     // 29: oneinfra.v1.CoordinatorConfig
-	nil,                           // 30: oneinfra.v1.ObjectMeta.LabelsEntry
-	nil,                           // 31: oneinfra.v1.ComponentSpec.PortsEntry
-	nil,                           // 32: oneinfra.v1.ClusterPKI.CasEntry
-	nil,                           // 33: oneinfra.v1.ComponentCerts.CertsEntry
-	nil,                           // 34: oneinfra.v1.ComponentCerts.RenewedEntry
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(*CARotation)(nil),            // 26: oneinfra.v1.CARotation
+	(*Backup)(nil),                // 27: oneinfra.v1.Backup
+	(*BackupResult)(nil),          // 28: oneinfra.v1.BackupResult
+	(*ComponentCerts)(nil),        // 29: oneinfra.v1.ComponentCerts
+	(*CoordinatorConfig)(nil),     // 30: oneinfra.v1.CoordinatorConfig
+	nil,                           // 31: oneinfra.v1.ObjectMeta.LabelsEntry
+	nil,                           // 32: oneinfra.v1.ComponentSpec.PortsEntry
+	nil,                           // 33: oneinfra.v1.ClusterPKI.CasEntry
+	nil,                           // 34: oneinfra.v1.CARotation.NextEntry
+	nil,                           // 35: oneinfra.v1.CARotation.PreviousEntry
+	nil,                           // 36: oneinfra.v1.ComponentCerts.CertsEntry
+	nil,                           // 37: oneinfra.v1.ComponentCerts.RenewedEntry
+	nil,                           // 38: oneinfra.v1.ComponentCerts.TrustEntry
+	nil,                           // 39: oneinfra.v1.ComponentCerts.RenewedTrustEntry
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
 }
 var file_oneinfra_v1_resources_proto_depIdxs = []int32{
-	30, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
-	35, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	35, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	35, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	31, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
+	40, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	40, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	40, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: oneinfra.v1.Cluster.metadata:type_name -> oneinfra.v1.ObjectMeta
 	3,  // 5: oneinfra.v1.Cluster.spec:type_name -> oneinfra.v1.ClusterSpec
 	9,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
@@ -2823,48 +3016,56 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	1,  // 12: oneinfra.v1.ClusterStatus.conditions:type_name -> oneinfra.v1.Condition
 	11, // 13: oneinfra.v1.ClusterStatus.backups:type_name -> oneinfra.v1.BackupStatus
 	10, // 14: oneinfra.v1.ClusterStatus.restore:type_name -> oneinfra.v1.ClusterRestore
-	35, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
-	35, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
-	35, // 17: oneinfra.v1.ClusterRestore.taken:type_name -> google.protobuf.Timestamp
-	35, // 18: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
+	40, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
+	40, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
+	40, // 17: oneinfra.v1.ClusterRestore.taken:type_name -> google.protobuf.Timestamp
+	40, // 18: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
 	0,  // 19: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
 	13, // 20: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
 	14, // 21: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	35, // 22: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	40, // 22: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 23: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
 	0,  // 24: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
 	16, // 25: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
 	17, // 26: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
-	31, // 27: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
+	32, // 27: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
 	1,  // 28: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	35, // 29: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	40, // 29: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
 	18, // 30: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
-	27, // 31: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
-	35, // 32: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	35, // 33: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
-	35, // 34: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
-	35, // 35: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	35, // 36: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	35, // 37: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
-	35, // 38: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
-	35, // 39: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
-	35, // 40: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
-	32, // 41: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
-	35, // 42: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
-	35, // 43: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
-	33, // 44: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
-	34, // 45: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
-	35, // 46: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
-	35, // 47: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
-	24, // 48: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	24, // 49: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 50: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 51: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
-	52, // [52:52] is the sub-list for method output_type
-	52, // [52:52] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	28, // 31: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
+	40, // 32: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	40, // 33: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	40, // 34: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	40, // 35: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	40, // 36: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	40, // 37: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
+	40, // 38: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
+	40, // 39: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
+	40, // 40: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	33, // 41: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
+	26, // 42: oneinfra.v1.ClusterPKI.rotation:type_name -> oneinfra.v1.CARotation
+	34, // 43: oneinfra.v1.CARotation.next:type_name -> oneinfra.v1.CARotation.NextEntry
+	35, // 44: oneinfra.v1.CARotation.previous:type_name -> oneinfra.v1.CARotation.PreviousEntry
+	40, // 45: oneinfra.v1.CARotation.started:type_name -> google.protobuf.Timestamp
+	40, // 46: oneinfra.v1.CARotation.stage_since:type_name -> google.protobuf.Timestamp
+	40, // 47: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
+	40, // 48: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
+	36, // 49: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
+	37, // 50: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
+	40, // 51: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
+	40, // 52: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
+	38, // 53: oneinfra.v1.ComponentCerts.trust:type_name -> oneinfra.v1.ComponentCerts.TrustEntry
+	39, // 54: oneinfra.v1.ComponentCerts.renewed_trust:type_name -> oneinfra.v1.ComponentCerts.RenewedTrustEntry
+	24, // 55: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	24, // 56: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 57: oneinfra.v1.CARotation.NextEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 58: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 59: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	60, // [60:60] is the sub-list for method output_type
+	60, // [60:60] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
@@ -2879,7 +3080,7 @@ func file_oneinfra_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_resources_proto_rawDesc), len(file_oneinfra_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
