@@ -44,8 +44,9 @@ func certValidity(t *testing.T) time.Duration {
 // failure, the API servers' serving certificates change, the agents stay
 // alive and the nodes Ready, logs, exec and pod-to-pod still work at the
 // end, the CLI keeps working with the file it started with (renewing it),
-// and /metrics shows the new expiries. Last, removing a node removes its
-// peer.
+// and /metrics shows the new expiries. Then the cluster's CAs are rotated
+// with it Ready throughout (rotateClusterCA). Last, removing a node
+// removes its peer.
 func TestWorkersBehindNATThroughRenewals(t *testing.T) {
 	validity := certValidity(t)
 	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "hv-3"}, {Name: "pub-1", Public: true},
@@ -152,6 +153,7 @@ func TestWorkersBehindNATThroughRenewals(t *testing.T) {
 			t.Errorf("/metrics: %s's certificate expires %s, before the first ones did (%s): not renewed", owner, exp, firstExpiry)
 		}
 	}
+	rotateClusterCA(t, s, "renew", ips)
 	removeNode(t, s, "renew")
 }
 

@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// rotateClusterCA runs `cluster rotate-ca --wait` on a cluster with its two
+// workers joined, and checks that it is Ready throughout: /readyz through
+// the ingress every 0.5s (trusting the CAs of a kubeconfig fetched as the
+// rotation begins, the old and the new ones) with no failure, both nodes
+// Ready whenever looked at (with a kubeconfig fetched then). At the end
+// the API serves certificates of the new CA alone, kubeconfigs carry it
+// alone, a kubeconfig of before is refused, and logs, exec and pod-to-pod
+// work (the kubelets' certificates are of the new signing CA).
+func rotateClusterCA(t *testing.T, s *system, cluster string, ips map[string]string) {
+	oldKC := writeKubeconfig(t, s, cluster)
+	start := time.Now()
+	result := make(chan string, 1)
+	go func() {
+		out, err := cli(s.config, "", "cluster", "rotate-ca", cluster, "--wait", "--timeout", "12m")
+		if err != nil {
+			out += err.Error()
+		}
+		result <- out
+	}()
+	var p *prober
+	var out string
+	looks := 0
+loop:
+	for {
+		select {
+		case out = <-result:
+			break loop
+		case <-time.After(3 * time.Second):
+		}
+		d, err := cli(s.config, "", "describe", "cluster", cluster)
+		if err != nil {
+			t.Errorf("describe during the rotation: %v", err)
+			continue
+		}
+		if p == nil && strings.Contains(d, "stage 1/3") {
+			p = probeAnonymously(t, cluster, writeKubeconfig(t, s, cluster))
+		}
+		kc := writeKubeconfig(t, s, cluster)
+		for _, node := range workerNodes {
+			if err := nodeReady(kc, node); err != nil {
+				t.Errorf("during the rotation (%s in): %v", time.Since(start).Round(time.Second), err)
+			}
+		}
+		looks++
+	}
+	took := time.Since(start)
+	if !strings.Contains(out, "CA rotation done") {
+		d, _ := cli(s.config, "", "describe", "cluster", cluster)
+		t.Fatalf("rotate-ca --wait: %s\n%s", out, d)
+	}
+	if p == nil {
+		t.Fatal("describe never showed stage 1 of the rotation")
+	}
+	n, failed := p.stop()
+	t.Logf("CA rotation took %s; %d probes through the ingress, %d failed; nodes Ready at %d looks\n%s", took.Round(time.Second), n, len(failed), looks, out)
+	if len(failed) > 0 {
+		t.Errorf("%d of %d probes failed during the CA rotation: %v", len(failed), n, failed)
+	}
+	kc := writeKubeconfig(t, s, cluster)
+	if ca := kubeconfigCA(t, kc); bytes.Count(ca, []byte("BEGIN CERTIFICATE")) != 1 || bytes.Equal(ca, kubeconfigCA(t, oldKC)) {
+		t.Errorf("the kubeconfig after the rotation trusts %d certificates, the same as before: %v", bytes.Count(ca, []byte("BEGIN CERTIFICATE")), bytes.Equal(ca, kubeconfigCA(t, oldKC)))
+	}
+	servingSerials(t, kc) // verified against the new CA alone
+	if out, err := kubectl(oldKC, "get", "nodes"); err == nil {
+		t.Errorf("a kubeconfig of before the rotation still works:\n%s", out)
+	}
+	for _, node := range workerNodes {
+		if err := nodeReady(kc, node); err != nil {
+			t.Error(err)
+		}
+	}
+	checkLogsExec(t, kc)
+	checkPodToPod(t, kc, ips)
+	addonsReady(t, kc)
+}
+
+// kubeconfigCA is the cluster CA data of a kubeconfig.
+func kubeconfigCA(t *testing.T, kc string) []byte {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
+	if cl == nil {
+		t.Fatalf("%s names no cluster", kc)
+	}
+	return cl.CertificateAuthorityData
+}
