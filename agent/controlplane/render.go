@@ -48,6 +48,11 @@ const EtcdPod = "etcd"
 // again (EtcdBootstrap.Attempt).
 const labelEtcdAttempt = "oneinfra.io/etcd-attempt"
 
+// labelTrustGeneration labels an etcd pod with the cluster trust
+// generation of the CAs it trusts (Assignment.trust_generation), from the
+// first CA rotation.
+const labelTrustGeneration = "oneinfra.io/trust-generation"
+
 // labelCertGeneration labels the Kubernetes pod with the generation of the
 // certificates it runs (Assignment.cert_generation), from the first renewal.
 const labelCertGeneration = "oneinfra.io/cert-generation"
@@ -259,8 +264,17 @@ func etcdPod(as *pb.Assignment, paths host.Paths, m member, boot EtcdBootstrap) 
 		Name: "etcd", Image: as.Images[vocab.ImageEtcd], Command: append([]string{"etcd"}, etcdArgs(paths, m, boot)...),
 		Mounts: mounts(paths, true),
 	}}}
+	labels := map[string]string{}
 	if boot.Attempt > 0 {
-		pod.Labels = map[string]string{labelEtcdAttempt: strconv.Itoa(boot.Attempt)}
+		labels[labelEtcdAttempt] = strconv.Itoa(boot.Attempt)
+	}
+	// etcd reads the CAs it trusts only as it starts (its certificates, on
+	// every connection): a CA rotation's stage restarts it.
+	if as.TrustGeneration > 0 {
+		labels[labelTrustGeneration] = strconv.FormatUint(as.TrustGeneration, 10)
+	}
+	if len(labels) > 0 {
+		pod.Labels = labels
 	}
 	return pod
 }
