@@ -309,13 +309,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// watch long-polls the coordinator for changes past the last index seen.
+// watch long-polls the coordinator for changes to this hypervisor's
+// assignments (past the last index seen, at first).
 func (a *Agent) watch(ctx context.Context, out chan<- *pb.WatchAssignmentsResponse) {
 	index, _ := strconv.ParseUint(a.store.meta("index"), 10, 64)
+	digest := "" // of the last answer: later watches wake only when ours change
 	backoff := time.Second
 	for ctx.Err() == nil {
 		cctx, cancel := context.WithTimeout(ctx, 70*time.Second)
-		resp, err := a.api.WatchAssignments(cctx, &pb.WatchAssignmentsRequest{Hypervisor: a.cfg.Name, MinIndex: index, WaitMs: 60000})
+		resp, err := a.api.WatchAssignments(cctx, &pb.WatchAssignmentsRequest{Hypervisor: a.cfg.Name, MinIndex: index, WaitMs: 60000, KnownDigest: digest})
 		cancel()
 		if err != nil {
 			if status.Code(err) == codes.Unauthenticated {
@@ -341,7 +343,7 @@ func (a *Agent) watch(ctx context.Context, out chan<- *pb.WatchAssignmentsRespon
 		case <-ctx.Done():
 			return
 		}
-		index = resp.Index
+		index, digest = resp.Index, resp.Digest
 	}
 }
 

@@ -70,15 +70,30 @@ func (a *agentAPI) WatchAssignments(ctx context.Context, req *pb.WatchAssignment
 		if err != nil {
 			return nil, err
 		}
-		if index > req.MinIndex || ctx.Err() != nil {
-			resp := &pb.WatchAssignmentsResponse{Index: index}
-			for _, as := range assignments {
-				resp.Assignments = append(resp.Assignments, &pb.AssignmentRef{Component: as.Component.Metadata.Name, Hash: as.Hash})
-			}
+		resp := &pb.WatchAssignmentsResponse{Index: index}
+		for _, as := range assignments {
+			resp.Assignments = append(resp.Assignments, &pb.AssignmentRef{Component: as.Component.Metadata.Name, Hash: as.Hash})
+		}
+		resp.Digest = refsDigest(resp.Assignments)
+		changed := index > req.MinIndex
+		if req.KnownDigest != "" {
+			changed = resp.Digest != req.KnownDigest
+		}
+		if changed || ctx.Err() != nil {
 			return resp, nil
 		}
 		_ = ws.WatchCtx(ctx)
 	}
+}
+
+// refsDigest is a digest of a hypervisor's assignments, names and hashes
+// in the order given (assignments lists them in a fixed one).
+func refsDigest(refs []*pb.AssignmentRef) string {
+	h := sha256.New()
+	for _, r := range refs {
+		fmt.Fprintf(h, "%d:%s%d:%s", len(r.Component), r.Component, len(r.Hash), r.Hash)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // GetAssignments returns the full assignments of the named components (all

@@ -2132,10 +2132,15 @@ func (x *GossipConfig) GetKey() []byte {
 }
 
 type WatchAssignmentsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hypervisor    string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
-	MinIndex      uint64                 `protobuf:"varint,2,opt,name=min_index,json=minIndex,proto3" json:"min_index,omitempty"`
-	WaitMs        uint32                 `protobuf:"varint,3,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Hypervisor string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
+	MinIndex   uint64                 `protobuf:"varint,2,opt,name=min_index,json=minIndex,proto3" json:"min_index,omitempty"`
+	WaitMs     uint32                 `protobuf:"varint,3,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// known_digest: the digest of the last answer; when set, the watch
+	// returns only once the hypervisor's assignments differ from it (or the
+	// wait ends), whatever else changed: other hypervisors' reports wake
+	// nobody. Unset: once the state moved past min_index.
+	KnownDigest   string `protobuf:"bytes,4,opt,name=known_digest,json=knownDigest,proto3" json:"known_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2189,6 +2194,13 @@ func (x *WatchAssignmentsRequest) GetWaitMs() uint32 {
 		return x.WaitMs
 	}
 	return 0
+}
+
+func (x *WatchAssignmentsRequest) GetKnownDigest() string {
+	if x != nil {
+		return x.KnownDigest
+	}
+	return ""
 }
 
 // AssignmentRef names one assignment and the hash of its content, so the
@@ -2246,9 +2258,11 @@ func (x *AssignmentRef) GetHash() string {
 }
 
 type WatchAssignmentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Assignments   []*AssignmentRef       `protobuf:"bytes,2,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Index       uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Assignments []*AssignmentRef       `protobuf:"bytes,2,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	// digest of assignments (names and hashes), for the next known_digest.
+	Digest        string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2295,6 +2309,13 @@ func (x *WatchAssignmentsResponse) GetAssignments() []*AssignmentRef {
 		return x.Assignments
 	}
 	return nil
+}
+
+func (x *WatchAssignmentsResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
 }
 
 type GetAssignmentsRequest struct {
@@ -5273,19 +5294,21 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
 	"hypervisor\" \n" +
 	"\fGossipConfig\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"o\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"\x92\x01\n" +
 	"\x17WatchAssignmentsRequest\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
 	"hypervisor\x12\x1b\n" +
 	"\tmin_index\x18\x02 \x01(\x04R\bminIndex\x12\x17\n" +
-	"\await_ms\x18\x03 \x01(\rR\x06waitMs\"A\n" +
+	"\await_ms\x18\x03 \x01(\rR\x06waitMs\x12!\n" +
+	"\fknown_digest\x18\x04 \x01(\tR\vknownDigest\"A\n" +
 	"\rAssignmentRef\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\tR\x04hash\"n\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\"\x86\x01\n" +
 	"\x18WatchAssignmentsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12<\n" +
-	"\vassignments\x18\x02 \x03(\v2\x1a.oneinfra.v1.AssignmentRefR\vassignments\"W\n" +
+	"\vassignments\x18\x02 \x03(\v2\x1a.oneinfra.v1.AssignmentRefR\vassignments\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\"W\n" +
 	"\x15GetAssignmentsRequest\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
