@@ -42,6 +42,11 @@ func trackedCerts(st *state.Store) []trackedCert {
 		for _, name := range slices.Sorted(maps.Keys(p.GetCas())) {
 			add("cluster/"+c.Metadata.Name, name, p.Cas[name].CertPem)
 		}
+		// A CA rotation's new CAs, before they sign.
+		next := p.GetRotation().GetNext()
+		for _, name := range slices.Sorted(maps.Keys(next)) {
+			add("cluster/"+c.Metadata.Name, "next-"+name, next[name].CertPem)
+		}
 		for _, comp := range st.ComponentsOfCluster(nil, c.Metadata.Name) {
 			certs := st.ComponentCerts(nil, comp.Metadata.Name).GetCerts()
 			for _, name := range slices.Sorted(maps.Keys(certs)) {
