@@ -102,6 +102,9 @@ type Agent struct {
 	events []*pb.AgentEvent
 	// joinCert is the join endpoint's serving certificate, once it has one.
 	joinCert atomic.Pointer[tlsutil.Identity]
+	// held is the digest of the assignments last fetched whole (a
+	// WatchAssignments answer's): later watches wake only when they change.
+	held atomic.Pointer[string]
 	// identityErr says why the agent can no longer call the coordinator
 	// (its certificate expired), for readiness; nil while it can.
 	identityErr atomic.Pointer[error]
@@ -300,6 +303,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.logger.Warn("fetching assignments", "err", err)
 				continue
 			}
+			a.held.Store(&w.Digest)
 			pending = a.sync(ctx)
 		case <-ticker.C:
 			pending = a.sync(ctx)
@@ -313,9 +317,12 @@ func (a *Agent) Run(ctx context.Context) error {
 // assignments (past the last index seen, at first).
 func (a *Agent) watch(ctx context.Context, out chan<- *pb.WatchAssignmentsResponse) {
 	index, _ := strconv.ParseUint(a.store.meta("index"), 10, 64)
-	digest := "" // of the last answer: later watches wake only when ours change
 	backoff := time.Second
 	for ctx.Err() == nil {
+		digest := ""
+		if d := a.held.Load(); d != nil {
+			digest = *d
+		}
 		cctx, cancel := context.WithTimeout(ctx, 70*time.Second)
 		resp, err := a.api.WatchAssignments(cctx, &pb.WatchAssignmentsRequest{Hypervisor: a.cfg.Name, MinIndex: index, WaitMs: 60000, KnownDigest: digest})
 		cancel()
@@ -343,7 +350,7 @@ func (a *Agent) watch(ctx context.Context, out chan<- *pb.WatchAssignmentsRespon
 		case <-ctx.Done():
 			return
 		}
-		index, digest = resp.Index, resp.Digest
+		index = resp.Index
 	}
 }
 
@@ -375,12 +382,29 @@ func (a *Agent) fetch(ctx context.Context, w *pb.WatchAssignmentsResponse) error
 		if err != nil {
 			return err
 		}
+		for _, as := range resp.Assignments {
+			if want := refHash(w.Assignments, as.Component.GetMetadata().GetName()); as.Hash != want {
+				// Another server, behind the one that answered the
+				// watch (or one change further): asked again.
+				return fmt.Errorf("assignment %s: got content %s, the watch said %s", as.Component.GetMetadata().GetName(), as.Hash, want)
+			}
+		}
 		put = resp.Assignments
 	}
 	if err := a.store.putAssignments(put, drop); err != nil {
 		return err
 	}
 	return a.store.setMeta("index", strconv.FormatUint(w.Index, 10))
+}
+
+// refHash is the hash refs give the named component's assignment.
+func refHash(refs []*pb.AssignmentRef, name string) string {
+	for _, r := range refs {
+		if r.Component == name {
+			return r.Hash
+		}
+	}
+	return ""
 }
 
 // sync reconciles every assigned component and reports; it returns

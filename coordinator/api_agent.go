@@ -77,7 +77,9 @@ func (a *agentAPI) WatchAssignments(ctx context.Context, req *pb.WatchAssignment
 		resp.Digest = refsDigest(resp.Assignments)
 		changed := index > req.MinIndex
 		if req.KnownDigest != "" {
-			changed = resp.Digest != req.KnownDigest
+			// A server behind the one that last answered waits until it
+			// has caught up, rather than answer with older assignments.
+			changed = index >= req.MinIndex && resp.Digest != req.KnownDigest
 		}
 		if changed || ctx.Err() != nil {
 			return resp, nil

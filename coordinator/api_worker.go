@@ -221,8 +221,6 @@ func newPeer(st *state.Store, cluster *pb.Cluster, req *pb.JoinWorkerRequest, to
 		PublicKey: req.PublicKey, TokenId: tok.Id, Joined: timestamppb.New(now),
 		BootstrapTokenId: id, BootstrapTokenSecret: secret,
 		BootstrapTokenExpires: timestamppb.New(now.Add(bootstrapTokenTTL)),
-		// It starts with the bundles and signing CA of now.
-		TrustGeneration: st.ClusterPKI(nil, cluster.Metadata.Name).GetTrustGeneration(),
 	}, nil
 }
 
@@ -253,7 +251,8 @@ func (a *agentAPI) GetWorkerConfig(ctx context.Context, req *pb.GetWorkerConfigR
 	if req.TrustGeneration > peer.TrustGeneration && req.TrustGeneration <= cfg.TrustGeneration {
 		cmd := &pb.WorkerTrustCommand{Cluster: req.Cluster, Name: req.Name, TrustGeneration: req.TrustGeneration}
 		if _, err := a.s.raftApply(WorkerTrustType, cmd); err != nil {
-			return nil, err
+			// Told again at its next request.
+			a.s.logger.Warn("recording the trust generation a node holds", "cluster", req.Cluster, "node", req.Name, "err", err)
 		}
 	}
 	return cfg, nil

@@ -35,6 +35,9 @@ func (a *operatorAPI) RotateClusterCA(ctx context.Context, req *pb.RotateCluster
 	if c == nil || c.Metadata.DeletionTimestamp != nil {
 		return nil, status.Errorf(codes.NotFound, "cluster %q not found", req.Cluster)
 	}
+	if c.GetStatus().GetRestore().GetState() == RestoreRestoring {
+		return nil, status.Errorf(codes.FailedPrecondition, "cluster %s is being restored from a backup: rotate its CAs once it is Ready", req.Cluster)
+	}
 	p := st.ClusterPKI(nil, req.Cluster)
 	if r := p.GetRotation(); r != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "cluster %s: a CA rotation is under way already (stage %d: %s)", req.Cluster, r.Stage, pki.StageName(r.Stage))
@@ -124,7 +127,11 @@ func (f *FSM) applySetPKI(txn *state.Txn, m proto.Message) error {
 	case old.GetTrustGeneration() != cmd.ExpectTrustGeneration:
 		return fmt.Errorf("cluster %s: its PKI moved on (trust generation %d, not %d): %w", name, old.GetTrustGeneration(), cmd.ExpectTrustGeneration, state.ErrConflict)
 	}
-	txn.ReplacePKI(cmd.Pki)
+	// Only what a rotation changes: the rest (a backup key given meanwhile)
+	// stays.
+	next := proto.Clone(old).(*pb.ClusterPKI)
+	next.Cas, next.Rotation, next.TrustGeneration = cmd.Pki.Cas, cmd.Pki.Rotation, cmd.Pki.TrustGeneration
+	txn.ReplacePKI(next)
 	txn.InsertEvents(cmd.Events)
 	return nil
 }

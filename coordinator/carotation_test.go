@@ -195,3 +195,30 @@ func TestClusterCARotation(t *testing.T) {
 	}
 	t.Logf("%d states checked", checked())
 }
+
+// A cluster of two replicas cannot restart etcd members and keep a
+// quorum: each stage moves its replicas, make before break, instead.
+func TestTwoReplicaCARotationMoves(t *testing.T) {
+	s, op := rollingLab(t, 2)
+	if _, err := op.RotateClusterCA(context.Background(), &pb.RotateClusterCARequest{Cluster: "demo"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 90*time.Second, "rotation done", func() error {
+		if r := s.State().ClusterPKI(nil, "demo").GetRotation(); r != nil {
+			return fmt.Errorf("stage %d, waiting for %q", r.Stage, rotationWaiting(s.State(), "demo", s.State().ClusterPKI(nil, "demo")))
+		}
+		return nil
+	})
+	moves, restarts := 0, 0
+	for _, e := range s.State().Events(nil, "demo") {
+		switch {
+		case e.Reason == "Replacing" && strings.Contains(e.Message, reasonCARotation):
+			moves++
+		case e.Reason == "RenewingCertificates":
+			restarts++
+		}
+	}
+	if moves != 3*2 || restarts != 0 {
+		t.Errorf("%d moves and %d restarts for the rotation, want 2 moves per stage and no restart", moves, restarts)
+	}
+}

@@ -238,7 +238,13 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	}
 	due := newDueCheck(clusterPKI, now)
 	ingresses := liveIngresses(all, name, hypervisors)
-	if err := renewIngressCerts(st, clusterPKI, due, ingresses, s.cfg.certValidity(), cmd); err != nil {
+	// A CA rotation's stage reaches the ingress once the control plane
+	// holds it: the add-ons it applies then start again with the cluster
+	// CA the controller-managers publish (kube-root-ca.crt).
+	cpHolds := !slices.ContainsFunc(have, func(comp *pb.Component) bool {
+		return trustStale(clusterPKI, st.ComponentCerts(nil, comp.Metadata.Name))
+	})
+	if err := renewIngressCerts(st, clusterPKI, due, ingresses, cpHolds, s.cfg.certValidity(), cmd); err != nil {
 		return err
 	}
 	// A replica leaves its hypervisor when that is dead or draining, and a

@@ -168,22 +168,31 @@ func withServing(certs *pb.ComponentCerts, serving *pb.KeyPair) *pb.ComponentCer
 	return out
 }
 
-// certsDueMove is the leaving reason of a single replica whose
-// certificates are due or must be issued again for a CA rotation (it is
-// moved rather than restarted), or "".
+// certsDueMove is the leaving reason of a replica moved rather than
+// restarted for its certificates: a single one whose certificates are
+// due, or one of one or two that a CA rotation issues again; else "".
 func certsDueMove(st *state.Store, c *pb.Cluster, p *pb.ClusterPKI, d dueCheck, comp *pb.Component) string {
-	if c.Spec.ControlPlane.GetReplicas() != 1 {
-		return ""
-	}
 	certs := st.ComponentCerts(nil, comp.Metadata.Name)
-	if _, due := d.soonest(certs.GetCerts()); due {
+	switch replicas := c.Spec.ControlPlane.GetReplicas(); {
+	case replicas == 1 && renewalDue(d, certs):
 		return reasonCertsDue
-	}
-	if trustStale(p, certs) {
+	case rotatesByMoving(replicas) && trustStale(p, certs):
 		return reasonCARotation
 	}
 	return ""
 }
+
+// renewalDue reports whether a set's certificates are due.
+func renewalDue(d dueCheck, certs *pb.ComponentCerts) bool {
+	_, due := d.soonest(certs.GetCerts())
+	return due
+}
+
+// rotatesByMoving reports whether a cluster of replicas takes a CA
+// rotation's stages by moving its replicas rather than restarting them:
+// each stage restarts etcd, which one of one or two members cannot do
+// and keep a quorum.
+func rotatesByMoving(replicas int32) bool { return replicas <= 2 }
 
 // roller takes the rolling renewal of one cluster's control-plane
 // certificates a step.
@@ -255,7 +264,7 @@ func (r *roller) roll(have []*pb.Component, steady bool) error {
 	for _, comp := range have {
 		certs := r.st.ComponentCerts(nil, comp.Metadata.Name)
 		first, due := r.due.soonest(certs.GetCerts())
-		due = due || trustStale(r.pki, certs)
+		due = due || (trustStale(r.pki, certs) && !rotatesByMoving(r.cluster.Spec.ControlPlane.GetReplicas()))
 		if !due || issued(comp.Metadata.Name) || (certs.GetRenewalGivenUp() != nil && now.Sub(certs.RenewalGivenUp.AsTime()) < r.deadline) {
 			continue
 		}
@@ -304,15 +313,16 @@ func (r *roller) warnBlocked(comp *pb.Component, first *x509.Certificate) {
 }
 
 // renewIngressCerts issues the certificates of a cluster's ingress again
-// when one is due or a CA rotation moved on; haproxy reloads them (and the
-// CAs it trusts) without dropping a connection.
-func renewIngressCerts(st *state.Store, p *pb.ClusterPKI, d dueCheck, ingresses []*pb.Component, validity time.Duration, cmd *pb.PlaceCommand) error {
+// when one is due, or when a CA rotation moved on and the control plane
+// holds its stage (cpHolds); haproxy reloads them (and the CAs it trusts)
+// without dropping a connection.
+func renewIngressCerts(st *state.Store, p *pb.ClusterPKI, d dueCheck, ingresses []*pb.Component, cpHolds bool, validity time.Duration, cmd *pb.PlaceCommand) error {
 	for _, comp := range ingresses {
 		if comp.Metadata.DeletionTimestamp != nil {
 			continue
 		}
 		old := st.ComponentCerts(nil, comp.Metadata.Name)
-		if _, due := d.soonest(old.GetCerts()); !due && !trustStale(p, old) {
+		if _, due := d.soonest(old.GetCerts()); !due && !(cpHolds && trustStale(p, old)) {
 			continue
 		}
 		certs, err := pki.IngressCerts(p, comp.Metadata.Name, validity, d.now)

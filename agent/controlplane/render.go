@@ -325,7 +325,7 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		// Kubelets serve with certificates the signing CA signed for their
 		// node (agent/addons approves the CSRs): logs and exec check them.
-		"--kubelet-certificate-authority=" + c(fileKubeletCA),
+		"--kubelet-certificate-authority=" + kubeletCA(as, c),
 		"--requestheader-client-ca-file=" + c(fileFrontProxyCA),
 		"--requestheader-allowed-names=" + vocab.FrontProxyClientUser,
 		"--requestheader-username-headers=X-Remote-User",
@@ -335,6 +335,16 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 		"--proxy-client-key-file=" + c(vocab.FrontProxyClientCert+".key"),
 		"--profiling=false",
 	}
+}
+
+// kubeletCA is the API server's --kubelet-certificate-authority: the
+// signing CA's bundle once a CA rotation began, the signing CA before (so
+// that the pods of replicas that never rotated stay as they are).
+func kubeletCA(as *pb.Assignment, c func(string) string) string {
+	if as.TrustGeneration > 0 {
+		return c(fileKubeletCA)
+	}
+	return c(vocab.SignerCACert + ".crt")
 }
 
 func controllerManagerArgs(as *pb.Assignment, paths host.Paths, m member) []string {

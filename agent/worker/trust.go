@@ -41,8 +41,9 @@ const (
 	kubeletServingPair = "kubelet-server"
 )
 
-// csrTimeout bounds the wait for a CSR's certificate.
-const csrTimeout = 2 * time.Minute
+// csrTimeout bounds the wait for a CSR's certificate (approved in
+// seconds), during which the tunnel is not looked after.
+const csrTimeout = 30 * time.Second
 
 // syncTrust brings the kubelet's CA bundles and certificates to wc's
 // trust generation. It reports whether the kubelet must restart for
@@ -85,15 +86,16 @@ func (w *Worker) syncTrust(ctx context.Context, wc *pb.WorkerConfig) (restart, h
 		if err != nil {
 			return restart, false, fmt.Errorf("new %s certificate: %w", pair, err)
 		}
+		// The controller-manager that signed it may not sign with the new
+		// CA yet: kept only once it does (asked again at the next refresh).
+		if cert, err := tlsutil.ParseCertPEM(certPEM); err != nil || cert.CheckSignatureFrom(signer) != nil {
+			holds = false
+			continue
+		}
 		if _, err := store.Update(certPEM, keyPEM); err != nil {
 			return restart, false, fmt.Errorf("writing the %s certificate: %w", pair, err)
 		}
 		restart = true
-		// The controller-manager that signed it may not sign with the new
-		// CA yet: checked again at the next refresh.
-		if cert, err := tlsutil.ParseCertPEM(certPEM); err != nil || cert.CheckSignatureFrom(signer) != nil {
-			holds = false
-		}
 	}
 	return restart, holds, nil
 }

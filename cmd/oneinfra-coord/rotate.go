@@ -20,10 +20,11 @@ func newClusterRotateCACommand(g *globals) *cobra.Command {
 		Long: "Replace every certificate authority of a cluster, in three stages, each done once every\n" +
 			"replica, the ingress and every worker runs with it: (1) the new CAs are trusted beside the\n" +
 			"old, (2) every certificate is issued again from the new ones, kubelets' too, (3) the old\n" +
-			"ones are dropped. Replicas restart one at a time, out of the ingress, as in a renewal.\n" +
-			"Kubeconfigs issued before the rotation stop working at stage 3: fetch them again\n" +
-			"(`cluster kubeconfig`). Pods that read the cluster CA at start (kube-root-ca.crt) must\n" +
-			"start again after stage 2; the add-ons oneinfra runs are restarted at each stage.",
+			"ones are dropped. Replicas restart one at a time, out of the ingress, as in a renewal\n" +
+			"(clusters of one or two replicas move them instead). Kubeconfigs issued before the\n" +
+			"rotation stop working during stage 2: fetch them again once it has begun (`cluster\n" +
+			"kubeconfig`). Pods that read the cluster CA only at start (kube-root-ca.crt) must start\n" +
+			"again between stages 1 and 2; oneinfra restarts the add-ons it runs at each stage.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r *pb.CARotationStatus
