@@ -74,5 +74,8 @@ Back it up and go back to a backup:
   bin/oneinfra-coord cluster restore demo --backup ID --wait   # an ID of: cluster backups demo
 Join a worker (worker-1 or worker-2, each behind two NATs) to it:
   test/demo/join-worker.sh worker-1
+Replace its CAs (Ready throughout; about 3 minutes), then fetch its kubeconfig again:
+  bin/oneinfra-coord cluster rotate-ca demo --wait
+  bin/oneinfra-coord cluster kubeconfig demo > $DEMO/demo.kubeconfig
 Stop and remove everything with: make demo-down
 MSG
