@@ -114,7 +114,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer w.kubelet.Stop()
-	if err := w.startKubelet(ctx, w.state.config); err != nil {
+	if err := w.startKubelet(ctx, w.state.config, false); err != nil {
 		return err
 	}
 	if err := w.serveHealth(ctx); err != nil {
@@ -125,8 +125,9 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 // startKubelet writes the kubelet's and CNI's files and (re)starts the
-// kubelet when they or its flags changed.
-func (w *Worker) startKubelet(ctx context.Context, wc *pb.WorkerConfig) error {
+// kubelet when they or its flags changed, or when restart says other
+// files of it did (syncTrust).
+func (w *Worker) startKubelet(ctx context.Context, wc *pb.WorkerConfig, restart bool) error {
 	kubeletChanged, err := writeKubeletFiles(w.cfg, wc)
 	if err != nil {
 		return fmt.Errorf("kubelet files: %w", err)
@@ -138,7 +139,7 @@ func (w *Worker) startKubelet(ctx context.Context, wc *pb.WorkerConfig) error {
 	if err != nil {
 		return err
 	}
-	return w.kubelet.Start(ctx, args, kubeletChanged)
+	return w.kubelet.Start(ctx, args, kubeletChanged || restart)
 }
 
 // keepUp watches the endpoint's handshakes and refreshes the
@@ -235,53 +236,42 @@ func (w *Worker) refresh(ctx context.Context, down bool) (bool, error) {
 	}
 	old := w.state.config
 	wc := merge(old, fresh)
+	// A CA rotation's files and certificates first, so that the kubelet
+	// restarts once for them and a new configuration together.
+	restart, holds, trustErr := w.syncTrust(ctx, wc)
+	changed := !proto.Equal(old, wc)
 	reconfigured := false
 	switch {
-	case proto.Equal(old, wc):
-		if down {
-			if err := w.tun.apply(wc); err != nil {
-				return false, err
-			}
+	case changed && tunnelChanged(old, wc):
+		w.logger.Info("tunnel configuration changed", "from", from, "endpoint", wc.GetEndpoint(), "address", wc.GetAddress())
+		if err := w.tun.apply(wc); err != nil {
+			return false, fmt.Errorf("tunnel: %w", err)
 		}
-	default:
-		if tunnelChanged(old, wc) {
-			w.logger.Info("tunnel configuration changed", "from", from, "endpoint", wc.GetEndpoint(), "address", wc.GetAddress())
-			if err := w.tun.apply(wc); err != nil {
-				return false, fmt.Errorf("tunnel: %w", err)
-			}
-			reconfigured = true
+		reconfigured = true
+	case !changed && down:
+		if err := w.tun.apply(wc); err != nil {
+			return false, err
 		}
-		if err := w.startKubelet(ctx, wc); err != nil {
+	}
+	if changed || restart {
+		if err := w.startKubelet(ctx, wc, restart); err != nil {
 			return reconfigured, err
 		}
+	}
+	if changed {
 		if err := saveConfig(w.cfg, wc); err != nil {
 			return reconfigured, err
 		}
 		w.state.config = wc
 	}
-	return reconfigured, w.keepTrust(ctx, wc)
-}
-
-// keepTrust brings the kubelet to wc's trust generation (syncTrust),
-// restarting it when that changed its files, and notes the generation
-// once the kubelet holds it.
-func (w *Worker) keepTrust(ctx context.Context, wc *pb.WorkerConfig) error {
-	restart, holds, err := w.syncTrust(ctx, wc)
-	if restart {
-		args, aerr := kubeletFlags(w.cfg, wc)
-		if aerr == nil {
-			aerr = w.kubelet.Start(ctx, args, true)
-		}
-		err = errors.Join(err, aerr)
-	}
-	if err != nil {
-		return fmt.Errorf("CA rotation: %w", err)
+	if trustErr != nil {
+		return reconfigured, fmt.Errorf("CA rotation: %w", trustErr)
 	}
 	if holds && w.state.trustAt != wc.GetTrustGeneration() {
 		w.state.trustAt = wc.GetTrustGeneration()
 		w.logger.Info("the kubelet holds the cluster's CAs", "trust_generation", w.state.trustAt, "restarted", restart)
 	}
-	return nil
+	return reconfigured, nil
 }
 
 // serveHealth serves /healthz (the agent runs) and /readyz (the tunnel
