@@ -322,7 +322,7 @@ func renewIngressCerts(st *state.Store, p *pb.ClusterPKI, d dueCheck, ingresses 
 			continue
 		}
 		old := st.ComponentCerts(nil, comp.Metadata.Name)
-		if _, due := d.soonest(old.GetCerts()); !due && !(cpHolds && trustStale(p, old)) {
+		if !renewalDue(d, old) && !(cpHolds && trustStale(p, old)) {
 			continue
 		}
 		certs, err := pki.IngressCerts(p, comp.Metadata.Name, validity, d.now)
