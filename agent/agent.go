@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -108,6 +109,13 @@ type Agent struct {
 	// identityErr says why the agent can no longer call the coordinator
 	// (its certificate expired), for readiness; nil while it can.
 	identityErr atomic.Pointer[error]
+	// What the coordinator said to trust and be signed by (syncTrust): the
+	// CA that signs, the trust generation held, and a wake for a renewal
+	// that cannot wait.
+	signer       atomic.Pointer[x509.Certificate]
+	servingMoves atomic.Bool
+	trustGen     atomic.Uint64
+	renewNow     chan struct{}
 }
 
 // maxPendingEvents bounds the events kept for the next report; the oldest
@@ -151,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	case cfg.Public && cfg.PublicAddress == "":
 		return nil, errors.New("--public-address: required with --public")
 	}
-	a := &Agent{cfg: cfg, logger: cfg.Logger.With("hypervisor", cfg.Name), metrics: newAgentMetrics()}
+	a := &Agent{cfg: cfg, logger: cfg.Logger.With("hypervisor", cfg.Name), metrics: newAgentMetrics(), renewNow: make(chan struct{}, 1)}
 	var err error
 	if cfg.Public {
 		// Made first: a bad prefix is refused before anything else is done.
@@ -697,6 +705,7 @@ func (a *Agent) report(ctx context.Context, req *pb.ReportStatusRequest) {
 	sort.Slice(req.Components, func(i, j int) bool { return req.Components[i].Component < req.Components[j].Component })
 	sort.Strings(req.Removed)
 	req.Events = a.events
+	req.TrustGeneration = a.trustGen.Load()
 	if a.lastReport != nil && proto.Equal(withoutPeerStats(a.lastReport), withoutPeerStats(req)) && time.Since(a.lastReportTime) < heartbeat {
 		return
 	}
@@ -704,11 +713,13 @@ func (a *Agent) report(ctx context.Context, req *pb.ReportStatusRequest) {
 	sent.Time = timestamppb.Now()
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if _, err := a.api.ReportStatus(cctx, sent); err != nil {
+	resp, err := a.api.ReportStatus(cctx, sent)
+	if err != nil {
 		a.metrics.reports.WithLabelValues("error").Inc()
 		a.logger.Warn("reporting status", "err", err)
 		return
 	}
+	a.syncTrust(resp.GetTrust())
 	a.metrics.reports.WithLabelValues("ok").Inc()
 	a.events = nil
 	req.Events = nil

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -15,20 +17,25 @@ import (
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
 
-// identity is the agent's certificate from the coordinator CA, under
-// DATA-DIR/identity. Its key is made here and never leaves the machine; a
-// renewal (renewIdentity) replaces both while connections use them.
+// identity is the agent's certificate from the coordinator CA and the CAs
+// it trusts, under DATA-DIR/identity. Its key is made here and never
+// leaves the machine; a renewal (renewIdentity) replaces both while
+// connections use them, and a CA rotation the CAs (syncTrust).
 type identity struct {
-	caPEM []byte
+	trust *tlsutil.Trust
 	cert  *tlsutil.Identity
 }
 
 func newIdentity(caPEM []byte, kp *pb.KeyPair) (*identity, error) {
+	trust, err := tlsutil.NewTrust(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator CA: %w", err)
+	}
 	cert, err := tlsutil.NewIdentity(kp, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &identity{caPEM: caPEM, cert: cert}, nil
+	return &identity{trust: trust, cert: cert}, nil
 }
 
 func identityDir(dataDir string) string { return filepath.Join(dataDir, "identity") }
@@ -53,13 +60,13 @@ func (id *identity) write(dataDir string) error {
 	if err := tlsutil.WriteFileAtomic(filepath.Join(dir, "agent.crt"), kp.CertPem, 0o644); err != nil {
 		return err
 	}
-	return tlsutil.WriteFileAtomic(filepath.Join(dir, "ca.crt"), id.caPEM, 0o644)
+	return tlsutil.WriteFileAtomic(filepath.Join(dir, "ca.crt"), id.trust.PEM(), 0o644)
 }
 
 // tlsConfig is the client configuration for calls to the coordinator,
 // presenting the current certificate.
 func (id *identity) tlsConfig() (*tls.Config, error) {
-	conf, err := tlsutil.ClientConfig(nil, id.caPEM, "")
+	conf, err := tlsutil.ClientConfig(nil, id.trust.PEM(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +112,8 @@ func register(ctx context.Context, cfg Config) (*identity, *pb.RegisterHyperviso
 	if err != nil {
 		return nil, nil, fmt.Errorf("registering with the coordinator: %w", err)
 	}
-	if hash, err := tlsutil.CAHash(resp.CaPem); err != nil || hash != cfg.CAHash {
-		return nil, nil, errors.New("registering: the coordinator's CA does not match --ca-hash")
+	if err := tlsutil.BundleHasCA(resp.CaPem, cfg.CAHash); err != nil {
+		return nil, nil, fmt.Errorf("registering: the coordinator's CAs: %w (--ca-hash)", err)
 	}
 	id, err := newIdentity(resp.CaPem, &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM})
 	return id, resp, err
@@ -120,7 +127,7 @@ func register(ctx context.Context, cfg Config) (*identity, *pb.RegisterHyperviso
 func (a *Agent) renewIdentity(ctx context.Context) error {
 	leaf := a.id.cert.Leaf()
 	now := time.Now()
-	if !renewal.Due(leaf, now) {
+	if !renewal.Due(leaf, now) && a.fromSigner(leaf) {
 		return nil
 	}
 	key, keyPEM, err := tlsutil.GenerateKey()
@@ -148,8 +155,17 @@ func (a *Agent) renewIdentity(ctx context.Context) error {
 	if err := a.id.write(a.cfg.DataDir); err != nil {
 		return fmt.Errorf("keeping the renewed certificate: %w", err)
 	}
-	// A connection presents the certificate of its handshake: new calls
-	// go over a new one; the old one finishes what it carries.
+	if err := a.redial(); err != nil {
+		return err
+	}
+	a.logger.Info("the agent's certificate renewed", "expires", a.id.cert.Leaf().NotAfter)
+	return nil
+}
+
+// redial makes new calls to the coordinator go over a new connection,
+// with the current certificate and CAs: a connection keeps those of its
+// handshake; the old one finishes what it carries.
+func (a *Agent) redial() error {
 	conf, err := a.id.tlsConfig()
 	if err != nil {
 		return err
@@ -160,8 +176,59 @@ func (a *Agent) renewIdentity(ctx context.Context) error {
 	}
 	old := a.conn.Swap(conn)
 	time.AfterFunc(time.Minute, func() { old.Close() })
-	a.logger.Info("the agent's certificate renewed", "expires", a.id.cert.Leaf().NotAfter)
 	return nil
+}
+
+// syncTrust takes what a report's answer says to trust and be signed by
+// (a coordinator CA rotation): the CAs, for calls to the coordinator and
+// for workers at the join endpoint from the next handshake on, and, when
+// the signing CA did not sign the agent's certificate (or the join
+// endpoint's, once serving certificates move), a renewal at once. Reports then say the generation held.
+func (a *Agent) syncTrust(t *pb.CoordinatorTrust) {
+	if t == nil || len(t.CaPem) == 0 {
+		return
+	}
+	if !bytes.Equal(t.CaPem, a.id.trust.PEM()) {
+		if err := a.id.trust.Set(t.CaPem); err != nil {
+			a.logger.Warn("the coordinator's CAs are unusable; keeping the ones held", "err", err)
+			return
+		}
+		if err := a.id.write(a.cfg.DataDir); err != nil {
+			a.logger.Warn("keeping the coordinator's CAs", "err", err)
+		}
+		if err := a.redial(); err != nil {
+			a.logger.Warn("dialing the coordinator with its new CAs", "err", err)
+			return
+		}
+		a.logger.Info("the agent trusts the coordinator's CAs of trust generation", "generation", t.Generation)
+	}
+	if signer, err := tlsutil.ParseCertPEM(t.SignerPem); err == nil {
+		a.signer.Store(signer)
+	}
+	a.servingMoves.Store(t.ServingMoves)
+	a.trustGen.Store(t.Generation)
+	join := a.joinCert.Load()
+	if !a.fromSigner(a.id.cert.Leaf()) || (join != nil && !a.joinCertCurrent(join.Leaf())) {
+		select {
+		case a.renewNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// fromSigner reports whether cert is of the CA that signs now (as far as
+// the agent was told).
+func (a *Agent) fromSigner(cert *x509.Certificate) bool {
+	signer := a.signer.Load()
+	return signer == nil || cert.CheckSignatureFrom(signer) == nil
+}
+
+// joinCertCurrent reports whether the join endpoint's certificate may
+// stay: of the CA that signs, or of the old one until serving
+// certificates move (a rotation's servers stage: workers' join tokens pin
+// the CA the servers present).
+func (a *Agent) joinCertCurrent(cert *x509.Certificate) bool {
+	return !a.servingMoves.Load() || a.fromSigner(cert)
 }
 
 // renewLoop renews the agent's certificates as they come due, until ctx
@@ -179,6 +246,7 @@ func (a *Agent) renewLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-a.renewNow:
 		case <-time.After(renewal.CheckEvery(a.id.cert.Leaf())):
 		}
 	}

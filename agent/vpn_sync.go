@@ -117,7 +117,7 @@ func (a *Agent) serveJoin(ctx context.Context) error {
 		}
 		a.joinCert.Store(cert)
 		a.logger.Info("worker join endpoint serving", "addr", lis.Addr().String())
-		if err := join.Serve(ctx, lis, cert, a.id.caPEM, srv); err != nil {
+		if err := join.Serve(ctx, lis, cert, a.id.trust, srv); err != nil {
 			a.logger.Error("worker join endpoint stopped", "err", err)
 		}
 	}()
@@ -136,12 +136,12 @@ func (a *Agent) joinCertFiles() (certPath, keyPath string) {
 // the agent's own: a hypervisor's certificate serves nothing.
 func (a *Agent) joinCertificate(ctx context.Context) (*tlsutil.Identity, error) {
 	if kp, err := loadKeyPair(a.joinCertFiles()); err == nil {
-		return tlsutil.NewIdentity(kp, a.id.caPEM)
+		return tlsutil.NewIdentity(kp, a.id.trust)
 	}
 	for wait := time.Second; ; wait = min(2*wait, 15*time.Second) {
 		kp, err := a.issueJoinCertificate(ctx)
 		if err == nil {
-			return tlsutil.NewIdentity(kp, a.id.caPEM)
+			return tlsutil.NewIdentity(kp, a.id.trust)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -179,10 +179,10 @@ func (a *Agent) issueJoinCertificate(ctx context.Context) (*pb.KeyPair, error) {
 }
 
 // renewJoinCertificate renews the join endpoint's certificate once it is
-// due; workers get the new one from their next handshake.
+// due, or not of the CA that signs once serving certificates move; workers get the new one from their next handshake.
 func (a *Agent) renewJoinCertificate(ctx context.Context) {
 	cert := a.joinCert.Load()
-	if cert == nil || !renewal.Due(cert.Leaf(), time.Now()) {
+	if cert == nil || (!renewal.Due(cert.Leaf(), time.Now()) && a.joinCertCurrent(cert.Leaf())) {
 		return
 	}
 	kp, err := a.issueJoinCertificate(ctx)

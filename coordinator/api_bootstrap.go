@@ -55,7 +55,7 @@ func (a *bootstrapAPI) JoinServer(ctx context.Context, req *pb.JoinServerRequest
 	}
 	// Recorded with the token's use: the certificate counts as a server's
 	// only once its holder is a member (see Trust).
-	cert, rec, ca, err := a.s.signRecorded(req.CsrPem, serverCertOptions(req.Id, host, a.s.cfg.certValidity()), "", "token/"+tok.Id, time.Now())
+	cert, rec, err := a.s.signRecorded(req.CsrPem, serverCertOptions(req.Id, host, a.s.cfg.certValidity()), "", "token/"+tok.Id, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func (a *bootstrapAPI) JoinServer(ctx context.Context, req *pb.JoinServerRequest
 		return nil, err
 	}
 	a.s.logger.Info("server certificate issued", "id", req.Id, "token", tok.Id)
-	return &pb.JoinServerResponse{CertPem: cert, CaPem: ca.CertPem, Keyring: a.s.keys.Marshal()}, nil
+	return &pb.JoinServerResponse{CertPem: cert, CaPem: trustPEM(a.s.State().Config(nil)), Keyring: a.s.keys.Marshal()}, nil
 }
 
 // RegisterHypervisor records a hypervisor and signs its agent's
@@ -98,7 +98,7 @@ func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterH
 	}
 	// A client certificate only: it serves nothing (a public hypervisor's
 	// join endpoint has a certificate of its own, IssueJoinCertificate).
-	cert, rec, ca, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
+	cert, rec, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName: req.Name, Organizations: []string{vocab.RoleHypervisor},
 		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: a.s.cfg.certValidity(),
 	}, "", "token/"+tok.Id, now)
@@ -115,6 +115,6 @@ func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterH
 		servers = append(servers, srv.ApiAddress)
 	}
 	a.s.logger.Info("hypervisor registered", "hypervisor", req.Name, "public", h.Spec.Public, "token", tok.Id, "again", replace)
-	return &pb.RegisterHypervisorResponse{CertPem: cert, CaPem: ca.CertPem, Servers: servers,
+	return &pb.RegisterHypervisorResponse{CertPem: cert, CaPem: trustPEM(a.s.State().Config(nil)), Servers: servers,
 		GossipKey: a.s.State().Config(nil).GetGossipKey()}, nil
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/kubeconfig"
 	"github.com/oneinfra/oneinfra/internal/resources"
-	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/version"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -502,9 +501,9 @@ func (a *operatorAPI) CreateToken(ctx context.Context, req *pb.CreateTokenReques
 	if _, err := a.s.raftApply(UpsertTokenType, &pb.UpsertTokenCommand{Token: tok}); err != nil {
 		return nil, err
 	}
-	hash, err := tlsutil.CAHash(a.s.creds.caPEM)
-	if err != nil {
-		return nil, err
+	hash := a.s.creds.caHash()
+	if hash == "" {
+		return nil, fmt.Errorf("this server's certificate is from no CA it trusts: %w", errNoLeader)
 	}
 	tok.SecretHash = nil
 	return &pb.CreateTokenResponse{Token: secret, CaHash: hash, Info: tok}, nil

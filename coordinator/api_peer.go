@@ -19,6 +19,7 @@ func (s *Server) peerStatus() *pb.PeerStatusResponse {
 	return &pb.PeerStatusResponse{
 		Id: s.cfg.ID, State: s.raft.State().String(),
 		LastIndex: s.raft.LastIndex(), AppliedIndex: s.raft.AppliedIndex(), CommitIndex: commit,
+		TrustGeneration: s.trustHeld.Load(),
 	}
 }
 

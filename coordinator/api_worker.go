@@ -129,7 +129,7 @@ func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*
 			return nil, err
 		}
 	}
-	certPEM, rec, _, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
+	certPEM, rec, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName:    req.Name,
 		Organizations: []string{vocab.RoleWorker, vocab.ClusterOrgPrefix + tok.Cluster},
 		Usages:        []tlsutil.Usage{tlsutil.UsageClient}, Validity: a.s.cfg.certValidity(),
@@ -248,8 +248,11 @@ func (a *agentAPI) GetWorkerConfig(ctx context.Context, req *pb.GetWorkerConfigR
 		return nil, err
 	}
 	cfg.BootstrapToken = "" // only Join hands it out: the node kept it
-	if req.TrustGeneration > peer.TrustGeneration && req.TrustGeneration <= cfg.TrustGeneration {
-		cmd := &pb.WorkerTrustCommand{Cluster: req.Cluster, Name: req.Name, TrustGeneration: req.TrustGeneration}
+	coordGen := cfg.GetCoordinatorTrust().GetGeneration()
+	if (req.TrustGeneration > peer.TrustGeneration && req.TrustGeneration <= cfg.TrustGeneration) ||
+		(req.CoordinatorTrustGeneration > peer.CoordinatorTrustGeneration && req.CoordinatorTrustGeneration <= coordGen) {
+		cmd := &pb.WorkerTrustCommand{Cluster: req.Cluster, Name: req.Name, TrustGeneration: min(req.TrustGeneration, cfg.TrustGeneration),
+			CoordinatorTrustGeneration: min(req.CoordinatorTrustGeneration, coordGen)}
 		if _, err := a.s.raftApply(WorkerTrustType, cmd); err != nil {
 			// Told again at its next request.
 			a.s.logger.Warn("recording the trust generation a node holds", "cluster", req.Cluster, "node", req.Name, "err", err)
@@ -321,6 +324,7 @@ func (s *Server) workerConfig(st *state.Store, cluster *pb.Cluster, peer *pb.VPN
 		SignerCaPem:        p.GetCas()[vocab.SignerCA].GetCertPem(),
 		TrustGeneration:    p.GetTrustGeneration(),
 		BootstrapToken:     peer.BootstrapTokenId + "." + peer.BootstrapTokenSecret,
+		CoordinatorTrust:   coordinatorTrust(st.Config(nil)),
 	}
 	for _, h := range st.Hypervisors(nil) {
 		if h.Spec.Public && h.Spec.PublicAddress != "" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -90,6 +91,7 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Operator/BackupCluster":       true,
 	"/oneinfra.v1.Operator/RestoreCluster":      true,
 	"/oneinfra.v1.Operator/RotateClusterCA":     true,
+	"/oneinfra.v1.Operator/RotateCA":            true,
 	// A node's configuration request records the trust generation it
 	// says it is at.
 	"/oneinfra.v1.Agent/GetWorkerConfig": true,
@@ -108,6 +110,7 @@ var leaderReads = map[string]bool{
 	"/oneinfra.v1.Operator/ListTokens":  true,
 	"/oneinfra.v1.Operator/ListPeers":   true,
 	"/oneinfra.v1.Operator/ListAdmins":  true,
+	"/oneinfra.v1.Operator/CAStatus":    true,
 }
 
 // StaleHeader, set to "true" on a read, lets any server answer it.
@@ -175,7 +178,8 @@ func (s *Server) membersHeader() metadata.MD {
 	for _, srv := range s.State().Servers(nil) {
 		members[srv.Id] = srv.ApiAddress
 	}
-	return metadata.Pairs(client.MembersHeader, client.FormatMembers(members))
+	gen := s.State().Config(nil).GetTrustGeneration()
+	return metadata.Pairs(client.MembersHeader, client.FormatMembers(members), client.TrustHeader, strconv.FormatUint(gen, 10))
 }
 
 // peerIdentity reads the verified client certificate of a call.
@@ -370,7 +374,8 @@ type invalidError struct{ msg string }
 func (e *invalidError) Error() string        { return e.msg }
 func (e *invalidError) Is(target error) bool { return target == errInvalid }
 
-// peerPool keeps one connection to each other server.
+// peerPool keeps one connection to each other server, and the client
+// TLS configuration Raft dials them with.
 type peerPool struct {
 	mu    sync.Mutex
 	tls   *tls.Config
@@ -379,6 +384,21 @@ type peerPool struct {
 
 func newPeerPool(conf *tls.Config) *peerPool {
 	return &peerPool{tls: conf, conns: map[string]*grpc.ClientConn{}}
+}
+
+// config is the client TLS configuration of new connections.
+func (p *peerPool) config() *tls.Config {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tls
+}
+
+// redial makes new connections with conf (the CAs trusted changed).
+func (p *peerPool) redial(conf *tls.Config) {
+	p.mu.Lock()
+	p.tls = conf
+	p.mu.Unlock()
+	p.renewed()
 }
 
 func (p *peerPool) get(addr string) (*grpc.ClientConn, error) {

@@ -136,16 +136,18 @@ func (f *FSM) applySetPKI(txn *state.Txn, m proto.Message) error {
 	return nil
 }
 
-// applyWorkerTrust records the trust generation a node says it is at.
+// applyWorkerTrust records the trust generations (the cluster's and the
+// coordinator's) a node says it is at.
 func (f *FSM) applyWorkerTrust(txn *state.Txn, m proto.Message) error {
 	cmd := m.(*pb.WorkerTrustCommand)
 	peer := txn.VPNPeer(cmd.Cluster, cmd.Name)
 	if peer == nil {
 		return fmt.Errorf("node %q of cluster %q: %w", cmd.Name, cmd.Cluster, state.ErrNotFound)
 	}
-	if peer.TrustGeneration < cmd.TrustGeneration {
+	if peer.TrustGeneration < cmd.TrustGeneration || peer.CoordinatorTrustGeneration < cmd.CoordinatorTrustGeneration {
 		peer = proto.Clone(peer).(*pb.VPNPeer)
-		peer.TrustGeneration = cmd.TrustGeneration
+		peer.TrustGeneration = max(peer.TrustGeneration, cmd.TrustGeneration)
+		peer.CoordinatorTrustGeneration = max(peer.CoordinatorTrustGeneration, cmd.CoordinatorTrustGeneration)
 		txn.UpsertVPNPeer(peer)
 	}
 	return nil

@@ -37,6 +37,9 @@ func trackedCerts(st *state.Store) []trackedCert {
 	if ca := st.Config(nil).GetCa(); ca != nil {
 		add("coordinator", "ca", ca.CertPem)
 	}
+	if next := st.Config(nil).GetRotation().GetNext(); next != nil {
+		add("coordinator", "next-ca", next.CertPem) // a rotation's, before it signs
+	}
 	for _, c := range st.Clusters(nil) {
 		p := st.ClusterPKI(nil, c.Metadata.Name)
 		for _, name := range slices.Sorted(maps.Keys(p.GetCas())) {

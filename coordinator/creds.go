@@ -30,11 +30,12 @@ const (
 	AdminConfFile  = "admin.conf"
 )
 
-// serverCreds is this server's TLS identity; a renewal replaces its
-// certificate while the API and Raft serve with it.
+// serverCreds is this server's TLS identity and the CAs it trusts; a
+// renewal replaces its certificate, and a CA rotation the CAs, while the
+// API and Raft serve with them.
 type serverCreds struct {
 	dir   string
-	caPEM []byte
+	trust *tlsutil.Trust
 	cert  *tlsutil.Identity
 }
 
@@ -59,21 +60,39 @@ func loadCreds(dataDir string) (*serverCreds, error) {
 }
 
 func newCreds(dir string, caPEM []byte, kp *pb.KeyPair) (*serverCreds, error) {
-	cert, err := tlsutil.NewIdentity(kp, caPEM)
+	trust, err := tlsutil.NewTrust(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("server CA: %w", err)
+	}
+	cert, err := tlsutil.NewIdentity(kp, trust)
 	if err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	return &serverCreds{dir: dir, caPEM: caPEM, cert: cert}, nil
+	return &serverCreds{dir: dir, trust: trust, cert: cert}, nil
 }
 
 func (c *serverCreds) write(kp *pb.KeyPair) error {
-	if err := tlsutil.WriteFileAtomic(filepath.Join(c.dir, caCertFile), c.caPEM, 0o644); err != nil {
+	if err := c.writeTrust(); err != nil {
 		return err
 	}
 	if err := tlsutil.WriteFileAtomic(filepath.Join(c.dir, serverKeyFile), kp.KeyPem, 0o600); err != nil {
 		return err
 	}
 	return tlsutil.WriteFileAtomic(filepath.Join(c.dir, serverCertFile), kp.CertPem, 0o644)
+}
+
+// writeTrust keeps the CAs this server trusts in DATA-DIR/tls.
+func (c *serverCreds) writeTrust() error {
+	return tlsutil.WriteFileAtomic(filepath.Join(c.dir, caCertFile), c.trust.PEM(), 0o644)
+}
+
+// caHash is the hash of the CA that signed this server's certificate:
+// what a client pinning this server's CA gives (--ca-hash).
+func (c *serverCreds) caHash() string {
+	if ca := c.trust.IssuerOf(c.cert.Leaf()); ca != nil {
+		return tlsutil.CertHash(ca)
+	}
+	return ""
 }
 
 // serverCertOptions names a server for its peers, agents and the CLI: its
@@ -139,7 +158,7 @@ func (c *serverCreds) pendingCA() *pb.KeyPair {
 	if err != nil {
 		return nil
 	}
-	return &pb.KeyPair{CertPem: c.caPEM, KeyPem: key}
+	return &pb.KeyPair{CertPem: c.trust.PEM(), KeyPem: key}
 }
 
 // dropPendingCA removes the on-disk CA key once it is replicated.
@@ -185,8 +204,8 @@ func joinCreds(ctx context.Context, cfg Config, host, apiAddr, raftAddr string) 
 	if err != nil {
 		return nil, fmt.Errorf("joining through %s: %w", cfg.Join, err)
 	}
-	if hash, err := tlsutil.CAHash(resp.CaPem); err != nil || hash != cfg.CAHash {
-		return nil, fmt.Errorf("joining through %s: the CA sent does not match --ca-hash", cfg.Join)
+	if err := tlsutil.BundleHasCA(resp.CaPem, cfg.CAHash); err != nil {
+		return nil, fmt.Errorf("joining through %s: the CAs sent: %w", cfg.Join, err)
 	}
 	keys, err := keyring.Parse(resp.Keyring)
 	if err != nil {
@@ -224,14 +243,11 @@ func serverKeyring(dataDir string, bootstrap bool) (*keyring.Keyring, error) {
 	return keys, keys.Write(path)
 }
 
-// serverTLS presents this server's certificate with the CA (for clients
-// that pin it) and verifies client certificates as clientAuth says.
+// serverTLS presents this server's certificate with its CA (for clients
+// that pin it) and verifies client certificates as clientAuth says, with
+// the CAs trusted at each handshake.
 func (c *serverCreds) serverTLS(clientAuth tls.ClientAuthType) (*tls.Config, error) {
-	conf, err := tlsutil.ServerConfig(c.cert.KeyPair(), c.caPEM, clientAuth)
-	if err != nil {
-		return nil, err
-	}
-	return c.cert.Server(conf), nil
+	return c.cert.ServerConfig(c.trust, clientAuth), nil
 }
 
 // apiTLS serves the gRPC API: a client certificate is verified when given;
@@ -250,9 +266,10 @@ func (c *serverCreds) raftServerTLS() (*tls.Config, error) {
 	return conf, nil
 }
 
-// clientTLS dials other servers, for Raft and forwarded calls.
+// clientTLS dials other servers, for Raft and forwarded calls, trusting
+// the CAs trusted now (a rotation makes it again: peerPool.redial).
 func (c *serverCreds) clientTLS() (*tls.Config, error) {
-	conf, err := tlsutil.ClientConfig(nil, c.caPEM, "")
+	conf, err := tlsutil.ClientConfig(nil, c.trust.PEM(), "")
 	if err != nil {
 		return nil, err
 	}

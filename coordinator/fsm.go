@@ -47,6 +47,7 @@ const (
 	RestoreType
 	SetPKIType
 	WorkerTrustType
+	SetTrustType
 )
 
 // sealedType marks a log entry sealed with the keyring: what follows it is
@@ -149,6 +150,8 @@ func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Mess
 		return &pb.SetPKICommand{}, f.applySetPKI
 	case WorkerTrustType:
 		return &pb.WorkerTrustCommand{}, f.applyWorkerTrust
+	case SetTrustType:
+		return &pb.SetTrustCommand{}, f.applySetTrust
 	}
 	return nil, nil
 }
@@ -514,6 +517,7 @@ func (f *FSM) applyReportStatus(txn *state.Txn, m proto.Message) error {
 		h.Status = &pb.HypervisorStatus{}
 	}
 	h.Status.LastSeen = cmd.Time
+	h.Status.TrustGeneration = cmd.TrustGeneration
 	txn.UpsertHypervisor(h)
 	for _, report := range cmd.Components {
 		comp := txn.Component(report.Metadata.GetName())

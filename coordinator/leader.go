@@ -132,10 +132,14 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		st.Clusters(ws)
 		st.Hypervisors(ws)
 		st.Components(ws)
+		st.Config(ws)
 		if err := s.reconcileClusters(time.Now()); err != nil {
 			s.logger.Warn("reconciling clusters", "err", err)
 			sleep(ctx, time.Second)
 			continue
+		}
+		if err := s.advanceCARotation(ctx, time.Now()); err != nil {
+			s.logger.Warn("moving the coordinator CA rotation on", "err", err)
 		}
 		if err := s.prune(time.Now()); err != nil {
 			s.logger.Warn("pruning used and expired tokens and certificates", "err", err)

@@ -179,10 +179,10 @@ const raftHandshakes = 16
 type tlsStreamLayer struct {
 	net.Listener
 	advertise net.Addr
-	client    *tls.Config
+	client    func() *tls.Config // as it is now: a CA rotation replaces it
 }
 
-func newTLSStreamLayer(bind, advertise string, server, client *tls.Config) (*tlsStreamLayer, error) {
+func newTLSStreamLayer(bind, advertise string, server *tls.Config, client func() *tls.Config) (*tlsStreamLayer, error) {
 	adv, err := net.ResolveTCPAddr("tcp", advertise)
 	if err != nil {
 		return nil, fmt.Errorf("raft advertise address %q: %w", advertise, err)
@@ -200,7 +200,7 @@ func (l *tlsStreamLayer) Addr() net.Addr { return l.advertise }
 
 func (l *tlsStreamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout}
-	return tls.DialWithDialer(d, "tcp", string(addr), l.client)
+	return tls.DialWithDialer(d, "tcp", string(addr), l.client())
 }
 
 // slogWriter turns the lines Raft writes into structured log records.

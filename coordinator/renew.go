@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
 	"github.com/oneinfra/oneinfra/internal/renewal"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
@@ -37,7 +38,7 @@ func (s *Server) renewFor(ctx context.Context, id identity, csrPEM []byte, opts 
 	}
 	opts.CommonName = id.Name
 	opts.Validity = s.cfg.certValidity()
-	cert, rec, ca, err := s.signRecorded(csrPEM, opts, cluster, "renewal/"+id.Serial, time.Now())
+	cert, rec, err := s.signRecorded(csrPEM, opts, cluster, "renewal/"+id.Serial, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +46,8 @@ func (s *Server) renewFor(ctx context.Context, id identity, csrPEM []byte, opts 
 		return nil, err
 	}
 	s.logger.Info("certificate renewed", "holder", id.String(), "old", id.Serial, "new", rec.Serial, "expires", rec.NotAfter.AsTime())
-	return &pb.RenewCertificateResponse{CertPem: cert, CaPem: ca.CertPem}, nil
+	cfg := s.State().Config(nil)
+	return &pb.RenewCertificateResponse{CertPem: cert, CaPem: trustPEM(cfg), TrustGeneration: cfg.GetTrustGeneration()}, nil
 }
 
 // RenewCredentials renews the calling operator's certificate.
@@ -101,23 +103,73 @@ func (a *peerAPI) RenewCertificate(ctx context.Context, req *pb.RenewCertificate
 	return a.s.renewFor(ctx, id, req.CsrPem, serverCertOptions(id.Name, host, a.s.cfg.certValidity()), "")
 }
 
-// renewLoop renews this server's own certificate (API and Raft) as it
-// comes due, through the leader, until the server stops.
+// renewLoop keeps this server's trust and certificate (API and Raft)
+// current until the server stops: the CAs the state says to trust, and a
+// renewal through the leader as the certificate comes due, or at once when
+// a CA rotation's stage wants one of the new CA.
 func (s *Server) renewLoop() {
 	defer s.wg.Done()
-	for {
-		select {
-		case <-s.stopCh:
-			return
-		case <-time.After(renewal.CheckEvery(s.creds.cert.Leaf())):
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stopCh
+		cancel()
+	}()
+	for ctx.Err() == nil {
+		st := s.State()
+		ws := memdb.NewWatchSet()
+		ws.Add(st.AbandonCh())
+		cfg := st.Config(ws)
+		if err := s.syncTrust(cfg); err != nil {
+			s.logger.Warn("taking the coordinator's new CAs; trying again", "err", err)
+		} else {
+			s.trustHeld.Store(cfg.GetTrustGeneration())
 		}
-		if !renewal.Due(s.creds.cert.Leaf(), time.Now()) {
-			continue
+		wait := renewal.CheckEvery(s.creds.cert.Leaf())
+		if renewal.Due(s.creds.cert.Leaf(), time.Now()) || s.mustMove(cfg) {
+			if err := s.renewOwn(); err != nil {
+				s.logger.Warn("renewing this server's certificate; trying again", "expires", s.creds.cert.Leaf().NotAfter, "err", err)
+				wait = min(wait, 5*time.Second)
+			}
 		}
-		if err := s.renewOwn(); err != nil {
-			s.logger.Warn("renewing this server's certificate; trying again", "expires", s.creds.cert.Leaf().NotAfter, "err", err)
-		}
+		wctx, stop := context.WithTimeout(ctx, wait)
+		_ = ws.WatchCtx(wctx)
+		stop()
 	}
+}
+
+// syncTrust makes this server trust the CAs cfg says, from the next
+// handshake on, and keeps them in DATA-DIR/tls.
+func (s *Server) syncTrust(cfg *pb.CoordinatorConfig) error {
+	want := trustPEM(cfg)
+	if len(want) == 0 || bytes.Equal(want, s.creds.trust.PEM()) {
+		return nil
+	}
+	if err := s.creds.trust.Set(want); err != nil {
+		return err
+	}
+	if err := s.creds.writeTrust(); err != nil {
+		return err
+	}
+	conf, err := s.creds.clientTLS()
+	if err != nil {
+		return err
+	}
+	s.peers.redial(conf)
+	s.logger.Info("this server trusts the coordinator's CAs of trust generation", "generation", cfg.TrustGeneration)
+	return nil
+}
+
+// mustMove reports whether this server's certificate must be renewed now
+// because it is not of the CA that signs: from a CA rotation's servers
+// stage on (before it, clients that know only the old CA still reach
+// servers of it).
+func (s *Server) mustMove(cfg *pb.CoordinatorConfig) bool {
+	if cfg.GetCa() == nil || !servingMoves(cfg) {
+		return false
+	}
+	ca, err := tlsutil.ParseCertPEM(cfg.Ca.CertPem)
+	return err == nil && s.creds.cert.Leaf().CheckSignatureFrom(ca) != nil
 }
 
 // renewOwn has the leader sign this server's certificate for a new key,

@@ -94,6 +94,7 @@ type Server struct {
 	http        *http.Server
 	metrics     *metrics
 	peers       *peerPool
+	trustHeld   atomic.Uint64 // the trust generation whose CAs this server trusts (syncTrust)
 	gossip      atomic.Pointer[gossip.Member]
 	// started is raft once running, for the Raft transport's checks,
 	// which run from the start (raftPeer).
@@ -189,7 +190,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	raftTLS.VerifyConnection = s.raftPeer
 	s.peers = newPeerPool(clientTLS)
-	layer, err := newTLSStreamLayer(cfg.RaftAddr, s.raftAddr, raftTLS, clientTLS)
+	layer, err := newTLSStreamLayer(cfg.RaftAddr, s.raftAddr, raftTLS, s.peers.config)
 	if err != nil {
 		return nil, err
 	}
@@ -266,8 +267,9 @@ func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
 // AppliedIndex is the index of the last entry applied to this server's state.
 func (s *Server) AppliedIndex() uint64 { return s.raft.AppliedIndex() }
 
-// CAPEM is the coordinator CA certificate.
-func (s *Server) CAPEM() []byte { return s.creds.caPEM }
+// CAPEM is every CA this server trusts: the coordinator CA, and during a
+// rotation the other one.
+func (s *Server) CAPEM() []byte { return s.creds.trust.PEM() }
 
 // Shutdown stops the server cleanly: a leader hands leadership to another
 // voter first, so the others elect nobody in a hurry.

@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -57,6 +56,7 @@ func (s *Server) Config(ctx context.Context, in *pb.GetWorkerConfigRequest) (*pb
 	}
 	// Who it is comes from its certificate; what it holds is its word.
 	req.TrustGeneration = in.GetTrustGeneration()
+	req.CoordinatorTrustGeneration = in.GetCoordinatorTrustGeneration()
 	return s.Coordinator.GetWorkerConfig(ctx, req)
 }
 
@@ -116,14 +116,11 @@ func remote(ctx context.Context) string {
 const maxRequest = 256 << 10
 
 // Serve serves the endpoint on lis with its join endpoint certificate
-// (from the coordinator CA, which also verifies workers' certificates)
-// until ctx ends.
-func Serve(ctx context.Context, lis net.Listener, cert *tlsutil.Identity, caPEM []byte, srv *Server) error {
-	conf, err := tlsutil.ServerConfig(cert.KeyPair(), caPEM, tls.VerifyClientCertIfGiven)
-	if err != nil {
-		return fmt.Errorf("join endpoint TLS: %w", err)
-	}
-	cert.Server(conf) // a renewed certificate is served from the next handshake
+// (from the coordinator CA; trust, its CAs, verifies workers'
+// certificates) until ctx ends. A renewed certificate and new CAs are
+// used from the next handshake on.
+func Serve(ctx context.Context, lis net.Listener, cert *tlsutil.Identity, trust *tlsutil.Trust, srv *Server) error {
+	conf := cert.ServerConfig(trust, tls.VerifyClientCertIfGiven)
 	g := grpc.NewServer(append(connlimit.ServerOptions(credentials.NewTLS(conf), connlimit.Default, nil),
 		grpc.MaxRecvMsgSize(maxRequest))...)
 	pb.RegisterJoinServer(g, srv)

@@ -75,7 +75,11 @@ func endpoint(t *testing.T, coord *coordinator) (addr string, caPEM []byte, work
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := tlsutil.NewIdentity(cert, ca.CertPem)
+	trust, err := tlsutil.NewTrust(ca.CertPem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := tlsutil.NewIdentity(cert, trust)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +87,7 @@ func endpoint(t *testing.T, coord *coordinator) (addr string, caPEM []byte, work
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = Serve(ctx, ln, id, ca.CertPem, &Server{Coordinator: coord, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		_ = Serve(ctx, ln, id, trust, &Server{Coordinator: coord, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return ln.Addr().String(), ca.CertPem, worker

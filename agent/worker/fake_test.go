@@ -38,6 +38,12 @@ type fakeJoin struct {
 	configCNs []string
 	onJoin    func(*pb.JoinWorkerRequest)
 	renewals  int
+	// A coordinator CA rotation: the CA that signs renewals (ca when
+	// nil), the CAs client certificates are verified with (ca's when
+	// empty), and the last Config request.
+	signer     *pb.KeyPair
+	clientCAs  []byte
+	lastConfig *pb.GetWorkerConfigRequest
 }
 
 func newTestCA(t *testing.T) (*pb.KeyPair, string) {
@@ -73,7 +79,11 @@ func (f *fakeJoin) serve(t *testing.T, ln net.Listener) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf, err := tlsutil.ServerConfig(cert, f.ca.CertPem, tls.VerifyClientCertIfGiven)
+	clientCAs := f.ca.CertPem
+	if len(f.clientCAs) > 0 {
+		clientCAs = f.clientCAs
+	}
+	conf, err := tlsutil.ServerConfig(cert, clientCAs, tls.VerifyClientCertIfGiven)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +123,7 @@ func (f *fakeJoin) Join(_ context.Context, req *pb.JoinWorkerRequest) (*pb.Worke
 }
 
 // Config answers only callers with a client certificate from the CA.
-func (f *fakeJoin) Config(ctx context.Context, _ *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
+func (f *fakeJoin) Config(ctx context.Context, req *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no peer")
@@ -125,6 +135,7 @@ func (f *fakeJoin) Config(ctx context.Context, _ *pb.GetWorkerConfigRequest) (*p
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.configs++
+	f.lastConfig = proto.Clone(req).(*pb.GetWorkerConfigRequest)
 	cn := info.State.VerifiedChains[0][0].Subject.CommonName
 	f.configCNs = append(f.configCNs, cn)
 	wc := proto.Clone(f.config).(*pb.WorkerConfig)
@@ -178,13 +189,17 @@ func (f *fakeJoin) RenewCertificate(ctx context.Context, req *pb.RenewCertificat
 	if !ok || len(info.State.VerifiedChains) == 0 {
 		return nil, status.Error(codes.Unauthenticated, "a client certificate is required")
 	}
-	cert, err := tlsutil.SignCSR(f.ca, req.CsrPem, tlsutil.CertOptions{CommonName: info.State.VerifiedChains[0][0].Subject.CommonName,
+	f.mu.Lock()
+	signer := f.ca
+	if f.signer != nil {
+		signer = f.signer
+	}
+	f.renewals++
+	f.mu.Unlock()
+	cert, err := tlsutil.SignCSR(signer, req.CsrPem, tlsutil.CertOptions{CommonName: info.State.VerifiedChains[0][0].Subject.CommonName,
 		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: time.Hour}, time.Now())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	f.mu.Lock()
-	f.renewals++
-	f.mu.Unlock()
-	return &pb.RenewCertificateResponse{CertPem: cert, CaPem: f.ca.CertPem}, nil
+	return &pb.RenewCertificateResponse{CertPem: cert, CaPem: f.clientCAs}, nil
 }

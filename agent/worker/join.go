@@ -125,7 +125,9 @@ func join(ctx context.Context, c Config, wgKey wgtypes.Key) (*state, error) {
 			if wc.GetBootstrapToken() == "" {
 				return nil, fmt.Errorf("the join endpoint %s answered no bootstrap token", c.Join)
 			}
-			return &state{config: wc, cert: cert, caPEM: tlsutil.EncodeCertPEM(ca)}, nil
+			// The coordinator's other CAs, if any, come with the next
+			// configuration (syncCoordinatorTrust).
+			return &state{config: merge(nil, wc), cert: cert, caPEM: tlsutil.EncodeCertPEM(ca)}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -179,7 +181,7 @@ func fetchConfig(ctx context.Context, c Config, st *state) (*pb.WorkerConfig, st
 		if err != nil {
 			return nil, "", err
 		}
-		wc, err := configOnce(ctx, e, conf, st.trustAt)
+		wc, err := configOnce(ctx, e, conf, &pb.GetWorkerConfigRequest{TrustGeneration: st.trustAt, CoordinatorTrustGeneration: st.coordAt})
 		if err == nil {
 			if err := checkConfig(wc); err != nil {
 				errs = append(errs, fmt.Errorf("%s answered an unusable configuration: %w", e, err))
@@ -195,7 +197,7 @@ func fetchConfig(ctx context.Context, c Config, st *state) (*pb.WorkerConfig, st
 	return nil, "", errors.Join(errs...)
 }
 
-func configOnce(ctx context.Context, endpoint string, conf *tls.Config, trustAt uint64) (*pb.WorkerConfig, error) {
+func configOnce(ctx context.Context, endpoint string, conf *tls.Config, req *pb.GetWorkerConfigRequest) (*pb.WorkerConfig, error) {
 	conn, err := dial(endpoint, conf)
 	if err != nil {
 		return nil, err
@@ -203,7 +205,7 @@ func configOnce(ctx context.Context, endpoint string, conf *tls.Config, trustAt 
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	return pb.NewJoinClient(conn).Config(cctx, &pb.GetWorkerConfigRequest{TrustGeneration: trustAt})
+	return pb.NewJoinClient(conn).Config(cctx, req)
 }
 
 // renewCertificate renews the worker's client certificate through the
@@ -238,6 +240,9 @@ func renewed(ctx context.Context, c Config, st *state, endpoint string) (*state,
 	}
 	next := *st
 	next.cert = &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM}
+	if len(resp.CaPem) > 0 {
+		next.caPEM = resp.CaPem
+	}
 	return &next, nil
 }
 

@@ -17,11 +17,13 @@ import (
 type state struct {
 	config *pb.WorkerConfig
 	cert   *pb.KeyPair // the worker's client certificate, for Join.Config
-	caPEM  []byte      // the coordinator CA, learned at join through the pin
+	caPEM  []byte      // the coordinator's CAs: the pinned one at join, then what configurations say
 	// trustAt is the cluster trust generation the kubelet holds (see
 	// syncTrust), told at each configuration request; trustTold the one
-	// last told.
+	// last told. coordAt and coordTold are the same for the coordinator's
+	// (syncCoordinatorTrust).
 	trustAt, trustTold uint64
+	coordAt, coordTold uint64
 }
 
 const (

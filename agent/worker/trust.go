@@ -14,6 +14,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/renewal"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	certv1 "k8s.io/api/certificates/v1"
@@ -172,4 +173,38 @@ func (w *Worker) askKubeletCert(ctx context.Context, pair string, ip string) ([]
 		return nil, nil, err
 	}
 	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// syncCoordinatorTrust takes the coordinator's CAs a configuration gives
+// (a coordinator CA rotation), for the join endpoints' certificates, and
+// renews the worker's certificate through endpoint when it is due or not
+// of the CA that signs now. The next configuration request says the
+// generation held.
+func (w *Worker) syncCoordinatorTrust(ctx context.Context, t *pb.CoordinatorTrust, endpoint string) {
+	if t != nil && len(t.CaPem) > 0 && string(t.CaPem) != string(w.state.caPEM) {
+		if _, err := tlsutil.CertPool(t.CaPem); err != nil {
+			w.logger.Warn("the coordinator's CAs are unusable; keeping the ones held", "err", err)
+			return
+		}
+		next := *w.state
+		next.caPEM = t.CaPem
+		if err := next.save(w.cfg); err != nil {
+			w.logger.Warn("keeping the coordinator's CAs; trying again at the next refresh", "err", err)
+			return
+		}
+		w.state = &next
+		w.logger.Info("the worker trusts the coordinator's CAs", "trust_generation", t.Generation)
+	}
+	due := renewal.DuePEM(w.state.cert.GetCertPem(), time.Now())
+	if signer, err := tlsutil.ParseCertPEM(t.GetSignerPem()); err == nil {
+		if cert, err := tlsutil.ParseCertPEM(w.state.cert.GetCertPem()); err == nil && cert.CheckSignatureFrom(signer) != nil {
+			due = true
+		}
+	}
+	if due {
+		w.renewCertificate(ctx, endpoint)
+	}
+	if t != nil {
+		w.state.coordAt = t.Generation
+	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/oneinfra/oneinfra/agent/wireguard"
 	"github.com/oneinfra/oneinfra/internal/observe"
-	"github.com/oneinfra/oneinfra/internal/renewal"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"google.golang.org/protobuf/proto"
@@ -180,7 +179,7 @@ func (w *Worker) keepUp(ctx context.Context) {
 		if state == "down" || !now.Before(nextRefresh) {
 			nextRefresh = now.Add(w.cfg.RefreshInterval)
 			reconfigured, err := w.refresh(ctx, state == "down")
-			if w.state.trustAt != w.state.trustTold {
+			if w.state.trustAt != w.state.trustTold || w.state.coordAt != w.state.coordTold {
 				// Said at once: a CA rotation waits for it.
 				nextRefresh = now
 			}
@@ -206,9 +205,12 @@ func (w *Worker) keepUp(ctx context.Context) {
 }
 
 // merge is the new configuration, keeping what only Join answers (the
-// client certificate, the bootstrap token) when a Config answer lacks it.
+// client certificate, the bootstrap token) when a Config answer lacks it,
+// and leaving out the coordinator's trust (kept apart, in state.caPEM: it
+// changes nothing of the kubelet's).
 func merge(old, fresh *pb.WorkerConfig) *pb.WorkerConfig {
 	m := proto.Clone(fresh).(*pb.WorkerConfig)
+	m.CoordinatorTrust = nil
 	if len(m.CertPem) == 0 {
 		m.CertPem = old.GetCertPem()
 	}
@@ -230,10 +232,8 @@ func (w *Worker) refresh(ctx context.Context, down bool) (bool, error) {
 		}
 		return false, err
 	}
-	w.state.trustTold = w.state.trustAt
-	if renewal.DuePEM(w.state.cert.GetCertPem(), time.Now()) {
-		w.renewCertificate(ctx, from)
-	}
+	w.state.trustTold, w.state.coordTold = w.state.trustAt, w.state.coordAt
+	w.syncCoordinatorTrust(ctx, fresh.GetCoordinatorTrust(), from)
 	old := w.state.config
 	wc := merge(old, fresh)
 	// A CA rotation's files and certificates first, so that the kubelet

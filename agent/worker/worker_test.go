@@ -719,3 +719,55 @@ func TestRenewCertificate(t *testing.T) {
 		t.Errorf("renewed a fresh certificate: %d renewals", f.renewals)
 	}
 }
+
+// TestCoordinatorTrustMoves: a configuration of a coordinator CA rotation
+// gives the worker the CAs to trust, which it keeps, and a signing CA its
+// certificate is not of, which it renews at once; the next request says
+// the generation it holds.
+func TestCoordinatorTrustMoves(t *testing.T) {
+	ca, hash := newTestCA(t)
+	next, _ := newTestCA(t)
+	bundle := append(append([]byte{}, ca.CertPem...), next.CertPem...)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeJoin{ca: ca, caHash: hash, addr: ln.Addr().String(), config: testWorkerConfig(t, ca, endpointKey(t), "192.0.2.1:51820"), clientCAs: bundle}
+	f.serve(t, ln)
+	f.config.JoinEndpoints = []string{f.addr}
+	c := testConfig(t, f.addr)
+	c.Token, c.CAHash = testToken, hash
+	w, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := w.ensureJoined(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wc := proto.Clone(f.config).(*pb.WorkerConfig)
+	wc.CoordinatorTrust = &pb.CoordinatorTrust{Generation: 2, CaPem: bundle, SignerPem: next.CertPem}
+	f.setConfig(wc)
+	f.mu.Lock()
+	f.signer = next
+	f.mu.Unlock()
+	if _, err := w.refresh(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := tlsutil.ParseCertPEM(next.CertPem)
+	cert, _ := tlsutil.ParseCertPEM(w.state.cert.CertPem)
+	if cert.CheckSignatureFrom(signer) != nil {
+		t.Error("the certificate is not of the new signing CA")
+	}
+	if b, _ := os.ReadFile(c.path(tlsCAFile)); !bytes.Equal(b, bundle) {
+		t.Error("the coordinator's CAs are not kept")
+	}
+	if _, err := w.refresh(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.renewals != 1 || f.lastConfig.GetCoordinatorTrustGeneration() != 2 {
+		t.Errorf("%d renewals (want 1); the last request said generation %d, want 2", f.renewals, f.lastConfig.GetCoordinatorTrustGeneration())
+	}
+}

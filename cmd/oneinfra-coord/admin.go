@@ -45,6 +45,7 @@ func newAdminCommand(g *globals) *cobra.Command {
 				}
 				conf := client.NewConfig(resp.Servers, resp.CaPem, &pb.KeyPair{CertPem: resp.CertPem, KeyPem: keyPEM})
 				conf.ServerIDs = s.conf.ServerIDs
+				conf.TrustGeneration, _ = s.members.TrustGeneration() // what the answer's CAs are of
 				b, err := conf.Encode()
 				if err != nil {
 					return err

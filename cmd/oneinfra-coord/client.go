@@ -22,11 +22,12 @@ const callTimeout = 30 * time.Second
 // session is a connection to the coordinator with the operator's
 // credentials.
 type session struct {
-	conn  *grpc.ClientConn
-	op    pb.OperatorClient
-	path  string
-	conf  *client.Config
-	stale bool
+	conn    *grpc.ClientConn
+	op      pb.OperatorClient
+	members *client.Members
+	path    string
+	conf    *client.Config
+	stale   bool
 }
 
 func (g *globals) connect() (*session, error) {
@@ -61,13 +62,28 @@ func (s *session) dial() error {
 	if err != nil {
 		return err
 	}
-	s.conn, s.op = conn, pb.NewOperatorClient(conn)
+	s.conn, s.op, s.members = conn, pb.NewOperatorClient(conn), members
 	return nil
 }
 
+// keepTrust renews the credentials file once a server said the
+// coordinator trust generation moved (a CA rotation's stage: the CAs to
+// trust, the CA that signs): the file then holds them, and a certificate
+// of the CA that signs. An operator who runs any command during a
+// rotation so moves with it.
+func (s *session) keepTrust() {
+	gen, ok := s.members.TrustGeneration()
+	if !ok || gen == s.conf.TrustGeneration {
+		return
+	}
+	if err := s.renewCredentials(); err != nil {
+		fmt.Fprintf(os.Stderr, "warning: taking the coordinator's new CAs into %s: %v\n", s.path, err)
+	}
+}
+
 // renewCredentials renews the credentials file's certificate, past two
-// thirds of its life, for a key made here; the command then goes on with
-// the new one.
+// thirds of its life or for a CA rotation, for a key made here, with the
+// CAs to trust; the command then goes on with the new ones.
 func (s *session) renewCredentials() error {
 	cert, err := tlsutil.ParseCertPEM([]byte(s.conf.ClientCertificate))
 	if err != nil {
@@ -88,6 +104,9 @@ func (s *session) renewCredentials() error {
 		return err
 	}
 	s.conf.ClientCertificate, s.conf.ClientKey = string(resp.CertPem), string(keyPEM)
+	if len(resp.CaPem) > 0 {
+		s.conf.CertificateAuthority, s.conf.TrustGeneration = string(resp.CaPem), resp.TrustGeneration
+	}
 	if err := s.conf.Write(s.path); err != nil {
 		return err
 	}
@@ -95,7 +114,10 @@ func (s *session) renewCredentials() error {
 	return s.dial()
 }
 
-func (s *session) close() { s.conn.Close() }
+func (s *session) close() {
+	s.keepTrust()
+	s.conn.Close()
+}
 
 // ctx is the context of one call.
 func (s *session) ctx(parent context.Context) (context.Context, context.CancelFunc) {

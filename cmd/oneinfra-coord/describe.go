@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator/health"
+	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/spf13/cobra"
@@ -70,7 +71,7 @@ func printDescribe(w io.Writer, d *pb.DescribeResponse) {
 			r.State, r.Reason, age(r.Requested), r.Backup, roughly(r.Requested.AsTime().Sub(r.Taken.AsTime())), r.Revision))
 	}
 	if r := d.GetCaRotation(); r != nil {
-		field("CA rotation", fmt.Sprintf("%s (begun %s ago, this stage %s ago)", rotationStep(r), age(r.Started), age(r.StageSince)))
+		field("CA rotation", fmt.Sprintf("%s (begun %s ago, this stage %s ago)", rotationStep(r, pki.StageName), age(r.Started), age(r.StageSince)))
 	}
 	field("API endpoint", dash(c.GetStatus().GetApiServerEndpoint()))
 	if c.Spec.GetVpn().GetEnabled() {

@@ -51,6 +51,7 @@ func newRootCommand() *cobra.Command {
 		newAdminCommand(g),
 		newMembersCommand(g),
 		newSnapshotCommand(g),
+		newRotateCACommand(g),
 		newVersionCommand(g),
 	)
 	return root

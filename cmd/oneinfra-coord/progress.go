@@ -81,6 +81,7 @@ func follow(cmd *cobra.Command, g *globals, timeout time.Duration, check func(ct
 		cctx, ccancel := s.ctx(ctx)
 		st, done, err := check(cctx, s)
 		ccancel()
+		s.keepTrust() // a wait for a CA rotation waits for this file too
 		if err != nil && ctx.Err() == nil {
 			return last, time.Since(start), err
 		}

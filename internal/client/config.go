@@ -28,6 +28,10 @@ type Config struct {
 	CertificateAuthority string `json:"certificateAuthority"`
 	ClientCertificate    string `json:"clientCertificate"`
 	ClientKey            string `json:"clientKey"`
+	// TrustGeneration is the coordinator trust generation (a CA rotation's
+	// stage) the file's CAs and certificate are of: a command told of
+	// another renews them (TrustHeader).
+	TrustGeneration uint64 `json:"trustGeneration,omitempty"`
 }
 
 // NewConfig makes a config for the given servers and credentials.

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -20,6 +21,11 @@ import (
 // lists the members, "ID=API-ADDRESS,...": every successful call teaches a
 // client where the others are, so that it fails over to them.
 const MembersHeader = "oneinfra-members"
+
+// TrustHeader is the response header in which every coordinator server
+// gives the coordinator trust generation (a CA rotation's stage): a client
+// whose credentials are of another renews them, and takes the CAs to trust.
+const TrustHeader = "oneinfra-trust-generation"
 
 // FormatMembers writes members (API address by server ID) for the header.
 func FormatMembers(members map[string]string) string {
@@ -62,6 +68,9 @@ type Members struct {
 	addrs    []string          // the flag's and the learned addresses
 	resolver *manual.Resolver
 	onChange func(addrs []string, ids map[string]string)
+	// trust is the coordinator trust generation answers gave (TrustHeader).
+	trust      uint64
+	trustKnown bool
 }
 
 // NewMembers starts from addresses and the IDs known at some of them.
@@ -125,8 +134,30 @@ func (m *Members) unary(ctx context.Context, method string, req, reply any, cc *
 	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&md))...)
 	if err == nil {
 		m.learn(ParseMembers(md))
+		m.learnTrust(md)
 	}
 	return err
+}
+
+// learnTrust keeps the trust generation a server gave (TrustHeader).
+func (m *Members) learnTrust(md metadata.MD) {
+	vals := md.Get(TrustHeader)
+	if len(vals) != 1 {
+		return
+	}
+	if gen, err := strconv.ParseUint(vals[0], 10, 64); err == nil {
+		m.mu.Lock()
+		m.trust, m.trustKnown = gen, true
+		m.mu.Unlock()
+	}
+}
+
+// TrustGeneration is the coordinator trust generation the last answer
+// gave, and whether one did.
+func (m *Members) TrustGeneration() (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.trust, m.trustKnown
 }
 
 // stream learns the members from a stream's header.
@@ -150,6 +181,7 @@ func (s *learningStream) RecvMsg(msg any) error {
 		s.once.Do(func() {
 			if md, herr := s.Header(); herr == nil {
 				s.m.learn(ParseMembers(md))
+				s.m.learnTrust(md)
 			}
 		})
 	}

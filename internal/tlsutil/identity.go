@@ -13,21 +13,26 @@ import (
 // connections already made keep theirs (the old certificate stays valid
 // until it expires). Safe for concurrent use.
 type Identity struct {
-	cur     atomic.Pointer[tls.Certificate]
-	kp      atomic.Pointer[pb.KeyPair]
-	chainCA []byte
+	cur   atomic.Pointer[tls.Certificate]
+	kp    atomic.Pointer[pb.KeyPair]
+	chain *Trust
 }
 
-// NewIdentity presents kp; chainCA (may be nil) is appended to the chain a
-// server sends (see ServerConfig).
-func NewIdentity(kp *pb.KeyPair, chainCA []byte) (*Identity, error) {
-	id := &Identity{chainCA: chainCA}
+// NewIdentity presents kp; the issuers of kp's certificate found in chain
+// (may be nil) are appended to the chain a server sends (see
+// ServerConfig).
+func NewIdentity(kp *pb.KeyPair, chain *Trust) (*Identity, error) {
+	id := &Identity{chain: chain}
 	return id, id.Set(kp)
 }
 
 // Set replaces the certificate and key presented from now on.
 func (id *Identity) Set(kp *pb.KeyPair) error {
-	c, err := certificateChain(kp, id.chainCA)
+	var chainPEM []byte
+	if id.chain != nil {
+		chainPEM = id.chain.PEM()
+	}
+	c, err := certificateChain(kp, chainPEM)
 	if err != nil {
 		return err
 	}

@@ -69,6 +69,17 @@ func FindPinnedCA(caHash string, certs []*x509.Certificate) (*x509.Certificate, 
 	return nil, ErrCAHashMismatch
 }
 
+// BundleHasCA checks that a PEM bundle a server sent holds the CA whose
+// hash is caHash.
+func BundleHasCA(bundlePEM []byte, caHash string) error {
+	certs, err := ParseCertsPEM(bundlePEM)
+	if err != nil {
+		return err
+	}
+	_, err = FindPinnedCA(caHash, certs)
+	return err
+}
+
 // PinnedCA parses the DER certificates a server presented (as
 // tls.ConnectionState.PeerCertificates or VerifyPeerCertificate give them)
 // and returns the CA certificate among them whose hash is caHash. Callers

@@ -3040,9 +3040,11 @@ type ReportStatusRequest struct {
 	Time    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
 	// What the agent did by itself that an operator should know (an etcd
 	// member repaired, say), recorded as events of the components' clusters.
-	Events        []*AgentEvent `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Events []*AgentEvent `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`
+	// The coordinator trust generation the agent holds (CoordinatorTrust).
+	TrustGeneration uint64 `protobuf:"varint,6,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ReportStatusRequest) Reset() {
@@ -3108,6 +3110,13 @@ func (x *ReportStatusRequest) GetEvents() []*AgentEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *ReportStatusRequest) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
 }
 
 // AgentEvent is an event an agent tells about one of its components.
@@ -3181,6 +3190,7 @@ func (x *AgentEvent) GetMessage() string {
 
 type ReportStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Trust         *CoordinatorTrust      `protobuf:"bytes,1,opt,name=trust,proto3" json:"trust,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3215,6 +3225,88 @@ func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
 	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
+func (x *ReportStatusResponse) GetTrust() *CoordinatorTrust {
+	if x != nil {
+		return x.Trust
+	}
+	return nil
+}
+
+// CoordinatorTrust is what a holder of a coordinator certificate must
+// trust and be signed by: the CAs to trust (PEM bundle), the CA that signs
+// now (a certificate not from it is renewed at once) and their generation.
+type CoordinatorTrust struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Generation uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	CaPem      []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	SignerPem  []byte                 `protobuf:"bytes,3,opt,name=signer_pem,json=signerPem,proto3" json:"signer_pem,omitempty"`
+	// Whether serving certificates (servers', join endpoints') must be of
+	// signer_pem now; client certificates always must. A rotation moves
+	// them last, so that clients that know only the old CA reach them
+	// until they have moved.
+	ServingMoves  bool `protobuf:"varint,4,opt,name=serving_moves,json=servingMoves,proto3" json:"serving_moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoordinatorTrust) Reset() {
+	*x = CoordinatorTrust{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoordinatorTrust) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoordinatorTrust) ProtoMessage() {}
+
+func (x *CoordinatorTrust) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoordinatorTrust.ProtoReflect.Descriptor instead.
+func (*CoordinatorTrust) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *CoordinatorTrust) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *CoordinatorTrust) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *CoordinatorTrust) GetSignerPem() []byte {
+	if x != nil {
+		return x.SignerPem
+	}
+	return nil
+}
+
+func (x *CoordinatorTrust) GetServingMoves() bool {
+	if x != nil {
+		return x.ServingMoves
+	}
+	return false
+}
+
 type PeerStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3223,7 +3315,7 @@ type PeerStatusRequest struct {
 
 func (x *PeerStatusRequest) Reset() {
 	*x = PeerStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3235,7 +3327,7 @@ func (x *PeerStatusRequest) String() string {
 func (*PeerStatusRequest) ProtoMessage() {}
 
 func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3248,23 +3340,25 @@ func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 type PeerStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	LastIndex     uint64                 `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	CommitIndex   uint64                 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State        string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	LastIndex    uint64                 `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	CommitIndex  uint64                 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	// The coordinator trust generation whose CAs the server trusts.
+	TrustGeneration uint64 `protobuf:"varint,6,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PeerStatusResponse) Reset() {
 	*x = PeerStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3370,7 @@ func (x *PeerStatusResponse) String() string {
 func (*PeerStatusResponse) ProtoMessage() {}
 
 func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3383,7 @@ func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusResponse.ProtoReflect.Descriptor instead.
 func (*PeerStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PeerStatusResponse) GetId() string {
@@ -3327,6 +3421,13 @@ func (x *PeerStatusResponse) GetCommitIndex() uint64 {
 	return 0
 }
 
+func (x *PeerStatusResponse) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
 type PeerJoinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3338,7 +3439,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3350,7 +3451,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3363,7 +3464,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PeerJoinRequest) GetId() string {
@@ -3395,7 +3496,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3407,7 +3508,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3420,7 +3521,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
 type ListPeersRequest struct {
@@ -3432,7 +3533,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +3545,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +3558,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListPeersRequest) GetCluster() string {
@@ -3483,7 +3584,7 @@ type PeerInfo struct {
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3495,7 +3596,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3508,7 +3609,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PeerInfo) GetName() string {
@@ -3571,7 +3672,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3583,7 +3684,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3596,7 +3697,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListPeersResponse) GetPeers() []*PeerInfo {
@@ -3630,7 +3731,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3642,7 +3743,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3655,7 +3756,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RemovePeerRequest) GetCluster() string {
@@ -3680,7 +3781,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3692,7 +3793,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3705,7 +3806,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
 }
 
 // SetSchedulingRequest cordons (unschedulable), drains (unschedulable and
@@ -3721,7 +3822,7 @@ type SetSchedulingRequest struct {
 
 func (x *SetSchedulingRequest) Reset() {
 	*x = SetSchedulingRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3733,7 +3834,7 @@ func (x *SetSchedulingRequest) String() string {
 func (*SetSchedulingRequest) ProtoMessage() {}
 
 func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3746,7 +3847,7 @@ func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingRequest.ProtoReflect.Descriptor instead.
 func (*SetSchedulingRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SetSchedulingRequest) GetName() string {
@@ -3780,7 +3881,7 @@ type SetSchedulingResponse struct {
 
 func (x *SetSchedulingResponse) Reset() {
 	*x = SetSchedulingResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3792,7 +3893,7 @@ func (x *SetSchedulingResponse) String() string {
 func (*SetSchedulingResponse) ProtoMessage() {}
 
 func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3805,7 +3906,7 @@ func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingResponse.ProtoReflect.Descriptor instead.
 func (*SetSchedulingResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SetSchedulingResponse) GetHypervisor() *Hypervisor {
@@ -3834,7 +3935,7 @@ type JoinWorkerRequest struct {
 
 func (x *JoinWorkerRequest) Reset() {
 	*x = JoinWorkerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3846,7 +3947,7 @@ func (x *JoinWorkerRequest) String() string {
 func (*JoinWorkerRequest) ProtoMessage() {}
 
 func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3859,7 +3960,7 @@ func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWorkerRequest.ProtoReflect.Descriptor instead.
 func (*JoinWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *JoinWorkerRequest) GetToken() string {
@@ -3899,13 +4000,15 @@ type GetWorkerConfigRequest struct {
 	// The worker's: the cluster trust generation its kubelet is at (CA
 	// bundles written, certificates from the signing CA it was given).
 	TrustGeneration uint64 `protobuf:"varint,4,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The coordinator trust generation the worker holds (CoordinatorTrust).
+	CoordinatorTrustGeneration uint64 `protobuf:"varint,5,opt,name=coordinator_trust_generation,json=coordinatorTrustGeneration,proto3" json:"coordinator_trust_generation,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *GetWorkerConfigRequest) Reset() {
 	*x = GetWorkerConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3917,7 +4020,7 @@ func (x *GetWorkerConfigRequest) String() string {
 func (*GetWorkerConfigRequest) ProtoMessage() {}
 
 func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3930,7 +4033,7 @@ func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetWorkerConfigRequest) GetCluster() string {
@@ -3961,6 +4064,13 @@ func (x *GetWorkerConfigRequest) GetTrustGeneration() uint64 {
 	return 0
 }
 
+func (x *GetWorkerConfigRequest) GetCoordinatorTrustGeneration() uint64 {
+	if x != nil {
+		return x.CoordinatorTrustGeneration
+	}
+	return 0
+}
+
 // WorkerConfig is everything a worker needs to bring its tunnel up and
 // start its kubelet.
 type WorkerConfig struct {
@@ -3987,13 +4097,15 @@ type WorkerConfig struct {
 	// must come from signer_ca_pem (a node whose do not gets new ones).
 	TrustGeneration uint64 `protobuf:"varint,18,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
 	SignerCaPem     []byte `protobuf:"bytes,19,opt,name=signer_ca_pem,json=signerCaPem,proto3" json:"signer_ca_pem,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// What the worker's own certificate and its join endpoints' come from.
+	CoordinatorTrust *CoordinatorTrust `protobuf:"bytes,20,opt,name=coordinator_trust,json=coordinatorTrust,proto3" json:"coordinator_trust,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WorkerConfig) Reset() {
 	*x = WorkerConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4005,7 +4117,7 @@ func (x *WorkerConfig) String() string {
 func (*WorkerConfig) ProtoMessage() {}
 
 func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4018,7 +4130,7 @@ func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerConfig.ProtoReflect.Descriptor instead.
 func (*WorkerConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *WorkerConfig) GetCluster() string {
@@ -4154,6 +4266,13 @@ func (x *WorkerConfig) GetSignerCaPem() []byte {
 	return nil
 }
 
+func (x *WorkerConfig) GetCoordinatorTrust() *CoordinatorTrust {
+	if x != nil {
+		return x.CoordinatorTrust
+	}
+	return nil
+}
+
 type CreateAdminRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -4165,7 +4284,7 @@ type CreateAdminRequest struct {
 
 func (x *CreateAdminRequest) Reset() {
 	*x = CreateAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4177,7 +4296,7 @@ func (x *CreateAdminRequest) String() string {
 func (*CreateAdminRequest) ProtoMessage() {}
 
 func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4190,7 +4309,7 @@ func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CreateAdminRequest) GetName() string {
@@ -4225,7 +4344,7 @@ type CreateAdminResponse struct {
 
 func (x *CreateAdminResponse) Reset() {
 	*x = CreateAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4237,7 +4356,7 @@ func (x *CreateAdminResponse) String() string {
 func (*CreateAdminResponse) ProtoMessage() {}
 
 func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4250,7 +4369,7 @@ func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateAdminResponse) GetCertPem() []byte {
@@ -4282,7 +4401,7 @@ type ListAdminsRequest struct {
 
 func (x *ListAdminsRequest) Reset() {
 	*x = ListAdminsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4294,7 +4413,7 @@ func (x *ListAdminsRequest) String() string {
 func (*ListAdminsRequest) ProtoMessage() {}
 
 func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4307,7 +4426,7 @@ func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
 }
 
 type ListAdminsResponse struct {
@@ -4319,7 +4438,7 @@ type ListAdminsResponse struct {
 
 func (x *ListAdminsResponse) Reset() {
 	*x = ListAdminsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4331,7 +4450,7 @@ func (x *ListAdminsResponse) String() string {
 func (*ListAdminsResponse) ProtoMessage() {}
 
 func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4344,7 +4463,7 @@ func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListAdminsResponse) GetCertificates() []*IssuedCert {
@@ -4363,7 +4482,7 @@ type RevokeAdminRequest struct {
 
 func (x *RevokeAdminRequest) Reset() {
 	*x = RevokeAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4375,7 +4494,7 @@ func (x *RevokeAdminRequest) String() string {
 func (*RevokeAdminRequest) ProtoMessage() {}
 
 func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4388,7 +4507,7 @@ func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *RevokeAdminRequest) GetName() string {
@@ -4407,7 +4526,7 @@ type RevokeAdminResponse struct {
 
 func (x *RevokeAdminResponse) Reset() {
 	*x = RevokeAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4419,7 +4538,7 @@ func (x *RevokeAdminResponse) String() string {
 func (*RevokeAdminResponse) ProtoMessage() {}
 
 func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4432,7 +4551,7 @@ func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RevokeAdminResponse) GetRevoked() uint32 {
@@ -4452,7 +4571,7 @@ type IssueJoinCertificateRequest struct {
 
 func (x *IssueJoinCertificateRequest) Reset() {
 	*x = IssueJoinCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4464,7 +4583,7 @@ func (x *IssueJoinCertificateRequest) String() string {
 func (*IssueJoinCertificateRequest) ProtoMessage() {}
 
 func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4477,7 +4596,7 @@ func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *IssueJoinCertificateRequest) GetHypervisor() string {
@@ -4504,7 +4623,7 @@ type IssueJoinCertificateResponse struct {
 
 func (x *IssueJoinCertificateResponse) Reset() {
 	*x = IssueJoinCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4516,7 +4635,7 @@ func (x *IssueJoinCertificateResponse) String() string {
 func (*IssueJoinCertificateResponse) ProtoMessage() {}
 
 func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4529,7 +4648,7 @@ func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *IssueJoinCertificateResponse) GetCertPem() []byte {
@@ -4555,7 +4674,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4567,7 +4686,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4580,7 +4699,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -4598,7 +4717,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4610,7 +4729,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4623,7 +4742,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
 }
 
 type RenewCertificateRequest struct {
@@ -4635,7 +4754,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4647,7 +4766,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4660,7 +4779,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RenewCertificateRequest) GetCsrPem() []byte {
@@ -4671,16 +4790,17 @@ func (x *RenewCertificateRequest) GetCsrPem() []byte {
 }
 
 type RenewCertificateResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CertPem       []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	CaPem         []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	CertPem         []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaPem           []byte                 `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"` // every CA to trust (CoordinatorTrust.ca_pem)
+	TrustGeneration uint64                 `protobuf:"varint,3,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4692,7 +4812,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4705,7 +4825,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -4722,6 +4842,13 @@ func (x *RenewCertificateResponse) GetCaPem() []byte {
 	return nil
 }
 
+func (x *RenewCertificateResponse) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
 type RenewWorkerCertificateRequest struct {
 	state         protoimpl.MessageState  `protogen:"open.v1"`
 	Worker        *GetWorkerConfigRequest `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"` // from the worker's verified certificate
@@ -4732,7 +4859,7 @@ type RenewWorkerCertificateRequest struct {
 
 func (x *RenewWorkerCertificateRequest) Reset() {
 	*x = RenewWorkerCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4744,7 +4871,7 @@ func (x *RenewWorkerCertificateRequest) String() string {
 func (*RenewWorkerCertificateRequest) ProtoMessage() {}
 
 func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4757,7 +4884,7 @@ func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewWorkerCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewWorkerCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RenewWorkerCertificateRequest) GetWorker() *GetWorkerConfigRequest {
@@ -4783,7 +4910,7 @@ type BackupClusterRequest struct {
 
 func (x *BackupClusterRequest) Reset() {
 	*x = BackupClusterRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4795,7 +4922,7 @@ func (x *BackupClusterRequest) String() string {
 func (*BackupClusterRequest) ProtoMessage() {}
 
 func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4808,7 +4935,7 @@ func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterRequest.ProtoReflect.Descriptor instead.
 func (*BackupClusterRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *BackupClusterRequest) GetCluster() string {
@@ -4827,7 +4954,7 @@ type BackupClusterResponse struct {
 
 func (x *BackupClusterResponse) Reset() {
 	*x = BackupClusterResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4839,7 +4966,7 @@ func (x *BackupClusterResponse) String() string {
 func (*BackupClusterResponse) ProtoMessage() {}
 
 func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4852,7 +4979,7 @@ func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterResponse.ProtoReflect.Descriptor instead.
 func (*BackupClusterResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *BackupClusterResponse) GetBackup() *Backup {
@@ -4871,7 +4998,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4883,7 +5010,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4896,7 +5023,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{78}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListBackupsRequest) GetCluster() string {
@@ -4915,7 +5042,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4927,7 +5054,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4940,7 +5067,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{79}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -4960,7 +5087,7 @@ type RestoreClusterRequest struct {
 
 func (x *RestoreClusterRequest) Reset() {
 	*x = RestoreClusterRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4972,7 +5099,7 @@ func (x *RestoreClusterRequest) String() string {
 func (*RestoreClusterRequest) ProtoMessage() {}
 
 func (x *RestoreClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4985,7 +5112,7 @@ func (x *RestoreClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreClusterRequest.ProtoReflect.Descriptor instead.
 func (*RestoreClusterRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{80}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *RestoreClusterRequest) GetCluster() string {
@@ -5011,7 +5138,7 @@ type RotateClusterCARequest struct {
 
 func (x *RotateClusterCARequest) Reset() {
 	*x = RotateClusterCARequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5023,7 +5150,7 @@ func (x *RotateClusterCARequest) String() string {
 func (*RotateClusterCARequest) ProtoMessage() {}
 
 func (x *RotateClusterCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5036,7 +5163,7 @@ func (x *RotateClusterCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClusterCARequest.ProtoReflect.Descriptor instead.
 func (*RotateClusterCARequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{81}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *RotateClusterCARequest) GetCluster() string {
@@ -5055,7 +5182,7 @@ type RotateClusterCAResponse struct {
 
 func (x *RotateClusterCAResponse) Reset() {
 	*x = RotateClusterCAResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5067,7 +5194,7 @@ func (x *RotateClusterCAResponse) String() string {
 func (*RotateClusterCAResponse) ProtoMessage() {}
 
 func (x *RotateClusterCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5080,10 +5207,196 @@ func (x *RotateClusterCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClusterCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateClusterCAResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{82}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RotateClusterCAResponse) GetRotation() *CARotationStatus {
+	if x != nil {
+		return x.Rotation
+	}
+	return nil
+}
+
+type RotateCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCARequest) Reset() {
+	*x = RotateCARequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCARequest) ProtoMessage() {}
+
+func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
+func (*RotateCARequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{84}
+}
+
+type RotateCAResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *CAStatusResponse      `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCAResponse) Reset() {
+	*x = RotateCAResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCAResponse) ProtoMessage() {}
+
+func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
+func (*RotateCAResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *RotateCAResponse) GetStatus() *CAStatusResponse {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type CAStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CAStatusRequest) Reset() {
+	*x = CAStatusRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAStatusRequest) ProtoMessage() {}
+
+func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAStatusRequest.ProtoReflect.Descriptor instead.
+func (*CAStatusRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{86}
+}
+
+// CAStatusResponse is the coordinator CA: the one that signs, its hash
+// and expiry, and the rotation under way, if any.
+type CAStatusResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	CaHash          string                 `protobuf:"bytes,1,opt,name=ca_hash,json=caHash,proto3" json:"ca_hash,omitempty"`
+	NotAfter        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	TrustGeneration uint64                 `protobuf:"varint,3,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	Rotation        *CARotationStatus      `protobuf:"bytes,4,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CAStatusResponse) Reset() {
+	*x = CAStatusResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAStatusResponse) ProtoMessage() {}
+
+func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAStatusResponse.ProtoReflect.Descriptor instead.
+func (*CAStatusResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *CAStatusResponse) GetCaHash() string {
+	if x != nil {
+		return x.CaHash
+	}
+	return ""
+}
+
+func (x *CAStatusResponse) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *CAStatusResponse) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
+func (x *CAStatusResponse) GetRotation() *CARotationStatus {
 	if x != nil {
 		return x.Rotation
 	}
@@ -5099,7 +5412,7 @@ type RestoreClusterResponse struct {
 
 func (x *RestoreClusterResponse) Reset() {
 	*x = RestoreClusterResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5111,7 +5424,7 @@ func (x *RestoreClusterResponse) String() string {
 func (*RestoreClusterResponse) ProtoMessage() {}
 
 func (x *RestoreClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5124,7 +5437,7 @@ func (x *RestoreClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreClusterResponse.ProtoReflect.Descriptor instead.
 func (*RestoreClusterResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{83}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *RestoreClusterResponse) GetRestore() *ClusterRestore {
@@ -5384,7 +5697,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\vassignments\x18\x02 \x03(\v2\x17.oneinfra.v1.AssignmentR\vassignments\"e\n" +
 	"\x0fComponentReport\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x124\n" +
-	"\x06status\x18\x02 \x01(\v2\x1c.oneinfra.v1.ComponentStatusR\x06status\"\xee\x01\n" +
+	"\x06status\x18\x02 \x01(\v2\x1c.oneinfra.v1.ComponentStatusR\x06status\"\x99\x02\n" +
 	"\x13ReportStatusRequest\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
@@ -5394,22 +5707,33 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"components\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12/\n" +
-	"\x06events\x18\x05 \x03(\v2\x17.oneinfra.v1.AgentEventR\x06events\"p\n" +
+	"\x06events\x18\x05 \x03(\v2\x17.oneinfra.v1.AgentEventR\x06events\x12)\n" +
+	"\x10trust_generation\x18\x06 \x01(\x04R\x0ftrustGeneration\"p\n" +
 	"\n" +
 	"AgentEvent\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\x16\n" +
-	"\x14ReportStatusResponse\"\x13\n" +
-	"\x11PeerStatusRequest\"\xa1\x01\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"K\n" +
+	"\x14ReportStatusResponse\x123\n" +
+	"\x05trust\x18\x01 \x01(\v2\x1d.oneinfra.v1.CoordinatorTrustR\x05trust\"\x8d\x01\n" +
+	"\x10CoordinatorTrust\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12\x1d\n" +
+	"\n" +
+	"signer_pem\x18\x03 \x01(\fR\tsignerPem\x12#\n" +
+	"\rserving_moves\x18\x04 \x01(\bR\fservingMoves\"\x13\n" +
+	"\x11PeerStatusRequest\"\xcc\x01\n" +
 	"\x12PeerStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12#\n" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12!\n" +
-	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\"e\n" +
+	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\x12)\n" +
+	"\x10trust_generation\x18\x06 \x01(\x04R\x0ftrustGeneration\"e\n" +
 	"\x0fPeerJoinRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -5449,12 +5773,13 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x03 \x01(\tR\tpublicKey\x12\x17\n" +
-	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\"\x89\x01\n" +
+	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\"\xcb\x01\n" +
 	"\x16GetWorkerConfigRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
 	"\x06serial\x18\x03 \x01(\tR\x06serial\x12)\n" +
-	"\x10trust_generation\x18\x04 \x01(\x04R\x0ftrustGeneration\"\xa9\x05\n" +
+	"\x10trust_generation\x18\x04 \x01(\x04R\x0ftrustGeneration\x12@\n" +
+	"\x1ccoordinator_trust_generation\x18\x05 \x01(\x04R\x1acoordinatorTrustGeneration\"\xf5\x05\n" +
 	"\fWorkerConfig\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -5478,7 +5803,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bcert_pem\x18\x10 \x01(\fR\acertPem\x12%\n" +
 	"\x0ejoin_endpoints\x18\x11 \x03(\tR\rjoinEndpoints\x12)\n" +
 	"\x10trust_generation\x18\x12 \x01(\x04R\x0ftrustGeneration\x12\"\n" +
-	"\rsigner_ca_pem\x18\x13 \x01(\fR\vsignerCaPem\"b\n" +
+	"\rsigner_ca_pem\x18\x13 \x01(\fR\vsignerCaPem\x12J\n" +
+	"\x11coordinator_trust\x18\x14 \x01(\v2\x1d.oneinfra.v1.CoordinatorTrustR\x10coordinatorTrust\"b\n" +
 	"\x12CreateAdminRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem\x12\x1f\n" +
@@ -5507,10 +5833,11 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
 	"\x14RemoveMemberResponse\"2\n" +
 	"\x17RenewCertificateRequest\x12\x17\n" +
-	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"L\n" +
+	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"w\n" +
 	"\x18RenewCertificateResponse\x12\x19\n" +
 	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x15\n" +
-	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\"u\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12)\n" +
+	"\x10trust_generation\x18\x03 \x01(\x04R\x0ftrustGeneration\"u\n" +
 	"\x1dRenewWorkerCertificateRequest\x12;\n" +
 	"\x06worker\x18\x01 \x01(\v2#.oneinfra.v1.GetWorkerConfigRequestR\x06worker\x12\x17\n" +
 	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem\"0\n" +
@@ -5528,9 +5855,18 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x16RotateClusterCARequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"T\n" +
 	"\x17RotateClusterCAResponse\x129\n" +
-	"\brotation\x18\x01 \x01(\v2\x1d.oneinfra.v1.CARotationStatusR\brotation\"O\n" +
+	"\brotation\x18\x01 \x01(\v2\x1d.oneinfra.v1.CARotationStatusR\brotation\"\x11\n" +
+	"\x0fRotateCARequest\"I\n" +
+	"\x10RotateCAResponse\x125\n" +
+	"\x06status\x18\x01 \x01(\v2\x1d.oneinfra.v1.CAStatusResponseR\x06status\"\x11\n" +
+	"\x0fCAStatusRequest\"\xca\x01\n" +
+	"\x10CAStatusResponse\x12\x17\n" +
+	"\aca_hash\x18\x01 \x01(\tR\x06caHash\x127\n" +
+	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12)\n" +
+	"\x10trust_generation\x18\x03 \x01(\x04R\x0ftrustGeneration\x129\n" +
+	"\brotation\x18\x04 \x01(\v2\x1d.oneinfra.v1.CARotationStatusR\brotation\"O\n" +
 	"\x16RestoreClusterResponse\x125\n" +
-	"\arestore\x18\x01 \x01(\v2\x1b.oneinfra.v1.ClusterRestoreR\arestore2\x84\x0f\n" +
+	"\arestore\x18\x01 \x01(\v2\x1b.oneinfra.v1.ClusterRestoreR\arestore2\x96\x10\n" +
 	"\bOperator\x12>\n" +
 	"\x05Apply\x12\x19.oneinfra.v1.ApplyRequest\x1a\x1a.oneinfra.v1.ApplyResponse\x128\n" +
 	"\x03Get\x12\x17.oneinfra.v1.GetRequest\x1a\x18.oneinfra.v1.GetResponse\x12A\n" +
@@ -5559,7 +5895,9 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\rBackupCluster\x12!.oneinfra.v1.BackupClusterRequest\x1a\".oneinfra.v1.BackupClusterResponse\x12P\n" +
 	"\vListBackups\x12\x1f.oneinfra.v1.ListBackupsRequest\x1a .oneinfra.v1.ListBackupsResponse\x12Y\n" +
 	"\x0eRestoreCluster\x12\".oneinfra.v1.RestoreClusterRequest\x1a#.oneinfra.v1.RestoreClusterResponse\x12\\\n" +
-	"\x0fRotateClusterCA\x12#.oneinfra.v1.RotateClusterCARequest\x1a$.oneinfra.v1.RotateClusterCAResponse2\xc1\x01\n" +
+	"\x0fRotateClusterCA\x12#.oneinfra.v1.RotateClusterCARequest\x1a$.oneinfra.v1.RotateClusterCAResponse\x12G\n" +
+	"\bRotateCA\x12\x1c.oneinfra.v1.RotateCARequest\x1a\x1d.oneinfra.v1.RotateCAResponse\x12G\n" +
+	"\bCAStatus\x12\x1c.oneinfra.v1.CAStatusRequest\x1a\x1d.oneinfra.v1.CAStatusResponse2\xc1\x01\n" +
 	"\tBootstrap\x12M\n" +
 	"\n" +
 	"JoinServer\x12\x1e.oneinfra.v1.JoinServerRequest\x1a\x1f.oneinfra.v1.JoinServerResponse\x12e\n" +
@@ -5597,7 +5935,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                      // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                      // 1: oneinfra.v1.Resource
@@ -5648,206 +5986,220 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReportStatusRequest)(nil),           // 46: oneinfra.v1.ReportStatusRequest
 	(*AgentEvent)(nil),                    // 47: oneinfra.v1.AgentEvent
 	(*ReportStatusResponse)(nil),          // 48: oneinfra.v1.ReportStatusResponse
-	(*PeerStatusRequest)(nil),             // 49: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),            // 50: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),               // 51: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),              // 52: oneinfra.v1.PeerJoinResponse
-	(*ListPeersRequest)(nil),              // 53: oneinfra.v1.ListPeersRequest
-	(*PeerInfo)(nil),                      // 54: oneinfra.v1.PeerInfo
-	(*ListPeersResponse)(nil),             // 55: oneinfra.v1.ListPeersResponse
-	(*RemovePeerRequest)(nil),             // 56: oneinfra.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),            // 57: oneinfra.v1.RemovePeerResponse
-	(*SetSchedulingRequest)(nil),          // 58: oneinfra.v1.SetSchedulingRequest
-	(*SetSchedulingResponse)(nil),         // 59: oneinfra.v1.SetSchedulingResponse
-	(*JoinWorkerRequest)(nil),             // 60: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),        // 61: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),                  // 62: oneinfra.v1.WorkerConfig
-	(*CreateAdminRequest)(nil),            // 63: oneinfra.v1.CreateAdminRequest
-	(*CreateAdminResponse)(nil),           // 64: oneinfra.v1.CreateAdminResponse
-	(*ListAdminsRequest)(nil),             // 65: oneinfra.v1.ListAdminsRequest
-	(*ListAdminsResponse)(nil),            // 66: oneinfra.v1.ListAdminsResponse
-	(*RevokeAdminRequest)(nil),            // 67: oneinfra.v1.RevokeAdminRequest
-	(*RevokeAdminResponse)(nil),           // 68: oneinfra.v1.RevokeAdminResponse
-	(*IssueJoinCertificateRequest)(nil),   // 69: oneinfra.v1.IssueJoinCertificateRequest
-	(*IssueJoinCertificateResponse)(nil),  // 70: oneinfra.v1.IssueJoinCertificateResponse
-	(*RemoveMemberRequest)(nil),           // 71: oneinfra.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),          // 72: oneinfra.v1.RemoveMemberResponse
-	(*RenewCertificateRequest)(nil),       // 73: oneinfra.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),      // 74: oneinfra.v1.RenewCertificateResponse
-	(*RenewWorkerCertificateRequest)(nil), // 75: oneinfra.v1.RenewWorkerCertificateRequest
-	(*BackupClusterRequest)(nil),          // 76: oneinfra.v1.BackupClusterRequest
-	(*BackupClusterResponse)(nil),         // 77: oneinfra.v1.BackupClusterResponse
-	(*ListBackupsRequest)(nil),            // 78: oneinfra.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),           // 79: oneinfra.v1.ListBackupsResponse
-	(*RestoreClusterRequest)(nil),         // 80: oneinfra.v1.RestoreClusterRequest
-	(*RotateClusterCARequest)(nil),        // 81: oneinfra.v1.RotateClusterCARequest
-	(*RotateClusterCAResponse)(nil),       // 82: oneinfra.v1.RotateClusterCAResponse
-	(*RestoreClusterResponse)(nil),        // 83: oneinfra.v1.RestoreClusterResponse
-	nil,                                   // 84: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                   // 85: oneinfra.v1.Assignment.CertsEntry
-	nil,                                   // 86: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                       // 87: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                    // 88: oneinfra.v1.Hypervisor
-	(*Component)(nil),                     // 89: oneinfra.v1.Component
-	(*Event)(nil),                         // 90: oneinfra.v1.Event
-	(*Backup)(nil),                        // 91: oneinfra.v1.Backup
-	(*timestamppb.Timestamp)(nil),         // 92: google.protobuf.Timestamp
-	(*Token)(nil),                         // 93: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),                // 94: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                   // 95: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                       // 96: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),               // 97: oneinfra.v1.ComponentStatus
-	(*IssuedCert)(nil),                    // 98: oneinfra.v1.IssuedCert
-	(*ClusterRestore)(nil),                // 99: oneinfra.v1.ClusterRestore
-	(*KeyPair)(nil),                       // 100: oneinfra.v1.KeyPair
+	(*CoordinatorTrust)(nil),              // 49: oneinfra.v1.CoordinatorTrust
+	(*PeerStatusRequest)(nil),             // 50: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),            // 51: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),               // 52: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),              // 53: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),              // 54: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                      // 55: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),             // 56: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),             // 57: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),            // 58: oneinfra.v1.RemovePeerResponse
+	(*SetSchedulingRequest)(nil),          // 59: oneinfra.v1.SetSchedulingRequest
+	(*SetSchedulingResponse)(nil),         // 60: oneinfra.v1.SetSchedulingResponse
+	(*JoinWorkerRequest)(nil),             // 61: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),        // 62: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),                  // 63: oneinfra.v1.WorkerConfig
+	(*CreateAdminRequest)(nil),            // 64: oneinfra.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),           // 65: oneinfra.v1.CreateAdminResponse
+	(*ListAdminsRequest)(nil),             // 66: oneinfra.v1.ListAdminsRequest
+	(*ListAdminsResponse)(nil),            // 67: oneinfra.v1.ListAdminsResponse
+	(*RevokeAdminRequest)(nil),            // 68: oneinfra.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),           // 69: oneinfra.v1.RevokeAdminResponse
+	(*IssueJoinCertificateRequest)(nil),   // 70: oneinfra.v1.IssueJoinCertificateRequest
+	(*IssueJoinCertificateResponse)(nil),  // 71: oneinfra.v1.IssueJoinCertificateResponse
+	(*RemoveMemberRequest)(nil),           // 72: oneinfra.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),          // 73: oneinfra.v1.RemoveMemberResponse
+	(*RenewCertificateRequest)(nil),       // 74: oneinfra.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),      // 75: oneinfra.v1.RenewCertificateResponse
+	(*RenewWorkerCertificateRequest)(nil), // 76: oneinfra.v1.RenewWorkerCertificateRequest
+	(*BackupClusterRequest)(nil),          // 77: oneinfra.v1.BackupClusterRequest
+	(*BackupClusterResponse)(nil),         // 78: oneinfra.v1.BackupClusterResponse
+	(*ListBackupsRequest)(nil),            // 79: oneinfra.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),           // 80: oneinfra.v1.ListBackupsResponse
+	(*RestoreClusterRequest)(nil),         // 81: oneinfra.v1.RestoreClusterRequest
+	(*RotateClusterCARequest)(nil),        // 82: oneinfra.v1.RotateClusterCARequest
+	(*RotateClusterCAResponse)(nil),       // 83: oneinfra.v1.RotateClusterCAResponse
+	(*RotateCARequest)(nil),               // 84: oneinfra.v1.RotateCARequest
+	(*RotateCAResponse)(nil),              // 85: oneinfra.v1.RotateCAResponse
+	(*CAStatusRequest)(nil),               // 86: oneinfra.v1.CAStatusRequest
+	(*CAStatusResponse)(nil),              // 87: oneinfra.v1.CAStatusResponse
+	(*RestoreClusterResponse)(nil),        // 88: oneinfra.v1.RestoreClusterResponse
+	nil,                                   // 89: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                   // 90: oneinfra.v1.Assignment.CertsEntry
+	nil,                                   // 91: oneinfra.v1.Assignment.ImagesEntry
+	(*Cluster)(nil),                       // 92: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                    // 93: oneinfra.v1.Hypervisor
+	(*Component)(nil),                     // 94: oneinfra.v1.Component
+	(*Event)(nil),                         // 95: oneinfra.v1.Event
+	(*Backup)(nil),                        // 96: oneinfra.v1.Backup
+	(*timestamppb.Timestamp)(nil),         // 97: google.protobuf.Timestamp
+	(*Token)(nil),                         // 98: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),                // 99: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                   // 100: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                       // 101: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),               // 102: oneinfra.v1.ComponentStatus
+	(*IssuedCert)(nil),                    // 103: oneinfra.v1.IssuedCert
+	(*ClusterRestore)(nil),                // 104: oneinfra.v1.ClusterRestore
+	(*KeyPair)(nil),                       // 105: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	87,  // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	88,  // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	92,  // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	93,  // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,   // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,   // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	87,  // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	88,  // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	89,  // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	92,  // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	93,  // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	94,  // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,   // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	87,  // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	89,  // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	90,  // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	92,  // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	94,  // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	95,  // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,   // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	88,  // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	93,  // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
 	12,  // 13: oneinfra.v1.DescribeResponse.certificates:type_name -> oneinfra.v1.CertificateSummary
-	91,  // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
+	96,  // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
 	11,  // 15: oneinfra.v1.DescribeResponse.ca_rotation:type_name -> oneinfra.v1.CARotationStatus
-	92,  // 16: oneinfra.v1.CARotationStatus.started:type_name -> google.protobuf.Timestamp
-	92,  // 17: oneinfra.v1.CARotationStatus.stage_since:type_name -> google.protobuf.Timestamp
-	92,  // 18: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
-	92,  // 19: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
-	93,  // 20: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	93,  // 21: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	97,  // 16: oneinfra.v1.CARotationStatus.started:type_name -> google.protobuf.Timestamp
+	97,  // 17: oneinfra.v1.CARotationStatus.stage_since:type_name -> google.protobuf.Timestamp
+	97,  // 18: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
+	97,  // 19: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
+	98,  // 20: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	98,  // 21: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,   // 22: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	22,  // 23: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	94,  // 24: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	99,  // 24: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
 	36,  // 25: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	89,  // 26: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	95,  // 27: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	84,  // 28: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	85,  // 29: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	94,  // 26: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	100, // 27: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	89,  // 28: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	90,  // 29: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
 	39,  // 30: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
 	39,  // 31: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	86,  // 32: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	91,  // 32: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
 	39,  // 33: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
 	43,  // 34: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
 	39,  // 35: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
 	41,  // 36: oneinfra.v1.Assignment.backups:type_name -> oneinfra.v1.BackupTask
 	42,  // 37: oneinfra.v1.Assignment.restore:type_name -> oneinfra.v1.RestoreTask
 	41,  // 38: oneinfra.v1.RestoreTask.backup:type_name -> oneinfra.v1.BackupTask
-	96,  // 39: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	101, // 39: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
 	40,  // 40: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	97,  // 41: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	102, // 41: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
 	45,  // 42: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	92,  // 43: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	97,  // 43: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
 	47,  // 44: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
-	92,  // 45: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	92,  // 46: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
-	54,  // 47: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
-	0,   // 48: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	88,  // 49: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	98,  // 50: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
-	61,  // 51: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
-	91,  // 52: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
-	91,  // 53: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
-	11,  // 54: oneinfra.v1.RotateClusterCAResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
-	99,  // 55: oneinfra.v1.RestoreClusterResponse.restore:type_name -> oneinfra.v1.ClusterRestore
-	100, // 56: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,   // 57: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,   // 58: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,   // 59: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,   // 60: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	13,  // 61: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	15,  // 62: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	17,  // 63: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	19,  // 64: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	21,  // 65: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	24,  // 66: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	25,  // 67: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	27,  // 68: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	53,  // 69: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	56,  // 70: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	58,  // 71: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	63,  // 72: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
-	65,  // 73: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
-	67,  // 74: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
-	71,  // 75: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
-	73,  // 76: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
-	76,  // 77: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
-	78,  // 78: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
-	80,  // 79: oneinfra.v1.Operator.RestoreCluster:input_type -> oneinfra.v1.RestoreClusterRequest
-	81,  // 80: oneinfra.v1.Operator.RotateClusterCA:input_type -> oneinfra.v1.RotateClusterCARequest
-	29,  // 81: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	31,  // 82: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	35,  // 83: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	38,  // 84: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	46,  // 85: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	60,  // 86: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	61,  // 87: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	33,  // 88: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	69,  // 89: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
-	73,  // 90: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	75,  // 91: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
-	60,  // 92: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	61,  // 93: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	73,  // 94: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	49,  // 95: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	51,  // 96: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	25,  // 97: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	73,  // 98: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	4,   // 99: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,   // 100: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,   // 101: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10,  // 102: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	14,  // 103: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	16,  // 104: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	18,  // 105: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	20,  // 106: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	23,  // 107: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	25,  // 108: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	26,  // 109: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	28,  // 110: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	55,  // 111: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	57,  // 112: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	59,  // 113: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	64,  // 114: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
-	66,  // 115: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
-	68,  // 116: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
-	72,  // 117: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
-	74,  // 118: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
-	77,  // 119: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
-	79,  // 120: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
-	83,  // 121: oneinfra.v1.Operator.RestoreCluster:output_type -> oneinfra.v1.RestoreClusterResponse
-	82,  // 122: oneinfra.v1.Operator.RotateClusterCA:output_type -> oneinfra.v1.RotateClusterCAResponse
-	30,  // 123: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	32,  // 124: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	37,  // 125: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	44,  // 126: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	48,  // 127: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	62,  // 128: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	62,  // 129: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	34,  // 130: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	70,  // 131: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
-	74,  // 132: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	74,  // 133: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	62,  // 134: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	62,  // 135: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	74,  // 136: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	50,  // 137: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	52,  // 138: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	26,  // 139: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	74,  // 140: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	99,  // [99:141] is the sub-list for method output_type
-	57,  // [57:99] is the sub-list for method input_type
-	57,  // [57:57] is the sub-list for extension type_name
-	57,  // [57:57] is the sub-list for extension extendee
-	0,   // [0:57] is the sub-list for field type_name
+	49,  // 45: oneinfra.v1.ReportStatusResponse.trust:type_name -> oneinfra.v1.CoordinatorTrust
+	97,  // 46: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	97,  // 47: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	55,  // 48: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	0,   // 49: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
+	93,  // 50: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	49,  // 51: oneinfra.v1.WorkerConfig.coordinator_trust:type_name -> oneinfra.v1.CoordinatorTrust
+	103, // 52: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
+	62,  // 53: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
+	96,  // 54: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
+	96,  // 55: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
+	11,  // 56: oneinfra.v1.RotateClusterCAResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
+	87,  // 57: oneinfra.v1.RotateCAResponse.status:type_name -> oneinfra.v1.CAStatusResponse
+	97,  // 58: oneinfra.v1.CAStatusResponse.not_after:type_name -> google.protobuf.Timestamp
+	11,  // 59: oneinfra.v1.CAStatusResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
+	104, // 60: oneinfra.v1.RestoreClusterResponse.restore:type_name -> oneinfra.v1.ClusterRestore
+	105, // 61: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,   // 62: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,   // 63: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,   // 64: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,   // 65: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	13,  // 66: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	15,  // 67: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	17,  // 68: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	19,  // 69: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	21,  // 70: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	24,  // 71: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	25,  // 72: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	27,  // 73: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	54,  // 74: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	57,  // 75: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	59,  // 76: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	64,  // 77: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
+	66,  // 78: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
+	68,  // 79: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
+	72,  // 80: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
+	74,  // 81: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
+	77,  // 82: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
+	79,  // 83: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
+	81,  // 84: oneinfra.v1.Operator.RestoreCluster:input_type -> oneinfra.v1.RestoreClusterRequest
+	82,  // 85: oneinfra.v1.Operator.RotateClusterCA:input_type -> oneinfra.v1.RotateClusterCARequest
+	84,  // 86: oneinfra.v1.Operator.RotateCA:input_type -> oneinfra.v1.RotateCARequest
+	86,  // 87: oneinfra.v1.Operator.CAStatus:input_type -> oneinfra.v1.CAStatusRequest
+	29,  // 88: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	31,  // 89: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	35,  // 90: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	38,  // 91: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	46,  // 92: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	61,  // 93: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	62,  // 94: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	33,  // 95: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	70,  // 96: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
+	74,  // 97: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	76,  // 98: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
+	61,  // 99: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	62,  // 100: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	74,  // 101: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	50,  // 102: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	52,  // 103: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	25,  // 104: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	74,  // 105: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	4,   // 106: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,   // 107: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,   // 108: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10,  // 109: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	14,  // 110: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	16,  // 111: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	18,  // 112: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	20,  // 113: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	23,  // 114: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	25,  // 115: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	26,  // 116: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	28,  // 117: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	56,  // 118: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	58,  // 119: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	60,  // 120: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	65,  // 121: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
+	67,  // 122: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
+	69,  // 123: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
+	73,  // 124: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
+	75,  // 125: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
+	78,  // 126: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
+	80,  // 127: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
+	88,  // 128: oneinfra.v1.Operator.RestoreCluster:output_type -> oneinfra.v1.RestoreClusterResponse
+	83,  // 129: oneinfra.v1.Operator.RotateClusterCA:output_type -> oneinfra.v1.RotateClusterCAResponse
+	85,  // 130: oneinfra.v1.Operator.RotateCA:output_type -> oneinfra.v1.RotateCAResponse
+	87,  // 131: oneinfra.v1.Operator.CAStatus:output_type -> oneinfra.v1.CAStatusResponse
+	30,  // 132: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	32,  // 133: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	37,  // 134: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	44,  // 135: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	48,  // 136: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	63,  // 137: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	63,  // 138: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	34,  // 139: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	71,  // 140: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
+	75,  // 141: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	75,  // 142: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	63,  // 143: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	63,  // 144: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	75,  // 145: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	51,  // 146: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	53,  // 147: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	26,  // 148: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	75,  // 149: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	106, // [106:150] is the sub-list for method output_type
+	62,  // [62:106] is the sub-list for method input_type
+	62,  // [62:62] is the sub-list for extension type_name
+	62,  // [62:62] is the sub-list for extension extendee
+	0,   // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -5866,7 +6218,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   87,
+			NumMessages:   92,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -47,6 +47,8 @@ const (
 	Operator_ListBackups_FullMethodName      = "/oneinfra.v1.Operator/ListBackups"
 	Operator_RestoreCluster_FullMethodName   = "/oneinfra.v1.Operator/RestoreCluster"
 	Operator_RotateClusterCA_FullMethodName  = "/oneinfra.v1.Operator/RotateClusterCA"
+	Operator_RotateCA_FullMethodName         = "/oneinfra.v1.Operator/RotateCA"
+	Operator_CAStatus_FullMethodName         = "/oneinfra.v1.Operator/CAStatus"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -90,6 +92,11 @@ type OperatorClient interface {
 	RestoreCluster(ctx context.Context, in *RestoreClusterRequest, opts ...grpc.CallOption) (*RestoreClusterResponse, error)
 	// RotateClusterCA starts replacing a cluster's CAs (see CARotation).
 	RotateClusterCA(ctx context.Context, in *RotateClusterCARequest, opts ...grpc.CallOption) (*RotateClusterCAResponse, error)
+	// RotateCA starts replacing the coordinator's own CA (see
+	// CoordinatorCARotation).
+	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
+	// CAStatus is the coordinator CA and its rotation.
+	CAStatus(ctx context.Context, in *CAStatusRequest, opts ...grpc.CallOption) (*CAStatusResponse, error)
 }
 
 type operatorClient struct {
@@ -352,6 +359,26 @@ func (c *operatorClient) RotateClusterCA(ctx context.Context, in *RotateClusterC
 	return out, nil
 }
 
+func (c *operatorClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateCAResponse)
+	err := c.cc.Invoke(ctx, Operator_RotateCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) CAStatus(ctx context.Context, in *CAStatusRequest, opts ...grpc.CallOption) (*CAStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CAStatusResponse)
+	err := c.cc.Invoke(ctx, Operator_CAStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -393,6 +420,11 @@ type OperatorServer interface {
 	RestoreCluster(context.Context, *RestoreClusterRequest) (*RestoreClusterResponse, error)
 	// RotateClusterCA starts replacing a cluster's CAs (see CARotation).
 	RotateClusterCA(context.Context, *RotateClusterCARequest) (*RotateClusterCAResponse, error)
+	// RotateCA starts replacing the coordinator's own CA (see
+	// CoordinatorCARotation).
+	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
+	// CAStatus is the coordinator CA and its rotation.
+	CAStatus(context.Context, *CAStatusRequest) (*CAStatusResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -474,6 +506,12 @@ func (UnimplementedOperatorServer) RestoreCluster(context.Context, *RestoreClust
 }
 func (UnimplementedOperatorServer) RotateClusterCA(context.Context, *RotateClusterCARequest) (*RotateClusterCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateClusterCA not implemented")
+}
+func (UnimplementedOperatorServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedOperatorServer) CAStatus(context.Context, *CAStatusRequest) (*CAStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CAStatus not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -910,6 +948,42 @@ func _Operator_RotateClusterCA_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_RotateCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).RotateCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_RotateCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).RotateCA(ctx, req.(*RotateCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Operator_CAStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CAStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).CAStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_CAStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).CAStatus(ctx, req.(*CAStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1004,6 +1078,14 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateClusterCA",
 			Handler:    _Operator_RotateClusterCA_Handler,
+		},
+		{
+			MethodName: "RotateCA",
+			Handler:    _Operator_RotateCA_Handler,
+		},
+		{
+			MethodName: "CAStatus",
+			Handler:    _Operator_CAStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -641,14 +641,15 @@ func (x *PlaceCommand) GetForget() []string {
 }
 
 type ReportStatusCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hypervisor    string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
-	Components    []*Component           `protobuf:"bytes,2,rep,name=components,proto3" json:"components,omitempty"` // status only is taken
-	Removed       []string               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
-	Events        []*Event               `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"` // the agent's, checked and timed by the leader
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Hypervisor      string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
+	Components      []*Component           `protobuf:"bytes,2,rep,name=components,proto3" json:"components,omitempty"` // status only is taken
+	Removed         []string               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	Time            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	Events          []*Event               `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`                                           // the agent's, checked and timed by the leader
+	TrustGeneration uint64                 `protobuf:"varint,6,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"` // the coordinator trust the agent holds
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ReportStatusCommand) Reset() {
@@ -714,6 +715,13 @@ func (x *ReportStatusCommand) GetEvents() []*Event {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *ReportStatusCommand) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
 }
 
 type ClusterStatusCommand struct {
@@ -1556,12 +1564,13 @@ func (x *SetPKICommand) GetEvents() []*Event {
 // WorkerTrustCommand records the trust generation a node says its
 // kubelet is at.
 type WorkerTrustCommand struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Cluster         string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Name            string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	TrustGeneration uint64                 `protobuf:"varint,3,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state                      protoimpl.MessageState `protogen:"open.v1"`
+	Cluster                    string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Name                       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	TrustGeneration            uint64                 `protobuf:"varint,3,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	CoordinatorTrustGeneration uint64                 `protobuf:"varint,4,opt,name=coordinator_trust_generation,json=coordinatorTrustGeneration,proto3" json:"coordinator_trust_generation,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *WorkerTrustCommand) Reset() {
@@ -1615,6 +1624,92 @@ func (x *WorkerTrustCommand) GetTrustGeneration() uint64 {
 	return 0
 }
 
+func (x *WorkerTrustCommand) GetCoordinatorTrustGeneration() uint64 {
+	if x != nil {
+		return x.CoordinatorTrustGeneration
+	}
+	return 0
+}
+
+// SetTrustCommand moves the coordinator CA's rotation (CoordinatorConfig
+// ca, trust_pem, trust_generation, rotation) if the trust generation is
+// still expect_trust_generation.
+type SetTrustCommand struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	Ca                    *KeyPair               `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	TrustPem              []byte                 `protobuf:"bytes,2,opt,name=trust_pem,json=trustPem,proto3" json:"trust_pem,omitempty"`
+	TrustGeneration       uint64                 `protobuf:"varint,3,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	Rotation              *CoordinatorCARotation `protobuf:"bytes,4,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	ExpectTrustGeneration uint64                 `protobuf:"varint,5,opt,name=expect_trust_generation,json=expectTrustGeneration,proto3" json:"expect_trust_generation,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *SetTrustCommand) Reset() {
+	*x = SetTrustCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTrustCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTrustCommand) ProtoMessage() {}
+
+func (x *SetTrustCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTrustCommand.ProtoReflect.Descriptor instead.
+func (*SetTrustCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SetTrustCommand) GetCa() *KeyPair {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+func (x *SetTrustCommand) GetTrustPem() []byte {
+	if x != nil {
+		return x.TrustPem
+	}
+	return nil
+}
+
+func (x *SetTrustCommand) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
+func (x *SetTrustCommand) GetRotation() *CoordinatorCARotation {
+	if x != nil {
+		return x.Rotation
+	}
+	return nil
+}
+
+func (x *SetTrustCommand) GetExpectTrustGeneration() uint64 {
+	if x != nil {
+		return x.ExpectTrustGeneration
+	}
+	return 0
+}
+
 // DeleteComponentCommand marks an orphaned component (ComponentSpec.orphaned)
 // for removal; its agent removes it with its files.
 type DeleteComponentCommand struct {
@@ -1627,7 +1722,7 @@ type DeleteComponentCommand struct {
 
 func (x *DeleteComponentCommand) Reset() {
 	*x = DeleteComponentCommand{}
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1734,7 @@ func (x *DeleteComponentCommand) String() string {
 func (*DeleteComponentCommand) ProtoMessage() {}
 
 func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1747,7 @@ func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteComponentCommand.ProtoReflect.Descriptor instead.
 func (*DeleteComponentCommand) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{24}
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteComponentCommand) GetName() string {
@@ -1717,7 +1812,7 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\x06events\x18\x06 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12\x19\n" +
 	"\bvpn_cidr\x18\a \x01(\tR\avpnCidr\x12.\n" +
 	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
-	"\x06forget\x18\t \x03(\tR\x06forget\"\xe3\x01\n" +
+	"\x06forget\x18\t \x03(\tR\x06forget\"\x8e\x02\n" +
 	"\x13ReportStatusCommand\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
@@ -1727,7 +1822,8 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"components\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12*\n" +
-	"\x06events\x18\x05 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"\x90\x01\n" +
+	"\x06events\x18\x05 \x03(\v2\x12.oneinfra.v1.EventR\x06events\x12)\n" +
+	"\x10trust_generation\x18\x06 \x01(\x04R\x0ftrustGeneration\"\x90\x01\n" +
 	"\x14ClusterStatusCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x122\n" +
 	"\x06status\x18\x02 \x01(\v2\x1a.oneinfra.v1.ClusterStatusR\x06status\x12*\n" +
@@ -1796,11 +1892,18 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\rSetPKICommand\x12)\n" +
 	"\x03pki\x18\x01 \x01(\v2\x17.oneinfra.v1.ClusterPKIR\x03pki\x126\n" +
 	"\x17expect_trust_generation\x18\x02 \x01(\x04R\x15expectTrustGeneration\x12*\n" +
-	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"m\n" +
+	"\x06events\x18\x03 \x03(\v2\x12.oneinfra.v1.EventR\x06events\"\xaf\x01\n" +
 	"\x12WorkerTrustCommand\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10trust_generation\x18\x03 \x01(\x04R\x0ftrustGeneration\"\\\n" +
+	"\x10trust_generation\x18\x03 \x01(\x04R\x0ftrustGeneration\x12@\n" +
+	"\x1ccoordinator_trust_generation\x18\x04 \x01(\x04R\x1acoordinatorTrustGeneration\"\xf7\x01\n" +
+	"\x0fSetTrustCommand\x12$\n" +
+	"\x02ca\x18\x01 \x01(\v2\x14.oneinfra.v1.KeyPairR\x02ca\x12\x1b\n" +
+	"\ttrust_pem\x18\x02 \x01(\fR\btrustPem\x12)\n" +
+	"\x10trust_generation\x18\x03 \x01(\x04R\x0ftrustGeneration\x12>\n" +
+	"\brotation\x18\x04 \x01(\v2\".oneinfra.v1.CoordinatorCARotationR\brotation\x126\n" +
+	"\x17expect_trust_generation\x18\x05 \x01(\x04R\x15expectTrustGeneration\"\\\n" +
 	"\x16DeleteComponentCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
@@ -1817,7 +1920,7 @@ func file_oneinfra_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_fsm_proto_rawDescData
 }
 
-var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*InitCommand)(nil),               // 0: oneinfra.v1.InitCommand
 	(*UpsertServerCommand)(nil),       // 1: oneinfra.v1.UpsertServerCommand
@@ -1843,85 +1946,90 @@ var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*RestoreCommand)(nil),            // 21: oneinfra.v1.RestoreCommand
 	(*SetPKICommand)(nil),             // 22: oneinfra.v1.SetPKICommand
 	(*WorkerTrustCommand)(nil),        // 23: oneinfra.v1.WorkerTrustCommand
-	(*DeleteComponentCommand)(nil),    // 24: oneinfra.v1.DeleteComponentCommand
-	nil,                               // 25: oneinfra.v1.Snapshot.TableIndexesEntry
-	(*CoordinatorConfig)(nil),         // 26: oneinfra.v1.CoordinatorConfig
-	(*Server)(nil),                    // 27: oneinfra.v1.Server
-	(*IssuedCert)(nil),                // 28: oneinfra.v1.IssuedCert
-	(*timestamppb.Timestamp)(nil),     // 29: google.protobuf.Timestamp
-	(*Cluster)(nil),                   // 30: oneinfra.v1.Cluster
-	(*ClusterPKI)(nil),                // 31: oneinfra.v1.ClusterPKI
-	(*Hypervisor)(nil),                // 32: oneinfra.v1.Hypervisor
-	(*Event)(nil),                     // 33: oneinfra.v1.Event
-	(*Token)(nil),                     // 34: oneinfra.v1.Token
-	(*Component)(nil),                 // 35: oneinfra.v1.Component
-	(*ComponentCerts)(nil),            // 36: oneinfra.v1.ComponentCerts
-	(*ClusterStatus)(nil),             // 37: oneinfra.v1.ClusterStatus
-	(*VPNPeer)(nil),                   // 38: oneinfra.v1.VPNPeer
-	(*Backup)(nil),                    // 39: oneinfra.v1.Backup
-	(*Condition)(nil),                 // 40: oneinfra.v1.Condition
+	(*SetTrustCommand)(nil),           // 24: oneinfra.v1.SetTrustCommand
+	(*DeleteComponentCommand)(nil),    // 25: oneinfra.v1.DeleteComponentCommand
+	nil,                               // 26: oneinfra.v1.Snapshot.TableIndexesEntry
+	(*CoordinatorConfig)(nil),         // 27: oneinfra.v1.CoordinatorConfig
+	(*Server)(nil),                    // 28: oneinfra.v1.Server
+	(*IssuedCert)(nil),                // 29: oneinfra.v1.IssuedCert
+	(*timestamppb.Timestamp)(nil),     // 30: google.protobuf.Timestamp
+	(*Cluster)(nil),                   // 31: oneinfra.v1.Cluster
+	(*ClusterPKI)(nil),                // 32: oneinfra.v1.ClusterPKI
+	(*Hypervisor)(nil),                // 33: oneinfra.v1.Hypervisor
+	(*Event)(nil),                     // 34: oneinfra.v1.Event
+	(*Token)(nil),                     // 35: oneinfra.v1.Token
+	(*Component)(nil),                 // 36: oneinfra.v1.Component
+	(*ComponentCerts)(nil),            // 37: oneinfra.v1.ComponentCerts
+	(*ClusterStatus)(nil),             // 38: oneinfra.v1.ClusterStatus
+	(*VPNPeer)(nil),                   // 39: oneinfra.v1.VPNPeer
+	(*Backup)(nil),                    // 40: oneinfra.v1.Backup
+	(*Condition)(nil),                 // 41: oneinfra.v1.Condition
+	(*KeyPair)(nil),                   // 42: oneinfra.v1.KeyPair
+	(*CoordinatorCARotation)(nil),     // 43: oneinfra.v1.CoordinatorCARotation
 }
 var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
-	26, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
-	27, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
-	28, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
-	27, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
-	29, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
-	30, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
-	31, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	32, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	33, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
-	29, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
-	29, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	34, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
-	32, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	28, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	29, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	35, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
-	36, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
-	37, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	33, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	29, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
-	35, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	29, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	33, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
-	37, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	33, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	26, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	27, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	30, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	31, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	32, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	35, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	36, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	34, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	33, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	25, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	38, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
-	28, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
-	39, // 37: oneinfra.v1.Snapshot.backups:type_name -> oneinfra.v1.Backup
-	38, // 38: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
-	33, // 39: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
-	28, // 40: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	33, // 41: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
-	29, // 42: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
-	40, // 43: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
-	33, // 44: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
-	29, // 45: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
-	28, // 46: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
-	29, // 47: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
-	29, // 48: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
-	39, // 49: oneinfra.v1.BackupCommand.backup:type_name -> oneinfra.v1.Backup
-	33, // 50: oneinfra.v1.BackupCommand.event:type_name -> oneinfra.v1.Event
-	29, // 51: oneinfra.v1.RestoreCommand.time:type_name -> google.protobuf.Timestamp
-	31, // 52: oneinfra.v1.SetPKICommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	33, // 53: oneinfra.v1.SetPKICommand.events:type_name -> oneinfra.v1.Event
-	29, // 54: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
-	55, // [55:55] is the sub-list for method output_type
-	55, // [55:55] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	27, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
+	28, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
+	29, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
+	28, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
+	30, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
+	31, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
+	32, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	33, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	34, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
+	30, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
+	30, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	35, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
+	33, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	29, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	30, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	36, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
+	37, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
+	38, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	34, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
+	30, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	36, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	30, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	34, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
+	38, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	34, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	27, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	28, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	31, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	32, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	33, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	36, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	37, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	35, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	34, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	26, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	39, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	29, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
+	40, // 37: oneinfra.v1.Snapshot.backups:type_name -> oneinfra.v1.Backup
+	39, // 38: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	34, // 39: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	29, // 40: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	34, // 41: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	30, // 42: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
+	41, // 43: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
+	34, // 44: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
+	30, // 45: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
+	29, // 46: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
+	30, // 47: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
+	30, // 48: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
+	40, // 49: oneinfra.v1.BackupCommand.backup:type_name -> oneinfra.v1.Backup
+	34, // 50: oneinfra.v1.BackupCommand.event:type_name -> oneinfra.v1.Event
+	30, // 51: oneinfra.v1.RestoreCommand.time:type_name -> google.protobuf.Timestamp
+	32, // 52: oneinfra.v1.SetPKICommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	34, // 53: oneinfra.v1.SetPKICommand.events:type_name -> oneinfra.v1.Event
+	42, // 54: oneinfra.v1.SetTrustCommand.ca:type_name -> oneinfra.v1.KeyPair
+	43, // 55: oneinfra.v1.SetTrustCommand.rotation:type_name -> oneinfra.v1.CoordinatorCARotation
+	30, // 56: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
@@ -1936,7 +2044,7 @@ func file_oneinfra_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_fsm_proto_rawDesc), len(file_oneinfra_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1035,9 +1035,12 @@ type HypervisorStatus struct {
 	Conditions     []*Condition           `protobuf:"bytes,5,rep,name=conditions,proto3" json:"conditions,omitempty"`
 	// Set by `hypervisor drain` on an unschedulable hypervisor: its
 	// components are moved elsewhere, one at a time per cluster.
-	Draining      bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Draining bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
+	// The coordinator trust generation (CoordinatorConfig) the agent last
+	// said it holds.
+	TrustGeneration uint64 `protobuf:"varint,7,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *HypervisorStatus) Reset() {
@@ -1110,6 +1113,13 @@ func (x *HypervisorStatus) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *HypervisorStatus) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
 }
 
 // Component is one placed unit of a cluster on one hypervisor. Read-only.
@@ -1500,8 +1510,11 @@ type VPNPeer struct {
 	// The cluster trust generation (ClusterPKI) the node last said its
 	// kubelet's CA bundles and certificates are at.
 	TrustGeneration uint64 `protobuf:"varint,11,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The coordinator trust generation (CoordinatorConfig) the node last
+	// said it holds.
+	CoordinatorTrustGeneration uint64 `protobuf:"varint,12,opt,name=coordinator_trust_generation,json=coordinatorTrustGeneration,proto3" json:"coordinator_trust_generation,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *VPNPeer) Reset() {
@@ -1607,6 +1620,13 @@ func (x *VPNPeer) GetBootstrapTokenExpires() *timestamppb.Timestamp {
 func (x *VPNPeer) GetTrustGeneration() uint64 {
 	if x != nil {
 		return x.TrustGeneration
+	}
+	return 0
+}
+
+func (x *VPNPeer) GetCoordinatorTrustGeneration() uint64 {
+	if x != nil {
+		return x.CoordinatorTrustGeneration
 	}
 	return 0
 }
@@ -1744,6 +1764,7 @@ type IssuedCert struct {
 	RevokedAt       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
 	RevokedReason   string                 `protobuf:"bytes,10,opt,name=revoked_reason,json=revokedReason,proto3" json:"revoked_reason,omitempty"`
 	PublicKeySha256 []byte                 `protobuf:"bytes,11,opt,name=public_key_sha256,json=publicKeySha256,proto3" json:"public_key_sha256,omitempty"` // of the certificate's SubjectPublicKeyInfo
+	CaHash          string                 `protobuf:"bytes,12,opt,name=ca_hash,json=caHash,proto3" json:"ca_hash,omitempty"`                              // the signing CA's (tlsutil.CertHash); empty: the first CA
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1853,6 +1874,13 @@ func (x *IssuedCert) GetPublicKeySha256() []byte {
 		return x.PublicKeySha256
 	}
 	return nil
+}
+
+func (x *IssuedCert) GetCaHash() string {
+	if x != nil {
+		return x.CaHash
+	}
+	return ""
 }
 
 // Event is a thing that happened to a cluster, for describe.
@@ -2589,9 +2617,16 @@ type CoordinatorConfig struct {
 	// gossip_key encrypts the gossip (memberlist) between agents and servers:
 	// 32 bytes, made once at bootstrap (or by the first leader that finds
 	// none).
-	GossipKey     []byte `protobuf:"bytes,4,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GossipKey []byte `protobuf:"bytes,4,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
+	// trust_pem is every CA a holder of a coordinator certificate trusts:
+	// ca's certificate, and during a rotation the other CA. Empty: ca's
+	// alone. trust_generation is raised at each stage of a rotation;
+	// holders say which they hold.
+	TrustPem        []byte                 `protobuf:"bytes,5,opt,name=trust_pem,json=trustPem,proto3" json:"trust_pem,omitempty"`
+	TrustGeneration uint64                 `protobuf:"varint,6,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
+	Rotation        *CoordinatorCARotation `protobuf:"bytes,7,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CoordinatorConfig) Reset() {
@@ -2648,6 +2683,112 @@ func (x *CoordinatorConfig) GetClusterId() string {
 func (x *CoordinatorConfig) GetGossipKey() []byte {
 	if x != nil {
 		return x.GossipKey
+	}
+	return nil
+}
+
+func (x *CoordinatorConfig) GetTrustPem() []byte {
+	if x != nil {
+		return x.TrustPem
+	}
+	return nil
+}
+
+func (x *CoordinatorConfig) GetTrustGeneration() uint64 {
+	if x != nil {
+		return x.TrustGeneration
+	}
+	return 0
+}
+
+func (x *CoordinatorConfig) GetRotation() *CoordinatorCARotation {
+	if x != nil {
+		return x.Rotation
+	}
+	return nil
+}
+
+// CoordinatorCARotation is a rotation of the coordinator CA under way
+// (`oneinfra-coord rotate-ca`), in stages:
+//  1. next is made and trusted beside ca; ca still signs;
+//  2. next signs (it becomes ca; previous_pem is the old one, still
+//     trusted); agents, join endpoints, workers and operators take
+//     certificates of it;
+//  3. servers take certificates of it;
+//
+// then the old CA is dropped.
+type CoordinatorCARotation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stage         uint32                 `protobuf:"varint,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	Next          *KeyPair               `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`                                  // stage 1 only
+	PreviousPem   []byte                 `protobuf:"bytes,3,opt,name=previous_pem,json=previousPem,proto3" json:"previous_pem,omitempty"` // stages 2 and 3
+	Started       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started,proto3" json:"started,omitempty"`
+	StageSince    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=stage_since,json=stageSince,proto3" json:"stage_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoordinatorCARotation) Reset() {
+	*x = CoordinatorCARotation{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoordinatorCARotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoordinatorCARotation) ProtoMessage() {}
+
+func (x *CoordinatorCARotation) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoordinatorCARotation.ProtoReflect.Descriptor instead.
+func (*CoordinatorCARotation) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CoordinatorCARotation) GetStage() uint32 {
+	if x != nil {
+		return x.Stage
+	}
+	return 0
+}
+
+func (x *CoordinatorCARotation) GetNext() *KeyPair {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
+func (x *CoordinatorCARotation) GetPreviousPem() []byte {
+	if x != nil {
+		return x.PreviousPem
+	}
+	return nil
+}
+
+func (x *CoordinatorCARotation) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *CoordinatorCARotation) GetStageSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StageSince
 	}
 	return nil
 }
@@ -2748,7 +2889,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x0epublic_address\x18\x03 \x01(\tR\rpublicAddress\x12\x1d\n" +
 	"\n" +
 	"port_range\x18\x04 \x01(\tR\tportRange\x12$\n" +
-	"\runschedulable\x18\x05 \x01(\bR\runschedulable\"\x80\x02\n" +
+	"\runschedulable\x18\x05 \x01(\bR\runschedulable\"\xab\x02\n" +
 	"\x10HypervisorStatus\x12\x16\n" +
 	"\x06health\x18\x01 \x01(\tR\x06health\x127\n" +
 	"\tlast_seen\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1e\n" +
@@ -2759,7 +2900,8 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"conditions\x18\x05 \x03(\v2\x16.oneinfra.v1.ConditionR\n" +
 	"conditions\x12\x1a\n" +
-	"\bdraining\x18\x06 \x01(\bR\bdraining\"\xdb\x01\n" +
+	"\bdraining\x18\x06 \x01(\bR\bdraining\x12)\n" +
+	"\x10trust_generation\x18\a \x01(\x04R\x0ftrustGeneration\"\xdb\x01\n" +
 	"\tComponent\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +
@@ -2802,7 +2944,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x0elast_handshake\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHandshake\x12\x1a\n" +
 	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x19\n" +
 	"\brx_bytes\x18\x04 \x01(\x04R\arxBytes\x12\x19\n" +
-	"\btx_bytes\x18\x05 \x01(\x04R\atxBytes\"\xbd\x03\n" +
+	"\btx_bytes\x18\x05 \x01(\x04R\atxBytes\"\xff\x03\n" +
 	"\aVPNPeer\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -2816,7 +2958,8 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x16bootstrap_token_secret\x18\t \x01(\tR\x14bootstrapTokenSecret\x12R\n" +
 	"\x17bootstrap_token_expires\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x15bootstrapTokenExpires\x12)\n" +
-	"\x10trust_generation\x18\v \x01(\x04R\x0ftrustGeneration\"\xaf\x02\n" +
+	"\x10trust_generation\x18\v \x01(\x04R\x0ftrustGeneration\x12@\n" +
+	"\x1ccoordinator_trust_generation\x18\f \x01(\x04R\x1acoordinatorTrustGeneration\"\xaf\x02\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -2829,7 +2972,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x04uses\x18\b \x01(\rR\x04uses\x12\x19\n" +
 	"\bmax_uses\x18\t \x01(\rR\amaxUses\x12\x12\n" +
 	"\x04name\x18\n" +
-	" \x01(\tR\x04name\"\x9f\x03\n" +
+	" \x01(\tR\x04name\"\xb8\x03\n" +
 	"\n" +
 	"IssuedCert\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
@@ -2845,7 +2988,8 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"revoked_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12%\n" +
 	"\x0erevoked_reason\x18\n" +
 	" \x01(\tR\rrevokedReason\x12*\n" +
-	"\x11public_key_sha256\x18\v \x01(\fR\x0fpublicKeySha256\"\xad\x01\n" +
+	"\x11public_key_sha256\x18\v \x01(\fR\x0fpublicKeySha256\x12\x17\n" +
+	"\aca_hash\x18\f \x01(\tR\x06caHash\"\xad\x01\n" +
 	"\x05Event\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -2935,14 +3079,24 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a?\n" +
 	"\x11RenewedTrustEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x92\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x9a\x02\n" +
 	"\x11CoordinatorConfig\x12$\n" +
 	"\x02ca\x18\x01 \x01(\v2\x14.oneinfra.v1.KeyPairR\x02ca\x12\x19\n" +
 	"\bvpn_pool\x18\x02 \x01(\tR\avpnPool\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12\x1d\n" +
 	"\n" +
-	"gossip_key\x18\x04 \x01(\fR\tgossipKeyB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
+	"gossip_key\x18\x04 \x01(\fR\tgossipKey\x12\x1b\n" +
+	"\ttrust_pem\x18\x05 \x01(\fR\btrustPem\x12)\n" +
+	"\x10trust_generation\x18\x06 \x01(\x04R\x0ftrustGeneration\x12>\n" +
+	"\brotation\x18\a \x01(\v2\".oneinfra.v1.CoordinatorCARotationR\brotation\"\xed\x01\n" +
+	"\x15CoordinatorCARotation\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\rR\x05stage\x12(\n" +
+	"\x04next\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x04next\x12!\n" +
+	"\fprevious_pem\x18\x03 \x01(\fR\vpreviousPem\x124\n" +
+	"\astarted\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12;\n" +
+	"\vstage_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"stageSinceB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
 
 var (
 	file_oneinfra_v1_resources_proto_rawDescOnce sync.Once
@@ -2956,7 +3110,7 @@ func file_oneinfra_v1_resources_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_resources_proto_rawDescData
 }
 
-var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: oneinfra.v1.ObjectMeta
 	(*Condition)(nil),             // 1: oneinfra.v1.Condition
@@ -2989,22 +3143,23 @@ var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*BackupResult)(nil),          // 28: oneinfra.v1.BackupResult
 	(*ComponentCerts)(nil),        // 29: oneinfra.v1.ComponentCerts
 	(*CoordinatorConfig)(nil),     // 30: oneinfra.v1.CoordinatorConfig
-	nil,                           // 31: oneinfra.v1.ObjectMeta.LabelsEntry
-	nil,                           // 32: oneinfra.v1.ComponentSpec.PortsEntry
-	nil,                           // 33: oneinfra.v1.ClusterPKI.CasEntry
-	nil,                           // 34: oneinfra.v1.CARotation.NextEntry
-	nil,                           // 35: oneinfra.v1.CARotation.PreviousEntry
-	nil,                           // 36: oneinfra.v1.ComponentCerts.CertsEntry
-	nil,                           // 37: oneinfra.v1.ComponentCerts.RenewedEntry
-	nil,                           // 38: oneinfra.v1.ComponentCerts.TrustEntry
-	nil,                           // 39: oneinfra.v1.ComponentCerts.RenewedTrustEntry
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*CoordinatorCARotation)(nil), // 31: oneinfra.v1.CoordinatorCARotation
+	nil,                           // 32: oneinfra.v1.ObjectMeta.LabelsEntry
+	nil,                           // 33: oneinfra.v1.ComponentSpec.PortsEntry
+	nil,                           // 34: oneinfra.v1.ClusterPKI.CasEntry
+	nil,                           // 35: oneinfra.v1.CARotation.NextEntry
+	nil,                           // 36: oneinfra.v1.CARotation.PreviousEntry
+	nil,                           // 37: oneinfra.v1.ComponentCerts.CertsEntry
+	nil,                           // 38: oneinfra.v1.ComponentCerts.RenewedEntry
+	nil,                           // 39: oneinfra.v1.ComponentCerts.TrustEntry
+	nil,                           // 40: oneinfra.v1.ComponentCerts.RenewedTrustEntry
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
 }
 var file_oneinfra_v1_resources_proto_depIdxs = []int32{
-	31, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
-	40, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	40, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	40, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	32, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
+	41, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	41, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	41, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: oneinfra.v1.Cluster.metadata:type_name -> oneinfra.v1.ObjectMeta
 	3,  // 5: oneinfra.v1.Cluster.spec:type_name -> oneinfra.v1.ClusterSpec
 	9,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
@@ -3016,56 +3171,60 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	1,  // 12: oneinfra.v1.ClusterStatus.conditions:type_name -> oneinfra.v1.Condition
 	11, // 13: oneinfra.v1.ClusterStatus.backups:type_name -> oneinfra.v1.BackupStatus
 	10, // 14: oneinfra.v1.ClusterStatus.restore:type_name -> oneinfra.v1.ClusterRestore
-	40, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
-	40, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
-	40, // 17: oneinfra.v1.ClusterRestore.taken:type_name -> google.protobuf.Timestamp
-	40, // 18: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
+	41, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
+	41, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
+	41, // 17: oneinfra.v1.ClusterRestore.taken:type_name -> google.protobuf.Timestamp
+	41, // 18: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
 	0,  // 19: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
 	13, // 20: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
 	14, // 21: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	40, // 22: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	41, // 22: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 23: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
 	0,  // 24: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
 	16, // 25: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
 	17, // 26: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
-	32, // 27: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
+	33, // 27: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
 	1,  // 28: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	40, // 29: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	41, // 29: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
 	18, // 30: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
 	28, // 31: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
-	40, // 32: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	40, // 33: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
-	40, // 34: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
-	40, // 35: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	40, // 36: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	40, // 37: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
-	40, // 38: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
-	40, // 39: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
-	40, // 40: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
-	33, // 41: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
+	41, // 32: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	41, // 33: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	41, // 34: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	41, // 35: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	41, // 36: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	41, // 37: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
+	41, // 38: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
+	41, // 39: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
+	41, // 40: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	34, // 41: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
 	26, // 42: oneinfra.v1.ClusterPKI.rotation:type_name -> oneinfra.v1.CARotation
-	34, // 43: oneinfra.v1.CARotation.next:type_name -> oneinfra.v1.CARotation.NextEntry
-	35, // 44: oneinfra.v1.CARotation.previous:type_name -> oneinfra.v1.CARotation.PreviousEntry
-	40, // 45: oneinfra.v1.CARotation.started:type_name -> google.protobuf.Timestamp
-	40, // 46: oneinfra.v1.CARotation.stage_since:type_name -> google.protobuf.Timestamp
-	40, // 47: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
-	40, // 48: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
-	36, // 49: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
-	37, // 50: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
-	40, // 51: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
-	40, // 52: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
-	38, // 53: oneinfra.v1.ComponentCerts.trust:type_name -> oneinfra.v1.ComponentCerts.TrustEntry
-	39, // 54: oneinfra.v1.ComponentCerts.renewed_trust:type_name -> oneinfra.v1.ComponentCerts.RenewedTrustEntry
+	35, // 43: oneinfra.v1.CARotation.next:type_name -> oneinfra.v1.CARotation.NextEntry
+	36, // 44: oneinfra.v1.CARotation.previous:type_name -> oneinfra.v1.CARotation.PreviousEntry
+	41, // 45: oneinfra.v1.CARotation.started:type_name -> google.protobuf.Timestamp
+	41, // 46: oneinfra.v1.CARotation.stage_since:type_name -> google.protobuf.Timestamp
+	41, // 47: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
+	41, // 48: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
+	37, // 49: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
+	38, // 50: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
+	41, // 51: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
+	41, // 52: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
+	39, // 53: oneinfra.v1.ComponentCerts.trust:type_name -> oneinfra.v1.ComponentCerts.TrustEntry
+	40, // 54: oneinfra.v1.ComponentCerts.renewed_trust:type_name -> oneinfra.v1.ComponentCerts.RenewedTrustEntry
 	24, // 55: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	24, // 56: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 57: oneinfra.v1.CARotation.NextEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 58: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 59: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
-	60, // [60:60] is the sub-list for method output_type
-	60, // [60:60] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	31, // 56: oneinfra.v1.CoordinatorConfig.rotation:type_name -> oneinfra.v1.CoordinatorCARotation
+	24, // 57: oneinfra.v1.CoordinatorCARotation.next:type_name -> oneinfra.v1.KeyPair
+	41, // 58: oneinfra.v1.CoordinatorCARotation.started:type_name -> google.protobuf.Timestamp
+	41, // 59: oneinfra.v1.CoordinatorCARotation.stage_since:type_name -> google.protobuf.Timestamp
+	24, // 60: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 61: oneinfra.v1.CARotation.NextEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 62: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 63: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	64, // [64:64] is the sub-list for method output_type
+	64, // [64:64] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
@@ -3080,7 +3239,7 @@ func file_oneinfra_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_resources_proto_rawDesc), len(file_oneinfra_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

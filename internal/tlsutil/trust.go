@@ -1,0 +1,80 @@
+package tlsutil
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"sync/atomic"
+)
+
+// Trust is a bundle of CAs that a CA rotation replaces while servers use
+// it: every handshake verifies against the bundle as it is then. Safe for
+// concurrent use.
+type Trust struct {
+	cur atomic.Pointer[trustSet]
+}
+
+type trustSet struct {
+	pem   []byte
+	pool  *x509.CertPool
+	certs []*x509.Certificate
+}
+
+// NewTrust trusts the CAs of bundlePEM.
+func NewTrust(bundlePEM []byte) (*Trust, error) {
+	t := &Trust{}
+	return t, t.Set(bundlePEM)
+}
+
+// Set replaces the bundle; it must hold at least one certificate.
+func (t *Trust) Set(bundlePEM []byte) error {
+	certs, err := ParseCertsPEM(bundlePEM)
+	if err != nil {
+		return err
+	}
+	if len(certs) == 0 {
+		return errors.New("a CA bundle holds no certificate")
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	t.cur.Store(&trustSet{pem: append([]byte(nil), bundlePEM...), pool: pool, certs: certs})
+	return nil
+}
+
+// PEM is the bundle.
+func (t *Trust) PEM() []byte { return t.cur.Load().pem }
+
+// Pool is the bundle as a pool.
+func (t *Trust) Pool() *x509.CertPool { return t.cur.Load().pool }
+
+// IssuerOf returns the CA of the bundle that signed cert, or nil.
+func (t *Trust) IssuerOf(cert *x509.Certificate) *x509.Certificate {
+	for _, ca := range t.cur.Load().certs {
+		if cert.CheckSignatureFrom(ca) == nil {
+			return ca
+		}
+	}
+	return nil
+}
+
+// HasCA reports whether the bundle holds the CA whose CertHash is caHash.
+func (t *Trust) HasCA(caHash string) bool {
+	_, err := FindPinnedCA(caHash, t.cur.Load().certs)
+	return err == nil
+}
+
+// ServerConfig serves the identity (TLS 1.3 minimum, its chain taken from
+// its Trust) and verifies client certificates as clientAuth says against
+// trust, both as they are at each handshake.
+func (id *Identity) ServerConfig(trust *Trust, clientAuth tls.ClientAuthType) *tls.Config {
+	conf := &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: clientAuth}
+	conf.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := conf.Clone()
+		c.GetConfigForClient = nil
+		c.ClientCAs = trust.Pool()
+		return c, nil
+	}
+	return id.Server(conf)
+}
