@@ -77,5 +77,7 @@ Join a worker (worker-1 or worker-2, each behind two NATs) to it:
 Replace its CAs (Ready throughout; about 3 minutes), then fetch its kubeconfig again:
   bin/oneinfra-coord cluster rotate-ca demo --wait
   bin/oneinfra-coord cluster kubeconfig demo > $DEMO/demo.kubeconfig
+Replace the coordinator's own CA (agents, workers and the admin.conf you run it with move over):
+  bin/oneinfra-coord rotate-ca --wait
 Stop and remove everything with: make demo-down
 MSG

@@ -45,8 +45,8 @@ func certValidity(t *testing.T) time.Duration {
 // alive and the nodes Ready, logs, exec and pod-to-pod still work at the
 // end, the CLI keeps working with the file it started with (renewing it),
 // and /metrics shows the new expiries. Then the cluster's CAs are rotated
-// with it Ready throughout (rotateClusterCA). Last, removing a node
-// removes its peer.
+// with it Ready throughout (rotateClusterCA), and the coordinator's own
+// (rotateCoordinatorCA). Last, removing a node removes its peer.
 func TestWorkersBehindNATThroughRenewals(t *testing.T) {
 	validity := certValidity(t)
 	hosts := []lab.HostSpec{{Name: "hv-1"}, {Name: "hv-2"}, {Name: "hv-3"}, {Name: "pub-1", Public: true},
@@ -154,6 +154,7 @@ func TestWorkersBehindNATThroughRenewals(t *testing.T) {
 		}
 	}
 	rotateClusterCA(t, s, "renew", ips)
+	rotateCoordinatorCA(t, s, "renew")
 	removeNode(t, s, "renew")
 }
 

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -97,4 +99,83 @@ func kubeconfigCA(t *testing.T, kc string) []byte {
 		t.Fatalf("%s names no cluster", kc)
 	}
 	return cl.CertificateAuthorityData
+}
+
+// rotateCoordinatorCA runs `rotate-ca --wait` (the coordinator's own CA)
+// with the operator's credentials file, and checks that no one is locked
+// out: /readyz through the ingress every 0.5s with no failure, every
+// hypervisor alive and both nodes Ready whenever looked at. At the end the
+// file trusts the new CA alone (the CLI rewrote it), a copy of it from
+// before is refused, join tokens pin the new CA, the agents still report
+// and logs and exec work.
+func rotateCoordinatorCA(t *testing.T, s *system, cluster string) {
+	before := filepath.Join(t.TempDir(), "before.conf")
+	if err := os.WriteFile(before, []byte(readFile(t, s.config)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, oldHash := workerToken(t, s, cluster)
+	kc := writeKubeconfig(t, s, cluster)
+	p := probeAnonymously(t, cluster, kc)
+	start := time.Now()
+	result := make(chan string, 1)
+	go func() {
+		out, err := cli(s.config, "", "rotate-ca", "--wait", "--timeout", "10m")
+		if err != nil {
+			out += err.Error()
+		}
+		result <- out
+	}()
+	var out string
+	looks := 0
+loop:
+	for {
+		select {
+		case out = <-result:
+			break loop
+		case <-time.After(3 * time.Second):
+		}
+		if looks%20 == 19 {
+			kc = writeKubeconfig(t, s, cluster) // it lives no longer than the other certificates
+		}
+		if hv, err := cli(s.config, "", "get", "hv"); err != nil || strings.Count(hv, "alive") != 4 {
+			t.Errorf("during the coordinator CA rotation (%s in), hypervisors not all alive: %v\n%s", time.Since(start).Round(time.Second), err, hv)
+		}
+		for _, node := range workerNodes {
+			if err := nodeReady(kc, node); err != nil {
+				t.Errorf("during the coordinator CA rotation (%s in): %v", time.Since(start).Round(time.Second), err)
+			}
+		}
+		looks++
+	}
+	took := time.Since(start)
+	n, failed := p.stop()
+	if !strings.Contains(out, "coordinator CA rotation done") {
+		t.Fatalf("rotate-ca --wait: %s", out)
+	}
+	t.Logf("coordinator CA rotation took %s; %d probes through the ingress, %d failed; hypervisors alive and nodes Ready at %d looks\n%s", took.Round(time.Second), n, len(failed), looks, out)
+	if len(failed) > 0 {
+		t.Errorf("%d of %d probes failed during the coordinator CA rotation: %v", len(failed), n, failed)
+	}
+	if cas := strings.Count(readFile(t, s.config), "BEGIN CERTIFICATE"); cas != 2 { // the new CA and the file's certificate
+		t.Errorf("the credentials file holds %d certificates after the rotation, want the new CA and its own", cas)
+	}
+	if out, err := cli(before, "", "get", "hv"); err == nil {
+		t.Errorf("a credentials file of before the coordinator CA rotation still works:\n%s", out)
+	}
+	if _, hash := workerToken(t, s, cluster); hash == oldHash {
+		t.Errorf("join tokens still pin the old coordinator CA %s", hash)
+	}
+	// Agents report with their new certificates: a hypervisor is alive
+	// only while it reports.
+	time.Sleep(35 * time.Second)
+	kc = writeKubeconfig(t, s, cluster)
+	if hv, err := cli(s.config, "", "get", "hv"); err != nil || strings.Count(hv, "alive") != 4 {
+		t.Errorf("after the coordinator CA rotation, hypervisors not all alive: %v\n%s", err, hv)
+	}
+	for _, node := range workerNodes {
+		if err := nodeReady(kc, node); err != nil {
+			t.Error(err)
+		}
+	}
+	checkLogsExec(t, kc)
 }
