@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/oneinfra/oneinfra/internal/client"
@@ -24,6 +25,7 @@ import (
 type identity struct {
 	trust *tlsutil.Trust
 	cert  *tlsutil.Identity
+	mu    sync.Mutex // one write at a time, of what is current then
 }
 
 func newIdentity(caPEM []byte, kp *pb.KeyPair) (*identity, error) {
@@ -52,6 +54,8 @@ func loadIdentity(dataDir string) (*identity, error) {
 }
 
 func (id *identity) write(dataDir string) error {
+	id.mu.Lock()
+	defer id.mu.Unlock()
 	dir := identityDir(dataDir)
 	kp := id.cert.KeyPair()
 	if err := tlsutil.WriteFileAtomic(filepath.Join(dir, "agent.key"), kp.KeyPem, 0o600); err != nil {
@@ -188,17 +192,18 @@ func (a *Agent) syncTrust(t *pb.CoordinatorTrust) {
 	if t == nil || len(t.CaPem) == 0 {
 		return
 	}
-	if !bytes.Equal(t.CaPem, a.id.trust.PEM()) {
+	if held := a.id.trust.PEM(); !bytes.Equal(t.CaPem, held) {
 		if err := a.id.trust.Set(t.CaPem); err != nil {
 			a.logger.Warn("the coordinator's CAs are unusable; keeping the ones held", "err", err)
 			return
 		}
+		if err := a.redial(); err != nil {
+			_ = a.id.trust.Set(held) // taken again at the next answer
+			a.logger.Warn("dialing the coordinator with its new CAs; trying again", "err", err)
+			return
+		}
 		if err := a.id.write(a.cfg.DataDir); err != nil {
 			a.logger.Warn("keeping the coordinator's CAs", "err", err)
-		}
-		if err := a.redial(); err != nil {
-			a.logger.Warn("dialing the coordinator with its new CAs", "err", err)
-			return
 		}
 		a.logger.Info("the agent trusts the coordinator's CAs of trust generation", "generation", t.Generation)
 	}

@@ -54,7 +54,7 @@ func (a *operatorAPI) CreateAdmin(ctx context.Context, req *pb.CreateAdminReques
 	if req.TtlSeconds > 0 {
 		validity = min(validity, time.Duration(req.TtlSeconds)*time.Second)
 	}
-	cert, rec, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
+	cert, rec, trust, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName: req.Name, Organizations: []string{vocab.RoleOperator},
 		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: validity,
 	}, "", issuer(ctx), now)
@@ -68,7 +68,7 @@ func (a *operatorAPI) CreateAdmin(ctx context.Context, req *pb.CreateAdminReques
 	for _, srv := range st.Servers(nil) {
 		servers = append(servers, srv.ApiAddress)
 	}
-	return &pb.CreateAdminResponse{CertPem: cert, CaPem: trustPEM(a.s.State().Config(nil)), Servers: servers}, nil
+	return &pb.CreateAdminResponse{CertPem: cert, CaPem: trust.CaPem, Servers: servers}, nil
 }
 
 // ListAdmins lists the operators' certificates, by name, newest first.

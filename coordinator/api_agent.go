@@ -120,7 +120,9 @@ func (a *agentAPI) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest
 	}
 	// lastSeen is the leader's time, not the agent's: health compares it
 	// with the leader's clock.
-	cmd := &pb.ReportStatusCommand{Hypervisor: req.Hypervisor, Removed: req.Removed, Time: timestamppb.Now(), TrustGeneration: req.TrustGeneration}
+	// The trust generation it holds, at most the current one.
+	gen := min(req.TrustGeneration, a.s.State().Config(nil).GetTrustGeneration())
+	cmd := &pb.ReportStatusCommand{Hypervisor: req.Hypervisor, Removed: req.Removed, Time: timestamppb.Now(), TrustGeneration: gen}
 	if err := checkBackupResults(req.Components); err != nil {
 		return nil, err
 	}
@@ -389,7 +391,7 @@ func (a *agentAPI) IssueJoinCertificate(ctx context.Context, req *pb.IssueJoinCe
 			ips = append(ips, ip)
 		}
 	}
-	cert, rec, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
+	cert, rec, trust, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName: req.Hypervisor, Organizations: []string{vocab.RoleJoinEndpoint}, IPs: ips,
 		Usages: []tlsutil.Usage{tlsutil.UsageServer}, Validity: a.s.cfg.certValidity(),
 	}, "", issuer(ctx), time.Now())
@@ -399,5 +401,5 @@ func (a *agentAPI) IssueJoinCertificate(ctx context.Context, req *pb.IssueJoinCe
 	if _, err := a.s.raftApply(IssueCertsType, &pb.IssueCertsCommand{Certs: []*pb.IssuedCert{rec}}); err != nil {
 		return nil, err
 	}
-	return &pb.IssueJoinCertificateResponse{CertPem: cert, CaPem: trustPEM(a.s.State().Config(nil))}, nil
+	return &pb.IssueJoinCertificateResponse{CertPem: cert, CaPem: trust.CaPem}, nil
 }

@@ -25,13 +25,17 @@ func (a *bootstrapAPI) token(presented, kind string) (*pb.Token, error) {
 	return checkToken(func(id string) *pb.Token { return st.Token(nil, id) }, presented, kind, time.Now())
 }
 
-// signingCA is the coordinator CA with its key, from the replicated state.
-func (s *Server) signingCA() (*pb.KeyPair, error) {
-	ca := s.State().Config(nil).GetCa()
-	if ca == nil {
+// signingCA is the CA of cfg, with its key, that signs certificates of
+// role: the coordinator CA, but during a rotation's stage 2 the old one
+// for serving roles (see servingMoves).
+func signingCA(cfg *pb.CoordinatorConfig, role string) (*pb.KeyPair, error) {
+	if cfg.GetCa() == nil {
 		return nil, fmt.Errorf("the coordinator is still bootstrapping: %w", errNoLeader)
 	}
-	return ca, nil
+	if prev := cfg.GetRotation().GetPrevious(); prev != nil && serving(role) && !servingMoves(cfg) {
+		return prev, nil
+	}
+	return cfg.Ca, nil
 }
 
 // JoinServer signs the certificate of a server about to join; it becomes a
@@ -55,7 +59,7 @@ func (a *bootstrapAPI) JoinServer(ctx context.Context, req *pb.JoinServerRequest
 	}
 	// Recorded with the token's use: the certificate counts as a server's
 	// only once its holder is a member (see Trust).
-	cert, rec, err := a.s.signRecorded(req.CsrPem, serverCertOptions(req.Id, host, a.s.cfg.certValidity()), "", "token/"+tok.Id, time.Now())
+	cert, rec, trust, err := a.s.signRecorded(req.CsrPem, serverCertOptions(req.Id, host, a.s.cfg.certValidity()), "", "token/"+tok.Id, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +67,7 @@ func (a *bootstrapAPI) JoinServer(ctx context.Context, req *pb.JoinServerRequest
 		return nil, err
 	}
 	a.s.logger.Info("server certificate issued", "id", req.Id, "token", tok.Id)
-	return &pb.JoinServerResponse{CertPem: cert, CaPem: trustPEM(a.s.State().Config(nil)), Keyring: a.s.keys.Marshal()}, nil
+	return &pb.JoinServerResponse{CertPem: cert, CaPem: trust.CaPem, Keyring: a.s.keys.Marshal()}, nil
 }
 
 // RegisterHypervisor records a hypervisor and signs its agent's
@@ -98,7 +102,7 @@ func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterH
 	}
 	// A client certificate only: it serves nothing (a public hypervisor's
 	// join endpoint has a certificate of its own, IssueJoinCertificate).
-	cert, rec, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
+	cert, rec, trust, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName: req.Name, Organizations: []string{vocab.RoleHypervisor},
 		Usages: []tlsutil.Usage{tlsutil.UsageClient}, Validity: a.s.cfg.certValidity(),
 	}, "", "token/"+tok.Id, now)
@@ -115,6 +119,6 @@ func (a *bootstrapAPI) RegisterHypervisor(ctx context.Context, req *pb.RegisterH
 		servers = append(servers, srv.ApiAddress)
 	}
 	a.s.logger.Info("hypervisor registered", "hypervisor", req.Name, "public", h.Spec.Public, "token", tok.Id, "again", replace)
-	return &pb.RegisterHypervisorResponse{CertPem: cert, CaPem: trustPEM(a.s.State().Config(nil)), Servers: servers,
+	return &pb.RegisterHypervisorResponse{CertPem: cert, CaPem: trust.CaPem, Servers: servers,
 		GossipKey: a.s.State().Config(nil).GetGossipKey()}, nil
 }

@@ -129,7 +129,7 @@ func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*
 			return nil, err
 		}
 	}
-	certPEM, rec, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
+	certPEM, rec, trust, err := a.s.signRecorded(req.CsrPem, tlsutil.CertOptions{
 		CommonName:    req.Name,
 		Organizations: []string{vocab.RoleWorker, vocab.ClusterOrgPrefix + tok.Cluster},
 		Usages:        []tlsutil.Usage{tlsutil.UsageClient}, Validity: a.s.cfg.certValidity(),
@@ -151,7 +151,7 @@ func (a *agentAPI) JoinWorker(ctx context.Context, req *pb.JoinWorkerRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	cfg.CertPem = certPEM
+	cfg.CertPem, cfg.CoordinatorTrust = certPEM, trust // the CAs of the certificate's state
 	return cfg, nil
 }
 
@@ -248,11 +248,16 @@ func (a *agentAPI) GetWorkerConfig(ctx context.Context, req *pb.GetWorkerConfigR
 		return nil, err
 	}
 	cfg.BootstrapToken = "" // only Join hands it out: the node kept it
-	coordGen := cfg.GetCoordinatorTrust().GetGeneration()
-	if (req.TrustGeneration > peer.TrustGeneration && req.TrustGeneration <= cfg.TrustGeneration) ||
-		(req.CoordinatorTrustGeneration > peer.CoordinatorTrustGeneration && req.CoordinatorTrustGeneration <= coordGen) {
-		cmd := &pb.WorkerTrustCommand{Cluster: req.Cluster, Name: req.Name, TrustGeneration: min(req.TrustGeneration, cfg.TrustGeneration),
-			CoordinatorTrustGeneration: min(req.CoordinatorTrustGeneration, coordGen)}
+	// What the node says it holds, if it can hold it: no generation past
+	// the current one.
+	cmd := &pb.WorkerTrustCommand{Cluster: req.Cluster, Name: req.Name}
+	if req.TrustGeneration > peer.TrustGeneration && req.TrustGeneration <= cfg.TrustGeneration {
+		cmd.TrustGeneration = req.TrustGeneration
+	}
+	if req.CoordinatorTrustGeneration > peer.CoordinatorTrustGeneration && req.CoordinatorTrustGeneration <= cfg.GetCoordinatorTrust().GetGeneration() {
+		cmd.CoordinatorTrustGeneration = req.CoordinatorTrustGeneration
+	}
+	if cmd.TrustGeneration > 0 || cmd.CoordinatorTrustGeneration > 0 {
 		if _, err := a.s.raftApply(WorkerTrustType, cmd); err != nil {
 			// Told again at its next request.
 			a.s.logger.Warn("recording the trust generation a node holds", "cluster", req.Cluster, "node", req.Name, "err", err)

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"path"
@@ -135,6 +136,10 @@ func (s *Server) authorize(ctx context.Context, method string) (identity, error)
 		return identity{}, status.Errorf(codes.Unimplemented, "unknown method %s", method)
 	}
 	id := peerIdentity(ctx)
+	if leaf := peerLeaf(ctx); leaf != nil && id.Role != "" && s.creds.trust.IssuerOf(leaf) == nil {
+		// Verified at its handshake, before a CA rotation dropped its CA.
+		return id, status.Errorf(codes.Unauthenticated, "the certificate %s of %s is of a coordinator CA trusted no more (rotated): it works no more", id.Serial, id)
+	}
 	if id.Role == "" {
 		if want == "" {
 			return id, nil
@@ -171,8 +176,8 @@ func admitCaller(st *state.Store, id identity, method string) error {
 	return nil
 }
 
-// membersHeader lists the members for clients to learn (see
-// client.MembersHeader).
+// membersHeader lists the members for clients to learn, and the
+// coordinator trust generation (see client.MembersHeader, TrustHeader).
 func (s *Server) membersHeader() metadata.MD {
 	members := map[string]string{}
 	for _, srv := range s.State().Servers(nil) {
@@ -184,15 +189,27 @@ func (s *Server) membersHeader() metadata.MD {
 
 // peerIdentity reads the verified client certificate of a call.
 func peerIdentity(ctx context.Context) identity {
+	if leaf := peerLeaf(ctx); leaf != nil {
+		return identityOf(leaf)
+	}
+	return identity{}
+}
+
+// peerLeaf is the verified client certificate of a call, or nil.
+func peerLeaf(ctx context.Context) *x509.Certificate {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return identity{}
+		return nil
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 {
-		return identity{}
+		return nil
 	}
-	cert := info.State.VerifiedChains[0][0]
+	return info.State.VerifiedChains[0][0]
+}
+
+// identityOf is the identity a certificate names, or none.
+func identityOf(cert *x509.Certificate) identity {
 	role := roleOf(cert)
 	if role == "" {
 		return identity{}

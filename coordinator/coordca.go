@@ -139,10 +139,13 @@ func caStatus(st *state.Store, waiting []string) *pb.CAStatusResponse {
 // caRotationWaiting) and, until servers move, member servers that do not
 // say they trust the CAs of the stage yet (a server that missed them could
 // not come back once the others present certificates of the new CA).
+//
+// Servers are asked only once no holder waits, so that a stage costs
+// their status calls once, not at every pass of the leader loop.
 func (s *Server) caWaiting(ctx context.Context, st *state.Store) []string {
 	out := caRotationWaiting(st, time.Now())
 	cfg := st.Config(nil)
-	if cfg.GetRotation() == nil || cfg.Rotation.Stage >= caStageServers {
+	if len(out) > 0 || cfg.GetRotation() == nil || servingMoves(cfg) {
 		return out
 	}
 	for _, srv := range st.Servers(nil) {
@@ -212,7 +215,7 @@ func caRotationWaiting(st *state.Store, now time.Time) []string {
 			switch {
 			case h.role == vocab.RoleServer && members[h.name]:
 				out = append(out, fmt.Sprintf("server %s to renew its certificate", h.name))
-			case h.role == vocab.RoleJoinEndpoint && st.Hypervisor(nil, h.name) != nil:
+			case h.role == vocab.RoleJoinEndpoint:
 				out = append(out, fmt.Sprintf("the join endpoint of hypervisor %s to renew its certificate", h.name))
 			}
 		}
@@ -242,15 +245,15 @@ func unmoved(st *state.Store, cfg *pb.CoordinatorConfig, now time.Time, counts f
 	return out
 }
 
-// unmovedHolders are the holders with a certificate of the coordinator
-// CA that still works (not revoked, not expired) but none from the CA
-// that signs now.
+// unmovedHolders are the holders, still there, with a certificate of the
+// coordinator CA that still works (not revoked, not expired) but none from
+// the CA that signs now.
 func unmovedHolders(st *state.Store, cfg *pb.CoordinatorConfig, now time.Time, counts func(role string) bool) []holder {
 	signer := tlsutil.CertHash(mustCert(cfg.Ca.CertPem))
 	live := map[holder]bool{} // holder → holds one from the signer
 	var order []holder
 	for _, rec := range st.AllIssued(nil) {
-		if !slices.Contains(vocab.Roles, rec.Role) || !counts(rec.Role) || rec.Revoked || !now.Before(rec.NotAfter.AsTime()) {
+		if !slices.Contains(vocab.Roles, rec.Role) || !counts(rec.Role) || rec.Revoked || !now.Before(rec.NotAfter.AsTime()) || gone(st, rec) {
 			continue
 		}
 		h := holder{rec.Role, rec.Cluster, rec.Name}
@@ -268,6 +271,18 @@ func unmovedHolders(st *state.Store, cfg *pb.CoordinatorConfig, now time.Time, c
 	return out
 }
 
+// gone reports whether the holder of a record is no more: a node of a
+// deleted cluster, a deleted hypervisor's agent or join endpoint.
+func gone(st *state.Store, rec *pb.IssuedCert) bool {
+	switch rec.Role {
+	case vocab.RoleWorker:
+		return st.VPNPeer(nil, rec.Cluster, rec.Name) == nil
+	case vocab.RoleHypervisor, vocab.RoleJoinEndpoint:
+		return st.Hypervisor(nil, rec.Name) == nil
+	}
+	return false
+}
+
 // nextTrust is the command that moves a coordinator CA rotation from its
 // stage to the next, or ends it.
 func nextTrust(cfg *pb.CoordinatorConfig, now time.Time) *pb.SetTrustCommand {
@@ -279,7 +294,7 @@ func nextTrust(cfg *pb.CoordinatorConfig, now time.Time) *pb.SetTrustCommand {
 	switch r.Stage {
 	case caStageTrusting:
 		cmd.Ca = r.Next
-		cmd.Rotation = &pb.CoordinatorCARotation{Stage: caStageHolders, PreviousPem: cfg.Ca.CertPem, Started: r.Started, StageSince: timestamppb.New(now)}
+		cmd.Rotation = &pb.CoordinatorCARotation{Stage: caStageHolders, Previous: cfg.Ca, Started: r.Started, StageSince: timestamppb.New(now)}
 	case caStageHolders:
 		cmd.Rotation = proto.Clone(r).(*pb.CoordinatorCARotation)
 		cmd.Rotation.Stage, cmd.Rotation.StageSince = caStageServers, timestamppb.New(now)

@@ -13,6 +13,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/grpc"
 )
@@ -72,9 +73,8 @@ func (h *rotatingHolder) move(t *pb.CoordinatorTrust, renew func(ctx context.Con
 	}
 	redial := string(t.CaPem) != string(h.trust)
 	h.trust = t.CaPem
-	signer, _ := tlsutil.ParseCertPEM(t.SignerPem)
 	cert, _ := tlsutil.ParseCertPEM(h.kp.CertPem)
-	if cert.CheckSignatureFrom(signer) != nil {
+	if !tlsutil.IssuedBy(cert, t.SignerPem) {
 		key, keyPEM, _ := tlsutil.GenerateKey()
 		csr, _ := tlsutil.CreateCSR(key, cn, nil)
 		h.call(func(ctx context.Context, conn *grpc.ClientConn) error {
@@ -218,6 +218,17 @@ func TestCoordinatorCARotation(t *testing.T) {
 		}
 		return nil
 	})
+	// In stage 2 the new CA signs client certificates, the old one
+	// serving ones; tokens pin the old one, which servers present.
+	for role, want := range map[string]bool{vocab.RoleOperator: true, vocab.RoleHypervisor: true, vocab.RoleServer: false, vocab.RoleJoinEndpoint: false} {
+		ca, err := signingCA(s1.State().Config(nil), role)
+		if err != nil || (tlsutil.CertHash(mustCert(ca.CertPem)) != oldHash) != want {
+			t.Errorf("in stage 2, %s certificates are signed by the new CA: %v, want %v (%v)", role, !want, want, err)
+		}
+	}
+	if tok, err := op1.CreateToken(ctx, &pb.CreateTokenRequest{Kind: TokenHypervisor}); err != nil || tok.CaHash != oldHash {
+		t.Errorf("a token in stage 2 pins %v (%v), not the CA servers present", tok.GetCaHash(), err)
+	}
 	// The first credentials still work in stage 2: servers present
 	// certificates of the old CA until stage 3.
 	if _, err := op1.RevokeAdmin(ctx, &pb.RevokeAdminRequest{Name: "bob"}); err != nil {
@@ -256,8 +267,12 @@ func TestCoordinatorCARotation(t *testing.T) {
 			t.Errorf("server %s presents a certificate of %s", s.cfg.ID, s.creds.caHash())
 		}
 	}
-	// A client of the old CA alone reaches no server; the old certificate
-	// is refused, even with the new CA.
+	// A connection opened before with a certificate of the old CA works no
+	// more; a client of the old CA alone reaches no server; the old
+	// certificate is refused, even with the new CA.
+	if _, err := op1.Get(ctx, &pb.GetRequest{Kind: "clusters"}); err == nil || !strings.Contains(err.Error(), "trusted no more") {
+		t.Errorf("a connection made with a certificate of the old CA: %v", err)
+	}
 	for name, c := range map[string]struct {
 		trust []byte
 		kp    *pb.KeyPair

@@ -158,7 +158,11 @@ func (c *serverCreds) pendingCA() *pb.KeyPair {
 	if err != nil {
 		return nil
 	}
-	return &pb.KeyPair{CertPem: c.trust.PEM(), KeyPem: key}
+	ca := c.trust.IssuerOf(c.cert.Leaf())
+	if ca == nil {
+		return nil
+	}
+	return &pb.KeyPair{CertPem: tlsutil.EncodeCertPEM(ca), KeyPem: key}
 }
 
 // dropPendingCA removes the on-disk CA key once it is replicated.

@@ -38,7 +38,7 @@ func (s *Server) renewFor(ctx context.Context, id identity, csrPEM []byte, opts 
 	}
 	opts.CommonName = id.Name
 	opts.Validity = s.cfg.certValidity()
-	cert, rec, err := s.signRecorded(csrPEM, opts, cluster, "renewal/"+id.Serial, time.Now())
+	cert, rec, trust, err := s.signRecorded(csrPEM, opts, cluster, "renewal/"+id.Serial, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -46,8 +46,7 @@ func (s *Server) renewFor(ctx context.Context, id identity, csrPEM []byte, opts 
 		return nil, err
 	}
 	s.logger.Info("certificate renewed", "holder", id.String(), "old", id.Serial, "new", rec.Serial, "expires", rec.NotAfter.AsTime())
-	cfg := s.State().Config(nil)
-	return &pb.RenewCertificateResponse{CertPem: cert, CaPem: trustPEM(cfg), TrustGeneration: cfg.GetTrustGeneration()}, nil
+	return &pb.RenewCertificateResponse{CertPem: cert, CaPem: trust.CaPem, TrustGeneration: trust.Generation}, nil
 }
 
 // RenewCredentials renews the calling operator's certificate.
@@ -168,8 +167,7 @@ func (s *Server) mustMove(cfg *pb.CoordinatorConfig) bool {
 	if cfg.GetCa() == nil || !servingMoves(cfg) {
 		return false
 	}
-	ca, err := tlsutil.ParseCertPEM(cfg.Ca.CertPem)
-	return err == nil && s.creds.cert.Leaf().CheckSignatureFrom(ca) != nil
+	return !tlsutil.IssuedBy(s.creds.cert.Leaf(), cfg.Ca.CertPem)
 }
 
 // renewOwn has the leader sign this server's certificate for a new key,

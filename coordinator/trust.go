@@ -77,28 +77,30 @@ func issuedRecord(certPEM []byte, role, name, cluster, issuedBy string) (*pb.Iss
 
 // signRecorded signs a certificate request with the coordinator CA for
 // its role (opts.Organizations[0]) and holder (opts.CommonName; a worker
-// also names its cluster), and returns the certificate and its record
-// (which names the CA). The caller commits the record, with whatever else
-// its entry holds.
-func (s *Server) signRecorded(csrPEM []byte, opts tlsutil.CertOptions, cluster, issuedBy string, now time.Time) ([]byte, *pb.IssuedCert, error) {
-	ca, err := s.signingCA()
+// also names its cluster), and returns the certificate, its record (which
+// names the CA) and the CAs to trust with it (CoordinatorTrust), of the
+// same state. The caller commits the record, with whatever else its entry
+// holds.
+func (s *Server) signRecorded(csrPEM []byte, opts tlsutil.CertOptions, cluster, issuedBy string, now time.Time) ([]byte, *pb.IssuedCert, *pb.CoordinatorTrust, error) {
+	cfg := s.State().Config(nil)
+	ca, err := signingCA(cfg, opts.Organizations[0])
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	caCert, err := tlsutil.ParseCertPEM(ca.CertPem)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cert, err := tlsutil.SignCSR(ca, csrPEM, opts, now)
 	if err != nil {
-		return nil, nil, invalid("certificate request: %v", err)
+		return nil, nil, nil, invalid("certificate request: %v", err)
 	}
 	rec, err := issuedRecord(cert, opts.Organizations[0], opts.CommonName, cluster, issuedBy)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	rec.CaHash = tlsutil.CertHash(caCert)
-	return cert, rec, nil
+	return cert, rec, coordinatorTrust(cfg), nil
 }
 
 // admit checks that a caller's certificate is neither revoked nor

@@ -125,9 +125,13 @@ func join(ctx context.Context, c Config, wgKey wgtypes.Key) (*state, error) {
 			if wc.GetBootstrapToken() == "" {
 				return nil, fmt.Errorf("the join endpoint %s answered no bootstrap token", c.Join)
 			}
-			// The coordinator's other CAs, if any, come with the next
-			// configuration (syncCoordinatorTrust).
-			return &state{config: merge(nil, wc), cert: cert, caPEM: tlsutil.EncodeCertPEM(ca)}, nil
+			// The coordinator's CAs (more than one during a rotation),
+			// from the endpoint the pin verified, if they hold the pinned one.
+			caPEM := tlsutil.EncodeCertPEM(ca)
+			if t := wc.GetCoordinatorTrust(); t != nil && tlsutil.BundleHasCA(t.CaPem, c.CAHash) == nil {
+				caPEM = t.CaPem
+			}
+			return &state{config: merge(nil, wc), cert: cert, caPEM: caPEM}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

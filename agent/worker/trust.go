@@ -196,10 +196,8 @@ func (w *Worker) syncCoordinatorTrust(ctx context.Context, t *pb.CoordinatorTrus
 		w.logger.Info("the worker trusts the coordinator's CAs", "trust_generation", t.Generation)
 	}
 	due := renewal.DuePEM(w.state.cert.GetCertPem(), time.Now())
-	if signer, err := tlsutil.ParseCertPEM(t.GetSignerPem()); err == nil {
-		if cert, err := tlsutil.ParseCertPEM(w.state.cert.GetCertPem()); err == nil && cert.CheckSignatureFrom(signer) != nil {
-			due = true
-		}
+	if cert, err := tlsutil.ParseCertPEM(w.state.cert.GetCertPem()); err == nil && len(t.GetSignerPem()) > 0 && !tlsutil.IssuedBy(cert, t.SignerPem) {
+		due = true
 	}
 	if due {
 		w.renewCertificate(ctx, endpoint)

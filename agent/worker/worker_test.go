@@ -667,12 +667,9 @@ func TestHealthEndpoints(t *testing.T) {
 	}
 }
 
-// TestRenewCertificate: a worker whose certificate is past two thirds of
-// its life renews it through its join endpoint, for a key of its own, and
-// keeps it; the next call presents it.
-func TestRenewCertificate(t *testing.T) {
-	ca, hash := newTestCA(t)
-	f := startFakeJoin(t, ca, hash, "127.0.0.1:0", testWorkerConfig(t, ca, endpointKey(t), "192.0.2.1:51820"))
+// joinedWorker is a worker joined through f, the only join endpoint.
+func joinedWorker(t *testing.T, f *fakeJoin, hash string) (*Worker, Config) {
+	t.Helper()
 	f.config.JoinEndpoints = []string{f.addr}
 	c := testConfig(t, f.addr)
 	c.Token, c.CAHash = testToken, hash
@@ -680,10 +677,20 @@ func TestRenewCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	if err := w.ensureJoined(ctx); err != nil {
+	if err := w.ensureJoined(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	return w, c
+}
+
+// TestRenewCertificate: a worker whose certificate is past two thirds of
+// its life renews it through its join endpoint, for a key of its own, and
+// keeps it; the next call presents it.
+func TestRenewCertificate(t *testing.T) {
+	ca, hash := newTestCA(t)
+	f := startFakeJoin(t, ca, hash, "127.0.0.1:0", testWorkerConfig(t, ca, endpointKey(t), "192.0.2.1:51820"))
+	w, c := joinedWorker(t, f, hash)
+	ctx := context.Background()
 	// A certificate at the end of its life.
 	key, keyPEM, _ := tlsutil.GenerateKey()
 	csr, _ := tlsutil.CreateCSR(key, "w1", nil)
@@ -734,17 +741,8 @@ func TestCoordinatorTrustMoves(t *testing.T) {
 	}
 	f := &fakeJoin{ca: ca, caHash: hash, addr: ln.Addr().String(), config: testWorkerConfig(t, ca, endpointKey(t), "192.0.2.1:51820"), clientCAs: bundle}
 	f.serve(t, ln)
-	f.config.JoinEndpoints = []string{f.addr}
-	c := testConfig(t, f.addr)
-	c.Token, c.CAHash = testToken, hash
-	w, err := New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, c := joinedWorker(t, f, hash)
 	ctx := context.Background()
-	if err := w.ensureJoined(ctx); err != nil {
-		t.Fatal(err)
-	}
 	wc := proto.Clone(f.config).(*pb.WorkerConfig)
 	wc.CoordinatorTrust = &pb.CoordinatorTrust{Generation: 2, CaPem: bundle, SignerPem: next.CertPem}
 	f.setConfig(wc)

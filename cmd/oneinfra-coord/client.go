@@ -73,7 +73,7 @@ func (s *session) dial() error {
 // rotation so moves with it.
 func (s *session) keepTrust() {
 	gen, ok := s.members.TrustGeneration()
-	if !ok || gen == s.conf.TrustGeneration {
+	if !ok || gen <= s.conf.TrustGeneration { // a lagging server's older one too
 		return
 	}
 	if err := s.renewCredentials(); err != nil {

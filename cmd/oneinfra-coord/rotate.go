@@ -96,7 +96,7 @@ func newRotateCACommand(g *globals) *cobra.Command {
 		Short: "Replace the coordinator's own certificate authority, in stages, with no one locked out",
 		Long: "Replace the coordinator CA, in three stages, each done once every holder of its certificates\n" +
 			"moved: (1) a new CA is trusted beside the old by servers, agents and workers, (2) agents,\n" +
-			"join endpoints, workers and operators take certificates of the new CA, (3) servers do;\n" +
+			"workers and operators take certificates of the new CA, (3) servers and join endpoints do;\n" +
 			"then the old CA is dropped. Operators move when they run any command with their\n" +
 			"credentials file (it is rewritten); stage 2 waits for each operator certificate still\n" +
 			"valid, so run a command with each file (--wait does, with its own), or revoke it (`admin\n" +

@@ -59,10 +59,10 @@ func (t *Trust) IssuerOf(cert *x509.Certificate) *x509.Certificate {
 	return nil
 }
 
-// HasCA reports whether the bundle holds the CA whose CertHash is caHash.
-func (t *Trust) HasCA(caHash string) bool {
-	_, err := FindPinnedCA(caHash, t.cur.Load().certs)
-	return err == nil
+// IssuedBy reports whether caPEM's certificate signed cert.
+func IssuedBy(cert *x509.Certificate, caPEM []byte) bool {
+	ca, err := ParseCertPEM(caPEM)
+	return err == nil && cert.CheckSignatureFrom(ca) == nil
 }
 
 // ServerConfig serves the identity (TLS 1.3 minimum, its chain taken from

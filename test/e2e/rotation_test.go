@@ -22,28 +22,12 @@ import (
 func rotateClusterCA(t *testing.T, s *system, cluster string, ips map[string]string) {
 	oldKC := writeKubeconfig(t, s, cluster)
 	start := time.Now()
-	result := make(chan string, 1)
-	go func() {
-		out, err := cli(s.config, "", "cluster", "rotate-ca", cluster, "--wait", "--timeout", "12m")
-		if err != nil {
-			out += err.Error()
-		}
-		result <- out
-	}()
 	var p *prober
-	var out string
-	looks := 0
-loop:
-	for {
-		select {
-		case out = <-result:
-			break loop
-		case <-time.After(3 * time.Second):
-		}
+	out, looks := whileCLI(s, func() {
 		d, err := cli(s.config, "", "describe", "cluster", cluster)
 		if err != nil {
 			t.Errorf("describe during the rotation: %v", err)
-			continue
+			return
 		}
 		if p == nil && strings.Contains(d, "stage 1/3") {
 			p = probeAnonymously(t, cluster, writeKubeconfig(t, s, cluster))
@@ -54,8 +38,7 @@ loop:
 				t.Errorf("during the rotation (%s in): %v", time.Since(start).Round(time.Second), err)
 			}
 		}
-		looks++
-	}
+	}, "cluster", "rotate-ca", cluster, "--wait", "--timeout", "12m")
 	took := time.Since(start)
 	if !strings.Contains(out, "CA rotation done") {
 		d, _ := cli(s.config, "", "describe", "cluster", cluster)
@@ -116,26 +99,10 @@ func rotateCoordinatorCA(t *testing.T, s *system, cluster string) {
 	_, oldHash := workerToken(t, s, cluster)
 	kc := writeKubeconfig(t, s, cluster)
 	p := probeAnonymously(t, cluster, kc)
-	start := time.Now()
-	result := make(chan string, 1)
-	go func() {
-		out, err := cli(s.config, "", "rotate-ca", "--wait", "--timeout", "10m")
-		if err != nil {
-			out += err.Error()
-		}
-		result <- out
-	}()
-	var out string
-	looks := 0
-loop:
-	for {
-		select {
-		case out = <-result:
-			break loop
-		case <-time.After(3 * time.Second):
-		}
-		if looks%20 == 19 {
-			kc = writeKubeconfig(t, s, cluster) // it lives no longer than the other certificates
+	start, kcAt := time.Now(), time.Now()
+	out, looks := whileCLI(s, func() {
+		if time.Since(kcAt) > time.Minute { // it lives no longer than the other certificates
+			kc, kcAt = writeKubeconfig(t, s, cluster), time.Now()
 		}
 		if hv, err := cli(s.config, "", "get", "hv"); err != nil || strings.Count(hv, "alive") != 4 {
 			t.Errorf("during the coordinator CA rotation (%s in), hypervisors not all alive: %v\n%s", time.Since(start).Round(time.Second), err, hv)
@@ -145,8 +112,7 @@ loop:
 				t.Errorf("during the coordinator CA rotation (%s in): %v", time.Since(start).Round(time.Second), err)
 			}
 		}
-		looks++
-	}
+	}, "rotate-ca", "--wait", "--timeout", "10m")
 	took := time.Since(start)
 	n, failed := p.stop()
 	if !strings.Contains(out, "coordinator CA rotation done") {
@@ -178,4 +144,26 @@ loop:
 		}
 	}
 	checkLogsExec(t, kc)
+}
+
+// whileCLI runs the CLI with args (with the system's credentials) and
+// calls look every 3s until it ends; it returns its output, an error's
+// message included, and how many looks it took.
+func whileCLI(s *system, look func(), args ...string) (string, int) {
+	result := make(chan string, 1)
+	go func() {
+		out, err := cli(s.config, "", args...)
+		if err != nil {
+			out += err.Error()
+		}
+		result <- out
+	}()
+	for looks := 0; ; looks++ {
+		select {
+		case out := <-result:
+			return out, looks
+		case <-time.After(3 * time.Second):
+		}
+		look()
+	}
 }

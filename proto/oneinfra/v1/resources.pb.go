@@ -2711,17 +2711,17 @@ func (x *CoordinatorConfig) GetRotation() *CoordinatorCARotation {
 // CoordinatorCARotation is a rotation of the coordinator CA under way
 // (`oneinfra-coord rotate-ca`), in stages:
 //  1. next is made and trusted beside ca; ca still signs;
-//  2. next signs (it becomes ca; previous_pem is the old one, still
-//     trusted); agents, join endpoints, workers and operators take
-//     certificates of it;
-//  3. servers take certificates of it;
+//  2. next signs client certificates (it becomes ca; previous is the
+//     old one, still trusted, which signs serving ones until stage 3);
+//     agents, workers and operators take certificates of it;
+//  3. servers and join endpoints take certificates of it;
 //
 // then the old CA is dropped.
 type CoordinatorCARotation struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stage         uint32                 `protobuf:"varint,1,opt,name=stage,proto3" json:"stage,omitempty"`
-	Next          *KeyPair               `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`                                  // stage 1 only
-	PreviousPem   []byte                 `protobuf:"bytes,3,opt,name=previous_pem,json=previousPem,proto3" json:"previous_pem,omitempty"` // stages 2 and 3
+	Next          *KeyPair               `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`         // stage 1 only
+	Previous      *KeyPair               `protobuf:"bytes,3,opt,name=previous,proto3" json:"previous,omitempty"` // stages 2 and 3
 	Started       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started,proto3" json:"started,omitempty"`
 	StageSince    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=stage_since,json=stageSince,proto3" json:"stage_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2772,9 +2772,9 @@ func (x *CoordinatorCARotation) GetNext() *KeyPair {
 	return nil
 }
 
-func (x *CoordinatorCARotation) GetPreviousPem() []byte {
+func (x *CoordinatorCARotation) GetPrevious() *KeyPair {
 	if x != nil {
-		return x.PreviousPem
+		return x.Previous
 	}
 	return nil
 }
@@ -3089,11 +3089,11 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"gossip_key\x18\x04 \x01(\fR\tgossipKey\x12\x1b\n" +
 	"\ttrust_pem\x18\x05 \x01(\fR\btrustPem\x12)\n" +
 	"\x10trust_generation\x18\x06 \x01(\x04R\x0ftrustGeneration\x12>\n" +
-	"\brotation\x18\a \x01(\v2\".oneinfra.v1.CoordinatorCARotationR\brotation\"\xed\x01\n" +
+	"\brotation\x18\a \x01(\v2\".oneinfra.v1.CoordinatorCARotationR\brotation\"\xfc\x01\n" +
 	"\x15CoordinatorCARotation\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\rR\x05stage\x12(\n" +
-	"\x04next\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x04next\x12!\n" +
-	"\fprevious_pem\x18\x03 \x01(\fR\vpreviousPem\x124\n" +
+	"\x04next\x18\x02 \x01(\v2\x14.oneinfra.v1.KeyPairR\x04next\x120\n" +
+	"\bprevious\x18\x03 \x01(\v2\x14.oneinfra.v1.KeyPairR\bprevious\x124\n" +
 	"\astarted\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12;\n" +
 	"\vstage_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"stageSinceB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
@@ -3214,17 +3214,18 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	24, // 55: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
 	31, // 56: oneinfra.v1.CoordinatorConfig.rotation:type_name -> oneinfra.v1.CoordinatorCARotation
 	24, // 57: oneinfra.v1.CoordinatorCARotation.next:type_name -> oneinfra.v1.KeyPair
-	41, // 58: oneinfra.v1.CoordinatorCARotation.started:type_name -> google.protobuf.Timestamp
-	41, // 59: oneinfra.v1.CoordinatorCARotation.stage_since:type_name -> google.protobuf.Timestamp
-	24, // 60: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 61: oneinfra.v1.CARotation.NextEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 62: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 63: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
-	64, // [64:64] is the sub-list for method output_type
-	64, // [64:64] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	24, // 58: oneinfra.v1.CoordinatorCARotation.previous:type_name -> oneinfra.v1.KeyPair
+	41, // 59: oneinfra.v1.CoordinatorCARotation.started:type_name -> google.protobuf.Timestamp
+	41, // 60: oneinfra.v1.CoordinatorCARotation.stage_since:type_name -> google.protobuf.Timestamp
+	24, // 61: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 62: oneinfra.v1.CARotation.NextEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 63: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 64: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
