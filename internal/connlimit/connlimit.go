@@ -263,6 +263,9 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 	case <-l.done:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		if l.err == nil {
+			return nil, net.ErrClosed // Close came before run saw it: never a nil connection without an error
+		}
 		return nil, l.err
 	}
 }

@@ -324,3 +324,19 @@ func TestTLSListener(t *testing.T) {
 		t.Fatal("a handshaken connection was not accepted while others hung in their handshake")
 	}
 }
+
+// TestTLSListenerClosed: once closed, Accept answers an error, never a nil
+// connection without one (Raft's transport would use it).
+func TestTLSListenerClosed(t *testing.T) {
+	for range 200 {
+		raw, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln := TLSListener(raw, &tls.Config{}, 3)
+		ln.Close()
+		if c, err := ln.Accept(); c != nil || err == nil {
+			t.Fatalf("Accept after Close: %v, %v", c, err)
+		}
+	}
+}
