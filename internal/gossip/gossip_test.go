@@ -52,7 +52,7 @@ func TestMembersSeeEachOtherAndRefuseAWrongKey(t *testing.T) {
 	a := startMember(t, HypervisorMember("hv-a"), key, observer.Addr())
 	b := startMember(t, HypervisorMember("hv-b"), key, a.Addr())
 	all := []string{ServerMember("s1"), HypervisorMember("hv-a"), HypervisorMember("hv-b")}
-	testutil.Eventually(t, 10*time.Second, "members see each other", func() error {
+	testutil.Eventually(t, 30*time.Second, "members see each other", func() error {
 		for _, m := range []*Member{observer, a, b} {
 			if err := sees(m, Alive, all...); err != nil {
 				return err
