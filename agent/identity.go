@@ -187,7 +187,8 @@ func (a *Agent) redial() error {
 // (a coordinator CA rotation): the CAs, for calls to the coordinator and
 // for workers at the join endpoint from the next handshake on, and, when
 // the signing CA did not sign the agent's certificate (or the join
-// endpoint's, once serving certificates move), a renewal at once. Reports then say the generation held.
+// endpoint's, once serving certificates move), a renewal at once.
+// Reports then say the generation held.
 func (a *Agent) syncTrust(t *pb.CoordinatorTrust) {
 	if t == nil || len(t.CaPem) == 0 {
 		return

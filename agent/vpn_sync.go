@@ -179,7 +179,8 @@ func (a *Agent) issueJoinCertificate(ctx context.Context) (*pb.KeyPair, error) {
 }
 
 // renewJoinCertificate renews the join endpoint's certificate once it is
-// due, or not of the CA that signs once serving certificates move; workers get the new one from their next handshake.
+// due, or not of the CA that signs once serving certificates move;
+// workers get the new one from their next handshake.
 func (a *Agent) renewJoinCertificate(ctx context.Context) {
 	cert := a.joinCert.Load()
 	if cert == nil || (!renewal.Due(cert.Leaf(), time.Now()) && a.joinCertCurrent(cert.Leaf())) {

@@ -121,7 +121,8 @@ func (a *agentAPI) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest
 	// lastSeen is the leader's time, not the agent's: health compares it
 	// with the leader's clock.
 	// The trust generation it holds, at most the current one.
-	gen := min(req.TrustGeneration, a.s.State().Config(nil).GetTrustGeneration())
+	cfg := a.s.State().Config(nil)
+	gen := min(req.TrustGeneration, cfg.GetTrustGeneration())
 	cmd := &pb.ReportStatusCommand{Hypervisor: req.Hypervisor, Removed: req.Removed, Time: timestamppb.Now(), TrustGeneration: gen}
 	if err := checkBackupResults(req.Components); err != nil {
 		return nil, err
@@ -137,7 +138,7 @@ func (a *agentAPI) ReportStatus(ctx context.Context, req *pb.ReportStatusRequest
 	if _, err := a.s.raftApply(ReportStatusType, cmd); err != nil {
 		return nil, err
 	}
-	return &pb.ReportStatusResponse{Trust: coordinatorTrust(a.s.State().Config(nil))}, nil
+	return &pb.ReportStatusResponse{Trust: coordinatorTrust(cfg)}, nil
 }
 
 // Bounds of the events in one report.

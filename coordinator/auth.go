@@ -135,8 +135,9 @@ func (s *Server) authorize(ctx context.Context, method string) (identity, error)
 	if !known {
 		return identity{}, status.Errorf(codes.Unimplemented, "unknown method %s", method)
 	}
-	id := peerIdentity(ctx)
-	if leaf := peerLeaf(ctx); leaf != nil && id.Role != "" && s.creds.trust.IssuerOf(leaf) == nil {
+	leaf := peerLeaf(ctx)
+	id := identityOf(leaf)
+	if id.Role != "" && s.creds.trust.IssuerOf(leaf) == nil {
 		// Verified at its handshake, before a CA rotation dropped its CA.
 		return id, status.Errorf(codes.Unauthenticated, "the certificate %s of %s is of a coordinator CA trusted no more (rotated): it works no more", id.Serial, id)
 	}
@@ -179,21 +180,17 @@ func admitCaller(st *state.Store, id identity, method string) error {
 // membersHeader lists the members for clients to learn, and the
 // coordinator trust generation (see client.MembersHeader, TrustHeader).
 func (s *Server) membersHeader() metadata.MD {
+	st := s.State()
 	members := map[string]string{}
-	for _, srv := range s.State().Servers(nil) {
+	for _, srv := range st.Servers(nil) {
 		members[srv.Id] = srv.ApiAddress
 	}
-	gen := s.State().Config(nil).GetTrustGeneration()
+	gen := st.Config(nil).GetTrustGeneration()
 	return metadata.Pairs(client.MembersHeader, client.FormatMembers(members), client.TrustHeader, strconv.FormatUint(gen, 10))
 }
 
 // peerIdentity reads the verified client certificate of a call.
-func peerIdentity(ctx context.Context) identity {
-	if leaf := peerLeaf(ctx); leaf != nil {
-		return identityOf(leaf)
-	}
-	return identity{}
-}
+func peerIdentity(ctx context.Context) identity { return identityOf(peerLeaf(ctx)) }
 
 // peerLeaf is the verified client certificate of a call, or nil.
 func peerLeaf(ctx context.Context) *x509.Certificate {
@@ -208,8 +205,11 @@ func peerLeaf(ctx context.Context) *x509.Certificate {
 	return info.State.VerifiedChains[0][0]
 }
 
-// identityOf is the identity a certificate names, or none.
+// identityOf is the identity a certificate (may be nil) names, or none.
 func identityOf(cert *x509.Certificate) identity {
+	if cert == nil {
+		return identity{}
+	}
 	role := roleOf(cert)
 	if role == "" {
 		return identity{}

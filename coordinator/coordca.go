@@ -207,18 +207,7 @@ func caRotationWaiting(st *state.Store, now time.Time) []string {
 	case caStageHolders:
 		out = unmoved(st, cfg, now, func(role string) bool { return !serving(role) })
 	case caStageServers:
-		members := map[string]bool{}
-		for _, srv := range st.Servers(nil) {
-			members[srv.Id] = true
-		}
-		for _, h := range unmovedHolders(st, cfg, now, serving) {
-			switch {
-			case h.role == vocab.RoleServer && members[h.name]:
-				out = append(out, fmt.Sprintf("server %s to renew its certificate", h.name))
-			case h.role == vocab.RoleJoinEndpoint:
-				out = append(out, fmt.Sprintf("the join endpoint of hypervisor %s to renew its certificate", h.name))
-			}
-		}
+		out = unmoved(st, cfg, now, serving)
 	}
 	return out
 }
@@ -238,6 +227,10 @@ func unmoved(st *state.Store, cfg *pb.CoordinatorConfig, now time.Time, counts f
 			out = append(out, fmt.Sprintf("operator %s to run any oneinfra-coord command with its credentials (or admin revoke %s)", h.name, h.name))
 		case vocab.RoleWorker:
 			out = append(out, fmt.Sprintf("node %s of cluster %s to renew its certificate (or cluster remove-node)", h.name, h.cluster))
+		case vocab.RoleServer:
+			out = append(out, fmt.Sprintf("server %s to renew its certificate", h.name))
+		case vocab.RoleJoinEndpoint:
+			out = append(out, fmt.Sprintf("the join endpoint of hypervisor %s to renew its certificate", h.name))
 		default:
 			out = append(out, fmt.Sprintf("hypervisor %s to renew its certificate (or delete it)", h.name))
 		}
@@ -272,9 +265,12 @@ func unmovedHolders(st *state.Store, cfg *pb.CoordinatorConfig, now time.Time, c
 }
 
 // gone reports whether the holder of a record is no more: a node of a
-// deleted cluster, a deleted hypervisor's agent or join endpoint.
+// deleted cluster, a deleted hypervisor's agent or join endpoint, a
+// server that is not a member (any more, or yet).
 func gone(st *state.Store, rec *pb.IssuedCert) bool {
 	switch rec.Role {
+	case vocab.RoleServer:
+		return !isMember(st, rec.Name)
 	case vocab.RoleWorker:
 		return st.VPNPeer(nil, rec.Cluster, rec.Name) == nil
 	case vocab.RoleHypervisor, vocab.RoleJoinEndpoint:
