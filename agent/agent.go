@@ -510,6 +510,10 @@ func (a *Agent) syncCluster(ctx context.Context, cluster string, list []*pb.Assi
 			// No pods: it stops, its files stay (until it is deleted).
 			continue
 		}
+		if e.as, e.err = a.withKeys(ctx, as, paths); e.err != nil && !as.Deleting {
+			continue
+		}
+		as = e.as
 		if as.Deleting {
 			// The component's pods keep running until its role lets it
 			// go (an etcd member must leave its cluster first).

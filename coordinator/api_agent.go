@@ -259,6 +259,9 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		certs = runningCerts(certs)
 	}
 	as.Certs = certs.GetCerts()
+	if !as.Deleting {
+		withKeys(as, comp.Spec.Role, st.ComponentCerts(ws, comp.Metadata.Name))
+	}
 	as.CaCerts = trustOf(p, certs.GetTrust())
 	as.TrustGeneration = certs.GetTrustGeneration()
 	if comp.Spec.Role == resources.RoleControlPlane {

@@ -517,12 +517,17 @@ func TestCertsFollowIngress(t *testing.T) {
 	ctx := context.Background()
 	s, cfg := bootstrapOne(t, t.TempDir())
 	op := pb.NewOperatorClient(adminConn(t, cfg.DataDir, s.APIAddr()))
-	registerHypervisor(t, s, op, "hv-a", false)
+	hv := registerHypervisor(t, s, op, "hv-a", false)
 	if err := createCluster(ctx, op, "demo"); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, "control plane placed", func() error {
-		if s.State().ComponentCerts(nil, "demo-cp-0") == nil {
+	testutil.Eventually(t, 10*time.Second, "control plane placed, with certificates", func() error {
+		if as := getAssignment(t, hv, "hv-a", "demo-cp-0"); as != nil {
+			if err := giveKeys(ctx, t, hv, "hv-a", as); err != nil {
+				return err
+			}
+		}
+		if len(s.State().ComponentCerts(nil, "demo-cp-0").GetCerts()) == 0 {
 			return fmt.Errorf("not yet")
 		}
 		return nil

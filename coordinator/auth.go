@@ -88,6 +88,7 @@ var writes = map[string]bool{
 	"/oneinfra.v1.Agent/RenewWorkerCertificate": true,
 	"/oneinfra.v1.Peer/RenewCertificate":        true,
 	"/oneinfra.v1.Agent/IssueJoinCertificate":   true,
+	"/oneinfra.v1.Agent/SubmitKeys":             true,
 	"/oneinfra.v1.Peer/Join":                    true,
 	"/oneinfra.v1.Operator/BackupCluster":       true,
 	"/oneinfra.v1.Operator/RestoreCluster":      true,

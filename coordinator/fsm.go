@@ -48,6 +48,7 @@ const (
 	SetPKIType
 	WorkerTrustType
 	SetTrustType
+	SubmitKeysType
 )
 
 // sealedType marks a log entry sealed with the keyring: what follows it is
@@ -152,6 +153,8 @@ func (f *FSM) handler(t MessageType) (proto.Message, func(*state.Txn, proto.Mess
 		return &pb.WorkerTrustCommand{}, f.applyWorkerTrust
 	case SetTrustType:
 		return &pb.SetTrustCommand{}, f.applySetTrust
+	case SubmitKeysType:
+		return &pb.SubmitKeysCommand{}, f.applySubmitKeys
 	}
 	return nil, nil
 }
@@ -471,6 +474,7 @@ func (f *FSM) applyPlace(txn *state.Txn, m proto.Message) error {
 		txn.UpsertComponent(comp)
 	}
 	for _, certs := range cmd.Certs {
+		keepSpareKeys(txn.ComponentCerts(certs.Component), certs)
 		txn.UpsertComponentCerts(certs)
 	}
 	for _, name := range cmd.Remove {

@@ -11,6 +11,7 @@ import (
 
 	memdb "github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
+	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -132,6 +133,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		st.Clusters(ws)
 		st.Hypervisors(ws)
 		st.Components(ws)
+		st.Watch(ws, state.TableComponentCerts) // keys given by agents
 		st.Config(ws)
 		if err := s.reconcileClusters(time.Now()); err != nil {
 			s.logger.Warn("reconciling clusters", "err", err)

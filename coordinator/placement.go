@@ -159,11 +159,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 				errs = append(errs, err)
 			}
 		} else {
-			certs, err := pki.IngressCerts(clusterPKI, comp.Metadata.Name, s.cfg.certValidity(), now)
-			if err != nil {
-				return fmt.Errorf("issuing certificates of %s: %w", comp.Metadata.Name, err)
-			}
-			cmd.Certs = append(cmd.Certs, certs)
+			// Its certificates come once its agent gives their keys.
 			all = append(all, comp)
 			live[resources.RoleIngress] = []*pb.Component{comp}
 			cmd.Components = append(cmd.Components, comp)
@@ -186,17 +182,21 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			tunnelHosts = append(tunnelHosts, hub)
 		}
 	}
-	issue := func(comp *pb.Component) (*pb.ComponentCerts, error) {
-		hv := hypervisorByName(hypervisors, comp.Spec.Hypervisor)
-		certs, err := pki.ControlPlaneCerts(clusterPKI, pki.ControlPlaneIdentity{
+	identity := func(comp *pb.Component) pki.ControlPlaneIdentity {
+		return pki.ControlPlaneIdentity{
 			Validity:            s.cfg.certValidity(),
 			Component:           comp.Metadata.Name,
-			HypervisorAddresses: []string{hv.GetSpec().GetAddress()},
+			HypervisorAddresses: []string{hypervisorByName(hypervisors, comp.Spec.Hypervisor).GetSpec().GetAddress()},
 			IngressAddresses:    tunnelHosts,
 			APIServerHost:       endpointHost,
 			ExtraSANs:           c.Spec.ApiServer.GetExtraSans(),
 			ServiceCIDR:         c.Spec.Networking.GetServiceCidr(),
-		}, now)
+		}
+	}
+	// issue issues a replica's next set for the spare keys its agent gave
+	// (pki.ErrNoKeys until it has).
+	issue := func(comp *pb.Component) (*pb.ComponentCerts, error) {
+		certs, err := pki.ControlPlaneCerts(clusterPKI, identity(comp), st.ComponentCerts(nil, comp.Metadata.Name).GetSpareKeys(), now)
 		if err != nil {
 			return nil, fmt.Errorf("issuing certificates of %s: %w", comp.Metadata.Name, err)
 		}
@@ -206,19 +206,33 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	have := live[resources.RoleControlPlane]
 	// A replica on a dead hypervisor is replaced (one at a time, with
 	// quorum): the new one is placed, the old one marked for removal.
-	have, replacement, err := s.replaceDeadReplica(st, c, have, hypervisors, all, issue, cmd, now)
+	have, replacement, err := s.replaceDeadReplica(st, c, have, hypervisors, all, cmd, now)
 	if err != nil {
 		if !isSchedulingError(err) {
 			return err
 		}
 		errs = append(errs, err)
 	}
-	// An API server placed before its ingress (or before the ingress
-	// moved) lacks the ingress address in its serving certificate: that
-	// one is issued again in place (the API server reads it again by
-	// itself); the others, which its pod holds in memory, stay.
 	for _, comp := range have {
 		old := st.ComponentCerts(nil, comp.Metadata.Name)
+		if len(old.GetCerts()) == 0 {
+			// A new replica gets its first set once its agent gave the
+			// keys.
+			fresh, err := issue(comp)
+			if errors.Is(err, pki.ErrNoKeys) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			cmd.Certs = append(cmd.Certs, fresh)
+			continue
+		}
+		// An API server placed before its ingress (or before the ingress
+		// moved) lacks the ingress address in its serving certificate:
+		// that one is issued again in place, for the same key (the API
+		// server reads it again by itself); the others, which its pod
+		// holds in memory, stay.
 		stale := endpointHost != "" && !certNames(old, vocab.APIServerCert, endpointHost)
 		for _, h := range tunnelHosts {
 			stale = stale || !certNames(old, vocab.APIServerCert, h)
@@ -226,15 +240,17 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		if !stale {
 			continue
 		}
-		fresh, err := issue(comp)
+		next, err := withServing(old, func(kp *pb.KeyPair) (*pb.KeyPair, error) {
+			cert, err := tlsutil.ParseCertPEM(kp.GetCertPem())
+			if err != nil {
+				return nil, fmt.Errorf("the serving certificate of %s: %w", comp.Metadata.Name, err)
+			}
+			return pki.APIServerServingCert(clusterPKI, identity(comp), cert.RawSubjectPublicKeyInfo, now)
+		})
 		if err != nil {
 			return err
 		}
-		if old == nil {
-			cmd.Certs = append(cmd.Certs, fresh)
-			continue
-		}
-		cmd.Certs = append(cmd.Certs, withServing(old, fresh.Certs[vocab.APIServerCert]))
+		cmd.Certs = append(cmd.Certs, next)
 	}
 	due := newDueCheck(clusterPKI, now)
 	ingresses := liveIngresses(all, name, hypervisors)
@@ -308,12 +324,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			}
 		}
 		for _, comp := range comps {
-			certs, err := issue(comp)
-			if err != nil {
-				return err
-			}
 			cmd.Components = append(cmd.Components, comp)
-			cmd.Certs = append(cmd.Certs, certs)
 			if drained != nil {
 				cmd.Events = append(cmd.Events, replacingEvent(drained, comp, leaving(drained), now))
 			} else {

@@ -60,10 +60,10 @@ func replacingEvent(old, replacement *pb.Component, why string, now time.Time) *
 
 // replaceDeadReplica replaces at most one control-plane replica on a dead
 // hypervisor. It returns the live replicas without the replaced one, and
-// the replacement (its certificates, the removal and the event are in
-// cmd). A scheduling error says no hypervisor could take the replacement.
+// the replacement (the removal and the event are in cmd; its
+// certificates come once its agent gives their keys). A scheduling error says no hypervisor could take the replacement.
 func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.Component, hypervisors []*pb.Hypervisor, all []*pb.Component,
-	issue func(*pb.Component) (*pb.ComponentCerts, error), cmd *pb.PlaceCommand, now time.Time) ([]*pb.Component, *pb.Component, error) {
+	cmd *pb.PlaceCommand, now time.Time) ([]*pb.Component, *pb.Component, error) {
 	name := c.Metadata.Name
 	want := int(c.Spec.ControlPlane.GetReplicas())
 	if len(have) > want {
@@ -95,7 +95,7 @@ func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.C
 	if quorum := len(have)/2 + 1; running < quorum {
 		lost := len(dead) == len(have) // every hypervisor holding its data
 		if b := newestTaken(st.Backups(nil, name)); lost && b != nil && s.cfg.BackupTarget != "" {
-			return s.rebuild(c, dead, hypervisors, all, issue, b, cmd, now)
+			return s.rebuild(c, dead, hypervisors, all, b, cmd, now)
 		}
 		msg := fmt.Sprintf("not replacing %s on dead hypervisor %s: %d of %d control-plane replicas run outside dead hypervisors, etcd needs %d to replace a member",
 			old.Metadata.Name, old.Spec.Hypervisor, running, len(have), quorum)
@@ -107,7 +107,7 @@ func (s *Server) replaceDeadReplica(st *state.Store, c *pb.Cluster, have []*pb.C
 		}
 		return have, nil, nil
 	}
-	repl, err := placeReplica(c, hypervisors, all, issue, cmd)
+	repl, err := placeReplica(c, hypervisors, all, cmd)
 	if repl == nil {
 		return have, nil, fmt.Errorf("replacing %s on dead hypervisor %s: %w", old.Metadata.Name, old.Spec.Hypervisor, err)
 	}
@@ -177,9 +177,9 @@ func hasEventMessage(events []*pb.Event, reason, msg string) bool {
 // others are placed once it runs, and join it. What was written since
 // the backup is lost, and said so.
 func (s *Server) rebuild(c *pb.Cluster, dead []*pb.Component, hypervisors []*pb.Hypervisor, all []*pb.Component,
-	issue func(*pb.Component) (*pb.ComponentCerts, error), b *pb.Backup, cmd *pb.PlaceCommand, now time.Time) ([]*pb.Component, *pb.Component, error) {
+	b *pb.Backup, cmd *pb.PlaceCommand, now time.Time) ([]*pb.Component, *pb.Component, error) {
 	name := c.Metadata.Name
-	repl, err := placeReplica(c, hypervisors, all, issue, cmd)
+	repl, err := placeReplica(c, hypervisors, all, cmd)
 	if repl == nil {
 		return nil, nil, fmt.Errorf("rebuilding from backup %s: %w", b.Id, err)
 	}
@@ -199,20 +199,13 @@ func (s *Server) rebuild(c *pb.Cluster, dead []*pb.Component, hypervisors []*pb.
 	return nil, repl, nil
 }
 
-// placeReplica places one more control-plane replica of c, with its
-// certificates, in cmd; nil and why (a scheduling error when nothing
-// fits) if it cannot.
-func placeReplica(c *pb.Cluster, hypervisors []*pb.Hypervisor, all []*pb.Component,
-	issue func(*pb.Component) (*pb.ComponentCerts, error), cmd *pb.PlaceCommand) (*pb.Component, error) {
+// placeReplica places one more control-plane replica of c in cmd; nil
+// and why (a scheduling error when nothing fits) if it cannot.
+func placeReplica(c *pb.Cluster, hypervisors []*pb.Hypervisor, all []*pb.Component, cmd *pb.PlaceCommand) (*pb.Component, error) {
 	comps, err := scheduler.NewControlPlaneComponents(c.Metadata.Name, 1, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
 	if len(comps) == 0 {
 		return nil, err
 	}
-	certs, err := issue(comps[0])
-	if err != nil {
-		return nil, err
-	}
 	cmd.Components = append(cmd.Components, comps[0])
-	cmd.Certs = append(cmd.Certs, certs)
 	return comps[0], nil
 }

@@ -66,7 +66,12 @@ func (f *fakeAgent) report(ctx context.Context, agent pb.AgentClient) error {
 			f.t.Errorf("%s: %v", f.name, err)
 		}
 		name := as.Component.Metadata.Name
+		if err := giveKeys(ctx, f.t, agent, f.name, as); err != nil {
+			return err
+		}
 		switch {
+		case !as.Deleting && !certsIssued(as):
+			req.Components = append(req.Components, &pb.ComponentReport{Component: name, Status: &pb.ComponentStatus{State: vocab.StatePending, Message: "waiting for certificates"}})
 		case as.Deleting && as.Component.Spec.Role == resources.RoleControlPlane && len(as.ApiServers) > 0 && !as.IngressReleased:
 			req.Components = append(req.Components, &pb.ComponentReport{Component: name, Status: &pb.ComponentStatus{State: "Removing", Message: "waiting for the ingress"}})
 		case as.Deleting:

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -141,7 +142,7 @@ func trustOf(p *pb.ClusterPKI, trust map[string][]byte) map[string][]byte {
 // trust generation than the cluster's: a CA rotation has moved on since,
 // and the set is issued again.
 func trustStale(p *pb.ClusterPKI, certs *pb.ComponentCerts) bool {
-	return certs.GetTrustGeneration() < p.GetTrustGeneration()
+	return len(certs.GetCerts()) > 0 && certs.GetTrustGeneration() < p.GetTrustGeneration()
 }
 
 // releasedBy reports whether every ingress of ingresses has reported
@@ -157,15 +158,21 @@ func releasedBy(ingresses []*pb.Component, hypervisors []*pb.Hypervisor, name st
 	return true
 }
 
-// withServing is certs with serving as the API server's serving
-// certificate, in the set in use and in a renewed one.
-func withServing(certs *pb.ComponentCerts, serving *pb.KeyPair) *pb.ComponentCerts {
+// withServing is certs with the API server's serving certificate issued
+// again by reissue, for its own key, in the set in use and in a renewed
+// one.
+func withServing(certs *pb.ComponentCerts, reissue func(*pb.KeyPair) (*pb.KeyPair, error)) (*pb.ComponentCerts, error) {
 	out := proto.Clone(certs).(*pb.ComponentCerts)
-	out.Certs[vocab.APIServerCert] = serving
-	if renewing(out) {
-		out.Renewed[vocab.APIServerCert] = serving
+	for _, set := range []map[string]*pb.KeyPair{out.Certs, out.Renewed} {
+		if kp := set[vocab.APIServerCert]; kp != nil {
+			fresh, err := reissue(kp)
+			if err != nil {
+				return nil, err
+			}
+			set[vocab.APIServerCert] = fresh
+		}
 	}
-	return out
+	return out, nil
 }
 
 // certsDueMove is the leaving reason of a replica moved rather than
@@ -280,6 +287,9 @@ func (r *roller) roll(have []*pb.Component, steady bool) error {
 		return nil
 	}
 	fresh, err := r.issue(next)
+	if errors.Is(err, pki.ErrNoKeys) {
+		return nil // its agent gives the next keys soon
+	}
 	if err != nil {
 		return err
 	}
@@ -312,27 +322,35 @@ func (r *roller) warnBlocked(comp *pb.Component, first *x509.Certificate) {
 	}
 }
 
-// renewIngressCerts issues the certificates of a cluster's ingress again
-// when one is due, or when a CA rotation moved on and the control plane
-// holds its stage (cpHolds); haproxy reloads them (and the CAs it trusts)
-// without dropping a connection.
+// renewIngressCerts issues the certificates of a cluster's ingress, for
+// the keys its agent gave: the first ones, and again when one is due or
+// when a CA rotation moved on and the control plane holds its stage
+// (cpHolds); haproxy reloads them (and the CAs it trusts) without
+// dropping a connection.
 func renewIngressCerts(st *state.Store, p *pb.ClusterPKI, d dueCheck, ingresses []*pb.Component, cpHolds bool, validity time.Duration, cmd *pb.PlaceCommand) error {
 	for _, comp := range ingresses {
 		if comp.Metadata.DeletionTimestamp != nil {
 			continue
 		}
 		old := st.ComponentCerts(nil, comp.Metadata.Name)
-		if !renewalDue(d, old) && !(cpHolds && trustStale(p, old)) {
+		first := len(old.GetCerts()) == 0
+		if !first && !renewalDue(d, old) && !(cpHolds && trustStale(p, old)) {
 			continue
 		}
-		certs, err := pki.IngressCerts(p, comp.Metadata.Name, validity, d.now)
+		certs, err := pki.IngressCerts(p, comp.Metadata.Name, old.GetSpareKeys(), validity, d.now)
+		if errors.Is(err, pki.ErrNoKeys) {
+			continue // its agent gives the next keys soon
+		}
 		if err != nil {
-			return fmt.Errorf("renewing the certificates of %s: %w", comp.Metadata.Name, err)
+			return fmt.Errorf("issuing the certificates of %s: %w", comp.Metadata.Name, err)
 		}
 		cmd.Certs = append(cmd.Certs, certs)
-		first, _ := d.soonest(certs.Certs)
+		if first {
+			continue
+		}
+		soonest, _ := d.soonest(certs.Certs)
 		cmd.Events = append(cmd.Events, state.Event(comp.Spec.Cluster, "Normal", "CertificatesRenewed",
-			fmt.Sprintf("%s %s has new certificates (valid until %s)", resources.RoleIngress, comp.Metadata.Name, expiry(first)), d.now))
+			fmt.Sprintf("%s %s has new certificates (valid until %s)", resources.RoleIngress, comp.Metadata.Name, expiry(soonest)), d.now))
 	}
 	return nil
 }

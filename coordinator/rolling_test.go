@@ -51,7 +51,7 @@ func rollingLab(t *testing.T, replicas int32) (*Server, pb.OperatorClient) {
 }
 
 // backdate issues every certificate of the cluster's components again,
-// the same but as if eight months ago (2/3 of the default year), so that
+// the same (for the same key) but as if eight months ago (2/3 of the default year), so that
 // all are due now.
 func backdate(t *testing.T, s *Server, cluster string) {
 	t.Helper()
@@ -77,9 +77,11 @@ func backdate(t *testing.T, s *Server, cluster string) {
 			for _, u := range cert.ExtKeyUsage {
 				opts.Usages = append(opts.Usages, map[x509.ExtKeyUsage]tlsutil.Usage{x509.ExtKeyUsageServerAuth: tlsutil.UsageServer, x509.ExtKeyUsageClientAuth: tlsutil.UsageClient}[u])
 			}
-			if certs.Certs[name], err = tlsutil.Issue(ca, opts, past); err != nil {
+			certPEM, err := tlsutil.IssueFor(ca, cert.RawSubjectPublicKeyInfo, opts, past)
+			if err != nil {
 				t.Fatalf("%s %s: %v", comp.Metadata.Name, name, err)
 			}
+			certs.Certs[name] = &pb.KeyPair{CertPem: certPEM}
 		}
 		cmd.Certs = append(cmd.Certs, certs)
 	}

@@ -126,10 +126,7 @@ func startAPIServer(t *testing.T) *apiServer {
 	if s.cs, err = kubernetes.NewForConfig(s.admin); err != nil {
 		t.Fatal(err)
 	}
-	ingress, err := pki.IngressCerts(p, "demo-ingress-0", pki.LeafValidity, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ingress := cluster.IngressCerts(t, p, "demo-ingress-0")
 	kp := ingress.Certs[vocab.AddonsCert]
 	s.addons = &rest.Config{
 		Host:            s.url,

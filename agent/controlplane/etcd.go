@@ -207,6 +207,10 @@ func PromoteLearners(ctx context.Context, as *pb.Assignment, paths host.Paths) e
 // members, before its pod is removed. With no other member (the whole
 // cluster goes), there is nothing to do.
 func RemoveMember(ctx context.Context, as *pb.Assignment, _ host.Paths) error {
+	if as.Certs[vocab.APIServerEtcdClientCert] == nil {
+		// Removed before it had certificates: it never joined etcd.
+		return nil
+	}
 	m, err := self(as)
 	if err != nil {
 		return err

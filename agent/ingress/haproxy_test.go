@@ -28,6 +28,7 @@ import (
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/testutil"
+	testcluster "github.com/oneinfra/oneinfra/internal/testutil/cluster"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -67,12 +68,9 @@ type apiServer struct {
 
 func startAPIServer(t *testing.T, p *pb.ClusterPKI, name, host string) *apiServer {
 	t.Helper()
-	certs, err := pki.ControlPlaneCerts(p, pki.ControlPlaneIdentity{
+	certs := testcluster.ControlPlaneCerts(t, p, pki.ControlPlaneIdentity{
 		Component: name, HypervisorAddresses: []string{host}, IngressAddresses: []string{"127.0.0.1"}, ServiceCIDR: "10.96.0.0/12",
-	}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	kp := certs.Certs[vocab.APIServerCert]
 	cert, err := tls.X509KeyPair(kp.CertPem, kp.KeyPem)
 	if err != nil {
@@ -362,10 +360,7 @@ func TestHAProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := pki.IngressCerts(p, cluster+"-ingress-0", pki.LeafValidity, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	certs := testcluster.IngressCerts(t, p, cluster+"-ingress-0")
 	other, _ := newPKI(t, "other")
 	paths := host.Paths{Root: t.TempDir(), Cluster: cluster, Component: certs.Component}
 	if n := len(paths.Config(MasterSocket)); n <= maxSocketPath {

@@ -15,6 +15,7 @@ import (
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	testcluster "github.com/oneinfra/oneinfra/internal/testutil/cluster"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
@@ -27,10 +28,7 @@ func newPKI(t testing.TB, cluster string) (*pb.ClusterPKI, *pb.ComponentCerts) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := pki.IngressCerts(p, cluster+"-ingress-0", pki.LeafValidity, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	certs := testcluster.IngressCerts(t, p, cluster+"-ingress-0")
 	return p, certs
 }
 

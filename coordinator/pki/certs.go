@@ -41,8 +41,25 @@ type ControlPlaneIdentity struct {
 	Validity time.Duration
 }
 
+// ErrNoKeys: a component's agent has not given the keys of its next
+// certificates yet (SubmitKeys); nothing is issued until it does.
+var ErrNoKeys = errors.New("waiting for its agent's new keys")
+
+// keyNames are the certificates of each role's components, each issued
+// for a key the component's agent makes.
+var keyNames = map[string][]string{
+	resources.RoleControlPlane: {vocab.APIServerCert, vocab.APIServerKubeletClientCert, vocab.APIServerEtcdClientCert,
+		vocab.EtcdServerCert, vocab.EtcdPeerCert, vocab.FrontProxyClientCert, vocab.ControllerManagerCert, vocab.SchedulerCert},
+	resources.RoleIngress: {vocab.IngressHealthCert, vocab.AddonsCert},
+}
+
+// KeyNames are the certificates a component of role holds, whose keys its
+// agent makes: those ControlPlaneCerts or IngressCerts issue.
+func KeyNames(role string) []string { return keyNames[role] }
+
 // ControlPlaneCerts issues every leaf certificate of one control-plane
-// component, valid for id.Validity (LeafValidity when zero) from now:
+// component, valid for id.Validity (LeafValidity when zero) from now, each
+// for the public key (PKIX DER) of keys under its name:
 //
 //   - vocab.APIServerCert: serving, CN kube-apiserver, names kubernetes,
 //     kubernetes.default, kubernetes.default.svc,
@@ -60,12 +77,42 @@ type ControlPlaneIdentity struct {
 //   - vocab.ControllerManagerCert: client, CN system:kube-controller-manager.
 //   - vocab.SchedulerCert: client, CN system:kube-scheduler.
 //
-// None of them is in a group.
-func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time) (*pb.ComponentCerts, error) {
+// None of them is in a group, and none has a private key: its agent holds
+// it. A key missing from keys is ErrNoKeys.
+func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, keys map[string][]byte, now time.Time) (*pb.ComponentCerts, error) {
+	specs, err := controlPlaneSpecs(p, id)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := issueAll(p, specs, keys, id.Validity, now)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), id.Component, err)
+	}
+	return withTrust(p, id.Component, certs), nil
+}
+
+// APIServerServingCert issues the API server serving certificate of a
+// control-plane component again (as ControlPlaneCerts does) for the key
+// of the one it has, pubDER: for names it now needs.
+func APIServerServingCert(p *pb.ClusterPKI, id ControlPlaneIdentity, pubDER []byte, now time.Time) (*pb.KeyPair, error) {
+	specs, err := controlPlaneSpecs(p, id)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := issueAll(p, specs[:1], map[string][]byte{vocab.APIServerCert: pubDER}, id.Validity, now)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), id.Component, err)
+	}
+	return certs[vocab.APIServerCert], nil
+}
+
+// controlPlaneSpecs are the certificates of ControlPlaneCerts, the API
+// server's first.
+func controlPlaneSpecs(p *pb.ClusterPKI, id ControlPlaneIdentity) ([]leafSpec, error) {
 	if id.Component == "" {
 		return nil, errors.New("component name is required")
 	}
-	fail := func(err error) (*pb.ComponentCerts, error) {
+	fail := func(err error) ([]leafSpec, error) {
 		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), id.Component, err)
 	}
 	if len(id.HypervisorAddresses) == 0 {
@@ -107,7 +154,7 @@ func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time)
 	server := []tlsutil.Usage{tlsutil.UsageServer}
 	client := []tlsutil.Usage{tlsutil.UsageClient}
 	both := []tlsutil.Usage{tlsutil.UsageServer, tlsutil.UsageClient}
-	specs := []leafSpec{
+	return []leafSpec{
 		{vocab.APIServerCert, vocab.ClusterCA, tlsutil.CertOptions{CommonName: vocab.APIServerUser, DNSNames: api.dns, IPs: api.ips, Usages: server}},
 		{vocab.APIServerKubeletClientCert, vocab.KubeletClientCA, tlsutil.CertOptions{CommonName: vocab.APIServerKubeletClientUser, Usages: client}},
 		{vocab.APIServerEtcdClientCert, vocab.EtcdClientCA, tlsutil.CertOptions{CommonName: vocab.APIServerEtcdClientUser, Usages: client}},
@@ -116,24 +163,21 @@ func ControlPlaneCerts(p *pb.ClusterPKI, id ControlPlaneIdentity, now time.Time)
 		{vocab.FrontProxyClientCert, vocab.FrontProxyCA, tlsutil.CertOptions{CommonName: vocab.FrontProxyClientUser, Usages: client}},
 		{vocab.ControllerManagerCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.ControllerManagerUser, Usages: client}},
 		{vocab.SchedulerCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.SchedulerUser, Usages: client}},
-	}
-	certs, err := issueAll(p, specs, id.Validity, now)
-	if err != nil {
-		return fail(err)
-	}
-	return withTrust(p, id.Component, certs), nil
+	}, nil
 }
 
-// IngressCerts issues the certificates of a cluster's ingress component:
-// vocab.IngressHealthCert, a client certificate from vocab.ClientCA with CN
-// oneinfra:ingress-health and no group, which haproxy presents when it
-// checks the API servers' /readyz (readable by any authenticated user). To
-// verify the API servers, haproxy needs only the public certificate of
-// vocab.ClusterCA (CACertPEM). And vocab.AddonsCert (CN oneinfra:addons,
-// no group), with which the agent applies the objects worker nodes need
-// (bootstrap tokens, kube-proxy, CoreDNS): a control-plane replica grants
-// it exactly the rights that takes (agent/addons), never system:masters.
-func IngressCerts(p *pb.ClusterPKI, component string, validity time.Duration, now time.Time) (*pb.ComponentCerts, error) {
+// IngressCerts issues the certificates of a cluster's ingress component,
+// each for the public key of keys under its name (ErrNoKeys if one is
+// missing): vocab.IngressHealthCert, a client certificate from
+// vocab.ClientCA with CN oneinfra:ingress-health and no group, which
+// haproxy presents when it checks the API servers' /readyz (readable by
+// any authenticated user). To verify the API servers, haproxy needs only
+// the public certificate of vocab.ClusterCA (CACertPEM). And
+// vocab.AddonsCert (CN oneinfra:addons, no group), with which the agent
+// applies the objects worker nodes need (bootstrap tokens, kube-proxy,
+// CoreDNS): a control-plane replica grants it exactly the rights that
+// takes (agent/addons), never system:masters.
+func IngressCerts(p *pb.ClusterPKI, component string, keys map[string][]byte, validity time.Duration, now time.Time) (*pb.ComponentCerts, error) {
 	if component == "" {
 		return nil, errors.New("component name is required")
 	}
@@ -141,7 +185,7 @@ func IngressCerts(p *pb.ClusterPKI, component string, validity time.Duration, no
 	certs, err := issueAll(p, []leafSpec{
 		{vocab.IngressHealthCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.IngressHealthUser, Usages: client}},
 		{vocab.AddonsCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.AddonsUser, Usages: client}},
-	}, validity, now)
+	}, keys, validity, now)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), component, err)
 	}
@@ -182,24 +226,29 @@ type leafSpec struct {
 	opts tlsutil.CertOptions
 }
 
-// issueAll issues every spec, valid for validity (LeafValidity when
-// zero).
-func issueAll(p *pb.ClusterPKI, specs []leafSpec, validity time.Duration, now time.Time) (map[string]*pb.KeyPair, error) {
+// issueAll issues every spec for the public key under its name in keys,
+// valid for validity (LeafValidity when zero): certificates without
+// private keys.
+func issueAll(p *pb.ClusterPKI, specs []leafSpec, keys map[string][]byte, validity time.Duration, now time.Time) (map[string]*pb.KeyPair, error) {
 	if validity <= 0 {
 		validity = LeafValidity
 	}
 	out := make(map[string]*pb.KeyPair, len(specs))
 	for _, s := range specs {
+		pub := keys[s.name]
+		if len(pub) == 0 {
+			return nil, fmt.Errorf("%s certificate: %w", s.name, ErrNoKeys)
+		}
 		ca, err := CA(p, s.ca)
 		if err != nil {
 			return nil, err
 		}
 		s.opts.Validity = validity
-		kp, err := tlsutil.Issue(ca, s.opts, now)
+		certPEM, err := tlsutil.IssueFor(ca, pub, s.opts, now)
 		if err != nil {
 			return nil, fmt.Errorf("%s certificate: %w", s.name, err)
 		}
-		out[s.name] = kp
+		out[s.name] = &pb.KeyPair{CertPem: certPEM}
 	}
 	return out, nil
 }

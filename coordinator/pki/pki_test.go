@@ -8,12 +8,15 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -140,6 +143,16 @@ type leafWant struct {
 	usages []x509.ExtKeyUsage
 	cn     string
 	orgs   []string
+	// pub: the public key (PKIX DER) it must be issued for, without a
+	// private key; nil for one that comes with its key.
+	pub []byte
+}
+
+// testKeys makes a public key for each certificate of role, as an agent
+// does.
+func testKeys(t *testing.T, role string) map[string][]byte {
+	pubs, _ := testutil.KeySet(t, KeyNames(role))
+	return pubs
 }
 
 var (
@@ -156,10 +169,16 @@ func checkLeaf(t *testing.T, p *pb.ClusterPKI, name string, kp *pb.KeyPair, want
 		t.Errorf("%s: missing", name)
 		return nil
 	}
-	cert, _, err := tlsutil.ParseKeyPair(kp)
+	if want.pub != nil && len(kp.KeyPem) != 0 {
+		t.Errorf("%s: comes with a private key", name)
+	}
+	cert, err := tlsutil.ParseCertPEM(kp.CertPem)
 	if err != nil {
 		t.Errorf("%s: %v", name, err)
 		return nil
+	}
+	if want.pub != nil && !bytes.Equal(cert.RawSubjectPublicKeyInfo, want.pub) {
+		t.Errorf("%s: not issued for the key given", name)
 	}
 	if cert.IsCA {
 		t.Errorf("%s: is a CA", name)
@@ -199,7 +218,8 @@ func checkLeaf(t *testing.T, p *pb.ClusterPKI, name string, kp *pb.KeyPair, want
 func TestControlPlaneCerts(t *testing.T) {
 	p := sharedPKI(t)
 	id := testIdentity()
-	cc, err := ControlPlaneCerts(p, id, time.Now())
+	keys := testKeys(t, resources.RoleControlPlane)
+	cc, err := ControlPlaneCerts(p, id, keys, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,21 +227,26 @@ func TestControlPlaneCerts(t *testing.T) {
 		t.Errorf("component = %q", cc.Component)
 	}
 	want := map[string]leafWant{
-		vocab.APIServerCert:              {vocab.ClusterCA, serverUsage, "kube-apiserver", nil},
-		vocab.APIServerKubeletClientCert: {vocab.KubeletClientCA, clientUsage, "kube-apiserver-kubelet-client", nil},
-		vocab.APIServerEtcdClientCert:    {vocab.EtcdClientCA, clientUsage, "kube-apiserver-etcd-client", nil},
-		vocab.EtcdServerCert:             {vocab.EtcdServerCA, bothUsages, id.Component, nil},
-		vocab.EtcdPeerCert:               {vocab.EtcdPeerCA, bothUsages, id.Component, nil},
-		vocab.FrontProxyClientCert:       {vocab.FrontProxyCA, clientUsage, "front-proxy-client", nil},
-		vocab.ControllerManagerCert:      {vocab.ClientCA, clientUsage, "system:kube-controller-manager", nil},
-		vocab.SchedulerCert:              {vocab.ClientCA, clientUsage, "system:kube-scheduler", nil},
+		vocab.APIServerCert:              {vocab.ClusterCA, serverUsage, "kube-apiserver", nil, nil},
+		vocab.APIServerKubeletClientCert: {vocab.KubeletClientCA, clientUsage, "kube-apiserver-kubelet-client", nil, nil},
+		vocab.APIServerEtcdClientCert:    {vocab.EtcdClientCA, clientUsage, "kube-apiserver-etcd-client", nil, nil},
+		vocab.EtcdServerCert:             {vocab.EtcdServerCA, bothUsages, id.Component, nil, nil},
+		vocab.EtcdPeerCert:               {vocab.EtcdPeerCA, bothUsages, id.Component, nil, nil},
+		vocab.FrontProxyClientCert:       {vocab.FrontProxyCA, clientUsage, "front-proxy-client", nil, nil},
+		vocab.ControllerManagerCert:      {vocab.ClientCA, clientUsage, "system:kube-controller-manager", nil, nil},
+		vocab.SchedulerCert:              {vocab.ClientCA, clientUsage, "system:kube-scheduler", nil, nil},
 	}
 	if len(cc.Certs) != len(want) {
 		t.Errorf("%d certificates, want %d", len(cc.Certs), len(want))
 	}
 	certs := map[string]*x509.Certificate{}
 	for name, w := range want {
+		w.pub = keys[name]
 		certs[name] = checkLeaf(t, p, name, cc.Certs[name], w)
+	}
+	delete(keys, vocab.SchedulerCert)
+	if _, err := ControlPlaneCerts(p, id, keys, time.Now()); !errors.Is(err, ErrNoKeys) {
+		t.Errorf("without the scheduler's key: %v, want ErrNoKeys", err)
 	}
 
 	if api := certs[vocab.APIServerCert]; api != nil {
@@ -264,7 +289,7 @@ func TestControlPlaneCertsOptions(t *testing.T) {
 	id.DNSDomain = "corp.internal"
 	id.APIServerHost = "[fd00::5]:6443"
 	id.HypervisorAddresses = []string{"hv-1.internal", "10.0.0.11"}
-	cc, err := ControlPlaneCerts(p, id, time.Now())
+	cc, err := ControlPlaneCerts(p, id, testKeys(t, resources.RoleControlPlane), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,28 +325,29 @@ func TestControlPlaneCertsRefusesBadIdentity(t *testing.T) {
 	} {
 		id := testIdentity()
 		mutate(&id)
-		if _, err := ControlPlaneCerts(p, id, time.Now()); err == nil {
+		if _, err := ControlPlaneCerts(p, id, testKeys(t, resources.RoleControlPlane), time.Now()); err == nil {
 			t.Errorf("%s: ControlPlaneCerts succeeded", name)
 		}
 	}
 	broken := &pb.ClusterPKI{Cluster: "broken", Cas: map[string]*pb.KeyPair{vocab.ClusterCA: p.Cas[vocab.ClusterCA]}}
-	if _, err := ControlPlaneCerts(broken, testIdentity(), time.Now()); err == nil {
+	if _, err := ControlPlaneCerts(broken, testIdentity(), testKeys(t, resources.RoleControlPlane), time.Now()); err == nil {
 		t.Error("ControlPlaneCerts succeeded without every CA")
 	}
 }
 
 func TestIngressCerts(t *testing.T) {
 	p := sharedPKI(t)
-	ic, err := IngressCerts(p, "demo-ingress", LeafValidity, time.Now())
+	keys := testKeys(t, resources.RoleIngress)
+	ic, err := IngressCerts(p, "demo-ingress", keys, LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ic.Component != "demo-ingress" || len(ic.Certs) != 2 {
 		t.Errorf("ingress certs = %s, %d certificates", ic.Component, len(ic.Certs))
 	}
-	checkLeaf(t, p, vocab.IngressHealthCert, ic.Certs[vocab.IngressHealthCert], leafWant{vocab.ClientCA, clientUsage, "oneinfra:ingress-health", nil})
-	checkLeaf(t, p, vocab.AddonsCert, ic.Certs[vocab.AddonsCert], leafWant{vocab.ClientCA, clientUsage, "oneinfra:addons", nil})
-	if _, err := IngressCerts(p, "", LeafValidity, time.Now()); err == nil {
+	checkLeaf(t, p, vocab.IngressHealthCert, ic.Certs[vocab.IngressHealthCert], leafWant{vocab.ClientCA, clientUsage, "oneinfra:ingress-health", nil, keys[vocab.IngressHealthCert]})
+	checkLeaf(t, p, vocab.AddonsCert, ic.Certs[vocab.AddonsCert], leafWant{vocab.ClientCA, clientUsage, "oneinfra:addons", nil, keys[vocab.AddonsCert]})
+	if _, err := IngressCerts(p, "", keys, LeafValidity, time.Now()); err == nil {
 		t.Error("IngressCerts accepted an empty component")
 	}
 }
@@ -330,11 +356,11 @@ func TestIngressCerts(t *testing.T) {
 // ingress's add-ons one is in system:masters.
 func TestOnlyAdminIsMaster(t *testing.T) {
 	p := sharedPKI(t)
-	cc, err := ControlPlaneCerts(p, testIdentity(), time.Now())
+	cc, err := ControlPlaneCerts(p, testIdentity(), testKeys(t, resources.RoleControlPlane), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ic, err := IngressCerts(p, "demo-ingress", LeafValidity, time.Now())
+	ic, err := IngressCerts(p, "demo-ingress", testKeys(t, resources.RoleIngress), LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +385,7 @@ func TestOnlyAdminIsMaster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLeaf(t, p, "admin", admin, leafWant{vocab.ClientCA, clientUsage, "oneinfra-admin", []string{"system:masters"}})
+	checkLeaf(t, p, "admin", admin, leafWant{vocab.ClientCA, clientUsage, "oneinfra-admin", []string{"system:masters"}, nil})
 }
 
 func TestAPIServerClientCABundle(t *testing.T) {

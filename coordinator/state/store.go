@@ -78,6 +78,16 @@ func list[T proto.Message](s *Store, ws memdb.WatchSet, table, index string, arg
 	return out
 }
 
+// Watch adds to ws what fires when any object of table changes, reading
+// none of them.
+func (s *Store) Watch(ws memdb.WatchSet, table string) {
+	it, err := s.db.Txn(false).Get(table, "id")
+	if err != nil {
+		panic(fmt.Sprintf("state: watching %s: %v", table, err))
+	}
+	ws.Add(it.WatchCh())
+}
+
 // VPNPeer returns a copy of a cluster's VPN peer, or nil.
 func (s *Store) VPNPeer(ws memdb.WatchSet, cluster, name string) *pb.VPNPeer {
 	return first[*pb.VPNPeer](s, ws, TableVPNPeers, "id", PeerKey(cluster, name))

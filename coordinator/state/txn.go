@@ -223,6 +223,12 @@ func (t *Txn) DeleteComponent(name string) {
 	}
 }
 
+// ComponentCerts returns a component's certificates (not a copy), or nil.
+func (t *Txn) ComponentCerts(name string) *pb.ComponentCerts {
+	cc, _ := t.get(TableComponentCerts, name).(*pb.ComponentCerts)
+	return cc
+}
+
 // UpsertComponentCerts stores a component's leaf certificates.
 func (t *Txn) UpsertComponentCerts(c *pb.ComponentCerts) { t.insert(TableComponentCerts, c) }
 

@@ -4,8 +4,10 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -109,6 +111,39 @@ func Issue(ca *pb.KeyPair, opts CertOptions, now time.Time) (*pb.KeyPair, error)
 		return nil, err
 	}
 	return &pb.KeyPair{CertPem: certPEM, KeyPem: keyPEM}, nil
+}
+
+// IssueFor makes a leaf certificate signed by ca for a key its holder
+// made: pubDER is the PKIX public key (as in SubjectPublicKeyInfo). It
+// returns the PEM certificate; no private key is involved but the CA's.
+func IssueFor(ca *pb.KeyPair, pubDER []byte, opts CertOptions, now time.Time) ([]byte, error) {
+	pub, err := x509.ParsePKIXPublicKey(pubDER)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %q: public key: %w", opts.CommonName, err)
+	}
+	return sign(ca, pub, opts, now)
+}
+
+// PublicKeyHash is the hex SHA-256 of a PKIX DER public key (a
+// certificate's RawSubjectPublicKeyInfo): how a key holder finds the
+// private key of a certificate issued for it.
+func PublicKeyHash(pubDER []byte) string {
+	sum := sha256.Sum256(pubDER)
+	return hex.EncodeToString(sum[:])
+}
+
+// CSRPublicKey is the PKIX DER public key of a PEM certificate request
+// whose signature verifies (the requester holds the private key), if it
+// is of a kind and strength a certificate may have.
+func CSRPublicKey(csrPEM []byte) ([]byte, error) {
+	csr, err := ParseCSR(csrPEM)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPublicKey(csr.PublicKey); err != nil {
+		return nil, err
+	}
+	return csr.RawSubjectPublicKeyInfo, nil
 }
 
 // CreateCSR makes a PEM certificate signing request for key. The names in

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 )
@@ -58,11 +60,8 @@ func Assignments(t testing.TB, n int, ip string) (*pb.ClusterPKI, []*pb.Assignme
 	}
 	var out []*pb.Assignment
 	for _, c := range comps {
-		certs, err := pki.ControlPlaneCerts(p, pki.ControlPlaneIdentity{Component: c.Metadata.Name, HypervisorAddresses: []string{ip},
-			ServiceCIDR: "10.96.0.0/12"}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
+		certs := ControlPlaneCerts(t, p, pki.ControlPlaneIdentity{Component: c.Metadata.Name, HypervisorAddresses: []string{ip},
+			ServiceCIDR: "10.96.0.0/12"})
 		certs.Certs["signer-ca"] = p.Cas[vocab.SignerCA]
 		as := &pb.Assignment{
 			Component:            c,
@@ -86,4 +85,35 @@ func Assignments(t testing.TB, n int, ip string) (*pb.ClusterPKI, []*pb.Assignme
 		out = append(out, as)
 	}
 	return p, out
+}
+
+// ControlPlaneCerts issues a control-plane component's certificates as the
+// coordinator does, for keys made here, and gives each its private key as
+// the component's agent does.
+func ControlPlaneCerts(t testing.TB, p *pb.ClusterPKI, id pki.ControlPlaneIdentity) *pb.ComponentCerts {
+	t.Helper()
+	pubs, privs := testutil.KeySet(t, pki.KeyNames(resources.RoleControlPlane))
+	certs, err := pki.ControlPlaneCerts(p, id, pubs, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return withKeys(certs, privs)
+}
+
+// IngressCerts is ControlPlaneCerts for an ingress component.
+func IngressCerts(t testing.TB, p *pb.ClusterPKI, component string) *pb.ComponentCerts {
+	t.Helper()
+	pubs, privs := testutil.KeySet(t, pki.KeyNames(resources.RoleIngress))
+	certs, err := pki.IngressCerts(p, component, pubs, pki.LeafValidity, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return withKeys(certs, privs)
+}
+
+func withKeys(certs *pb.ComponentCerts, privs map[string][]byte) *pb.ComponentCerts {
+	for name, kp := range certs.Certs {
+		kp.KeyPem = privs[name]
+	}
+	return certs
 }

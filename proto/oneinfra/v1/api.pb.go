@@ -2485,8 +2485,17 @@ type Assignment struct {
 	// The cluster trust generation (ClusterPKI) of ca_certs: the agent
 	// reports it once the component runs with them.
 	TrustGeneration uint64 `protobuf:"varint,22,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// key_names: the certificates of certs whose keys the agent makes; each
+	// comes without its key (KeyPair.key_pem empty), for a public key the
+	// agent gave (SubmitKeys). spare_keys: the coordinator holds a spare
+	// set (else the agent submits one). key_hashes: the hex SHA-256 of the
+	// PKIX public key of every certificate the coordinator holds for the
+	// component, in use, renewed or spare: the keys the agent keeps.
+	KeyNames      []string `protobuf:"bytes,23,rep,name=key_names,json=keyNames,proto3" json:"key_names,omitempty"`
+	SpareKeys     bool     `protobuf:"varint,24,opt,name=spare_keys,json=spareKeys,proto3" json:"spare_keys,omitempty"`
+	KeyHashes     []string `protobuf:"bytes,25,rep,name=key_hashes,json=keyHashes,proto3" json:"key_hashes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -2671,6 +2680,27 @@ func (x *Assignment) GetTrustGeneration() uint64 {
 		return x.TrustGeneration
 	}
 	return 0
+}
+
+func (x *Assignment) GetKeyNames() []string {
+	if x != nil {
+		return x.KeyNames
+	}
+	return nil
+}
+
+func (x *Assignment) GetSpareKeys() bool {
+	if x != nil {
+		return x.SpareKeys
+	}
+	return false
+}
+
+func (x *Assignment) GetKeyHashes() []string {
+	if x != nil {
+		return x.KeyHashes
+	}
+	return nil
 }
 
 // VPNAssignment is a component's share of its cluster's VPN. The ingress
@@ -4561,6 +4591,105 @@ func (x *RevokeAdminResponse) GetRevoked() uint32 {
 	return 0
 }
 
+// SubmitKeysRequest: csr_pem has one certificate request per name of the
+// component's Assignment.key_names, each signed by a new key; only the
+// public key is taken (the coordinator decides the rest).
+type SubmitKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hypervisor    string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
+	Component     string                 `protobuf:"bytes,2,opt,name=component,proto3" json:"component,omitempty"`
+	CsrPem        map[string][]byte      `protobuf:"bytes,3,rep,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitKeysRequest) Reset() {
+	*x = SubmitKeysRequest{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitKeysRequest) ProtoMessage() {}
+
+func (x *SubmitKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitKeysRequest.ProtoReflect.Descriptor instead.
+func (*SubmitKeysRequest) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *SubmitKeysRequest) GetHypervisor() string {
+	if x != nil {
+		return x.Hypervisor
+	}
+	return ""
+}
+
+func (x *SubmitKeysRequest) GetComponent() string {
+	if x != nil {
+		return x.Component
+	}
+	return ""
+}
+
+func (x *SubmitKeysRequest) GetCsrPem() map[string][]byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type SubmitKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitKeysResponse) Reset() {
+	*x = SubmitKeysResponse{}
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitKeysResponse) ProtoMessage() {}
+
+func (x *SubmitKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitKeysResponse.ProtoReflect.Descriptor instead.
+func (*SubmitKeysResponse) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
+}
+
 type IssueJoinCertificateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Hypervisor    string                 `protobuf:"bytes,1,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
@@ -4571,7 +4700,7 @@ type IssueJoinCertificateRequest struct {
 
 func (x *IssueJoinCertificateRequest) Reset() {
 	*x = IssueJoinCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4583,7 +4712,7 @@ func (x *IssueJoinCertificateRequest) String() string {
 func (*IssueJoinCertificateRequest) ProtoMessage() {}
 
 func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4596,7 +4725,7 @@ func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *IssueJoinCertificateRequest) GetHypervisor() string {
@@ -4623,7 +4752,7 @@ type IssueJoinCertificateResponse struct {
 
 func (x *IssueJoinCertificateResponse) Reset() {
 	*x = IssueJoinCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4635,7 +4764,7 @@ func (x *IssueJoinCertificateResponse) String() string {
 func (*IssueJoinCertificateResponse) ProtoMessage() {}
 
 func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4648,7 +4777,7 @@ func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *IssueJoinCertificateResponse) GetCertPem() []byte {
@@ -4674,7 +4803,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4686,7 +4815,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4699,7 +4828,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -4717,7 +4846,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4729,7 +4858,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4742,7 +4871,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
 }
 
 type RenewCertificateRequest struct {
@@ -4754,7 +4883,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4766,7 +4895,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4779,7 +4908,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RenewCertificateRequest) GetCsrPem() []byte {
@@ -4800,7 +4929,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4812,7 +4941,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4825,7 +4954,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -4859,7 +4988,7 @@ type RenewWorkerCertificateRequest struct {
 
 func (x *RenewWorkerCertificateRequest) Reset() {
 	*x = RenewWorkerCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4871,7 +5000,7 @@ func (x *RenewWorkerCertificateRequest) String() string {
 func (*RenewWorkerCertificateRequest) ProtoMessage() {}
 
 func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4884,7 +5013,7 @@ func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewWorkerCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewWorkerCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *RenewWorkerCertificateRequest) GetWorker() *GetWorkerConfigRequest {
@@ -4910,7 +5039,7 @@ type BackupClusterRequest struct {
 
 func (x *BackupClusterRequest) Reset() {
 	*x = BackupClusterRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4922,7 +5051,7 @@ func (x *BackupClusterRequest) String() string {
 func (*BackupClusterRequest) ProtoMessage() {}
 
 func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4935,7 +5064,7 @@ func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterRequest.ProtoReflect.Descriptor instead.
 func (*BackupClusterRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *BackupClusterRequest) GetCluster() string {
@@ -4954,7 +5083,7 @@ type BackupClusterResponse struct {
 
 func (x *BackupClusterResponse) Reset() {
 	*x = BackupClusterResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4966,7 +5095,7 @@ func (x *BackupClusterResponse) String() string {
 func (*BackupClusterResponse) ProtoMessage() {}
 
 func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4979,7 +5108,7 @@ func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterResponse.ProtoReflect.Descriptor instead.
 func (*BackupClusterResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{78}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *BackupClusterResponse) GetBackup() *Backup {
@@ -4998,7 +5127,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5010,7 +5139,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5023,7 +5152,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{79}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListBackupsRequest) GetCluster() string {
@@ -5042,7 +5171,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5054,7 +5183,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5067,7 +5196,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{80}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -5087,7 +5216,7 @@ type RestoreClusterRequest struct {
 
 func (x *RestoreClusterRequest) Reset() {
 	*x = RestoreClusterRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5099,7 +5228,7 @@ func (x *RestoreClusterRequest) String() string {
 func (*RestoreClusterRequest) ProtoMessage() {}
 
 func (x *RestoreClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5112,7 +5241,7 @@ func (x *RestoreClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreClusterRequest.ProtoReflect.Descriptor instead.
 func (*RestoreClusterRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{81}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RestoreClusterRequest) GetCluster() string {
@@ -5138,7 +5267,7 @@ type RotateClusterCARequest struct {
 
 func (x *RotateClusterCARequest) Reset() {
 	*x = RotateClusterCARequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5150,7 +5279,7 @@ func (x *RotateClusterCARequest) String() string {
 func (*RotateClusterCARequest) ProtoMessage() {}
 
 func (x *RotateClusterCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5163,7 +5292,7 @@ func (x *RotateClusterCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClusterCARequest.ProtoReflect.Descriptor instead.
 func (*RotateClusterCARequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{82}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *RotateClusterCARequest) GetCluster() string {
@@ -5182,7 +5311,7 @@ type RotateClusterCAResponse struct {
 
 func (x *RotateClusterCAResponse) Reset() {
 	*x = RotateClusterCAResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5194,7 +5323,7 @@ func (x *RotateClusterCAResponse) String() string {
 func (*RotateClusterCAResponse) ProtoMessage() {}
 
 func (x *RotateClusterCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5207,7 +5336,7 @@ func (x *RotateClusterCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClusterCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateClusterCAResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{83}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *RotateClusterCAResponse) GetRotation() *CARotationStatus {
@@ -5225,7 +5354,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5237,7 +5366,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5250,7 +5379,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{84}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{86}
 }
 
 type RotateCAResponse struct {
@@ -5262,7 +5391,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5274,7 +5403,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5287,7 +5416,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{85}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RotateCAResponse) GetStatus() *CAStatusResponse {
@@ -5305,7 +5434,7 @@ type CAStatusRequest struct {
 
 func (x *CAStatusRequest) Reset() {
 	*x = CAStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5317,7 +5446,7 @@ func (x *CAStatusRequest) String() string {
 func (*CAStatusRequest) ProtoMessage() {}
 
 func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5330,7 +5459,7 @@ func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusRequest.ProtoReflect.Descriptor instead.
 func (*CAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{86}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{88}
 }
 
 // CAStatusResponse is the coordinator CA: the one that signs, its hash
@@ -5347,7 +5476,7 @@ type CAStatusResponse struct {
 
 func (x *CAStatusResponse) Reset() {
 	*x = CAStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5359,7 +5488,7 @@ func (x *CAStatusResponse) String() string {
 func (*CAStatusResponse) ProtoMessage() {}
 
 func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5372,7 +5501,7 @@ func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusResponse.ProtoReflect.Descriptor instead.
 func (*CAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{87}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *CAStatusResponse) GetCaHash() string {
@@ -5412,7 +5541,7 @@ type RestoreClusterResponse struct {
 
 func (x *RestoreClusterResponse) Reset() {
 	*x = RestoreClusterResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5424,7 +5553,7 @@ func (x *RestoreClusterResponse) String() string {
 func (*RestoreClusterResponse) ProtoMessage() {}
 
 func (x *RestoreClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5437,7 +5566,7 @@ func (x *RestoreClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreClusterResponse.ProtoReflect.Descriptor instead.
 func (*RestoreClusterResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{88}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *RestoreClusterResponse) GetRestore() *ClusterRestore {
@@ -5632,7 +5761,8 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\xf3\t\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\xce\n" +
+	"\n" +
 	"\n" +
 	"Assignment\x124\n" +
 	"\tcomponent\x18\x01 \x01(\v2\x16.oneinfra.v1.ComponentR\tcomponent\x12\x12\n" +
@@ -5659,7 +5789,12 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\borphaned\x18\x13 \x01(\bR\borphaned\x121\n" +
 	"\abackups\x18\x14 \x03(\v2\x17.oneinfra.v1.BackupTaskR\abackups\x122\n" +
 	"\arestore\x18\x15 \x01(\v2\x18.oneinfra.v1.RestoreTaskR\arestore\x12)\n" +
-	"\x10trust_generation\x18\x16 \x01(\x04R\x0ftrustGeneration\x1a:\n" +
+	"\x10trust_generation\x18\x16 \x01(\x04R\x0ftrustGeneration\x12\x1b\n" +
+	"\tkey_names\x18\x17 \x03(\tR\bkeyNames\x12\x1d\n" +
+	"\n" +
+	"spare_keys\x18\x18 \x01(\bR\tspareKeys\x12\x1d\n" +
+	"\n" +
+	"key_hashes\x18\x19 \x03(\tR\tkeyHashes\x1a:\n" +
 	"\fCaCertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1aN\n" +
@@ -5820,7 +5955,17 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x12RevokeAdminRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"/\n" +
 	"\x13RevokeAdminResponse\x12\x18\n" +
-	"\arevoked\x18\x01 \x01(\rR\arevoked\"V\n" +
+	"\arevoked\x18\x01 \x01(\rR\arevoked\"\xd1\x01\n" +
+	"\x11SubmitKeysRequest\x12\x1e\n" +
+	"\n" +
+	"hypervisor\x18\x01 \x01(\tR\n" +
+	"hypervisor\x12\x1c\n" +
+	"\tcomponent\x18\x02 \x01(\tR\tcomponent\x12C\n" +
+	"\acsr_pem\x18\x03 \x03(\v2*.oneinfra.v1.SubmitKeysRequest.CsrPemEntryR\x06csrPem\x1a9\n" +
+	"\vCsrPemEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x14\n" +
+	"\x12SubmitKeysResponse\"V\n" +
 	"\x1bIssueJoinCertificateRequest\x12\x1e\n" +
 	"\n" +
 	"hypervisor\x18\x01 \x01(\tR\n" +
@@ -5901,7 +6046,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\tBootstrap\x12M\n" +
 	"\n" +
 	"JoinServer\x12\x1e.oneinfra.v1.JoinServerRequest\x1a\x1f.oneinfra.v1.JoinServerResponse\x12e\n" +
-	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\xc2\x06\n" +
+	"\x12RegisterHypervisor\x12&.oneinfra.v1.RegisterHypervisorRequest\x1a'.oneinfra.v1.RegisterHypervisorResponse2\x91\a\n" +
 	"\x05Agent\x12_\n" +
 	"\x10WatchAssignments\x12$.oneinfra.v1.WatchAssignmentsRequest\x1a%.oneinfra.v1.WatchAssignmentsResponse\x12Y\n" +
 	"\x0eGetAssignments\x12\".oneinfra.v1.GetAssignmentsRequest\x1a#.oneinfra.v1.GetAssignmentsResponse\x12S\n" +
@@ -5912,7 +6057,9 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\x0fGetGossipConfig\x12#.oneinfra.v1.GetGossipConfigRequest\x1a\x19.oneinfra.v1.GossipConfig\x12k\n" +
 	"\x14IssueJoinCertificate\x12(.oneinfra.v1.IssueJoinCertificateRequest\x1a).oneinfra.v1.IssueJoinCertificateResponse\x12_\n" +
 	"\x10RenewCertificate\x12$.oneinfra.v1.RenewCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponse\x12k\n" +
-	"\x16RenewWorkerCertificate\x12*.oneinfra.v1.RenewWorkerCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponse2\xf4\x01\n" +
+	"\x16RenewWorkerCertificate\x12*.oneinfra.v1.RenewWorkerCertificateRequest\x1a%.oneinfra.v1.RenewCertificateResponse\x12M\n" +
+	"\n" +
+	"SubmitKeys\x12\x1e.oneinfra.v1.SubmitKeysRequest\x1a\x1f.oneinfra.v1.SubmitKeysResponse2\xf4\x01\n" +
 	"\x04Join\x12A\n" +
 	"\x04Join\x12\x1e.oneinfra.v1.JoinWorkerRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12H\n" +
 	"\x06Config\x12#.oneinfra.v1.GetWorkerConfigRequest\x1a\x19.oneinfra.v1.WorkerConfig\x12_\n" +
@@ -5935,7 +6082,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                      // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                      // 1: oneinfra.v1.Resource
@@ -6007,199 +6154,205 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ListAdminsResponse)(nil),            // 67: oneinfra.v1.ListAdminsResponse
 	(*RevokeAdminRequest)(nil),            // 68: oneinfra.v1.RevokeAdminRequest
 	(*RevokeAdminResponse)(nil),           // 69: oneinfra.v1.RevokeAdminResponse
-	(*IssueJoinCertificateRequest)(nil),   // 70: oneinfra.v1.IssueJoinCertificateRequest
-	(*IssueJoinCertificateResponse)(nil),  // 71: oneinfra.v1.IssueJoinCertificateResponse
-	(*RemoveMemberRequest)(nil),           // 72: oneinfra.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),          // 73: oneinfra.v1.RemoveMemberResponse
-	(*RenewCertificateRequest)(nil),       // 74: oneinfra.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),      // 75: oneinfra.v1.RenewCertificateResponse
-	(*RenewWorkerCertificateRequest)(nil), // 76: oneinfra.v1.RenewWorkerCertificateRequest
-	(*BackupClusterRequest)(nil),          // 77: oneinfra.v1.BackupClusterRequest
-	(*BackupClusterResponse)(nil),         // 78: oneinfra.v1.BackupClusterResponse
-	(*ListBackupsRequest)(nil),            // 79: oneinfra.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),           // 80: oneinfra.v1.ListBackupsResponse
-	(*RestoreClusterRequest)(nil),         // 81: oneinfra.v1.RestoreClusterRequest
-	(*RotateClusterCARequest)(nil),        // 82: oneinfra.v1.RotateClusterCARequest
-	(*RotateClusterCAResponse)(nil),       // 83: oneinfra.v1.RotateClusterCAResponse
-	(*RotateCARequest)(nil),               // 84: oneinfra.v1.RotateCARequest
-	(*RotateCAResponse)(nil),              // 85: oneinfra.v1.RotateCAResponse
-	(*CAStatusRequest)(nil),               // 86: oneinfra.v1.CAStatusRequest
-	(*CAStatusResponse)(nil),              // 87: oneinfra.v1.CAStatusResponse
-	(*RestoreClusterResponse)(nil),        // 88: oneinfra.v1.RestoreClusterResponse
-	nil,                                   // 89: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                   // 90: oneinfra.v1.Assignment.CertsEntry
-	nil,                                   // 91: oneinfra.v1.Assignment.ImagesEntry
-	(*Cluster)(nil),                       // 92: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                    // 93: oneinfra.v1.Hypervisor
-	(*Component)(nil),                     // 94: oneinfra.v1.Component
-	(*Event)(nil),                         // 95: oneinfra.v1.Event
-	(*Backup)(nil),                        // 96: oneinfra.v1.Backup
-	(*timestamppb.Timestamp)(nil),         // 97: google.protobuf.Timestamp
-	(*Token)(nil),                         // 98: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),                // 99: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                   // 100: oneinfra.v1.ClusterSpec
-	(*VPNPeer)(nil),                       // 101: oneinfra.v1.VPNPeer
-	(*ComponentStatus)(nil),               // 102: oneinfra.v1.ComponentStatus
-	(*IssuedCert)(nil),                    // 103: oneinfra.v1.IssuedCert
-	(*ClusterRestore)(nil),                // 104: oneinfra.v1.ClusterRestore
-	(*KeyPair)(nil),                       // 105: oneinfra.v1.KeyPair
+	(*SubmitKeysRequest)(nil),             // 70: oneinfra.v1.SubmitKeysRequest
+	(*SubmitKeysResponse)(nil),            // 71: oneinfra.v1.SubmitKeysResponse
+	(*IssueJoinCertificateRequest)(nil),   // 72: oneinfra.v1.IssueJoinCertificateRequest
+	(*IssueJoinCertificateResponse)(nil),  // 73: oneinfra.v1.IssueJoinCertificateResponse
+	(*RemoveMemberRequest)(nil),           // 74: oneinfra.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),          // 75: oneinfra.v1.RemoveMemberResponse
+	(*RenewCertificateRequest)(nil),       // 76: oneinfra.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),      // 77: oneinfra.v1.RenewCertificateResponse
+	(*RenewWorkerCertificateRequest)(nil), // 78: oneinfra.v1.RenewWorkerCertificateRequest
+	(*BackupClusterRequest)(nil),          // 79: oneinfra.v1.BackupClusterRequest
+	(*BackupClusterResponse)(nil),         // 80: oneinfra.v1.BackupClusterResponse
+	(*ListBackupsRequest)(nil),            // 81: oneinfra.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),           // 82: oneinfra.v1.ListBackupsResponse
+	(*RestoreClusterRequest)(nil),         // 83: oneinfra.v1.RestoreClusterRequest
+	(*RotateClusterCARequest)(nil),        // 84: oneinfra.v1.RotateClusterCARequest
+	(*RotateClusterCAResponse)(nil),       // 85: oneinfra.v1.RotateClusterCAResponse
+	(*RotateCARequest)(nil),               // 86: oneinfra.v1.RotateCARequest
+	(*RotateCAResponse)(nil),              // 87: oneinfra.v1.RotateCAResponse
+	(*CAStatusRequest)(nil),               // 88: oneinfra.v1.CAStatusRequest
+	(*CAStatusResponse)(nil),              // 89: oneinfra.v1.CAStatusResponse
+	(*RestoreClusterResponse)(nil),        // 90: oneinfra.v1.RestoreClusterResponse
+	nil,                                   // 91: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                   // 92: oneinfra.v1.Assignment.CertsEntry
+	nil,                                   // 93: oneinfra.v1.Assignment.ImagesEntry
+	nil,                                   // 94: oneinfra.v1.SubmitKeysRequest.CsrPemEntry
+	(*Cluster)(nil),                       // 95: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                    // 96: oneinfra.v1.Hypervisor
+	(*Component)(nil),                     // 97: oneinfra.v1.Component
+	(*Event)(nil),                         // 98: oneinfra.v1.Event
+	(*Backup)(nil),                        // 99: oneinfra.v1.Backup
+	(*timestamppb.Timestamp)(nil),         // 100: google.protobuf.Timestamp
+	(*Token)(nil),                         // 101: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),                // 102: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                   // 103: oneinfra.v1.ClusterSpec
+	(*VPNPeer)(nil),                       // 104: oneinfra.v1.VPNPeer
+	(*ComponentStatus)(nil),               // 105: oneinfra.v1.ComponentStatus
+	(*IssuedCert)(nil),                    // 106: oneinfra.v1.IssuedCert
+	(*ClusterRestore)(nil),                // 107: oneinfra.v1.ClusterRestore
+	(*KeyPair)(nil),                       // 108: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	92,  // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	93,  // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	95,  // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	96,  // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,   // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,   // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	92,  // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	93,  // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	94,  // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	95,  // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	96,  // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	97,  // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,   // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	92,  // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	94,  // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	95,  // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	95,  // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	97,  // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	98,  // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,   // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	93,  // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	96,  // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
 	12,  // 13: oneinfra.v1.DescribeResponse.certificates:type_name -> oneinfra.v1.CertificateSummary
-	96,  // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
+	99,  // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
 	11,  // 15: oneinfra.v1.DescribeResponse.ca_rotation:type_name -> oneinfra.v1.CARotationStatus
-	97,  // 16: oneinfra.v1.CARotationStatus.started:type_name -> google.protobuf.Timestamp
-	97,  // 17: oneinfra.v1.CARotationStatus.stage_since:type_name -> google.protobuf.Timestamp
-	97,  // 18: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
-	97,  // 19: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
-	98,  // 20: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	98,  // 21: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	100, // 16: oneinfra.v1.CARotationStatus.started:type_name -> google.protobuf.Timestamp
+	100, // 17: oneinfra.v1.CARotationStatus.stage_since:type_name -> google.protobuf.Timestamp
+	100, // 18: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
+	100, // 19: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
+	101, // 20: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	101, // 21: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,   // 22: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	22,  // 23: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	99,  // 24: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	102, // 24: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
 	36,  // 25: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	94,  // 26: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	100, // 27: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	89,  // 28: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	90,  // 29: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	97,  // 26: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	103, // 27: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	91,  // 28: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	92,  // 29: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
 	39,  // 30: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
 	39,  // 31: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	91,  // 32: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	93,  // 32: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
 	39,  // 33: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
 	43,  // 34: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
 	39,  // 35: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
 	41,  // 36: oneinfra.v1.Assignment.backups:type_name -> oneinfra.v1.BackupTask
 	42,  // 37: oneinfra.v1.Assignment.restore:type_name -> oneinfra.v1.RestoreTask
 	41,  // 38: oneinfra.v1.RestoreTask.backup:type_name -> oneinfra.v1.BackupTask
-	101, // 39: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
+	104, // 39: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
 	40,  // 40: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
-	102, // 41: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
+	105, // 41: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
 	45,  // 42: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	97,  // 43: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	100, // 43: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
 	47,  // 44: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
 	49,  // 45: oneinfra.v1.ReportStatusResponse.trust:type_name -> oneinfra.v1.CoordinatorTrust
-	97,  // 46: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	97,  // 47: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	100, // 46: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	100, // 47: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
 	55,  // 48: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
 	0,   // 49: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	93,  // 50: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	96,  // 50: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	49,  // 51: oneinfra.v1.WorkerConfig.coordinator_trust:type_name -> oneinfra.v1.CoordinatorTrust
-	103, // 52: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
-	62,  // 53: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
-	96,  // 54: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
-	96,  // 55: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
-	11,  // 56: oneinfra.v1.RotateClusterCAResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
-	87,  // 57: oneinfra.v1.RotateCAResponse.status:type_name -> oneinfra.v1.CAStatusResponse
-	97,  // 58: oneinfra.v1.CAStatusResponse.not_after:type_name -> google.protobuf.Timestamp
-	11,  // 59: oneinfra.v1.CAStatusResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
-	104, // 60: oneinfra.v1.RestoreClusterResponse.restore:type_name -> oneinfra.v1.ClusterRestore
-	105, // 61: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	2,   // 62: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
-	5,   // 63: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
-	7,   // 64: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
-	9,   // 65: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
-	13,  // 66: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
-	15,  // 67: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
-	17,  // 68: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
-	19,  // 69: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
-	21,  // 70: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
-	24,  // 71: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
-	25,  // 72: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
-	27,  // 73: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	54,  // 74: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	57,  // 75: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	59,  // 76: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	64,  // 77: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
-	66,  // 78: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
-	68,  // 79: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
-	72,  // 80: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
-	74,  // 81: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
-	77,  // 82: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
-	79,  // 83: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
-	81,  // 84: oneinfra.v1.Operator.RestoreCluster:input_type -> oneinfra.v1.RestoreClusterRequest
-	82,  // 85: oneinfra.v1.Operator.RotateClusterCA:input_type -> oneinfra.v1.RotateClusterCARequest
-	84,  // 86: oneinfra.v1.Operator.RotateCA:input_type -> oneinfra.v1.RotateCARequest
-	86,  // 87: oneinfra.v1.Operator.CAStatus:input_type -> oneinfra.v1.CAStatusRequest
-	29,  // 88: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
-	31,  // 89: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
-	35,  // 90: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
-	38,  // 91: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	46,  // 92: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	61,  // 93: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	62,  // 94: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	33,  // 95: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	70,  // 96: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
-	74,  // 97: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	76,  // 98: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
-	61,  // 99: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	62,  // 100: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	74,  // 101: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	50,  // 102: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	52,  // 103: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
-	25,  // 104: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	74,  // 105: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	4,   // 106: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
-	6,   // 107: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
-	8,   // 108: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
-	10,  // 109: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
-	14,  // 110: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
-	16,  // 111: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
-	18,  // 112: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
-	20,  // 113: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
-	23,  // 114: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
-	25,  // 115: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
-	26,  // 116: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	28,  // 117: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	56,  // 118: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	58,  // 119: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	60,  // 120: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	65,  // 121: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
-	67,  // 122: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
-	69,  // 123: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
-	73,  // 124: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
-	75,  // 125: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
-	78,  // 126: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
-	80,  // 127: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
-	88,  // 128: oneinfra.v1.Operator.RestoreCluster:output_type -> oneinfra.v1.RestoreClusterResponse
-	83,  // 129: oneinfra.v1.Operator.RotateClusterCA:output_type -> oneinfra.v1.RotateClusterCAResponse
-	85,  // 130: oneinfra.v1.Operator.RotateCA:output_type -> oneinfra.v1.RotateCAResponse
-	87,  // 131: oneinfra.v1.Operator.CAStatus:output_type -> oneinfra.v1.CAStatusResponse
-	30,  // 132: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
-	32,  // 133: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
-	37,  // 134: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	44,  // 135: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	48,  // 136: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	63,  // 137: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	63,  // 138: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
-	34,  // 139: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	71,  // 140: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
-	75,  // 141: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	75,  // 142: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	63,  // 143: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	63,  // 144: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	75,  // 145: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	51,  // 146: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	53,  // 147: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
-	26,  // 148: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	75,  // 149: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	106, // [106:150] is the sub-list for method output_type
-	62,  // [62:106] is the sub-list for method input_type
-	62,  // [62:62] is the sub-list for extension type_name
-	62,  // [62:62] is the sub-list for extension extendee
-	0,   // [0:62] is the sub-list for field type_name
+	106, // 52: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
+	94,  // 53: oneinfra.v1.SubmitKeysRequest.csr_pem:type_name -> oneinfra.v1.SubmitKeysRequest.CsrPemEntry
+	62,  // 54: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
+	99,  // 55: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
+	99,  // 56: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
+	11,  // 57: oneinfra.v1.RotateClusterCAResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
+	89,  // 58: oneinfra.v1.RotateCAResponse.status:type_name -> oneinfra.v1.CAStatusResponse
+	100, // 59: oneinfra.v1.CAStatusResponse.not_after:type_name -> google.protobuf.Timestamp
+	11,  // 60: oneinfra.v1.CAStatusResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
+	107, // 61: oneinfra.v1.RestoreClusterResponse.restore:type_name -> oneinfra.v1.ClusterRestore
+	108, // 62: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	2,   // 63: oneinfra.v1.Operator.Apply:input_type -> oneinfra.v1.ApplyRequest
+	5,   // 64: oneinfra.v1.Operator.Get:input_type -> oneinfra.v1.GetRequest
+	7,   // 65: oneinfra.v1.Operator.Delete:input_type -> oneinfra.v1.DeleteRequest
+	9,   // 66: oneinfra.v1.Operator.Describe:input_type -> oneinfra.v1.DescribeRequest
+	13,  // 67: oneinfra.v1.Operator.Kubeconfig:input_type -> oneinfra.v1.KubeconfigRequest
+	15,  // 68: oneinfra.v1.Operator.CreateToken:input_type -> oneinfra.v1.CreateTokenRequest
+	17,  // 69: oneinfra.v1.Operator.ListTokens:input_type -> oneinfra.v1.ListTokensRequest
+	19,  // 70: oneinfra.v1.Operator.RevokeToken:input_type -> oneinfra.v1.RevokeTokenRequest
+	21,  // 71: oneinfra.v1.Operator.Members:input_type -> oneinfra.v1.MembersRequest
+	24,  // 72: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
+	25,  // 73: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
+	27,  // 74: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
+	54,  // 75: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	57,  // 76: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	59,  // 77: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	64,  // 78: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
+	66,  // 79: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
+	68,  // 80: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
+	74,  // 81: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
+	76,  // 82: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
+	79,  // 83: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
+	81,  // 84: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
+	83,  // 85: oneinfra.v1.Operator.RestoreCluster:input_type -> oneinfra.v1.RestoreClusterRequest
+	84,  // 86: oneinfra.v1.Operator.RotateClusterCA:input_type -> oneinfra.v1.RotateClusterCARequest
+	86,  // 87: oneinfra.v1.Operator.RotateCA:input_type -> oneinfra.v1.RotateCARequest
+	88,  // 88: oneinfra.v1.Operator.CAStatus:input_type -> oneinfra.v1.CAStatusRequest
+	29,  // 89: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
+	31,  // 90: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
+	35,  // 91: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
+	38,  // 92: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
+	46,  // 93: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	61,  // 94: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	62,  // 95: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	33,  // 96: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
+	72,  // 97: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
+	76,  // 98: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	78,  // 99: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
+	70,  // 100: oneinfra.v1.Agent.SubmitKeys:input_type -> oneinfra.v1.SubmitKeysRequest
+	61,  // 101: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	62,  // 102: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	76,  // 103: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	50,  // 104: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	52,  // 105: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	25,  // 106: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
+	76,  // 107: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	4,   // 108: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
+	6,   // 109: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
+	8,   // 110: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
+	10,  // 111: oneinfra.v1.Operator.Describe:output_type -> oneinfra.v1.DescribeResponse
+	14,  // 112: oneinfra.v1.Operator.Kubeconfig:output_type -> oneinfra.v1.KubeconfigResponse
+	16,  // 113: oneinfra.v1.Operator.CreateToken:output_type -> oneinfra.v1.CreateTokenResponse
+	18,  // 114: oneinfra.v1.Operator.ListTokens:output_type -> oneinfra.v1.ListTokensResponse
+	20,  // 115: oneinfra.v1.Operator.RevokeToken:output_type -> oneinfra.v1.RevokeTokenResponse
+	23,  // 116: oneinfra.v1.Operator.Members:output_type -> oneinfra.v1.MembersResponse
+	25,  // 117: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
+	26,  // 118: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	28,  // 119: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
+	56,  // 120: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	58,  // 121: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	60,  // 122: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	65,  // 123: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
+	67,  // 124: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
+	69,  // 125: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
+	75,  // 126: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
+	77,  // 127: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
+	80,  // 128: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
+	82,  // 129: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
+	90,  // 130: oneinfra.v1.Operator.RestoreCluster:output_type -> oneinfra.v1.RestoreClusterResponse
+	85,  // 131: oneinfra.v1.Operator.RotateClusterCA:output_type -> oneinfra.v1.RotateClusterCAResponse
+	87,  // 132: oneinfra.v1.Operator.RotateCA:output_type -> oneinfra.v1.RotateCAResponse
+	89,  // 133: oneinfra.v1.Operator.CAStatus:output_type -> oneinfra.v1.CAStatusResponse
+	30,  // 134: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
+	32,  // 135: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
+	37,  // 136: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
+	44,  // 137: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	48,  // 138: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	63,  // 139: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	63,  // 140: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	34,  // 141: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
+	73,  // 142: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
+	77,  // 143: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	77,  // 144: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	71,  // 145: oneinfra.v1.Agent.SubmitKeys:output_type -> oneinfra.v1.SubmitKeysResponse
+	63,  // 146: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	63,  // 147: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	77,  // 148: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	51,  // 149: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	53,  // 150: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	26,  // 151: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
+	77,  // 152: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	108, // [108:153] is the sub-list for method output_type
+	63,  // [63:108] is the sub-list for method input_type
+	63,  // [63:63] is the sub-list for extension type_name
+	63,  // [63:63] is the sub-list for extension extendee
+	0,   // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_api_proto_init() }
@@ -6218,7 +6371,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   92,
+			NumMessages:   95,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

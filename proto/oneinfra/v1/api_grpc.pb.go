@@ -1259,6 +1259,7 @@ const (
 	Agent_IssueJoinCertificate_FullMethodName   = "/oneinfra.v1.Agent/IssueJoinCertificate"
 	Agent_RenewCertificate_FullMethodName       = "/oneinfra.v1.Agent/RenewCertificate"
 	Agent_RenewWorkerCertificate_FullMethodName = "/oneinfra.v1.Agent/RenewWorkerCertificate"
+	Agent_SubmitKeys_FullMethodName             = "/oneinfra.v1.Agent/SubmitKeys"
 )
 
 // AgentClient is the client API for Agent service.
@@ -1289,6 +1290,9 @@ type AgentClient interface {
 	// RenewWorkerCertificate is what a join endpoint forwards for a worker
 	// renewing its certificate (the endpoint verified the current one).
 	RenewWorkerCertificate(ctx context.Context, in *RenewWorkerCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
+	// SubmitKeys gives the public keys, one certificate request each, that
+	// the agent made for the next certificates of one of its components.
+	SubmitKeys(ctx context.Context, in *SubmitKeysRequest, opts ...grpc.CallOption) (*SubmitKeysResponse, error)
 }
 
 type agentClient struct {
@@ -1389,6 +1393,16 @@ func (c *agentClient) RenewWorkerCertificate(ctx context.Context, in *RenewWorke
 	return out, nil
 }
 
+func (c *agentClient) SubmitKeys(ctx context.Context, in *SubmitKeysRequest, opts ...grpc.CallOption) (*SubmitKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitKeysResponse)
+	err := c.cc.Invoke(ctx, Agent_SubmitKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -1417,6 +1431,9 @@ type AgentServer interface {
 	// RenewWorkerCertificate is what a join endpoint forwards for a worker
 	// renewing its certificate (the endpoint verified the current one).
 	RenewWorkerCertificate(context.Context, *RenewWorkerCertificateRequest) (*RenewCertificateResponse, error)
+	// SubmitKeys gives the public keys, one certificate request each, that
+	// the agent made for the next certificates of one of its components.
+	SubmitKeys(context.Context, *SubmitKeysRequest) (*SubmitKeysResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -1453,6 +1470,9 @@ func (UnimplementedAgentServer) RenewCertificate(context.Context, *RenewCertific
 }
 func (UnimplementedAgentServer) RenewWorkerCertificate(context.Context, *RenewWorkerCertificateRequest) (*RenewCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewWorkerCertificate not implemented")
+}
+func (UnimplementedAgentServer) SubmitKeys(context.Context, *SubmitKeysRequest) (*SubmitKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitKeys not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -1637,6 +1657,24 @@ func _Agent_RenewWorkerCertificate_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_SubmitKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).SubmitKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_SubmitKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).SubmitKeys(ctx, req.(*SubmitKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1679,6 +1717,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewWorkerCertificate",
 			Handler:    _Agent_RenewWorkerCertificate_Handler,
+		},
+		{
+			MethodName: "SubmitKeys",
+			Handler:    _Agent_SubmitKeys_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

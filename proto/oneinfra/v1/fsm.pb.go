@@ -1710,6 +1710,68 @@ func (x *SetTrustCommand) GetExpectTrustGeneration() uint64 {
 	return 0
 }
 
+// SubmitKeysCommand records a component's spare keys
+// (ComponentCerts.spare_keys), if it is still on hypervisor and has none.
+type SubmitKeysCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Component     string                 `protobuf:"bytes,1,opt,name=component,proto3" json:"component,omitempty"`
+	Hypervisor    string                 `protobuf:"bytes,2,opt,name=hypervisor,proto3" json:"hypervisor,omitempty"`
+	Keys          map[string][]byte      `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitKeysCommand) Reset() {
+	*x = SubmitKeysCommand{}
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitKeysCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitKeysCommand) ProtoMessage() {}
+
+func (x *SubmitKeysCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitKeysCommand.ProtoReflect.Descriptor instead.
+func (*SubmitKeysCommand) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SubmitKeysCommand) GetComponent() string {
+	if x != nil {
+		return x.Component
+	}
+	return ""
+}
+
+func (x *SubmitKeysCommand) GetHypervisor() string {
+	if x != nil {
+		return x.Hypervisor
+	}
+	return ""
+}
+
+func (x *SubmitKeysCommand) GetKeys() map[string][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
 // DeleteComponentCommand marks an orphaned component (ComponentSpec.orphaned)
 // for removal; its agent removes it with its files.
 type DeleteComponentCommand struct {
@@ -1722,7 +1784,7 @@ type DeleteComponentCommand struct {
 
 func (x *DeleteComponentCommand) Reset() {
 	*x = DeleteComponentCommand{}
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1796,7 @@ func (x *DeleteComponentCommand) String() string {
 func (*DeleteComponentCommand) ProtoMessage() {}
 
 func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_fsm_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_fsm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1809,7 @@ func (x *DeleteComponentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteComponentCommand.ProtoReflect.Descriptor instead.
 func (*DeleteComponentCommand) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{25}
+	return file_oneinfra_v1_fsm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteComponentCommand) GetName() string {
@@ -1903,7 +1965,16 @@ const file_oneinfra_v1_fsm_proto_rawDesc = "" +
 	"\ttrust_pem\x18\x02 \x01(\fR\btrustPem\x12)\n" +
 	"\x10trust_generation\x18\x03 \x01(\x04R\x0ftrustGeneration\x12>\n" +
 	"\brotation\x18\x04 \x01(\v2\".oneinfra.v1.CoordinatorCARotationR\brotation\x126\n" +
-	"\x17expect_trust_generation\x18\x05 \x01(\x04R\x15expectTrustGeneration\"\\\n" +
+	"\x17expect_trust_generation\x18\x05 \x01(\x04R\x15expectTrustGeneration\"\xc8\x01\n" +
+	"\x11SubmitKeysCommand\x12\x1c\n" +
+	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x1e\n" +
+	"\n" +
+	"hypervisor\x18\x02 \x01(\tR\n" +
+	"hypervisor\x12<\n" +
+	"\x04keys\x18\x03 \x03(\v2(.oneinfra.v1.SubmitKeysCommand.KeysEntryR\x04keys\x1a7\n" +
+	"\tKeysEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\\\n" +
 	"\x16DeleteComponentCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB;Z9github.com/oneinfra/oneinfra/proto/oneinfra/v1;oneinfrav1b\x06proto3"
@@ -1920,7 +1991,7 @@ func file_oneinfra_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_fsm_proto_rawDescData
 }
 
-var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_oneinfra_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*InitCommand)(nil),               // 0: oneinfra.v1.InitCommand
 	(*UpsertServerCommand)(nil),       // 1: oneinfra.v1.UpsertServerCommand
@@ -1947,89 +2018,92 @@ var file_oneinfra_v1_fsm_proto_goTypes = []any{
 	(*SetPKICommand)(nil),             // 22: oneinfra.v1.SetPKICommand
 	(*WorkerTrustCommand)(nil),        // 23: oneinfra.v1.WorkerTrustCommand
 	(*SetTrustCommand)(nil),           // 24: oneinfra.v1.SetTrustCommand
-	(*DeleteComponentCommand)(nil),    // 25: oneinfra.v1.DeleteComponentCommand
-	nil,                               // 26: oneinfra.v1.Snapshot.TableIndexesEntry
-	(*CoordinatorConfig)(nil),         // 27: oneinfra.v1.CoordinatorConfig
-	(*Server)(nil),                    // 28: oneinfra.v1.Server
-	(*IssuedCert)(nil),                // 29: oneinfra.v1.IssuedCert
-	(*timestamppb.Timestamp)(nil),     // 30: google.protobuf.Timestamp
-	(*Cluster)(nil),                   // 31: oneinfra.v1.Cluster
-	(*ClusterPKI)(nil),                // 32: oneinfra.v1.ClusterPKI
-	(*Hypervisor)(nil),                // 33: oneinfra.v1.Hypervisor
-	(*Event)(nil),                     // 34: oneinfra.v1.Event
-	(*Token)(nil),                     // 35: oneinfra.v1.Token
-	(*Component)(nil),                 // 36: oneinfra.v1.Component
-	(*ComponentCerts)(nil),            // 37: oneinfra.v1.ComponentCerts
-	(*ClusterStatus)(nil),             // 38: oneinfra.v1.ClusterStatus
-	(*VPNPeer)(nil),                   // 39: oneinfra.v1.VPNPeer
-	(*Backup)(nil),                    // 40: oneinfra.v1.Backup
-	(*Condition)(nil),                 // 41: oneinfra.v1.Condition
-	(*KeyPair)(nil),                   // 42: oneinfra.v1.KeyPair
-	(*CoordinatorCARotation)(nil),     // 43: oneinfra.v1.CoordinatorCARotation
+	(*SubmitKeysCommand)(nil),         // 25: oneinfra.v1.SubmitKeysCommand
+	(*DeleteComponentCommand)(nil),    // 26: oneinfra.v1.DeleteComponentCommand
+	nil,                               // 27: oneinfra.v1.Snapshot.TableIndexesEntry
+	nil,                               // 28: oneinfra.v1.SubmitKeysCommand.KeysEntry
+	(*CoordinatorConfig)(nil),         // 29: oneinfra.v1.CoordinatorConfig
+	(*Server)(nil),                    // 30: oneinfra.v1.Server
+	(*IssuedCert)(nil),                // 31: oneinfra.v1.IssuedCert
+	(*timestamppb.Timestamp)(nil),     // 32: google.protobuf.Timestamp
+	(*Cluster)(nil),                   // 33: oneinfra.v1.Cluster
+	(*ClusterPKI)(nil),                // 34: oneinfra.v1.ClusterPKI
+	(*Hypervisor)(nil),                // 35: oneinfra.v1.Hypervisor
+	(*Event)(nil),                     // 36: oneinfra.v1.Event
+	(*Token)(nil),                     // 37: oneinfra.v1.Token
+	(*Component)(nil),                 // 38: oneinfra.v1.Component
+	(*ComponentCerts)(nil),            // 39: oneinfra.v1.ComponentCerts
+	(*ClusterStatus)(nil),             // 40: oneinfra.v1.ClusterStatus
+	(*VPNPeer)(nil),                   // 41: oneinfra.v1.VPNPeer
+	(*Backup)(nil),                    // 42: oneinfra.v1.Backup
+	(*Condition)(nil),                 // 43: oneinfra.v1.Condition
+	(*KeyPair)(nil),                   // 44: oneinfra.v1.KeyPair
+	(*CoordinatorCARotation)(nil),     // 45: oneinfra.v1.CoordinatorCARotation
 }
 var file_oneinfra_v1_fsm_proto_depIdxs = []int32{
-	27, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
-	28, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
-	29, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
-	28, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
-	30, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
-	31, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
-	32, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	33, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	34, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
-	30, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
-	30, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	35, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
-	33, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	29, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	30, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
-	36, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
-	37, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
-	38, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	34, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
-	30, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
-	36, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
-	30, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
-	34, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
-	38, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
-	34, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
-	27, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
-	28, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
-	31, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
-	32, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
-	33, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	36, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
-	37, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
-	35, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
-	34, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
-	26, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
-	39, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
-	29, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
-	40, // 37: oneinfra.v1.Snapshot.backups:type_name -> oneinfra.v1.Backup
-	39, // 38: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
-	34, // 39: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
-	29, // 40: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
-	34, // 41: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
-	30, // 42: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
-	41, // 43: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
-	34, // 44: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
-	30, // 45: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
-	29, // 46: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
-	30, // 47: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
-	30, // 48: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
-	40, // 49: oneinfra.v1.BackupCommand.backup:type_name -> oneinfra.v1.Backup
-	34, // 50: oneinfra.v1.BackupCommand.event:type_name -> oneinfra.v1.Event
-	30, // 51: oneinfra.v1.RestoreCommand.time:type_name -> google.protobuf.Timestamp
-	32, // 52: oneinfra.v1.SetPKICommand.pki:type_name -> oneinfra.v1.ClusterPKI
-	34, // 53: oneinfra.v1.SetPKICommand.events:type_name -> oneinfra.v1.Event
-	42, // 54: oneinfra.v1.SetTrustCommand.ca:type_name -> oneinfra.v1.KeyPair
-	43, // 55: oneinfra.v1.SetTrustCommand.rotation:type_name -> oneinfra.v1.CoordinatorCARotation
-	30, // 56: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	29, // 0: oneinfra.v1.InitCommand.config:type_name -> oneinfra.v1.CoordinatorConfig
+	30, // 1: oneinfra.v1.InitCommand.server:type_name -> oneinfra.v1.Server
+	31, // 2: oneinfra.v1.InitCommand.issued:type_name -> oneinfra.v1.IssuedCert
+	30, // 3: oneinfra.v1.UpsertServerCommand.server:type_name -> oneinfra.v1.Server
+	32, // 4: oneinfra.v1.RemoveServerCommand.time:type_name -> google.protobuf.Timestamp
+	33, // 5: oneinfra.v1.ApplyResourcesCommand.clusters:type_name -> oneinfra.v1.Cluster
+	34, // 6: oneinfra.v1.ApplyResourcesCommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	35, // 7: oneinfra.v1.ApplyResourcesCommand.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	36, // 8: oneinfra.v1.ApplyResourcesCommand.events:type_name -> oneinfra.v1.Event
+	32, // 9: oneinfra.v1.DeleteClusterCommand.time:type_name -> google.protobuf.Timestamp
+	32, // 10: oneinfra.v1.DeleteHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	37, // 11: oneinfra.v1.UpsertTokenCommand.token:type_name -> oneinfra.v1.Token
+	35, // 12: oneinfra.v1.RegisterHypervisorCommand.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	31, // 13: oneinfra.v1.RegisterHypervisorCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	32, // 14: oneinfra.v1.RegisterHypervisorCommand.time:type_name -> google.protobuf.Timestamp
+	38, // 15: oneinfra.v1.PlaceCommand.components:type_name -> oneinfra.v1.Component
+	39, // 16: oneinfra.v1.PlaceCommand.certs:type_name -> oneinfra.v1.ComponentCerts
+	40, // 17: oneinfra.v1.PlaceCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	36, // 18: oneinfra.v1.PlaceCommand.events:type_name -> oneinfra.v1.Event
+	32, // 19: oneinfra.v1.PlaceCommand.time:type_name -> google.protobuf.Timestamp
+	38, // 20: oneinfra.v1.ReportStatusCommand.components:type_name -> oneinfra.v1.Component
+	32, // 21: oneinfra.v1.ReportStatusCommand.time:type_name -> google.protobuf.Timestamp
+	36, // 22: oneinfra.v1.ReportStatusCommand.events:type_name -> oneinfra.v1.Event
+	40, // 23: oneinfra.v1.ClusterStatusCommand.status:type_name -> oneinfra.v1.ClusterStatus
+	36, // 24: oneinfra.v1.ClusterStatusCommand.events:type_name -> oneinfra.v1.Event
+	29, // 25: oneinfra.v1.Snapshot.config:type_name -> oneinfra.v1.CoordinatorConfig
+	30, // 26: oneinfra.v1.Snapshot.servers:type_name -> oneinfra.v1.Server
+	33, // 27: oneinfra.v1.Snapshot.clusters:type_name -> oneinfra.v1.Cluster
+	34, // 28: oneinfra.v1.Snapshot.pki:type_name -> oneinfra.v1.ClusterPKI
+	35, // 29: oneinfra.v1.Snapshot.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	38, // 30: oneinfra.v1.Snapshot.components:type_name -> oneinfra.v1.Component
+	39, // 31: oneinfra.v1.Snapshot.component_certs:type_name -> oneinfra.v1.ComponentCerts
+	37, // 32: oneinfra.v1.Snapshot.tokens:type_name -> oneinfra.v1.Token
+	36, // 33: oneinfra.v1.Snapshot.events:type_name -> oneinfra.v1.Event
+	27, // 34: oneinfra.v1.Snapshot.table_indexes:type_name -> oneinfra.v1.Snapshot.TableIndexesEntry
+	41, // 35: oneinfra.v1.Snapshot.vpn_peers:type_name -> oneinfra.v1.VPNPeer
+	31, // 36: oneinfra.v1.Snapshot.issued:type_name -> oneinfra.v1.IssuedCert
+	42, // 37: oneinfra.v1.Snapshot.backups:type_name -> oneinfra.v1.Backup
+	41, // 38: oneinfra.v1.JoinWorkerCommand.peer:type_name -> oneinfra.v1.VPNPeer
+	36, // 39: oneinfra.v1.JoinWorkerCommand.event:type_name -> oneinfra.v1.Event
+	31, // 40: oneinfra.v1.JoinWorkerCommand.cert:type_name -> oneinfra.v1.IssuedCert
+	36, // 41: oneinfra.v1.RemovePeerCommand.event:type_name -> oneinfra.v1.Event
+	32, // 42: oneinfra.v1.RemovePeerCommand.time:type_name -> google.protobuf.Timestamp
+	43, // 43: oneinfra.v1.SetHealthCommand.condition:type_name -> oneinfra.v1.Condition
+	36, // 44: oneinfra.v1.SetHealthCommand.events:type_name -> oneinfra.v1.Event
+	32, // 45: oneinfra.v1.SetHealthCommand.last_seen:type_name -> google.protobuf.Timestamp
+	31, // 46: oneinfra.v1.IssueCertsCommand.certs:type_name -> oneinfra.v1.IssuedCert
+	32, // 47: oneinfra.v1.RevokeCertsCommand.time:type_name -> google.protobuf.Timestamp
+	32, // 48: oneinfra.v1.PruneCommand.time:type_name -> google.protobuf.Timestamp
+	42, // 49: oneinfra.v1.BackupCommand.backup:type_name -> oneinfra.v1.Backup
+	36, // 50: oneinfra.v1.BackupCommand.event:type_name -> oneinfra.v1.Event
+	32, // 51: oneinfra.v1.RestoreCommand.time:type_name -> google.protobuf.Timestamp
+	34, // 52: oneinfra.v1.SetPKICommand.pki:type_name -> oneinfra.v1.ClusterPKI
+	36, // 53: oneinfra.v1.SetPKICommand.events:type_name -> oneinfra.v1.Event
+	44, // 54: oneinfra.v1.SetTrustCommand.ca:type_name -> oneinfra.v1.KeyPair
+	45, // 55: oneinfra.v1.SetTrustCommand.rotation:type_name -> oneinfra.v1.CoordinatorCARotation
+	28, // 56: oneinfra.v1.SubmitKeysCommand.keys:type_name -> oneinfra.v1.SubmitKeysCommand.KeysEntry
+	32, // 57: oneinfra.v1.DeleteComponentCommand.time:type_name -> google.protobuf.Timestamp
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_fsm_proto_init() }
@@ -2044,7 +2118,7 @@ func file_oneinfra_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_fsm_proto_rawDesc), len(file_oneinfra_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

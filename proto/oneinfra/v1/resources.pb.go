@@ -2497,8 +2497,13 @@ type ComponentCerts struct {
 	TrustGeneration        uint64            `protobuf:"varint,9,opt,name=trust_generation,json=trustGeneration,proto3" json:"trust_generation,omitempty"`
 	RenewedTrust           map[string][]byte `protobuf:"bytes,10,rep,name=renewed_trust,json=renewedTrust,proto3" json:"renewed_trust,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	RenewedTrustGeneration uint64            `protobuf:"varint,11,opt,name=renewed_trust_generation,json=renewedTrustGeneration,proto3" json:"renewed_trust_generation,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// spare_keys: public keys (PKIX DER, by certificate name) that the
+	// component's agent made, and proved it holds, for the next set issued
+	// to it (SubmitKeys). Each is used once: the set issued for them takes
+	// them, and the agent makes the next. Private keys never leave it.
+	SpareKeys     map[string][]byte `protobuf:"bytes,12,rep,name=spare_keys,json=spareKeys,proto3" json:"spare_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ComponentCerts) Reset() {
@@ -2606,6 +2611,13 @@ func (x *ComponentCerts) GetRenewedTrustGeneration() uint64 {
 		return x.RenewedTrustGeneration
 	}
 	return 0
+}
+
+func (x *ComponentCerts) GetSpareKeys() map[string][]byte {
+	if x != nil {
+		return x.SpareKeys
+	}
+	return nil
 }
 
 // CoordinatorConfig is the replicated configuration made at bootstrap.
@@ -3050,7 +3062,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x03R\x04size\"\x89\a\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\x92\b\n" +
 	"\x0eComponentCerts\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12<\n" +
 	"\x05certs\x18\x02 \x03(\v2&.oneinfra.v1.ComponentCerts.CertsEntryR\x05certs\x12\x1e\n" +
@@ -3065,7 +3077,9 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x10trust_generation\x18\t \x01(\x04R\x0ftrustGeneration\x12R\n" +
 	"\rrenewed_trust\x18\n" +
 	" \x03(\v2-.oneinfra.v1.ComponentCerts.RenewedTrustEntryR\frenewedTrust\x128\n" +
-	"\x18renewed_trust_generation\x18\v \x01(\x04R\x16renewedTrustGeneration\x1aN\n" +
+	"\x18renewed_trust_generation\x18\v \x01(\x04R\x16renewedTrustGeneration\x12I\n" +
+	"\n" +
+	"spare_keys\x18\f \x03(\v2*.oneinfra.v1.ComponentCerts.SpareKeysEntryR\tspareKeys\x1aN\n" +
 	"\n" +
 	"CertsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
@@ -3078,6 +3092,9 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a?\n" +
 	"\x11RenewedTrustEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a<\n" +
+	"\x0eSpareKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x9a\x02\n" +
 	"\x11CoordinatorConfig\x12$\n" +
@@ -3110,7 +3127,7 @@ func file_oneinfra_v1_resources_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_resources_proto_rawDescData
 }
 
-var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: oneinfra.v1.ObjectMeta
 	(*Condition)(nil),             // 1: oneinfra.v1.Condition
@@ -3153,13 +3170,14 @@ var file_oneinfra_v1_resources_proto_goTypes = []any{
 	nil,                           // 38: oneinfra.v1.ComponentCerts.RenewedEntry
 	nil,                           // 39: oneinfra.v1.ComponentCerts.TrustEntry
 	nil,                           // 40: oneinfra.v1.ComponentCerts.RenewedTrustEntry
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	nil,                           // 41: oneinfra.v1.ComponentCerts.SpareKeysEntry
+	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
 }
 var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	32, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
-	41, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	41, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	41, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	42, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	42, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	42, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: oneinfra.v1.Cluster.metadata:type_name -> oneinfra.v1.ObjectMeta
 	3,  // 5: oneinfra.v1.Cluster.spec:type_name -> oneinfra.v1.ClusterSpec
 	9,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
@@ -3171,61 +3189,62 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	1,  // 12: oneinfra.v1.ClusterStatus.conditions:type_name -> oneinfra.v1.Condition
 	11, // 13: oneinfra.v1.ClusterStatus.backups:type_name -> oneinfra.v1.BackupStatus
 	10, // 14: oneinfra.v1.ClusterStatus.restore:type_name -> oneinfra.v1.ClusterRestore
-	41, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
-	41, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
-	41, // 17: oneinfra.v1.ClusterRestore.taken:type_name -> google.protobuf.Timestamp
-	41, // 18: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
+	42, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
+	42, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
+	42, // 17: oneinfra.v1.ClusterRestore.taken:type_name -> google.protobuf.Timestamp
+	42, // 18: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
 	0,  // 19: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
 	13, // 20: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
 	14, // 21: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	41, // 22: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	42, // 22: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 23: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
 	0,  // 24: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
 	16, // 25: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
 	17, // 26: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
 	33, // 27: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
 	1,  // 28: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	41, // 29: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	42, // 29: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
 	18, // 30: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
 	28, // 31: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
-	41, // 32: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	41, // 33: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
-	41, // 34: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
-	41, // 35: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	41, // 36: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	41, // 37: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
-	41, // 38: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
-	41, // 39: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
-	41, // 40: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	42, // 32: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	42, // 33: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	42, // 34: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	42, // 35: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	42, // 36: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	42, // 37: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
+	42, // 38: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
+	42, // 39: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
+	42, // 40: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
 	34, // 41: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
 	26, // 42: oneinfra.v1.ClusterPKI.rotation:type_name -> oneinfra.v1.CARotation
 	35, // 43: oneinfra.v1.CARotation.next:type_name -> oneinfra.v1.CARotation.NextEntry
 	36, // 44: oneinfra.v1.CARotation.previous:type_name -> oneinfra.v1.CARotation.PreviousEntry
-	41, // 45: oneinfra.v1.CARotation.started:type_name -> google.protobuf.Timestamp
-	41, // 46: oneinfra.v1.CARotation.stage_since:type_name -> google.protobuf.Timestamp
-	41, // 47: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
-	41, // 48: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
+	42, // 45: oneinfra.v1.CARotation.started:type_name -> google.protobuf.Timestamp
+	42, // 46: oneinfra.v1.CARotation.stage_since:type_name -> google.protobuf.Timestamp
+	42, // 47: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
+	42, // 48: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
 	37, // 49: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
 	38, // 50: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
-	41, // 51: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
-	41, // 52: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
+	42, // 51: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
+	42, // 52: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
 	39, // 53: oneinfra.v1.ComponentCerts.trust:type_name -> oneinfra.v1.ComponentCerts.TrustEntry
 	40, // 54: oneinfra.v1.ComponentCerts.renewed_trust:type_name -> oneinfra.v1.ComponentCerts.RenewedTrustEntry
-	24, // 55: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	31, // 56: oneinfra.v1.CoordinatorConfig.rotation:type_name -> oneinfra.v1.CoordinatorCARotation
-	24, // 57: oneinfra.v1.CoordinatorCARotation.next:type_name -> oneinfra.v1.KeyPair
-	24, // 58: oneinfra.v1.CoordinatorCARotation.previous:type_name -> oneinfra.v1.KeyPair
-	41, // 59: oneinfra.v1.CoordinatorCARotation.started:type_name -> google.protobuf.Timestamp
-	41, // 60: oneinfra.v1.CoordinatorCARotation.stage_since:type_name -> google.protobuf.Timestamp
-	24, // 61: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 62: oneinfra.v1.CARotation.NextEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 63: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 64: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	41, // 55: oneinfra.v1.ComponentCerts.spare_keys:type_name -> oneinfra.v1.ComponentCerts.SpareKeysEntry
+	24, // 56: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	31, // 57: oneinfra.v1.CoordinatorConfig.rotation:type_name -> oneinfra.v1.CoordinatorCARotation
+	24, // 58: oneinfra.v1.CoordinatorCARotation.next:type_name -> oneinfra.v1.KeyPair
+	24, // 59: oneinfra.v1.CoordinatorCARotation.previous:type_name -> oneinfra.v1.KeyPair
+	42, // 60: oneinfra.v1.CoordinatorCARotation.started:type_name -> google.protobuf.Timestamp
+	42, // 61: oneinfra.v1.CoordinatorCARotation.stage_since:type_name -> google.protobuf.Timestamp
+	24, // 62: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 63: oneinfra.v1.CARotation.NextEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 64: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	24, // 65: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	66, // [66:66] is the sub-list for method output_type
+	66, // [66:66] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
@@ -3240,7 +3259,7 @@ func file_oneinfra_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_resources_proto_rawDesc), len(file_oneinfra_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
