@@ -14,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
+	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/oneinfra/oneinfra/test/lab"
 )
 
@@ -210,7 +213,7 @@ func kubectl(kubeconfig string, args ...string) (string, error) {
 }
 
 // TestClusterLifecycle: a three-replica cluster becomes Ready through its
-// ingress; a Secret written through it is read back and not stored in
+// ingress, with keys made by its agents; a Secret written through it is read back and not stored in
 // plain text; scaling to one and back keeps it; deletion leaves nothing.
 func TestClusterLifecycle(t *testing.T) {
 	baseline := handStartedAPI(t)
@@ -244,6 +247,7 @@ func TestClusterLifecycle(t *testing.T) {
 		t.Fatalf("reading the secret back: %q %v", got, err)
 	}
 	checkEncrypted(t, s, "s1")
+	checkKeysMadeHere(t, s, "demo")
 
 	scale := func(n int) {
 		t.Helper()
@@ -378,6 +382,34 @@ func checkEncrypted(t *testing.T, s *system, name string) {
 	}
 	if !strings.HasPrefix(out, "k8s:enc:secretbox:v1:key1:") || strings.Contains(out, "plain-text-value") {
 		t.Fatalf("secret %s is not encrypted at rest: %q", name, out[:min(80, len(out))])
+	}
+}
+
+// checkKeysMadeHere checks that every control-plane replica of a cluster
+// runs with keys made on its own hypervisor: each key file its components
+// read is one of its agent's key store (0600), whose public key its
+// certificate has.
+func checkKeysMadeHere(t *testing.T, s *system, cluster string) {
+	t.Helper()
+	for _, c := range components(t, s) {
+		if c.Spec.Role != "control-plane" || c.Spec.Cluster != cluster {
+			continue
+		}
+		h := s.lab.Hosts[c.Spec.Hypervisor]
+		store := filepath.Join(h.RootDir, "var/lib/oneinfra/clusters", cluster, c.Metadata.Name, "keys")
+		for _, name := range pki.KeyNames(c.Spec.Role) {
+			conf := filepath.Join(h.RootDir, "etc/oneinfra/clusters", cluster, c.Metadata.Name, name)
+			kp := &pb.KeyPair{CertPem: []byte(readFile(t, conf+".crt")), KeyPem: []byte(readFile(t, conf+".key"))}
+			cert, _, err := tlsutil.ParseKeyPair(kp)
+			if err != nil {
+				t.Fatalf("%s %s: %v", c.Metadata.Name, name, err)
+			}
+			stored := filepath.Join(store, tlsutil.PublicKeyHash(cert.RawSubjectPublicKeyInfo)+".key")
+			info, err := os.Stat(stored)
+			if err != nil || info.Mode().Perm() != 0o600 || readFile(t, stored) != string(kp.KeyPem) {
+				t.Errorf("%s %s: its key is not one its agent made (%s): %v", c.Metadata.Name, name, stored, err)
+			}
+		}
 	}
 }
 

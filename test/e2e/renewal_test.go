@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/test/lab"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -65,7 +66,7 @@ func TestWorkersBehindNATThroughRenewals(t *testing.T) {
 	checkLogsExec(t, kc)
 	checkPodToPod(t, kc, ips)
 	addonsReady(t, kc)
-	before := servingSerials(t, kc)
+	before, beforeKeys := servingCerts(t, kc)
 
 	// Two lifetimes of the cluster's first certificates, probed
 	// throughout. The CLI runs all along with the file it started with,
@@ -128,8 +129,12 @@ func TestWorkersBehindNATThroughRenewals(t *testing.T) {
 			t.Errorf("%s at certificate generation %d, want 2 or more", name, gens[name])
 		}
 	}
-	if after := servingSerials(t, kc); overlap(before, after) {
+	after, afterKeys := servingCerts(t, kc)
+	if overlap(before, after) {
 		t.Errorf("serving certificates seen before (%v) are still served (%v)", before, after)
+	}
+	if overlap(beforeKeys, afterKeys) {
+		t.Errorf("serving keys seen before (%v) are still served (%v): a renewal kept its key", beforeKeys, afterKeys)
 	}
 	kc = writeKubeconfig(t, s, "renew")
 	checkLogsExec(t, kc)
@@ -196,24 +201,26 @@ func apiTLS(t *testing.T, kc string) (string, *tls.Config) {
 	return cluster.Server, &tls.Config{RootCAs: pool}
 }
 
-// servingSerials dials the API through the ingress a few times, verifying
+// servingCerts dials the API through the ingress a few times, verifying
 // it as kubectl does, and returns the serials of the serving certificates
-// seen (the ingress balances over the replicas).
-func servingSerials(t *testing.T, kc string) map[string]bool {
+// seen (the ingress balances over the replicas) and their public keys.
+func servingCerts(t *testing.T, kc string) (serials, keys map[string]bool) {
 	t.Helper()
 	url, conf := apiTLS(t, kc)
 	addr := strings.TrimPrefix(url, "https://")
 	conf.ServerName = addr[:strings.LastIndex(addr, ":")]
-	seen := map[string]bool{}
+	serials, keys = map[string]bool{}, map[string]bool{}
 	for range 12 {
 		conn, err := tls.Dial("tcp", addr, conf)
 		if err != nil {
 			t.Fatalf("dialing the API at %s: %v", addr, err)
 		}
-		seen[conn.ConnectionState().PeerCertificates[0].SerialNumber.Text(16)] = true
+		cert := conn.ConnectionState().PeerCertificates[0]
+		serials[cert.SerialNumber.Text(16)] = true
+		keys[tlsutil.PublicKeyHash(cert.RawSubjectPublicKeyInfo)] = true
 		conn.Close()
 	}
-	return seen
+	return serials, keys
 }
 
 func overlap(a, b map[string]bool) bool {

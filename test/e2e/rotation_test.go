@@ -56,7 +56,7 @@ func rotateClusterCA(t *testing.T, s *system, cluster string, ips map[string]str
 	if ca := kubeconfigCA(t, kc); bytes.Count(ca, []byte("BEGIN CERTIFICATE")) != 1 || bytes.Equal(ca, kubeconfigCA(t, oldKC)) {
 		t.Errorf("the kubeconfig after the rotation trusts %d certificates, the same as before: %v", bytes.Count(ca, []byte("BEGIN CERTIFICATE")), bytes.Equal(ca, kubeconfigCA(t, oldKC)))
 	}
-	servingSerials(t, kc) // verified against the new CA alone
+	servingCerts(t, kc) // verified against the new CA alone
 	if out, err := kubectl(oldKC, "get", "nodes"); err == nil {
 		t.Errorf("a kubeconfig of before the rotation still works:\n%s", out)
 	}
