@@ -14,8 +14,8 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/client"
-	"github.com/oneinfra/oneinfra/internal/kubeconfig"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/version"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -441,11 +441,18 @@ func (a *operatorAPI) Kubeconfig(ctx context.Context, req *pb.KubeconfigRequest)
 	if ttl > a.s.cfg.certValidity() {
 		return nil, invalid("--ttl: %s is longer than the %s certificates live (serve --cert-validity)", ttl, a.s.cfg.certValidity())
 	}
-	admin, err := pki.AdminKubeconfigCert(p, ttl, time.Now())
+	if len(req.CsrPem) == 0 {
+		return nil, invalid("csr_pem: required: the caller makes the kubeconfig's key and sends a certificate request")
+	}
+	pub, err := tlsutil.CSRPublicKey(req.CsrPem)
+	if err != nil {
+		return nil, invalid("csr_pem: %v", err)
+	}
+	certPEM, err := pki.AdminKubeconfigCert(p, pub, ttl, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	rec, err := issuedRecord(admin.CertPem, roleKubeconfig, callerOf(ctx).Name, req.Name, issuer(ctx))
+	rec, err := issuedRecord(certPEM, roleKubeconfig, callerOf(ctx).Name, req.Name, issuer(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -453,11 +460,7 @@ func (a *operatorAPI) Kubeconfig(ctx context.Context, req *pb.KubeconfigRequest)
 		return nil, err
 	}
 	// During a CA rotation it trusts the old and new cluster CAs.
-	kc, err := kubeconfig.WithCert(req.Name, c.Status.ApiServerEndpoint, pki.Trust(p)[vocab.ClusterCA], admin, "admin")
-	if err != nil {
-		return nil, err
-	}
-	return &pb.KubeconfigResponse{Kubeconfig: kc}, nil
+	return &pb.KubeconfigResponse{CertPem: certPEM, CaPem: pki.Trust(p)[vocab.ClusterCA], Server: c.Status.ApiServerEndpoint}, nil
 }
 
 // CreateToken makes a join token and says the CA hash to pin with it.

@@ -254,13 +254,16 @@ func TestPlacementAndAgentFlow(t *testing.T) {
 		}
 	}
 
-	kc, err := op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: "demo"})
+	if _, err := op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: "demo"}); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "csr_pem") {
+		t.Errorf("a kubeconfig without a certificate request: %v, want InvalidArgument naming csr_pem", err)
+	}
+	kc, err := client.AdminKubeconfig(ctx, op, "demo", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var parsed map[string]any
-	if err := yaml.Unmarshal(kc.Kubeconfig, &parsed); err != nil || !bytes.Contains(kc.Kubeconfig, []byte("https://203.0.113.5:30000")) {
-		t.Errorf("kubeconfig: %v\n%s", err, kc.Kubeconfig)
+	if err := yaml.Unmarshal(kc, &parsed); err != nil || !bytes.Contains(kc, []byte("https://203.0.113.5:30000")) {
+		t.Errorf("kubeconfig: %v\n%s", err, kc)
 	}
 
 	// A hypervisor with components cannot be deleted; a cluster deletion

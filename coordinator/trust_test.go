@@ -396,9 +396,9 @@ func TestOperators(t *testing.T) {
 	}
 	registerHypervisor(t, s, op, "hv-a", false)
 	registerHypervisor(t, s, op, "pub", true)
-	var kc *pb.KubeconfigResponse
+	var kc []byte
 	testutil.Eventually(t, 10*time.Second, "kubeconfig", func() (err error) {
-		kc, err = alice.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: "c", TtlSeconds: 3600})
+		kc, err = client.AdminKubeconfig(ctx, alice, "c", 3600)
 		return err
 	})
 	var rec *pb.IssuedCert
@@ -407,10 +407,10 @@ func TestOperators(t *testing.T) {
 			rec = c
 		}
 	}
-	if rec == nil || rec.Cluster != "c" || rec.Name != "alice" || rec.IssuedBy != "oneinfra:admin/alice" || time.Until(rec.NotAfter.AsTime()) > 61*time.Minute || len(kc.Kubeconfig) == 0 {
+	if rec == nil || rec.Cluster != "c" || rec.Name != "alice" || rec.IssuedBy != "oneinfra:admin/alice" || time.Until(rec.NotAfter.AsTime()) > 61*time.Minute || len(kc) == 0 {
 		t.Errorf("kubeconfig record: %v", rec)
 	}
-	if _, err := alice.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: "c", TtlSeconds: 9000 * 3600}); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "--ttl") {
+	if _, err := client.AdminKubeconfig(ctx, alice, "c", 9000*3600); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "--ttl") {
 		t.Errorf("a kubeconfig outliving the certificates: %v", err)
 	}
 	// Revocation works at once, and never of the last operator.

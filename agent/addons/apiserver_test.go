@@ -15,7 +15,6 @@ import (
 
 	"github.com/oneinfra/oneinfra/agent/controlplane"
 	"github.com/oneinfra/oneinfra/agent/host"
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/testutil/cluster"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
@@ -109,10 +108,7 @@ func startAPIServer(t *testing.T) *apiServer {
 		})
 	}
 
-	admin, err := pki.AdminKubeconfigCert(p, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := cluster.AdminCert(t, p)
 	s := &apiServer{
 		url:    fmt.Sprintf("https://127.0.0.1:%d", as[0].Component.Spec.Ports["apiserver"]),
 		caPEM:  p.Cas[vocab.ClusterCA].CertPem,

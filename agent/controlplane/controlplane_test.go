@@ -19,7 +19,6 @@ import (
 
 	"github.com/oneinfra/oneinfra/agent/cri"
 	"github.com/oneinfra/oneinfra/agent/host"
-	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/testutil/cluster"
 	"github.com/oneinfra/oneinfra/internal/testutil/containerd"
@@ -183,10 +182,7 @@ func TestControlPlaneBinaries(t *testing.T) {
 	if code, _ := get(anon, "/api/v1/namespaces"); code != 401 && code != 403 {
 		t.Errorf("anonymous list of namespaces: %d", code)
 	}
-	admin, err := pki.AdminKubeconfigCert(p, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := cluster.AdminCert(t, p)
 	adminc := httpsClient(t, as[0], admin)
 	secret := `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s1"},"stringData":{"k":"plain-text-value"}}`
 	resp, err := adminc.Post(api+"/api/v1/namespaces/default/secrets", "application/json", strings.NewReader(secret))

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oneinfra/oneinfra/internal/client"
 	"github.com/oneinfra/oneinfra/internal/resources"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"github.com/spf13/cobra"
@@ -124,11 +125,11 @@ func newClusterKubeconfigCommand(g *globals) *cobra.Command {
 				seconds = 0
 			}
 			return g.call(cmd, func(ctx context.Context, s *session) error {
-				resp, err := s.op.Kubeconfig(ctx, &pb.KubeconfigRequest{Name: args[0], TtlSeconds: seconds})
+				kc, err := client.AdminKubeconfig(ctx, s.op, args[0], seconds)
 				if err != nil {
 					return err
 				}
-				_, err = cmd.OutOrStdout().Write(resp.Kubeconfig)
+				_, err = cmd.OutOrStdout().Write(kc)
 				return err
 			})
 		},

@@ -194,14 +194,15 @@ func IngressCerts(p *pb.ClusterPKI, component string, keys map[string][]byte, va
 
 // AdminKubeconfigCert issues the cluster-admin client certificate (CN
 // oneinfra-admin, O system:masters, from vocab.ClientCA) that `cluster
-// kubeconfig` embeds, valid for validity: the only certificate the
-// coordinator issues in system:masters.
-func AdminKubeconfigCert(p *pb.ClusterPKI, validity time.Duration, now time.Time) (*pb.KeyPair, error) {
+// kubeconfig` embeds, for the caller's key pubDER (PKIX DER), valid for
+// validity: the only certificate the coordinator issues in
+// system:masters. It returns the PEM certificate.
+func AdminKubeconfigCert(p *pb.ClusterPKI, pubDER []byte, validity time.Duration, now time.Time) ([]byte, error) {
 	ca, err := CA(p, vocab.ClientCA)
 	if err != nil {
 		return nil, err
 	}
-	kp, err := tlsutil.Issue(ca, tlsutil.CertOptions{
+	certPEM, err := tlsutil.IssueFor(ca, pubDER, tlsutil.CertOptions{
 		CommonName:    vocab.AdminUser,
 		Organizations: []string{vocab.MastersGroup},
 		Usages:        []tlsutil.Usage{tlsutil.UsageClient},
@@ -210,7 +211,7 @@ func AdminKubeconfigCert(p *pb.ClusterPKI, validity time.Duration, now time.Time
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: admin certificate: %w", p.GetCluster(), err)
 	}
-	return kp, nil
+	return certPEM, nil
 }
 
 // withTrust is the set of a component's certificates with what it

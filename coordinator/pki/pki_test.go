@@ -381,11 +381,12 @@ func TestOnlyAdminIsMaster(t *testing.T) {
 		}
 	}
 
-	admin, err := AdminKubeconfigCert(p, LeafValidity, time.Now())
+	pub := testKeys(t, resources.RoleIngress)[vocab.AddonsCert]
+	admin, err := AdminKubeconfigCert(p, pub, LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLeaf(t, p, "admin", admin, leafWant{vocab.ClientCA, clientUsage, "oneinfra-admin", []string{"system:masters"}, nil})
+	checkLeaf(t, p, "admin", &pb.KeyPair{CertPem: admin}, leafWant{vocab.ClientCA, clientUsage, "oneinfra-admin", []string{"system:masters"}, pub})
 }
 
 func TestAPIServerClientCABundle(t *testing.T) {

@@ -111,6 +111,18 @@ func IngressCerts(t testing.TB, p *pb.ClusterPKI, component string) *pb.Componen
 	return withKeys(certs, privs)
 }
 
+// AdminCert is the admin kubeconfig certificate of p, for a key made
+// here, with that key.
+func AdminCert(t testing.TB, p *pb.ClusterPKI) *pb.KeyPair {
+	t.Helper()
+	pubs, privs := testutil.KeySet(t, []string{"admin"})
+	certPEM, err := pki.AdminKubeconfigCert(p, pubs["admin"], time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pb.KeyPair{CertPem: certPEM, KeyPem: privs["admin"]}
+}
+
 func withKeys(certs *pb.ComponentCerts, privs map[string][]byte) *pb.ComponentCerts {
 	for name, kp := range certs.Certs {
 		kp.KeyPem = privs[name]

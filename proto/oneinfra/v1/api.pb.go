@@ -919,7 +919,10 @@ type KubeconfigRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// How long the kubeconfig's certificate lives; 0: 24h.
-	TtlSeconds    uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	TtlSeconds uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// A certificate request signed by the key the caller made for the
+	// kubeconfig (only its public key is taken): the key stays with it.
+	CsrPem        []byte `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -968,9 +971,20 @@ func (x *KubeconfigRequest) GetTtlSeconds() uint32 {
 	return 0
 }
 
+func (x *KubeconfigRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+// KubeconfigResponse is what the caller builds the kubeconfig from, with
+// its own key (client.AdminKubeconfig).
 type KubeconfigResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kubeconfig    []byte                 `protobuf:"bytes,1,opt,name=kubeconfig,proto3" json:"kubeconfig,omitempty"`
+	CertPem       []byte                 `protobuf:"bytes,2,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaPem         []byte                 `protobuf:"bytes,3,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"` // the cluster CAs to trust
+	Server        string                 `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`            // the ingress endpoint
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1005,11 +1019,25 @@ func (*KubeconfigResponse) Descriptor() ([]byte, []int) {
 	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{14}
 }
 
-func (x *KubeconfigResponse) GetKubeconfig() []byte {
+func (x *KubeconfigResponse) GetCertPem() []byte {
 	if x != nil {
-		return x.Kubeconfig
+		return x.CertPem
 	}
 	return nil
+}
+
+func (x *KubeconfigResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *KubeconfigResponse) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
 }
 
 type CreateTokenRequest struct {
@@ -5652,15 +5680,16 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"\asoonest\x18\x03 \x01(\tR\asoonest\x12A\n" +
 	"\x0esoonest_expiry\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rsoonestExpiry\x125\n" +
 	"\brenew_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\arenewAt\x12\x18\n" +
-	"\arenewal\x18\x06 \x01(\tR\arenewal\"H\n" +
+	"\arenewal\x18\x06 \x01(\tR\arenewal\"a\n" +
 	"\x11KubeconfigRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\rR\n" +
-	"ttlSeconds\"4\n" +
-	"\x12KubeconfigResponse\x12\x1e\n" +
-	"\n" +
-	"kubeconfig\x18\x01 \x01(\fR\n" +
-	"kubeconfig\"\x8b\x01\n" +
+	"ttlSeconds\x12\x17\n" +
+	"\acsr_pem\x18\x03 \x01(\fR\x06csrPem\"d\n" +
+	"\x12KubeconfigResponse\x12\x19\n" +
+	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x15\n" +
+	"\x06ca_pem\x18\x03 \x01(\fR\x05caPem\x12\x16\n" +
+	"\x06server\x18\x04 \x01(\tR\x06serverJ\x04\b\x01\x10\x02\"\x8b\x01\n" +
 	"\x12CreateTokenRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1f\n" +
