@@ -22,6 +22,7 @@ import (
 
 	"github.com/oneinfra/oneinfra/agent/addons"
 	"github.com/oneinfra/oneinfra/agent/cri"
+	"github.com/oneinfra/oneinfra/agent/egress"
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/agent/vpn"
 	"github.com/oneinfra/oneinfra/agent/wireguard"
@@ -92,6 +93,7 @@ type Agent struct {
 	// Public hypervisors only: clusters' VPN endpoints and the add-ons
 	// applied through their ingresses.
 	hub    *vpn.Hub
+	egress *egress.Proxies // with hub: the clusters' API servers' way in
 	addons map[string]*addons.Applier
 
 	lastReport     *pb.ReportStatusRequest
@@ -166,6 +168,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		if a.hub, err = vpn.NewHub(filepath.Join(cfg.DataDir, "wireguard"), wireguard.Choose(wireguard.ProbeKernel), cfg.WireGuardPrefix); err != nil {
 			return nil, fmt.Errorf("--wireguard-prefix: %w", err)
 		}
+		a.egress = egress.New(a.logger)
 		a.addons = map[string]*addons.Applier{}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -205,6 +208,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 // Close releases the agent's connections and state file.
 func (a *Agent) Close() {
 	if a.hub != nil {
+		a.egress.Close()
 		a.hub.Close()
 	}
 	if a.runtime != nil {
@@ -454,6 +458,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 			}
 		}
 		a.hub.RemoveExcept(keep)
+		a.egress.RemoveExcept(keep)
 	}
 	a.metrics.components.Reset()
 	pending := false

@@ -2,15 +2,18 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/oneinfra/oneinfra/agent/addons"
+	"github.com/oneinfra/oneinfra/agent/egress"
 	"github.com/oneinfra/oneinfra/agent/join"
 	"github.com/oneinfra/oneinfra/agent/vpn"
 	"github.com/oneinfra/oneinfra/internal/renewal"
@@ -40,7 +43,42 @@ func (a *Agent) syncVPN(as *pb.Assignment, status *pb.ComponentStatus) *pb.Condi
 			err = fmt.Errorf("reading the peers of %s: %w", a.hub.InterfaceName(cluster), err)
 		}
 	}
-	return condition(vocab.CondVPNEndpoint, err, fmt.Sprintf("WireGuard endpoint %s up with %d peers", a.hub.InterfaceName(cluster), len(v.Peers)))
+	if err == nil {
+		err = a.syncEgress(as)
+	}
+	return condition(vocab.CondVPNEndpoint, err, fmt.Sprintf("WireGuard endpoint %s up with %d peers, and the API servers' egress proxy at %s:%d",
+		a.hub.InterfaceName(cluster), len(v.Peers), v.EndpointAddress, resources.EgressProxyPort))
+}
+
+// syncEgress runs, at the VPN endpoint's address, the proxy the cluster's
+// API servers reach its nodes, pods and services through.
+func (a *Agent) syncEgress(as *pb.Assignment) error {
+	v := as.Vpn
+	addr, err := netip.ParseAddr(v.EndpointAddress)
+	if err != nil {
+		return fmt.Errorf("the VPN endpoint address: %w", err)
+	}
+	var nets []netip.Prefix
+	for _, r := range v.Routes {
+		n, err := netip.ParsePrefix(r)
+		if err != nil {
+			return fmt.Errorf("the VPN's network %q: %w", r, err)
+		}
+		nets = append(nets, n)
+	}
+	kp := as.Certs[vocab.EgressProxyCert]
+	if kp == nil {
+		return errors.New("the ingress has no egress proxy certificate yet")
+	}
+	cert, err := tls.X509KeyPair(kp.CertPem, kp.KeyPem)
+	if err != nil {
+		return fmt.Errorf("the egress proxy certificate: %w", err)
+	}
+	clients, err := tlsutil.CertPool(as.CaCerts[vocab.KubeletClientCA])
+	if err != nil {
+		return fmt.Errorf("the kubelet-client CA: %w", err)
+	}
+	return a.egress.Ensure(as.Component.Spec.Cluster, egress.Config{Address: addr, Networks: nets, Cert: cert, ClientCAs: clients, ClientCN: vocab.APIServerKubeletClientUser})
 }
 
 // applyAddons applies, through the cluster's API at this ingress, the

@@ -260,7 +260,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	cpHolds := !slices.ContainsFunc(have, func(comp *pb.Component) bool {
 		return trustStale(clusterPKI, st.ComponentCerts(nil, comp.Metadata.Name))
 	})
-	if err := renewIngressCerts(st, clusterPKI, due, ingresses, cpHolds, s.cfg.certValidity(), cmd); err != nil {
+	if err := renewIngressCerts(st, clusterPKI, due, ingresses, cpHolds, tunnelHosts, s.cfg.certValidity(), cmd); err != nil {
 		return err
 	}
 	// A replica leaves its hypervisor when that is dead or draining, and a

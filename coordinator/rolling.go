@@ -323,21 +323,22 @@ func (r *roller) warnBlocked(comp *pb.Component, first *x509.Certificate) {
 }
 
 // renewIngressCerts issues the certificates of a cluster's ingress, for
-// the keys its agent gave: the first ones, and again when one is due or
-// when a CA rotation moved on and the control plane holds its stage
-// (cpHolds); haproxy reloads them (and the CAs it trusts) without
-// dropping a connection.
-func renewIngressCerts(st *state.Store, p *pb.ClusterPKI, d dueCheck, ingresses []*pb.Component, cpHolds bool, validity time.Duration, cmd *pb.PlaceCommand) error {
+// the keys its agent gave: the first ones (or one it lacks), and again
+// when one is due or when a CA rotation moved on and the control plane
+// holds its stage (cpHolds); haproxy reloads them (and the CAs it
+// trusts) without dropping a connection. vpnAddresses are the VPN
+// endpoint's.
+func renewIngressCerts(st *state.Store, p *pb.ClusterPKI, d dueCheck, ingresses []*pb.Component, cpHolds bool, vpnAddresses []string, validity time.Duration, cmd *pb.PlaceCommand) error {
 	for _, comp := range ingresses {
 		if comp.Metadata.DeletionTimestamp != nil {
 			continue
 		}
 		old := st.ComponentCerts(nil, comp.Metadata.Name)
-		first := len(old.GetCerts()) == 0
+		first := slices.ContainsFunc(pki.KeyNames(resources.RoleIngress), func(name string) bool { return old.GetCerts()[name] == nil })
 		if !first && !renewalDue(d, old) && !(cpHolds && trustStale(p, old)) {
 			continue
 		}
-		certs, err := pki.IngressCerts(p, comp.Metadata.Name, old.GetSpareKeys(), validity, d.now)
+		certs, err := pki.IngressCerts(p, comp.Metadata.Name, vpnAddresses, old.GetSpareKeys(), validity, d.now)
 		if errors.Is(err, pki.ErrNoKeys) {
 			continue // its agent gives the next keys soon
 		}

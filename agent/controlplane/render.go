@@ -22,6 +22,7 @@ import (
 	"github.com/oneinfra/oneinfra/agent/host"
 	"github.com/oneinfra/oneinfra/internal/kubeconfig"
 	"github.com/oneinfra/oneinfra/internal/renewal"
+	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -118,6 +119,7 @@ const (
 	fileSAPub            = "sa.pub"
 	fileEncryption       = "encryption-config.yaml"
 	fileAuthentication   = "authentication-config.yaml"
+	fileEgressSelector   = "egress-selector.yaml"
 	fileControllerKubecf = "controller-manager.kubeconfig"
 	fileSchedulerKubecf  = "scheduler.kubeconfig"
 )
@@ -179,6 +181,13 @@ func renderFiles(as *pb.Assignment, paths host.Paths, m member) ([]host.File, er
 		return nil, err
 	}
 	public(fileAuthentication, auth)
+	if as.GetVpn().GetEndpointAddress() != "" {
+		egress, err := yaml.Marshal(egressSelectorConfig(as.Vpn.EndpointAddress, paths))
+		if err != nil {
+			return nil, err
+		}
+		public(fileEgressSelector, egress)
+	}
 	local := url("127.0.0.1", m.ports[vocab.PortAPIServer])
 	for _, kc := range []struct{ file, cert, user string }{
 		{fileControllerKubecf, vocab.ControllerManagerCert, "system:kube-controller-manager"},
@@ -220,6 +229,33 @@ func authenticationConfig() map[string]any {
 			"enabled":    true,
 			"conditions": []any{map[string]any{"path": "/livez"}, map[string]any{"path": "/readyz"}, map[string]any{"path": "/healthz"}},
 		},
+	}
+}
+
+// egressSelectorConfig sends the API server's traffic to the cluster's
+// nodes, pods and services (kubelets; webhooks, aggregated APIs and the
+// proxy, at endpoint addresses) through the egress proxy at the VPN
+// endpoint (agent/egress): the nodes are behind NATs, reached only through
+// the tunnel. It verifies the proxy against the cluster CA, and presents
+// the kubelet-client certificate.
+func egressSelectorConfig(endpoint string, paths host.Paths) map[string]any {
+	return map[string]any{
+		"apiVersion": "apiserver.k8s.io/v1beta1",
+		"kind":       "EgressSelectorConfiguration",
+		"egressSelections": []any{map[string]any{
+			"name": "cluster",
+			"connection": map[string]any{
+				"proxyProtocol": "HTTPConnect",
+				"transport": map[string]any{"tcp": map[string]any{
+					"url": url(endpoint, resources.EgressProxyPort),
+					"tlsConfig": map[string]any{
+						"caBundle":   paths.Config(fileClusterCA),
+						"clientCert": paths.Config(vocab.APIServerKubeletClientCert + ".crt"),
+						"clientKey":  paths.Config(vocab.APIServerKubeletClientCert + ".key"),
+					},
+				}},
+			},
+		}},
 	}
 }
 
@@ -290,10 +326,16 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 	// kubernetes service's endpoints are the ingress's (agent/addons), not
 	// each API server's.
 	reconciler := "lease"
+	var egress []string
 	if as.GetVpn() != nil {
 		reconciler = "none"
 	}
-	return []string{
+	if as.GetVpn().GetEndpointAddress() != "" {
+		// Webhooks and aggregated APIs are reached at their endpoints'
+		// (pod) addresses, through the egress proxy.
+		egress = []string{"--egress-selector-config-file=" + c(fileEgressSelector), "--enable-aggregator-routing=true"}
+	}
+	return append(egress, []string{
 		"--advertise-address=" + m.address,
 		"--endpoint-reconciler-type=" + reconciler,
 		"--secure-port=" + strconv.Itoa(int(m.ports[vocab.PortAPIServer])),
@@ -334,7 +376,7 @@ func apiServerArgs(as *pb.Assignment, paths host.Paths, m member) []string {
 		"--proxy-client-cert-file=" + c(vocab.FrontProxyClientCert+".crt"),
 		"--proxy-client-key-file=" + c(vocab.FrontProxyClientCert+".key"),
 		"--profiling=false",
-	}
+	}...)
 }
 
 // kubeletCA is the API server's --kubelet-certificate-authority: the

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/oneinfra/oneinfra/coordinator/pki"
+	"github.com/oneinfra/oneinfra/internal/resources"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
@@ -18,7 +19,7 @@ import (
 // made elsewhere is refused, and unused keys go once past the grace.
 func TestKeysStayAndComplete(t *testing.T) {
 	dir := Dir(filepath.Join(t.TempDir(), "keys"))
-	names := []string{vocab.IngressHealthCert, vocab.AddonsCert}
+	names := pki.KeyNames(resources.RoleIngress)
 	csrs, err := dir.New("demo-ingress-0", names)
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +34,7 @@ func TestKeysStayAndComplete(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	issued, err := pki.IngressCerts(p, "demo-ingress-0", pubs, time.Hour, time.Now())
+	issued, err := pki.IngressCerts(p, "demo-ingress-0", nil, pubs, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,8 +74,8 @@ func TestKeysStayAndComplete(t *testing.T) {
 	if err := dir.Prune([]string{keep}, time.Hour, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if entries, _ := os.ReadDir(string(dir)); len(entries) != 2 {
-		t.Errorf("%d keys left within the grace, want 2", len(entries))
+	if entries, _ := os.ReadDir(string(dir)); len(entries) != len(names) {
+		t.Errorf("%d keys left within the grace, want %d", len(entries), len(names))
 	}
 	if err := dir.Prune([]string{keep}, time.Hour, time.Now().Add(2*time.Hour)); err != nil {
 		t.Fatal(err)

@@ -109,22 +109,23 @@ func DeleteRule(table, chain string, rule ...string) error {
 	return Run("iptables", append([]string{"-w", "-t", table, "-D", chain}, rule...)...)
 }
 
-// EnsureInputTable makes packets that arrive on iface be routed with table
-// (a policy routing rule), so networks that overlap between interfaces
-// (two clusters' pod CIDRs) are kept apart.
-func EnsureInputTable(iface string, table int) error {
-	out, err := exec.Command("ip", "rule", "show", "iif", iface).Output()
+// EnsureTableRule makes the packets a policy routing rule selects (by
+// selector and value: "iif" and an interface, or "from" and an address)
+// be routed with table, so networks that overlap between interfaces (two
+// clusters' pod CIDRs) are kept apart.
+func EnsureTableRule(selector, value string, table int) error {
+	out, err := exec.Command("ip", "rule", "show", selector, value).Output()
 	if err != nil {
-		return fmt.Errorf("ip rule show iif %s: %w", iface, err)
+		return fmt.Errorf("ip rule show %s %s: %w", selector, value, err)
 	}
 	if strings.Contains(string(out), fmt.Sprintf("lookup %d", table)) {
 		return nil
 	}
-	return IP("rule", "add", "iif", iface, "lookup", fmt.Sprint(table))
+	return IP("rule", "add", selector, value, "lookup", fmt.Sprint(table))
 }
 
-// RemoveInputTable removes the rules EnsureInputTable made for iface.
-func RemoveInputTable(iface string, table int) {
-	for IP("rule", "del", "iif", iface, "lookup", fmt.Sprint(table)) == nil {
+// RemoveTableRule removes the rules EnsureTableRule made.
+func RemoveTableRule(selector, value string, table int) {
+	for IP("rule", "del", selector, value, "lookup", fmt.Sprint(table)) == nil {
 	}
 }

@@ -199,7 +199,12 @@ func (h *Hub) forward(iface string, table int, spec Spec) error {
 			return err
 		}
 	}
-	if err := netconf.EnsureInputTable(iface, table); err != nil {
+	if err := netconf.EnsureTableRule("iif", iface, table); err != nil {
+		return err
+	}
+	// What the endpoint itself sends from its VPN address (the API
+	// servers' egress, agent/egress) goes into the cluster's networks too.
+	if err := netconf.EnsureTableRule("from", spec.Address, table); err != nil {
 		return err
 	}
 	for _, dir := range []string{"-i", "-o"} {
@@ -295,7 +300,8 @@ func (h *Hub) removeLocked(cluster string, forgetKey bool) {
 	iface := h.InterfaceName(cluster)
 	if ep != nil {
 		_ = ep.dev.Close()
-		netconf.RemoveInputTable(iface, ep.table)
+		netconf.RemoveTableRule("iif", iface, ep.table)
+		netconf.RemoveTableRule("from", ep.spec.Address, ep.table)
 		_ = netconf.IP("route", "flush", "table", fmt.Sprint(ep.table))
 	}
 	c := chain(iface)

@@ -50,7 +50,7 @@ var ErrNoKeys = errors.New("waiting for its agent's new keys")
 var keyNames = map[string][]string{
 	resources.RoleControlPlane: {vocab.APIServerCert, vocab.APIServerKubeletClientCert, vocab.APIServerEtcdClientCert,
 		vocab.EtcdServerCert, vocab.EtcdPeerCert, vocab.FrontProxyClientCert, vocab.ControllerManagerCert, vocab.SchedulerCert},
-	resources.RoleIngress: {vocab.IngressHealthCert, vocab.AddonsCert},
+	resources.RoleIngress: {vocab.IngressHealthCert, vocab.AddonsCert, vocab.EgressProxyCert},
 }
 
 // KeyNames are the certificates a component of role holds, whose keys its
@@ -168,23 +168,34 @@ func controlPlaneSpecs(p *pb.ClusterPKI, id ControlPlaneIdentity) ([]leafSpec, e
 
 // IngressCerts issues the certificates of a cluster's ingress component,
 // each for the public key of keys under its name (ErrNoKeys if one is
-// missing): vocab.IngressHealthCert, a client certificate from
-// vocab.ClientCA with CN oneinfra:ingress-health and no group, which
-// haproxy presents when it checks the API servers' /readyz (readable by
-// any authenticated user). To verify the API servers, haproxy needs only
-// the public certificate of vocab.ClusterCA (CACertPEM). And
-// vocab.AddonsCert (CN oneinfra:addons, no group), with which the agent
-// applies the objects worker nodes need (bootstrap tokens, kube-proxy,
-// CoreDNS): a control-plane replica grants it exactly the rights that
-// takes (agent/addons), never system:masters.
-func IngressCerts(p *pb.ClusterPKI, component string, keys map[string][]byte, validity time.Duration, now time.Time) (*pb.ComponentCerts, error) {
+// missing):
+//
+//   - vocab.IngressHealthCert, a client certificate from vocab.ClientCA
+//     with CN oneinfra:ingress-health and no group, which haproxy presents
+//     when it checks the API servers' /readyz (readable by any
+//     authenticated user). To verify the API servers, haproxy needs only
+//     the public certificate of vocab.ClusterCA (CACertPEM).
+//   - vocab.AddonsCert (CN oneinfra:addons, no group), with which the agent
+//     applies the objects worker nodes need (bootstrap tokens, kube-proxy,
+//     CoreDNS): a control-plane replica grants it exactly the rights that
+//     takes (agent/addons), never system:masters.
+//   - vocab.EgressProxyCert: serving, from vocab.ClusterCA, CN
+//     oneinfra:egress-proxy, for vpnAddresses (the VPN endpoint's; none
+//     without a VPN): the API servers verify the egress proxy with it.
+func IngressCerts(p *pb.ClusterPKI, component string, vpnAddresses []string, keys map[string][]byte, validity time.Duration, now time.Time) (*pb.ComponentCerts, error) {
 	if component == "" {
 		return nil, errors.New("component name is required")
+	}
+	egress := &sanSet{}
+	egress.add(vpnAddresses...)
+	if egress.err != nil {
+		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), component, egress.err)
 	}
 	client := []tlsutil.Usage{tlsutil.UsageClient}
 	certs, err := issueAll(p, []leafSpec{
 		{vocab.IngressHealthCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.IngressHealthUser, Usages: client}},
 		{vocab.AddonsCert, vocab.ClientCA, tlsutil.CertOptions{CommonName: vocab.AddonsUser, Usages: client}},
+		{vocab.EgressProxyCert, vocab.ClusterCA, tlsutil.CertOptions{CommonName: vocab.EgressProxyUser, DNSNames: egress.dns, IPs: egress.ips, Usages: []tlsutil.Usage{tlsutil.UsageServer}}},
 	}, keys, validity, now)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: component %s: %w", p.GetCluster(), component, err)

@@ -338,16 +338,21 @@ func TestControlPlaneCertsRefusesBadIdentity(t *testing.T) {
 func TestIngressCerts(t *testing.T) {
 	p := sharedPKI(t)
 	keys := testKeys(t, resources.RoleIngress)
-	ic, err := IngressCerts(p, "demo-ingress", keys, LeafValidity, time.Now())
+	ic, err := IngressCerts(p, "demo-ingress", []string{"10.200.0.1"}, keys, LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ic.Component != "demo-ingress" || len(ic.Certs) != 2 {
+	if ic.Component != "demo-ingress" || len(ic.Certs) != 3 {
 		t.Errorf("ingress certs = %s, %d certificates", ic.Component, len(ic.Certs))
 	}
 	checkLeaf(t, p, vocab.IngressHealthCert, ic.Certs[vocab.IngressHealthCert], leafWant{vocab.ClientCA, clientUsage, "oneinfra:ingress-health", nil, keys[vocab.IngressHealthCert]})
 	checkLeaf(t, p, vocab.AddonsCert, ic.Certs[vocab.AddonsCert], leafWant{vocab.ClientCA, clientUsage, "oneinfra:addons", nil, keys[vocab.AddonsCert]})
-	if _, err := IngressCerts(p, "", keys, LeafValidity, time.Now()); err == nil {
+	if egress := checkLeaf(t, p, vocab.EgressProxyCert, ic.Certs[vocab.EgressProxyCert], leafWant{vocab.ClusterCA, serverUsage, "oneinfra:egress-proxy", nil, keys[vocab.EgressProxyCert]}); egress != nil {
+		if egress.VerifyHostname("10.200.0.1") != nil || egress.VerifyHostname("10.200.0.2") == nil {
+			t.Errorf("egress proxy certificate names %v, want the VPN endpoint's address only", egress.IPAddresses)
+		}
+	}
+	if _, err := IngressCerts(p, "", nil, keys, LeafValidity, time.Now()); err == nil {
 		t.Error("IngressCerts accepted an empty component")
 	}
 }
@@ -360,7 +365,7 @@ func TestOnlyAdminIsMaster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ic, err := IngressCerts(p, "demo-ingress", testKeys(t, resources.RoleIngress), LeafValidity, time.Now())
+	ic, err := IngressCerts(p, "demo-ingress", nil, testKeys(t, resources.RoleIngress), LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -166,6 +166,10 @@ func DefaultHypervisor(h *pb.Hypervisor) {
 // ingress's port, so the address stays when the ingress moves.
 const TunnelAPIPort = 6443
 
+// EgressProxyPort is where a cluster's API servers reach its nodes, pods
+// and services, at its VPN endpoint's address (agent/egress).
+const EgressProxyPort = 7446
+
 // DefaultJoinPort is where a public hypervisor's agent serves the worker
 // join endpoint.
 const DefaultJoinPort = 7445

@@ -42,6 +42,10 @@ const (
 	// cluster's add-ons with (ClientCA, in no group: the add-ons' RBAC
 	// grants it what it applies).
 	AddonsCert = "addons"
+	// EgressProxyCert is the serving certificate of the egress proxy at a
+	// cluster's VPN endpoint (agent/egress), for the endpoint's VPN
+	// address (ClusterCA).
+	EgressProxyCert = "egress-proxy"
 	// SignerCACert is the signing CA with its key, in a control-plane
 	// assignment: the controller-manager signs node certificates.
 	SignerCACert = "signer-ca"
@@ -57,6 +61,7 @@ const (
 	SchedulerUser              = "system:kube-scheduler"
 	IngressHealthUser          = "oneinfra:ingress-health"
 	AddonsUser                 = "oneinfra:addons"
+	EgressProxyUser            = "oneinfra:egress-proxy"
 	AdminUser                  = "oneinfra-admin"
 	// ControlPlaneUser, in MastersGroup, is what a control-plane replica's
 	// agent applies the add-ons' RBAC as, with a certificate it makes

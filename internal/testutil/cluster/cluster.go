@@ -104,7 +104,7 @@ func ControlPlaneCerts(t testing.TB, p *pb.ClusterPKI, id pki.ControlPlaneIdenti
 func IngressCerts(t testing.TB, p *pb.ClusterPKI, component string) *pb.ComponentCerts {
 	t.Helper()
 	pubs, privs := testutil.KeySet(t, pki.KeyNames(resources.RoleIngress))
-	certs, err := pki.IngressCerts(p, component, pubs, pki.LeafValidity, time.Now())
+	certs, err := pki.IngressCerts(p, component, nil, pubs, pki.LeafValidity, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
