@@ -63,6 +63,17 @@ echo "== a request through the ingress (kubectl get --raw /readyz, then namespac
 echo "== oneinfra-coord cluster backup demo --wait (an etcd backup, sealed; one is taken every 6h too)"
 C cluster backup demo --wait
 C cluster backups demo
+echo "== a worker behind two NATs joins: test/demo/join-worker.sh worker-1"
+test/demo/join-worker.sh worker-1
+echo "== the API servers reach pods on worker-1 through the VPN (their egress proxy at its endpoint): a pod proxy and an aggregated API"
+K() { "$PWD/_output/bin/kubectl" --kubeconfig "$DEMO/demo.kubeconfig" "$@"; }
+K apply -f test/demo/egress.yaml
+K wait --for=condition=Ready pod/web pod/demo-api --timeout=2m
+K wait --for=condition=Available apiservice/v1.demo.oneinfra.io --timeout=2m
+echo "\$ kubectl get --raw /api/v1/namespaces/default/pods/web:8080/proxy/"
+K get --raw /api/v1/namespaces/default/pods/web:8080/proxy/
+echo "\$ kubectl get --raw /apis/demo.oneinfra.io/v1"
+K get --raw /apis/demo.oneinfra.io/v1; echo
 cat <<MSG
 
 The demo runs under $DEMO (logs: coordinator.log, */agent.log). Use it:
@@ -72,9 +83,9 @@ The demo runs under $DEMO (logs: coordinator.log, */agent.log). Use it:
 Back it up and go back to a backup:
   bin/oneinfra-coord cluster backup demo --wait
   bin/oneinfra-coord cluster restore demo --backup ID --wait   # an ID of: cluster backups demo
-Join a worker (worker-1 or worker-2, each behind two NATs) to it:
-  test/demo/join-worker.sh worker-1
-Replace its CAs (Ready throughout; about 3 minutes), then fetch its kubeconfig again:
+Join the other worker (behind two NATs too):
+  test/demo/join-worker.sh worker-2
+Replace its CAs (Ready throughout; about 4 minutes), then fetch its kubeconfig again:
   bin/oneinfra-coord cluster rotate-ca demo --wait
   bin/oneinfra-coord cluster kubeconfig demo > $DEMO/demo.kubeconfig
 Replace the coordinator's own CA (agents, workers and the admin.conf you run it with move over):

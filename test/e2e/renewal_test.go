@@ -65,6 +65,7 @@ func TestWorkersBehindNATThroughRenewals(t *testing.T) {
 	ips := joinWorkers(t, s, "renew", kc, token, hash)
 	checkLogsExec(t, kc)
 	checkPodToPod(t, kc, ips)
+	checkAPIReachesPods(t, kc)
 	addonsReady(t, kc)
 	before, beforeKeys := servingCerts(t, kc)
 
@@ -139,6 +140,7 @@ func TestWorkersBehindNATThroughRenewals(t *testing.T) {
 	kc = writeKubeconfig(t, s, "renew")
 	checkLogsExec(t, kc)
 	checkPodToPod(t, kc, ips)
+	checkAPIReachesPods(t, kc)
 
 	// The CLI renewed the file it started with, and it still works.
 	if readFile(t, s.config) == startedConfig {

@@ -67,6 +67,7 @@ func rotateClusterCA(t *testing.T, s *system, cluster string, ips map[string]str
 	}
 	checkLogsExec(t, kc)
 	checkPodToPod(t, kc, ips)
+	checkAPIReachesPods(t, kc)
 	addonsReady(t, kc)
 }
 

@@ -44,6 +44,19 @@ func checkPodToPod(t *testing.T, kc string, ips map[string]string) {
 	}
 }
 
+// checkAPIReachesPods: the API servers reach the pods on the workers
+// behind NATs, through the VPN (their egress proxy at its endpoint), as
+// webhooks, aggregated APIs and the pod proxy need.
+func checkAPIReachesPods(t *testing.T, kc string) {
+	t.Helper()
+	for _, pod := range []string{"app-1", "app-2"} {
+		got, err := kubectl(kc, "get", "--raw", "/api/v1/namespaces/default/pods/"+pod+":8080/proxy/")
+		if err != nil || strings.TrimSpace(got) != "ok" {
+			t.Errorf("the API server's proxy to pod %s: %q %v", pod, got, err)
+		}
+	}
+}
+
 // removeNode lists both peers with a handshake, then removes w-2: its
 // peer leaves the endpoint's device and the list.
 func removeNode(t *testing.T, s *system, cluster string) {

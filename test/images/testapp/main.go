@@ -5,6 +5,12 @@
 //	testapp -print "hello" -exit 3 -after 100ms   # prints, then exits 3
 //	testapp -http 127.0.0.1:8080                  # serves "ok" on every path
 //	testapp -get http://10.244.1.5:8080/          # prints the body; exit 0 on 2xx
+//	testapp -https :8443                          # an aggregated API server
+//
+// -https serves over TLS with a self-signed certificate made at start (an
+// APIService with insecureSkipTLSVerify): /apis/GROUP/VERSION answers an
+// APIResourceList with no resources, so the API server lists the group as
+// available; every other path answers "ok".
 //
 // -get is for reachability checks (kubectl exec POD -- testapp -get URL): it
 // makes one request (no retry, no proxy) within -timeout, prints the body on
@@ -14,10 +20,18 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"os/signal"
@@ -38,11 +52,12 @@ func main() {
 	exit := flag.Int("exit", -1, "exit with this code (after -after) instead of running until a signal")
 	after := flag.Duration("after", 0, "delay before -exit")
 	httpAddr := flag.String("http", "", "serve \"ok\" over HTTP on this address")
+	httpsAddr := flag.String("https", "", "serve as an aggregated API server over HTTPS (a self-signed certificate) on this address")
 	getURL := flag.String("get", "", "fetch this URL once, print the body and exit: 0 on a 2xx status, 1 otherwise")
 	timeout := flag.Duration("timeout", 5*time.Second, "time limit of -get (connection, headers and body)")
 	flag.Parse()
-	if *getURL != "" && (*httpAddr != "" || *exit >= 0) {
-		fmt.Fprintln(os.Stderr, "testapp: -get cannot be combined with -http or -exit")
+	if *getURL != "" && (*httpAddr != "" || *httpsAddr != "" || *exit >= 0) {
+		fmt.Fprintln(os.Stderr, "testapp: -get cannot be combined with -http, -https or -exit")
 		os.Exit(2)
 	}
 
@@ -65,6 +80,13 @@ func main() {
 				fmt.Fprintln(w, "ok")
 			}))
 			fmt.Fprintln(os.Stderr, "testapp: http:", err)
+			os.Exit(2)
+		}()
+	}
+	if *httpsAddr != "" {
+		go func() {
+			err := serveAPI(*httpsAddr)
+			fmt.Fprintln(os.Stderr, "testapp: https:", err)
 			os.Exit(2)
 		}()
 	}
@@ -113,4 +135,35 @@ func get(url string, timeout time.Duration, out io.Writer) error {
 		return fmt.Errorf("Get %q: reading the body: %w", url, err)
 	}
 	return nil
+}
+
+// serveAPI serves, over TLS with a self-signed certificate made now, an
+// aggregated API of no resources (see -https).
+func serveAPI(addr string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "testapp"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Addr: addr, Handler: http.HandlerFunc(apiHandler),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}}
+	return srv.ListenAndServeTLS("", "")
+}
+
+// apiHandler answers /apis/GROUP/VERSION with an empty APIResourceList,
+// anything else with "ok".
+func apiHandler(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(parts) != 3 || parts[0] != "apis" {
+		fmt.Fprintln(w, "ok")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": parts[1] + "/" + parts[2], "resources": []any{}})
 }

@@ -57,3 +57,16 @@ func TestGet(t *testing.T) {
 		})
 	}
 }
+
+func TestAPIHandler(t *testing.T) {
+	for path, want := range map[string]string{
+		"/apis/demo.oneinfra.io/v1": `"groupVersion":"demo.oneinfra.io/v1"`,
+		"/healthz":                  "ok",
+	} {
+		rec := httptest.NewRecorder()
+		apiHandler(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s: %d %q, want %q", path, rec.Code, rec.Body.String(), want)
+		}
+	}
+}
