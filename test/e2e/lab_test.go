@@ -189,16 +189,34 @@ func startSystem(t *testing.T, hosts []lab.HostSpec, n int, coordFlags ...string
 	return s
 }
 
-// dumpLogs prints the tails of the lab's process logs and of its etcd
-// containers' logs.
+// dumpLogs keeps the lab's logs of a failed test (its processes' and its
+// etcd members') under _output/e2e-logs/TEST/, and names them in the test's
+// output, so that the failures stay what its output ends with.
 func dumpLogs(t *testing.T, dir string) {
+	root, _ := containerd.RepoRoot()
+	keep := filepath.Join(root, "_output", "e2e-logs", t.Name())
+	_ = os.RemoveAll(keep)
 	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 	more, _ := filepath.Glob(filepath.Join(dir, "*", "*.log"))
 	etcd, _ := filepath.Glob(filepath.Join(dir, "*", "root/var/log/oneinfra/pods/*/etcd/*.log"))
+	var kept []string
 	for _, f := range append(append(logs, more...), etcd...) {
-		b, _ := os.ReadFile(f)
-		t.Logf("== %s (tail)\n%s", f, b[max(0, len(b)-4000):])
+		rel, _ := filepath.Rel(dir, f)
+		dst := filepath.Join(keep, rel)
+		b, err := os.ReadFile(f)
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(dst), 0o700)
+		}
+		if err == nil {
+			err = os.WriteFile(dst, b, 0o600)
+		}
+		if err != nil {
+			t.Logf("keeping %s: %v", f, err)
+			continue
+		}
+		kept = append(kept, rel)
 	}
+	t.Logf("the lab's logs are kept in %s: %s", keep, strings.Join(kept, " "))
 }
 
 // kubectl runs the kubectl built with the images against a kubeconfig.
