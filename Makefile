@@ -5,7 +5,7 @@ LDFLAGS := -X github.com/oneinfra/oneinfra/internal/version.Version=$(VERSION)
 PREFIX ?= /usr/local
 GO ?= go
 
-.PHONY: build test unit fuzz lint proto install clean demo demo-down drain-soak deps
+.PHONY: build test unit fuzz lint proto install clean demo demo-down drain-soak deps conformance conformance-smoke
 
 # `make images`: the test images and Kubernetes binaries, no registry needed.
 include test/images/images.mk
@@ -21,7 +21,7 @@ deps:
 # Every test: unit, multi-server, real containerd and end-to-end lab tests
 # (they need root and the images), then a short fuzz run of the manifest
 # decoder.
-test: deps lint images unit fuzz
+test: deps lint images unit conformance-smoke fuzz
 
 # The end-to-end tests run verbose: they print what they measure.
 unit:
@@ -50,6 +50,23 @@ demo-down: _output/bin/lab
 
 _output/bin/lab: $(shell find test/lab internal/testutil -name '*.go')
 	$(GO) build -o $@ ./test/lab/cmd/lab
+
+# The upstream Kubernetes e2e suite against the demo's cluster (workers
+# behind NATs): its images built here and loaded into the workers, no
+# registry. FOCUS defaults to every [Conformance] test; SKIP to none.
+CONFORMANCE_IMAGES := $(addprefix $(IMAGES_DIR)/,$(addsuffix .tar,agnhost agnhost-prev busybox pause-e2e nginx \
+	glibc-dns-testing kitten nautilus nonewprivs sample-apiserver etcd-e2e))
+FOCUS ?= \[Conformance\]
+SKIP ?=
+conformance: deps build images _output/bin/lab $(E2E_TEST) $(GINKGO)
+	FOCUS='$(FOCUS)' SKIP='$(SKIP)' ./test/conformance/run.sh $(CONFORMANCE_IMAGES)
+
+# make test's part of it (about 10 minutes): an admission webhook, an
+# aggregated API server, the pod and service proxy, DNS, logs, exec and
+# port-forward, and Services and pods across the two NAT'd workers.
+CONFORMANCE_SMOKE := AdmissionWebhook .*should be able to deny pod and configmap creation|Aggregator Should be able to support the 1.17 Sample API Server|Proxy version v1 should proxy through a service and a pod|DNS should provide DNS for services  *\[Conformance\]|Kubectl logs logs should be able to retrieve and filter logs|Pods should support remote command execution over websockets|Pods should support retrieving logs from the container over websockets|Granular Checks: Pods should function for intra-pod communication: http|Services should serve a basic endpoint from pods|Port forwarding With a server listening on localhost should support forwarding over websockets
+conformance-smoke:
+	$(MAKE) conformance FOCUS='$(CONFORMANCE_SMOKE)'
 
 # Regenerates proto/*.pb.go (committed).
 proto:

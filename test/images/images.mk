@@ -128,6 +128,10 @@ $(WEED_BIN): $(WEED_TOOLS)/go.mod $(WEED_TOOLS)/go.sum $(IMAGES_GO_VERSION)
 # in /usr/local/bin, no entrypoint (give the command), haproxy as in the
 # official image.
 IMAGES_PATH_ENV := -env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# The libraries of dynamically linked host binaries, as -add flags: those
+# ldd lists, at the paths it prints (symlinks followed), run when the image
+# is written.
+IMAGES_LIBS = $$(ldd $(1) | awk '$$2 == "=>" && $$3 ~ /^\// {print "-add " $$3 ":" $$3} $$1 ~ /^\// && $$1 !~ /:$$/ {print "-add " $$1 ":" $$1}' | sort -u)
 
 IMAGE_DEPS_pause := $(IMAGES_BUILD_DIR)/pause
 IMAGE_ARGS_pause := -entrypoint '["/pause"]' -add $(IMAGES_BUILD_DIR)/pause:/pause:0755
@@ -160,7 +164,7 @@ IMAGE_ARGS_kube-proxy = $(IMAGES_PATH_ENV) -cmd '["/usr/local/bin/kube-proxy"]' 
 	-add $(IMAGES_XTABLES_MULTI):/usr/sbin/$(notdir $(IMAGES_XTABLES_MULTI)):0755 \
 	$(foreach t,$(IMAGES_IPTABLES_TOOLS),-symlink /usr/sbin/$(t):$(notdir $(IMAGES_XTABLES_MULTI))) \
 	-rootfs $(IMAGES_XTABLES_DIR):$(IMAGES_XTABLES_DIR) -mkdir /run \
-	$$(ldd $(IMAGES_XTABLES_MULTI) $(IMAGES_XTABLES_DIR)/*.so | awk '$$2 == "=>" && $$3 ~ /^\// {print "-add " $$3 ":" $$3} $$1 ~ /^\// && $$1 !~ /:$$/ {print "-add " $$1 ":" $$1}' | sort -u)
+	$(call IMAGES_LIBS,$(IMAGES_XTABLES_MULTI) $(IMAGES_XTABLES_DIR)/*.so)
 
 $(IMAGES_XTABLES_MULTI) $(IMAGES_XTABLES_DIR):
 	@echo "$@ is missing: install Debian's iptables package (apt-get install -y iptables)" >&2; exit 1
@@ -182,13 +186,128 @@ IMAGE_ARGS_haproxy = $(IMAGES_PATH_ENV) -stop-signal SIGUSR1 \
 	-add $(IMAGES_HAPROXY):/usr/local/sbin/haproxy:0755 \
 	-add $(IMAGES_BUILD_DIR)/haproxy-passwd:/etc/passwd:0644 \
 	-mkdir /usr/local/etc/haproxy -mkdir /var/lib/haproxy -mkdir /run/haproxy \
-	$$(ldd $(IMAGES_HAPROXY) | awk '$$2 == "=>" && $$3 ~ /^\// {print "-add " $$3 ":" $$3} $$1 ~ /^\// {print "-add " $$1 ":" $$1}')
+	$(call IMAGES_LIBS,$(IMAGES_HAPROXY))
 
 $(IMAGES_HAPROXY):
 	@echo "$@ is missing: install Debian's haproxy package (apt-get install -y haproxy)" >&2; exit 1
 $(IMAGES_BUILD_DIR)/haproxy-passwd: $(IMAGES_SRC)/images.mk
 	@mkdir -p $(@D)
 	printf 'root:x:0:0:root:/root:/sbin/nologin\nhaproxy:x:99:99:haproxy:/var/lib/haproxy:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' > $@
+
+# The e2e suite's images (make conformance). Upstream builds them on Alpine
+# or Debian; here each is its Go program from k8s.io/kubernetes v1.37.2
+# (tools/kube) and, where the tests run a shell in it, Debian's
+# busybox-static (every applet a symlink in /bin) with the tools the tests
+# call beside it: bash, getent, dig, nslookup, host, curl and OpenBSD's nc
+# in /usr/bin (first on the PATH), with their libraries.
+E2E_BUILD_DIR := $(IMAGES_BUILD_DIR)/e2e
+E2E_PROGRAMS := $(addprefix $(E2E_BUILD_DIR)/,agnhost nonewprivs sample-apiserver)
+E2E_PACKAGES := k8s.io/kubernetes/test/images/agnhost k8s.io/kubernetes/test/images/nonewprivs k8s.io/sample-apiserver
+$(E2E_PROGRAMS) &: $(KUBE_TOOLS)/go.mod $(KUBE_TOOLS)/go.sum $(IMAGES_GO_VERSION)
+	@mkdir -p $(E2E_BUILD_DIR)
+	cd $(KUBE_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(abspath $(E2E_BUILD_DIR))/ $(E2E_PACKAGES)
+	touch $(E2E_PROGRAMS)
+# Where k8s.io/kubernetes's sources are (the kitten and nautilus pictures).
+KUBE_SOURCE = $$(cd $(KUBE_TOOLS) && $(IMAGES_GO) list -m -f '{{.Dir}}' k8s.io/kubernetes)
+
+IMAGES_BUSYBOX := /bin/busybox
+IMAGES_E2E_TOOLS := /bin/bash /usr/bin/getent /usr/bin/dig /usr/bin/nslookup /usr/bin/host /usr/bin/curl /bin/nc.openbsd
+# busybox and its applets but those named in $(1).
+IMAGES_BUSYBOX_ARGS = -add $(IMAGES_BUSYBOX):/bin/busybox:0755 \
+	$$($(IMAGES_BUSYBOX) --list | awk -v skip=" busybox $(1) " 'index(skip, " " $$1 " ") == 0 {print "-symlink /bin/" $$1 ":busybox"}')
+IMAGES_SHELL_DEPS := $(IMAGES_BUSYBOX) $(IMAGES_E2E_TOOLS)
+# sh is bash: Debian's busybox sh runs its own applets before the PATH's
+# programs (its nc, not OpenBSD's).
+IMAGES_SHELL_ARGS = $(IMAGES_PATH_ENV) $(call IMAGES_BUSYBOX_ARGS,sh) -symlink /bin/sh:/usr/bin/bash \
+	$(foreach t,$(filter-out /bin/nc.openbsd,$(IMAGES_E2E_TOOLS)),-add $(t):/usr/bin/$(notdir $(t)):0755) \
+	-add /bin/nc.openbsd:/usr/bin/nc:0755 $(call IMAGES_LIBS,$(IMAGES_E2E_TOOLS))
+$(IMAGES_BUSYBOX) /bin/bash /usr/bin/getent:
+	@echo "$@ is missing: install Debian's busybox-static, bash and libc-bin packages" >&2; exit 1
+/usr/bin/dig /usr/bin/nslookup /usr/bin/host /usr/bin/curl /bin/nc.openbsd:
+	@echo "$@ is missing: install Debian's bind9-dnsutils, curl and netcat-openbsd packages" >&2; exit 1
+
+# agnhost: /agnhost, the entrypoint (a pod gives its subcommand; pause by
+# default), as upstream: with porter's certificate for localhost
+# (/localhost.crt, .key) and the image's own user (1000) and group (50000).
+# The previous version the suite rolls back to is the same program under
+# its older name.
+IMAGE_DEPS_agnhost := $(E2E_BUILD_DIR)/agnhost $(IMAGES_SHELL_DEPS) $(IMAGES_BUILD_DIR)/agnhost-passwd $(IMAGES_BUILD_DIR)/agnhost-group
+IMAGES_AGNHOST_ARGS = $(IMAGES_SHELL_ARGS) -entrypoint '["/agnhost"]' \
+	-add $(E2E_BUILD_DIR)/agnhost:/agnhost:0755 -symlink /agnhost-2:agnhost -mkdir /uploads \
+	-add $(KUBE_SOURCE)/test/images/agnhost/porter/localhost.crt:/localhost.crt:0644 \
+	-add $(KUBE_SOURCE)/test/images/agnhost/porter/localhost.key:/localhost.key:0644 \
+	-add $(IMAGES_BUILD_DIR)/agnhost-passwd:/etc/passwd:0644 -add $(IMAGES_BUILD_DIR)/agnhost-group:/etc/group:0644
+$(IMAGES_BUILD_DIR)/agnhost-passwd: $(IMAGES_SRC)/images.mk
+	@mkdir -p $(@D)
+	printf 'root:x:0:0:root:/root:/bin/sh\nuser-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' > $@
+$(IMAGES_BUILD_DIR)/agnhost-group: $(IMAGES_SRC)/images.mk
+	@mkdir -p $(@D)
+	printf 'root:x:0:\nuser-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\nnogroup:x:65534:\n' > $@
+IMAGE_ARGS_agnhost = $(IMAGES_AGNHOST_ARGS) -cmd '["pause"]'
+IMAGE_DEPS_agnhost-prev := $(IMAGE_DEPS_agnhost)
+IMAGE_ARGS_agnhost-prev = $(IMAGE_ARGS_agnhost)
+# kitten and nautilus: agnhost serving its root on port 80, with a picture
+# and the data.json that names it.
+IMAGES_PICTURE_ARGS = $(IMAGES_AGNHOST_ARGS) -cmd '["test-webserver"]' \
+	-add $(KUBE_SOURCE)/test/images/$(1)/html/$(1).jpg:/$(1).jpg:0644 \
+	-add $(KUBE_SOURCE)/test/images/$(1)/html/data.json:/data.json:0644
+IMAGE_DEPS_kitten := $(IMAGE_DEPS_agnhost)
+IMAGE_ARGS_kitten = $(call IMAGES_PICTURE_ARGS,kitten)
+IMAGE_DEPS_nautilus := $(IMAGE_DEPS_agnhost)
+IMAGE_ARGS_nautilus = $(call IMAGES_PICTURE_ARGS,nautilus)
+
+IMAGE_DEPS_busybox := $(IMAGES_BUSYBOX)
+IMAGE_ARGS_busybox = $(IMAGES_PATH_ENV) $(call IMAGES_BUSYBOX_ARGS,) -cmd '["sh"]'
+
+# glibc-dns-testing: upstream's is Debian with dnsutils; the DNS tests run
+# sh, seq, dig and glibc's getent in it.
+IMAGE_DEPS_glibc-dns-testing := $(IMAGES_SHELL_DEPS)
+IMAGE_ARGS_glibc-dns-testing = $(IMAGES_SHELL_ARGS) -cmd '["sh"]'
+
+IMAGE_DEPS_pause-e2e := $(IMAGE_DEPS_pause)
+IMAGE_ARGS_pause-e2e := $(IMAGE_ARGS_pause) -user 65535:65535
+
+# nonewprivs: nnp, setuid root, prints the effective uid.
+IMAGE_DEPS_nonewprivs := $(E2E_BUILD_DIR)/nonewprivs
+IMAGE_ARGS_nonewprivs := $(IMAGES_PATH_ENV) -cmd '["nnp"]' -add $(E2E_BUILD_DIR)/nonewprivs:/usr/local/bin/nnp:4755
+
+IMAGE_DEPS_sample-apiserver := $(E2E_BUILD_DIR)/sample-apiserver
+IMAGE_ARGS_sample-apiserver := $(IMAGES_PATH_ENV) -entrypoint '["/sample-apiserver"]' \
+	-add $(E2E_BUILD_DIR)/sample-apiserver:/sample-apiserver:0755
+
+# The etcd the aggregator test runs beside the sample API server: the
+# suite names 3.7.0; this is the lab's etcd (3.6.16), the same client API.
+IMAGE_DEPS_etcd-e2e := $(IMAGE_DEPS_etcd)
+IMAGE_ARGS_etcd-e2e := $(IMAGE_ARGS_etcd)
+
+# nginx: Debian's nginx-light in the foreground on port 80, serving
+# /usr/share/nginx/html, logging to the container's output.
+IMAGES_NGINX := /usr/sbin/nginx
+IMAGE_DEPS_nginx := $(IMAGES_NGINX) $(IMAGES_BUILD_DIR)/nginx.conf $(IMAGES_BUILD_DIR)/nginx-index.html
+IMAGE_ARGS_nginx = $(IMAGES_PATH_ENV) -stop-signal SIGQUIT -cmd '["nginx","-g","daemon off;"]' \
+	-add $(IMAGES_NGINX):/usr/sbin/nginx:0755 -add $(IMAGES_BUILD_DIR)/nginx.conf:/etc/nginx/nginx.conf:0644 \
+	-add $(IMAGES_BUILD_DIR)/nginx-index.html:/usr/share/nginx/html/index.html:0644 \
+	-mkdir /var/lib/nginx -mkdir /var/log/nginx -mkdir /run $(call IMAGES_LIBS,$(IMAGES_NGINX))
+$(IMAGES_NGINX):
+	@echo "$@ is missing: install Debian's nginx-light package (apt-get install -y nginx-light)" >&2; exit 1
+$(IMAGES_BUILD_DIR)/nginx.conf: $(IMAGES_SRC)/images.mk
+	@mkdir -p $(@D)
+	printf '%s\n' 'user root;' 'worker_processes 1;' 'error_log stderr;' 'pid /run/nginx.pid;' 'events {}' \
+		'http { access_log /dev/stdout; server { listen 80; root /usr/share/nginx/html; } }' > $@
+$(IMAGES_BUILD_DIR)/nginx-index.html: $(IMAGES_SRC)/images.mk
+	@mkdir -p $(@D)
+	echo '<html><body>nginx</body></html>' > $@
+
+# The e2e suite itself: e2e.test and the ginkgo that runs it in parallel,
+# of the cluster's Kubernetes version.
+E2E_TEST := $(IMAGES_BIN_DIR)/e2e.test
+GINKGO := $(IMAGES_BIN_DIR)/ginkgo
+$(E2E_TEST): $(KUBE_TOOLS)/go.mod $(KUBE_TOOLS)/go.sum $(IMAGES_GO_VERSION)
+	@mkdir -p $(@D)
+	cd $(KUBE_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) test -c -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(abspath $@) k8s.io/kubernetes/test/e2e
+$(GINKGO): $(KUBE_TOOLS)/go.mod $(KUBE_TOOLS)/go.sum $(IMAGES_GO_VERSION)
+	@mkdir -p $(@D)
+	cd $(KUBE_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -o $(abspath $@) github.com/onsi/ginkgo/v2/ginkgo
 
 # One rule per image of the list.
 define IMAGES_RULE
