@@ -9,7 +9,9 @@
 //
 // Only the cluster's API servers may use it (mutual TLS: a client
 // certificate of the cluster's kubelet-client CA, CN
-// kube-apiserver-kubelet-client), and only towards the cluster's networks.
+// kube-apiserver-kubelet-client), only towards the cluster's networks and
+// never to an address of the host itself; a proxy holds at most maxConns
+// connections, and closes them all when it stops.
 package egress
 
 import (
@@ -32,10 +34,12 @@ import (
 )
 
 // requestTimeout bounds the TLS handshake and the CONNECT request; dialTimeout
-// the dial of its target.
+// the dial of its target. maxConns bounds a proxy's connections, tunnels
+// and handshakes together: more are closed at once.
 const (
 	requestTimeout = 10 * time.Second
 	dialTimeout    = 10 * time.Second
+	maxConns       = 256
 )
 
 // Config is one cluster's proxy.
@@ -57,18 +61,25 @@ type Config struct {
 // Proxies keeps the proxies of this host, one per cluster.
 type Proxies struct {
 	logger *slog.Logger
-	mu     sync.Mutex
-	by     map[string]*proxy
+	// own reports an address of this host, where no proxy dials.
+	own func(netip.Addr) bool
+	mu  sync.Mutex
+	by  map[string]*proxy
 }
 
 // New returns no proxies yet.
 func New(logger *slog.Logger) *Proxies {
-	return &Proxies{logger: logger, by: map[string]*proxy{}}
+	return &Proxies{logger: logger, own: ownAddress, by: map[string]*proxy{}}
 }
 
 type proxy struct {
 	ln  net.Listener
 	cfg atomic.Pointer[Config]
+	own func(netip.Addr) bool
+	// conns are its open connections (at most maxConns), closed with it.
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
 }
 
 // Ensure runs a cluster's proxy with cfg: started, or given the new
@@ -83,10 +94,10 @@ func (ps *Proxies) Ensure(cluster string, cfg Config) error {
 		return nil
 	}
 	if p != nil {
-		_ = p.ln.Close()
+		p.close()
 		delete(ps.by, cluster)
 	}
-	p = &proxy{}
+	p = &proxy{own: ps.own, conns: map[net.Conn]struct{}{}}
 	p.cfg.Store(&cfg)
 	tlsConf := &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -127,7 +138,7 @@ func (ps *Proxies) RemoveExcept(keep map[string]bool) {
 	defer ps.mu.Unlock()
 	for cluster, p := range ps.by {
 		if !keep[cluster] {
-			_ = p.ln.Close()
+			p.close()
 			delete(ps.by, cluster)
 		}
 	}
@@ -135,6 +146,35 @@ func (ps *Proxies) RemoveExcept(keep map[string]bool) {
 
 // Close stops every proxy.
 func (ps *Proxies) Close() { ps.RemoveExcept(nil) }
+
+// close stops the proxy: its listener and every connection through it.
+func (p *proxy) close() {
+	_ = p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for c := range p.conns {
+		_ = c.Close()
+	}
+}
+
+// track counts conn among the proxy's connections, unless it is closed or
+// full; untrack forgets it.
+func (p *proxy) track(conn net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.conns) >= maxConns {
+		return false
+	}
+	p.conns[conn] = struct{}{}
+	return true
+}
+
+func (p *proxy) untrack(conn net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.conns, conn)
+}
 
 func (p *proxy) serve(logger *slog.Logger) {
 	for {
@@ -147,6 +187,11 @@ func (p *proxy) serve(logger *slog.Logger) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		if !p.track(conn) {
+			logger.Warn("egress proxy: connection refused, too many open", "remote", conn.RemoteAddr(), "max", maxConns)
+			_ = conn.Close()
+			continue
+		}
 		go p.handle(conn.(*tls.Conn), logger)
 	}
 }
@@ -154,6 +199,7 @@ func (p *proxy) serve(logger *slog.Logger) {
 // handle answers one CONNECT request and joins the connection to its
 // target.
 func (p *proxy) handle(conn *tls.Conn, logger *slog.Logger) {
+	defer p.untrack(conn)
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(requestTimeout))
 	if err := conn.Handshake(); err != nil {
@@ -178,6 +224,8 @@ func (p *proxy) handle(conn *tls.Conn, logger *slog.Logger) {
 		return
 	}
 	defer out.Close()
+	// Closing the proxy closes conn, which ends the copy into out; out is
+	// closed when handle returns.
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
@@ -200,8 +248,10 @@ func (p *proxy) handle(conn *tls.Conn, logger *slog.Logger) {
 }
 
 // target is where a request asks to go, if it is a CONNECT to an IP
-// address and port in the cluster's networks; else the status refusing
-// it.
+// address and port in the cluster's networks that is not one of this
+// host's (the local routing table would take it to the host's own
+// listeners, other clusters' among them, whatever the cluster's table
+// says); else the status refusing it.
 func (p *proxy) target(req *http.Request) (netip.AddrPort, int) {
 	if req.Method != http.MethodConnect {
 		return netip.AddrPort{}, http.StatusMethodNotAllowed
@@ -210,10 +260,35 @@ func (p *proxy) target(req *http.Request) (netip.AddrPort, int) {
 	if err != nil {
 		return netip.AddrPort{}, http.StatusBadRequest
 	}
+	a := ap.Addr().Unmap()
+	if a.IsLinkLocalUnicast() || a.IsMulticast() || a == p.cfg.Load().Address || p.own(a) {
+		return netip.AddrPort{}, http.StatusForbidden
+	}
 	for _, n := range p.cfg.Load().Networks {
-		if n.Contains(ap.Addr().Unmap()) {
-			return ap, http.StatusOK
+		if n.Contains(a) {
+			return netip.AddrPortFrom(a, ap.Port()), http.StatusOK
 		}
 	}
 	return netip.AddrPort{}, http.StatusForbidden
+}
+
+// ownAddress reports whether a is this host's: unspecified, loopback or
+// an address of one of its interfaces (true too when they cannot be
+// listed).
+func ownAddress(a netip.Addr) bool {
+	if a.IsUnspecified() || a.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -3,11 +3,13 @@ package egress
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,7 +51,7 @@ func TestProxy(t *testing.T) {
 	clientPool, _ := tlsutil.CertPool(clientCA.CertPem)
 	serverPool, _ := tlsutil.CertPool(serverCA.CertPem)
 
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	backend, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +68,9 @@ func TestProxy(t *testing.T) {
 
 	port := freePort(t)
 	ps := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// The host's own addresses, for this test: 127.0.0.3 (the real ones
+	// are all of 127/8: TestOwnAddress).
+	ps.own = func(a netip.Addr) bool { return a == netip.MustParseAddr("127.0.0.3") }
 	defer ps.Close()
 	err = ps.Ensure("demo", Config{
 		Address: netip.MustParseAddr("127.0.0.1"), ListenPort: port,
@@ -117,6 +122,9 @@ func TestProxy(t *testing.T) {
 	}{
 		{"outside the cluster's networks", "127.0.1.1:80", "403"},
 		{"a name, not an address", "localhost:80", "400"},
+		{"the proxy's own address", addr, "403"},
+		{"an address of the host", "127.0.0.3:80", "403"},
+		{"an address of the host, IPv4-mapped", "[::ffff:127.0.0.3]:80", "403"},
 	} {
 		status, conn, err := connect(&api, c.target)
 		if err == nil {
@@ -133,5 +141,108 @@ func TestProxy(t *testing.T) {
 			conn.Close()
 			t.Errorf("%s: got through (%s)", what, status)
 		}
+	}
+}
+
+// TestOwnAddress: loopback, unspecified and the interfaces' addresses are
+// the host's; an address of nobody here is not.
+func TestOwnAddress(t *testing.T) {
+	own := []string{"127.0.0.1", "127.0.0.2", "::1", "0.0.0.0", "::"}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			own = append(own, n.IP.String())
+		}
+	}
+	for _, a := range own {
+		if !ownAddress(netip.MustParseAddr(a)) {
+			t.Errorf("%s: not the host's", a)
+		}
+	}
+	if ownAddress(netip.MustParseAddr("192.0.2.1")) {
+		t.Error("192.0.2.1 (TEST-NET-1) counted as the host's")
+	}
+}
+
+// TestProxyLimits: connections beyond maxConns are closed at once, and a
+// proxy removed closes its tunnels.
+func TestProxyLimits(t *testing.T) {
+	serverCA, _ := tlsutil.NewCA("cluster", time.Hour, time.Now())
+	clientCA, _ := tlsutil.NewCA("kubelet-client", time.Hour, time.Now())
+	clientPool, _ := tlsutil.CertPool(clientCA.CertPem)
+	serverPool, _ := tlsutil.CertPool(serverCA.CertPem)
+	backend, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	go func() {
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	port := freePort(t)
+	ps := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ps.own = func(netip.Addr) bool { return false }
+	defer ps.Close()
+	if err := ps.Ensure("demo", Config{
+		Address: netip.MustParseAddr("127.0.0.1"), ListenPort: port,
+		Networks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/24")},
+		Cert:     issue(t, serverCA, "oneinfra:egress-proxy", tlsutil.UsageServer), ClientCAs: clientPool, ClientCN: "kube-apiserver-kubelet-client",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+
+	// A tunnel, then maxConns-1 idle connections fill the proxy.
+	api := issue(t, clientCA, "kube-apiserver-kubelet-client", tlsutil.UsageClient)
+	tunnel, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: serverPool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{api}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tunnel.Close()
+	target := backend.Addr().String()
+	if _, err := io.WriteString(tunnel, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(tunnel)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for range maxConns - 1 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("connection %d: read %v, want it closed at once (EOF)", maxConns+1, err)
+	}
+
+	// Removed, the proxy closes the tunnel.
+	ps.RemoveExcept(nil)
+	_ = tunnel.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the tunnel after its proxy was removed: read %v, want it closed", err)
 	}
 }
