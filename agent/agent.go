@@ -647,7 +647,7 @@ func podMessage(p cri.PodStatus) string {
 	return msg
 }
 
-// removeStrayComponentDirs removes the config and data dirs under root of
+// removeStrayComponentDirs removes the config, data and key dirs under root of
 // the cluster's components not in keep (a component moved off this host
 // while it was dead), and returns their names. Only dirs named as the
 // agent names them (host.NewPaths) are touched, in the cluster's dirs.

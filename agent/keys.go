@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/oneinfra/oneinfra/agent/host"
@@ -19,11 +18,8 @@ import (
 // and seen again in the assignment.
 const keyGrace = 10 * time.Minute
 
-// keyDir is where a component's private keys live (keystore), in its data
-// dir, so that they go with it.
-func keyDir(paths host.Paths) keystore.Dir {
-	return keystore.Dir(filepath.Join(paths.DataDir(), "keys"))
-}
+// keyDir is where a component's private keys live (keystore).
+func keyDir(paths host.Paths) keystore.Dir { return keystore.Dir(paths.KeyDir()) }
 
 // withKeys returns the assignment with its certificates' private keys,
 // made here. First it gives the coordinator a new key set when it holds

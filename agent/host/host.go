@@ -47,6 +47,7 @@ type Paths struct {
 const (
 	configBase = "etc/oneinfra/clusters"
 	dataBase   = "var/lib/oneinfra/clusters"
+	keyBase    = "var/lib/oneinfra/keys"
 )
 
 // NewPaths are the paths of a cluster's component under root. It refuses
@@ -69,7 +70,7 @@ func ClusterDirs(root, cluster string) ([]string, error) {
 	if err := checkName("cluster", cluster); err != nil {
 		return nil, err
 	}
-	return []string{filepath.Join(root, configBase, cluster), filepath.Join(root, dataBase, cluster)}, nil
+	return []string{filepath.Join(root, configBase, cluster), filepath.Join(root, dataBase, cluster), filepath.Join(root, keyBase, cluster)}, nil
 }
 
 // checkName refuses a name that is not a DNS-1123 label, naming the field.
@@ -88,6 +89,15 @@ func (p Paths) ConfigDir() string {
 // DataDir is ROOT/var/lib/oneinfra/clusters/CLUSTER/COMPONENT.
 func (p Paths) DataDir() string {
 	return filepath.Join(p.Root, dataBase, p.Cluster, p.Component)
+}
+
+// KeyDir is ROOT/var/lib/oneinfra/keys/CLUSTER/COMPONENT: the private
+// keys made here for the component's certificates. Only the agent uses it:
+// no container mounts it (a component's data dir is mounted read-write in
+// its containers, which must not reach the keys of its next certificates,
+// nor plant a link there).
+func (p Paths) KeyDir() string {
+	return filepath.Join(p.Root, keyBase, p.Cluster, p.Component)
 }
 
 // Config is the path of a file in the component's config dir.
@@ -123,10 +133,10 @@ func same(f File) bool {
 	return err == nil && bytes.Equal(b, f.Data)
 }
 
-// Remove deletes a component's config and data dirs, and the cluster's
-// dirs when no component is left in them.
+// Remove deletes a component's config, data and key dirs, and the
+// cluster's dirs when no component is left in them.
 func (p Paths) Remove() error {
-	for _, d := range []string{p.ConfigDir(), p.DataDir()} {
+	for _, d := range []string{p.ConfigDir(), p.DataDir(), p.KeyDir()} {
 		if err := os.RemoveAll(d); err != nil {
 			return fmt.Errorf("removing %s: %w", d, err)
 		}

@@ -12,11 +12,12 @@ func TestNewPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.ConfigDir() != "/r/etc/oneinfra/clusters/demo/demo-cp-0" || p.DataDir() != "/r/var/lib/oneinfra/clusters/demo/demo-cp-0" {
-		t.Errorf("paths: %s %s", p.ConfigDir(), p.DataDir())
+	if p.ConfigDir() != "/r/etc/oneinfra/clusters/demo/demo-cp-0" || p.DataDir() != "/r/var/lib/oneinfra/clusters/demo/demo-cp-0" ||
+		p.KeyDir() != "/r/var/lib/oneinfra/keys/demo/demo-cp-0" {
+		t.Errorf("paths: %s %s %s", p.ConfigDir(), p.DataDir(), p.KeyDir())
 	}
 	dirs, err := ClusterDirs("/r", "demo")
-	if err != nil || strings.Join(dirs, " ") != "/r/etc/oneinfra/clusters/demo /r/var/lib/oneinfra/clusters/demo" {
+	if err != nil || strings.Join(dirs, " ") != "/r/etc/oneinfra/clusters/demo /r/var/lib/oneinfra/clusters/demo /r/var/lib/oneinfra/keys/demo" {
 		t.Errorf("cluster dirs: %v %v", dirs, err)
 	}
 }

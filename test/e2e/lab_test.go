@@ -414,7 +414,7 @@ func checkKeysMadeHere(t *testing.T, s *system, cluster string) {
 			continue
 		}
 		h := s.lab.Hosts[c.Spec.Hypervisor]
-		store := filepath.Join(h.RootDir, "var/lib/oneinfra/clusters", cluster, c.Metadata.Name, "keys")
+		store := filepath.Join(h.RootDir, "var/lib/oneinfra/keys", cluster, c.Metadata.Name)
 		for _, name := range pki.KeyNames(c.Spec.Role) {
 			conf := filepath.Join(h.RootDir, "etc/oneinfra/clusters", cluster, c.Metadata.Name, name)
 			kp := &pb.KeyPair{CertPem: []byte(readFile(t, conf+".crt")), KeyPem: []byte(readFile(t, conf+".key"))}
