@@ -140,9 +140,6 @@ func CSRPublicKey(csrPEM []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPublicKey(csr.PublicKey); err != nil {
-		return nil, err
-	}
 	return csr.RawSubjectPublicKeyInfo, nil
 }
 
@@ -162,6 +159,9 @@ func CreateCSR(key crypto.Signer, commonName string, orgs []string) ([]byte, err
 // ParseCSR parses a PEM certificate signing request and checks its
 // signature, which proves that the requester holds the private key.
 func ParseCSR(csrPEM []byte) (*x509.CertificateRequest, error) {
+	if len(csrPEM) > maxCSR {
+		return nil, fmt.Errorf("certificate request of %d bytes, over %d", len(csrPEM), maxCSR)
+	}
 	block, _ := pem.Decode(csrPEM)
 	if block == nil || block.Type != csrBlock {
 		return nil, errors.New("no certificate request found in PEM data")
@@ -170,11 +170,20 @@ func ParseCSR(csrPEM []byte) (*x509.CertificateRequest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing certificate request: %w", err)
 	}
+	// The key first: checking a signature with an outsized key would cost
+	// the coordinator minutes.
+	if err := checkPublicKey(csr.PublicKey); err != nil {
+		return nil, err
+	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("certificate request signature: %w", err)
 	}
 	return csr, nil
 }
+
+// maxCSR bounds a PEM certificate request: one for the largest key
+// allowed (RSA 8192) takes under 4 KiB.
+const maxCSR = 16 << 10
 
 // SignCSR issues a leaf certificate, signed by ca, for the public key of a
 // PEM certificate signing request. The request's signature must verify;

@@ -209,6 +209,10 @@ func checkPublicKey(pub crypto.PublicKey) error {
 		if k.N.BitLen() < 2048 {
 			return fmt.Errorf("RSA key of %d bits is too small", k.N.BitLen())
 		}
+		// What TLS accepts from a peer, and the common exponent.
+		if k.N.BitLen() > 8192 || k.E != 65537 {
+			return fmt.Errorf("RSA key of %d bits, exponent %d: want at most 8192 bits and exponent 65537", k.N.BitLen(), k.E)
+		}
 		return nil
 	case ed25519.PublicKey:
 		return nil

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,6 +14,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -315,6 +317,28 @@ func TestSignCSRRefusesGarbage(t *testing.T) {
 	}
 	if _, err := SignCSR(ca, ca.CertPem, opts, time.Now()); err == nil {
 		t.Error("a certificate accepted as CSR")
+	}
+}
+
+// TestCSRBounds: a request larger than any allowed key needs, and keys
+// too big or with an odd exponent (costly to check), are refused before
+// their signature is checked.
+func TestCSRBounds(t *testing.T) {
+	if _, err := ParseCSR(bytes.Repeat([]byte("A"), maxCSR+1)); err == nil || !strings.Contains(err.Error(), "over") {
+		t.Errorf("an oversized request: %v", err)
+	}
+	huge := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 9000), big.NewInt(1))
+	for what, k := range map[string]*rsa.PublicKey{
+		"9000-bit RSA": {N: huge, E: 65537},
+		"exponent 3":   {N: new(big.Int).Rsh(huge, 9000-2048), E: 3},
+		"1024-bit RSA": {N: new(big.Int).Rsh(huge, 9000-1024), E: 65537},
+	} {
+		if err := checkPublicKey(k); err == nil {
+			t.Errorf("%s accepted", what)
+		}
+	}
+	if err := checkPublicKey(&rsa.PublicKey{N: new(big.Int).Rsh(huge, 9000-4096), E: 65537}); err != nil {
+		t.Errorf("4096-bit RSA refused: %v", err)
 	}
 }
 
