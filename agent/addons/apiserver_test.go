@@ -457,6 +457,8 @@ func checkRBAC(t *testing.T, s *apiServer) {
 		{vocab.AddonsUser, nil, "patch", "apps", "daemonsets", "", true, "kube-system"},
 		{vocab.AddonsUser, nil, "delete", "", "secrets", "", true, "kube-system"},
 		{vocab.AddonsUser, nil, "patch", "discovery.k8s.io", "endpointslices", "", true, "default"},
+		{vocab.AddonsUser, nil, "patch", "", "endpoints", "", true, "default"},
+		{vocab.AddonsUser, nil, "patch", "", "endpoints", "", false, "kube-system"},
 		{vocab.AddonsUser, nil, "list", "", "secrets", "", false, "default"},
 		{vocab.AddonsUser, nil, "patch", "apps", "daemonsets", "", false, "default"},
 		{vocab.AddonsUser, nil, "create", "rbac.authorization.k8s.io", "clusterrolebindings", "", false, ""},

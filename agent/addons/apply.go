@@ -158,6 +158,9 @@ func clientFor(cfg *rest.Config) (kubernetes.Interface, error) {
 	if c.UserAgent == "" {
 		c.UserAgent = "oneinfra-addons"
 	}
+	// The one deprecated kind it writes, the kubernetes Endpoints, is on
+	// purpose: its warning on every apply would only be noise.
+	c.WarningHandler = rest.NoWarnings{}
 	cs, err := kubernetes.NewForConfig(c)
 	if err != nil {
 		return nil, fmt.Errorf("addons: client for %s: %w", cfg.Host, err)
@@ -225,6 +228,8 @@ func applyObject(ctx context.Context, cs kubernetes.Interface, o object, opts me
 		_, err = cs.AppsV1().Deployments(*o.Namespace).Apply(ctx, o, opts)
 	case *discoveryv1ac.EndpointSliceApplyConfiguration:
 		_, err = cs.DiscoveryV1().EndpointSlices(*o.Namespace).Apply(ctx, o, opts)
+	case *corev1ac.EndpointsApplyConfiguration:
+		_, err = cs.CoreV1().Endpoints(*o.Namespace).Apply(ctx, o, opts)
 	default:
 		err = fmt.Errorf("no client for %T", o)
 	}

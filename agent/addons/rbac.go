@@ -46,7 +46,7 @@ var write = []string{"get", "create", "patch", "update"}
 // addonsRoles are exactly what Apply needs: in kube-system, the bootstrap
 // token Secrets (listed and deleted too, when stale), kube-proxy's and
 // CoreDNS's service accounts, configuration, workloads and Service; in
-// default, the kubernetes Service's EndpointSlice. Nothing cluster-wide:
+// default, the kubernetes Service's EndpointSlice and Endpoints. Nothing cluster-wide:
 // no RBAC, no nodes, no other namespace.
 func addonsRoles() []object {
 	lib := labels(componentAddons)
@@ -61,6 +61,7 @@ func addonsRoles() []object {
 			WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup("rbac.authorization.k8s.io").WithKind("Role").WithName(addonsRole)),
 		rbacv1ac.Role(addonsRole, "default").WithLabels(lib).WithRules(
 			rbacv1ac.PolicyRule().WithAPIGroups("discovery.k8s.io").WithResources("endpointslices").WithVerbs(write...),
+			rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("endpoints").WithVerbs(write...),
 		),
 		rbacv1ac.RoleBinding(addonsRole, "default").WithLabels(lib).WithSubjects(subject).
 			WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup("rbac.authorization.k8s.io").WithKind("Role").WithName(addonsRole)),

@@ -97,27 +97,36 @@ func render(in Inputs, now time.Time) ([]object, error) {
 	}
 	objs = append(objs, proxy...)
 	objs = append(objs, coreDNS(in)...)
-	objs = append(objs, kubernetesEndpoints(in))
+	objs = append(objs, kubernetesEndpoints(in)...)
 	return objs, nil
 }
 
-// kubernetesEndpoints points the kubernetes service (which pods reach the
+// kubernetesEndpoints point the kubernetes service (which pods reach the
 // API by) at the API server URL of the nodes: the ingress, through the
 // VPN. The API servers do not publish their own addresses, which nodes
-// cannot reach (--endpoint-reconciler-type=none).
-func kubernetesEndpoints(in Inputs) object {
+// cannot reach (--endpoint-reconciler-type=none), so both records of it
+// are written here: its EndpointSlice and, as conformance asks, its
+// Endpoints, which the mirroring controller leaves alone (as it does the
+// API servers' own).
+func kubernetesEndpoints(in Inputs) []object {
 	u, _ := url.Parse(in.APIServer) // validated
 	ip, port, _ := apiAddress(u)
 	family := discoveryv1.AddressTypeIPv4
 	if ip.Is6() {
 		family = discoveryv1.AddressTypeIPv6
 	}
-	return discoveryv1ac.EndpointSlice("kubernetes", "default").
+	slice := discoveryv1ac.EndpointSlice("kubernetes", "default").
 		WithLabels(labels("apiserver", discoveryv1.LabelServiceName, "kubernetes", discoveryv1.LabelManagedBy, FieldManager)).
 		WithAddressType(family).
 		WithEndpoints(discoveryv1ac.Endpoint().WithAddresses(ip.String()).
 			WithConditions(discoveryv1ac.EndpointConditions().WithReady(true))).
 		WithPorts(discoveryv1ac.EndpointPort().WithName("https").WithPort(port).WithProtocol(corev1.ProtocolTCP))
+	endpoints := corev1ac.Endpoints("kubernetes", "default").
+		WithLabels(labels("apiserver", discoveryv1.LabelSkipMirror, "true")).
+		WithSubsets(corev1ac.EndpointSubset().
+			WithAddresses(corev1ac.EndpointAddress().WithIP(ip.String())).
+			WithPorts(corev1ac.EndpointPort().WithName("https").WithPort(port).WithProtocol(corev1.ProtocolTCP)))
+	return []object{slice, endpoints}
 }
 
 func labels(component string, extra ...string) map[string]string {

@@ -286,8 +286,8 @@ func TestCoreDNS(t *testing.T) {
 
 func TestEverythingLabelled(t *testing.T) {
 	objs := mustRender(t, validInputs(t))
-	if len(objs) != 10 { // 2 tokens, 3 kube-proxy, 4 CoreDNS objects, the kubernetes endpoints
-		t.Fatalf("%d objects rendered, want 10", len(objs))
+	if len(objs) != 11 { // 2 tokens, 3 kube-proxy, 4 CoreDNS objects, the kubernetes EndpointSlice and Endpoints
+		t.Fatalf("%d objects rendered, want 11", len(objs))
 	}
 	for _, o := range objs {
 		switch o.(type) {
@@ -331,6 +331,8 @@ func TestEverythingLabelled(t *testing.T) {
 			l = o.Labels
 		case *discoveryv1ac.EndpointSliceApplyConfiguration:
 			l = o.Labels
+		case *corev1ac.EndpointsApplyConfiguration:
+			l = o.Labels
 		default:
 			t.Errorf("unexpected %T", o)
 		}
@@ -348,6 +350,12 @@ func TestKubernetesEndpoints(t *testing.T) {
 		len(es.Endpoints) != 1 || es.Endpoints[0].Addresses[0] != "10.200.0.1" || !*es.Endpoints[0].Conditions.Ready ||
 		len(es.Ports) != 1 || *es.Ports[0].Name != "https" || *es.Ports[0].Port != 6443 {
 		t.Errorf("kubernetes EndpointSlice: %+v", es)
+	}
+	ep := find[*corev1ac.EndpointsApplyConfiguration](t, mustRender(t, validInputs(t)), "Endpoints", "kubernetes")
+	if *ep.Namespace != "default" || ep.Labels[discoveryv1.LabelSkipMirror] != "true" || len(ep.Subsets) != 1 ||
+		len(ep.Subsets[0].Addresses) != 1 || *ep.Subsets[0].Addresses[0].IP != "10.200.0.1" ||
+		len(ep.Subsets[0].Ports) != 1 || *ep.Subsets[0].Ports[0].Name != "https" || *ep.Subsets[0].Ports[0].Port != 6443 {
+		t.Errorf("kubernetes Endpoints: %+v", ep)
 	}
 }
 
