@@ -3,6 +3,7 @@ package egress
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -41,21 +42,28 @@ func issue(t *testing.T, ca *pb.KeyPair, cn string, usage tlsutil.Usage) tls.Cer
 	return cert
 }
 
-// TestProxy: the cluster's API servers (their kubelet-client certificate)
-// reach what is in the cluster's networks, and nothing else; nobody else
-// gets through.
-func TestProxy(t *testing.T) {
-	serverCA, _ := tlsutil.NewCA("cluster", time.Hour, time.Now())
-	clientCA, _ := tlsutil.NewCA("kubelet-client", time.Hour, time.Now())
-	otherCA, _ := tlsutil.NewCA("other", time.Hour, time.Now())
-	clientPool, _ := tlsutil.CertPool(clientCA.CertPem)
-	serverPool, _ := tlsutil.CertPool(serverCA.CertPem)
+// fixture is a proxy at 127.0.0.1 for the networks 127.0.0.0/24 whose
+// host owns the addresses own says, an echo server at 127.0.0.2 to reach
+// through it, and the CAs of its certificates.
+type fixture struct {
+	ps                 *Proxies
+	addr, backend      string
+	serverPool         *x509.CertPool
+	serverCA, clientCA *pb.KeyPair
+}
 
+func newFixture(t *testing.T, own func(netip.Addr) bool) *fixture {
+	t.Helper()
+	f := &fixture{}
+	f.serverCA, _ = tlsutil.NewCA("cluster", time.Hour, time.Now())
+	f.clientCA, _ = tlsutil.NewCA("kubelet-client", time.Hour, time.Now())
+	clientPool, _ := tlsutil.CertPool(f.clientCA.CertPem)
+	f.serverPool, _ = tlsutil.CertPool(f.serverCA.CertPem)
 	backend, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer backend.Close()
+	t.Cleanup(func() { backend.Close() })
 	go func() {
 		for {
 			c, err := backend.Accept()
@@ -65,46 +73,57 @@ func TestProxy(t *testing.T) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
 		}
 	}()
-
+	f.backend = backend.Addr().String()
 	port := freePort(t)
-	ps := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	// The host's own addresses, for this test: 127.0.0.3 (the real ones
-	// are all of 127/8: TestOwnAddress).
-	ps.own = func(a netip.Addr) bool { return a == netip.MustParseAddr("127.0.0.3") }
-	defer ps.Close()
-	err = ps.Ensure("demo", Config{
+	f.ps = New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.ps.own = own
+	t.Cleanup(f.ps.Close)
+	err = f.ps.Ensure("demo", Config{
 		Address: netip.MustParseAddr("127.0.0.1"), ListenPort: port,
 		Networks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/24")},
-		Cert:     issue(t, serverCA, "oneinfra:egress-proxy", tlsutil.UsageServer), ClientCAs: clientPool, ClientCN: "kube-apiserver-kubelet-client",
+		Cert:     issue(t, f.serverCA, "oneinfra:egress-proxy", tlsutil.UsageServer), ClientCAs: clientPool, ClientCN: "kube-apiserver-kubelet-client",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	connect := func(client *tls.Certificate, target string) (string, net.Conn, error) {
-		conf := &tls.Config{RootCAs: serverPool, ServerName: "127.0.0.1"}
-		if client != nil {
-			conf.Certificates = []tls.Certificate{*client}
-		}
-		conn, err := tls.Dial("tcp", addr, conf)
-		if err != nil {
-			return "", nil, err
-		}
-		if _, err := io.WriteString(conn, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
-			conn.Close()
-			return "", nil, err
-		}
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			conn.Close()
-			return "", nil, err
-		}
-		return resp.Status, conn, nil
-	}
+	f.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	return f
+}
 
-	api := issue(t, clientCA, "kube-apiserver-kubelet-client", tlsutil.UsageClient)
-	status, conn, err := connect(&api, backend.Addr().String())
+// connect sends a CONNECT to target with the client certificate, and
+// returns the answer's status and the connection.
+func (f *fixture) connect(client *tls.Certificate, target string) (string, *bufio.Reader, net.Conn, error) {
+	conf := &tls.Config{RootCAs: f.serverPool, ServerName: "127.0.0.1"}
+	if client != nil {
+		conf.Certificates = []tls.Certificate{*client}
+	}
+	conn, err := tls.Dial("tcp", f.addr, conf)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if _, err := io.WriteString(conn, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
+		conn.Close()
+		return "", nil, nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return "", nil, nil, err
+	}
+	return resp.Status, br, conn, nil
+}
+
+// TestProxy: the cluster's API servers (their kubelet-client certificate)
+// reach what is in the cluster's networks, and nothing else; nobody else
+// gets through.
+func TestProxy(t *testing.T) {
+	// The host's own addresses, for this test: 127.0.0.3 (the real ones
+	// are all of 127/8: TestOwnAddress).
+	f := newFixture(t, func(a netip.Addr) bool { return a == netip.MustParseAddr("127.0.0.3") })
+	otherCA, _ := tlsutil.NewCA("other", time.Hour, time.Now())
+	api := issue(t, f.clientCA, "kube-apiserver-kubelet-client", tlsutil.UsageClient)
+	status, _, conn, err := f.connect(&api, f.backend)
 	if err != nil || !strings.HasPrefix(status, "200") {
 		t.Fatalf("the API server's CONNECT: %q %v", status, err)
 	}
@@ -122,11 +141,11 @@ func TestProxy(t *testing.T) {
 	}{
 		{"outside the cluster's networks", "127.0.1.1:80", "403"},
 		{"a name, not an address", "localhost:80", "400"},
-		{"the proxy's own address", addr, "403"},
+		{"the proxy's own address", f.addr, "403"},
 		{"an address of the host", "127.0.0.3:80", "403"},
 		{"an address of the host, IPv4-mapped", "[::ffff:127.0.0.3]:80", "403"},
 	} {
-		status, conn, err := connect(&api, c.target)
+		status, _, conn, err := f.connect(&api, c.target)
 		if err == nil {
 			conn.Close()
 		}
@@ -134,10 +153,10 @@ func TestProxy(t *testing.T) {
 			t.Errorf("%s: %q %v, want %s", c.what, status, err, c.status)
 		}
 	}
-	other := issue(t, clientCA, "system:node:w-1", tlsutil.UsageClient)
+	other := issue(t, f.clientCA, "system:node:w-1", tlsutil.UsageClient)
 	foreign := issue(t, otherCA, "kube-apiserver-kubelet-client", tlsutil.UsageClient)
 	for what, cert := range map[string]*tls.Certificate{"no certificate": nil, "another name": &other, "another CA": &foreign} {
-		if status, conn, err := connect(cert, backend.Addr().String()); err == nil {
+		if status, _, conn, err := f.connect(cert, f.backend); err == nil {
 			conn.Close()
 			t.Errorf("%s: got through (%s)", what, status)
 		}
@@ -170,52 +189,14 @@ func TestOwnAddress(t *testing.T) {
 // TestProxyLimits: connections beyond maxConns are closed at once, and a
 // proxy removed closes its tunnels.
 func TestProxyLimits(t *testing.T) {
-	serverCA, _ := tlsutil.NewCA("cluster", time.Hour, time.Now())
-	clientCA, _ := tlsutil.NewCA("kubelet-client", time.Hour, time.Now())
-	clientPool, _ := tlsutil.CertPool(clientCA.CertPem)
-	serverPool, _ := tlsutil.CertPool(serverCA.CertPem)
-	backend, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
-	go func() {
-		for {
-			c, err := backend.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
-	port := freePort(t)
-	ps := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ps.own = func(netip.Addr) bool { return false }
-	defer ps.Close()
-	if err := ps.Ensure("demo", Config{
-		Address: netip.MustParseAddr("127.0.0.1"), ListenPort: port,
-		Networks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/24")},
-		Cert:     issue(t, serverCA, "oneinfra:egress-proxy", tlsutil.UsageServer), ClientCAs: clientPool, ClientCN: "kube-apiserver-kubelet-client",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-
+	f := newFixture(t, func(netip.Addr) bool { return false })
 	// A tunnel, then maxConns-1 idle connections fill the proxy.
-	api := issue(t, clientCA, "kube-apiserver-kubelet-client", tlsutil.UsageClient)
-	tunnel, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: serverPool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{api}})
-	if err != nil {
-		t.Fatal(err)
+	api := issue(t, f.clientCA, "kube-apiserver-kubelet-client", tlsutil.UsageClient)
+	status, br, tunnel, err := f.connect(&api, f.backend)
+	if err != nil || !strings.HasPrefix(status, "200") {
+		t.Fatalf("CONNECT: %q %v", status, err)
 	}
 	defer tunnel.Close()
-	target := backend.Addr().String()
-	if _, err := io.WriteString(tunnel, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(tunnel)
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("CONNECT: %v %v", resp, err)
-	}
 	var idle []net.Conn
 	defer func() {
 		for _, c := range idle {
@@ -223,13 +204,13 @@ func TestProxyLimits(t *testing.T) {
 		}
 	}()
 	for range maxConns - 1 {
-		c, err := net.Dial("tcp", addr)
+		c, err := net.Dial("tcp", f.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		idle = append(idle, c)
 	}
-	extra, err := net.Dial("tcp", addr)
+	extra, err := net.Dial("tcp", f.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +221,7 @@ func TestProxyLimits(t *testing.T) {
 	}
 
 	// Removed, the proxy closes the tunnel.
-	ps.RemoveExcept(nil)
+	f.ps.RemoveExcept(nil)
 	_ = tunnel.SetReadDeadline(time.Now().Add(3 * time.Second))
 	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("the tunnel after its proxy was removed: read %v, want it closed", err)
