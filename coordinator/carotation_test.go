@@ -91,7 +91,7 @@ func TestRotationStages(t *testing.T) {
 // nodes, and at the end every certificate is of the new CAs, which alone
 // are trusted.
 func TestClusterCARotation(t *testing.T) {
-	s, op := rollingLab(t, 3)
+	s, op, _ := rollingLab(t, 3)
 	ctx := context.Background()
 	before := s.State().ClusterPKI(nil, "demo")
 	// A node joined: the rotation waits for it at each stage.
@@ -199,7 +199,7 @@ func TestClusterCARotation(t *testing.T) {
 // A cluster of two replicas cannot restart etcd members and keep a
 // quorum: each stage moves its replicas, make before break, instead.
 func TestTwoReplicaCARotationMoves(t *testing.T) {
-	s, op := rollingLab(t, 2)
+	s, op, _ := rollingLab(t, 2)
 	if _, err := op.RotateClusterCA(context.Background(), &pb.RotateClusterCARequest{Cluster: "demo"}); err != nil {
 		t.Fatal(err)
 	}

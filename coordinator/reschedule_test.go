@@ -27,11 +27,12 @@ import (
 // the ingress has released it). It fails the test when an assignment's
 // etcd view calls gone a replica that still exists.
 type fakeAgent struct {
-	t       *testing.T
-	s       *Server
-	name    string
-	held    atomic.Bool // report components Pending
-	stopped atomic.Bool // silent: the hypervisor is gone
+	t        *testing.T
+	s        *Server
+	name     string
+	held     atomic.Bool // report components Pending
+	stopped  atomic.Bool // silent: the hypervisor is gone
+	withhold atomic.Bool // give no keys for the next certificates
 }
 
 func runFakeAgent(t *testing.T, s *Server, agent pb.AgentClient, name string, held bool) *fakeAgent {
@@ -66,8 +67,10 @@ func (f *fakeAgent) report(ctx context.Context, agent pb.AgentClient) error {
 			f.t.Errorf("%s: %v", f.name, err)
 		}
 		name := as.Component.Metadata.Name
-		if err := giveKeys(ctx, f.t, agent, f.name, as); err != nil {
-			return err
+		if !f.withhold.Load() {
+			if err := giveKeys(ctx, f.t, agent, f.name, as); err != nil {
+				return err
+			}
 		}
 		switch {
 		case !as.Deleting && !certsIssued(as):

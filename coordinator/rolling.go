@@ -38,8 +38,10 @@ import (
 //     once the ingress has it up. A renewal not done within
 //     renewalDeadline is given up (Warning RenewalGivenUp: the replica
 //     keeps its certificates and goes back to the ingress) and tried again
-//     as long after. A due replica that cannot start while a sixth of its
-//     certificate's life is left gets a Warning RenewalBlocked.
+//     as long after. A due replica whose agent has not given the keys of
+//     its next certificates waits, and the next one due goes. A due
+//     replica that cannot start while a sixth of its certificate's life is
+//     left gets a Warning RenewalBlocked.
 //   - A cluster of one replica has no other API server to serve while its
 //     own restarts: its replica is moved as in a drain instead (one placed
 //     with new certificates, then the old one removed).
@@ -266,49 +268,76 @@ func (r *roller) roll(have []*pb.Component, steady bool) error {
 	if inFlight || r.cluster.Spec.ControlPlane.GetReplicas() == 1 {
 		return nil
 	}
-	var next *pb.Component
-	var nextFirst *x509.Certificate
+	type candidate struct {
+		comp  *pb.Component
+		first *x509.Certificate
+	}
+	var due []candidate
 	for _, comp := range have {
 		certs := r.st.ComponentCerts(nil, comp.Metadata.Name)
-		first, due := r.due.soonest(certs.GetCerts())
-		due = due || (trustStale(r.pki, certs) && !rotatesByMoving(r.cluster.Spec.ControlPlane.GetReplicas()))
-		if !due || issued(comp.Metadata.Name) || (certs.GetRenewalGivenUp() != nil && now.Sub(certs.RenewalGivenUp.AsTime()) < r.deadline) {
+		first, isDue := r.due.soonest(certs.GetCerts())
+		isDue = isDue || (trustStale(r.pki, certs) && !rotatesByMoving(r.cluster.Spec.ControlPlane.GetReplicas()))
+		if !isDue || issued(comp.Metadata.Name) || (certs.GetRenewalGivenUp() != nil && now.Sub(certs.RenewalGivenUp.AsTime()) < r.deadline) {
 			continue
 		}
-		if next == nil || (first != nil && (nextFirst == nil || first.NotAfter.Before(nextFirst.NotAfter))) {
-			next, nextFirst = comp, first
-		}
+		due = append(due, candidate{comp, first})
 	}
-	if next == nil {
+	// The one expiring first goes first (an unreadable one last, as its
+	// expiry is unknown); the order is stable for replicas that tie.
+	slices.SortStableFunc(due, func(a, b candidate) int {
+		switch {
+		case a.first == nil && b.first == nil:
+			return 0
+		case a.first == nil:
+			return 1
+		case b.first == nil:
+			return -1
+		}
+		return a.first.NotAfter.Compare(b.first.NotAfter)
+	})
+	if len(due) == 0 {
 		return nil
 	}
 	if !steady {
-		r.warnBlocked(next, nextFirst)
+		r.warnBlocked(due[0].comp, due[0].first, "the cluster is steady: every replica Running and up in the ingress, none being removed, replaced or drained")
 		return nil
 	}
-	fresh, err := r.issue(next)
-	if errors.Is(err, pki.ErrNoKeys) {
-		return nil // its agent gives the next keys soon
+	// A replica whose agent has not given its next keys waits, and the
+	// next one due goes: one agent cannot hold back the others' renewals.
+	for _, c := range due {
+		fresh, err := r.issue(c.comp)
+		if errors.Is(err, pki.ErrNoKeys) {
+			r.warnBlocked(c.comp, c.first, fmt.Sprintf("the agent of hypervisor %s gives the keys of its next ones", c.comp.Spec.Hypervisor))
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		r.start(c.comp, c.first, fresh)
+		return nil
 	}
-	if err != nil {
-		return err
-	}
-	old := r.st.ComponentCerts(nil, next.Metadata.Name)
-	r.cmd.Certs = append(r.cmd.Certs, &pb.ComponentCerts{Component: next.Metadata.Name, Certs: old.GetCerts(), Generation: old.GetGeneration(),
-		Trust: old.GetTrust(), TrustGeneration: old.GetTrustGeneration(),
-		Renewed: fresh.Certs, RenewedTrust: fresh.Trust, RenewedTrustGeneration: fresh.TrustGeneration, RenewingSince: timestamppb.New(now)})
-	why := fmt.Sprintf("the soonest expires %s", expiry(nextFirst))
-	if trustStale(r.pki, old) {
-		why = "CA rotation: " + pki.StageName(r.pki.GetRotation().GetStage())
-	}
-	r.event("Normal", "RenewingCertificates", fmt.Sprintf("renewing the certificates of %s (%s): the ingress stops sending it connections, then it restarts with new ones", next.Metadata.Name, why))
 	return nil
 }
 
-// warnBlocked adds, once per expiry, a Warning when a due replica cannot
-// start renewing and less than a sixth of its soonest certificate's life
-// is left.
-func (r *roller) warnBlocked(comp *pb.Component, first *x509.Certificate) {
+// start records the renewal of a replica's certificates to fresh: issued
+// beside the set in use, which it keeps until the ingress has released it.
+func (r *roller) start(comp *pb.Component, first *x509.Certificate, fresh *pb.ComponentCerts) {
+	name := comp.Metadata.Name
+	old := r.st.ComponentCerts(nil, name)
+	r.cmd.Certs = append(r.cmd.Certs, &pb.ComponentCerts{Component: name, Certs: old.GetCerts(), Generation: old.GetGeneration(),
+		Trust: old.GetTrust(), TrustGeneration: old.GetTrustGeneration(),
+		Renewed: fresh.Certs, RenewedTrust: fresh.Trust, RenewedTrustGeneration: fresh.TrustGeneration, RenewingSince: timestamppb.New(r.due.now)})
+	why := fmt.Sprintf("the soonest expires %s", expiry(first))
+	if trustStale(r.pki, old) {
+		why = "CA rotation: " + pki.StageName(r.pki.GetRotation().GetStage())
+	}
+	r.event("Normal", "RenewingCertificates", fmt.Sprintf("renewing the certificates of %s (%s): the ingress stops sending it connections, then it restarts with new ones", name, why))
+}
+
+// warnBlocked adds, once per expiry and cause, a Warning when a due
+// replica cannot start renewing until something happens (until) and less
+// than a sixth of its soonest certificate's life is left.
+func (r *roller) warnBlocked(comp *pb.Component, first *x509.Certificate, until string) {
 	if first == nil {
 		return
 	}
@@ -316,7 +345,7 @@ func (r *roller) warnBlocked(comp *pb.Component, first *x509.Certificate) {
 	if first.NotAfter.Sub(r.due.now) > life/6 {
 		return
 	}
-	msg := fmt.Sprintf("the certificates of %s expire at %s and cannot renew until the cluster is steady: every replica Running and up in the ingress, none being removed, replaced or drained", comp.Metadata.Name, expiry(first))
+	msg := fmt.Sprintf("the certificates of %s expire at %s and cannot renew until %s", comp.Metadata.Name, expiry(first), until)
 	if !hasEventMessage(r.st.Events(nil, r.cluster.Metadata.Name), "RenewalBlocked", msg) {
 		r.event("Warning", "RenewalBlocked", msg)
 	}

@@ -23,18 +23,20 @@ import (
 )
 
 // rollingLab is a coordinator with fake agents on three private
-// hypervisors and one public, and a cluster of replicas replicas Ready.
-func rollingLab(t *testing.T, replicas int32) (*Server, pb.OperatorClient) {
+// hypervisors and one public (returned by hypervisor), and a cluster of
+// replicas replicas Ready.
+func rollingLab(t *testing.T, replicas int32) (*Server, pb.OperatorClient, map[string]*fakeAgent) {
 	t.Helper()
 	ctx := context.Background()
 	s, cfg := bootstrapOne(t, t.TempDir())
 	op := pb.NewOperatorClient(adminConn(t, cfg.DataDir, s.APIAddr()))
+	agents := map[string]*fakeAgent{}
 	for i, name := range []string{"hv-a", "hv-b", "hv-c", "pub-1"} {
 		spec := &pb.HypervisorSpec{Address: fmt.Sprintf("10.0.0.%d", i+1), PortRange: "30000-30099"}
 		if name == "pub-1" {
 			spec.Public, spec.PublicAddress = true, "203.0.113.1"
 		}
-		runFakeAgent(t, s, registerHypervisorSpec(t, s, op, name, spec), name, false)
+		agents[name] = runFakeAgent(t, s, registerHypervisorSpec(t, s, op, name, spec), name, false)
 	}
 	if _, err := op.Apply(ctx, &pb.ApplyRequest{Resources: []*pb.Resource{{Source: "test", Kind: &pb.Resource_Cluster{Cluster: &pb.Cluster{
 		Metadata: &pb.ObjectMeta{Name: "demo"}, Spec: &pb.ClusterSpec{ControlPlane: &pb.ControlPlaneSpec{Replicas: &replicas}},
@@ -47,17 +49,23 @@ func rollingLab(t *testing.T, replicas int32) (*Server, pb.OperatorClient) {
 		}
 		return nil
 	})
-	return s, op
+	return s, op, agents
 }
 
 // backdate issues every certificate of the cluster's components again,
-// the same (for the same key) but as if eight months ago (2/3 of the default year), so that
-// all are due now.
+// the same (for the same key) but as if eight months ago (2/3 of the
+// default year), so that all are due now.
 func backdate(t *testing.T, s *Server, cluster string) {
+	t.Helper()
+	backdateBy(t, s, cluster, 8*730*time.Hour)
+}
+
+// backdateBy is backdate as if issued age ago.
+func backdateBy(t *testing.T, s *Server, cluster string, age time.Duration) {
 	t.Helper()
 	st := s.State()
 	p := st.ClusterPKI(nil, cluster)
-	past := time.Now().Add(-8 * 730 * time.Hour)
+	past := time.Now().Add(-age)
 	cmd := &pb.PlaceCommand{Cluster: cluster, Time: timestamppb.Now()}
 	for _, comp := range st.ComponentsOfCluster(nil, cluster) {
 		certs := proto.Clone(st.ComponentCerts(nil, comp.Metadata.Name)).(*pb.ComponentCerts)
@@ -198,7 +206,7 @@ func watchRolling(t *testing.T, s *Server) func() int {
 // new generation, the ingress takes it back, then the next one goes; the
 // ingress's certificates are issued again in place.
 func TestRollingCertRenewal(t *testing.T) {
-	s, _ := rollingLab(t, 3)
+	s, _, _ := rollingLab(t, 3)
 	st := s.State()
 	var replicas []string
 	for _, comp := range st.ComponentsOfCluster(nil, "demo") {
@@ -281,10 +289,75 @@ func TestRollingCertRenewal(t *testing.T) {
 	}
 }
 
+// A due replica whose agent gives no keys for its next certificates holds
+// back no other: the others renew, it waits, and renews once keys come.
+func TestRenewalGoesOnWithoutOneAgentsKeys(t *testing.T) {
+	s, _, agents := rollingLab(t, 3)
+	replicas, _ := componentsOf(s, "demo", resources.RoleControlPlane)
+	generations := func(want map[string]int) error {
+		for _, r := range replicas {
+			if certs := s.State().ComponentCerts(nil, r.Metadata.Name); int(certs.GetGeneration()) != want[r.Metadata.Name] || renewing(certs) {
+				return fmt.Errorf("%s at generation %d (renewing %v), want %d", r.Metadata.Name, certs.GetGeneration(), renewing(certs), want[r.Metadata.Name])
+			}
+		}
+		return nil
+	}
+	spares := func() error {
+		for _, r := range replicas {
+			if len(s.State().ComponentCerts(nil, r.Metadata.Name).GetSpareKeys()) == 0 {
+				return fmt.Errorf("%s has no spare keys", r.Metadata.Name)
+			}
+		}
+		return nil
+	}
+	testutil.Eventually(t, 15*time.Second, "spare keys of every replica", spares)
+	// A first round uses the spare keys; the private agents give no more.
+	for _, r := range replicas {
+		agents[r.Spec.Hypervisor].withhold.Store(true)
+	}
+	backdate(t, s, "demo")
+	want := map[string]int{}
+	for _, r := range replicas {
+		want[r.Metadata.Name] = 1
+	}
+	testutil.Eventually(t, 60*time.Second, "every replica renewed once", func() error { return generations(want) })
+	// The replica that went first would go first again (they tie): its
+	// agent still gives nothing, the others' do.
+	var first *pb.Component
+	for _, e := range s.State().Events(nil, "demo") {
+		for _, r := range replicas {
+			if first == nil && e.Reason == "RenewingCertificates" && strings.Contains(e.Message, r.Metadata.Name+" ") {
+				first = r
+			}
+		}
+	}
+	for _, r := range replicas {
+		agents[r.Spec.Hypervisor].withhold.Store(r == first)
+	}
+	backdateBy(t, s, "demo", 11*730*time.Hour) // a month left: a blocked renewal warns
+
+	for _, r := range replicas {
+		if r != first {
+			want[r.Metadata.Name] = 2
+		}
+	}
+	testutil.Eventually(t, 60*time.Second, "the others renewed again", func() error { return generations(want) })
+	blocked := false
+	for _, e := range s.State().Events(nil, "demo") {
+		blocked = blocked || (e.Reason == "RenewalBlocked" && strings.Contains(e.Message, first.Metadata.Name+" ") && strings.Contains(e.Message, first.Spec.Hypervisor+" gives the keys"))
+	}
+	if !blocked {
+		t.Errorf("no RenewalBlocked event says %s waits for the keys of %s", first.Metadata.Name, first.Spec.Hypervisor)
+	}
+	agents[first.Spec.Hypervisor].withhold.Store(false)
+	want[first.Metadata.Name] = 2
+	testutil.Eventually(t, 60*time.Second, first.Metadata.Name+" renewed once its keys came", func() error { return generations(want) })
+}
+
 // A single replica has no other API server to serve while it restarts:
 // its due certificates move it as a drain would, make before break.
 func TestSingleReplicaRenewsByMoving(t *testing.T) {
-	s, _ := rollingLab(t, 1)
+	s, _, _ := rollingLab(t, 1)
 	old := resources.ComponentName("demo", resources.RoleControlPlane, 0)
 	backdate(t, s, "demo")
 	testutil.Eventually(t, 60*time.Second, "the replica moved", func() error {
