@@ -52,13 +52,14 @@ _output/bin/lab: $(shell find test/lab internal/testutil -name '*.go')
 	$(GO) build -o $@ ./test/lab/cmd/lab
 
 # The upstream Kubernetes e2e suite against the demo's cluster (workers
-# behind NATs): its images built here and loaded into the workers, no
-# registry. FOCUS defaults to every [Conformance] test; SKIP to none.
+# behind NATs): its images built here and served by a registry in the lab
+# (no outside registry is reached). FOCUS defaults to every [Conformance]
+# test; SKIP to none.
 CONFORMANCE_IMAGES := $(addprefix $(IMAGES_DIR)/,$(addsuffix .tar,agnhost agnhost-prev busybox pause-e2e nginx \
 	glibc-dns-testing kitten nautilus nonewprivs sample-apiserver etcd-e2e))
 FOCUS ?= \[Conformance\]
 SKIP ?=
-conformance: deps build images _output/bin/lab $(E2E_TEST) $(GINKGO)
+conformance: deps build images _output/bin/lab $(E2E_TEST) $(GINKGO) $(REGISTRY_BIN)
 	FOCUS='$(FOCUS)' SKIP='$(SKIP)' ./test/conformance/run.sh $(CONFORMANCE_IMAGES)
 
 # make test's part of it (about 10 minutes): an admission webhook, an

@@ -47,13 +47,15 @@ cni_conf_dir="${CONTAINERD_CNI_CONF_DIR:-$dir/cni/net.d}"
 if [ -n "${CONTAINERD_CNI_BIN_DIR:-}" ]; then
 	[ -x "$cni_bin_dir/loopback" ] || die "no CNI plugins in $cni_bin_dir (Debian: apt-get install -y containernetworking-plugins)"
 fi
-mkdir -p "$dir/root" "$dir/state" "$dir/runc" "$dir/cni/bin" "$dir/cni/net.d" "$cni_conf_dir"
+mkdir -p "$dir/root" "$dir/state" "$dir/runc" "$dir/cni/bin" "$dir/cni/net.d" "$cni_conf_dir" "$dir/certs.d"
 
 # By default CNI points at empty directories: pods are host-network only.
 # Pods' network namespaces are mounted under DIR/state, not /run/netns, so
 # that stop.sh removes them with the rest.
 # restrict_oom_score_adj: without it the sandbox fails on these machines
-# (runc: "can't get final child's PID from pipe").
+# (runc: "can't get final child's PID from pipe"). Registries are
+# configured in DIR/certs.d/HOST/hosts.toml (none by default; read at each
+# pull).
 cat > "$dir/config.toml" <<TOML
 version = 2
 root = "$dir/root"
@@ -105,7 +107,7 @@ disabled_plugins = [
     conf_dir = "$cni_conf_dir"
 
   [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = ""
+    config_path = "$dir/certs.d"
 TOML
 
 # setsid: its own session, so that a signal to the caller's process group

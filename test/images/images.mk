@@ -197,9 +197,9 @@ $(IMAGES_BUILD_DIR)/haproxy-passwd: $(IMAGES_SRC)/images.mk
 # The e2e suite's images (make conformance). Upstream builds them on Alpine
 # or Debian; here each is its Go program from k8s.io/kubernetes v1.37.2
 # (tools/kube) and, where the tests run a shell in it, Debian's
-# busybox-static (every applet a symlink in /bin) with the tools the tests
-# call beside it: bash, getent, dig, nslookup, host, curl and OpenBSD's nc
-# in /usr/bin (first on the PATH), with their libraries.
+# busybox-static (every applet a symlink in /bin, bash as sh) with the
+# tools the tests call beside it: getent, dig, nslookup, host, curl and
+# OpenBSD's nc in /usr/bin (first on the PATH), with their libraries.
 E2E_BUILD_DIR := $(IMAGES_BUILD_DIR)/e2e
 E2E_PROGRAMS := $(addprefix $(E2E_BUILD_DIR)/,agnhost nonewprivs sample-apiserver)
 E2E_PACKAGES := k8s.io/kubernetes/test/images/agnhost k8s.io/kubernetes/test/images/nonewprivs k8s.io/sample-apiserver
@@ -217,8 +217,10 @@ IMAGES_BUSYBOX_ARGS = -add $(IMAGES_BUSYBOX):/bin/busybox:0755 \
 	$$($(IMAGES_BUSYBOX) --list | awk -v skip=" busybox $(1) " 'index(skip, " " $$1 " ") == 0 {print "-symlink /bin/" $$1 ":busybox"}')
 IMAGES_SHELL_DEPS := $(IMAGES_BUSYBOX) $(IMAGES_E2E_TOOLS)
 # sh is bash: Debian's busybox sh runs its own applets before the PATH's
-# programs (its nc, not OpenBSD's).
-IMAGES_SHELL_ARGS = $(IMAGES_PATH_ENV) $(call IMAGES_BUSYBOX_ARGS,sh) -symlink /bin/sh:/usr/bin/bash \
+# programs (its nc, not OpenBSD's) and drops variables whose names are no
+# shell's (a Secret's keys as a pod's environment) from what it runs.
+IMAGES_SH_ARGS = $(IMAGES_PATH_ENV) $(call IMAGES_BUSYBOX_ARGS,sh) -symlink /bin/sh:/usr/bin/bash
+IMAGES_SHELL_ARGS = $(IMAGES_SH_ARGS) \
 	$(foreach t,$(filter-out /bin/nc.openbsd,$(IMAGES_E2E_TOOLS)),-add $(t):/usr/bin/$(notdir $(t)):0755) \
 	-add /bin/nc.openbsd:/usr/bin/nc:0755 $(call IMAGES_LIBS,$(IMAGES_E2E_TOOLS))
 $(IMAGES_BUSYBOX) /bin/bash /usr/bin/getent:
@@ -256,8 +258,9 @@ IMAGE_ARGS_kitten = $(call IMAGES_PICTURE_ARGS,kitten)
 IMAGE_DEPS_nautilus := $(IMAGE_DEPS_agnhost)
 IMAGE_ARGS_nautilus = $(call IMAGES_PICTURE_ARGS,nautilus)
 
-IMAGE_DEPS_busybox := $(IMAGES_BUSYBOX)
-IMAGE_ARGS_busybox = $(IMAGES_PATH_ENV) $(call IMAGES_BUSYBOX_ARGS,) -cmd '["sh"]'
+# busybox: its applets, and bash as sh (above).
+IMAGE_DEPS_busybox := $(IMAGES_BUSYBOX) /bin/bash
+IMAGE_ARGS_busybox = $(IMAGES_SH_ARGS) -add /bin/bash:/usr/bin/bash:0755 $(call IMAGES_LIBS,/bin/bash) -cmd '["sh"]'
 
 # glibc-dns-testing: upstream's is Debian with dnsutils; the DNS tests run
 # sh, seq, dig and glibc's getent in it.
@@ -297,6 +300,15 @@ $(IMAGES_BUILD_DIR)/nginx.conf: $(IMAGES_SRC)/images.mk
 $(IMAGES_BUILD_DIR)/nginx-index.html: $(IMAGES_SRC)/images.mk
 	@mkdir -p $(@D)
 	echo '<html><body>nginx</body></html>' > $@
+
+# The registry the suite's images are served from in the lab
+# (distribution, the reference OCI registry server).
+REGISTRY_TOOLS := $(IMAGES_SRC)/tools/registry
+REGISTRY_BIN := $(IMAGES_BIN_DIR)/registry
+$(REGISTRY_BIN): $(REGISTRY_TOOLS)/go.mod $(REGISTRY_TOOLS)/go.sum $(IMAGES_GO_VERSION)
+	@mkdir -p $(@D)
+	cd $(REGISTRY_TOOLS) && CGO_ENABLED=0 $(IMAGES_GO) build -trimpath -ldflags '-s -w' -o $(abspath $@) github.com/distribution/distribution/v3/cmd/registry
+	touch $@
 
 # The e2e suite itself: e2e.test and the ginkgo that runs it in parallel,
 # of the cluster's Kubernetes version.
