@@ -42,7 +42,7 @@ lint:
 	$(GO) vet ./...
 
 # The whole system on one machine; `make demo-down` removes it.
-demo: deps build images _output/bin/lab
+demo: deps build images _output/bin/lab $(REGISTRY_BIN)
 	./test/demo/demo.sh
 
 demo-down: _output/bin/lab

@@ -4,12 +4,12 @@
 # behind two NATs each: `make conformance [FOCUS=REGEX] [SKIP=REGEX]`.
 #
 # Uses the running demo, or brings one up and removes it at the end. Joins
-# both workers and serves the suite's images (built here, arguments: their
-# tarballs) from a registry run in the lab for the run (distribution, at
-# 10.214.0.1:5000 on the lab's public network, plain HTTP), the mirror the
-# suite is pointed at with KUBE_TEST_REPO_LIST and the workers' containerds
-# with a hosts.toml: nothing outside is reached. Runs the suite: parallel
-# specs first, [Serial] ones after them on one process (ginkgo's order).
+# both workers and pushes the suite's images (built here, arguments: their
+# tarballs) to the demo's image mirror (test/demo/mirror.sh, a registry at
+# 10.214.0.1:5000 that the lab's containerds pull through), which the
+# suite is pointed at with KUBE_TEST_REPO_LIST: nothing outside is
+# reached. Runs the suite: parallel specs first, [Serial] ones after them
+# on one process (ginkgo's order).
 # Ends with ginkgo's summary and the line "N passed, N failed, N skipped";
 # the JUnit report and the whole log stay in _output/conformance/.
 set -euo pipefail
@@ -23,10 +23,9 @@ OUT=$PWD/_output/conformance
 MIRROR=10.214.0.1:5000
 K() { "$PWD/_output/bin/kubectl" --kubeconfig "$DEMO/demo.kubeconfig" "$@"; }
 
-# What this run started is stopped at its end.
-registry= started_demo=
+# A demo this run brought up is removed at its end.
+started_demo=
 cleanup() {
-  [ -z "$registry" ] || kill "$registry" 2>/dev/null || true
   if [ -n "$started_demo" ]; then
     echo "== removing the demo this run brought up"
     test/demo/demo-down.sh >/dev/null
@@ -49,36 +48,10 @@ for w in worker-1 worker-2; do
     echo "== joining $w"
     test/demo/join-worker.sh "$w" >"$OUT/join-$w.log" 2>&1 || { cat "$OUT/join-$w.log" >&2; exit 1; }
   fi
-  hosts=$DEMO/$w/containerd/certs.d/$MIRROR
-  mkdir -p "$hosts"
-  printf 'server = "http://%s"\n\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$MIRROR" "$MIRROR" >"$hosts/hosts.toml"
 done
 
-echo "== the suite's images in a registry at $MIRROR (log: $OUT/registry.log)"
-cat >"$OUT/registry.yml" <<YAML
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $OUT/registry
-http:
-  addr: $MIRROR
-YAML
-_output/bin/registry serve "$OUT/registry.yml" >"$OUT/registry.log" 2>&1 &
-registry=$!
-for _ in $(seq 50); do curl -sf "http://$MIRROR/v2/" >/dev/null && break; sleep 0.2; done
-curl -sf "http://$MIRROR/v2/" >/dev/null || { cat "$OUT/registry.log" >&2; exit 1; }
-# Pushed from worker-1's containerd, under the mirror's names: the
-# upstream ones with registry.k8s.io replaced by it.
-sock=$DEMO/worker-1/containerd/containerd.sock
-for tar in "$@"; do
-  ref=$(awk -v key="$(basename "$tar" .tar)" '$1 == key {print $2}' test/images/images.txt)
-  mirrored=$MIRROR/${ref#registry.k8s.io/}
-  ctr -a "$sock" -n k8s.io images import "$tar" >/dev/null
-  ctr -a "$sock" -n k8s.io images tag --force "$ref" "$mirrored" >/dev/null
-  ctr -a "$sock" -n k8s.io images push --plain-http "$mirrored" >/dev/null
-done
+echo "== the suite's images in the demo's mirror at $MIRROR (test/demo/mirror.sh)"
+test/demo/mirror.sh "$@"
 cat >"$OUT/repo-list.yaml" <<YAML
 promoterE2eRegistry: $MIRROR/e2e-test-images
 gcRegistry: $MIRROR

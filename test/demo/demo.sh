@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole system on one machine: a lab of network namespaces (four
 # private hypervisors, two public, two worker hosts behind two NATs each)
-# each with its own containerd and the images of `make images`, a
-# coordinator, an agent per hypervisor, and a three-replica cluster with a
+# each with its own containerd and the images of `make images`, an image
+# mirror they pull from (test/demo/mirror.sh), a coordinator, an agent per hypervisor, and a three-replica cluster with a
 # VPN, reached through its ingress, and a spare of each kind so that it
 # heals when a machine is cut off (lab cut HOST). test/demo/join-worker.sh
 # joins a worker.
@@ -28,10 +28,14 @@ start() { # NAME LOG CMD...
   echo $! >"$DEMO/proc-$!.pid"
   disown
 }
-echo "== coordinator on 10.213.0.1:7443, backing clusters up to $DEMO/backups"
+MIRROR=10.214.0.1:5000
+echo "== an image mirror at $MIRROR, as in an air gap (a registry; test/demo/mirror.sh): the control plane's images pushed there"
+test/demo/mirror.sh $(printf '_output/images/%s.tar ' pause etcd kube-apiserver kube-controller-manager kube-scheduler haproxy kube-proxy coredns)
+echo "== coordinator on 10.213.0.1:7443, naming its images in the mirror, backing clusters up to $DEMO/backups"
 mkdir -p "$DEMO/backups"
 start coordinator "$DEMO/coordinator.log" "$BIN/oneinfra-coord" serve --id c1 --data-dir "$DEMO/coordinator" \
-  --api-addr 10.213.0.1:7443 --raft-addr 10.213.0.1:7444 --backup-target "file://$DEMO/backups" --bootstrap
+  --api-addr 10.213.0.1:7443 --raft-addr 10.213.0.1:7444 --backup-target "file://$DEMO/backups" \
+  --image-repository "$MIRROR" --bootstrap
 for _ in $(seq 100); do C members >/dev/null 2>&1 && break; sleep 0.3; done
 # One token for the six hypervisors, in a file (mode 0600) rather than on
 # the command lines, which every local user can read.
