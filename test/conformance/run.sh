@@ -9,9 +9,9 @@
 # 10.214.0.1:5000 that the lab's containerds pull through), which the
 # suite is pointed at with KUBE_TEST_REPO_LIST: nothing outside is
 # reached. Runs the suite: parallel specs first, [Serial] ones after them
-# on one process (ginkgo's order).
-# Ends with ginkgo's summary and the line "N passed, N failed, N skipped";
-# the JUnit report and the whole log stay in _output/conformance/.
+# on one process (ginkgo's order). Ends with ginkgo's summary and the line
+# "N passed, N failed, N skipped"; the JUnit report and the whole log stay
+# in _output/conformance/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 FOCUS=${FOCUS:-'\[Conformance\]'}
@@ -23,21 +23,11 @@ OUT=$PWD/_output/conformance
 MIRROR=10.214.0.1:5000
 K() { "$PWD/_output/bin/kubectl" --kubeconfig "$DEMO/demo.kubeconfig" "$@"; }
 
-# A demo this run brought up is removed at its end.
-started_demo=
-cleanup() {
-  if [ -n "$started_demo" ]; then
-    echo "== removing the demo this run brought up"
-    test/demo/demo-down.sh >/dev/null
-  fi
-}
-trap cleanup EXIT
-
 rm -rf "$OUT"
 mkdir -p "$OUT"
 if [ ! -e "$DEMO" ]; then
   echo "== no demo running: make demo (log: $OUT/demo.log); removed again at the end"
-  started_demo=1
+  trap 'echo "== removing the demo this run brought up"; test/demo/demo-down.sh >/dev/null' EXIT
   if ! test/demo/demo.sh >"$OUT/demo.log" 2>&1; then
     tail -n 30 "$OUT/demo.log" >&2
     exit 1

@@ -2,10 +2,10 @@
 # The whole system on one machine: a lab of network namespaces (four
 # private hypervisors, two public, two worker hosts behind two NATs each)
 # each with its own containerd and the images of `make images`, an image
-# mirror they pull from (test/demo/mirror.sh), a coordinator, an agent per hypervisor, and a three-replica cluster with a
-# VPN, reached through its ingress, and a spare of each kind so that it
-# heals when a machine is cut off (lab cut HOST). test/demo/join-worker.sh
-# joins a worker.
+# mirror they pull from (test/demo/mirror.sh), a coordinator, an agent per
+# hypervisor, and a three-replica cluster with a VPN, reached through its
+# ingress, and a spare of each kind so that it heals when a machine is cut
+# off (lab cut HOST). test/demo/join-worker.sh joins a worker.
 # `make demo-down` removes everything.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
