@@ -84,7 +84,9 @@ func (a *agentAPI) WatchAssignments(ctx context.Context, req *pb.WatchAssignment
 		if changed || ctx.Err() != nil {
 			return resp, nil
 		}
-		_ = ws.WatchCtx(ctx)
+		if ws.WatchCtx(ctx) == nil {
+			a.s.metrics.watchWakes.Inc()
+		}
 	}
 }
 
@@ -204,16 +206,16 @@ func (a *agentAPI) GetGossipConfig(ctx context.Context, req *pb.GetGossipConfigR
 }
 
 // assignments builds the assignments of a hypervisor, restricted to the
-// named components when names is not empty.
+// named components when names is not empty. It reads (and so watches) only
+// the rows they are made of: its own components, their clusters, and the
+// hypervisors their peers are on, so that a write elsewhere in the fleet
+// does not wake its watch.
 func (s *Server) assignments(st *state.Store, ws memdb.WatchSet, hypervisor string, names []string) ([]*pb.Assignment, error) {
 	want := map[string]bool{}
 	for _, n := range names {
 		want[n] = true
 	}
 	hypervisors := map[string]*pb.Hypervisor{}
-	for _, h := range st.Hypervisors(ws) {
-		hypervisors[h.Metadata.Name] = h
-	}
 	var out []*pb.Assignment
 	for _, comp := range st.ComponentsOnHypervisor(ws, hypervisor) {
 		if len(want) > 0 && !want[comp.Metadata.Name] {
@@ -228,7 +230,8 @@ func (s *Server) assignments(st *state.Store, ws memdb.WatchSet, hypervisor stri
 	return out, nil
 }
 
-// assignment is everything the agent needs to run one component.
+// assignment is everything the agent needs to run one component. It adds
+// to hypervisors those of the component's peers it lacks.
 func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Component, hypervisors map[string]*pb.Hypervisor) (*pb.Assignment, error) {
 	if comp.Spec.Orphaned {
 		// Stopped, its files kept: nothing of a cluster is needed.
@@ -253,6 +256,13 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 		as.EncryptionKey = p.EncryptionKey
 	}
 	peers := st.ComponentsOfCluster(ws, comp.Spec.Cluster)
+	for _, peer := range peers {
+		if _, ok := hypervisors[peer.Spec.Hypervisor]; !ok {
+			if h := st.Hypervisor(ws, peer.Spec.Hypervisor); h != nil {
+				hypervisors[peer.Spec.Hypervisor] = h
+			}
+		}
+	}
 	hvs := slices.Collect(maps.Values(hypervisors))
 	certs := st.ComponentCerts(ws, comp.Metadata.Name)
 	if comp.Spec.Role == resources.RoleControlPlane {

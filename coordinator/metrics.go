@@ -22,6 +22,9 @@ type metrics struct {
 	applyLatency prometheus.Histogram
 	forwarded    prometheus.Counter
 	watchers     prometheus.Gauge
+	// watchWakes counts the times a blocked watch woke to recompute its
+	// hypervisor's assignments: each costs CPU, answered or not.
+	watchWakes prometheus.Counter
 	requests     *prometheus.CounterVec
 	// healthTransitions counts the health changes this server committed
 	// as leader.
@@ -41,6 +44,9 @@ func newMetrics(s *Server) *metrics {
 		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "oneinfra_coordinator_assignment_watchers", Help: "Agents blocked in WatchAssignments on this server.",
 		}),
+		watchWakes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "oneinfra_coordinator_assignment_watch_wakes_total", Help: "Times a blocked WatchAssignments woke to recompute its hypervisor's assignments.",
+		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "oneinfra_coordinator_grpc_requests_total", Help: "gRPC calls served, by method and status code.",
 		}, []string{"method", "code"}),
@@ -48,7 +54,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "oneinfra_coordinator_hypervisor_health_transitions_total", Help: "Hypervisor health changes this server committed as leader, by old and new health.",
 		}, []string{"from", "to"}),
 	}
-	m.registry.MustRegister(m.applyLatency, m.forwarded, m.watchers, m.requests, m.healthTransitions,
+	m.registry.MustRegister(m.applyLatency, m.forwarded, m.watchers, m.watchWakes, m.requests, m.healthTransitions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{s: s})
 	return m

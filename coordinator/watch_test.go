@@ -10,6 +10,7 @@ import (
 	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -55,40 +56,67 @@ func TestWatchWakesOnlyForOwnAssignments(t *testing.T) {
 		t.Fatalf("first watch: %v, digest %q", err, first.GetDigest())
 	}
 
-	// Every other hypervisor reports every 50ms, the ingress Running.
-	stop := make(chan struct{})
-	reports := make(chan int)
-	go func() {
-		n := 0
-		defer func() { reports <- n }()
-		for {
-			for name, agent := range agents {
-				if name == hv {
-					continue
+	// reporting has the named hypervisors report every 50ms (pub with
+	// the ingress Running) until the returned func is called, which
+	// returns how many reports they made.
+	reporting := func(names ...string) func() int {
+		stop := make(chan struct{})
+		reports := make(chan int)
+		go func() {
+			n := 0
+			defer func() { reports <- n }()
+			for {
+				for _, name := range names {
+					req := &pb.ReportStatusRequest{Hypervisor: name, Time: timestamppb.Now()}
+					if name == "pub" {
+						req.Components = []*pb.ComponentReport{{Component: ingress.Metadata.Name, Status: &pb.ComponentStatus{State: vocab.StateRunning,
+							Message: fmt.Sprintf("report %d", n), Conditions: []*pb.Condition{{Type: vocab.CondAPIReachable, Status: "True", Message: "ok"}}}}}
+					}
+					if _, err := agents[name].ReportStatus(ctx, req); err != nil {
+						t.Error(err)
+						return
+					}
+					n++
 				}
-				req := &pb.ReportStatusRequest{Hypervisor: name, Time: timestamppb.Now()}
-				if name == "pub" {
-					req.Components = []*pb.ComponentReport{{Component: ingress.Metadata.Name, Status: &pb.ComponentStatus{State: vocab.StateRunning,
-						Message: fmt.Sprintf("report %d", n), Conditions: []*pb.Condition{{Type: vocab.CondAPIReachable, Status: "True", Message: "ok"}}}}}
-				}
-				if _, err := agent.ReportStatus(ctx, req); err != nil {
-					t.Error(err)
+				select {
+				case <-stop:
 					return
+				case <-time.After(50 * time.Millisecond):
 				}
-				n++
 			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
+		}()
+		return func() int { close(stop); return <-reports }
+	}
+	var others, strangers []string
+	for name := range agents {
+		if name != hv {
+			others = append(others, name)
+			if name != ingress.Spec.Hypervisor {
+				strangers = append(strangers, name)
 			}
 		}
-	}()
+	}
+
+	// Hypervisors that hold nothing of its cluster do not even wake the
+	// watch on the server: it reads none of their rows.
+	wakes := promtest.ToFloat64(s.metrics.watchWakes)
+	stop := reporting(strangers...)
+	if _, err := agents[hv].WatchAssignments(ctx, &pb.WatchAssignmentsRequest{Hypervisor: hv, MinIndex: first.Index, WaitMs: 1500, KnownDigest: first.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	n := stop()
+	if woke := promtest.ToFloat64(s.metrics.watchWakes) - wakes; n == 0 || woke != 0 {
+		t.Fatalf("%d reports of hypervisors outside the cluster woke the watch %v times on the server; want 0", n, woke)
+	}
+	t.Logf("%d reports of %d hypervisors outside the cluster woke the watch 0 times on the server", n, len(strangers))
+
+	// Every other hypervisor, the ingress's among them, wakes the agent 0
+	// times.
+	stop = reporting(others...)
 	start := time.Now()
 	w, err := agents[hv].WatchAssignments(ctx, &pb.WatchAssignmentsRequest{Hypervisor: hv, MinIndex: first.Index, WaitMs: 3000, KnownDigest: first.Digest})
 	waited := time.Since(start)
-	close(stop)
-	n := <-reports
+	n = stop()
 	if err != nil {
 		t.Fatal(err)
 	}
