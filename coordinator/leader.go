@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -26,6 +25,11 @@ const DefaultVPNPool = "10.200.0.0/16"
 // resyncInterval bounds how long the leader goes without re-checking every
 // cluster, whatever the watches say.
 const resyncInterval = 10 * time.Second
+
+// reconcileGap is the least time between two passes of the leader loop:
+// writes that come faster (the reports of a large fleet) are taken in by
+// one pass, not one pass each.
+const reconcileGap = 100 * time.Millisecond
 
 // await returns a Raft future's error, or raft.ErrRaftShutdown once this
 // server stops: a future Raft took in just as it shut down is never
@@ -126,15 +130,15 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		s.healthLoop(ctx, time.Now())
 	}()
 	defer func() { <-healthDone }()
+	var pruned pruneMark
 	for ctx.Err() == nil {
+		began := time.Now()
 		st := s.State()
 		ws := memdb.NewWatchSet()
 		ws.Add(st.AbandonCh())
-		st.Clusters(ws)
-		st.Hypervisors(ws)
-		st.Components(ws)
-		st.Watch(ws, state.TableComponentCerts) // keys given by agents
-		st.Config(ws)
+		for _, table := range []string{state.TableClusters, state.TableHypervisors, state.TableComponents, state.TableComponentCerts, state.TableConfig} {
+			st.Watch(ws, table) // component certs: keys given by agents
+		}
 		if err := s.reconcileClusters(time.Now()); err != nil {
 			s.logger.Warn("reconciling clusters", "err", err)
 			sleep(ctx, time.Second)
@@ -143,7 +147,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		if err := s.advanceCARotation(ctx, time.Now()); err != nil {
 			s.logger.Warn("moving the coordinator CA rotation on", "err", err)
 		}
-		if err := s.prune(time.Now()); err != nil {
+		if err := s.prune(&pruned, time.Now()); err != nil {
 			s.logger.Warn("pruning used and expired tokens and certificates", "err", err)
 		}
 		if err := s.scheduleBackups(time.Now()); err != nil {
@@ -152,19 +156,48 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		wctx, cancel := context.WithTimeout(ctx, resyncInterval)
 		_ = ws.WatchCtx(wctx)
 		cancel()
+		sleep(ctx, time.Until(began.Add(reconcileGap)))
 	}
 }
 
-// prune forgets, in one entry, the tokens and the
-// certificate records expired, when there are any.
-func (s *Server) prune(now time.Time) error {
-	st := s.State()
-	due := slices.ContainsFunc(st.Tokens(nil), func(t *pb.Token) bool { return tokenExpired(t, now) }) || slices.ContainsFunc(st.AllIssued(nil), func(c *pb.IssuedCert) bool { return !now.Before(c.NotAfter.AsTime()) })
-	if !due {
+// pruneMark is what the last look for things to prune found: the state
+// of the tokens and certificate records then, and when the first of them
+// expires. Until either moves there is nothing to look for.
+type pruneMark struct {
+	index uint64
+	due   time.Time
+}
+
+// prune forgets, in one entry, the tokens and the certificate records
+// expired, when there are any. It reads them all only when they changed
+// since mark or the first of them has expired.
+func (s *Server) prune(mark *pruneMark, now time.Time) error {
+	st := s.State().View()
+	index := st.Index(state.TableTokens, state.TableIssued)
+	if index == mark.index && now.Before(mark.due) {
 		return nil
 	}
+	due := now.Add(resyncInterval)
+	for _, t := range st.Tokens(nil) {
+		due = earliest(due, t.Expires.AsTime())
+	}
+	for _, c := range st.AllIssued(nil) {
+		due = earliest(due, c.NotAfter.AsTime())
+	}
+	if now.Before(due) {
+		*mark = pruneMark{index: index, due: due}
+		return nil
+	}
+	*mark = pruneMark{}
 	_, err := s.raftApply(PruneType, &pb.PruneCommand{Time: timestamppb.New(now)})
 	return err
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // establishLeadership writes what bootstrap left to the leader, and makes

@@ -25,7 +25,7 @@ type metrics struct {
 	// watchWakes counts the times a blocked watch woke to recompute its
 	// hypervisor's assignments: each costs CPU, answered or not.
 	watchWakes prometheus.Counter
-	requests     *prometheus.CounterVec
+	requests   *prometheus.CounterVec
 	// healthTransitions counts the health changes this server committed
 	// as leader.
 	healthTransitions *prometheus.CounterVec
