@@ -516,17 +516,21 @@ func (f *FSM) applyReportStatus(txn *state.Txn, m proto.Message) error {
 	if h == nil {
 		return fmt.Errorf("hypervisor %q: %w", cmd.Hypervisor, state.ErrNotFound)
 	}
-	h = proto.Clone(h).(*pb.Hypervisor)
-	if h.Status == nil {
-		h.Status = &pb.HypervisorStatus{}
+	// A heartbeat changes the hypervisor's last_seen only, and a status
+	// reported again unchanged nothing: neither wakes a watch.
+	txn.SetLastSeen(cmd.Hypervisor, cmd.Time)
+	if h.GetStatus().GetTrustGeneration() != cmd.TrustGeneration {
+		h = proto.Clone(h).(*pb.Hypervisor)
+		if h.Status == nil {
+			h.Status = &pb.HypervisorStatus{}
+		}
+		h.Status.TrustGeneration = cmd.TrustGeneration
+		txn.UpsertHypervisor(h)
 	}
-	h.Status.LastSeen = cmd.Time
-	h.Status.TrustGeneration = cmd.TrustGeneration
-	txn.UpsertHypervisor(h)
 	for _, report := range cmd.Components {
 		comp := txn.Component(report.Metadata.GetName())
-		if comp == nil || comp.Spec.Hypervisor != cmd.Hypervisor {
-			continue // a stale report: the component moved or went
+		if comp == nil || comp.Spec.Hypervisor != cmd.Hypervisor || proto.Equal(comp.Status, report.Status) {
+			continue // a stale report (the component moved or went), or nothing new
 		}
 		comp = proto.Clone(comp).(*pb.Component)
 		comp.Status = report.Status

@@ -14,6 +14,7 @@ import (
 	"github.com/oneinfra/oneinfra/coordinator/pki"
 	"github.com/oneinfra/oneinfra/coordinator/state"
 	"github.com/oneinfra/oneinfra/internal/resources"
+	"github.com/oneinfra/oneinfra/internal/vocab"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -289,4 +290,42 @@ func mustMarshal(t *testing.T, m proto.Message) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// A heartbeat (a report with nothing new) records when the hypervisor was
+// seen and changes neither the hypervisors nor the components table, so
+// no watch of them wakes; last_seen survives a snapshot and its restore.
+func TestHeartbeatChangesNoRow(t *testing.T) {
+	a := newTestFSM(t)
+	populate(a)
+	running := &pb.ComponentStatus{State: vocab.StateRunning}
+	report := func(at time.Time) {
+		a.mustApply(ReportStatusType, &pb.ReportStatusCommand{Hypervisor: "hv-1", Time: timestamppb.New(at),
+			Components: []*pb.Component{{Metadata: &pb.ObjectMeta{Name: "demo-cp-0"}, Status: running}}})
+	}
+	report(testNow)
+	st := a.fsm.State()
+	ws := memdb.NewWatchSet()
+	st.Hypervisor(ws, "hv-1")
+	st.Hypervisors(ws)
+	st.ComponentsOnHypervisor(ws, "hv-1")
+	before := st.Index(state.TableHypervisors, state.TableComponents)
+	later := testNow.Add(30 * time.Second)
+	report(later)
+	if woke := !ws.Watch(time.After(100 * time.Millisecond)); woke {
+		t.Error("a heartbeat woke a watch of the hypervisor or its components")
+	}
+	if after := a.fsm.State().Index(state.TableHypervisors, state.TableComponents); after != before {
+		t.Errorf("a heartbeat moved the hypervisors and components tables from index %d to %d", before, after)
+	}
+	if seen := a.fsm.State().Hypervisor(nil, "hv-1").GetStatus().GetLastSeen().AsTime(); !seen.Equal(later) {
+		t.Errorf("last seen %v, want the heartbeat's %v", seen, later)
+	}
+	restored := state.Restore(a.fsm.State().Snapshot())
+	if seen := restored.Hypervisor(nil, "hv-1").GetStatus().GetLastSeen().AsTime(); !seen.Equal(later) {
+		t.Errorf("after a snapshot's restore last seen is %v, want %v", seen, later)
+	}
+	if hs := restored.Hypervisors(nil); len(hs) != 1 || !hs[0].GetStatus().GetLastSeen().AsTime().Equal(later) {
+		t.Errorf("restored hypervisors %v lack their last seen", hs)
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	memdb "github.com/hashicorp/go-memdb"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Table names, for Store.Index.
@@ -29,7 +30,17 @@ const (
 	TableIssued         = "issued"
 	TableBackups        = "backups"
 	TableIndex          = "index"
+	// TableLastSeen holds each hypervisor's last report time apart from
+	// its row, so that a heartbeat changes no hypervisor (and wakes no
+	// watch of one); reads put it back in HypervisorStatus.last_seen.
+	TableLastSeen = "last_seen"
 )
+
+// lastSeen is when a hypervisor last reported.
+type lastSeen struct {
+	Hypervisor string
+	Time       *timestamppb.Timestamp
+}
 
 // indexEntry records the Raft index that last changed a table.
 type indexEntry struct {
@@ -109,6 +120,7 @@ func schema() *memdb.DBSchema {
 		TableIssued:         {Name: TableIssued, Indexes: issued},
 		TableBackups:        {Name: TableBackups, Indexes: backups},
 		TableIndex:          {Name: TableIndex, Indexes: idIndex(func(o any) string { return o.(*indexEntry).Table })},
+		TableLastSeen:       {Name: TableLastSeen, Indexes: idIndex(func(o any) string { return o.(*lastSeen).Hypervisor })},
 	}}
 }
 

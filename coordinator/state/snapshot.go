@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Snapshot returns a consistent copy of the whole store.
@@ -23,7 +24,18 @@ func (s *Store) Snapshot() *pb.Snapshot {
 	each(TableServers, func(o any) { snap.Servers = append(snap.Servers, clone(o.(*pb.Server))) })
 	each(TableClusters, func(o any) { snap.Clusters = append(snap.Clusters, clone(o.(*pb.Cluster))) })
 	each(TablePKI, func(o any) { snap.Pki = append(snap.Pki, clone(o.(*pb.ClusterPKI))) })
-	each(TableHypervisors, func(o any) { snap.Hypervisors = append(snap.Hypervisors, clone(o.(*pb.Hypervisor))) })
+	seen := map[string]*timestamppb.Timestamp{}
+	each(TableLastSeen, func(o any) { seen[o.(*lastSeen).Hypervisor] = o.(*lastSeen).Time })
+	each(TableHypervisors, func(o any) {
+		h := clone(o.(*pb.Hypervisor))
+		if at := seen[h.GetMetadata().GetName()]; at != nil {
+			if h.Status == nil {
+				h.Status = &pb.HypervisorStatus{}
+			}
+			h.Status.LastSeen = clone(at)
+		}
+		snap.Hypervisors = append(snap.Hypervisors, h)
+	})
 	each(TableComponents, func(o any) { snap.Components = append(snap.Components, clone(o.(*pb.Component))) })
 	each(TableComponentCerts, func(o any) { snap.ComponentCerts = append(snap.ComponentCerts, clone(o.(*pb.ComponentCerts))) })
 	each(TableTokens, func(o any) { snap.Tokens = append(snap.Tokens, clone(o.(*pb.Token))) })
@@ -61,7 +73,12 @@ func Restore(snap *pb.Snapshot) *Store {
 		put(TablePKI, clone(o))
 	}
 	for _, o := range snap.GetHypervisors() {
-		put(TableHypervisors, clone(o))
+		h := clone(o)
+		if at := h.GetStatus().GetLastSeen(); at != nil {
+			put(TableLastSeen, &lastSeen{Hypervisor: h.GetMetadata().GetName(), Time: at})
+			h.Status.LastSeen = nil
+		}
+		put(TableHypervisors, h)
 	}
 	for _, o := range snap.GetComponents() {
 		put(TableComponents, clone(o))

@@ -143,10 +143,14 @@ func (s *Store) Hypervisors(ws memdb.WatchSet) []*pb.Hypervisor {
 }
 
 // fillHypervisorStatus derives the component list and allocated ports of a
-// hypervisor from the components table.
+// hypervisor from the components table, and gives it its last_seen (which
+// ws does not watch: a heartbeat wakes no one).
 func (s *Store) fillHypervisorStatus(ws memdb.WatchSet, h *pb.Hypervisor) {
 	if h.Status == nil {
 		h.Status = &pb.HypervisorStatus{}
+	}
+	if o, err := s.db.Txn(false).First(TableLastSeen, "id", h.GetMetadata().GetName()); err == nil && o != nil {
+		h.Status.LastSeen = clone(o.(*lastSeen).Time)
 	}
 	h.Status.Components, h.Status.AllocatedPorts = nil, nil
 	for _, c := range s.ComponentsOnHypervisor(ws, h.GetMetadata().GetName()) {

@@ -6,6 +6,7 @@ import (
 
 	memdb "github.com/hashicorp/go-memdb"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -154,26 +155,58 @@ func (t *Txn) ReplacePKI(p *pb.ClusterPKI) { t.insert(TablePKI, p) }
 
 // Hypervisor returns the named hypervisor (not a copy), or nil.
 func (t *Txn) Hypervisor(name string) *pb.Hypervisor {
-	if o := t.get(TableHypervisors, name); o != nil {
-		return o.(*pb.Hypervisor)
+	o := t.get(TableHypervisors, name)
+	if o == nil {
+		return nil
+	}
+	h := o.(*pb.Hypervisor)
+	if seen := t.lastSeen(name); seen != nil {
+		h = clone(h)
+		if h.Status == nil {
+			h.Status = &pb.HypervisorStatus{}
+		}
+		h.Status.LastSeen = seen
+	}
+	return h
+}
+
+func (t *Txn) lastSeen(name string) *timestamppb.Timestamp {
+	if o := t.get(TableLastSeen, name); o != nil {
+		return o.(*lastSeen).Time
 	}
 	return nil
 }
 
 // UpsertHypervisor stores a hypervisor. Its derived status fields are not
-// stored.
+// stored; its last_seen, when set, is stored apart (SetLastSeen).
 func (t *Txn) UpsertHypervisor(h *pb.Hypervisor) {
 	t.stamp(h.Metadata, t.Hypervisor(h.GetMetadata().GetName()).GetMetadata())
 	if h.Status != nil {
 		h.Status.Components, h.Status.AllocatedPorts = nil, nil
+		if h.Status.LastSeen != nil {
+			t.SetLastSeen(h.Metadata.GetName(), h.Status.LastSeen)
+			h = clone(h)
+			h.Status.LastSeen = nil
+		}
 	}
 	t.insert(TableHypervisors, h)
 }
 
+// SetLastSeen records when a hypervisor last reported, without changing
+// its row.
+func (t *Txn) SetLastSeen(name string, at *timestamppb.Timestamp) {
+	if !proto.Equal(t.lastSeen(name), at) {
+		t.insert(TableLastSeen, &lastSeen{Hypervisor: name, Time: clone(at)})
+	}
+}
+
 // DeleteHypervisor removes a hypervisor.
 func (t *Txn) DeleteHypervisor(name string) {
-	if h := t.Hypervisor(name); h != nil {
-		t.delete(TableHypervisors, h)
+	if o := t.get(TableHypervisors, name); o != nil {
+		t.delete(TableHypervisors, o)
+	}
+	if o := t.get(TableLastSeen, name); o != nil {
+		t.delete(TableLastSeen, o)
 	}
 }
 
