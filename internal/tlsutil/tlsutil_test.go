@@ -726,3 +726,29 @@ func TestPeerRole(t *testing.T) {
 		}
 	}
 }
+
+// IssuerOf answers from what it remembers of the current bundle only: once
+// the bundle drops the CA, a certificate it signed has no issuer, even one
+// asked about before.
+func TestIssuerOfFollowsTheBundle(t *testing.T) {
+	old, next := mustCA(t, "old"), mustCA(t, "next")
+	leaf, _, err := ParseKeyPair(mustIssue(t, old, CertOptions{CommonName: "hv-1", Usages: []Usage{UsageClient}, Validity: time.Hour}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := NewTrust(append(append([]byte(nil), old.CertPem...), next.CertPem...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // asked, then remembered
+		if ca := trust.IssuerOf(leaf); ca == nil || ca.Subject.CommonName != "old" {
+			t.Fatalf("issuer of a leaf of the old CA with both trusted: %v", ca)
+		}
+	}
+	if err := trust.Set(next.CertPem); err != nil {
+		t.Fatal(err)
+	}
+	if ca := trust.IssuerOf(leaf); ca != nil {
+		t.Fatalf("the old CA dropped, the leaf's issuer is still %s", ca.Subject.CommonName)
+	}
+}

@@ -1,9 +1,11 @@
 package tlsutil
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"sync"
 	"sync/atomic"
 )
 
@@ -18,6 +20,10 @@ type trustSet struct {
 	pem   []byte
 	pool  *x509.CertPool
 	certs []*x509.Certificate
+	// issuers remembers IssuerOf's answers for this bundle, by the
+	// SHA-256 of the certificate: a client's certificate is checked on
+	// each of its calls, and a signature check costs more than the call.
+	issuers sync.Map
 }
 
 // NewTrust trusts the CAs of bundlePEM.
@@ -51,12 +57,20 @@ func (t *Trust) Pool() *x509.CertPool { return t.cur.Load().pool }
 
 // IssuerOf returns the CA of the bundle that signed cert, or nil.
 func (t *Trust) IssuerOf(cert *x509.Certificate) *x509.Certificate {
-	for _, ca := range t.cur.Load().certs {
+	set := t.cur.Load()
+	key := sha256.Sum256(cert.Raw)
+	if ca, ok := set.issuers.Load(key); ok {
+		return ca.(*x509.Certificate)
+	}
+	var issuer *x509.Certificate
+	for _, ca := range set.certs {
 		if cert.CheckSignatureFrom(ca) == nil {
-			return ca
+			issuer = ca
+			break
 		}
 	}
-	return nil
+	set.issuers.Store(key, issuer)
+	return issuer
 }
 
 // IssuedBy reports whether caPEM's certificate signed cert.
