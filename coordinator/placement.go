@@ -30,6 +30,7 @@ func (s *Server) reconcileClusters(now time.Time) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	var errs []error
+	var fleet fleetLists
 	for _, c := range s.State().Clusters(nil) {
 		// Each cluster is planned on one consistent view, which includes
 		// what the clusters planned before it wrote.
@@ -37,7 +38,8 @@ func (s *Server) reconcileClusters(now time.Time) error {
 		if c = st.Cluster(nil, c.Metadata.Name); c == nil {
 			continue
 		}
-		cmd, err := s.planCluster(st, c, now)
+		hypervisors, all := fleet.of(st)
+		cmd, err := s.planCluster(st, c, hypervisors, all, now)
 		if err == nil && cmd != nil {
 			_, err = s.raftApply(PlaceType, cmd)
 		}
@@ -51,6 +53,24 @@ func (s *Server) reconcileClusters(now time.Time) error {
 	return errors.Join(errs...)
 }
 
+// fleetLists are every hypervisor and component as of one state of their
+// tables, listed again only once a write moved either: a pass over many
+// clusters reads the fleet once, not once per cluster.
+type fleetLists struct {
+	index       uint64
+	hypervisors []*pb.Hypervisor
+	components  []*pb.Component
+}
+
+// of returns the lists as of st, which the caller may append to but not
+// change.
+func (f *fleetLists) of(st *state.Store) ([]*pb.Hypervisor, []*pb.Component) {
+	if index := st.Index(state.TableHypervisors, state.TableComponents); index != f.index || f.hypervisors == nil {
+		f.index, f.hypervisors, f.components = index, st.Hypervisors(nil), st.Components(nil)
+	}
+	return slices.Clip(f.hypervisors), slices.Clip(f.components)
+}
+
 // memberOf reports whether comp is a component of cluster in role: not an
 // orphaned one (ComponentSpec.orphaned), which belongs to no cluster but
 // keeps its name and ports among all components.
@@ -58,12 +78,11 @@ func memberOf(comp *pb.Component, cluster, role string) bool {
 	return comp.Spec.Cluster == cluster && comp.Spec.Role == role && !comp.Spec.Orphaned
 }
 
-// planCluster decides what a cluster needs now: new components, components
-// to remove, a VPN block, a new status. It returns nil when nothing changes.
-func (s *Server) planCluster(st *state.Store, c *pb.Cluster, now time.Time) (*pb.PlaceCommand, error) {
+// planCluster decides what a cluster needs now, given every hypervisor and
+// component of st: new components, components to remove, a VPN block, a
+// new status. It returns nil when nothing changes.
+func (s *Server) planCluster(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervisor, all []*pb.Component, now time.Time) (*pb.PlaceCommand, error) {
 	name := c.Metadata.Name
-	hypervisors := st.Hypervisors(nil)
-	all := st.Components(nil)
 	cmd := &pb.PlaceCommand{Cluster: name, Time: timestamppb.New(now)}
 	var schedErr error
 	if c.Metadata.DeletionTimestamp == nil {

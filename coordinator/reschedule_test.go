@@ -349,7 +349,7 @@ func newPlacementFixture(t *testing.T, s *Server, replicas int32, private ...str
 func (f *placementFixture) plan() *pb.PlaceCommand {
 	f.t.Helper()
 	f.now = f.now.Add(time.Second)
-	cmd, err := f.s.planCluster(f.st, f.st.Cluster(nil, "demo"), f.now)
+	cmd, err := f.s.planCluster(f.st, f.st.Cluster(nil, "demo"), f.st.Hypervisors(nil), f.st.Components(nil), f.now)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // MaxEventsPerCluster bounds the events kept for each cluster; older ones
@@ -128,32 +129,54 @@ func (s *Store) ClusterPKI(ws memdb.WatchSet, cluster string) *pb.ClusterPKI {
 func (s *Store) Hypervisor(ws memdb.WatchSet, name string) *pb.Hypervisor {
 	h := first[*pb.Hypervisor](s, ws, TableHypervisors, "id", name)
 	if h != nil {
-		s.fillHypervisorStatus(ws, h)
+		s.fillHypervisorStatus(h, s.ComponentsOnHypervisor(ws, name), s.lastSeen())
 	}
 	return h
 }
 
-// Hypervisors lists every hypervisor by name, with derived status.
+// Hypervisors lists every hypervisor by name, with derived status. It reads
+// the components table once for all of them.
 func (s *Store) Hypervisors(ws memdb.WatchSet) []*pb.Hypervisor {
 	hs := list[*pb.Hypervisor](s, ws, TableHypervisors, "id")
+	it, err := s.db.Txn(false).Get(TableComponents, "id")
+	if err != nil {
+		panic(fmt.Sprintf("state: listing %s: %v", TableComponents, err))
+	}
+	ws.Add(it.WatchCh())
+	placed := map[string][]*pb.Component{} // not copies: only read here
+	for o := it.Next(); o != nil; o = it.Next() {
+		c := o.(*pb.Component)
+		placed[c.GetSpec().GetHypervisor()] = append(placed[c.GetSpec().GetHypervisor()], c)
+	}
+	seen := s.lastSeen()
 	for _, h := range hs {
-		s.fillHypervisorStatus(ws, h)
+		s.fillHypervisorStatus(h, placed[h.GetMetadata().GetName()], seen)
 	}
 	return hs
 }
 
-// fillHypervisorStatus derives the component list and allocated ports of a
-// hypervisor from the components table, and gives it its last_seen (which
-// ws does not watch: a heartbeat wakes no one).
-func (s *Store) fillHypervisorStatus(ws memdb.WatchSet, h *pb.Hypervisor) {
+// lastSeen looks up hypervisors' last report times, watching none: a
+// heartbeat wakes no one.
+func (s *Store) lastSeen() func(name string) *timestamppb.Timestamp {
+	txn := s.db.Txn(false)
+	return func(name string) *timestamppb.Timestamp {
+		o, err := txn.First(TableLastSeen, "id", name)
+		if err != nil || o == nil {
+			return nil
+		}
+		return clone(o.(*lastSeen).Time)
+	}
+}
+
+// fillHypervisorStatus gives a hypervisor the component list and allocated
+// ports of the components placed on it, and its last report time.
+func (s *Store) fillHypervisorStatus(h *pb.Hypervisor, placed []*pb.Component, lastSeen func(string) *timestamppb.Timestamp) {
 	if h.Status == nil {
 		h.Status = &pb.HypervisorStatus{}
 	}
-	if o, err := s.db.Txn(false).First(TableLastSeen, "id", h.GetMetadata().GetName()); err == nil && o != nil {
-		h.Status.LastSeen = clone(o.(*lastSeen).Time)
-	}
+	h.Status.LastSeen = lastSeen(h.GetMetadata().GetName())
 	h.Status.Components, h.Status.AllocatedPorts = nil, nil
-	for _, c := range s.ComponentsOnHypervisor(ws, h.GetMetadata().GetName()) {
+	for _, c := range placed {
 		h.Status.Components = append(h.Status.Components, c.GetMetadata().GetName())
 		for _, p := range c.GetSpec().GetPorts() {
 			h.Status.AllocatedPorts = append(h.Status.AllocatedPorts, p)
