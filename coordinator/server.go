@@ -235,6 +235,9 @@ func (s *Server) serveAPI() error {
 	s.apiLn = ln
 	s.grpc = grpc.NewServer(append(connlimit.ServerOptions(credentials.NewTLS(apiTLS), connlimit.Default, s.trustedConn),
 		grpc.MaxRecvMsgSize(maxRequest),
+		// A server holds a connection per agent, mostly idle: each gets a
+		// small read buffer, and a write buffer only while it writes.
+		grpc.ReadBufferSize(4<<10), grpc.SharedWriteBuffer(true),
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor, limitAgentRequests, s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 	)...)
