@@ -5,7 +5,7 @@ LDFLAGS := -X github.com/oneinfra/oneinfra/internal/version.Version=$(VERSION)
 PREFIX ?= /usr/local
 GO ?= go
 
-.PHONY: build test unit fuzz lint proto install clean demo demo-down drain-soak deps conformance conformance-smoke
+.PHONY: build test unit fuzz lint proto install clean demo demo-down drain-soak deps conformance conformance-smoke bench
 
 # `make images`: the test images and Kubernetes binaries, no registry needed.
 include test/images/images.mk
@@ -68,6 +68,13 @@ conformance: deps build images _output/bin/lab $(E2E_TEST) $(GINKGO) $(REGISTRY_
 CONFORMANCE_SMOKE := AdmissionWebhook .*should be able to deny pod and configmap creation|Aggregator Should be able to support the 1.17 Sample API Server|Proxy version v1 should proxy through a service and a pod|DNS should provide DNS for services  *\[Conformance\]|Kubectl logs logs should be able to retrieve and filter logs|Pods should support remote command execution over websockets|Pods should support retrieving logs from the container over websockets|Granular Checks: Pods should function for intra-pod communication: http|Services should serve a basic endpoint from pods|Port forwarding With a server listening on localhost should support forwarding over websockets
 conformance-smoke:
 	$(MAKE) conformance FOCUS='$(CONFORMANCE_SMOKE)'
+
+# The figures of the README's table, each beside its goal and a baseline of
+# the same run: a fleet of AGENTS simulated agents (mutual TLS, the agents'
+# real intervals) against three coordinator servers on this machine.
+AGENTS ?= 10000
+bench: build
+	$(GO) run ./test/bench/fleet -agents $(AGENTS) -coord bin/oneinfra-coord
 
 # Regenerates proto/*.pb.go (committed).
 proto:
