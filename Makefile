@@ -5,7 +5,7 @@ LDFLAGS := -X github.com/oneinfra/oneinfra/internal/version.Version=$(VERSION)
 PREFIX ?= /usr/local
 GO ?= go
 
-.PHONY: build test unit fuzz lint proto install clean demo demo-down drain-soak deps conformance conformance-smoke bench
+.PHONY: build test unit fuzz lint proto install clean demo demo-down drain-soak deps conformance conformance-smoke bench bench-smoke
 
 # `make images`: the test images and Kubernetes binaries, no registry needed.
 include test/images/images.mk
@@ -19,9 +19,9 @@ deps:
 	./hack/install-deps.sh
 
 # Every test: unit, multi-server, real containerd and end-to-end lab tests
-# (they need root and the images), then a short fuzz run of the manifest
-# decoder.
-test: deps lint images unit conformance-smoke fuzz
+# (they need root and the images), a small make bench, the conformance
+# smoke subset, then a short fuzz run of the manifest decoder.
+test: deps lint images unit bench-smoke conformance-smoke fuzz
 
 # The end-to-end tests run verbose: they print what they measure.
 unit:
@@ -75,6 +75,10 @@ conformance-smoke:
 AGENTS ?= 10000
 bench: build
 	$(GO) run ./test/bench/fleet -agents $(AGENTS) -coord bin/oneinfra-coord
+
+# make test's run of it (about a minute): 300 agents, a short window.
+bench-smoke: build
+	$(GO) run ./test/bench/fleet -agents 300 -window 10s -clusters 10 -coord bin/oneinfra-coord
 
 # Regenerates proto/*.pb.go (committed).
 proto:
