@@ -524,7 +524,7 @@ func (f *FSM) applyReportStatus(txn *state.Txn, m proto.Message) error {
 		if h.Status == nil {
 			h.Status = &pb.HypervisorStatus{}
 		}
-		h.Status.TrustGeneration = cmd.TrustGeneration
+		h.Status.TrustGeneration, h.Status.LastSeen = cmd.TrustGeneration, cmd.Time
 		txn.UpsertHypervisor(h)
 	}
 	for _, report := range cmd.Components {

@@ -321,6 +321,15 @@ func TestHeartbeatChangesNoRow(t *testing.T) {
 	if seen := a.fsm.State().Hypervisor(nil, "hv-1").GetStatus().GetLastSeen().AsTime(); !seen.Equal(later) {
 		t.Errorf("last seen %v, want the heartbeat's %v", seen, later)
 	}
+	// A report that moves the trust generation writes the row, with the
+	// report's time.
+	latest := later.Add(30 * time.Second)
+	a.mustApply(ReportStatusType, &pb.ReportStatusCommand{Hypervisor: "hv-1", Time: timestamppb.New(latest), TrustGeneration: 2})
+	h := a.fsm.State().Hypervisor(nil, "hv-1")
+	if seen := h.GetStatus().GetLastSeen().AsTime(); !seen.Equal(latest) || h.GetStatus().GetTrustGeneration() != 2 {
+		t.Errorf("after a report of trust generation 2: generation %d, last seen %v, want %v", h.GetStatus().GetTrustGeneration(), seen, latest)
+	}
+	later = latest
 	restored := state.Restore(a.fsm.State().Snapshot())
 	if seen := restored.Hypervisor(nil, "hv-1").GetStatus().GetLastSeen().AsTime(); !seen.Equal(later) {
 		t.Errorf("after a snapshot's restore last seen is %v, want %v", seen, later)
