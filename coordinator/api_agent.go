@@ -231,7 +231,8 @@ func (s *Server) assignments(st *state.Store, ws memdb.WatchSet, hypervisor stri
 }
 
 // assignment is everything the agent needs to run one component. It adds
-// to hypervisors those of the component's peers it lacks.
+// to hypervisors those of the component's peers it lacks, as stored (their
+// address and health): what else runs there does not wake its watch.
 func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Component, hypervisors map[string]*pb.Hypervisor) (*pb.Assignment, error) {
 	if comp.Spec.Orphaned {
 		// Stopped, its files kept: nothing of a cluster is needed.
@@ -258,7 +259,7 @@ func (s *Server) assignment(st *state.Store, ws memdb.WatchSet, comp *pb.Compone
 	peers := st.ComponentsOfCluster(ws, comp.Spec.Cluster)
 	for _, peer := range peers {
 		if _, ok := hypervisors[peer.Spec.Hypervisor]; !ok {
-			if h := st.Hypervisor(ws, peer.Spec.Hypervisor); h != nil {
+			if h := st.HypervisorRow(ws, peer.Spec.Hypervisor); h != nil {
 				hypervisors[peer.Spec.Hypervisor] = h
 			}
 		}

@@ -134,6 +134,13 @@ func (s *Store) Hypervisor(ws memdb.WatchSet, name string) *pb.Hypervisor {
 	return h
 }
 
+// HypervisorRow returns the named hypervisor as stored, or nil: its spec
+// and health, none of the status derived from other tables (components,
+// ports, last report), so that ws watches its row alone.
+func (s *Store) HypervisorRow(ws memdb.WatchSet, name string) *pb.Hypervisor {
+	return first[*pb.Hypervisor](s, ws, TableHypervisors, "id", name)
+}
+
 // Hypervisors lists every hypervisor by name, with derived status. It reads
 // the components table once for all of them.
 func (s *Store) Hypervisors(ws memdb.WatchSet) []*pb.Hypervisor {
