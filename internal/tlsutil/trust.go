@@ -7,6 +7,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Trust is a bundle of CAs that a CA rotation replaces while servers use
@@ -20,11 +21,21 @@ type trustSet struct {
 	pem   []byte
 	pool  *x509.CertPool
 	certs []*x509.Certificate
-	// issuers remembers IssuerOf's answers for this bundle, by the
-	// SHA-256 of the certificate: a client's certificate is checked on
-	// each of its calls, and a signature check costs more than the call.
-	issuers sync.Map
+	// issuers remembers IssuerOf's answers for this bundle (a knownIssuer
+	// by the SHA-256 of the certificate): a client's certificate is
+	// checked on each of its calls, and a signature check costs more than
+	// the call. Every sweepEvery answers, those of expired certificates
+	// are forgotten.
+	issuers  sync.Map
+	answered atomic.Int64
 }
+
+type knownIssuer struct {
+	ca       *x509.Certificate
+	notAfter time.Time
+}
+
+const sweepEvery = 4096
 
 // NewTrust trusts the CAs of bundlePEM.
 func NewTrust(bundlePEM []byte) (*Trust, error) {
@@ -59,8 +70,8 @@ func (t *Trust) Pool() *x509.CertPool { return t.cur.Load().pool }
 func (t *Trust) IssuerOf(cert *x509.Certificate) *x509.Certificate {
 	set := t.cur.Load()
 	key := sha256.Sum256(cert.Raw)
-	if ca, ok := set.issuers.Load(key); ok {
-		return ca.(*x509.Certificate)
+	if known, ok := set.issuers.Load(key); ok {
+		return known.(knownIssuer).ca
 	}
 	var issuer *x509.Certificate
 	for _, ca := range set.certs {
@@ -69,7 +80,16 @@ func (t *Trust) IssuerOf(cert *x509.Certificate) *x509.Certificate {
 			break
 		}
 	}
-	set.issuers.Store(key, issuer)
+	set.issuers.Store(key, knownIssuer{ca: issuer, notAfter: cert.NotAfter})
+	if set.answered.Add(1)%sweepEvery == 0 {
+		now := time.Now()
+		set.issuers.Range(func(k, v any) bool {
+			if v.(knownIssuer).notAfter.Before(now) {
+				set.issuers.Delete(k)
+			}
+			return true
+		})
+	}
 	return issuer
 }
 
