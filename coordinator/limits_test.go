@@ -166,12 +166,8 @@ func measure() memory {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	rss := "?"
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-				rss = strings.TrimSpace(v)
-			}
-		}
+	if kib, err := testutil.RSSKiB("self"); err == nil {
+		rss = fmt.Sprintf("%d kB", kib)
 	}
 	return memory{heap: m.HeapAlloc + m.StackInuse, goroutines: runtime.NumGoroutine(), rss: rss}
 }
@@ -180,17 +176,9 @@ func (m memory) String() string {
 	return fmt.Sprintf("heap and stacks %.1f MiB, %d goroutines, RSS %s", float64(m.heap)/(1<<20), m.goroutines, m.rss)
 }
 
-// fromAddr dials from the loopback address ip.
-func fromAddr(ip string) grpc.DialOption {
-	return grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-		return d.DialContext(ctx, "tcp", addr)
-	})
-}
-
 // healthWithout checks the server's health from ip without a certificate.
 func healthWithout(s *Server, caHash, ip string) error {
-	conn, err := client.DialTLS([]string{s.APIAddr()}, tlsutil.PinnedClientConfig(caHash, ""), fromAddr(ip))
+	conn, err := client.DialTLS([]string{s.APIAddr()}, tlsutil.PinnedClientConfig(caHash, ""), testutil.DialFrom(net.ParseIP(ip)))
 	if err != nil {
 		return err
 	}
@@ -281,7 +269,7 @@ func TestUnauthenticatedFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot, err := client.DialTLS([]string{s.APIAddr()}, tlsutil.PinnedClientConfig(caHash, ""), fromAddr("127.0.0.2"))
+	boot, err := client.DialTLS([]string{s.APIAddr()}, tlsutil.PinnedClientConfig(caHash, ""), testutil.DialFrom(net.ParseIP("127.0.0.2")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
@@ -20,4 +21,13 @@ func Connected(conn *grpc.ClientConn) bool {
 		}
 	}
 	return true
+}
+
+// DialFrom makes a connection's TCP connections from the local address ip
+// (any of 127.0.0.0/8 on loopback): a caller of its own source address.
+func DialFrom(ip net.IP) grpc.DialOption {
+	return grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
+		return d.DialContext(ctx, "tcp", addr)
+	})
 }

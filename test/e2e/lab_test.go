@@ -458,7 +458,7 @@ func etcdctl(t *testing.T, s *system, cluster string, args ...string) (string, e
 
 // reportRSS prints the memory of the one control-plane replica left.
 func reportRSS(t *testing.T, s *system) {
-	var total int
+	var total int64
 	var parts []string
 	for _, c := range components(t, s) {
 		if c.Spec.Role != "control-plane" {
@@ -471,15 +471,9 @@ func reportRSS(t *testing.T, s *system) {
 			if err != nil || !strings.Contains(string(cmdline), marker) || strings.Contains(string(cmdline), "containerd-shim") {
 				continue
 			}
-			status, err := os.ReadFile(filepath.Join(filepath.Dir(p), "status"))
+			kb, err := testutil.RSSKiB(filepath.Base(filepath.Dir(p)))
 			if err != nil {
 				continue
-			}
-			var kb int
-			for _, line := range strings.Split(string(status), "\n") {
-				if strings.HasPrefix(line, "VmRSS:") {
-					fmt.Sscan(strings.TrimPrefix(line, "VmRSS:"), &kb)
-				}
 			}
 			exe := filepath.Base(strings.SplitN(string(cmdline), "\x00", 2)[0])
 			parts = append(parts, fmt.Sprintf("%s %d MiB", exe, kb/1024))

@@ -30,9 +30,9 @@ import (
 
 	"github.com/oneinfra/oneinfra/coordinator"
 	"github.com/oneinfra/oneinfra/internal/client"
+	"github.com/oneinfra/oneinfra/internal/testutil"
 	"github.com/oneinfra/oneinfra/internal/tlsutil"
 	pb "github.com/oneinfra/oneinfra/proto/oneinfra/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -296,19 +296,8 @@ func (b *bench) cpu() float64 {
 }
 
 func (s *server) rssMiB() float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if kb, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			n, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 64)
-			return n / 1024
-		}
-	}
-	return 0
+	kib, _ := testutil.RSSKiB(strconv.Itoa(s.cmd.Process.Pid))
+	return float64(kib) / 1024
 }
 
 // wakes sums the servers' assignment watch wakes.
@@ -475,7 +464,6 @@ type fleet struct {
 // agent is one simulated hypervisor agent.
 type agent struct {
 	name string
-	conn *grpc.ClientConn
 	api  pb.AgentClient
 }
 
@@ -530,14 +518,11 @@ func (f *fleet) register(ctx context.Context, op pb.OperatorClient, caHash strin
 		}
 		// Each agent from an address of its own, as in a fleet (the
 		// servers bound what one source may hold).
-		src := &net.TCPAddr{IP: net.IPv4(127, 1, byte(i/250), byte(i%250+1))}
-		conn, err := client.DialMembers(client.NewMembers(r.Servers, nil), conf, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return (&net.Dialer{LocalAddr: src}).DialContext(ctx, "tcp", addr)
-		}))
+		conn, err := client.DialMembers(client.NewMembers(r.Servers, nil), conf, testutil.DialFrom(net.IPv4(127, 1, byte(i/250), byte(i%250+1))))
 		if err != nil {
 			return err
 		}
-		f.agents[i] = &agent{name: name, conn: conn, api: pb.NewAgentClient(conn)}
+		f.agents[i] = &agent{name: name, api: pb.NewAgentClient(conn)}
 		return nil
 	})
 }
