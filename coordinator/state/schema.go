@@ -42,6 +42,19 @@ type lastSeen struct {
 	Time       *timestamppb.Timestamp
 }
 
+// withLastSeen is a copy of h with its last report time at (none when at
+// is nil).
+func withLastSeen(h *pb.Hypervisor, at *timestamppb.Timestamp) *pb.Hypervisor {
+	h = clone(h)
+	if at != nil {
+		if h.Status == nil {
+			h.Status = &pb.HypervisorStatus{}
+		}
+		h.Status.LastSeen = clone(at)
+	}
+	return h
+}
+
 // indexEntry records the Raft index that last changed a table.
 type indexEntry struct {
 	Table string

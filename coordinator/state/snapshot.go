@@ -27,14 +27,8 @@ func (s *Store) Snapshot() *pb.Snapshot {
 	seen := map[string]*timestamppb.Timestamp{}
 	each(TableLastSeen, func(o any) { seen[o.(*lastSeen).Hypervisor] = o.(*lastSeen).Time })
 	each(TableHypervisors, func(o any) {
-		h := clone(o.(*pb.Hypervisor))
-		if at := seen[h.GetMetadata().GetName()]; at != nil {
-			if h.Status == nil {
-				h.Status = &pb.HypervisorStatus{}
-			}
-			h.Status.LastSeen = clone(at)
-		}
-		snap.Hypervisors = append(snap.Hypervisors, h)
+		h := o.(*pb.Hypervisor)
+		snap.Hypervisors = append(snap.Hypervisors, withLastSeen(h, seen[h.GetMetadata().GetName()]))
 	})
 	each(TableComponents, func(o any) { snap.Components = append(snap.Components, clone(o.(*pb.Component))) })
 	each(TableComponentCerts, func(o any) { snap.ComponentCerts = append(snap.ComponentCerts, clone(o.(*pb.ComponentCerts))) })

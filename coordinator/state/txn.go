@@ -153,7 +153,9 @@ func (t *Txn) ClusterPKI(cluster string) *pb.ClusterPKI {
 // rotation's stage).
 func (t *Txn) ReplacePKI(p *pb.ClusterPKI) { t.insert(TablePKI, p) }
 
-// Hypervisor returns the named hypervisor (not a copy), or nil.
+// Hypervisor returns the named hypervisor, or nil: a copy when it has a
+// last report time (kept apart, put back here), else the stored object.
+// Either way, not to be modified.
 func (t *Txn) Hypervisor(name string) *pb.Hypervisor {
 	o := t.get(TableHypervisors, name)
 	if o == nil {
@@ -161,11 +163,7 @@ func (t *Txn) Hypervisor(name string) *pb.Hypervisor {
 	}
 	h := o.(*pb.Hypervisor)
 	if seen := t.lastSeen(name); seen != nil {
-		h = clone(h)
-		if h.Status == nil {
-			h.Status = &pb.HypervisorStatus{}
-		}
-		h.Status.LastSeen = seen
+		h = withLastSeen(h, seen)
 	}
 	return h
 }
@@ -185,7 +183,6 @@ func (t *Txn) UpsertHypervisor(h *pb.Hypervisor) {
 		h.Status.Components, h.Status.AllocatedPorts = nil, nil
 		if h.Status.LastSeen != nil {
 			t.SetLastSeen(h.Metadata.GetName(), h.Status.LastSeen)
-			h = clone(h)
 			h.Status.LastSeen = nil
 		}
 	}
