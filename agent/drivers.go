@@ -58,10 +58,11 @@ type etcdDecision struct {
 	Discarded bool `json:"discarded,omitempty"`
 }
 
-// plan decides once how this etcd member starts (a new cluster, or joining
-// the existing one as a learner) and keeps that decision, so the rendered
-// pods never change on a restart; a decision a repair discarded is made
-// again.
+// plan decides once how this etcd member starts (a new cluster with the
+// members placed with it, or joining the existing one as a learner) and
+// keeps that decision, so the rendered pods never change on a restart; a
+// decision a repair discarded is made again, never with the initial
+// cluster.
 func (d *controlPlaneDriver) plan(ctx context.Context, as *pb.Assignment, paths host.Paths) (*host.Plan, error) {
 	name := as.Component.Metadata.Name
 	if d.restoring(as) {
@@ -78,7 +79,7 @@ func (d *controlPlaneDriver) plan(ctx context.Context, as *pb.Assignment, paths 
 	if saved != nil && !saved.Discarded {
 		return controlplane.Render(as, paths, saved.EtcdBootstrap)
 	}
-	boot, err := controlplane.DecideBootstrap(ctx, as, paths)
+	boot, err := controlplane.DecideBootstrap(ctx, as, paths, saved == nil)
 	if err != nil {
 		return nil, err
 	}

@@ -335,6 +335,9 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			n = 1
 		}
 		comps, err := scheduler.NewControlPlaneComponents(name, n, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
+		if c.GetStatus().GetNextReplicaIndex() == 0 && scheduler.NextIndex(name, resources.RoleControlPlane, all) == 0 {
+			startTogether(comps, hypervisors)
+		}
 		if err != nil {
 			if drained != nil {
 				drainBlocked(st, name, fmt.Sprintf("not moving %s (%s) off hypervisor %s: %v", drained.Metadata.Name, leaving(drained), drained.Spec.Hypervisor, err), cmd, now)
@@ -369,6 +372,23 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 		}
 	}
 	return joinErrors(errs)
+}
+
+// startTogether makes the first replicas ever placed in a cluster its
+// first etcd members, started at once with each other as the initial
+// cluster (etcd's static bootstrap), rather than one at a time.
+func startTogether(comps []*pb.Component, hypervisors []*pb.Hypervisor) {
+	initial := make([]*pb.Endpoint, 0, len(comps))
+	for _, comp := range comps {
+		initial = append(initial, &pb.Endpoint{
+			Name:    comp.Metadata.Name,
+			Address: hypervisorByName(hypervisors, comp.Spec.Hypervisor).GetSpec().GetAddress(),
+			Port:    comp.Spec.Ports[vocab.PortEtcdPeer],
+		})
+	}
+	for _, comp := range comps {
+		comp.Spec.EtcdInitialCluster = initial
+	}
 }
 
 // joinErrors joins errors on one line; errors.Is sees each of them.

@@ -201,6 +201,25 @@ func TestRescheduleOffDeadHypervisors(t *testing.T) {
 		}
 		return allRunning()
 	})
+	// Placed together, the three start etcd together: each lists all
+	// three as its initial cluster, by their hosts' addresses.
+	first, _ := componentsOf(s, "demo", resources.RoleControlPlane)
+	var initial []string
+	for i, hv := range []string{"hv-a", "hv-b", "hv-c"} {
+		c := first[hv]
+		initial = append(initial, fmt.Sprintf("%s=%s:%d", c.Metadata.Name, private(i+1).Address, c.Spec.Ports[vocab.PortEtcdPeer]))
+	}
+	slices.Sort(initial)
+	for hv, c := range first {
+		var got []string
+		for _, e := range c.Spec.EtcdInitialCluster {
+			got = append(got, fmt.Sprintf("%s=%s:%d", e.Name, e.Address, e.Port))
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, initial) {
+			t.Errorf("the initial etcd cluster of the replica on %s: %v, want %v", hv, got, initial)
+		}
+	}
 	// The spares come now, so the first placement could not use them. The
 	// private spare holds its components Pending until released.
 	add("hv-d", private(4), true)
@@ -222,6 +241,9 @@ func TestRescheduleOffDeadHypervisors(t *testing.T) {
 		return nil
 	})
 	t.Logf("hv-b dead %v after it went silent; replacement placed %v later", deadAt.Sub(began), time.Since(deadAt))
+	if got := repl.Spec.EtcdInitialCluster; len(got) != 0 {
+		t.Errorf("the replacement has an initial etcd cluster %v: it must join as a learner", got)
+	}
 	// While the replacement is not Running the old one is kept (its ports
 	// too), and no second replacement starts.
 	time.Sleep(time.Second)

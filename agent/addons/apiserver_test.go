@@ -66,7 +66,7 @@ func startAPIServer(t *testing.T) *apiServer {
 	paths := host.Paths{Root: dir, Cluster: "demo", Component: as[0].Component.Metadata.Name}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	boot, err := controlplane.DecideBootstrap(ctx, as[0], paths)
+	boot, err := controlplane.DecideBootstrap(ctx, as[0], paths, true)
 	if err != nil {
 		t.Fatal(err)
 	}

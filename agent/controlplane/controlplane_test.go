@@ -155,7 +155,7 @@ func TestControlPlaneBinaries(t *testing.T) {
 	p, as := testCluster(t, 1)
 	paths := host.Paths{Root: t.TempDir(), Cluster: "demo", Component: "demo-cp-0"}
 	ctx := context.Background()
-	boot, err := DecideBootstrap(ctx, as[0], paths)
+	boot, err := DecideBootstrap(ctx, as[0], paths, true)
 	if err != nil || boot.State != "new" {
 		t.Fatalf("bootstrap of a lone member: %v %v", boot, err)
 	}
@@ -230,10 +230,10 @@ func TestEtcdMembership(t *testing.T) {
 	_, as := testCluster(t, 3)
 	ctx := context.Background()
 	paths := memberPaths(t, as)
-	if _, err := DecideBootstrap(ctx, as[1], paths(1)); err == nil {
+	if _, err := DecideBootstrap(ctx, as[1], paths(1), true); err == nil {
 		t.Fatal("a member that is not the first started a cluster of its own")
 	}
-	boot, err := DecideBootstrap(ctx, as[0], paths(0))
+	boot, err := DecideBootstrap(ctx, as[0], paths(0), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestEtcdMembership(t *testing.T) {
 	for i := 1; i < 3; i++ {
 		var boot EtcdBootstrap
 		testutil.Eventually(t, 30*time.Second, "joining as a learner", func() (err error) {
-			boot, err = DecideBootstrap(ctx, as[i], paths(i))
+			boot, err = DecideBootstrap(ctx, as[i], paths(i), true)
 			return err
 		})
 		if boot.State != "existing" || !strings.Contains(boot.InitialCluster, as[i].Component.Metadata.Name+"=") {
@@ -282,6 +282,63 @@ func TestEtcdMembership(t *testing.T) {
 	got, err := cli.Get(ctx, "before")
 	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "kept" {
 		t.Fatalf("data after membership changes: %v %v", got, err)
+	}
+}
+
+// TestEtcdStaticBootstrap starts the three members placed together all at
+// once, each with the three as its initial cluster: none waits for another
+// or joins as a learner, and all three vote. A decision made again after a
+// repair, or by a member whose peer URL moved since it was placed, is
+// never the static one.
+func TestEtcdStaticBootstrap(t *testing.T) {
+	bin := binDir(t)
+	_, as := testCluster(t, 3)
+	ctx := context.Background()
+	paths := memberPaths(t, as)
+	var want []string
+	for _, a := range as {
+		a.Component.Spec.EtcdInitialCluster = slices.Clone(a.EtcdPeers)
+		want = append(want, a.Component.Metadata.Name+"="+peerURL(a, a.Component.Metadata.Name))
+	}
+	sort.Strings(want)
+	if _, err := DecideBootstrap(ctx, as[1], paths(1), false); !errors.Is(err, host.ErrWaiting) {
+		t.Fatalf("a member deciding again after a repair, no member running: %v, want it to wait for the first", err)
+	}
+	moved := onPeerPortOf(as[2], as[0])
+	if _, err := DecideBootstrap(ctx, moved, paths(2), true); !errors.Is(err, host.ErrWaiting) {
+		t.Fatalf("a member whose peer URL moved since it was placed: %v, want it to wait for the first", err)
+	}
+	began := time.Now()
+	for i, a := range as {
+		boot, err := DecideBootstrap(ctx, a, paths(i), true)
+		if err != nil || boot.State != "new" || boot.InitialCluster != strings.Join(want, ",") {
+			t.Fatalf("member %d, placed with the others, no member running: %+v %v, want a new cluster of %v", i, boot, err, want)
+		}
+		startEtcd(t, bin, a, paths(i), boot)
+	}
+	for i, a := range as {
+		testutil.Eventually(t, 60*time.Second, "voting member", func() error { return PromoteLearners(ctx, a, paths(i)) })
+	}
+	t.Logf("three members voting %.1fs after they started together", time.Since(began).Seconds())
+	cli, err := etcdClient(as[0], clientEndpoints(as[0], "", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range list.Members {
+		if m.IsLearner {
+			t.Errorf("member %s is a learner", m.Name)
+		}
+	}
+	if got := memberNames(t, as[0]); len(got) != 3 {
+		t.Fatalf("members %v, want the three placed together", got)
+	}
+	if _, err := cli.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("a write to the new cluster: %v", err)
 	}
 }
 
@@ -349,7 +406,7 @@ func startMember(t *testing.T, bin string, as *pb.Assignment, paths host.Paths) 
 	ctx := context.Background()
 	var boot EtcdBootstrap
 	testutil.Eventually(t, 30*time.Second, "bootstrap decision of "+as.Component.Metadata.Name, func() (err error) {
-		boot, err = DecideBootstrap(ctx, as, paths)
+		boot, err = DecideBootstrap(ctx, as, paths, true)
 		return err
 	})
 	proc := startEtcd(t, bin, as, paths, boot)
@@ -446,7 +503,7 @@ func TestRemoveGone(t *testing.T) {
 	// are reused), waits while 2 is listed: an initial cluster naming it
 	// would not start once it is gone.
 	replacement := viewed(onPeerPortOf(without(all[3], name(2)), as[2]), all, 4, name(0), name(1), name(3))
-	if _, err := DecideBootstrap(ctx, replacement, paths(3)); !errors.Is(err, host.ErrWaiting) || !strings.Contains(err.Error(), name(2)) {
+	if _, err := DecideBootstrap(ctx, replacement, paths(3), true); !errors.Is(err, host.ErrWaiting) || !strings.Contains(err.Error(), name(2)) {
 		t.Fatalf("a replacement joining while %s is a member: %v", name(2), err)
 	}
 	began := time.Now()
@@ -467,7 +524,7 @@ func TestRemoveGone(t *testing.T) {
 	}
 	var boot EtcdBootstrap
 	testutil.Eventually(t, 30*time.Second, "replacement joins", func() (err error) {
-		boot, err = DecideBootstrap(ctx, replacement, paths(3))
+		boot, err = DecideBootstrap(ctx, replacement, paths(3), true)
 		return err
 	})
 	reused := name(3) + "=" + peerURL(as[2], name(2))
@@ -485,7 +542,7 @@ func TestRemoveGone(t *testing.T) {
 	later := viewed(without(without(all[4], name(2)), name(3)), all, 5, name(0), name(1), name(4))
 	var joined EtcdBootstrap
 	testutil.Eventually(t, 30*time.Second, "joining past a stale learner", func() (err error) {
-		joined, err = DecideBootstrap(ctx, later, paths(4))
+		joined, err = DecideBootstrap(ctx, later, paths(4), true)
 		return err
 	})
 	startEtcd(t, bin, later, paths(4), joined)
@@ -576,7 +633,7 @@ func TestRepair(t *testing.T) {
 	joiner := viewed(as[3], as, 4, name(0), name(1), name(2), name(3))
 	var stale EtcdBootstrap
 	testutil.Eventually(t, 30*time.Second, "decision of "+name(3), func() (err error) {
-		stale, err = DecideBootstrap(ctx, joiner, paths(3))
+		stale, err = DecideBootstrap(ctx, joiner, paths(3), true)
 		return err
 	})
 	testutil.Eventually(t, 30*time.Second, "removing "+name(1), func() error { return RemoveMember(ctx, three[1], paths(1)) })
@@ -598,7 +655,7 @@ func TestRepair(t *testing.T) {
 	if fix != Redecide {
 		t.Fatalf("a member failing on a stale decision: %v %q, want Redecide", fix, why)
 	}
-	boot, err := DecideBootstrap(ctx, joiner, paths(3))
+	boot, err := DecideBootstrap(ctx, joiner, paths(3), true)
 	if err != nil || strings.Contains(boot.InitialCluster, name(1)+"=") {
 		t.Fatalf("decided again: %+v %v", boot, err)
 	}

@@ -67,10 +67,14 @@ func clientEndpoints(as *pb.Assignment, self string, others bool) []string {
 }
 
 // DecideBootstrap decides how this member's etcd starts the first time.
-// When another member answers, this one is added as a learner (once) and
-// joins the existing cluster; when none does, the first member by name
-// starts a new cluster and the others wait for it.
-func DecideBootstrap(ctx context.Context, as *pb.Assignment, paths host.Paths) (EtcdBootstrap, error) {
+// A replica placed with its cluster's first members starts with all of
+// them as a new cluster (etcd's static bootstrap), on its first decision
+// only: first is false once a repair discarded one (the member was removed,
+// or never started so). Otherwise, when another member answers, this one
+// is added as a learner (once) and joins the existing cluster; when none
+// does, the first member by name starts a new cluster and the others wait
+// for it.
+func DecideBootstrap(ctx context.Context, as *pb.Assignment, paths host.Paths, first bool) (EtcdBootstrap, error) {
 	m, err := self(as)
 	if err != nil {
 		return EtcdBootstrap{}, err
@@ -78,6 +82,9 @@ func DecideBootstrap(ctx context.Context, as *pb.Assignment, paths host.Paths) (
 	if hasWAL(paths) {
 		// Data from an earlier start: etcd ignores the initial flags.
 		return EtcdBootstrap{State: "existing", InitialCluster: m.name + "=" + m.peerURL()}, nil
+	}
+	if initial := initialCluster(as, m); first && initial != "" {
+		return EtcdBootstrap{State: "new", InitialCluster: initial}, nil
 	}
 	if others := clientEndpoints(as, m.name, true); len(others) > 0 {
 		joined, err := join(ctx, as, m, others)
@@ -92,6 +99,24 @@ func DecideBootstrap(ctx context.Context, as *pb.Assignment, paths host.Paths) (
 		return EtcdBootstrap{}, fmt.Errorf("%w (%s)", ErrWaitingForFirstMember, first)
 	}
 	return EtcdBootstrap{State: "new", InitialCluster: m.name + "=" + m.peerURL()}, nil
+}
+
+// initialCluster is the --initial-cluster of the members placed together
+// with m (ComponentSpec.etcd_initial_cluster), or "" when m was not one
+// of them or its peer URL has changed since.
+func initialCluster(as *pb.Assignment, m member) string {
+	var initial []string
+	placed := false
+	for _, e := range as.GetComponent().GetSpec().GetEtcdInitialCluster() {
+		u := url(e.Address, e.Port)
+		placed = placed || (e.Name == m.name && u == m.peerURL())
+		initial = append(initial, e.Name+"="+u)
+	}
+	if !placed {
+		return ""
+	}
+	sort.Strings(initial)
+	return strings.Join(initial, ",")
 }
 
 // oldestPeer names the replica placed first among peers. Replica names

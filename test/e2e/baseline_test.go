@@ -29,7 +29,7 @@ func handStartedAPI(t *testing.T) time.Duration {
 	}
 	_, as := cluster.Assignments(t, 1, cluster.HostIP(t))
 	paths := host.Paths{Root: t.TempDir(), Cluster: "demo", Component: "demo-cp-0"}
-	boot, err := controlplane.DecideBootstrap(context.Background(), as[0], paths)
+	boot, err := controlplane.DecideBootstrap(context.Background(), as[0], paths, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -231,8 +231,9 @@ func kubectl(kubeconfig string, args ...string) (string, error) {
 }
 
 // TestClusterLifecycle: a three-replica cluster becomes Ready through its
-// ingress, with keys made by its agents; a Secret written through it is read back and not stored in
-// plain text; scaling to one and back keeps it; deletion leaves nothing.
+// ingress, its etcd members started together, with keys made by its
+// agents; a Secret written through it is read back and not stored in plain
+// text; scaling to one and back keeps it; deletion leaves nothing.
 func TestClusterLifecycle(t *testing.T) {
 	baseline := handStartedAPI(t)
 	s := startSystem(t, controlPlaneHosts, 1)
@@ -245,6 +246,7 @@ func TestClusterLifecycle(t *testing.T) {
 	ready := time.Since(began)
 	t.Logf("cluster create → Ready through the ingress (3 replicas): %.1fs; etcd + kube-apiserver started by hand: %.1fs; ratio %.1f×",
 		ready.Seconds(), baseline.Seconds(), ready.Seconds()/baseline.Seconds())
+	startedTogether(t, s, "demo", 3)
 
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
 	out, err = cli(s.config, "", "cluster", "kubeconfig", "demo")
@@ -458,13 +460,20 @@ func etcdctl(t *testing.T, s *system, cluster string, args ...string) (string, e
 
 // reportRSS prints the memory of the one control-plane replica left.
 func reportRSS(t *testing.T, s *system) {
+	total, parts := controlPlaneRSS(t, s, "demo")
+	t.Logf("idle single-replica control plane RSS: %d MiB (%s)", total/1024, strings.Join(parts, ", "))
+}
+
+// controlPlaneRSS is the resident memory of the control-plane processes
+// of cluster, in KiB, and each one's as "exe N MiB".
+func controlPlaneRSS(t *testing.T, s *system, cluster string) (int64, []string) {
 	var total int64
 	var parts []string
 	for _, c := range components(t, s) {
-		if c.Spec.Role != "control-plane" {
+		if c.Spec.Role != "control-plane" || c.Spec.Cluster != cluster {
 			continue
 		}
-		marker := filepath.Join("clusters/demo", c.Metadata.Name)
+		marker := filepath.Join("clusters", cluster, c.Metadata.Name)
 		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 		for _, p := range procs {
 			cmdline, err := os.ReadFile(p)
@@ -480,7 +489,35 @@ func reportRSS(t *testing.T, s *system) {
 			total += kb
 		}
 	}
-	t.Logf("idle single-replica control plane RSS: %d MiB (%s)", total/1024, strings.Join(parts, ", "))
+	return total, parts
+}
+
+// etcdDecision is one agent's log line deciding how a replica's etcd
+// starts.
+var etcdDecision = regexp.MustCompile(`msg="decided how etcd starts" .*component=(\S+) state=(\S+) initialCluster="?([^" ]*)`)
+
+// startedTogether checks that every control-plane replica of cluster
+// started etcd with all the replicas as its initial cluster (etcd's
+// static bootstrap), as its agent logged deciding, none joining as a
+// learner.
+func startedTogether(t *testing.T, s *system, cluster string, replicas int) {
+	t.Helper()
+	var decided []string
+	for _, h := range s.lab.Hosts {
+		b, _ := os.ReadFile(filepath.Join(h.Dir, "agent.log"))
+		for _, m := range etcdDecision.FindAllStringSubmatch(string(b), -1) {
+			if !strings.HasPrefix(m[1], cluster+"-cp-") {
+				continue
+			}
+			decided = append(decided, m[1])
+			if m[2] != "new" || strings.Count(m[3], "=https://") != replicas {
+				t.Errorf("%s decided to start etcd as %s with initial cluster %s; want a new cluster of all %d replicas", m[1], m[2], m[3], replicas)
+			}
+		}
+	}
+	if len(decided) != replicas {
+		t.Errorf("agents decided how etcd starts for %v; want %d replicas, each once", decided, replicas)
+	}
 }
 
 // publicPrefix is the WireGuard device prefix of a lab's public host:

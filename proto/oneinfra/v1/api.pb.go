@@ -2398,67 +2398,6 @@ func (x *GetAssignmentsRequest) GetComponents() []string {
 	return nil
 }
 
-// Endpoint is one member of a set the component talks to.
-type Endpoint struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Port          uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Endpoint) Reset() {
-	*x = Endpoint{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Endpoint) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Endpoint) ProtoMessage() {}
-
-func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
-func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
-}
-
-func (x *Endpoint) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *Endpoint) GetAddress() string {
-	if x != nil {
-		return x.Address
-	}
-	return ""
-}
-
-func (x *Endpoint) GetPort() uint32 {
-	if x != nil {
-		return x.Port
-	}
-	return 0
-}
-
 // Assignment is everything a hypervisor needs to run one component: the
 // coordinator decides what, the agent how.
 type Assignment struct {
@@ -2528,7 +2467,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2479,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2492,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Assignment) GetComponent() *Component {
@@ -2754,7 +2693,7 @@ type BackupTask struct {
 
 func (x *BackupTask) Reset() {
 	*x = BackupTask{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2705,7 @@ func (x *BackupTask) String() string {
 func (*BackupTask) ProtoMessage() {}
 
 func (x *BackupTask) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2718,7 @@ func (x *BackupTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupTask.ProtoReflect.Descriptor instead.
 func (*BackupTask) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *BackupTask) GetId() string {
@@ -2846,7 +2785,7 @@ type RestoreTask struct {
 
 func (x *RestoreTask) Reset() {
 	*x = RestoreTask{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2858,7 +2797,7 @@ func (x *RestoreTask) String() string {
 func (*RestoreTask) ProtoMessage() {}
 
 func (x *RestoreTask) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2871,7 +2810,7 @@ func (x *RestoreTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreTask.ProtoReflect.Descriptor instead.
 func (*RestoreTask) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RestoreTask) GetGeneration() uint64 {
@@ -2922,7 +2861,7 @@ type VPNAssignment struct {
 
 func (x *VPNAssignment) Reset() {
 	*x = VPNAssignment{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +2873,7 @@ func (x *VPNAssignment) String() string {
 func (*VPNAssignment) ProtoMessage() {}
 
 func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +2886,7 @@ func (x *VPNAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VPNAssignment.ProtoReflect.Descriptor instead.
 func (*VPNAssignment) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *VPNAssignment) GetCidr() string {
@@ -2995,7 +2934,7 @@ type GetAssignmentsResponse struct {
 
 func (x *GetAssignmentsResponse) Reset() {
 	*x = GetAssignmentsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +2946,7 @@ func (x *GetAssignmentsResponse) String() string {
 func (*GetAssignmentsResponse) ProtoMessage() {}
 
 func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +2959,7 @@ func (x *GetAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*GetAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetAssignmentsResponse) GetIndex() uint64 {
@@ -3047,7 +2986,7 @@ type ComponentReport struct {
 
 func (x *ComponentReport) Reset() {
 	*x = ComponentReport{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3059,7 +2998,7 @@ func (x *ComponentReport) String() string {
 func (*ComponentReport) ProtoMessage() {}
 
 func (x *ComponentReport) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3072,7 +3011,7 @@ func (x *ComponentReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentReport.ProtoReflect.Descriptor instead.
 func (*ComponentReport) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ComponentReport) GetComponent() string {
@@ -3107,7 +3046,7 @@ type ReportStatusRequest struct {
 
 func (x *ReportStatusRequest) Reset() {
 	*x = ReportStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3119,7 +3058,7 @@ func (x *ReportStatusRequest) String() string {
 func (*ReportStatusRequest) ProtoMessage() {}
 
 func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3132,7 +3071,7 @@ func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReportStatusRequest) GetHypervisor() string {
@@ -3190,7 +3129,7 @@ type AgentEvent struct {
 
 func (x *AgentEvent) Reset() {
 	*x = AgentEvent{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3141,7 @@ func (x *AgentEvent) String() string {
 func (*AgentEvent) ProtoMessage() {}
 
 func (x *AgentEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3154,7 @@ func (x *AgentEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
 func (*AgentEvent) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AgentEvent) GetComponent() string {
@@ -3255,7 +3194,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3267,7 +3206,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3280,7 +3219,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReportStatusResponse) GetTrust() *CoordinatorTrust {
@@ -3309,7 +3248,7 @@ type CoordinatorTrust struct {
 
 func (x *CoordinatorTrust) Reset() {
 	*x = CoordinatorTrust{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3321,7 +3260,7 @@ func (x *CoordinatorTrust) String() string {
 func (*CoordinatorTrust) ProtoMessage() {}
 
 func (x *CoordinatorTrust) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3334,7 +3273,7 @@ func (x *CoordinatorTrust) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorTrust.ProtoReflect.Descriptor instead.
 func (*CoordinatorTrust) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CoordinatorTrust) GetGeneration() uint64 {
@@ -3373,7 +3312,7 @@ type PeerStatusRequest struct {
 
 func (x *PeerStatusRequest) Reset() {
 	*x = PeerStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3385,7 +3324,7 @@ func (x *PeerStatusRequest) String() string {
 func (*PeerStatusRequest) ProtoMessage() {}
 
 func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3398,7 +3337,7 @@ func (x *PeerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{49}
 }
 
 type PeerStatusResponse struct {
@@ -3416,7 +3355,7 @@ type PeerStatusResponse struct {
 
 func (x *PeerStatusResponse) Reset() {
 	*x = PeerStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3428,7 +3367,7 @@ func (x *PeerStatusResponse) String() string {
 func (*PeerStatusResponse) ProtoMessage() {}
 
 func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3441,7 +3380,7 @@ func (x *PeerStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatusResponse.ProtoReflect.Descriptor instead.
 func (*PeerStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PeerStatusResponse) GetId() string {
@@ -3497,7 +3436,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3509,7 +3448,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3522,7 +3461,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PeerJoinRequest) GetId() string {
@@ -3554,7 +3493,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3566,7 +3505,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3579,7 +3518,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{52}
 }
 
 type ListPeersRequest struct {
@@ -3591,7 +3530,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3603,7 +3542,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3616,7 +3555,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListPeersRequest) GetCluster() string {
@@ -3642,7 +3581,7 @@ type PeerInfo struct {
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3654,7 +3593,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3667,7 +3606,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PeerInfo) GetName() string {
@@ -3730,7 +3669,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3742,7 +3681,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3755,7 +3694,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListPeersResponse) GetPeers() []*PeerInfo {
@@ -3789,7 +3728,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3801,7 +3740,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3814,7 +3753,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RemovePeerRequest) GetCluster() string {
@@ -3839,7 +3778,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3851,7 +3790,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3864,7 +3803,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{57}
 }
 
 // SetSchedulingRequest cordons (unschedulable), drains (unschedulable and
@@ -3880,7 +3819,7 @@ type SetSchedulingRequest struct {
 
 func (x *SetSchedulingRequest) Reset() {
 	*x = SetSchedulingRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3892,7 +3831,7 @@ func (x *SetSchedulingRequest) String() string {
 func (*SetSchedulingRequest) ProtoMessage() {}
 
 func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3905,7 +3844,7 @@ func (x *SetSchedulingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingRequest.ProtoReflect.Descriptor instead.
 func (*SetSchedulingRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SetSchedulingRequest) GetName() string {
@@ -3939,7 +3878,7 @@ type SetSchedulingResponse struct {
 
 func (x *SetSchedulingResponse) Reset() {
 	*x = SetSchedulingResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3951,7 +3890,7 @@ func (x *SetSchedulingResponse) String() string {
 func (*SetSchedulingResponse) ProtoMessage() {}
 
 func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3964,7 +3903,7 @@ func (x *SetSchedulingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSchedulingResponse.ProtoReflect.Descriptor instead.
 func (*SetSchedulingResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SetSchedulingResponse) GetHypervisor() *Hypervisor {
@@ -3993,7 +3932,7 @@ type JoinWorkerRequest struct {
 
 func (x *JoinWorkerRequest) Reset() {
 	*x = JoinWorkerRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4005,7 +3944,7 @@ func (x *JoinWorkerRequest) String() string {
 func (*JoinWorkerRequest) ProtoMessage() {}
 
 func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4018,7 +3957,7 @@ func (x *JoinWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWorkerRequest.ProtoReflect.Descriptor instead.
 func (*JoinWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *JoinWorkerRequest) GetToken() string {
@@ -4066,7 +4005,7 @@ type GetWorkerConfigRequest struct {
 
 func (x *GetWorkerConfigRequest) Reset() {
 	*x = GetWorkerConfigRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4078,7 +4017,7 @@ func (x *GetWorkerConfigRequest) String() string {
 func (*GetWorkerConfigRequest) ProtoMessage() {}
 
 func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4091,7 +4030,7 @@ func (x *GetWorkerConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkerConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkerConfigRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetWorkerConfigRequest) GetCluster() string {
@@ -4163,7 +4102,7 @@ type WorkerConfig struct {
 
 func (x *WorkerConfig) Reset() {
 	*x = WorkerConfig{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4175,7 +4114,7 @@ func (x *WorkerConfig) String() string {
 func (*WorkerConfig) ProtoMessage() {}
 
 func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4188,7 +4127,7 @@ func (x *WorkerConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerConfig.ProtoReflect.Descriptor instead.
 func (*WorkerConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *WorkerConfig) GetCluster() string {
@@ -4342,7 +4281,7 @@ type CreateAdminRequest struct {
 
 func (x *CreateAdminRequest) Reset() {
 	*x = CreateAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4354,7 +4293,7 @@ func (x *CreateAdminRequest) String() string {
 func (*CreateAdminRequest) ProtoMessage() {}
 
 func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4367,7 +4306,7 @@ func (x *CreateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CreateAdminRequest) GetName() string {
@@ -4402,7 +4341,7 @@ type CreateAdminResponse struct {
 
 func (x *CreateAdminResponse) Reset() {
 	*x = CreateAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4414,7 +4353,7 @@ func (x *CreateAdminResponse) String() string {
 func (*CreateAdminResponse) ProtoMessage() {}
 
 func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4427,7 +4366,7 @@ func (x *CreateAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminResponse.ProtoReflect.Descriptor instead.
 func (*CreateAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CreateAdminResponse) GetCertPem() []byte {
@@ -4459,7 +4398,7 @@ type ListAdminsRequest struct {
 
 func (x *ListAdminsRequest) Reset() {
 	*x = ListAdminsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4471,7 +4410,7 @@ func (x *ListAdminsRequest) String() string {
 func (*ListAdminsRequest) ProtoMessage() {}
 
 func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4484,7 +4423,7 @@ func (x *ListAdminsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{65}
 }
 
 type ListAdminsResponse struct {
@@ -4496,7 +4435,7 @@ type ListAdminsResponse struct {
 
 func (x *ListAdminsResponse) Reset() {
 	*x = ListAdminsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4508,7 +4447,7 @@ func (x *ListAdminsResponse) String() string {
 func (*ListAdminsResponse) ProtoMessage() {}
 
 func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4521,7 +4460,7 @@ func (x *ListAdminsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminsResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListAdminsResponse) GetCertificates() []*IssuedCert {
@@ -4540,7 +4479,7 @@ type RevokeAdminRequest struct {
 
 func (x *RevokeAdminRequest) Reset() {
 	*x = RevokeAdminRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4552,7 +4491,7 @@ func (x *RevokeAdminRequest) String() string {
 func (*RevokeAdminRequest) ProtoMessage() {}
 
 func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4565,7 +4504,7 @@ func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RevokeAdminRequest) GetName() string {
@@ -4584,7 +4523,7 @@ type RevokeAdminResponse struct {
 
 func (x *RevokeAdminResponse) Reset() {
 	*x = RevokeAdminResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4596,7 +4535,7 @@ func (x *RevokeAdminResponse) String() string {
 func (*RevokeAdminResponse) ProtoMessage() {}
 
 func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4609,7 +4548,7 @@ func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *RevokeAdminResponse) GetRevoked() uint32 {
@@ -4633,7 +4572,7 @@ type SubmitKeysRequest struct {
 
 func (x *SubmitKeysRequest) Reset() {
 	*x = SubmitKeysRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4645,7 +4584,7 @@ func (x *SubmitKeysRequest) String() string {
 func (*SubmitKeysRequest) ProtoMessage() {}
 
 func (x *SubmitKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4658,7 +4597,7 @@ func (x *SubmitKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitKeysRequest.ProtoReflect.Descriptor instead.
 func (*SubmitKeysRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SubmitKeysRequest) GetHypervisor() string {
@@ -4690,7 +4629,7 @@ type SubmitKeysResponse struct {
 
 func (x *SubmitKeysResponse) Reset() {
 	*x = SubmitKeysResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4702,7 +4641,7 @@ func (x *SubmitKeysResponse) String() string {
 func (*SubmitKeysResponse) ProtoMessage() {}
 
 func (x *SubmitKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4715,7 +4654,7 @@ func (x *SubmitKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitKeysResponse.ProtoReflect.Descriptor instead.
 func (*SubmitKeysResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{70}
 }
 
 type IssueJoinCertificateRequest struct {
@@ -4728,7 +4667,7 @@ type IssueJoinCertificateRequest struct {
 
 func (x *IssueJoinCertificateRequest) Reset() {
 	*x = IssueJoinCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4740,7 +4679,7 @@ func (x *IssueJoinCertificateRequest) String() string {
 func (*IssueJoinCertificateRequest) ProtoMessage() {}
 
 func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4753,7 +4692,7 @@ func (x *IssueJoinCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *IssueJoinCertificateRequest) GetHypervisor() string {
@@ -4780,7 +4719,7 @@ type IssueJoinCertificateResponse struct {
 
 func (x *IssueJoinCertificateResponse) Reset() {
 	*x = IssueJoinCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4792,7 +4731,7 @@ func (x *IssueJoinCertificateResponse) String() string {
 func (*IssueJoinCertificateResponse) ProtoMessage() {}
 
 func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4805,7 +4744,7 @@ func (x *IssueJoinCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueJoinCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueJoinCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *IssueJoinCertificateResponse) GetCertPem() []byte {
@@ -4831,7 +4770,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4843,7 +4782,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4856,7 +4795,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -4874,7 +4813,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4886,7 +4825,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4899,7 +4838,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{74}
 }
 
 type RenewCertificateRequest struct {
@@ -4911,7 +4850,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4923,7 +4862,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4936,7 +4875,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RenewCertificateRequest) GetCsrPem() []byte {
@@ -4957,7 +4896,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4969,7 +4908,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4982,7 +4921,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -5016,7 +4955,7 @@ type RenewWorkerCertificateRequest struct {
 
 func (x *RenewWorkerCertificateRequest) Reset() {
 	*x = RenewWorkerCertificateRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5028,7 +4967,7 @@ func (x *RenewWorkerCertificateRequest) String() string {
 func (*RenewWorkerCertificateRequest) ProtoMessage() {}
 
 func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5041,7 +4980,7 @@ func (x *RenewWorkerCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewWorkerCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewWorkerCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{78}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *RenewWorkerCertificateRequest) GetWorker() *GetWorkerConfigRequest {
@@ -5067,7 +5006,7 @@ type BackupClusterRequest struct {
 
 func (x *BackupClusterRequest) Reset() {
 	*x = BackupClusterRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5079,7 +5018,7 @@ func (x *BackupClusterRequest) String() string {
 func (*BackupClusterRequest) ProtoMessage() {}
 
 func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5092,7 +5031,7 @@ func (x *BackupClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterRequest.ProtoReflect.Descriptor instead.
 func (*BackupClusterRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{79}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *BackupClusterRequest) GetCluster() string {
@@ -5111,7 +5050,7 @@ type BackupClusterResponse struct {
 
 func (x *BackupClusterResponse) Reset() {
 	*x = BackupClusterResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5123,7 +5062,7 @@ func (x *BackupClusterResponse) String() string {
 func (*BackupClusterResponse) ProtoMessage() {}
 
 func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5136,7 +5075,7 @@ func (x *BackupClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupClusterResponse.ProtoReflect.Descriptor instead.
 func (*BackupClusterResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{80}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *BackupClusterResponse) GetBackup() *Backup {
@@ -5155,7 +5094,7 @@ type ListBackupsRequest struct {
 
 func (x *ListBackupsRequest) Reset() {
 	*x = ListBackupsRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5167,7 +5106,7 @@ func (x *ListBackupsRequest) String() string {
 func (*ListBackupsRequest) ProtoMessage() {}
 
 func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5180,7 +5119,7 @@ func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{81}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListBackupsRequest) GetCluster() string {
@@ -5199,7 +5138,7 @@ type ListBackupsResponse struct {
 
 func (x *ListBackupsResponse) Reset() {
 	*x = ListBackupsResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5211,7 +5150,7 @@ func (x *ListBackupsResponse) String() string {
 func (*ListBackupsResponse) ProtoMessage() {}
 
 func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5224,7 +5163,7 @@ func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{82}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListBackupsResponse) GetBackups() []*Backup {
@@ -5244,7 +5183,7 @@ type RestoreClusterRequest struct {
 
 func (x *RestoreClusterRequest) Reset() {
 	*x = RestoreClusterRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5256,7 +5195,7 @@ func (x *RestoreClusterRequest) String() string {
 func (*RestoreClusterRequest) ProtoMessage() {}
 
 func (x *RestoreClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5269,7 +5208,7 @@ func (x *RestoreClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreClusterRequest.ProtoReflect.Descriptor instead.
 func (*RestoreClusterRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{83}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *RestoreClusterRequest) GetCluster() string {
@@ -5295,7 +5234,7 @@ type RotateClusterCARequest struct {
 
 func (x *RotateClusterCARequest) Reset() {
 	*x = RotateClusterCARequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5307,7 +5246,7 @@ func (x *RotateClusterCARequest) String() string {
 func (*RotateClusterCARequest) ProtoMessage() {}
 
 func (x *RotateClusterCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5320,7 +5259,7 @@ func (x *RotateClusterCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClusterCARequest.ProtoReflect.Descriptor instead.
 func (*RotateClusterCARequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{84}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RotateClusterCARequest) GetCluster() string {
@@ -5339,7 +5278,7 @@ type RotateClusterCAResponse struct {
 
 func (x *RotateClusterCAResponse) Reset() {
 	*x = RotateClusterCAResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5351,7 +5290,7 @@ func (x *RotateClusterCAResponse) String() string {
 func (*RotateClusterCAResponse) ProtoMessage() {}
 
 func (x *RotateClusterCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5364,7 +5303,7 @@ func (x *RotateClusterCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClusterCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateClusterCAResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{85}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *RotateClusterCAResponse) GetRotation() *CARotationStatus {
@@ -5382,7 +5321,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5394,7 +5333,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5407,7 +5346,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{86}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{85}
 }
 
 type RotateCAResponse struct {
@@ -5419,7 +5358,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5431,7 +5370,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5444,7 +5383,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{87}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *RotateCAResponse) GetStatus() *CAStatusResponse {
@@ -5462,7 +5401,7 @@ type CAStatusRequest struct {
 
 func (x *CAStatusRequest) Reset() {
 	*x = CAStatusRequest{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5474,7 +5413,7 @@ func (x *CAStatusRequest) String() string {
 func (*CAStatusRequest) ProtoMessage() {}
 
 func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5487,7 +5426,7 @@ func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusRequest.ProtoReflect.Descriptor instead.
 func (*CAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{88}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{87}
 }
 
 // CAStatusResponse is the coordinator CA: the one that signs, its hash
@@ -5504,7 +5443,7 @@ type CAStatusResponse struct {
 
 func (x *CAStatusResponse) Reset() {
 	*x = CAStatusResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[89]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5516,7 +5455,7 @@ func (x *CAStatusResponse) String() string {
 func (*CAStatusResponse) ProtoMessage() {}
 
 func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[89]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5529,7 +5468,7 @@ func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusResponse.ProtoReflect.Descriptor instead.
 func (*CAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{89}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *CAStatusResponse) GetCaHash() string {
@@ -5569,7 +5508,7 @@ type RestoreClusterResponse struct {
 
 func (x *RestoreClusterResponse) Reset() {
 	*x = RestoreClusterResponse{}
-	mi := &file_oneinfra_v1_api_proto_msgTypes[90]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5581,7 +5520,7 @@ func (x *RestoreClusterResponse) String() string {
 func (*RestoreClusterResponse) ProtoMessage() {}
 
 func (x *RestoreClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_api_proto_msgTypes[90]
+	mi := &file_oneinfra_v1_api_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5594,7 +5533,7 @@ func (x *RestoreClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreClusterResponse.ProtoReflect.Descriptor instead.
 func (*RestoreClusterResponse) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{90}
+	return file_oneinfra_v1_api_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *RestoreClusterResponse) GetRestore() *ClusterRestore {
@@ -5786,11 +5725,7 @@ const file_oneinfra_v1_api_proto_rawDesc = "" +
 	"hypervisor\x12\x1e\n" +
 	"\n" +
 	"components\x18\x02 \x03(\tR\n" +
-	"components\"L\n" +
-	"\bEndpoint\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\"\xce\n" +
+	"components\"\xce\n" +
 	"\n" +
 	"\n" +
 	"Assignment\x124\n" +
@@ -6111,7 +6046,7 @@ func file_oneinfra_v1_api_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_api_proto_rawDescData
 }
 
-var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
+var file_oneinfra_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
 var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*ReadMeta)(nil),                      // 0: oneinfra.v1.ReadMeta
 	(*Resource)(nil),                      // 1: oneinfra.v1.Resource
@@ -6152,71 +6087,71 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*AssignmentRef)(nil),                 // 36: oneinfra.v1.AssignmentRef
 	(*WatchAssignmentsResponse)(nil),      // 37: oneinfra.v1.WatchAssignmentsResponse
 	(*GetAssignmentsRequest)(nil),         // 38: oneinfra.v1.GetAssignmentsRequest
-	(*Endpoint)(nil),                      // 39: oneinfra.v1.Endpoint
-	(*Assignment)(nil),                    // 40: oneinfra.v1.Assignment
-	(*BackupTask)(nil),                    // 41: oneinfra.v1.BackupTask
-	(*RestoreTask)(nil),                   // 42: oneinfra.v1.RestoreTask
-	(*VPNAssignment)(nil),                 // 43: oneinfra.v1.VPNAssignment
-	(*GetAssignmentsResponse)(nil),        // 44: oneinfra.v1.GetAssignmentsResponse
-	(*ComponentReport)(nil),               // 45: oneinfra.v1.ComponentReport
-	(*ReportStatusRequest)(nil),           // 46: oneinfra.v1.ReportStatusRequest
-	(*AgentEvent)(nil),                    // 47: oneinfra.v1.AgentEvent
-	(*ReportStatusResponse)(nil),          // 48: oneinfra.v1.ReportStatusResponse
-	(*CoordinatorTrust)(nil),              // 49: oneinfra.v1.CoordinatorTrust
-	(*PeerStatusRequest)(nil),             // 50: oneinfra.v1.PeerStatusRequest
-	(*PeerStatusResponse)(nil),            // 51: oneinfra.v1.PeerStatusResponse
-	(*PeerJoinRequest)(nil),               // 52: oneinfra.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),              // 53: oneinfra.v1.PeerJoinResponse
-	(*ListPeersRequest)(nil),              // 54: oneinfra.v1.ListPeersRequest
-	(*PeerInfo)(nil),                      // 55: oneinfra.v1.PeerInfo
-	(*ListPeersResponse)(nil),             // 56: oneinfra.v1.ListPeersResponse
-	(*RemovePeerRequest)(nil),             // 57: oneinfra.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),            // 58: oneinfra.v1.RemovePeerResponse
-	(*SetSchedulingRequest)(nil),          // 59: oneinfra.v1.SetSchedulingRequest
-	(*SetSchedulingResponse)(nil),         // 60: oneinfra.v1.SetSchedulingResponse
-	(*JoinWorkerRequest)(nil),             // 61: oneinfra.v1.JoinWorkerRequest
-	(*GetWorkerConfigRequest)(nil),        // 62: oneinfra.v1.GetWorkerConfigRequest
-	(*WorkerConfig)(nil),                  // 63: oneinfra.v1.WorkerConfig
-	(*CreateAdminRequest)(nil),            // 64: oneinfra.v1.CreateAdminRequest
-	(*CreateAdminResponse)(nil),           // 65: oneinfra.v1.CreateAdminResponse
-	(*ListAdminsRequest)(nil),             // 66: oneinfra.v1.ListAdminsRequest
-	(*ListAdminsResponse)(nil),            // 67: oneinfra.v1.ListAdminsResponse
-	(*RevokeAdminRequest)(nil),            // 68: oneinfra.v1.RevokeAdminRequest
-	(*RevokeAdminResponse)(nil),           // 69: oneinfra.v1.RevokeAdminResponse
-	(*SubmitKeysRequest)(nil),             // 70: oneinfra.v1.SubmitKeysRequest
-	(*SubmitKeysResponse)(nil),            // 71: oneinfra.v1.SubmitKeysResponse
-	(*IssueJoinCertificateRequest)(nil),   // 72: oneinfra.v1.IssueJoinCertificateRequest
-	(*IssueJoinCertificateResponse)(nil),  // 73: oneinfra.v1.IssueJoinCertificateResponse
-	(*RemoveMemberRequest)(nil),           // 74: oneinfra.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),          // 75: oneinfra.v1.RemoveMemberResponse
-	(*RenewCertificateRequest)(nil),       // 76: oneinfra.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),      // 77: oneinfra.v1.RenewCertificateResponse
-	(*RenewWorkerCertificateRequest)(nil), // 78: oneinfra.v1.RenewWorkerCertificateRequest
-	(*BackupClusterRequest)(nil),          // 79: oneinfra.v1.BackupClusterRequest
-	(*BackupClusterResponse)(nil),         // 80: oneinfra.v1.BackupClusterResponse
-	(*ListBackupsRequest)(nil),            // 81: oneinfra.v1.ListBackupsRequest
-	(*ListBackupsResponse)(nil),           // 82: oneinfra.v1.ListBackupsResponse
-	(*RestoreClusterRequest)(nil),         // 83: oneinfra.v1.RestoreClusterRequest
-	(*RotateClusterCARequest)(nil),        // 84: oneinfra.v1.RotateClusterCARequest
-	(*RotateClusterCAResponse)(nil),       // 85: oneinfra.v1.RotateClusterCAResponse
-	(*RotateCARequest)(nil),               // 86: oneinfra.v1.RotateCARequest
-	(*RotateCAResponse)(nil),              // 87: oneinfra.v1.RotateCAResponse
-	(*CAStatusRequest)(nil),               // 88: oneinfra.v1.CAStatusRequest
-	(*CAStatusResponse)(nil),              // 89: oneinfra.v1.CAStatusResponse
-	(*RestoreClusterResponse)(nil),        // 90: oneinfra.v1.RestoreClusterResponse
-	nil,                                   // 91: oneinfra.v1.Assignment.CaCertsEntry
-	nil,                                   // 92: oneinfra.v1.Assignment.CertsEntry
-	nil,                                   // 93: oneinfra.v1.Assignment.ImagesEntry
-	nil,                                   // 94: oneinfra.v1.SubmitKeysRequest.CsrPemEntry
-	(*Cluster)(nil),                       // 95: oneinfra.v1.Cluster
-	(*Hypervisor)(nil),                    // 96: oneinfra.v1.Hypervisor
-	(*Component)(nil),                     // 97: oneinfra.v1.Component
-	(*Event)(nil),                         // 98: oneinfra.v1.Event
-	(*Backup)(nil),                        // 99: oneinfra.v1.Backup
-	(*timestamppb.Timestamp)(nil),         // 100: google.protobuf.Timestamp
-	(*Token)(nil),                         // 101: oneinfra.v1.Token
-	(*HypervisorSpec)(nil),                // 102: oneinfra.v1.HypervisorSpec
-	(*ClusterSpec)(nil),                   // 103: oneinfra.v1.ClusterSpec
+	(*Assignment)(nil),                    // 39: oneinfra.v1.Assignment
+	(*BackupTask)(nil),                    // 40: oneinfra.v1.BackupTask
+	(*RestoreTask)(nil),                   // 41: oneinfra.v1.RestoreTask
+	(*VPNAssignment)(nil),                 // 42: oneinfra.v1.VPNAssignment
+	(*GetAssignmentsResponse)(nil),        // 43: oneinfra.v1.GetAssignmentsResponse
+	(*ComponentReport)(nil),               // 44: oneinfra.v1.ComponentReport
+	(*ReportStatusRequest)(nil),           // 45: oneinfra.v1.ReportStatusRequest
+	(*AgentEvent)(nil),                    // 46: oneinfra.v1.AgentEvent
+	(*ReportStatusResponse)(nil),          // 47: oneinfra.v1.ReportStatusResponse
+	(*CoordinatorTrust)(nil),              // 48: oneinfra.v1.CoordinatorTrust
+	(*PeerStatusRequest)(nil),             // 49: oneinfra.v1.PeerStatusRequest
+	(*PeerStatusResponse)(nil),            // 50: oneinfra.v1.PeerStatusResponse
+	(*PeerJoinRequest)(nil),               // 51: oneinfra.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),              // 52: oneinfra.v1.PeerJoinResponse
+	(*ListPeersRequest)(nil),              // 53: oneinfra.v1.ListPeersRequest
+	(*PeerInfo)(nil),                      // 54: oneinfra.v1.PeerInfo
+	(*ListPeersResponse)(nil),             // 55: oneinfra.v1.ListPeersResponse
+	(*RemovePeerRequest)(nil),             // 56: oneinfra.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),            // 57: oneinfra.v1.RemovePeerResponse
+	(*SetSchedulingRequest)(nil),          // 58: oneinfra.v1.SetSchedulingRequest
+	(*SetSchedulingResponse)(nil),         // 59: oneinfra.v1.SetSchedulingResponse
+	(*JoinWorkerRequest)(nil),             // 60: oneinfra.v1.JoinWorkerRequest
+	(*GetWorkerConfigRequest)(nil),        // 61: oneinfra.v1.GetWorkerConfigRequest
+	(*WorkerConfig)(nil),                  // 62: oneinfra.v1.WorkerConfig
+	(*CreateAdminRequest)(nil),            // 63: oneinfra.v1.CreateAdminRequest
+	(*CreateAdminResponse)(nil),           // 64: oneinfra.v1.CreateAdminResponse
+	(*ListAdminsRequest)(nil),             // 65: oneinfra.v1.ListAdminsRequest
+	(*ListAdminsResponse)(nil),            // 66: oneinfra.v1.ListAdminsResponse
+	(*RevokeAdminRequest)(nil),            // 67: oneinfra.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),           // 68: oneinfra.v1.RevokeAdminResponse
+	(*SubmitKeysRequest)(nil),             // 69: oneinfra.v1.SubmitKeysRequest
+	(*SubmitKeysResponse)(nil),            // 70: oneinfra.v1.SubmitKeysResponse
+	(*IssueJoinCertificateRequest)(nil),   // 71: oneinfra.v1.IssueJoinCertificateRequest
+	(*IssueJoinCertificateResponse)(nil),  // 72: oneinfra.v1.IssueJoinCertificateResponse
+	(*RemoveMemberRequest)(nil),           // 73: oneinfra.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),          // 74: oneinfra.v1.RemoveMemberResponse
+	(*RenewCertificateRequest)(nil),       // 75: oneinfra.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),      // 76: oneinfra.v1.RenewCertificateResponse
+	(*RenewWorkerCertificateRequest)(nil), // 77: oneinfra.v1.RenewWorkerCertificateRequest
+	(*BackupClusterRequest)(nil),          // 78: oneinfra.v1.BackupClusterRequest
+	(*BackupClusterResponse)(nil),         // 79: oneinfra.v1.BackupClusterResponse
+	(*ListBackupsRequest)(nil),            // 80: oneinfra.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),           // 81: oneinfra.v1.ListBackupsResponse
+	(*RestoreClusterRequest)(nil),         // 82: oneinfra.v1.RestoreClusterRequest
+	(*RotateClusterCARequest)(nil),        // 83: oneinfra.v1.RotateClusterCARequest
+	(*RotateClusterCAResponse)(nil),       // 84: oneinfra.v1.RotateClusterCAResponse
+	(*RotateCARequest)(nil),               // 85: oneinfra.v1.RotateCARequest
+	(*RotateCAResponse)(nil),              // 86: oneinfra.v1.RotateCAResponse
+	(*CAStatusRequest)(nil),               // 87: oneinfra.v1.CAStatusRequest
+	(*CAStatusResponse)(nil),              // 88: oneinfra.v1.CAStatusResponse
+	(*RestoreClusterResponse)(nil),        // 89: oneinfra.v1.RestoreClusterResponse
+	nil,                                   // 90: oneinfra.v1.Assignment.CaCertsEntry
+	nil,                                   // 91: oneinfra.v1.Assignment.CertsEntry
+	nil,                                   // 92: oneinfra.v1.Assignment.ImagesEntry
+	nil,                                   // 93: oneinfra.v1.SubmitKeysRequest.CsrPemEntry
+	(*Cluster)(nil),                       // 94: oneinfra.v1.Cluster
+	(*Hypervisor)(nil),                    // 95: oneinfra.v1.Hypervisor
+	(*Component)(nil),                     // 96: oneinfra.v1.Component
+	(*Event)(nil),                         // 97: oneinfra.v1.Event
+	(*Backup)(nil),                        // 98: oneinfra.v1.Backup
+	(*timestamppb.Timestamp)(nil),         // 99: google.protobuf.Timestamp
+	(*Token)(nil),                         // 100: oneinfra.v1.Token
+	(*HypervisorSpec)(nil),                // 101: oneinfra.v1.HypervisorSpec
+	(*ClusterSpec)(nil),                   // 102: oneinfra.v1.ClusterSpec
+	(*Endpoint)(nil),                      // 103: oneinfra.v1.Endpoint
 	(*VPNPeer)(nil),                       // 104: oneinfra.v1.VPNPeer
 	(*ComponentStatus)(nil),               // 105: oneinfra.v1.ComponentStatus
 	(*IssuedCert)(nil),                    // 106: oneinfra.v1.IssuedCert
@@ -6224,66 +6159,66 @@ var file_oneinfra_v1_api_proto_goTypes = []any{
 	(*KeyPair)(nil),                       // 108: oneinfra.v1.KeyPair
 }
 var file_oneinfra_v1_api_proto_depIdxs = []int32{
-	95,  // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
-	96,  // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	94,  // 0: oneinfra.v1.Resource.cluster:type_name -> oneinfra.v1.Cluster
+	95,  // 1: oneinfra.v1.Resource.hypervisor:type_name -> oneinfra.v1.Hypervisor
 	1,   // 2: oneinfra.v1.ApplyRequest.resources:type_name -> oneinfra.v1.Resource
 	3,   // 3: oneinfra.v1.ApplyResponse.results:type_name -> oneinfra.v1.ApplyResult
-	95,  // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
-	96,  // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
-	97,  // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
+	94,  // 4: oneinfra.v1.GetResponse.clusters:type_name -> oneinfra.v1.Cluster
+	95,  // 5: oneinfra.v1.GetResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	96,  // 6: oneinfra.v1.GetResponse.components:type_name -> oneinfra.v1.Component
 	0,   // 7: oneinfra.v1.GetResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	95,  // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
-	97,  // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
-	98,  // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
+	94,  // 8: oneinfra.v1.DescribeResponse.cluster:type_name -> oneinfra.v1.Cluster
+	96,  // 9: oneinfra.v1.DescribeResponse.components:type_name -> oneinfra.v1.Component
+	97,  // 10: oneinfra.v1.DescribeResponse.events:type_name -> oneinfra.v1.Event
 	0,   // 11: oneinfra.v1.DescribeResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	96,  // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
+	95,  // 12: oneinfra.v1.DescribeResponse.hypervisors:type_name -> oneinfra.v1.Hypervisor
 	12,  // 13: oneinfra.v1.DescribeResponse.certificates:type_name -> oneinfra.v1.CertificateSummary
-	99,  // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
+	98,  // 14: oneinfra.v1.DescribeResponse.backups:type_name -> oneinfra.v1.Backup
 	11,  // 15: oneinfra.v1.DescribeResponse.ca_rotation:type_name -> oneinfra.v1.CARotationStatus
-	100, // 16: oneinfra.v1.CARotationStatus.started:type_name -> google.protobuf.Timestamp
-	100, // 17: oneinfra.v1.CARotationStatus.stage_since:type_name -> google.protobuf.Timestamp
-	100, // 18: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
-	100, // 19: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
-	101, // 20: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
-	101, // 21: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
+	99,  // 16: oneinfra.v1.CARotationStatus.started:type_name -> google.protobuf.Timestamp
+	99,  // 17: oneinfra.v1.CARotationStatus.stage_since:type_name -> google.protobuf.Timestamp
+	99,  // 18: oneinfra.v1.CertificateSummary.soonest_expiry:type_name -> google.protobuf.Timestamp
+	99,  // 19: oneinfra.v1.CertificateSummary.renew_at:type_name -> google.protobuf.Timestamp
+	100, // 20: oneinfra.v1.CreateTokenResponse.info:type_name -> oneinfra.v1.Token
+	100, // 21: oneinfra.v1.ListTokensResponse.tokens:type_name -> oneinfra.v1.Token
 	0,   // 22: oneinfra.v1.ListTokensResponse.meta:type_name -> oneinfra.v1.ReadMeta
 	22,  // 23: oneinfra.v1.MembersResponse.members:type_name -> oneinfra.v1.Member
-	102, // 24: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
+	101, // 24: oneinfra.v1.RegisterHypervisorRequest.spec:type_name -> oneinfra.v1.HypervisorSpec
 	36,  // 25: oneinfra.v1.WatchAssignmentsResponse.assignments:type_name -> oneinfra.v1.AssignmentRef
-	97,  // 26: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
-	103, // 27: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
-	91,  // 28: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
-	92,  // 29: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
-	39,  // 30: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
-	39,  // 31: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
-	93,  // 32: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
-	39,  // 33: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
-	43,  // 34: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
-	39,  // 35: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
-	41,  // 36: oneinfra.v1.Assignment.backups:type_name -> oneinfra.v1.BackupTask
-	42,  // 37: oneinfra.v1.Assignment.restore:type_name -> oneinfra.v1.RestoreTask
-	41,  // 38: oneinfra.v1.RestoreTask.backup:type_name -> oneinfra.v1.BackupTask
+	96,  // 26: oneinfra.v1.Assignment.component:type_name -> oneinfra.v1.Component
+	102, // 27: oneinfra.v1.Assignment.cluster_spec:type_name -> oneinfra.v1.ClusterSpec
+	90,  // 28: oneinfra.v1.Assignment.ca_certs:type_name -> oneinfra.v1.Assignment.CaCertsEntry
+	91,  // 29: oneinfra.v1.Assignment.certs:type_name -> oneinfra.v1.Assignment.CertsEntry
+	103, // 30: oneinfra.v1.Assignment.etcd_peers:type_name -> oneinfra.v1.Endpoint
+	103, // 31: oneinfra.v1.Assignment.api_servers:type_name -> oneinfra.v1.Endpoint
+	92,  // 32: oneinfra.v1.Assignment.images:type_name -> oneinfra.v1.Assignment.ImagesEntry
+	103, // 33: oneinfra.v1.Assignment.etcd_clients:type_name -> oneinfra.v1.Endpoint
+	42,  // 34: oneinfra.v1.Assignment.vpn:type_name -> oneinfra.v1.VPNAssignment
+	103, // 35: oneinfra.v1.Assignment.etcd_members:type_name -> oneinfra.v1.Endpoint
+	40,  // 36: oneinfra.v1.Assignment.backups:type_name -> oneinfra.v1.BackupTask
+	41,  // 37: oneinfra.v1.Assignment.restore:type_name -> oneinfra.v1.RestoreTask
+	40,  // 38: oneinfra.v1.RestoreTask.backup:type_name -> oneinfra.v1.BackupTask
 	104, // 39: oneinfra.v1.VPNAssignment.peers:type_name -> oneinfra.v1.VPNPeer
-	40,  // 40: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
+	39,  // 40: oneinfra.v1.GetAssignmentsResponse.assignments:type_name -> oneinfra.v1.Assignment
 	105, // 41: oneinfra.v1.ComponentReport.status:type_name -> oneinfra.v1.ComponentStatus
-	45,  // 42: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
-	100, // 43: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
-	47,  // 44: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
-	49,  // 45: oneinfra.v1.ReportStatusResponse.trust:type_name -> oneinfra.v1.CoordinatorTrust
-	100, // 46: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
-	100, // 47: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
-	55,  // 48: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
+	44,  // 42: oneinfra.v1.ReportStatusRequest.components:type_name -> oneinfra.v1.ComponentReport
+	99,  // 43: oneinfra.v1.ReportStatusRequest.time:type_name -> google.protobuf.Timestamp
+	46,  // 44: oneinfra.v1.ReportStatusRequest.events:type_name -> oneinfra.v1.AgentEvent
+	48,  // 45: oneinfra.v1.ReportStatusResponse.trust:type_name -> oneinfra.v1.CoordinatorTrust
+	99,  // 46: oneinfra.v1.PeerInfo.joined:type_name -> google.protobuf.Timestamp
+	99,  // 47: oneinfra.v1.PeerInfo.last_handshake:type_name -> google.protobuf.Timestamp
+	54,  // 48: oneinfra.v1.ListPeersResponse.peers:type_name -> oneinfra.v1.PeerInfo
 	0,   // 49: oneinfra.v1.ListPeersResponse.meta:type_name -> oneinfra.v1.ReadMeta
-	96,  // 50: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
-	49,  // 51: oneinfra.v1.WorkerConfig.coordinator_trust:type_name -> oneinfra.v1.CoordinatorTrust
+	95,  // 50: oneinfra.v1.SetSchedulingResponse.hypervisor:type_name -> oneinfra.v1.Hypervisor
+	48,  // 51: oneinfra.v1.WorkerConfig.coordinator_trust:type_name -> oneinfra.v1.CoordinatorTrust
 	106, // 52: oneinfra.v1.ListAdminsResponse.certificates:type_name -> oneinfra.v1.IssuedCert
-	94,  // 53: oneinfra.v1.SubmitKeysRequest.csr_pem:type_name -> oneinfra.v1.SubmitKeysRequest.CsrPemEntry
-	62,  // 54: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
-	99,  // 55: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
-	99,  // 56: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
+	93,  // 53: oneinfra.v1.SubmitKeysRequest.csr_pem:type_name -> oneinfra.v1.SubmitKeysRequest.CsrPemEntry
+	61,  // 54: oneinfra.v1.RenewWorkerCertificateRequest.worker:type_name -> oneinfra.v1.GetWorkerConfigRequest
+	98,  // 55: oneinfra.v1.BackupClusterResponse.backup:type_name -> oneinfra.v1.Backup
+	98,  // 56: oneinfra.v1.ListBackupsResponse.backups:type_name -> oneinfra.v1.Backup
 	11,  // 57: oneinfra.v1.RotateClusterCAResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
-	89,  // 58: oneinfra.v1.RotateCAResponse.status:type_name -> oneinfra.v1.CAStatusResponse
-	100, // 59: oneinfra.v1.CAStatusResponse.not_after:type_name -> google.protobuf.Timestamp
+	88,  // 58: oneinfra.v1.RotateCAResponse.status:type_name -> oneinfra.v1.CAStatusResponse
+	99,  // 59: oneinfra.v1.CAStatusResponse.not_after:type_name -> google.protobuf.Timestamp
 	11,  // 60: oneinfra.v1.CAStatusResponse.rotation:type_name -> oneinfra.v1.CARotationStatus
 	107, // 61: oneinfra.v1.RestoreClusterResponse.restore:type_name -> oneinfra.v1.ClusterRestore
 	108, // 62: oneinfra.v1.Assignment.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
@@ -6299,39 +6234,39 @@ var file_oneinfra_v1_api_proto_depIdxs = []int32{
 	24,  // 72: oneinfra.v1.Operator.SnapshotSave:input_type -> oneinfra.v1.SnapshotSaveRequest
 	25,  // 73: oneinfra.v1.Operator.SnapshotRestore:input_type -> oneinfra.v1.SnapshotChunk
 	27,  // 74: oneinfra.v1.Operator.Version:input_type -> oneinfra.v1.VersionRequest
-	54,  // 75: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
-	57,  // 76: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
-	59,  // 77: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
-	64,  // 78: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
-	66,  // 79: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
-	68,  // 80: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
-	74,  // 81: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
-	76,  // 82: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
-	79,  // 83: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
-	81,  // 84: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
-	83,  // 85: oneinfra.v1.Operator.RestoreCluster:input_type -> oneinfra.v1.RestoreClusterRequest
-	84,  // 86: oneinfra.v1.Operator.RotateClusterCA:input_type -> oneinfra.v1.RotateClusterCARequest
-	86,  // 87: oneinfra.v1.Operator.RotateCA:input_type -> oneinfra.v1.RotateCARequest
-	88,  // 88: oneinfra.v1.Operator.CAStatus:input_type -> oneinfra.v1.CAStatusRequest
+	53,  // 75: oneinfra.v1.Operator.ListPeers:input_type -> oneinfra.v1.ListPeersRequest
+	56,  // 76: oneinfra.v1.Operator.RemovePeer:input_type -> oneinfra.v1.RemovePeerRequest
+	58,  // 77: oneinfra.v1.Operator.SetScheduling:input_type -> oneinfra.v1.SetSchedulingRequest
+	63,  // 78: oneinfra.v1.Operator.CreateAdmin:input_type -> oneinfra.v1.CreateAdminRequest
+	65,  // 79: oneinfra.v1.Operator.ListAdmins:input_type -> oneinfra.v1.ListAdminsRequest
+	67,  // 80: oneinfra.v1.Operator.RevokeAdmin:input_type -> oneinfra.v1.RevokeAdminRequest
+	73,  // 81: oneinfra.v1.Operator.RemoveMember:input_type -> oneinfra.v1.RemoveMemberRequest
+	75,  // 82: oneinfra.v1.Operator.RenewCredentials:input_type -> oneinfra.v1.RenewCertificateRequest
+	78,  // 83: oneinfra.v1.Operator.BackupCluster:input_type -> oneinfra.v1.BackupClusterRequest
+	80,  // 84: oneinfra.v1.Operator.ListBackups:input_type -> oneinfra.v1.ListBackupsRequest
+	82,  // 85: oneinfra.v1.Operator.RestoreCluster:input_type -> oneinfra.v1.RestoreClusterRequest
+	83,  // 86: oneinfra.v1.Operator.RotateClusterCA:input_type -> oneinfra.v1.RotateClusterCARequest
+	85,  // 87: oneinfra.v1.Operator.RotateCA:input_type -> oneinfra.v1.RotateCARequest
+	87,  // 88: oneinfra.v1.Operator.CAStatus:input_type -> oneinfra.v1.CAStatusRequest
 	29,  // 89: oneinfra.v1.Bootstrap.JoinServer:input_type -> oneinfra.v1.JoinServerRequest
 	31,  // 90: oneinfra.v1.Bootstrap.RegisterHypervisor:input_type -> oneinfra.v1.RegisterHypervisorRequest
 	35,  // 91: oneinfra.v1.Agent.WatchAssignments:input_type -> oneinfra.v1.WatchAssignmentsRequest
 	38,  // 92: oneinfra.v1.Agent.GetAssignments:input_type -> oneinfra.v1.GetAssignmentsRequest
-	46,  // 93: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
-	61,  // 94: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
-	62,  // 95: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	45,  // 93: oneinfra.v1.Agent.ReportStatus:input_type -> oneinfra.v1.ReportStatusRequest
+	60,  // 94: oneinfra.v1.Agent.JoinWorker:input_type -> oneinfra.v1.JoinWorkerRequest
+	61,  // 95: oneinfra.v1.Agent.GetWorkerConfig:input_type -> oneinfra.v1.GetWorkerConfigRequest
 	33,  // 96: oneinfra.v1.Agent.GetGossipConfig:input_type -> oneinfra.v1.GetGossipConfigRequest
-	72,  // 97: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
-	76,  // 98: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	78,  // 99: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
-	70,  // 100: oneinfra.v1.Agent.SubmitKeys:input_type -> oneinfra.v1.SubmitKeysRequest
-	61,  // 101: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
-	62,  // 102: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
-	76,  // 103: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
-	50,  // 104: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
-	52,  // 105: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
+	71,  // 97: oneinfra.v1.Agent.IssueJoinCertificate:input_type -> oneinfra.v1.IssueJoinCertificateRequest
+	75,  // 98: oneinfra.v1.Agent.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	77,  // 99: oneinfra.v1.Agent.RenewWorkerCertificate:input_type -> oneinfra.v1.RenewWorkerCertificateRequest
+	69,  // 100: oneinfra.v1.Agent.SubmitKeys:input_type -> oneinfra.v1.SubmitKeysRequest
+	60,  // 101: oneinfra.v1.Join.Join:input_type -> oneinfra.v1.JoinWorkerRequest
+	61,  // 102: oneinfra.v1.Join.Config:input_type -> oneinfra.v1.GetWorkerConfigRequest
+	75,  // 103: oneinfra.v1.Join.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	49,  // 104: oneinfra.v1.Peer.Status:input_type -> oneinfra.v1.PeerStatusRequest
+	51,  // 105: oneinfra.v1.Peer.Join:input_type -> oneinfra.v1.PeerJoinRequest
 	25,  // 106: oneinfra.v1.Peer.Restore:input_type -> oneinfra.v1.SnapshotChunk
-	76,  // 107: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
+	75,  // 107: oneinfra.v1.Peer.RenewCertificate:input_type -> oneinfra.v1.RenewCertificateRequest
 	4,   // 108: oneinfra.v1.Operator.Apply:output_type -> oneinfra.v1.ApplyResponse
 	6,   // 109: oneinfra.v1.Operator.Get:output_type -> oneinfra.v1.GetResponse
 	8,   // 110: oneinfra.v1.Operator.Delete:output_type -> oneinfra.v1.DeleteResponse
@@ -6344,39 +6279,39 @@ var file_oneinfra_v1_api_proto_depIdxs = []int32{
 	25,  // 117: oneinfra.v1.Operator.SnapshotSave:output_type -> oneinfra.v1.SnapshotChunk
 	26,  // 118: oneinfra.v1.Operator.SnapshotRestore:output_type -> oneinfra.v1.SnapshotRestoreResponse
 	28,  // 119: oneinfra.v1.Operator.Version:output_type -> oneinfra.v1.VersionResponse
-	56,  // 120: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
-	58,  // 121: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
-	60,  // 122: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
-	65,  // 123: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
-	67,  // 124: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
-	69,  // 125: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
-	75,  // 126: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
-	77,  // 127: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
-	80,  // 128: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
-	82,  // 129: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
-	90,  // 130: oneinfra.v1.Operator.RestoreCluster:output_type -> oneinfra.v1.RestoreClusterResponse
-	85,  // 131: oneinfra.v1.Operator.RotateClusterCA:output_type -> oneinfra.v1.RotateClusterCAResponse
-	87,  // 132: oneinfra.v1.Operator.RotateCA:output_type -> oneinfra.v1.RotateCAResponse
-	89,  // 133: oneinfra.v1.Operator.CAStatus:output_type -> oneinfra.v1.CAStatusResponse
+	55,  // 120: oneinfra.v1.Operator.ListPeers:output_type -> oneinfra.v1.ListPeersResponse
+	57,  // 121: oneinfra.v1.Operator.RemovePeer:output_type -> oneinfra.v1.RemovePeerResponse
+	59,  // 122: oneinfra.v1.Operator.SetScheduling:output_type -> oneinfra.v1.SetSchedulingResponse
+	64,  // 123: oneinfra.v1.Operator.CreateAdmin:output_type -> oneinfra.v1.CreateAdminResponse
+	66,  // 124: oneinfra.v1.Operator.ListAdmins:output_type -> oneinfra.v1.ListAdminsResponse
+	68,  // 125: oneinfra.v1.Operator.RevokeAdmin:output_type -> oneinfra.v1.RevokeAdminResponse
+	74,  // 126: oneinfra.v1.Operator.RemoveMember:output_type -> oneinfra.v1.RemoveMemberResponse
+	76,  // 127: oneinfra.v1.Operator.RenewCredentials:output_type -> oneinfra.v1.RenewCertificateResponse
+	79,  // 128: oneinfra.v1.Operator.BackupCluster:output_type -> oneinfra.v1.BackupClusterResponse
+	81,  // 129: oneinfra.v1.Operator.ListBackups:output_type -> oneinfra.v1.ListBackupsResponse
+	89,  // 130: oneinfra.v1.Operator.RestoreCluster:output_type -> oneinfra.v1.RestoreClusterResponse
+	84,  // 131: oneinfra.v1.Operator.RotateClusterCA:output_type -> oneinfra.v1.RotateClusterCAResponse
+	86,  // 132: oneinfra.v1.Operator.RotateCA:output_type -> oneinfra.v1.RotateCAResponse
+	88,  // 133: oneinfra.v1.Operator.CAStatus:output_type -> oneinfra.v1.CAStatusResponse
 	30,  // 134: oneinfra.v1.Bootstrap.JoinServer:output_type -> oneinfra.v1.JoinServerResponse
 	32,  // 135: oneinfra.v1.Bootstrap.RegisterHypervisor:output_type -> oneinfra.v1.RegisterHypervisorResponse
 	37,  // 136: oneinfra.v1.Agent.WatchAssignments:output_type -> oneinfra.v1.WatchAssignmentsResponse
-	44,  // 137: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
-	48,  // 138: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
-	63,  // 139: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
-	63,  // 140: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
+	43,  // 137: oneinfra.v1.Agent.GetAssignments:output_type -> oneinfra.v1.GetAssignmentsResponse
+	47,  // 138: oneinfra.v1.Agent.ReportStatus:output_type -> oneinfra.v1.ReportStatusResponse
+	62,  // 139: oneinfra.v1.Agent.JoinWorker:output_type -> oneinfra.v1.WorkerConfig
+	62,  // 140: oneinfra.v1.Agent.GetWorkerConfig:output_type -> oneinfra.v1.WorkerConfig
 	34,  // 141: oneinfra.v1.Agent.GetGossipConfig:output_type -> oneinfra.v1.GossipConfig
-	73,  // 142: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
-	77,  // 143: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	77,  // 144: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	71,  // 145: oneinfra.v1.Agent.SubmitKeys:output_type -> oneinfra.v1.SubmitKeysResponse
-	63,  // 146: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
-	63,  // 147: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
-	77,  // 148: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
-	51,  // 149: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
-	53,  // 150: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
+	72,  // 142: oneinfra.v1.Agent.IssueJoinCertificate:output_type -> oneinfra.v1.IssueJoinCertificateResponse
+	76,  // 143: oneinfra.v1.Agent.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	76,  // 144: oneinfra.v1.Agent.RenewWorkerCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	70,  // 145: oneinfra.v1.Agent.SubmitKeys:output_type -> oneinfra.v1.SubmitKeysResponse
+	62,  // 146: oneinfra.v1.Join.Join:output_type -> oneinfra.v1.WorkerConfig
+	62,  // 147: oneinfra.v1.Join.Config:output_type -> oneinfra.v1.WorkerConfig
+	76,  // 148: oneinfra.v1.Join.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	50,  // 149: oneinfra.v1.Peer.Status:output_type -> oneinfra.v1.PeerStatusResponse
+	52,  // 150: oneinfra.v1.Peer.Join:output_type -> oneinfra.v1.PeerJoinResponse
 	26,  // 151: oneinfra.v1.Peer.Restore:output_type -> oneinfra.v1.SnapshotRestoreResponse
-	77,  // 152: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
+	76,  // 152: oneinfra.v1.Peer.RenewCertificate:output_type -> oneinfra.v1.RenewCertificateResponse
 	108, // [108:153] is the sub-list for method output_type
 	63,  // [63:108] is the sub-list for method input_type
 	63,  // [63:63] is the sub-list for extension type_name
@@ -6400,7 +6335,7 @@ func file_oneinfra_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_api_proto_rawDesc), len(file_oneinfra_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   95,
+			NumMessages:   94,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

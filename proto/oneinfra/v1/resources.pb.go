@@ -1209,9 +1209,14 @@ type ComponentSpec struct {
 	// orphaned: a snapshot restore brought a state that does not have this
 	// component; it is stopped with its files (etcd data) kept, and belongs
 	// to no cluster, until an operator deletes it.
-	Orphaned      bool `protobuf:"varint,5,opt,name=orphaned,proto3" json:"orphaned,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Orphaned bool `protobuf:"varint,5,opt,name=orphaned,proto3" json:"orphaned,omitempty"`
+	// Control plane, set when placed: the replicas placed together as a new
+	// cluster's first etcd members, by their etcd peer endpoints. Each starts
+	// etcd with all of them at once (etcd's static bootstrap); a replica
+	// placed later (scale-up, replacement) has none and joins as a learner.
+	EtcdInitialCluster []*Endpoint `protobuf:"bytes,6,rep,name=etcd_initial_cluster,json=etcdInitialCluster,proto3" json:"etcd_initial_cluster,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ComponentSpec) Reset() {
@@ -1279,6 +1284,74 @@ func (x *ComponentSpec) GetOrphaned() bool {
 	return false
 }
 
+func (x *ComponentSpec) GetEtcdInitialCluster() []*Endpoint {
+	if x != nil {
+		return x.EtcdInitialCluster
+	}
+	return nil
+}
+
+// Endpoint is one member of a set the component talks to.
+type Endpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Port          uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Endpoint) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Endpoint) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Endpoint) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
 type ComponentStatus struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	State      string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"` // Pending, Running, Failed, Removing, Orphaned
@@ -1309,7 +1382,7 @@ type ComponentStatus struct {
 
 func (x *ComponentStatus) Reset() {
 	*x = ComponentStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1394,7 @@ func (x *ComponentStatus) String() string {
 func (*ComponentStatus) ProtoMessage() {}
 
 func (x *ComponentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[17]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1407,7 @@ func (x *ComponentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentStatus.ProtoReflect.Descriptor instead.
 func (*ComponentStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ComponentStatus) GetState() string {
@@ -1428,7 +1501,7 @@ type PeerStatus struct {
 
 func (x *PeerStatus) Reset() {
 	*x = PeerStatus{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1513,7 @@ func (x *PeerStatus) String() string {
 func (*PeerStatus) ProtoMessage() {}
 
 func (x *PeerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[18]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1526,7 @@ func (x *PeerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatus.ProtoReflect.Descriptor instead.
 func (*PeerStatus) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PeerStatus) GetPublicKey() string {
@@ -1519,7 +1592,7 @@ type VPNPeer struct {
 
 func (x *VPNPeer) Reset() {
 	*x = VPNPeer{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1604,7 @@ func (x *VPNPeer) String() string {
 func (*VPNPeer) ProtoMessage() {}
 
 func (x *VPNPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[19]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1617,7 @@ func (x *VPNPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VPNPeer.ProtoReflect.Descriptor instead.
 func (*VPNPeer) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{19}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VPNPeer) GetCluster() string {
@@ -1650,7 +1723,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1735,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[20]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1748,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{20}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Token) GetId() string {
@@ -1771,7 +1844,7 @@ type IssuedCert struct {
 
 func (x *IssuedCert) Reset() {
 	*x = IssuedCert{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1856,7 @@ func (x *IssuedCert) String() string {
 func (*IssuedCert) ProtoMessage() {}
 
 func (x *IssuedCert) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[21]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1869,7 @@ func (x *IssuedCert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssuedCert.ProtoReflect.Descriptor instead.
 func (*IssuedCert) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{21}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IssuedCert) GetSerial() string {
@@ -1898,7 +1971,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +1983,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[22]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +1996,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{22}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Event) GetCluster() string {
@@ -1980,7 +2053,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2065,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[23]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2078,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{23}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Server) GetId() string {
@@ -2040,7 +2113,7 @@ type KeyPair struct {
 
 func (x *KeyPair) Reset() {
 	*x = KeyPair{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2125,7 @@ func (x *KeyPair) String() string {
 func (*KeyPair) ProtoMessage() {}
 
 func (x *KeyPair) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[24]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2138,7 @@ func (x *KeyPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPair.ProtoReflect.Descriptor instead.
 func (*KeyPair) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{24}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeyPair) GetCertPem() []byte {
@@ -2104,7 +2177,7 @@ type ClusterPKI struct {
 
 func (x *ClusterPKI) Reset() {
 	*x = ClusterPKI{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2189,7 @@ func (x *ClusterPKI) String() string {
 func (*ClusterPKI) ProtoMessage() {}
 
 func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[25]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2202,7 @@ func (x *ClusterPKI) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPKI.ProtoReflect.Descriptor instead.
 func (*ClusterPKI) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{25}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClusterPKI) GetCluster() string {
@@ -2201,7 +2274,7 @@ type CARotation struct {
 
 func (x *CARotation) Reset() {
 	*x = CARotation{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2213,7 +2286,7 @@ func (x *CARotation) String() string {
 func (*CARotation) ProtoMessage() {}
 
 func (x *CARotation) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[26]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2226,7 +2299,7 @@ func (x *CARotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARotation.ProtoReflect.Descriptor instead.
 func (*CARotation) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{26}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CARotation) GetStage() uint32 {
@@ -2287,7 +2360,7 @@ type Backup struct {
 
 func (x *Backup) Reset() {
 	*x = Backup{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2372,7 @@ func (x *Backup) String() string {
 func (*Backup) ProtoMessage() {}
 
 func (x *Backup) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[27]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2385,7 @@ func (x *Backup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backup.ProtoReflect.Descriptor instead.
 func (*Backup) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{27}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Backup) GetCluster() string {
@@ -2406,7 +2479,7 @@ type BackupResult struct {
 
 func (x *BackupResult) Reset() {
 	*x = BackupResult{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2491,7 @@ func (x *BackupResult) String() string {
 func (*BackupResult) ProtoMessage() {}
 
 func (x *BackupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[28]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2504,7 @@ func (x *BackupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
 func (*BackupResult) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{28}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BackupResult) GetId() string {
@@ -2508,7 +2581,7 @@ type ComponentCerts struct {
 
 func (x *ComponentCerts) Reset() {
 	*x = ComponentCerts{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2593,7 @@ func (x *ComponentCerts) String() string {
 func (*ComponentCerts) ProtoMessage() {}
 
 func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[29]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2606,7 @@ func (x *ComponentCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentCerts.ProtoReflect.Descriptor instead.
 func (*ComponentCerts) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{29}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ComponentCerts) GetComponent() string {
@@ -2643,7 +2716,7 @@ type CoordinatorConfig struct {
 
 func (x *CoordinatorConfig) Reset() {
 	*x = CoordinatorConfig{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[30]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2728,7 @@ func (x *CoordinatorConfig) String() string {
 func (*CoordinatorConfig) ProtoMessage() {}
 
 func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[30]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2741,7 @@ func (x *CoordinatorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorConfig.ProtoReflect.Descriptor instead.
 func (*CoordinatorConfig) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{30}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CoordinatorConfig) GetCa() *KeyPair {
@@ -2742,7 +2815,7 @@ type CoordinatorCARotation struct {
 
 func (x *CoordinatorCARotation) Reset() {
 	*x = CoordinatorCARotation{}
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[31]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2827,7 @@ func (x *CoordinatorCARotation) String() string {
 func (*CoordinatorCARotation) ProtoMessage() {}
 
 func (x *CoordinatorCARotation) ProtoReflect() protoreflect.Message {
-	mi := &file_oneinfra_v1_resources_proto_msgTypes[31]
+	mi := &file_oneinfra_v1_resources_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2840,7 @@ func (x *CoordinatorCARotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorCARotation.ProtoReflect.Descriptor instead.
 func (*CoordinatorCARotation) Descriptor() ([]byte, []int) {
-	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{31}
+	return file_oneinfra_v1_resources_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CoordinatorCARotation) GetStage() uint32 {
@@ -2920,7 +2993,7 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x123\n" +
 	"\bmetadata\x18\x03 \x01(\v2\x17.oneinfra.v1.ObjectMetaR\bmetadata\x12.\n" +
 	"\x04spec\x18\x04 \x01(\v2\x1a.oneinfra.v1.ComponentSpecR\x04spec\x124\n" +
-	"\x06status\x18\x05 \x01(\v2\x1c.oneinfra.v1.ComponentStatusR\x06status\"\xf0\x01\n" +
+	"\x06status\x18\x05 \x01(\v2\x1c.oneinfra.v1.ComponentStatusR\x06status\"\xb9\x02\n" +
 	"\rComponentSpec\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1e\n" +
@@ -2928,11 +3001,16 @@ const file_oneinfra_v1_resources_proto_rawDesc = "" +
 	"hypervisor\x18\x03 \x01(\tR\n" +
 	"hypervisor\x12;\n" +
 	"\x05ports\x18\x04 \x03(\v2%.oneinfra.v1.ComponentSpec.PortsEntryR\x05ports\x12\x1a\n" +
-	"\borphaned\x18\x05 \x01(\bR\borphaned\x1a8\n" +
+	"\borphaned\x18\x05 \x01(\bR\borphaned\x12G\n" +
+	"\x14etcd_initial_cluster\x18\x06 \x03(\v2\x15.oneinfra.v1.EndpointR\x12etcdInitialCluster\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xf2\x03\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"L\n" +
+	"\bEndpoint\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\"\xf2\x03\n" +
 	"\x0fComponentStatus\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x126\n" +
@@ -3127,7 +3205,7 @@ func file_oneinfra_v1_resources_proto_rawDescGZIP() []byte {
 	return file_oneinfra_v1_resources_proto_rawDescData
 }
 
-var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_oneinfra_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*ObjectMeta)(nil),            // 0: oneinfra.v1.ObjectMeta
 	(*Condition)(nil),             // 1: oneinfra.v1.Condition
@@ -3146,38 +3224,39 @@ var file_oneinfra_v1_resources_proto_goTypes = []any{
 	(*HypervisorStatus)(nil),      // 14: oneinfra.v1.HypervisorStatus
 	(*Component)(nil),             // 15: oneinfra.v1.Component
 	(*ComponentSpec)(nil),         // 16: oneinfra.v1.ComponentSpec
-	(*ComponentStatus)(nil),       // 17: oneinfra.v1.ComponentStatus
-	(*PeerStatus)(nil),            // 18: oneinfra.v1.PeerStatus
-	(*VPNPeer)(nil),               // 19: oneinfra.v1.VPNPeer
-	(*Token)(nil),                 // 20: oneinfra.v1.Token
-	(*IssuedCert)(nil),            // 21: oneinfra.v1.IssuedCert
-	(*Event)(nil),                 // 22: oneinfra.v1.Event
-	(*Server)(nil),                // 23: oneinfra.v1.Server
-	(*KeyPair)(nil),               // 24: oneinfra.v1.KeyPair
-	(*ClusterPKI)(nil),            // 25: oneinfra.v1.ClusterPKI
-	(*CARotation)(nil),            // 26: oneinfra.v1.CARotation
-	(*Backup)(nil),                // 27: oneinfra.v1.Backup
-	(*BackupResult)(nil),          // 28: oneinfra.v1.BackupResult
-	(*ComponentCerts)(nil),        // 29: oneinfra.v1.ComponentCerts
-	(*CoordinatorConfig)(nil),     // 30: oneinfra.v1.CoordinatorConfig
-	(*CoordinatorCARotation)(nil), // 31: oneinfra.v1.CoordinatorCARotation
-	nil,                           // 32: oneinfra.v1.ObjectMeta.LabelsEntry
-	nil,                           // 33: oneinfra.v1.ComponentSpec.PortsEntry
-	nil,                           // 34: oneinfra.v1.ClusterPKI.CasEntry
-	nil,                           // 35: oneinfra.v1.CARotation.NextEntry
-	nil,                           // 36: oneinfra.v1.CARotation.PreviousEntry
-	nil,                           // 37: oneinfra.v1.ComponentCerts.CertsEntry
-	nil,                           // 38: oneinfra.v1.ComponentCerts.RenewedEntry
-	nil,                           // 39: oneinfra.v1.ComponentCerts.TrustEntry
-	nil,                           // 40: oneinfra.v1.ComponentCerts.RenewedTrustEntry
-	nil,                           // 41: oneinfra.v1.ComponentCerts.SpareKeysEntry
-	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
+	(*Endpoint)(nil),              // 17: oneinfra.v1.Endpoint
+	(*ComponentStatus)(nil),       // 18: oneinfra.v1.ComponentStatus
+	(*PeerStatus)(nil),            // 19: oneinfra.v1.PeerStatus
+	(*VPNPeer)(nil),               // 20: oneinfra.v1.VPNPeer
+	(*Token)(nil),                 // 21: oneinfra.v1.Token
+	(*IssuedCert)(nil),            // 22: oneinfra.v1.IssuedCert
+	(*Event)(nil),                 // 23: oneinfra.v1.Event
+	(*Server)(nil),                // 24: oneinfra.v1.Server
+	(*KeyPair)(nil),               // 25: oneinfra.v1.KeyPair
+	(*ClusterPKI)(nil),            // 26: oneinfra.v1.ClusterPKI
+	(*CARotation)(nil),            // 27: oneinfra.v1.CARotation
+	(*Backup)(nil),                // 28: oneinfra.v1.Backup
+	(*BackupResult)(nil),          // 29: oneinfra.v1.BackupResult
+	(*ComponentCerts)(nil),        // 30: oneinfra.v1.ComponentCerts
+	(*CoordinatorConfig)(nil),     // 31: oneinfra.v1.CoordinatorConfig
+	(*CoordinatorCARotation)(nil), // 32: oneinfra.v1.CoordinatorCARotation
+	nil,                           // 33: oneinfra.v1.ObjectMeta.LabelsEntry
+	nil,                           // 34: oneinfra.v1.ComponentSpec.PortsEntry
+	nil,                           // 35: oneinfra.v1.ClusterPKI.CasEntry
+	nil,                           // 36: oneinfra.v1.CARotation.NextEntry
+	nil,                           // 37: oneinfra.v1.CARotation.PreviousEntry
+	nil,                           // 38: oneinfra.v1.ComponentCerts.CertsEntry
+	nil,                           // 39: oneinfra.v1.ComponentCerts.RenewedEntry
+	nil,                           // 40: oneinfra.v1.ComponentCerts.TrustEntry
+	nil,                           // 41: oneinfra.v1.ComponentCerts.RenewedTrustEntry
+	nil,                           // 42: oneinfra.v1.ComponentCerts.SpareKeysEntry
+	(*timestamppb.Timestamp)(nil), // 43: google.protobuf.Timestamp
 }
 var file_oneinfra_v1_resources_proto_depIdxs = []int32{
-	32, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
-	42, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	42, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	42, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	33, // 0: oneinfra.v1.ObjectMeta.labels:type_name -> oneinfra.v1.ObjectMeta.LabelsEntry
+	43, // 1: oneinfra.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	43, // 2: oneinfra.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	43, // 3: oneinfra.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: oneinfra.v1.Cluster.metadata:type_name -> oneinfra.v1.ObjectMeta
 	3,  // 5: oneinfra.v1.Cluster.spec:type_name -> oneinfra.v1.ClusterSpec
 	9,  // 6: oneinfra.v1.Cluster.status:type_name -> oneinfra.v1.ClusterStatus
@@ -3189,62 +3268,63 @@ var file_oneinfra_v1_resources_proto_depIdxs = []int32{
 	1,  // 12: oneinfra.v1.ClusterStatus.conditions:type_name -> oneinfra.v1.Condition
 	11, // 13: oneinfra.v1.ClusterStatus.backups:type_name -> oneinfra.v1.BackupStatus
 	10, // 14: oneinfra.v1.ClusterStatus.restore:type_name -> oneinfra.v1.ClusterRestore
-	42, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
-	42, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
-	42, // 17: oneinfra.v1.ClusterRestore.taken:type_name -> google.protobuf.Timestamp
-	42, // 18: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
+	43, // 15: oneinfra.v1.ClusterRestore.requested:type_name -> google.protobuf.Timestamp
+	43, // 16: oneinfra.v1.ClusterRestore.finished:type_name -> google.protobuf.Timestamp
+	43, // 17: oneinfra.v1.ClusterRestore.taken:type_name -> google.protobuf.Timestamp
+	43, // 18: oneinfra.v1.BackupStatus.time:type_name -> google.protobuf.Timestamp
 	0,  // 19: oneinfra.v1.Hypervisor.metadata:type_name -> oneinfra.v1.ObjectMeta
 	13, // 20: oneinfra.v1.Hypervisor.spec:type_name -> oneinfra.v1.HypervisorSpec
 	14, // 21: oneinfra.v1.Hypervisor.status:type_name -> oneinfra.v1.HypervisorStatus
-	42, // 22: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
+	43, // 22: oneinfra.v1.HypervisorStatus.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 23: oneinfra.v1.HypervisorStatus.conditions:type_name -> oneinfra.v1.Condition
 	0,  // 24: oneinfra.v1.Component.metadata:type_name -> oneinfra.v1.ObjectMeta
 	16, // 25: oneinfra.v1.Component.spec:type_name -> oneinfra.v1.ComponentSpec
-	17, // 26: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
-	33, // 27: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
-	1,  // 28: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
-	42, // 29: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
-	18, // 30: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
-	28, // 31: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
-	42, // 32: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	42, // 33: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
-	42, // 34: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
-	42, // 35: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	42, // 36: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
-	42, // 37: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
-	42, // 38: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
-	42, // 39: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
-	42, // 40: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
-	34, // 41: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
-	26, // 42: oneinfra.v1.ClusterPKI.rotation:type_name -> oneinfra.v1.CARotation
-	35, // 43: oneinfra.v1.CARotation.next:type_name -> oneinfra.v1.CARotation.NextEntry
-	36, // 44: oneinfra.v1.CARotation.previous:type_name -> oneinfra.v1.CARotation.PreviousEntry
-	42, // 45: oneinfra.v1.CARotation.started:type_name -> google.protobuf.Timestamp
-	42, // 46: oneinfra.v1.CARotation.stage_since:type_name -> google.protobuf.Timestamp
-	42, // 47: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
-	42, // 48: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
-	37, // 49: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
-	38, // 50: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
-	42, // 51: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
-	42, // 52: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
-	39, // 53: oneinfra.v1.ComponentCerts.trust:type_name -> oneinfra.v1.ComponentCerts.TrustEntry
-	40, // 54: oneinfra.v1.ComponentCerts.renewed_trust:type_name -> oneinfra.v1.ComponentCerts.RenewedTrustEntry
-	41, // 55: oneinfra.v1.ComponentCerts.spare_keys:type_name -> oneinfra.v1.ComponentCerts.SpareKeysEntry
-	24, // 56: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
-	31, // 57: oneinfra.v1.CoordinatorConfig.rotation:type_name -> oneinfra.v1.CoordinatorCARotation
-	24, // 58: oneinfra.v1.CoordinatorCARotation.next:type_name -> oneinfra.v1.KeyPair
-	24, // 59: oneinfra.v1.CoordinatorCARotation.previous:type_name -> oneinfra.v1.KeyPair
-	42, // 60: oneinfra.v1.CoordinatorCARotation.started:type_name -> google.protobuf.Timestamp
-	42, // 61: oneinfra.v1.CoordinatorCARotation.stage_since:type_name -> google.protobuf.Timestamp
-	24, // 62: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 63: oneinfra.v1.CARotation.NextEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 64: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
-	24, // 65: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
-	66, // [66:66] is the sub-list for method output_type
-	66, // [66:66] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	18, // 26: oneinfra.v1.Component.status:type_name -> oneinfra.v1.ComponentStatus
+	34, // 27: oneinfra.v1.ComponentSpec.ports:type_name -> oneinfra.v1.ComponentSpec.PortsEntry
+	17, // 28: oneinfra.v1.ComponentSpec.etcd_initial_cluster:type_name -> oneinfra.v1.Endpoint
+	1,  // 29: oneinfra.v1.ComponentStatus.conditions:type_name -> oneinfra.v1.Condition
+	43, // 30: oneinfra.v1.ComponentStatus.last_report:type_name -> google.protobuf.Timestamp
+	19, // 31: oneinfra.v1.ComponentStatus.vpn_peers:type_name -> oneinfra.v1.PeerStatus
+	29, // 32: oneinfra.v1.ComponentStatus.backups:type_name -> oneinfra.v1.BackupResult
+	43, // 33: oneinfra.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	43, // 34: oneinfra.v1.VPNPeer.joined:type_name -> google.protobuf.Timestamp
+	43, // 35: oneinfra.v1.VPNPeer.bootstrap_token_expires:type_name -> google.protobuf.Timestamp
+	43, // 36: oneinfra.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	43, // 37: oneinfra.v1.Token.created:type_name -> google.protobuf.Timestamp
+	43, // 38: oneinfra.v1.IssuedCert.not_before:type_name -> google.protobuf.Timestamp
+	43, // 39: oneinfra.v1.IssuedCert.not_after:type_name -> google.protobuf.Timestamp
+	43, // 40: oneinfra.v1.IssuedCert.revoked_at:type_name -> google.protobuf.Timestamp
+	43, // 41: oneinfra.v1.Event.time:type_name -> google.protobuf.Timestamp
+	35, // 42: oneinfra.v1.ClusterPKI.cas:type_name -> oneinfra.v1.ClusterPKI.CasEntry
+	27, // 43: oneinfra.v1.ClusterPKI.rotation:type_name -> oneinfra.v1.CARotation
+	36, // 44: oneinfra.v1.CARotation.next:type_name -> oneinfra.v1.CARotation.NextEntry
+	37, // 45: oneinfra.v1.CARotation.previous:type_name -> oneinfra.v1.CARotation.PreviousEntry
+	43, // 46: oneinfra.v1.CARotation.started:type_name -> google.protobuf.Timestamp
+	43, // 47: oneinfra.v1.CARotation.stage_since:type_name -> google.protobuf.Timestamp
+	43, // 48: oneinfra.v1.Backup.requested:type_name -> google.protobuf.Timestamp
+	43, // 49: oneinfra.v1.Backup.finished:type_name -> google.protobuf.Timestamp
+	38, // 50: oneinfra.v1.ComponentCerts.certs:type_name -> oneinfra.v1.ComponentCerts.CertsEntry
+	39, // 51: oneinfra.v1.ComponentCerts.renewed:type_name -> oneinfra.v1.ComponentCerts.RenewedEntry
+	43, // 52: oneinfra.v1.ComponentCerts.renewing_since:type_name -> google.protobuf.Timestamp
+	43, // 53: oneinfra.v1.ComponentCerts.renewal_given_up:type_name -> google.protobuf.Timestamp
+	40, // 54: oneinfra.v1.ComponentCerts.trust:type_name -> oneinfra.v1.ComponentCerts.TrustEntry
+	41, // 55: oneinfra.v1.ComponentCerts.renewed_trust:type_name -> oneinfra.v1.ComponentCerts.RenewedTrustEntry
+	42, // 56: oneinfra.v1.ComponentCerts.spare_keys:type_name -> oneinfra.v1.ComponentCerts.SpareKeysEntry
+	25, // 57: oneinfra.v1.CoordinatorConfig.ca:type_name -> oneinfra.v1.KeyPair
+	32, // 58: oneinfra.v1.CoordinatorConfig.rotation:type_name -> oneinfra.v1.CoordinatorCARotation
+	25, // 59: oneinfra.v1.CoordinatorCARotation.next:type_name -> oneinfra.v1.KeyPair
+	25, // 60: oneinfra.v1.CoordinatorCARotation.previous:type_name -> oneinfra.v1.KeyPair
+	43, // 61: oneinfra.v1.CoordinatorCARotation.started:type_name -> google.protobuf.Timestamp
+	43, // 62: oneinfra.v1.CoordinatorCARotation.stage_since:type_name -> google.protobuf.Timestamp
+	25, // 63: oneinfra.v1.ClusterPKI.CasEntry.value:type_name -> oneinfra.v1.KeyPair
+	25, // 64: oneinfra.v1.CARotation.NextEntry.value:type_name -> oneinfra.v1.KeyPair
+	25, // 65: oneinfra.v1.ComponentCerts.CertsEntry.value:type_name -> oneinfra.v1.KeyPair
+	25, // 66: oneinfra.v1.ComponentCerts.RenewedEntry.value:type_name -> oneinfra.v1.KeyPair
+	67, // [67:67] is the sub-list for method output_type
+	67, // [67:67] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_oneinfra_v1_resources_proto_init() }
@@ -3259,7 +3339,7 @@ func file_oneinfra_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_oneinfra_v1_resources_proto_rawDesc), len(file_oneinfra_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
