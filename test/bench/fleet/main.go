@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oneinfra/oneinfra/coordinator"
 	"github.com/oneinfra/oneinfra/internal/client"
@@ -46,13 +47,22 @@ func main() {
 	coord := flag.String("coord", "bin/oneinfra-coord", "the oneinfra-coord binary (make build)")
 	window := flag.Duration("window", 2*heartbeat, "how long steady state is measured")
 	clusters := flag.Int("clusters", 100, "clusters created to time placements")
+	rowsFile := flag.String("rows", "", "a file of rows the table starts with, one per line: measure, figure, goal, baseline, tab-separated (the lab's part of make bench)")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	b := &bench{coordBin: *coord}
+	if *rowsFile != "" {
+		rows, err := readRows(*rowsFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		b.rows = rows
+	}
 	dir, err := os.MkdirTemp("", "oneinfra-fleet-")
 	if err != nil {
 		log.Fatal(err)
 	}
-	b := &bench{dir: dir, coordBin: *coord}
+	b.dir = dir
 	err = b.run(*agents, *window, *clusters)
 	b.stop()
 	if err != nil {
@@ -77,6 +87,23 @@ type bench struct {
 
 // row is one line of the table.
 type row struct{ what, figure, goal, baseline string }
+
+// readRows reads the rows of a -rows file.
+func readRows(path string) ([]row, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("-rows: %w", err)
+	}
+	var rows []row
+	for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 4 {
+			return nil, fmt.Errorf("-rows: %s line %d: %d tab-separated fields, want 4 (measure, figure, goal, baseline)", path, i+1, len(f))
+		}
+		rows = append(rows, row{f[0], f[1], f[2], f[3]})
+	}
+	return rows, nil
+}
 
 func (b *bench) add(what, figure, goal, baseline string) {
 	b.rows = append(b.rows, row{what, figure, goal, baseline})
@@ -161,11 +188,12 @@ func (b *bench) print() {
 	w := []int{0, 0, 0, 0}
 	for _, r := range append([]row{{"measure", "figure", "goal", "baseline (same run)"}}, b.rows...) {
 		for i, c := range []string{r.what, r.figure, r.goal, r.baseline} {
-			w[i] = max(w[i], len(c))
+			w[i] = max(w[i], utf8.RuneCountInString(c))
 		}
 	}
+	pad := func(c string, n int) string { return c + strings.Repeat(" ", n-utf8.RuneCountInString(c)) }
 	line := func(r row) {
-		fmt.Printf("| %-*s | %-*s | %-*s | %-*s |\n", w[0], r.what, w[1], r.figure, w[2], r.goal, w[3], r.baseline)
+		fmt.Printf("| %s | %s | %s | %s |\n", pad(r.what, w[0]), pad(r.figure, w[1]), pad(r.goal, w[2]), pad(r.baseline, w[3]))
 	}
 	line(row{"measure", "figure", "goal", "baseline (same run)"})
 	line(row{strings.Repeat("-", w[0]), strings.Repeat("-", w[1]), strings.Repeat("-", w[2]), strings.Repeat("-", w[3])})
