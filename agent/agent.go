@@ -72,8 +72,10 @@ type Config struct {
 }
 
 // pendingResync is how soon a Pending component, one being removed, or an
-// ingress with an API server not up yet is looked at again.
-const pendingResync = 2 * time.Second
+// ingress with an API server not up yet is looked at again: soon enough
+// that a new control plane is reported ready within half a second of its
+// API server (cluster creation waits on it).
+const pendingResync = 500 * time.Millisecond
 
 // heartbeat is the longest time between two reports, even unchanged.
 const heartbeat = 30 * time.Second

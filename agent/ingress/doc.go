@@ -64,8 +64,10 @@
 // (vocab.IngressHealthCert): /readyz works for it even where anonymous
 // requests are refused.
 //
-// Checks run every 2s (500ms while a server's state is changing): an API
-// server is out after two failed checks and back after two good ones.
+// Checks run every 2s while a server is up, every 500ms while it is down
+// or its state is changing: an API server is out after two failed checks
+// and back after two good ones, so a new one takes connections about a
+// second after it is ready.
 // Balancing is leastconn: API clients hold long-lived connections (watches,
 // HTTP/2), which round robin would spread unevenly.
 //

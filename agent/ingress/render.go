@@ -263,7 +263,7 @@ func (c config) render(withCert bool, certFile string) []byte {
 	}
 	// init-addr libc,none: the address of the configuration wins over the
 	// state file's, and an unresolvable name does not stop haproxy.
-	p("  default-server check check-ssl verify required ca-file %s check-sni %s verifyhost %s%s inter 2s fastinter 500ms downinter 2s fall 2 rise 2 init-addr libc,none",
+	p("  default-server check check-ssl verify required ca-file %s check-sni %s verifyhost %s%s inter 2s fastinter 500ms downinter 500ms fall 2 rise 2 init-addr libc,none",
 		c.caFile, CheckHost, CheckHost, crt)
 	for _, s := range c.servers {
 		p("  server %s %s", s.name, s.addr)

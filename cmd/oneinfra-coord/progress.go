@@ -59,10 +59,14 @@ func (p *printer) print(elapsed time.Duration, s step) {
 	fmt.Fprintln(p.w, clip(fmt.Sprintf("[%4.0fs] %s", elapsed.Seconds(), s), maxLine))
 }
 
+// followEvery is how often follow checks: a wait ends within a quarter
+// second of what it waits for (cluster creation is timed by it).
+const followEvery = 250 * time.Millisecond
+
 // errNotYet is follow's error when the time is up.
 var errNotYet = errors.New("not done in time")
 
-// follow calls check every second until it says done, for at most
+// follow calls check every quarter second until it says done, for at most
 // timeout, printing a line for each step that differs from the one before
 // (not the final one: the caller says it is done). It returns the last
 // step and how long it took; errNotYet when the time ran out.
@@ -95,7 +99,7 @@ func follow(cmd *cobra.Command, g *globals, timeout time.Duration, check func(ct
 		select {
 		case <-ctx.Done():
 			return last, time.Since(start), errNotYet
-		case <-time.After(time.Second):
+		case <-time.After(followEvery):
 		}
 	}
 }
