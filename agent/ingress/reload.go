@@ -23,14 +23,18 @@ import (
 // haproxy's log (the container's).
 var ErrConfigRejected = errors.New("haproxy rejected the new configuration")
 
+// masterStartup is how long Reload asks again a master that does not
+// answer on its socket before taking it for gone.
+const masterStartup = 3 * time.Second
+
 // DefaultReloadTimeout bounds Reload when its context has no deadline.
 const DefaultReloadTimeout = 30 * time.Second
 
 // Reload makes the running haproxy of the ingress at paths read its
 // configuration again, without dropping connections (see the package doc),
 // and waits until a new worker runs it. It returns nil when no haproxy is
-// running there (no master listens on its socket): a haproxy that starts
-// reads the current files anyway. It returns an error wrapping
+// running there (no master answers on its socket within masterStartup):
+// a haproxy that starts reads the current files anyway. It returns an error wrapping
 // ErrConfigRejected when haproxy refused the configuration.
 //
 // Calls for one ingress must not overlap.
@@ -42,6 +46,17 @@ func Reload(ctx context.Context, paths host.Paths) error {
 	}
 	sock := paths.Config(MasterSocket)
 	before, err := showProc(ctx, sock)
+	// A master just started may not have made or opened its socket yet,
+	// while its worker, which read the files as they were, serves already:
+	// it is asked again for a while before it is taken for gone.
+	for since := time.Now(); notRunning(err) && time.Since(since) < masterStartup; {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("reloading haproxy: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		before, err = showProc(ctx, sock)
+	}
 	if err != nil {
 		if notRunning(err) {
 			return nil
