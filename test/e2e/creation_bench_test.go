@@ -51,8 +51,7 @@ func TestCreationBench(t *testing.T) {
 
 	create("one", 1, 1.5)
 	time.Sleep(idleAfter)
-	total, parts := controlPlaneRSS(t, s, "one")
-	row("idle control plane memory (RSS, 1 replica)", fmt.Sprintf("%d MiB (%s)", total/1024, strings.Join(parts, ", ")), "≤ 300 MiB",
+	row("idle control plane memory (RSS, 1 replica)", controlPlaneMemory(t, s, "one").String(), "≤ 300 MiB",
 		fmt.Sprintf("settled %s after Ready", idleAfter))
 	row("agent memory (RSS)", agentsRSS(t, s), "", "4 lab hypervisors, one cluster")
 	if out, err := cli(s.config, "", "delete", "cluster", "one", "--wait", "--timeout", "5m"); err != nil {

@@ -460,15 +460,24 @@ func etcdctl(t *testing.T, s *system, cluster string, args ...string) (string, e
 
 // reportRSS prints the memory of the one control-plane replica left.
 func reportRSS(t *testing.T, s *system) {
-	total, parts := controlPlaneRSS(t, s, "demo")
-	t.Logf("idle single-replica control plane RSS: %d MiB (%s)", total/1024, strings.Join(parts, ", "))
+	m := controlPlaneMemory(t, s, "demo")
+	t.Logf("idle single-replica control plane RSS: %s", m)
 }
 
-// controlPlaneRSS is the resident memory of the control-plane processes
-// of cluster, in KiB, and each one's as "exe N MiB".
-func controlPlaneRSS(t *testing.T, s *system, cluster string) (int64, []string) {
-	var total int64
-	var parts []string
+// memory is what a control plane's processes hold resident, in KiB.
+type memory struct {
+	rss, files int64 // files: mapped files, mostly the executables' own pages
+	parts      []string
+}
+
+func (m memory) String() string {
+	return fmt.Sprintf("%d MiB (%s); %d MiB of it the binaries' mapped files", m.rss/1024, strings.Join(m.parts, ", "), m.files/1024)
+}
+
+// controlPlaneMemory is the resident memory of the control-plane
+// processes of cluster, each one's as "exe N MiB".
+func controlPlaneMemory(t *testing.T, s *system, cluster string) memory {
+	var m memory
 	for _, c := range components(t, s) {
 		if c.Spec.Role != "control-plane" || c.Spec.Cluster != cluster {
 			continue
@@ -480,16 +489,19 @@ func controlPlaneRSS(t *testing.T, s *system, cluster string) (int64, []string) 
 			if err != nil || !strings.Contains(string(cmdline), marker) || strings.Contains(string(cmdline), "containerd-shim") {
 				continue
 			}
-			kb, err := testutil.RSSKiB(filepath.Base(filepath.Dir(p)))
-			if err != nil {
+			pid := filepath.Base(filepath.Dir(p))
+			kb, err := testutil.RSSKiB(pid)
+			files, ferr := testutil.StatusKiB(pid, "RssFile")
+			if err != nil || ferr != nil {
 				continue
 			}
 			exe := filepath.Base(strings.SplitN(string(cmdline), "\x00", 2)[0])
-			parts = append(parts, fmt.Sprintf("%s %d MiB", exe, kb/1024))
-			total += kb
+			m.parts = append(m.parts, fmt.Sprintf("%s %d MiB", exe, kb/1024))
+			m.rss += kb
+			m.files += files
 		}
 	}
-	return total, parts
+	return m
 }
 
 // etcdDecision is one agent's log line deciding how a replica's etcd
