@@ -5,9 +5,10 @@
 // mounted at the same paths in the containers, so the flags name host
 // paths.
 //
-// etcd membership is managed for real (etcd.go): the first member starts a
-// new cluster, later ones join as learners and are promoted once in sync,
-// and a member leaves the cluster before its pod is removed.
+// etcd membership is managed for real (etcd.go): the members placed with a
+// new cluster start it together (static bootstrap), later ones join as
+// learners and are promoted once in sync, and a member leaves the cluster
+// before its pod is removed.
 package controlplane
 
 import (
