@@ -335,7 +335,7 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 			n = 1
 		}
 		comps, err := scheduler.NewControlPlaneComponents(name, n, int(c.GetStatus().GetNextReplicaIndex()), hypervisors, all)
-		if c.GetStatus().GetNextReplicaIndex() == 0 && scheduler.NextIndex(name, resources.RoleControlPlane, all) == 0 {
+		if err == nil && len(comps) == n && c.GetStatus().GetNextReplicaIndex() == 0 && scheduler.NextIndex(name, resources.RoleControlPlane, all) == 0 {
 			startTogether(comps, hypervisors)
 		}
 		if err != nil {
@@ -374,10 +374,16 @@ func (s *Server) place(st *state.Store, c *pb.Cluster, hypervisors []*pb.Hypervi
 	return joinErrors(errs)
 }
 
-// startTogether makes the first replicas ever placed in a cluster its
-// first etcd members, started at once with each other as the initial
-// cluster (etcd's static bootstrap), rather than one at a time.
+// startTogether makes the first replicas ever placed in a cluster, all it
+// asked for, its first etcd members, started at once with each other as
+// the initial cluster (etcd's static bootstrap), rather than one at a
+// time; when they are three or more, so that the quorum forms without one
+// that never starts (its replacement joins as a learner). Fewer take the
+// learner path, where the first runs alone.
 func startTogether(comps []*pb.Component, hypervisors []*pb.Hypervisor) {
+	if len(comps) < 3 {
+		return
+	}
 	initial := make([]*pb.Endpoint, 0, len(comps))
 	for _, comp := range comps {
 		initial = append(initial, &pb.Endpoint{

@@ -586,3 +586,30 @@ func TestRebuildFromBackup(t *testing.T) {
 	f.plan()
 	f.expect("the others join", []string{"hv-d", "hv-d", "hv-e"}, []string{"hv-a", "hv-b", "hv-c"})
 }
+
+// TestStartTogetherNeedsThree: only a set that forms its quorum without
+// one member starts etcd together; one or two replicas take the learner
+// path, where the first runs alone.
+func TestStartTogetherNeedsThree(t *testing.T) {
+	var hvs []*pb.Hypervisor
+	var comps []*pb.Component
+	for i := range 3 {
+		hv := fmt.Sprintf("hv-%d", i)
+		hvs = append(hvs, &pb.Hypervisor{Metadata: &pb.ObjectMeta{Name: hv}, Spec: &pb.HypervisorSpec{Address: fmt.Sprintf("10.0.0.%d", i+1)}})
+		comps = append(comps, &pb.Component{Metadata: &pb.ObjectMeta{Name: fmt.Sprintf("demo-cp-%d", i)},
+			Spec: &pb.ComponentSpec{Hypervisor: hv, Ports: map[string]uint32{vocab.PortEtcdPeer: uint32(30002 + i)}}})
+	}
+	startTogether(comps[:2], hvs)
+	for _, c := range comps[:2] {
+		if len(c.Spec.EtcdInitialCluster) != 0 {
+			t.Errorf("%s of two placed together has an initial cluster %v", c.Metadata.Name, c.Spec.EtcdInitialCluster)
+		}
+	}
+	startTogether(comps, hvs)
+	for _, c := range comps {
+		got := c.Spec.EtcdInitialCluster
+		if len(got) != 3 || got[2].Name != "demo-cp-2" || got[2].Address != "10.0.0.3" || got[2].Port != 30004 {
+			t.Errorf("%s of three placed together: initial cluster %v", c.Metadata.Name, got)
+		}
+	}
+}

@@ -289,7 +289,7 @@ func TestEtcdMembership(t *testing.T) {
 // once, each with the three as its initial cluster: none waits for another
 // or joins as a learner, and all three vote. A decision made again after a
 // repair, or by a member whose peer URL moved since it was placed, is
-// never the static one.
+// never the static one, nor a cluster of its own.
 func TestEtcdStaticBootstrap(t *testing.T) {
 	bin := binDir(t)
 	_, as := testCluster(t, 3)
@@ -301,12 +301,14 @@ func TestEtcdStaticBootstrap(t *testing.T) {
 		want = append(want, a.Component.Metadata.Name+"="+peerURL(a, a.Component.Metadata.Name))
 	}
 	sort.Strings(want)
-	if _, err := DecideBootstrap(ctx, as[1], paths(1), false); !errors.Is(err, host.ErrWaiting) {
-		t.Fatalf("a member deciding again after a repair, no member running: %v, want it to wait for the first", err)
+	// Never alone, not even the first by name: the others form the
+	// cluster without it.
+	if _, err := DecideBootstrap(ctx, as[0], paths(0), false); !errors.Is(err, host.ErrWaiting) {
+		t.Fatalf("a member deciding again after a repair, no member running: %v, want it to wait for the others", err)
 	}
-	moved := onPeerPortOf(as[2], as[0])
-	if _, err := DecideBootstrap(ctx, moved, paths(2), true); !errors.Is(err, host.ErrWaiting) {
-		t.Fatalf("a member whose peer URL moved since it was placed: %v, want it to wait for the first", err)
+	moved := onPeerPortOf(as[0], as[1])
+	if _, err := DecideBootstrap(ctx, moved, paths(0), true); !errors.Is(err, host.ErrWaiting) {
+		t.Fatalf("a member whose peer URL moved since it was placed: %v, want it to wait for the others", err)
 	}
 	began := time.Now()
 	for i, a := range as {
@@ -330,8 +332,8 @@ func TestEtcdStaticBootstrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range list.Members {
-		if m.IsLearner {
-			t.Errorf("member %s is a learner", m.Name)
+		if m.IsLearner || len(m.ClientURLs) == 0 {
+			t.Errorf("member %s: learner %v, client URLs %v; want a started voter", m.Name, m.IsLearner, m.ClientURLs)
 		}
 	}
 	if got := memberNames(t, as[0]); len(got) != 3 {

@@ -72,8 +72,8 @@ func clientEndpoints(as *pb.Assignment, self string, others bool) []string {
 // only: first is false once a repair discarded one (the member was removed,
 // or never started so). Otherwise, when another member answers, this one
 // is added as a learner (once) and joins the existing cluster; when none
-// does, the first member by name starts a new cluster and the others wait
-// for it.
+// does, the first member by name of a cluster placed one at a time starts
+// it, on its first decision, and the others wait for it.
 func DecideBootstrap(ctx context.Context, as *pb.Assignment, paths host.Paths, first bool) (EtcdBootstrap, error) {
 	m, err := self(as)
 	if err != nil {
@@ -94,6 +94,13 @@ func DecideBootstrap(ctx context.Context, as *pb.Assignment, paths host.Paths, f
 		if !errors.Is(err, errNoMemberAnswers) {
 			return EtcdBootstrap{}, err
 		}
+	}
+	// A member placed with others as a new cluster's first, or deciding
+	// again after a repair (which only acts while a quorum of the others
+	// answers), belongs to a cluster that exists or is forming: started
+	// alone, it would split from it.
+	if len(as.GetComponent().GetSpec().GetEtcdInitialCluster()) > 0 || !first {
+		return EtcdBootstrap{}, fmt.Errorf("%w for a member of its cluster to answer", host.ErrWaiting)
 	}
 	if first := oldestPeer(as.EtcdPeers); first != m.name {
 		return EtcdBootstrap{}, fmt.Errorf("%w (%s)", ErrWaitingForFirstMember, first)
@@ -220,8 +227,10 @@ func PromoteLearners(ctx context.Context, as *pb.Assignment, paths host.Paths) e
 			return fmt.Errorf("etcd member %s is a learner not promoted yet: %w", m.name, err)
 		}
 	}
+	// A member started has published its client URLs (one of a static
+	// bootstrap is listed by name before).
 	for _, mem := range list.Members {
-		if mem.Name == m.name {
+		if mem.Name == m.name && len(mem.ClientURLs) > 0 {
 			return nil
 		}
 	}
