@@ -34,8 +34,8 @@ const DefaultReloadTimeout = 30 * time.Second
 // configuration again, without dropping connections (see the package doc),
 // and waits until a new worker runs it. It returns nil when no haproxy is
 // running there (no master answers on its socket within masterStartup):
-// a haproxy that starts reads the current files anyway. It returns an error wrapping
-// ErrConfigRejected when haproxy refused the configuration.
+// a haproxy that starts reads the current files anyway. It returns an
+// error wrapping ErrConfigRejected when haproxy refused the configuration.
 //
 // Calls for one ingress must not overlap.
 func Reload(ctx context.Context, paths host.Paths) error {

@@ -68,16 +68,12 @@ func TestCreationBench(t *testing.T) {
 // agentsRSS is the resident memory of each lab host's agent.
 func agentsRSS(t *testing.T, s *system) string {
 	var parts []string
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		cmdline, err := os.ReadFile(p)
-		args := strings.Split(string(cmdline), "\x00")
-		if err != nil || len(args) < 4 || filepath.Base(args[0]) != "oneinfra-agent" || args[2] != "--name" {
+	for _, p := range processes() {
+		if len(p.args) < 4 || filepath.Base(p.args[0]) != "oneinfra-agent" || p.args[2] != "--name" {
 			continue
 		}
-		kb, err := testutil.RSSKiB(filepath.Base(filepath.Dir(p)))
-		if err == nil {
-			parts = append(parts, fmt.Sprintf("%s %d MiB", args[3], kb/1024))
+		if kb, err := testutil.RSSKiB(p.pid); err == nil {
+			parts = append(parts, fmt.Sprintf("%s %d MiB", p.args[3], kb/1024))
 		}
 	}
 	if len(parts) == 0 {

@@ -477,31 +477,49 @@ func (m memory) String() string {
 // controlPlaneMemory is the resident memory of the control-plane
 // processes of cluster, each one's as "exe N MiB".
 func controlPlaneMemory(t *testing.T, s *system, cluster string) memory {
-	var m memory
+	var markers []string
 	for _, c := range components(t, s) {
-		if c.Spec.Role != "control-plane" || c.Spec.Cluster != cluster {
-			continue
-		}
-		marker := filepath.Join("clusters", cluster, c.Metadata.Name)
-		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-		for _, p := range procs {
-			cmdline, err := os.ReadFile(p)
-			if err != nil || !strings.Contains(string(cmdline), marker) || strings.Contains(string(cmdline), "containerd-shim") {
-				continue
-			}
-			pid := filepath.Base(filepath.Dir(p))
-			kb, err := testutil.RSSKiB(pid)
-			files, ferr := testutil.StatusKiB(pid, "RssFile")
-			if err != nil || ferr != nil {
-				continue
-			}
-			exe := filepath.Base(strings.SplitN(string(cmdline), "\x00", 2)[0])
-			m.parts = append(m.parts, fmt.Sprintf("%s %d MiB", exe, kb/1024))
-			m.rss += kb
-			m.files += files
+		if c.Spec.Role == "control-plane" && c.Spec.Cluster == cluster {
+			markers = append(markers, filepath.Join("clusters", cluster, c.Metadata.Name))
 		}
 	}
+	var m memory
+	for _, p := range processes() {
+		cmdline := strings.Join(p.args, " ")
+		if !slices.ContainsFunc(markers, func(mk string) bool { return strings.Contains(cmdline, mk) }) || strings.Contains(cmdline, "containerd-shim") {
+			continue
+		}
+		kb, err := testutil.RSSKiB(p.pid)
+		files, ferr := testutil.StatusKiB(p.pid, "RssFile")
+		if err != nil || ferr != nil {
+			continue
+		}
+		m.parts = append(m.parts, fmt.Sprintf("%s %d MiB", filepath.Base(p.args[0]), kb/1024))
+		m.rss += kb
+		m.files += files
+	}
 	return m
+}
+
+// process is a process of this machine: its pid and command line.
+type process struct {
+	pid  string
+	args []string
+}
+
+// processes lists the machine's processes (those that exit meanwhile
+// left out).
+func processes() []process {
+	var out []process
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		b, err := os.ReadFile(f)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		out = append(out, process{pid: filepath.Base(filepath.Dir(f)), args: strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")})
+	}
+	return out
 }
 
 // etcdDecision is one agent's log line deciding how a replica's etcd
